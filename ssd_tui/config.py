@@ -1,0 +1,454 @@
+"""Run configuration: one TOML file, validated into frozen dataclasses.
+
+Every error names the file, the line where it can be found, and the key, in one
+line. Relative paths in a config resolve against the config file's folder, so a
+config means the same thing whatever the current directory is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ssd_tui.engine.base import LoraSettings, SamplingParams, TrainSettings
+from ssd_tui.errors import SSDError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+DEFAULT_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
+
+
+def _between(lo: float, hi: float, lo_open: bool = False):
+    def check(v: float) -> str | None:
+        if (v <= lo if lo_open else v < lo) or v > hi:
+            left = "(" if lo_open else "["
+            return f"must be in {left}{lo}, {hi}]"
+        return None
+
+    return check
+
+
+def _at_least(lo: float):
+    return lambda v: None if v >= lo else f"must be ≥ {lo}"
+
+
+def _one_of(*choices: str):
+    return lambda v: None if v in choices else "must be one of " + ", ".join(map(repr, choices))
+
+
+def _opt(help: str, check=None, **kw) -> Any:
+    return field(metadata={"help": help, "check": check}, **kw)
+
+
+@dataclass(frozen=True)
+class RunSection:
+    name: str = _opt("a short name for the run, shown in the app", default="run")
+    dir: str = _opt("run folder (run.db, adapters/); relative to this file", default="")
+    seed: int = _opt("seed for sampling and training", _at_least(0), default=0)
+    rounds: int = _opt("SSD rounds to run after round 0 (the base model)", _at_least(0), default=3)
+    engine: str = _opt("sampler engine", _one_of("hf", "vllm"), default="hf")
+    threads: int = _opt("CPU threads for torch; 0 = all cores", _at_least(0), default=0)
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    path: str = _opt(
+        "local model folder (or a Hugging Face id already in the local cache)", default=""
+    )
+    gguf_file: str = _opt("a GGUF file inside `path` to convert once to safetensors", default="")
+    dtype: str = _opt(
+        "weights dtype", _one_of("float32", "bfloat16", "float16", "auto"), default="float32"
+    )
+    device: str = _opt("torch device", _one_of("cpu", "cuda", "auto"), default="cpu")
+    prompt_style: str = _opt(
+        "completion: the model continues the code prompt; chat: chat template + fenced code answer",
+        _one_of("completion", "chat"),
+        default="completion",
+    )
+    system_prompt: str = _opt(
+        "system message for chat-style prompting",
+        default="You are an expert Python programmer. Answer with the complete solution in a single ```python code block.",
+    )
+
+
+@dataclass(frozen=True)
+class DataSection:
+    train_prompts: str = _opt(
+        "training prompts: 'humaneval', 'leetcode' or a JSONL file", default=""
+    )
+    benchmark: str = _opt(
+        "held-out benchmark: 'humaneval', 'leetcode' or a JSONL file with tests", default=""
+    )
+    max_train_prompts: int = _opt(
+        "use the first N training prompts; 0 = all", _at_least(0), default=0
+    )
+    max_eval_problems: int = _opt(
+        "use the first N benchmark problems; 0 = all", _at_least(0), default=0
+    )
+
+
+@dataclass(frozen=True)
+class SamplingSection:
+    temperature: float = _opt("T_train", _between(0.0, 5.0, lo_open=True), default=1.0)
+    top_k: int = _opt("top-k truncation; 0 = off", _at_least(0), default=0)
+    top_p: float = _opt(
+        "top-p truncation; 1.0 = off", _between(0.0, 1.0, lo_open=True), default=1.0
+    )
+    min_p: float = _opt("min-p truncation; 0.0 = off", _between(0.0, 1.0), default=0.0)
+    samples_per_prompt: int = _opt("samples per training prompt", _at_least(1), default=1)
+    max_new_tokens: int = _opt("token budget per sample", _at_least(1), default=256)
+    stop: tuple[str, ...] = _opt("stop strings (not included in the sample)", default=DEFAULT_STOP)
+    batch_size: int = _opt("prompts per generation batch", _at_least(1), default=16)
+
+
+@dataclass(frozen=True)
+class EvalSection:
+    temperature: float = _opt("T_eval", _between(0.0, 5.0, lo_open=True), default=0.8)
+    top_k: int = _opt("top-k truncation; 0 = off", _at_least(0), default=0)
+    top_p: float = _opt(
+        "top-p truncation; 1.0 = off", _between(0.0, 1.0, lo_open=True), default=0.95
+    )
+    min_p: float = _opt("min-p truncation; 0.0 = off", _between(0.0, 1.0), default=0.0)
+    samples_per_problem: int = _opt("n samples per problem, for pass@k", _at_least(1), default=5)
+    k: tuple[int, ...] = _opt("k values for pass@k", default=(1, 5))
+    max_new_tokens: int = _opt("token budget per sample", _at_least(1), default=256)
+    stop: tuple[str, ...] = _opt("stop strings (not included in the sample)", default=DEFAULT_STOP)
+    batch_size: int = _opt("prompts per generation batch", _at_least(1), default=16)
+    timeout_s: float = _opt("wall-clock limit per test program", _between(0.1, 600.0), default=10.0)
+    memory_mb: int = _opt("memory limit per test program", _at_least(64), default=1024)
+    workers: int = _opt("test programs run in parallel; 0 = all cores", _at_least(0), default=0)
+    baseline_temperatures: tuple[float, ...] = _opt(
+        "round 0 also evaluates the base model at these T_eval values (temperature-only baseline)",
+        default=(),
+    )
+
+
+@dataclass(frozen=True)
+class LoraSection:
+    r: int = _opt("LoRA rank", _at_least(1), default=8)
+    alpha: int = _opt("LoRA alpha", _at_least(1), default=16)
+    dropout: float = _opt("LoRA dropout", _between(0.0, 0.9), default=0.05)
+    target_modules: tuple[str, ...] = _opt(
+        "modules to adapt; ['all-linear'] = every linear layer", default=("all-linear",)
+    )
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    learning_rate: float = _opt(
+        "peak learning rate", _between(0.0, 1.0, lo_open=True), default=2e-4
+    )
+    epochs: int = _opt("passes over the round's samples", _at_least(1), default=1)
+    batch_size: int = _opt("examples per micro-batch", _at_least(1), default=4)
+    grad_accum: int = _opt("micro-batches per optimiser step", _at_least(1), default=1)
+    max_length: int = _opt("prompt + completion tokens kept", _at_least(8), default=512)
+    min_completion_lines: int = _opt(
+        "drop completions with fewer non-empty lines (stubs)", _at_least(0), default=2
+    )
+    drop_shortest: float = _opt(
+        "also drop this share of the shortest completions", _between(0.0, 0.9), default=0.0
+    )
+
+
+@dataclass(frozen=True)
+class AnalysisSection:
+    fork_entropy: float = _opt(
+        "positions with base-model entropy ≥ this (nats) are forks", _at_least(0.0), default=1.0
+    )
+    lock_top1: float = _opt(
+        "positions with base-model top-1 probability ≥ this are locks",
+        _between(0.0, 1.0),
+        default=0.9,
+    )
+    min_unique_share: float = _opt(
+        "warn when the share of unique programs falls below this", _between(0.0, 1.0), default=0.3
+    )
+    max_diversity_drop: float = _opt(
+        "warn when distinct-2 falls by more than this share in a round while pass@1 does not rise",
+        _between(0.0, 1.0),
+        default=0.2,
+    )
+    min_passk_gap_ratio: float = _opt(
+        "warn when the pass@k − pass@1 gap shrinks below this share of round 0's",
+        _between(0.0, 1.0),
+        default=0.5,
+    )
+    max_fork_entropy_drop: float = _opt(
+        "warn when fork-position entropy falls by more than this share of round 0's",
+        _between(0.0, 1.0),
+        default=0.5,
+    )
+    max_length_drift: float = _opt(
+        "warn when mean completion length moves by more than this share of round 0's",
+        _between(0.0, 10.0),
+        default=0.5,
+    )
+    max_duplicate_share: float = _opt(
+        "warn when this share of training samples are exact duplicates",
+        _between(0.0, 1.0),
+        default=0.5,
+    )
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    run: RunSection = field(default_factory=RunSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    sampling: SamplingSection = field(default_factory=SamplingSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    analysis: AnalysisSection = field(default_factory=AnalysisSection)
+    # The folder relative paths resolve against (the config file's folder).
+    base_dir: Path = field(default=Path("."), compare=False)
+
+    # ---- derived settings the engines take -------------------------------------------
+    def resolve(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.resolve(self.run.dir or f"runs/{self.run.name}")
+
+    @property
+    def db_path(self) -> Path:
+        return self.run_dir / "run.db"
+
+    def train_sampling(self, seed: int) -> SamplingParams:
+        s = self.sampling
+        return SamplingParams(
+            s.temperature,
+            s.top_k,
+            s.top_p,
+            s.min_p,
+            s.max_new_tokens,
+            s.samples_per_prompt,
+            tuple(s.stop),
+            seed,
+        )
+
+    def eval_sampling(self, seed: int, temperature: float | None = None) -> SamplingParams:
+        e = self.eval
+        t = e.temperature if temperature is None else temperature
+        return SamplingParams(
+            t,
+            e.top_k,
+            e.top_p,
+            e.min_p,
+            e.max_new_tokens,
+            e.samples_per_problem,
+            tuple(e.stop),
+            seed,
+        )
+
+    def lora_settings(self) -> LoraSettings:
+        lo = self.lora
+        return LoraSettings(lo.r, lo.alpha, lo.dropout, tuple(lo.target_modules))
+
+    def train_settings(self) -> TrainSettings:
+        t = self.train
+        return TrainSettings(
+            t.learning_rate, t.epochs, t.batch_size, t.grad_accum, t.max_length, self.run.seed
+        )
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {
+            f.name: dataclasses.asdict(getattr(self, f.name))
+            for f in fields(self)
+            if f.name != "base_dir"
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+
+_SECTION_TYPES = {
+    "run": RunSection,
+    "model": ModelSection,
+    "data": DataSection,
+    "sampling": SamplingSection,
+    "eval": EvalSection,
+    "lora": LoraSection,
+    "train": TrainSection,
+    "analysis": AnalysisSection,
+}
+
+
+def _line_of(text: str, section: str | None, key: str | None) -> int | None:
+    """Find the line (1-based) where `key` is set in `[section]`, or the header itself."""
+    current = None
+    for i, line in enumerate(text.splitlines(), 1):
+        s = line.strip()
+        m = re.match(r"^\[\s*([A-Za-z0-9_.-]+)\s*\]", s)
+        if m:
+            current = m.group(1)
+            if key is None and current == section:
+                return i
+            continue
+        if key is not None and current == section and re.match(rf"^{re.escape(key)}\s*=", s):
+            return i
+    return None
+
+
+def _coerce(value: Any, ftype: str, where: str) -> Any:
+    """Check a TOML value against a field's annotated type; ints are accepted for floats."""
+
+    def bad(kind: str) -> SSDError:
+        return SSDError(f"{where} must be {kind} (got {value!r})")
+
+    if ftype == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if ftype == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if ftype == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if ftype == "str":
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    if ftype.startswith("tuple["):
+        inner = ftype[len("tuple[") : -len(", ...]")]
+        if not isinstance(value, list):
+            raise bad(f"a list of {inner}s")
+        return tuple(_coerce(v, inner, f"{where} item") for v in value)
+    raise AssertionError(f"unhandled field type {ftype}")
+
+
+def parse_config(
+    data: dict[str, Any], text: str = "", source: str = "config", base_dir: Path | None = None
+) -> RunConfig:
+    """Validate a parsed TOML document; errors name `source:line: [section] key`."""
+
+    def where(section: str | None, key: str | None) -> str:
+        line = _line_of(text, section, key) if text else None
+        loc = f"{source}:{line}" if line else source
+        name = f"[{section}] {key}" if key else f"[{section}]"
+        return f"{loc}: {name}"
+
+    sections: dict[str, Any] = {}
+    for sname, table in data.items():
+        if sname not in _SECTION_TYPES:
+            known = ", ".join(f"[{s}]" for s in _SECTION_TYPES)
+            raise SSDError(f"{where(sname, None)}: unknown section (known: {known})")
+        if not isinstance(table, dict):
+            raise SSDError(f"{source}: '{sname}' must be a table ([{sname}])")
+        cls = _SECTION_TYPES[sname]
+        spec = {f.name: f for f in fields(cls)}
+        values = {}
+        for key, value in table.items():
+            if key not in spec:
+                raise SSDError(f"{where(sname, key)}: unknown key (known: {', '.join(spec)})")
+            f = spec[key]
+            loc = where(sname, key)
+            v = _coerce(value, str(f.type), loc)
+            check = f.metadata.get("check")
+            if check is not None:
+                items = v if isinstance(v, tuple) else (v,)
+                for item in items:
+                    msg = check(item)
+                    if msg:
+                        raise SSDError(f"{loc} {msg} (got {item!r})")
+            values[key] = v
+        sections[sname] = cls(**values)
+    cfg = RunConfig(**sections, base_dir=base_dir or Path("."))
+    _check_cross_fields(cfg, where)
+    return cfg
+
+
+def _check_cross_fields(cfg: RunConfig, where) -> None:
+    if not cfg.model.path:
+        raise SSDError(f"{where('model', 'path')}: missing (a local model folder is required)")
+    if not cfg.data.benchmark:
+        raise SSDError(f"{where('data', 'benchmark')}: missing (the held-out problems with tests)")
+    if cfg.run.rounds > 0 and not cfg.data.train_prompts:
+        raise SSDError(
+            f"{where('data', 'train_prompts')}: missing (SSD rounds need training prompts)"
+        )
+    if not cfg.eval.k:
+        raise SSDError(f"{where('eval', 'k')} must list at least one k")
+    for k in cfg.eval.k:
+        if k < 1 or k > cfg.eval.samples_per_problem:
+            raise SSDError(
+                f"{where('eval', 'k')} value {k} must be between 1 and samples_per_problem "
+                f"({cfg.eval.samples_per_problem})"
+            )
+    if cfg.lora.alpha < 1:
+        raise SSDError(f"{where('lora', 'alpha')} must be ≥ 1")
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a run config; raise SSDError with a one-line message on any problem."""
+    p = Path(path)
+    if not p.exists():
+        raise SSDError(f"config file not found: {p}")
+    if p.is_dir():
+        raise SSDError(f"config path is a folder, not a TOML file: {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SSDError(f"cannot read config {p}: {e}") from None
+    return loads_config(text, source=str(p), base_dir=p.resolve().parent)
+
+
+def loads_config(text: str, source: str = "config", base_dir: Path | None = None) -> RunConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SSDError(f"{source}: TOML syntax error: {e}") from None
+    return parse_config(data, text, source, base_dir)
+
+
+def config_diff(
+    a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = ("run.rounds", "run.threads")
+) -> list[str]:
+    """Keys (as 'section.key') whose values differ between two configs."""
+    da, db = a.to_dict(), b.to_dict()
+    out = []
+    for s in da:
+        for k in da[s]:
+            name = f"{s}.{k}"
+            if name not in ignore and da[s][k] != db.get(s, {}).get(k):
+                out.append(name)
+    return out
+
+
+def config_from_json(text: str, base_dir: Path) -> RunConfig:
+    """Rebuild a config stored in a run DB (already validated once)."""
+    data = json.loads(text)
+    sections = {}
+    for sname, cls in _SECTION_TYPES.items():
+        values = dict(data.get(sname, {}))
+        for f in fields(cls):
+            if f.name in values and str(f.type).startswith("tuple["):
+                values[f.name] = tuple(values[f.name])
+        sections[sname] = cls(**values)
+    return RunConfig(**sections, base_dir=base_dir)
+
+
+def describe_options() -> str:
+    """Every section and key with its default and help: the reference `--help` points to."""
+    lines = []
+    for sname, cls in _SECTION_TYPES.items():
+        lines.append(f"[{sname}]")
+        for f in fields(cls):
+            default = f.default if f.default is not dataclasses.MISSING else None
+            lines.append(
+                f"  {f.name} = {json.dumps(default, ensure_ascii=False)}  # {f.metadata.get('help', '')}"
+            )
+    return "\n".join(lines)

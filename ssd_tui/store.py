@@ -1,0 +1,634 @@
+"""The run database: one SQLite file per run, the one interface between engine and UI.
+
+Plain, well-indexed tables any SQLite client can read (see docs/store.md). The engine
+writes in small transactions (one generation or test batch each), so a kill -9
+loses at most the batch in flight; natural keys make every write idempotent.
+Per-token statistics are packed little-endian arrays (int32 ids, float32 values).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlite_utils
+
+from ssd_tui.errors import SSDError
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS runs (
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  model TEXT NOT NULL,
+  config_toml TEXT,
+  config_json TEXT NOT NULL,
+  base_dir TEXT,
+  created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rounds (
+  round INTEGER PRIMARY KEY,
+  status TEXT NOT NULL DEFAULT 'pending',          -- pending | running | done
+  adapter_path TEXT,
+  adapter_sha256 TEXT,
+  started_at REAL,
+  finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS stages (
+  round INTEGER NOT NULL REFERENCES rounds(round),
+  stage TEXT NOT NULL,                             -- sample | train | evaluate | baseline | analyse
+  position INTEGER NOT NULL,
+  status TEXT NOT NULL DEFAULT 'pending',          -- pending | running | stopped | failed | done
+  detail TEXT,
+  done INTEGER NOT NULL DEFAULT 0,
+  total INTEGER NOT NULL DEFAULT 0,
+  started_at REAL,
+  finished_at REAL,
+  seconds REAL NOT NULL DEFAULT 0,                 -- time spent, summed over resumes
+  PRIMARY KEY (round, stage)
+);
+CREATE TABLE IF NOT EXISTS problems (
+  id INTEGER PRIMARY KEY,
+  purpose TEXT NOT NULL,                           -- train | eval
+  name TEXT NOT NULL,
+  prompt TEXT NOT NULL,
+  tests TEXT,
+  entry_point TEXT,
+  difficulty TEXT,
+  source TEXT,
+  UNIQUE (purpose, name)
+);
+CREATE TABLE IF NOT EXISTS samples (
+  id INTEGER PRIMARY KEY,
+  round INTEGER NOT NULL,                          -- train samples of round k come from model k-1
+  purpose TEXT NOT NULL,                           -- train | eval
+  problem_id INTEGER NOT NULL REFERENCES problems(id),
+  sample_idx INTEGER NOT NULL,
+  temperature REAL NOT NULL,
+  top_k INTEGER NOT NULL,
+  top_p REAL NOT NULL,
+  min_p REAL NOT NULL,
+  completion TEXT NOT NULL,
+  code TEXT,                                       -- the program that is tested (eval)
+  n_tokens INTEGER NOT NULL,
+  logprob_sum REAL,
+  mean_entropy REAL,
+  mean_tail_mass REAL,
+  finish_reason TEXT,
+  created_at REAL NOT NULL,
+  UNIQUE (round, purpose, temperature, problem_id, sample_idx)
+);
+CREATE INDEX IF NOT EXISTS samples_problem ON samples (problem_id, round);
+CREATE TABLE IF NOT EXISTS token_stats (
+  sample_id INTEGER PRIMARY KEY REFERENCES samples(id) ON DELETE CASCADE,
+  token_ids BLOB NOT NULL,                         -- int32 little-endian
+  logprobs BLOB NOT NULL,                          -- float32: log p(token) at T = 1
+  entropies BLOB NOT NULL,                         -- float32: entropy of the full distribution (nats)
+  tail_mass BLOB NOT NULL                          -- float32: mass outside the truncation set
+);
+CREATE TABLE IF NOT EXISTS verdicts (
+  sample_id INTEGER PRIMARY KEY REFERENCES samples(id) ON DELETE CASCADE,
+  status TEXT NOT NULL,                            -- passed | failed | error | timeout
+  message TEXT,
+  duration_s REAL
+);
+CREATE INDEX IF NOT EXISTS verdicts_status ON verdicts (status);
+CREATE TABLE IF NOT EXISTS metrics (
+  round INTEGER NOT NULL,
+  purpose TEXT NOT NULL,                           -- eval | train
+  temperature REAL NOT NULL,
+  name TEXT NOT NULL,                              -- pass@1, pass@5, distinct_2, ...
+  scope TEXT NOT NULL DEFAULT 'all',               -- all | easy | medium | hard
+  value REAL,
+  PRIMARY KEY (round, purpose, temperature, name, scope)
+);
+CREATE TABLE IF NOT EXISTS train_log (
+  round INTEGER NOT NULL,
+  step INTEGER NOT NULL,
+  loss REAL,
+  lr REAL,
+  PRIMARY KEY (round, step)
+);
+CREATE TABLE IF NOT EXISTS events (
+  id INTEGER PRIMARY KEY,
+  ts REAL NOT NULL,
+  round INTEGER,
+  stage TEXT,
+  level TEXT NOT NULL,                             -- info | warning | error
+  message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS warnings (
+  id INTEGER PRIMARY KEY,
+  round INTEGER NOT NULL,
+  rule TEXT NOT NULL,
+  message TEXT NOT NULL,
+  evidence TEXT,                                   -- JSON
+  created_at REAL NOT NULL,
+  UNIQUE (round, rule)
+);
+"""
+
+
+def pack(values: Sequence[float] | Sequence[int], dtype: str = "<f4") -> bytes:
+    return np.asarray(values, dtype=dtype).tobytes()
+
+
+def unpack(blob: bytes | None, dtype: str = "<f4") -> np.ndarray:
+    return np.frombuffer(blob or b"", dtype=dtype)
+
+
+@dataclass
+class SampleRow:
+    """One sample to write; token arrays may be empty (e.g. the vLLM fake)."""
+
+    round: int
+    purpose: str
+    problem_id: int
+    sample_idx: int
+    temperature: float
+    top_k: int
+    top_p: float
+    min_p: float
+    completion: str
+    code: str | None
+    finish_reason: str
+    token_ids: Sequence[int]
+    logprobs: Sequence[float]
+    entropies: Sequence[float]
+    tail_mass: Sequence[float]
+
+
+def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
+    if readonly:
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, timeout=30, check_same_thread=False
+        )
+    else:
+        conn = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+class RunStore:
+    """A run database. Open with `RunStore.open(path)`; one writer (the engine), many readers."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool):
+        self.conn = conn
+        self.path = path
+        self.readonly = readonly
+        self.db = sqlite_utils.Database(conn)
+
+    # ---- opening --------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path, create: bool = False, readonly: bool = False) -> RunStore:
+        p = Path(path)
+        if not p.exists() and not create:
+            raise SSDError(f"run database not found: {p}")
+        if p.exists() and p.is_dir():
+            raise SSDError(f"{p} is a folder, not a run database")
+        if p.exists() and p.stat().st_size > 0:
+            with open(p, "rb") as f:
+                if f.read(16) != b"SQLite format 3\x00":
+                    raise SSDError(f"{p} is not an SQLite database")
+        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = _connect(p, readonly)
+            store = cls(conn, p, readonly)
+            store._setup(create and not readonly)
+        except sqlite3.DatabaseError as e:
+            raise SSDError(
+                f"{p}: cannot read the database ({e}); the file may be truncated or damaged"
+            ) from None
+        return store
+
+    def _setup(self, create: bool) -> None:
+        c = self.conn
+        if not self.readonly:
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA synchronous=NORMAL")
+        c.execute("PRAGMA foreign_keys=ON")
+        c.execute("PRAGMA busy_timeout=30000")
+        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" not in tables:
+            if not create:
+                raise SSDError(f"{self.path} is not an ssd-tui run database (no meta table)")
+            with self.transaction():
+                for stmt in SCHEMA.split(";\n"):
+                    if stmt.strip():
+                        c.execute(stmt)
+                c.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                c.execute("INSERT INTO meta VALUES ('created_at', ?)", (str(time.time()),))
+            return
+        row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise SSDError(
+                f"{self.path} was written by a newer ssd-tui (schema {version}; this version reads "
+                f"up to {SCHEMA_VERSION}): upgrade ssd-tui to open it"
+            )
+        if version < 1:
+            raise SSDError(
+                f"{self.path} has no valid schema version; it is not an ssd-tui run database"
+            )
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT: a batch lands whole or not at all."""
+        c = self.conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            yield c
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        c.execute("COMMIT")
+
+    # ---- run and config -------------------------------------------------------------
+    def init_run(
+        self, name: str, model: str, config_json: str, config_toml: str, base_dir: str
+    ) -> None:
+        with self.transaction() as c:
+            if c.execute("SELECT 1 FROM runs").fetchone() is None:
+                c.execute(
+                    "INSERT INTO runs (id, name, model, config_toml, config_json, base_dir, created_at) VALUES (1,?,?,?,?,?,?)",
+                    (name, model, config_toml, config_json, base_dir, time.time()),
+                )
+
+    def run_info(self) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT * FROM runs WHERE id=1").fetchone()
+        return dict(row) if row else None
+
+    def update_config(self, config_json: str, config_toml: str) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE runs SET config_json=?, config_toml=? WHERE id=1",
+                (config_json, config_toml),
+            )
+
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    # ---- rounds and stages ------------------------------------------------------------
+    def plan_round(self, rnd: int, stages: Sequence[str]) -> None:
+        """Create the round's row and its stages (idempotent)."""
+        with self.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO rounds (round) VALUES (?)", (rnd,))
+            for i, s in enumerate(stages):
+                c.execute(
+                    "INSERT OR IGNORE INTO stages (round, stage, position) VALUES (?,?,?)",
+                    (rnd, s, i),
+                )
+
+    def stage(self, rnd: int, stage: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            "SELECT * FROM stages WHERE round=? AND stage=?", (rnd, stage)
+        ).fetchone()
+        return dict(row) if row else None
+
+    def start_stage(self, rnd: int, stage: str, total: int, detail: str = "") -> None:
+        now = time.time()
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE rounds SET status='running', started_at=COALESCE(started_at, ?) WHERE round=?",
+                (now, rnd),
+            )
+            c.execute(
+                "UPDATE stages SET status='running', total=?, detail=?, started_at=? WHERE round=? AND stage=?",
+                (total, detail, now, rnd, stage),
+            )
+
+    def progress(
+        self, rnd: int, stage: str, done: int, total: int | None = None, detail: str | None = None
+    ) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE stages SET done=?, total=COALESCE(?, total), detail=COALESCE(?, detail) WHERE round=? AND stage=?",
+                (done, total, detail, rnd, stage),
+            )
+
+    def end_stage(self, rnd: int, stage: str, status: str) -> None:
+        """Close a stage as done, stopped or failed, adding the time spent to its total."""
+        now = time.time()
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE stages SET status=?, finished_at=?, seconds = seconds + (? - COALESCE(started_at, ?)) "
+                "WHERE round=? AND stage=?",
+                (status, now, now, now, rnd, stage),
+            )
+            if status == "done":
+                left = c.execute(
+                    "SELECT COUNT(*) FROM stages WHERE round=? AND status!='done'", (rnd,)
+                ).fetchone()[0]
+                if left == 0:
+                    c.execute(
+                        "UPDATE rounds SET status='done', finished_at=? WHERE round=?", (now, rnd)
+                    )
+
+    def set_adapter(self, rnd: int, path: str, sha256: str) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE rounds SET adapter_path=?, adapter_sha256=? WHERE round=?",
+                (path, sha256, rnd),
+            )
+
+    def rounds(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute("SELECT * FROM rounds ORDER BY round")]
+
+    def stages(self, rnd: int | None = None) -> list[dict[str, Any]]:
+        q = (
+            "SELECT * FROM stages"
+            + (" WHERE round=?" if rnd is not None else "")
+            + " ORDER BY round, position"
+        )
+        return [dict(r) for r in self.conn.execute(q, (rnd,) if rnd is not None else ())]
+
+    # ---- problems -----------------------------------------------------------------------
+    def add_problems(self, purpose: str, problems: Iterable[Any]) -> dict[str, int]:
+        """Insert problems once (by purpose and name); return name → row id."""
+        with self.transaction() as c:
+            for p in problems:
+                c.execute(
+                    "INSERT OR IGNORE INTO problems (purpose, name, prompt, tests, entry_point, difficulty, source) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    (purpose, p.id, p.prompt, p.tests, p.entry_point, p.difficulty, p.source),
+                )
+        return {
+            r["name"]: r["id"]
+            for r in self.conn.execute("SELECT id, name FROM problems WHERE purpose=?", (purpose,))
+        }
+
+    def problems(self, purpose: str | None = None) -> list[dict[str, Any]]:
+        q = "SELECT * FROM problems" + (" WHERE purpose=?" if purpose else "") + " ORDER BY id"
+        return [dict(r) for r in self.conn.execute(q, (purpose,) if purpose else ())]
+
+    # ---- samples ------------------------------------------------------------------------
+    def sample_keys(self, rnd: int, purpose: str, temperature: float) -> set[tuple[int, int]]:
+        rows = self.conn.execute(
+            "SELECT problem_id, sample_idx FROM samples WHERE round=? AND purpose=? AND temperature=?",
+            (rnd, purpose, temperature),
+        )
+        return {(r[0], r[1]) for r in rows}
+
+    def add_samples(self, rows: Sequence[SampleRow]) -> int:
+        """Write a batch of samples and their token statistics in one transaction.
+
+        A sample whose natural key exists already is skipped, so a replayed batch
+        never duplicates anything. Returns the number written.
+        """
+        now = time.time()
+        written = 0
+        with self.transaction() as c:
+            for s in rows:
+                n = len(s.token_ids)
+                cur = c.execute(
+                    "INSERT OR IGNORE INTO samples (round, purpose, problem_id, sample_idx, temperature, top_k, top_p, "
+                    "min_p, completion, code, n_tokens, logprob_sum, mean_entropy, mean_tail_mass, finish_reason, "
+                    "created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        s.round,
+                        s.purpose,
+                        s.problem_id,
+                        s.sample_idx,
+                        s.temperature,
+                        s.top_k,
+                        s.top_p,
+                        s.min_p,
+                        s.completion,
+                        s.code,
+                        n,
+                        float(np.sum(s.logprobs)) if n else None,
+                        float(np.mean(s.entropies)) if len(s.entropies) else None,
+                        float(np.mean(s.tail_mass)) if len(s.tail_mass) else None,
+                        s.finish_reason,
+                        now,
+                    ),
+                )
+                if cur.rowcount == 0:
+                    continue
+                written += 1
+                c.execute(
+                    "INSERT INTO token_stats VALUES (?,?,?,?,?)",
+                    (
+                        cur.lastrowid,
+                        pack(s.token_ids, "<i4"),
+                        pack(s.logprobs),
+                        pack(s.entropies),
+                        pack(s.tail_mass),
+                    ),
+                )
+        return written
+
+    def samples(
+        self,
+        rnd: int | None = None,
+        purpose: str | None = None,
+        temperature: float | None = None,
+        problem_id: int | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[dict[str, Any]]:
+        """Samples with their verdict and problem name, in key order (paged with limit/offset)."""
+        where, args = [], []
+        for col, val in (
+            ("s.round", rnd),
+            ("s.purpose", purpose),
+            ("s.temperature", temperature),
+            ("s.problem_id", problem_id),
+        ):
+            if val is not None:
+                where.append(f"{col}=?")
+                args.append(val)
+        q = (
+            "SELECT s.*, p.name AS problem, p.difficulty, v.status, v.message, v.duration_s FROM samples s "
+            "JOIN problems p ON p.id = s.problem_id LEFT JOIN verdicts v ON v.sample_id = s.id"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY s.round, s.purpose, s.temperature, s.problem_id, s.sample_idx"
+        )
+        if limit is not None:
+            q += " LIMIT ? OFFSET ?"
+            args += [limit, offset]
+        return [dict(r) for r in self.conn.execute(q, args)]
+
+    def token_stats(self, sample_id: int) -> dict[str, np.ndarray]:
+        row = self.conn.execute(
+            "SELECT * FROM token_stats WHERE sample_id=?", (sample_id,)
+        ).fetchone()
+        if row is None:
+            return {k: np.zeros(0) for k in ("token_ids", "logprobs", "entropies", "tail_mass")}
+        return {
+            "token_ids": unpack(row["token_ids"], "<i4"),
+            "logprobs": unpack(row["logprobs"]),
+            "entropies": unpack(row["entropies"]),
+            "tail_mass": unpack(row["tail_mass"]),
+        }
+
+    def count_samples(self, rnd: int, purpose: str, temperature: float | None = None) -> int:
+        q = "SELECT COUNT(*) FROM samples WHERE round=? AND purpose=?"
+        args: list[Any] = [rnd, purpose]
+        if temperature is not None:
+            q += " AND temperature=?"
+            args.append(temperature)
+        return self.conn.execute(q, args).fetchone()[0]
+
+    # ---- verdicts -----------------------------------------------------------------------
+    def unjudged(self, rnd: int, temperature: float) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT s.id, s.problem_id, s.code FROM samples s LEFT JOIN verdicts v ON v.sample_id = s.id "
+            "WHERE s.round=? AND s.purpose='eval' AND s.temperature=? AND v.sample_id IS NULL ORDER BY s.id",
+            (rnd, temperature),
+        )
+        return [dict(r) for r in rows]
+
+    def add_verdicts(self, rows: Iterable[tuple[int, str, str, float]]) -> None:
+        with self.transaction() as c:
+            c.executemany("INSERT OR IGNORE INTO verdicts VALUES (?,?,?,?)", list(rows))
+
+    def pass_counts(self, rnd: int, temperature: float) -> list[tuple[str, str | None, int, int]]:
+        """(problem, difficulty, n, passed) per eval problem of a round, at one temperature."""
+        rows = self.conn.execute(
+            "SELECT p.name, p.difficulty, COUNT(*) AS n, SUM(v.status='passed') AS c FROM samples s "
+            "JOIN problems p ON p.id = s.problem_id JOIN verdicts v ON v.sample_id = s.id "
+            "WHERE s.round=? AND s.purpose='eval' AND s.temperature=? GROUP BY s.problem_id ORDER BY s.problem_id",
+            (rnd, temperature),
+        )
+        return [(r[0], r[1], r[2], r[3] or 0) for r in rows]
+
+    # ---- metrics, training log, events, warnings ---------------------------------------------
+    def set_metrics(
+        self, rnd: int, purpose: str, temperature: float, values: dict[str, dict[str, float]]
+    ) -> None:
+        """values: scope → name → value (e.g. {"all": {"pass@1": 0.4}, "hard": {...}})."""
+        with self.transaction() as c:
+            for scope, named in values.items():
+                for name, v in named.items():
+                    c.execute(
+                        "INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?)",
+                        (rnd, purpose, temperature, name, scope, None if v is None else float(v)),
+                    )
+
+    def metrics(self, purpose: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+        where, args = [], []
+        if purpose:
+            where.append("purpose=?")
+            args.append(purpose)
+        if name:
+            where.append("name=?")
+            args.append(name)
+        q = (
+            "SELECT * FROM metrics"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY round, name, scope"
+        )
+        return [dict(r) for r in self.conn.execute(q, args)]
+
+    def metric(
+        self,
+        rnd: int,
+        name: str,
+        purpose: str = "eval",
+        temperature: float | None = None,
+        scope: str = "all",
+    ) -> float | None:
+        q = "SELECT value FROM metrics WHERE round=? AND purpose=? AND name=? AND scope=?"
+        args: list[Any] = [rnd, purpose, name, scope]
+        if temperature is not None:
+            q += " AND temperature=?"
+            args.append(temperature)
+        row = self.conn.execute(q, args).fetchone()
+        return None if row is None else row[0]
+
+    def add_train_log(self, rnd: int, history: Sequence[dict[str, float]]) -> None:
+        with self.transaction() as c:
+            c.execute("DELETE FROM train_log WHERE round=?", (rnd,))
+            c.executemany(
+                "INSERT INTO train_log VALUES (?,?,?,?)",
+                [(rnd, int(h["step"]), h.get("loss"), h.get("lr")) for h in history],
+            )
+
+    def log(
+        self, message: str, level: str = "info", rnd: int | None = None, stage: str | None = None
+    ) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO events (ts, round, stage, level, message) VALUES (?,?,?,?,?)",
+                (time.time(), rnd, stage, level, message),
+            )
+
+    def events(self, after_id: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            "SELECT * FROM events WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        )
+        return [dict(r) for r in rows]
+
+    def add_warning(self, rnd: int, rule: str, message: str, evidence: dict[str, Any]) -> None:
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO warnings (round, rule, message, evidence, created_at) VALUES (?,?,?,?,?)",
+                (rnd, rule, message, json.dumps(evidence, sort_keys=True), time.time()),
+            )
+
+    def warnings(self, rnd: int | None = None) -> list[dict[str, Any]]:
+        q = (
+            "SELECT * FROM warnings"
+            + (" WHERE round=?" if rnd is not None else "")
+            + " ORDER BY round, rule"
+        )
+        out = []
+        for r in self.conn.execute(q, (rnd,) if rnd is not None else ()):
+            d = dict(r)
+            d["evidence"] = json.loads(d["evidence"]) if d["evidence"] else {}
+            out.append(d)
+        return out
+
+    def data_version(self) -> int:
+        """Changes when another connection commits: a cheap poll for readers."""
+        return self.conn.execute("PRAGMA data_version").fetchone()[0]
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dir_sha256(folder: Path) -> str:
+    """A stable hash of a folder's files (names and contents), for adapters."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode() + b"\0" + file_sha256(p).encode())
+    return h.hexdigest()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
