@@ -1,0 +1,348 @@
+"""The `ssd-tui` command. With no arguments it opens the app; subcommands run headless.
+
+Every user error ends in one line on stderr and exit status 2; an interrupted run
+ends with status 130 and resumes when the same command is run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ssd_tui import __version__
+from ssd_tui.errors import SSDError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_CONFIG = REPO_ROOT / "examples" / "demo.toml"
+
+DESCRIPTION = """\
+Simple Self-Distillation (SSD) of code LLMs, round after round, from the terminal.
+
+One SSD round samples solutions to coding prompts from the current model at a
+training temperature T_train with truncation (top-k / top-p / min-p) — no verifier,
+no teacher, no reward — fine-tunes a LoRA adapter on those raw samples, and
+evaluates pass@1 / pass@k on a held-out benchmark by running its unit tests in a
+sandbox. Everything is recorded in one SQLite file per run (RUN_DIR/run.db).
+"""
+
+EPILOG = """\
+examples:
+  ssd-tui                              open the app on ./runs
+  ssd-tui demo                         3 SSD rounds of the bundled demo model on CPU (minutes)
+  ssd-tui run examples/demo.toml       run a config headless; rerun the same command to resume
+  ssd-tui run CFG --rounds 5           extend a run to 5 rounds
+  ssd-tui open runs/demo/run.db        attach the app to a run (also one running headless)
+  ssd-tui report runs/demo/run.db      tables in the terminal (--out report.html for a file)
+  ssd-tui export runs/demo/run.db --round 2      a self-contained DB of round 2
+  ssd-tui review demo-round-2.db       read-only review of an export
+  ssd-tui options                      every config key, its default and meaning
+"""
+
+
+class RichReporter:
+    """Progress bars with rate and ETA for each stage, and a summary table after each round."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[detail]}"),
+            console=self.console,
+        )
+        self.task = None
+        self.label = ""
+        self.t0 = 0.0
+        self.done0 = 0
+
+    def stage_start(self, rnd: int, stage: str, total: int, done: int) -> None:
+        self.label = f"round {rnd} {stage:<8}"
+        if self.task is None:
+            self.progress.start()
+            self.task = self.progress.add_task(self.label, total=total or None, completed=done, rate="", detail="")
+        else:
+            self.progress.update(self.task, description=self.label, total=total or None, completed=done)
+        self.t0, self.done0 = time.time(), done
+
+    def stage_progress(self, done: int, total: int, detail: str = "") -> None:
+        if self.task is None:
+            return
+        dt = time.time() - self.t0
+        rate = f"{(done - self.done0) / dt:.1f}/s" if dt > 0 and done > self.done0 else ""
+        self.progress.update(self.task, completed=done, total=total or None, rate=rate, detail=detail)
+
+    def stage_end(self, rnd: int, stage: str, status: str) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.progress.stop()
+            self.task = None
+        mark = {"done": "[green]✓", "stopped": "[yellow]■", "failed": "[red]✗"}.get(status, "")
+        self.console.print(f"{mark} round {rnd} {stage}: {status}")
+
+    def round_end(self, rnd: int, summary: dict[str, Any]) -> None:
+        from rich.table import Table
+
+        table = Table(title=f"round {rnd}", show_header=True, header_style="bold")
+        for key in summary:
+            if key not in ("round", "seconds"):
+                table.add_column(key)
+        table.add_column("time per stage")
+        cells = []
+        for key, value in summary.items():
+            if key in ("round", "seconds"):
+                continue
+            cells.append("–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))
+        cells.append(", ".join(f"{s} {sec:.0f}s" for s, sec in summary.get("seconds", {}).items()))
+        table.add_row(*cells)
+        self.console.print(table)
+
+    def message(self, text: str) -> None:
+        self.console.print(f"[yellow]{text}")
+
+
+# ---- subcommands ----------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    import shutil
+
+    from ssd_tui.config import load_config
+    from ssd_tui.pipeline import Pipeline, RunLock, StopRequested, install_signal_handlers
+    from ssd_tui.store import RunStore
+
+    cfg = load_config(args.config)
+    threads = args.threads or cfg.run.threads or os.cpu_count() or 1
+    import torch
+
+    torch.set_num_threads(threads)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    lock = RunLock(cfg.db_path)
+    lock.acquire()
+    try:
+        store = RunStore.open(cfg.db_path, create=True)
+        rep = RichReporter()
+        text = Path(args.config).read_text(encoding="utf-8")
+        pipe = Pipeline(cfg, store, rep, config_toml=text)
+        pipe.prepare()
+        saved = cfg.run_dir / "config.toml"
+        if not saved.exists():
+            shutil.copyfile(args.config, saved)
+        install_signal_handlers(pipe)
+        rep.console.print(
+            f"[bold]{cfg.run.name}[/]: {pipe.model_path} · {len(pipe.train_problems)} training prompts · "
+            f"{len(pipe.eval_problems)} eval problems · run DB {cfg.db_path}"
+        )
+        try:
+            status = pipe.run(rounds=args.rounds, max_stages=args.stages)
+        except StopRequested:
+            rep.console.print("stopped between batches; run the same command again to resume")
+            return 130
+        finally:
+            pipe.release_sampler()
+        if status == "paused":
+            rep.console.print("paused; run the same command again to continue")
+        else:
+            rep.console.print(f"[green]done.[/] open it in the app: ssd-tui open {cfg.db_path}")
+        return 0
+    finally:
+        lock.release()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    if not DEMO_CONFIG.exists():
+        raise SSDError(f"demo config not found at {DEMO_CONFIG} (install from a source checkout: pip install -e .)")
+    args.config = str(DEMO_CONFIG)
+    if args.tui:
+        from ssd_tui.config import load_config
+
+        cfg = load_config(DEMO_CONFIG)
+        from ssd_tui.tui.app import run_app
+
+        run_app(runs_dir=cfg.run_dir.parent, open_db=cfg.db_path, start_config=DEMO_CONFIG)
+        return 0
+    return cmd_run(args)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ssd_tui.config import load_config
+    from ssd_tui.problems import load_problem_set
+    from ssd_tui.pipeline import resolve_model_path
+
+    cfg = load_config(args.config)
+    model = resolve_model_path(cfg)
+    evals = load_problem_set(cfg.data.benchmark, cfg.base_dir, require_tests=True, limit=cfg.data.max_eval_problems or None)
+    train = load_problem_set(cfg.data.train_prompts, cfg.base_dir, limit=cfg.data.max_train_prompts or None) if cfg.data.train_prompts else []
+    print(f"ok: model {model}; {len(train)} training prompts; {len(evals)} eval problems; run folder {cfg.run_dir}")
+    return 0
+
+
+def cmd_options(args: argparse.Namespace) -> int:
+    from ssd_tui.config import describe_options
+
+    print(describe_options())
+    return 0
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    from ssd_tui.tui.app import run_app
+
+    run_app(runs_dir=Path(args.runs_dir))
+    return 0
+
+
+def cmd_open(args: argparse.Namespace) -> int:
+    from ssd_tui.store import RunStore
+
+    RunStore.open(args.db).close()  # clear errors before the app starts
+    from ssd_tui.tui.app import run_app
+
+    run_app(runs_dir=Path(args.db).resolve().parent.parent, open_db=Path(args.db))
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from ssd_tui.export import open_export
+
+    for f in args.files:
+        open_export(Path(f)).close()
+    from ssd_tui.tui.app import run_app
+
+    run_app(runs_dir=Path("."), review=[Path(f) for f in args.files])
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ssd_tui.export import export_run
+
+    if args.all and args.round is not None:
+        raise SSDError("give either --round K or --all, not both")
+    if not args.all and args.round is None:
+        raise SSDError("say what to export: --round K or --all")
+    out = export_run(
+        Path(args.db), Path(args.out) if args.out else None, round=args.round, jsonl=args.jsonl, compress=args.compress
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ssd_tui.report import print_report, write_report
+    from ssd_tui.store import RunStore
+
+    store = RunStore.open(args.db, readonly=True)
+    print_report(store, Console())
+    if args.out:
+        print(f"wrote {write_report(store, Path(args.out))}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ssd_tui import models
+
+    return models.main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ssd-tui", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--version", action="version", version=f"ssd-tui {__version__}")
+    p.add_argument("--runs-dir", default="runs", help="folder of run folders the app lists (default: ./runs)")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks for internal errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run SSD rounds headless from a config (resumes where it stopped)")
+    r.add_argument("config", help="run config (TOML); see `ssd-tui options` and examples/")
+    r.add_argument("--rounds", type=int, help="run until this round is done (overrides [run] rounds)")
+    r.add_argument("--stages", type=int, help="stop after this many more stages (stepping)")
+    r.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: [run] threads, else all cores)")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="run the bundled demo: a tiny code model, 3 SSD rounds on CPU")
+    d.add_argument("--tui", action="store_true", help="watch it in the app instead of the terminal")
+    d.add_argument("--rounds", type=int, help="rounds to run (default: the demo config's)")
+    d.add_argument("--stages", type=int, help=argparse.SUPPRESS)
+    d.add_argument("--threads", type=int, default=0, help="torch CPU threads")
+    d.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("check", help="validate a config, its model path and problem sets, without running")
+    c.add_argument("config")
+    c.set_defaults(func=cmd_check)
+
+    o = sub.add_parser("options", help="list every config key with its default and meaning")
+    o.set_defaults(func=cmd_options)
+
+    op = sub.add_parser("open", help="open a run DB in the app (attaches to a run in progress)")
+    op.add_argument("db")
+    op.set_defaults(func=cmd_open)
+
+    rv = sub.add_parser("review", help="review exported DBs read-only; two files compare round by round")
+    rv.add_argument("files", nargs="+", metavar="FILE")
+    rv.set_defaults(func=cmd_review)
+
+    e = sub.add_parser("export", help="export a round (or the whole run) as a self-contained DB or JSONL")
+    e.add_argument("db")
+    e.add_argument("--round", type=int, help="the round to export")
+    e.add_argument("--all", action="store_true", help="export the whole run")
+    e.add_argument("--out", help="output file (default: beside the run DB)")
+    e.add_argument("--jsonl", action="store_true", help="write samples as JSONL (datasets.load_dataset('json', ...))")
+    e.add_argument("--compress", action="store_true", help="gzip the output for sharing")
+    e.set_defaults(func=cmd_export)
+
+    rp = sub.add_parser("report", help="print a run's tables; --out FILE.html|.md writes a report with curves")
+    rp.add_argument("db")
+    rp.add_argument("--out", help="report file (.html or .md)")
+    rp.set_defaults(func=cmd_report)
+
+    m = sub.add_parser("models", help="prepare real models offline (see `ssd-tui models --help`)")
+    m.add_argument("action", choices=["get", "list"], help="get: fetch and convert a model; list: known models")
+    m.add_argument("name", nargs="?", help="model name, e.g. qwen2.5-coder-0.5b")
+    m.add_argument("--cache", help="cache folder (default: ~/.cache/ssd-tui/models)")
+    m.set_defaults(func=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func = getattr(args, "func", cmd_tui)
+    try:
+        return func(args) or 0
+    except SSDError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a bug of ours: keep the user's screen clean, keep the trace
+        if args.debug:
+            raise
+        fd, path = tempfile.mkstemp(prefix="ssd-tui-crash-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            traceback.print_exc(file=f)
+        print(f"internal error: {type(e).__name__}: {e} (traceback in {path}; please report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,471 @@
+"""SSD rounds and their stages, resumable after any interruption.
+
+Round 0 evaluates the base model. Round k ≥ 1: ``sample`` training prompts at
+T_train from round k−1's model → ``train`` round k's LoRA adapter → ``evaluate``
+round k's model on the held-out problems → ``analyse``. Every stage skips the work
+already in the run DB, so rerunning the same command continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from ssd_tui.config import RunConfig, config_diff, config_from_json
+from ssd_tui.engine.base import Sampler, SamplingParams
+from ssd_tui.errors import SSDError
+from ssd_tui.problems import Problem, load_problem_set
+from ssd_tui.prompting import chat_messages, program_for
+from ssd_tui.store import RunStore, SampleRow, dir_sha256
+
+VERDICT_BATCH = 32  # test programs per transaction
+
+
+class StopRequested(Exception):
+    """Ctrl-C (or SIGINT from the app): stop between batches; rerun to resume."""
+
+
+class Reporter(Protocol):
+    def stage_start(self, rnd: int, stage: str, total: int, done: int) -> None: ...
+    def stage_progress(self, done: int, total: int, detail: str = "") -> None: ...
+    def stage_end(self, rnd: int, stage: str, status: str) -> None: ...
+    def round_end(self, rnd: int, summary: dict[str, Any]) -> None: ...
+    def message(self, text: str) -> None: ...
+
+
+class NullReporter:
+    def stage_start(self, rnd, stage, total, done):
+        pass
+
+    def stage_progress(self, done, total, detail=""):
+        pass
+
+    def stage_end(self, rnd, stage, status):
+        pass
+
+    def round_end(self, rnd, summary):
+        pass
+
+    def message(self, text):
+        pass
+
+
+def stages_for(rnd: int, cfg: RunConfig) -> list[str]:
+    if rnd == 0:
+        extra = ["baseline"] if _baseline_temps(cfg) else []
+        return ["evaluate", *extra, "analyse"]
+    return ["sample", "train", "evaluate", "analyse"]
+
+
+def _baseline_temps(cfg: RunConfig) -> list[float]:
+    return [t for t in cfg.eval.baseline_temperatures if t != cfg.eval.temperature]
+
+
+def derive_seed(*parts: Any) -> int:
+    """A batch's seed from its identity, so a resumed stage draws what an uninterrupted one would."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+class RunLock:
+    """One engine per run: an exclusive flock on RUN_DIR/run.db.lock holding the engine's pid."""
+
+    def __init__(self, db_path: Path):
+        self.path = db_path.with_name(db_path.name + ".lock")
+        self.fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise SSDError(
+                f"another engine (pid {other}) is already running on {self.path.parent}; "
+                "stop it first, or open the run read-only"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def engine_pid(db_path: Path) -> int | None:
+    """The pid of the engine holding the run's lock, or None (for readers like the app)."""
+    lock = db_path.with_name(db_path.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else -1
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def resolve_model_path(cfg: RunConfig) -> str:
+    """A local model folder (relative to the config), or a hub id found in the local cache."""
+    raw = cfg.model.path
+    local = cfg.resolve(raw)
+    if local.exists():
+        if not (local / "config.json").exists() and not cfg.model.gguf_file:
+            raise SSDError(f"model path {local} has no config.json: not a transformers model folder")
+        return str(local)
+    looks_like_id = raw.count("/") == 1 and not raw.startswith((".", "/", "~"))
+    if looks_like_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            if isinstance(try_to_load_from_cache(raw, "config.json"), str):
+                return raw
+        except Exception:  # noqa: BLE001 - any failure means "not cached"
+            pass
+    raise SSDError(f"model path does not exist: {local} (and '{raw}' is not a model in the local Hugging Face cache)")
+
+
+class Pipeline:
+    """Runs a config's rounds against its run DB. One instance per engine process."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        store: RunStore,
+        reporter: Reporter | None = None,
+        make_sampler: Callable[[str | None], Sampler] | None = None,
+        config_toml: str = "",
+    ):
+        self.cfg = cfg
+        self.store = store
+        self.rep = reporter or NullReporter()
+        self.model_path = resolve_model_path(cfg)
+        self.make_sampler = make_sampler or self._default_sampler
+        self._sampler: Sampler | None = None
+        self._sampler_adapter: str | None = "<none>"
+        self._tokenizer = None
+        self.stop_now = False
+        self.stop_after_stage = False
+        self.config_toml = config_toml
+        self.train_problems: list[Problem] = []
+        self.eval_problems: list[Problem] = []
+        self._ids: dict[str, dict[str, int]] = {}
+
+    # ---- set-up --------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Load problem sets and check the stored config; raise SSDError before any work."""
+        cfg = self.cfg
+        self.eval_problems = load_problem_set(
+            cfg.data.benchmark, cfg.base_dir, require_tests=True, limit=cfg.data.max_eval_problems or None
+        )
+        if not self.eval_problems:
+            raise SSDError(f"benchmark {cfg.data.benchmark} has no problems")
+        if cfg.data.train_prompts:
+            self.train_problems = load_problem_set(
+                cfg.data.train_prompts, cfg.base_dir, limit=cfg.data.max_train_prompts or None
+            )
+        info = self.store.run_info()
+        if info is None:
+            self.store.init_run(cfg.run.name, self.model_path, cfg.to_json(), self.config_toml, str(cfg.base_dir))
+        else:
+            stored = config_from_json(info["config_json"], Path(info["base_dir"] or "."))
+            changed = config_diff(stored, cfg)
+            if changed:
+                raise SSDError(
+                    f"the config differs from the one this run started with ({', '.join(changed)}); "
+                    "restore it, or start a new run folder"
+                )
+            self.store.update_config(cfg.to_json(), self.config_toml or info["config_toml"])
+        self._ids["eval"] = self.store.add_problems("eval", self.eval_problems)
+        if self.train_problems:
+            self._ids["train"] = self.store.add_problems("train", self.train_problems)
+
+    def _default_sampler(self, adapter: str | None) -> Sampler:
+        cfg = self.cfg
+        if cfg.run.engine == "vllm":
+            from ssd_tui.engine.vllm import VLLMSampler
+
+            return VLLMSampler(self.model_path, adapter=adapter, cfg=cfg)
+        from ssd_tui.engine.hf import HFSampler
+
+        return HFSampler(
+            self.model_path,
+            adapter=Path(adapter) if adapter else None,
+            dtype=cfg.model.dtype,
+            device=cfg.model.device,
+            batch_size=max(cfg.sampling.batch_size, cfg.eval.batch_size),
+        )
+
+    def sampler(self, adapter: str | None) -> Sampler:
+        """The sampler for a model (base ⊕ adapter); reloaded only when the adapter changes."""
+        if self._sampler is not None and self._sampler_adapter == adapter:
+            return self._sampler
+        self.release_sampler()
+        self._sampler = self.make_sampler(adapter)
+        self._sampler_adapter = adapter
+        return self._sampler
+
+    def release_sampler(self) -> None:
+        if self._sampler is not None:
+            self._sampler.close()
+        self._sampler = None
+        self._sampler_adapter = "<none>"
+
+    def render(self, problem: Problem) -> str:
+        if self.cfg.model.prompt_style == "completion":
+            return problem.prompt
+        from ssd_tui.engine.hf import load_tokenizer, render_prompt
+
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.model_path)
+        return render_prompt(self._tokenizer, chat_messages(problem, self.cfg.model.system_prompt), True)
+
+    def adapter_of(self, rnd: int) -> str | None:
+        """Round k's model is base ⊕ round k's adapter (round 0: the base model)."""
+        if rnd == 0:
+            return None
+        row = next((r for r in self.store.rounds() if r["round"] == rnd), None)
+        if row is None or not row["adapter_path"]:
+            raise SSDError(f"round {rnd} has no trained adapter yet")
+        return row["adapter_path"]
+
+    # ---- the loop -------------------------------------------------------------------------
+    def run(self, rounds: int | None = None, max_stages: int | None = None) -> str:
+        """Run until round `rounds` is done. Returns 'done', 'paused' (stage limit or SIGUSR1)."""
+        last = self.cfg.run.rounds if rounds is None else rounds
+        ran = 0
+        for rnd in range(0, last + 1):
+            stages = stages_for(rnd, self.cfg)
+            self.store.plan_round(rnd, stages)
+            for stage in stages:
+                row = self.store.stage(rnd, stage)
+                if row and row["status"] == "done":
+                    continue
+                if max_stages is not None and ran >= max_stages:
+                    return "paused"
+                self._run_stage(rnd, stage)
+                ran += 1
+                if self.stop_after_stage:
+                    return "paused"
+            self.rep.round_end(rnd, self.round_summary(rnd))
+        return "done"
+
+    def _run_stage(self, rnd: int, stage: str) -> None:
+        store = self.store
+        store.start_stage(rnd, stage, total=0, detail="")
+        store.log(f"round {rnd}: {stage} started", rnd=rnd, stage=stage)
+        t0 = time.time()
+        try:
+            getattr(self, f"stage_{stage}")(rnd)
+        except StopRequested:
+            store.end_stage(rnd, stage, "stopped")
+            store.log(f"round {rnd}: {stage} stopped; rerun to resume", "warning", rnd, stage)
+            self.rep.stage_end(rnd, stage, "stopped")
+            raise
+        except BaseException as e:
+            store.end_stage(rnd, stage, "failed")
+            store.log(f"round {rnd}: {stage} failed: {type(e).__name__}: {e}", "error", rnd, stage)
+            self.rep.stage_end(rnd, stage, "failed")
+            raise
+        store.end_stage(rnd, stage, "done")
+        store.log(f"round {rnd}: {stage} done in {time.time() - t0:.1f}s", rnd=rnd, stage=stage)
+        self.rep.stage_end(rnd, stage, "done")
+
+    def _check_stop(self) -> None:
+        if self.stop_now:
+            raise StopRequested()
+
+    def _progress(self, rnd: int, stage: str, done: int, total: int, detail: str = "") -> None:
+        self.store.progress(rnd, stage, done, total, detail or None)
+        self.rep.stage_progress(done, total, detail)
+
+    # ---- stages -------------------------------------------------------------------------
+    def stage_sample(self, rnd: int) -> None:
+        prev = self.adapter_of(rnd - 1)
+        params = self.cfg.train_sampling(seed=self.cfg.run.seed)
+        self._generate(rnd, "sample", "train", self.train_problems, params, prev, self.cfg.sampling.batch_size)
+
+    def stage_train(self, rnd: int) -> None:
+        from ssd_tui.engine.hf import HFTrainer, filter_examples
+
+        cfg = self.cfg
+        by_id = {p.id: p for p in self.train_problems}
+        rows = self.store.samples(rnd, "train")
+        examples = [(self.render(by_id[r["problem"]]), r["completion"]) for r in rows if r["problem"] in by_id]
+        kept = filter_examples(examples, min_lines=cfg.train.min_completion_lines)
+        if cfg.train.drop_shortest > 0 and kept:
+            kept = sorted(kept, key=lambda e: len(e[1]))[int(len(kept) * cfg.train.drop_shortest) :]
+        self.store.log(
+            f"round {rnd}: training on {len(kept)} of {len(examples)} samples (empty and stub samples dropped)",
+            rnd=rnd, stage="train",
+        )
+        if not kept:
+            raise SSDError(f"round {rnd}: every sample was empty or a stub; nothing to train on")
+        out = cfg.run_dir / "adapters" / f"round-{rnd:03d}"
+        init = self.adapter_of(rnd - 1)
+        self.release_sampler()  # hand the device to the trainer
+        trainer = HFTrainer(self.model_path, cfg.lora_settings(), cfg.train_settings(), cfg.model.dtype, cfg.model.device)
+        self.rep.stage_start(rnd, "train", 0, 0)
+
+        def progress(step: int, total: int) -> None:
+            self._check_stop()
+            self._progress(rnd, "train", step, total, "training")
+
+        trainer.train(kept, out, init_adapter=Path(init) if init else None, progress=progress)
+        self.store.add_train_log(rnd, trainer.history)
+        self.store.set_adapter(rnd, str(out), dir_sha256(out))
+
+    def stage_evaluate(self, rnd: int) -> None:
+        self._evaluate(rnd, "evaluate", self.cfg.eval.temperature)
+
+    def stage_baseline(self, rnd: int) -> None:
+        temps = _baseline_temps(self.cfg)
+        for i, t in enumerate(temps):
+            self._evaluate(rnd, "baseline", t, label=f"T={t} ({i + 1}/{len(temps)})")
+
+    def stage_analyse(self, rnd: int) -> None:
+        try:
+            from ssd_tui import analysis
+        except ImportError:  # analytics not installed in this build
+            return
+        scorer = self._scorer(rnd)
+        by_name = {p.id: p for p in self.eval_problems}
+
+        def render_row(row: dict[str, Any]) -> str:
+            p = by_name.get(row["name"])
+            return self.render(p) if p else row["prompt"]
+
+        warnings = analysis.analyse_round(self.store, rnd, self.cfg, scorer, render=render_row)
+        for w in warnings:
+            self.store.log(f"round {rnd}: warning [{w['rule']}] {w['message']}", "warning", rnd, "analyse")
+
+    def _scorer(self, rnd: int):
+        """Teacher-forced scoring with round `rnd`'s model, when the engine can do it."""
+        sampler = self.sampler(self.adapter_of(rnd))
+        model = getattr(sampler, "model", None)
+        tok = getattr(sampler, "tokenizer", None)
+        if model is None or tok is None:
+            return None
+        from ssd_tui.probe import score_completions
+
+        params = self.cfg.eval_sampling(seed=0)
+        return lambda prompts, completions: score_completions(model, tok, prompts, completions, params)
+
+    # ---- shared work -------------------------------------------------------------------------
+    def _generate(
+        self,
+        rnd: int,
+        stage: str,
+        purpose: str,
+        problems: Sequence[Problem],
+        params: SamplingParams,
+        adapter: str | None,
+        batch_size: int,
+        label: str = "",
+    ) -> None:
+        """Sample `params.n` completions per problem in fixed batches, writing each batch whole."""
+        ids = self._ids[purpose]
+        have = self.store.sample_keys(rnd, purpose, params.temperature)
+        n = params.n
+        total = len(problems) * n
+        done = sum(1 for p in problems for j in range(n) if (ids[p.id], j) in have)
+        detail = f"generating {label}".strip()
+        self.rep.stage_start(rnd, stage, total, done)
+        self._progress(rnd, stage, done, total, detail)
+        style = self.cfg.model.prompt_style
+        for b in range(0, len(problems), batch_size):
+            batch = problems[b : b + batch_size]
+            if all((ids[p.id], j) in have for p in batch for j in range(n)):
+                continue
+            self._check_stop()
+            seed = derive_seed(self.cfg.run.seed, rnd, purpose, params.temperature, b // batch_size)
+            sampler = self.sampler(adapter)
+            outs = sampler.generate([self.render(p) for p in batch], replace(params, seed=seed))
+            rows = [
+                SampleRow(
+                    rnd, purpose, ids[p.id], j, params.temperature, params.top_k, params.top_p, params.min_p,
+                    c.text, program_for(p, c.text, style) if purpose == "eval" else None, c.finish_reason,
+                    c.token_ids, c.logprobs, c.entropies, c.tail_mass,
+                )
+                for p, comps in zip(batch, outs)
+                for j, c in enumerate(comps)
+            ]
+            done += self.store.add_samples(rows)
+            self._progress(rnd, stage, done, total, detail)
+
+    def _evaluate(self, rnd: int, stage: str, temperature: float, label: str = "") -> None:
+        from ssd_tui.evaluate import check_samples, summarize
+        from ssd_tui.sandbox import Limits
+
+        cfg = self.cfg
+        params = cfg.eval_sampling(seed=cfg.run.seed, temperature=temperature)
+        self._generate(rnd, stage, "eval", self.eval_problems, params, self.adapter_of(rnd), cfg.eval.batch_size, label)
+        ids = self._ids["eval"]
+        by_pid = {ids[p.id]: p for p in self.eval_problems}
+        todo = self.store.unjudged(rnd, temperature)
+        total = self.store.count_samples(rnd, "eval", temperature)
+        done = total - len(todo)
+        detail = f"testing {label}".strip()
+        self._progress(rnd, stage, done, total, detail)
+        limits = Limits(timeout_s=cfg.eval.timeout_s, cpu_s=int(cfg.eval.timeout_s) + 1, memory_mb=cfg.eval.memory_mb)
+        workers = cfg.eval.workers or os.cpu_count() or 1
+        for i in range(0, len(todo), VERDICT_BATCH):
+            self._check_stop()
+            chunk = todo[i : i + VERDICT_BATCH]
+            items = [(by_pid[r["problem_id"]], r["code"] or "") for r in chunk]
+            verdicts = [(chunk[j]["id"], v.status, v.message, v.duration_s) for j, v in check_samples(items, limits, workers)]
+            self.store.add_verdicts(verdicts)
+            done += len(verdicts)
+            self._progress(rnd, stage, done, total, detail)
+        counts = self.store.pass_counts(rnd, temperature)
+        metrics = summarize(counts, cfg.eval.k)
+        metrics.setdefault("all", {})["samples"] = float(sum(n for _, _, n, _ in counts))
+        self.store.set_metrics(rnd, "eval", temperature, metrics)
+
+    # ---- summaries -------------------------------------------------------------------------
+    def round_summary(self, rnd: int) -> dict[str, Any]:
+        t = self.cfg.eval.temperature
+        out: dict[str, Any] = {"round": rnd}
+        for k in self.cfg.eval.k:
+            out[f"pass@{k}"] = self.store.metric(rnd, f"pass@{k}", "eval", t)
+        out["train samples"] = self.store.count_samples(rnd, "train")
+        out["eval samples"] = self.store.count_samples(rnd, "eval", t)
+        out["seconds"] = {s["stage"]: s["seconds"] for s in self.store.stages(rnd)}
+        return out
+
+
+def install_signal_handlers(pipe: Pipeline) -> None:
+    """SIGINT/SIGTERM: stop between batches (a second one kills). SIGUSR1: pause after this stage."""
+
+    def on_stop(signum, frame):
+        if pipe.stop_now:
+            raise KeyboardInterrupt
+        pipe.stop_now = True
+        pipe.rep.message("stopping after the current batch… (press Ctrl-C again to abort now)")
+
+    def on_pause(signum, frame):
+        pipe.stop_after_stage = True
+        pipe.rep.message("pausing after the current stage…")
+
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGUSR1, on_pause)
