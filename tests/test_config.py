@@ -1,0 +1,110 @@
+"""Run config: valid files load; every bad value is one line naming file, line and key."""
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ssd_tui.config import config_diff, config_from_json, load_config, loads_config
+from ssd_tui.errors import SSDError
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+MINIMAL = """
+[model]
+path = "m"
+[data]
+train_prompts = "t.jsonl"
+benchmark = "e.jsonl"
+"""
+
+
+def test_examples_load():
+    for path in EXAMPLES.glob("*.toml"):
+        cfg = load_config(path)
+        assert cfg.run.name
+        assert cfg.base_dir == EXAMPLES
+
+
+def test_paths_resolve_against_the_config_folder(tmp_path):
+    (tmp_path / "sub").mkdir()
+    f = tmp_path / "sub" / "c.toml"
+    f.write_text(MINIMAL + '[run]\ndir = "../runs/x"\n')
+    cfg = load_config(f)
+    assert cfg.run_dir == (tmp_path / "runs" / "x").resolve()
+    assert cfg.db_path == cfg.run_dir / "run.db"
+    assert cfg.resolve("m") == (tmp_path / "sub" / "m").resolve()
+
+
+def test_sampling_params_follow_the_config():
+    cfg = loads_config(MINIMAL + "[sampling]\ntemperature = 1.6\ntop_k = 20\ntop_p = 0.8\nsamples_per_prompt = 3\n")
+    p = cfg.train_sampling(seed=7)
+    assert (p.temperature, p.top_k, p.top_p, p.n, p.seed) == (1.6, 20, 0.8, 3, 7)
+    e = cfg.eval_sampling(seed=1, temperature=0.3)
+    assert e.temperature == 0.3 and e.n == cfg.eval.samples_per_problem
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ("[run]\nfoo = 1\n", "c.toml:8: [run] foo: unknown key"),
+        ("[sampling]\ntemperature = -1\n", "c.toml:8: [sampling] temperature must be in (0.0, 5.0]"),
+        ("[sampling]\ntop_p = 1.5\n", "[sampling] top_p must be in (0.0, 1.0]"),
+        ("[sampling]\ntop_k = 2.5\n", "[sampling] top_k must be an integer"),
+        ("[lora]\nr = 0\n", "[lora] r must be ≥ 1"),
+        ("[eval]\nk = [1, 50]\n", "[eval] k value 50 must be between 1 and samples_per_problem"),
+        ("[bogus]\nx = 1\n", "c.toml:7: [bogus]: unknown section"),
+        ("[run]\nengine = 'tpu'\n", "[run] engine must be one of 'hf', 'vllm'"),
+        ("[sampling]\nstop = 'x'\n", "[sampling] stop must be a list"),
+    ],
+)
+def test_bad_values_name_file_line_and_key(extra, expected):
+    with pytest.raises(SSDError) as e:
+        loads_config(MINIMAL + extra, source="c.toml")
+    msg = str(e.value)
+    assert expected in msg
+    assert "\n" not in msg
+
+
+def test_syntax_error_and_missing_fields():
+    with pytest.raises(SSDError, match=r"c.toml: TOML syntax error: .*line 2"):
+        loads_config("[run]\nname = \n", source="c.toml")
+    with pytest.raises(SSDError, match=r"\[model\] path: missing"):
+        loads_config("[data]\nbenchmark='b'\ntrain_prompts='t'\n", source="c.toml")
+    with pytest.raises(SSDError, match="config file not found"):
+        load_config("/nonexistent/c.toml")
+
+
+def test_config_roundtrips_through_json_and_diffs_by_key(tmp_path):
+    cfg = loads_config(MINIMAL + "[sampling]\ntemperature = 1.4\n", base_dir=tmp_path)
+    back = config_from_json(cfg.to_json(), tmp_path)
+    assert back == cfg
+    other = loads_config(MINIMAL + "[sampling]\ntemperature = 1.5\n[run]\nrounds = 9\n", base_dir=tmp_path)
+    assert config_diff(cfg, other) == ["sampling.temperature"]  # rounds may change on resume
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_any_text_gives_a_config_or_one_ssd_error(text):
+    try:
+        loads_config(text, source="c.toml")
+    except SSDError as e:
+        assert "\n" not in str(e).strip() or "TOML syntax error" in str(e)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["run", "model", "data", "sampling", "eval", "lora", "train", "analysis"]),
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12),
+    st.one_of(st.integers(-10, 10), st.floats(-10, 10, allow_nan=False), st.text(max_size=5), st.booleans()),
+)
+def test_any_key_value_gives_a_config_or_an_error_naming_the_key(section, key, value):
+    import json
+
+    v = json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+    text = MINIMAL.replace(f"[{section}]", f"[{section}]\n{key} = {v}") if f"[{section}]" in MINIMAL else MINIMAL + f"[{section}]\n{key} = {v}\n"
+    try:
+        loads_config(text, source="c.toml")
+    except SSDError as e:
+        assert f"[{section}]" in str(e) or "TOML syntax error" in str(e)
