@@ -1,0 +1,761 @@
+"""The transformers engine: a batched sampler with per-token statistics, and a LoRA trainer.
+
+Sampler: our own decoding loop over a KV cache (not ``model.generate``) because every
+generated token needs statistics of the *untempered, untruncated* distribution (log-prob,
+entropy) and of the truncation the sampler applied (tail mass = 1 - KeptMass), which the
+SSD method says is the quantity to watch. Computing them in the loop costs one
+``log_softmax`` per step, and nothing needs to be recomputed afterwards.
+
+Trainer: a plain PyTorch loop (AdamW, warmup + linear/cosine decay, gradient accumulation)
+over a peft LoRA model; cross-entropy on completion tokens only.
+
+See docs/engine.md for the exact conventions (truncation order, stop strings, seeds).
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import math
+import re
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ssd_tui.engine.base import (
+    Completion,
+    LoraSettings,
+    Progress,
+    SamplingParams,
+    TrainSettings,
+)
+from ssd_tui.errors import SSDError
+
+__all__ = [
+    "HFSampler",
+    "HFTrainer",
+    "encode_prompt",
+    "filter_examples",
+    "load_model",
+    "load_tokenizer",
+    "render_prompt",
+]
+
+# Temperatures below this are greedy decoding (vLLM uses the same epsilon).
+GREEDY_EPS = 1e-5
+
+_DTYPES: dict[str, Any] = {
+    "auto": "auto",
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+# "gpt2", "Qwen/Qwen2.5-Coder-0.5B": what a Hugging Face model id looks like.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _resolve(model_path: str) -> tuple[str, bool]:
+    """Return (what to pass to from_pretrained, is_local_folder); SSDError if hopeless."""
+    path = Path(model_path).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise SSDError(f"model path {model_path!r} is a file, not a model folder")
+        return str(path), True
+    if _HUB_ID.match(model_path) and not model_path.startswith("."):
+        return model_path, False
+    raise SSDError(f"model folder not found: {model_path}")
+
+
+def _load_failed(model_path: str, is_local: bool, what: str, exc: Exception) -> SSDError:
+    if not is_local:
+        return SSDError(
+            f"model {model_path!r} not found: not a local folder and not in the Hugging Face cache"
+        )
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return SSDError(f"cannot load {what} from {model_path}: {first}")
+
+
+def load_tokenizer(model_path: str) -> Any:
+    """Load the tokenizer of a local model folder or a cached Hub id (never downloads).
+
+    Sets ``pad_token`` to the EOS token when the tokenizer has none (padding is masked
+    everywhere, so its id only has to be valid).
+    """
+    from transformers import AutoTokenizer
+
+    name, is_local = _resolve(model_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(name, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_failed(model_path, is_local, "tokenizer", exc) from None
+    if tok.pad_token is None:
+        if tok.eos_token is None:
+            raise SSDError(f"tokenizer of {model_path} has neither a pad nor an EOS token")
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _torch_dtype(dtype: str) -> Any:
+    try:
+        return _DTYPES[dtype]
+    except KeyError:
+        raise SSDError(
+            f"unknown dtype {dtype!r}; choose one of: {', '.join(sorted(_DTYPES))}"
+        ) from None
+
+
+def load_model(model_path: str, dtype: str = "float32", device: str = "cpu") -> Any:
+    """Load a causal LM from a local folder or a cached Hub id (never downloads)."""
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = _torch_dtype(dtype)
+    name, is_local = _resolve(model_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise _load_failed(model_path, is_local, "model", exc) from None
+    return model.to(device)
+
+
+def render_prompt(tokenizer: Any, prompt: str | list[dict], use_chat_template: bool) -> str:
+    """Turn a raw prompt or chat messages into the final prompt string.
+
+    With ``use_chat_template`` a plain string becomes one user message; the template is
+    applied with ``add_generation_prompt=True`` so the text ends where the answer starts.
+    """
+    if not use_chat_template:
+        if isinstance(prompt, str):
+            return prompt
+        raise SSDError("chat messages need a chat template (set use_chat_template)")
+    if not getattr(tokenizer, "chat_template", None):
+        raise SSDError(
+            "use_chat_template is set but the tokenizer has no chat template "
+            "(use a completion-style prompt for a base model)"
+        )
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if not isinstance(text, str):  # defensive: some versions return a list for batches
+        raise SSDError("chat template did not render to a string")
+    return text
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a rendered prompt, as both the sampler and the trainer see it.
+
+    Special tokens (e.g. BOS) are added unless the text already starts with the BOS
+    string, which is the case when a chat template rendered it; otherwise Llama-style
+    models would see two BOS tokens.
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    add_special = not (bos and text.startswith(bos))
+    return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+
+def _decode(tokenizer: Any, ids: Sequence[int]) -> str:
+    # No space clean-up: generated code must come back byte for byte.
+    return tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def _eos_ids(tokenizer: Any, model: Any) -> set[int]:
+    """EOS ids from the tokenizer and the generation config (chat models often add one)."""
+    ids: set[int] = set()
+    for source in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+        if isinstance(source, int):
+            ids.add(source)
+        elif isinstance(source, (list, tuple)):
+            ids.update(int(i) for i in source)
+    return ids
+
+
+def _free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --------------------------------------------------------------------------- sampling
+
+
+def _check_params(params: SamplingParams) -> None:
+    if params.n < 1:
+        raise SSDError(f"n must be at least 1, got {params.n}")
+    if params.max_new_tokens < 1:
+        raise SSDError(f"max_new_tokens must be at least 1, got {params.max_new_tokens}")
+    if params.temperature < 0:
+        raise SSDError(f"temperature must be >= 0, got {params.temperature}")
+    if params.top_k < 0:
+        raise SSDError(f"top_k must be >= 0 (0 = off), got {params.top_k}")
+    if not 0.0 < params.top_p <= 1.0:
+        raise SSDError(f"top_p must be in (0, 1], got {params.top_p}")
+    if not 0.0 <= params.min_p <= 1.0:
+        raise SSDError(f"min_p must be in [0, 1], got {params.min_p}")
+    if any(s == "" for s in params.stop):
+        raise SSDError("stop strings must not be empty")
+
+
+def pick_tokens(
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Choose the next token of each row; return (tokens, logprobs, entropies, tail_mass).
+
+    Truncation follows vLLM's order: temperature, then top-k, then top-p (on the tempered
+    distribution renormalised over the top-k set), then min-p. All three keep a prefix of
+    the ranking, so the kept set is the first ``L`` tokens of the sorted candidates.
+    Statistics are of the untempered T = 1 distribution: ``tail_mass`` is its probability
+    outside the kept set (greedy decoding keeps exactly the arg-max token).
+    """
+    logits = logits.float()
+    logp = torch.log_softmax(logits, dim=-1)
+    probs = logp.exp()
+    # entr(p) = -p log p with entr(0) = 0, so -inf logits (masked vocab) give no NaN.
+    entropy = torch.special.entr(probs).sum(-1)
+    vocab = logits.shape[-1]
+
+    if params.temperature < GREEDY_EPS:
+        tokens = logits.argmax(dim=-1)
+        kept = probs.gather(-1, tokens[:, None]).squeeze(-1)
+        tail = (1.0 - kept).clamp_(min=0.0)
+    else:
+        top_k = params.top_k if 0 < params.top_k < vocab else 0
+        use_top_p = params.top_p < 1.0
+        use_min_p = params.min_p > 0.0
+        scaled = logits / params.temperature
+        # Candidates: the top-k (sorted), all tokens sorted (top-p needs the ranking), or
+        # the whole vocabulary unsorted when only min-p or nothing is asked for.
+        if top_k:
+            cand, idx = torch.topk(scaled, top_k, dim=-1)
+        elif use_top_p:
+            cand, idx = torch.sort(scaled, dim=-1, descending=True)
+        else:
+            cand, idx = scaled, None
+        keep: torch.Tensor | None = None
+        if use_top_p:
+            p_sorted = torch.softmax(cand, dim=-1)
+            # vLLM drops token i when the ascending cumulative mass up to and including i
+            # is <= 1 - p, i.e. when the mass strictly above i is >= p. The top token
+            # always stays.
+            above = torch.cumsum(p_sorted, dim=-1) - p_sorted
+            keep = above < params.top_p
+            keep[:, 0] = True
+        if use_min_p:
+            masked = cand if keep is None else cand.masked_fill(~keep, -math.inf)
+            p_cand = torch.softmax(masked, dim=-1)
+            # A ratio test against the top token: independent of any renormalisation.
+            min_keep = p_cand >= params.min_p * p_cand.max(dim=-1, keepdim=True).values
+            keep = min_keep if keep is None else keep & min_keep
+        final = cand if keep is None else cand.masked_fill(~keep, -math.inf)
+        choice = torch.multinomial(torch.softmax(final, dim=-1), 1, generator=generator)
+        tokens = (choice if idx is None else idx.gather(-1, choice)).squeeze(-1)
+
+        if idx is None and keep is None:
+            tail = torch.zeros_like(entropy)  # no truncation at all
+        else:
+            p_cand1 = probs if idx is None else probs.gather(-1, idx)
+            kept = p_cand1.sum(-1) if keep is None else (p_cand1 * keep).sum(-1)
+            tail = (1.0 - kept).clamp_(min=0.0)
+
+    token_logp = logp.gather(-1, tokens[:, None]).squeeze(-1)
+    return tokens, token_logp, entropy, tail
+
+
+class _Row:
+    """Growing state of one sequence during decoding."""
+
+    __slots__ = ("ids", "logprobs", "entropies", "tail", "text", "finish", "cut")
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.entropies: list[float] = []
+        self.tail: list[float] = []
+        self.finish: str | None = None
+        self.cut: int | None = None  # char offset of the stop string in the decoded text
+        self.text: str | None = None
+
+
+class HFSampler:
+    """Batched sampling with transformers, a KV cache and per-token statistics."""
+
+    def __init__(
+        self,
+        model_path: str,
+        adapter: Path | None = None,
+        dtype: str = "float32",
+        device: str = "cpu",
+        batch_size: int = 8,
+    ) -> None:
+        if batch_size < 1:
+            raise SSDError(f"batch_size must be at least 1, got {batch_size}")
+        self.model_path = model_path
+        self.adapter = adapter
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.tokenizer = load_tokenizer(model_path)
+        model = load_model(model_path, dtype, device)
+        if adapter is not None:
+            model = _merge_adapter(model, Path(adapter))
+        model.eval()
+        self.model: Any = model
+        self.eos_ids = _eos_ids(self.tokenizer, model)
+        self.pad_id = int(self.tokenizer.pad_token_id)
+        fwd = inspect.signature(model.forward).parameters
+        # transformers 5.x renamed past_key_values -> cache; support both spellings.
+        self._cache_kw = "cache" if "cache" in fwd else "past_key_values"
+        self._has_logits_to_keep = "logits_to_keep" in fwd
+
+    # -- public API ------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams,
+        progress: Progress | None = None,
+    ) -> list[list[Completion]]:
+        """Return ``params.n`` completions for each prompt, in prompt order.
+
+        Reproducible for the same prompts, params (``seed``) and batch size: one
+        ``torch.Generator`` seeded with ``params.seed`` drives all batches in order.
+        """
+        if self.model is None:
+            raise SSDError("the sampler was closed")
+        _check_params(params)
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        for i, ids in enumerate(encoded):
+            if not ids:
+                raise SSDError(f"prompt {i} is empty after tokenisation")
+        rows = [(i, j) for i in range(len(prompts)) for j in range(params.n)]
+        # Group rows of similar prompt length to waste less compute on padding; the sort
+        # is stable, so the order (and with it the random stream) is deterministic.
+        rows.sort(key=lambda r: len(encoded[r[0]]))
+        total = len(rows)
+        done = 0
+        generator = torch.Generator(device=self.device).manual_seed(params.seed)
+        out: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
+
+        def finished(count: int) -> None:
+            nonlocal done
+            done += count
+            if progress is not None:
+                progress(done, total)
+
+        with torch.inference_mode():
+            for start in range(0, total, self.batch_size):
+                batch = rows[start : start + self.batch_size]
+                comps = self._generate_batch(
+                    [encoded[i] for i, _ in batch], params, generator, finished
+                )
+                for (i, j), comp in zip(batch, comps, strict=True):
+                    out[i][j] = comp
+        return [[c for c in per if c is not None] for per in out]
+
+    def close(self) -> None:
+        """Drop the model so its memory can go to a trainer."""
+        self.model = None
+        _free_memory()
+
+    def __enter__(self) -> HFSampler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals -------------------------------------------------------------------
+
+    def _forward(self, **kwargs: Any) -> tuple[torch.Tensor, Any]:
+        cache = kwargs.pop("cache", None)
+        if cache is not None:
+            kwargs[self._cache_kw] = cache
+        if self._has_logits_to_keep:
+            kwargs["logits_to_keep"] = 1  # only the last position's logits are needed
+        out = self.model(use_cache=True, **kwargs)
+        new_cache = getattr(out, "cache", None)
+        if new_cache is None:
+            new_cache = out.past_key_values
+        return out.logits[:, -1, :], new_cache
+
+    def _generate_batch(
+        self,
+        prompt_ids: list[list[int]],
+        params: SamplingParams,
+        generator: torch.Generator,
+        finished: Callable[[int], None],
+    ) -> list[Completion]:
+        dev = self.device
+        bsz = len(prompt_ids)
+        width = max(len(p) for p in prompt_ids)
+        input_ids = torch.full((bsz, width), self.pad_id, dtype=torch.long)
+        attn = torch.zeros((bsz, width), dtype=torch.long)
+        for r, ids in enumerate(prompt_ids):  # left padding: every row ends at the same column
+            input_ids[r, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attn[r, width - len(ids) :] = 1
+        input_ids, attn = input_ids.to(dev), attn.to(dev)
+        # Explicit positions so padded rows count from their first real token (matters for
+        # absolute position embeddings; RoPE models would not care).
+        positions = (attn.cumsum(-1) - 1).clamp_(min=0)
+        logits, cache = self._forward(
+            input_ids=input_ids, attention_mask=attn, position_ids=positions
+        )
+        next_pos = positions[:, -1] + 1
+
+        rows = [_Row() for _ in range(bsz)]
+        active = list(range(bsz))  # batch slot -> row index
+        stops = params.stop
+        # Tokens to decode when looking for a new stop string: enough to hold the longest
+        # stop string even if some tokens decode to nothing (partial UTF-8 bytes).
+        window = max((len(s) for s in stops), default=0) + 8
+
+        for _step in range(params.max_new_tokens):
+            tokens, lps, ents, tails = pick_tokens(logits, params, generator)
+            # One device->host copy per step for all statistics.
+            tok_list = tokens.tolist()
+            stats = torch.stack([lps, ents, tails]).tolist()
+            keep_slots: list[int] = []
+            newly_done = 0
+            for slot, r in enumerate(active):
+                row = rows[r]
+                tok = tok_list[slot]
+                row.ids.append(tok)
+                row.logprobs.append(stats[0][slot])
+                row.entropies.append(stats[1][slot])
+                row.tail.append(stats[2][slot])
+                if tok in self.eos_ids:
+                    row.finish = "stop"
+                elif stops and self._hit_stop(row, stops, window):
+                    row.finish = "stop"
+                elif len(row.ids) >= params.max_new_tokens:
+                    row.finish = "length"
+                if row.finish is None:
+                    keep_slots.append(slot)
+                else:
+                    newly_done += 1
+            if newly_done:
+                finished(newly_done)
+            if not keep_slots:
+                break
+            if len(keep_slots) < len(active):
+                # Drop finished rows from the batch (and from the KV cache) so the rest
+                # decode faster.
+                sel = torch.tensor(keep_slots, device=dev)
+                cache.batch_select_indices(sel)
+                tokens, attn, next_pos = tokens[sel], attn[sel], next_pos[sel]
+                active = [active[s] for s in keep_slots]
+            attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=1)
+            logits, cache = self._forward(
+                input_ids=tokens[:, None],
+                attention_mask=attn,
+                position_ids=next_pos[:, None],
+                cache=cache,
+            )
+            next_pos = next_pos + 1
+
+        return [self._finish(row) for row in rows]
+
+    def _hit_stop(self, row: _Row, stops: tuple[str, ...], window: int) -> bool:
+        """Did the last token complete a stop string? Sets ``row.cut`` if so."""
+        tail_text = _decode(self.tokenizer, row.ids[-window:])
+        if not any(s in tail_text for s in stops):
+            return False
+        # Confirm on the full text and find the earliest occurrence of any stop string.
+        full = _decode(self.tokenizer, row.ids)
+        hits = [i for i in (full.find(s) for s in stops) if i >= 0]
+        if not hits:
+            return False
+        row.cut = min(hits)
+        row.text = full[: row.cut]
+        return True
+
+    def _finish(self, row: _Row) -> Completion:
+        n = len(row.ids)
+        if row.cut is not None:
+            # Keep the tokens whose text starts before the cut; tokens lying entirely
+            # inside (or after) the stop string are dropped with their statistics. The
+            # token that straddles the cut, if any, stays.
+            while n > 0 and len(_decode(self.tokenizer, row.ids[: n - 1])) >= row.cut:
+                n -= 1
+            text = row.text or ""
+        elif row.ids and row.ids[-1] in self.eos_ids:
+            # The EOS token stays in token_ids and the statistics (its probability is the
+            # model's decision to stop) but contributes no text.
+            text = _decode(self.tokenizer, row.ids[:-1])
+        else:
+            text = _decode(self.tokenizer, row.ids)
+        return Completion(
+            text=text,
+            token_ids=row.ids[:n],
+            logprobs=row.logprobs[:n],
+            entropies=row.entropies[:n],
+            tail_mass=row.tail[:n],
+            finish_reason=row.finish or "length",
+        )
+
+
+def _merge_adapter(model: Any, adapter: Path) -> Any:
+    from peft import PeftModel
+
+    if not (adapter / "adapter_config.json").is_file():
+        raise SSDError(f"not a LoRA adapter folder (no adapter_config.json): {adapter}")
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter))
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise SSDError(f"cannot load adapter {adapter}: {str(exc).splitlines()[0]}") from None
+    # Merged weights decode as fast as the base model.
+    return peft_model.merge_and_unload()
+
+
+# --------------------------------------------------------------------------- training
+
+
+def filter_examples(
+    examples: Sequence[tuple[str, str]], min_lines: int = 2
+) -> list[tuple[str, str]]:
+    """Drop empty completions and single-line stubs (fewer than ``min_lines`` non-blank lines).
+
+    The only filter SSD applies: there is no correctness signal.
+    """
+    kept = []
+    for prompt, completion in examples:
+        lines = [ln for ln in completion.splitlines() if ln.strip()]
+        if completion.strip() and len(lines) >= min_lines:
+            kept.append((prompt, completion))
+    return kept
+
+
+class HFTrainer:
+    """LoRA fine-tuning with plain cross-entropy on completion tokens.
+
+    After ``train``: ``history`` holds one dict per optimiser step (step, loss, lr), where
+    loss is the mean cross-entropy over that step's completion tokens; ``skipped`` counts
+    examples with no completion token left after truncation to ``max_length``.
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        lora: LoraSettings,
+        train: TrainSettings,
+        dtype: str = "float32",
+        device: str = "cpu",
+        schedule: str = "cosine",
+        min_lr_ratio: float = 0.0,
+        max_grad_norm: float | None = 1.0,
+    ) -> None:
+        if schedule not in ("constant", "linear", "cosine"):
+            raise SSDError(f"unknown schedule {schedule!r}; choose constant, linear or cosine")
+        for name in ("epochs", "batch_size", "grad_accum", "max_length"):
+            if getattr(train, name) < 1:
+                raise SSDError(f"train.{name} must be at least 1, got {getattr(train, name)}")
+        _torch_dtype(dtype)
+        self.model_path = model_path
+        self.lora = lora
+        self.settings = train
+        self.dtype = dtype
+        self.device = torch.device(device)
+        self.schedule = schedule
+        self.min_lr_ratio = min_lr_ratio
+        self.max_grad_norm = max_grad_norm
+        self.history: list[dict[str, float]] = []
+        self.skipped = 0
+
+    # -- data ------------------------------------------------------------------------
+
+    def _encode(
+        self, tokenizer: Any, examples: Sequence[tuple[str, str]]
+    ) -> list[tuple[list[int], int]]:
+        """(input ids, prompt length) per example; prompt and completion tokenised apart.
+
+        Separate tokenisation keeps the prompt tokens exactly those the sampler
+        conditioned on. Sequences are cut on the right to ``max_length``.
+        """
+        eos = tokenizer.eos_token_id
+        if eos is None:
+            raise SSDError(f"tokenizer of {self.model_path} has no EOS token")
+        max_len = self.settings.max_length
+        features = []
+        self.skipped = 0
+        for prompt, completion in examples:
+            p = encode_prompt(tokenizer, prompt)
+            c = list(tokenizer(completion, add_special_tokens=False)["input_ids"]) + [eos]
+            ids = (p + c)[:max_len]
+            if len(ids) <= len(p):  # nothing of the completion survives truncation
+                self.skipped += 1
+                continue
+            features.append((ids, len(p)))
+        return features
+
+    @staticmethod
+    def _collate(
+        features: list[tuple[list[int], int]], pad_id: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        width = max(len(ids) for ids, _ in features)
+        input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
+        attn = torch.zeros_like(input_ids)
+        labels = torch.full_like(input_ids, -100)
+        for r, (ids, n_prompt) in enumerate(features):
+            t = torch.tensor(ids, dtype=torch.long)
+            input_ids[r, : len(ids)] = t
+            attn[r, : len(ids)] = 1
+            labels[r, n_prompt : len(ids)] = t[n_prompt:]  # loss on completion (+EOS) only
+        return input_ids, attn, labels
+
+    def _lr_factor(self, step: int, total: int, warmup: int) -> float:
+        """Multiplier of the peak learning rate for 0-based optimiser ``step``."""
+        if step < warmup:
+            return (step + 1) / warmup
+        if self.schedule == "constant" or total <= warmup:
+            return 1.0
+        progress = (step - warmup) / max(1, total - warmup)
+        if self.schedule == "linear":
+            decay = 1.0 - progress
+        else:
+            decay = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * decay
+
+    # -- model -----------------------------------------------------------------------
+
+    def _peft_model(self, init_adapter: Path | None) -> Any:
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        base = load_model(self.model_path, self.dtype, str(self.device))
+        if init_adapter is not None:
+            init_adapter = Path(init_adapter)
+            if not (init_adapter / "adapter_config.json").is_file():
+                raise SSDError(
+                    f"not a LoRA adapter folder (no adapter_config.json): {init_adapter}"
+                )
+            # Continue the previous round's adapter (architecture decision 4); its own
+            # LoRA config (r, alpha, targets) wins over self.lora.
+            return PeftModel.from_pretrained(base, str(init_adapter), is_trainable=True)
+        targets = list(self.lora.target_modules)
+        config = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=self.lora.r,
+            lora_alpha=self.lora.alpha,
+            lora_dropout=self.lora.dropout,
+            # peft wants the string "all-linear", not a list holding it.
+            target_modules="all-linear" if targets == ["all-linear"] else targets,
+        )
+        return get_peft_model(base, config)
+
+    # -- public API ------------------------------------------------------------------
+
+    def train(
+        self,
+        examples: Sequence[tuple[str, str]],
+        out_dir: Path,
+        init_adapter: Path | None = None,
+        progress: Progress | None = None,
+    ) -> Path:
+        """LoRA SFT on (prompt, completion) pairs; write a PEFT adapter folder to ``out_dir``."""
+        out_dir = Path(out_dir)
+        s = self.settings
+        tokenizer = load_tokenizer(self.model_path)
+        features = self._encode(tokenizer, examples)
+        if not features:
+            raise SSDError(
+                f"no training examples: {len(examples)} given, {self.skipped} with no "
+                f"completion token within max_length={s.max_length}"
+            )
+        micro_per_epoch = math.ceil(len(features) / s.batch_size)
+        steps_per_epoch = math.ceil(micro_per_epoch / s.grad_accum)
+        total_steps = s.epochs * steps_per_epoch
+        warmup = int(round(s.warmup_ratio * total_steps))
+        self.history = []
+
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        # Seed LoRA init and dropout without disturbing the caller's global RNG.
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(s.seed)
+            model = self._peft_model(init_adapter)
+            model.train()
+            params = [p for p in model.parameters() if p.requires_grad]
+            optim = torch.optim.AdamW(params, lr=s.learning_rate, weight_decay=s.weight_decay)
+            shuffle = torch.Generator().manual_seed(s.seed)
+            step = 0
+            for _epoch in range(s.epochs):
+                order = torch.randperm(len(features), generator=shuffle).tolist()
+                micro = [
+                    [features[i] for i in order[k : k + s.batch_size]]
+                    for k in range(0, len(order), s.batch_size)
+                ]
+                for g in range(0, len(micro), s.grad_accum):
+                    lr = s.learning_rate * self._lr_factor(step, total_steps, warmup)
+                    for group in optim.param_groups:
+                        group["lr"] = lr
+                    loss = self._optimiser_step(
+                        model, optim, params, micro[g : g + s.grad_accum], tokenizer.pad_token_id
+                    )
+                    step += 1
+                    self.history.append({"step": step, "loss": loss, "lr": lr})
+                    if progress is not None:
+                        progress(step, total_steps)
+            self._save(model, out_dir)
+        del model, optim, params
+        _free_memory()
+        return out_dir
+
+    def _optimiser_step(
+        self,
+        model: Any,
+        optim: torch.optim.Optimizer,
+        params: list[torch.nn.Parameter],
+        micro_batches: list[list[tuple[list[int], int]]],
+        pad_id: int,
+    ) -> float:
+        """One optimiser step over ``micro_batches``; returns the mean token loss.
+
+        The loss is normalised by the completion tokens of the whole step, so gradient
+        accumulation gives the same update as one big batch.
+        """
+        batches = [self._collate(mb, pad_id) for mb in micro_batches]
+        # Tokens that are predicted: labels shifted by one, so the first label never counts.
+        n_tokens = sum(int((labels[:, 1:] != -100).sum()) for _, _, labels in batches)
+        total = 0.0
+        for input_ids, attn, labels in batches:
+            input_ids, attn, labels = (
+                input_ids.to(self.device),
+                attn.to(self.device),
+                labels.to(self.device),
+            )
+            logits = model(input_ids=input_ids, attention_mask=attn).logits
+            loss_sum = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(),
+                labels[:, 1:].flatten(),
+                ignore_index=-100,
+                reduction="sum",
+            )
+            (loss_sum / n_tokens).backward()
+            total += float(loss_sum.detach())
+        if self.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
+        optim.step()
+        optim.zero_grad(set_to_none=True)
+        return total / n_tokens
+
+    @staticmethod
+    def _save(model: Any, out_dir: Path) -> None:
+        """Write the adapter to a sibling .tmp folder, then rename it into place."""
+        tmp = out_dir.with_name(out_dir.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)  # left over by a crashed run
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(str(tmp))
+        if out_dir.exists():
+            old = out_dir.with_name(out_dir.name + ".old")
+            if old.exists():
+                shutil.rmtree(old)
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out_dir)

@@ -1,0 +1,86 @@
+"""Shared pytest fixtures.
+
+Tiny-model fixtures (engine tests and anyone who needs a real, loadable model):
+a 2-layer Llama with random weights and a byte-level BPE tokenizer trained here on
+a few KB of Python source. Both are written with ``save_pretrained`` into one folder,
+so they load from a path exactly like a user's model. Built once per session (~1 s).
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+
+# Special tokens of the tiny tokenizer. The chat template below uses the same markers as
+# ChatML so that chat rendering can be tested without a real chat model.
+TINY_EOS = "<|endoftext|>"
+TINY_PAD = "<|pad|>"
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def _python_corpus() -> list[str]:
+    """A few KB of real Python text from the standard library (deterministic per Python)."""
+    import json.encoder
+    import textwrap
+
+    return [inspect.getsource(textwrap), inspect.getsource(json.encoder)]
+
+
+def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
+    """Write a tiny random Llama + tokenizer to ``out_dir``; return it."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = [TINY_EOS, TINY_PAD, "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(_python_corpus(), trainer=trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=TINY_EOS, pad_token=TINY_PAD)
+    tok.chat_template = TINY_CHAT_TEMPLATE
+
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        # A wide init makes the random model's next-token distributions peaked rather
+        # than near-uniform, so greedy decoding has clear winners (no float ties between
+        # batched and unbatched runs) and truncation actually cuts something.
+        initializer_range=0.25,
+        tie_word_embeddings=False,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=None,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder with a tiny random Llama and its tokenizer (has a chat template)."""
+    import torch
+
+    # Building the model uses the global RNG; keep the caller's RNG state untouched.
+    with torch.random.fork_rng(devices=[]):
+        return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
