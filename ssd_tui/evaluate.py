@@ -1,0 +1,84 @@
+"""Problem + code → test program → verdict (in the sandbox, in parallel); pass@k."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from ssd_tui.errors import SSDError
+from ssd_tui.problems import DIFFICULTIES, Problem
+from ssd_tui.sandbox import Limits, run_many
+
+STATUSES = ("passed", "failed", "error", "timeout")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: str  # passed | failed | error | timeout
+    message: str  # one line: the last line of the traceback, or why it did not pass
+    duration_s: float
+
+
+def build_program(problem: Problem, code: str) -> str:
+    """The test program: ``code`` (a full program; for completion style, prompt +
+    completion, which the caller assembles), the problem's tests, then the call."""
+    if problem.tests is None or not problem.entry_point:
+        raise SSDError(f'problem "{problem.id}" has no tests to evaluate with')
+    return f"{code}\n\n{problem.tests}\n\ncheck({problem.entry_point})\n"
+
+
+def check_samples(
+    items: Sequence[tuple[Problem, str]],
+    limits: Limits | None = None,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[tuple[int, Verdict]]:
+    """Run each (problem, code) against the problem's tests; yield (index into items,
+    verdict) as they finish. ``progress(done, total)`` is called after each one."""
+    programs = [build_program(p, code) for p, code in items]
+    for done, (i, r) in enumerate(run_many(programs, limits, workers), start=1):
+        if progress:
+            progress(done, len(programs))
+        yield i, Verdict(r.status, r.message, r.duration_s)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c passed (Chen et al., 2021):
+    1 - C(n-c, k) / C(n, k), computed as a product to stay exact for large n."""
+    if not 0 <= c <= n or k < 1:
+        raise ValueError(f"need 0 <= c <= n and k >= 1, got n={n}, c={c}, k={k}")
+    if k > n:
+        raise ValueError(f"pass@{k} needs at least {k} samples, got n={n}")
+    if n - c < k:
+        return 1.0
+    miss = 1.0
+    for i in range(n - c + 1, n + 1):
+        miss *= 1.0 - k / i
+    return 1.0 - miss
+
+
+def summarize(
+    results: Iterable[tuple[str, str | None, int, int]], ks: Sequence[int]
+) -> dict[str, dict[str, float]]:
+    """Mean pass@k over problems, overall ("all") and per difficulty.
+
+    ``results`` holds (problem id, difficulty, n, c) per problem. Problems with no
+    samples are ignored; a k larger than some problem's n is left out of that group.
+    """
+    groups: dict[str, list[tuple[int, int]]] = {"all": []}
+    for _pid, difficulty, n, c in results:
+        if n <= 0:
+            continue
+        groups["all"].append((n, c))
+        if difficulty:
+            groups.setdefault(difficulty, []).append((n, c))
+    order = {d: i for i, d in enumerate(("all", *DIFFICULTIES))}
+    out: dict[str, dict[str, float]] = {}
+    for name in sorted(groups, key=lambda g: (order.get(g, len(order)), g)):
+        nc = groups[name]
+        out[name] = {
+            f"pass@{k}": sum(pass_at_k(n, c, k) for n, c in nc) / len(nc)
+            for k in ks
+            if nc and k <= min(n for n, _ in nc)
+        }
+    return out

@@ -1,0 +1,685 @@
+"""Run one untrusted program under limits, in its own namespaces, as an unprivileged uid.
+
+Each program runs in a fresh ``python -I -S`` interpreter (sys.executable). Process tree::
+
+    this process ── unshare (root, host namespaces, own session)
+                      └─ harness "init" (root, PID 1 of new PID/net/mount/IPC/UTS namespaces)
+                           └─ harness "child" (uid 61000+k, rlimits, no_new_privs) runs the program
+
+The init process is ours and stays privileged; it only sets up mounts, forks the child,
+reaps, and reports the child's wait status on a pipe the child cannot write. When it
+exits (or is killed, via unshare's parent-death signal) the kernel kills every process
+left in the PID namespace, so nothing the program started can outlive it.
+
+Where namespaces are not available (not root and no user namespaces) we fall back to
+rlimits + a process group and warn once. See docs/sandbox.md for the threat model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import pwd
+import queue
+import secrets
+import selectors
+import shutil
+import signal
+import site
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+UID_BASE = 61000  # sandbox uids: UID_BASE + k, one per concurrently running program
+UID_COUNT = 1000
+MESSAGE_CHARS = 300  # ExecResult.message is one line of at most this many characters
+_CHANNEL_CAP = 65536  # bytes kept from the status and result channels
+_DRAIN_GRACE_S = 5.0  # after a kill, how long we wait for the pipes to close
+_ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "LC_ALL": "C.UTF-8",
+    # Numeric libraries start one thread per core by default, each reserving address
+    # space (RLIMIT_AS) and an NPROC slot; programs run in parallel anyway.
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-program resource limits."""
+
+    timeout_s: float = 10.0  # wall clock, from start-up to exit
+    cpu_s: int = 10  # CPU seconds of the main process (RLIMIT_CPU)
+    memory_mb: int = 1024  # address space (RLIMIT_AS)
+    file_size_mb: int = 16  # largest file it may write (RLIMIT_FSIZE); also sizes its /tmp
+    nproc: int = 64  # processes + threads of its uid (RLIMIT_NPROC)
+    open_files: int = 64  # RLIMIT_NOFILE
+    output_bytes: int = 65536  # kept of stdout and of stderr each; the rest is discarded
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"Limits.{name} must be positive, got {getattr(self, name)!r}")
+
+
+@dataclass
+class ExecResult:
+    """What happened. ``status``: passed | failed | error | timeout."""
+
+    status: str
+    message: str  # last line of the traceback, or why it did not pass; "" when passed
+    duration_s: float
+    stdout: str
+    stderr: str
+    returncode: int | None  # exit status, -signal when killed by one, None on timeout
+
+
+# --------------------------------------------------------------------------------------
+# The harness: runs in the sandbox interpreter. Kept import-light (about 10 ms start-up);
+# reads its config (JSON) from stdin; see the module docstring for the process tree.
+_HARNESS = r"""
+import builtins, ctypes, json, os, resource, sys, traceback
+
+LIBC = ctypes.CDLL(None, use_errno=True)
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC = 1, 2, 4, 32, 4096, 8192, 16384
+C = ctypes.c_long
+
+def _ok(ret, what):
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+def _b(s):
+    return None if s is None else s.encode()
+
+def mount(src, target, fstype, flags, data=None):
+    _ok(LIBC.mount(_b(src), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)), "mount " + target)
+
+def all_read_only():
+    # mount_setattr(AT_FDCWD, "/", AT_RECURSIVE, {MOUNT_ATTR_RDONLY}): every mount, this namespace only
+    attr = (ctypes.c_uint64 * 4)(1, 0, 0, 0)
+    if LIBC.syscall(C(442), C(-100), b"/", C(0x8000), attr, C(ctypes.sizeof(attr))) != 0:
+        mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY)  # kernel < 5.12: "/" only
+
+def tmpfs(path, size_mb, mode="1777"):
+    mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size_mb}m,nr_inodes=4096,mode={mode}")
+
+def setup_mounts(cfg):
+    all_read_only()
+    tmpfs("/tmp", 4 * cfg["file_size_mb"])
+    for path in ("/var/tmp", "/dev/shm"):
+        if os.path.isdir(path):
+            tmpfs(path, cfg["file_size_mb"])
+    # Directories the interpreter needs but the sandbox uid cannot traverse (e.g. /root
+    # is 0700 and Python lives under it): hide the parent behind an empty tmpfs and bind
+    # just the needed trees back in, read-only.
+    stashes = []
+    for hidden, paths in cfg["expose"]:
+        for p in paths:
+            stash = f"/tmp/.expose{len(stashes)}"
+            os.mkdir(stash)
+            mount(p, stash, None, MS_BIND | MS_REC)
+            stashes.append((stash, p))
+        tmpfs(hidden, 1, mode="755")
+    for stash, p in stashes:
+        os.makedirs(p, exist_ok=True)
+        mount(stash, p, None, MS_MOVE)
+        os.rmdir(stash)
+
+def drop_capabilities():
+    # user-namespace mode: we are "root" of our own namespace; give that up for good
+    for cap in range(64):
+        LIBC.prctl(C(24), C(cap), C(0), C(0), C(0))  # PR_CAPBSET_DROP
+    _ok(LIBC.prctl(C(28), C(0x3), C(0), C(0), C(0)), "securebits")  # SECBIT_NOROOT(+LOCKED)
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)
+    data = (ctypes.c_uint32 * 6)()
+    _ok(LIBC.capset(header, data), "capset")
+
+def limit(which, n):
+    resource.setrlimit(which, (n, n))
+
+def enter_child(cfg, workdir):
+    os.close(cfg["status_fd"])
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    mb = 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_CPU, (cfg["cpu_s"], cfg["cpu_s"] + 1))
+    limit(resource.RLIMIT_AS, cfg["memory_mb"] * mb)
+    limit(resource.RLIMIT_FSIZE, cfg["file_size_mb"] * mb)
+    limit(resource.RLIMIT_NOFILE, cfg["open_files"])
+    limit(resource.RLIMIT_NPROC, cfg["nproc"])
+    limit(resource.RLIMIT_CORE, 0)
+    os.chdir(workdir)
+    os.umask(0o077)
+    if cfg["uid"] is not None:
+        os.setgroups([])
+        os.setgid(cfg["uid"])
+        os.setuid(cfg["uid"])
+    elif cfg["mode"] == "userns":
+        drop_capabilities()
+    _ok(LIBC.prctl(C(38), C(1), C(0), C(0), C(0)), "no_new_privs")  # setuid binaries gain nothing
+    os.environ.update(HOME=workdir, TMPDIR=cfg["tmpdir"])
+    sys.path[:] = cfg["path"]
+
+def run(code, nonce, result_fd):
+    # Everything used after the program runs is bound here, before it can patch anything.
+    write, exit_, AE, fmt = os.write, os._exit, AssertionError, traceback.format_exception_only
+    dumps, print_exc, flush_all = json.dumps, traceback.print_exception, _flush_all
+    module = type(sys)("__sandbox__")
+    module.__builtins__ = builtins
+    sys.modules["__sandbox__"] = module
+    try:
+        exec(compile(code, "<program>", "exec"), module.__dict__)
+    except BaseException as e:
+        if isinstance(e, SystemExit):
+            kind, msg = "error", f"exited before tests finished (sys.exit({e.code!r}))"
+        else:
+            kind = "failed" if isinstance(e, AE) else "error"
+            try:
+                msg = fmt(type(e), e)[-1].strip()
+                if isinstance(e, SyntaxError) and e.lineno:
+                    msg += f" (line {e.lineno})"
+            except BaseException:
+                msg = "unprintable exception"
+            try:  # the traceback minus our own frame
+                print_exc(type(e), e, e.__traceback__.tb_next, file=sys.__stderr__)
+            except BaseException:
+                pass
+        flush_all()
+        write(result_fd, b"E " + dumps([kind, msg[:1000]]).encode() + b"\n")
+        exit_(1)
+    flush_all()
+    write(result_fd, nonce + b"\n")
+    exit_(0)
+
+def _flush_all():
+    for f in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            f.flush()
+        except BaseException:
+            pass
+
+def main():
+    cfg = json.loads(sys.stdin.buffer.read())
+    nonce = cfg.pop("nonce").encode()
+    try:
+        if cfg["mode"] in ("root", "userns"):
+            setup_mounts(cfg)
+        workdir = cfg["workdir"] or os.path.join("/tmp", "sandbox-" + os.urandom(6).hex())
+        if not cfg["workdir"]:
+            os.mkdir(workdir, 0o700)
+            if cfg["uid"] is not None:
+                os.chown(workdir, cfg["uid"], cfg["uid"])
+    except OSError as e:
+        os.write(cfg["status_fd"], json.dumps({"setup_error": str(e)}).encode())
+        os._exit(3)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            enter_child(cfg, workdir)
+        except BaseException as e:
+            os.write(cfg["result_fd"], b"E " + json.dumps(["error", f"sandbox setup failed: {e}"]).encode() + b"\n")
+            os._exit(3)
+        run(cfg.pop("code"), nonce, cfg["result_fd"])
+    del cfg["code"], nonce
+    os.close(cfg["result_fd"])
+    # As PID 1 we inherit orphans: reap them until our child is done, then leave, which
+    # kills whatever is left in the namespace.
+    while True:
+        try:
+            got, status, usage = os.wait4(-1, 0)
+        except ChildProcessError:
+            status, usage = 0, None
+            break
+        if got == pid:
+            break
+    cpu = usage.ru_utime + usage.ru_stime if usage else 0.0
+    os.write(cfg["status_fd"], json.dumps({"wait": status, "cpu": cpu}).encode())
+    os._exit(0)
+
+main()
+"""
+
+
+# --------------------------------------------------------------------------------------
+# Isolation mode: "root" (namespaces + uid drop), "userns" (namespaces in a user namespace,
+# capabilities dropped), "none" (rlimits + process group only).
+
+_mode: str | None = None
+_mode_lock = threading.Lock()
+_NS_FLAGS = [
+    "--pid",
+    "--net",
+    "--mount",
+    "--ipc",
+    "--uts",
+    "--fork",
+    "--kill-child",
+    "--mount-proc",
+]
+
+
+def isolation() -> str:
+    """The isolation this machine gives sandboxed programs (detected once, by a test run)."""
+    global _mode
+    with _mode_lock:
+        if _mode is None:
+            _mode = _detect_mode()
+    return _mode
+
+
+def _detect_mode() -> str:
+    candidates = (["root"] if os.geteuid() == 0 else []) + ["userns"]
+    for mode in candidates if shutil.which("unshare") else []:
+        try:
+            probe = _run("pass", Limits(timeout_s=20), 0, mode)
+        except Exception as e:  # e.g. no free uid, unshare vanished
+            log.debug("sandbox mode %s unavailable: %s", mode, e)
+            continue
+        if probe.status == "passed":
+            log.debug("sandbox isolation: %s", mode)
+            return mode
+        log.debug("sandbox mode %s unavailable: %s %s", mode, probe.message, probe.stderr[-300:])
+    log.warning(
+        "sandbox: Linux namespaces are unavailable (need root or unprivileged user "
+        "namespaces, and the util-linux `unshare`); untrusted programs run with resource "
+        "limits and a process group only: they can read and write your files and use the "
+        "network. See docs/sandbox.md."
+    )
+    return "none"
+
+
+def _command(mode: str) -> list[str]:
+    py = [sys.executable, "-I", "-S", "-c", _HARNESS]
+    if mode == "root":
+        return ["unshare", *_NS_FLAGS, "--", *py]
+    if mode == "userns":
+        return ["unshare", "--user", "--map-root-user", *_NS_FLAGS, "--", *py]
+    return py
+
+
+_interp_cache: tuple[list[str], list[list]] | None = None
+
+
+def _interpreter_paths() -> tuple[list[str], list[list]]:
+    """sys.path for the sandbox (we start it with -S) and the trees it must be able to read.
+
+    Returns (path, expose): expose is [[hidden_dir, [tree, ...]], ...] where hidden_dir is
+    the topmost ancestor of an interpreter tree that other users cannot traverse.
+    """
+    global _interp_cache
+    if _interp_cache is None:
+        probe = [sys.executable, "-I", "-S", "-c", "import sys, json; print(json.dumps(sys.path))"]
+        path = json.loads(subprocess.run(probe, capture_output=True, check=True, env=_ENV).stdout)
+        path += [p for p in site.getsitepackages() if os.path.isdir(p) and p not in path]
+        trees = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+        groups: dict[str, set[str]] = {}
+        for tree in trees:
+            hidden = _topmost_untraversable(tree)
+            if hidden:
+                groups.setdefault(hidden, set()).add(tree)
+        expose = [[h, sorted(_outermost(ts))] for h, ts in sorted(groups.items())]
+        _interp_cache = (path, expose)
+    return _interp_cache
+
+
+def _topmost_untraversable(path: str) -> str | None:
+    parts = path.strip("/").split("/")
+    for i in range(1, len(parts)):
+        ancestor = "/" + "/".join(parts[:i])
+        if not os.stat(ancestor).st_mode & 0o001:
+            return ancestor
+    return None
+
+
+def _outermost(paths: set[str]) -> list[str]:
+    return [p for p in paths if not any(p != q and p.startswith(q + "/") for q in paths)]
+
+
+# --------------------------------------------------------------------------------------
+# uid leases: a uid is held by one running program at a time, across processes too (a
+# lock file per uid), so concurrent programs never share an NPROC budget or can signal
+# each other.
+
+
+@contextlib.contextmanager
+def _uid_lease(slot: int) -> Iterator[int]:
+    lock_dir = "/run/ssd-tui-sandbox" if os.access("/run", os.W_OK) else tempfile.gettempdir()
+    os.makedirs(lock_dir, mode=0o700, exist_ok=True)
+    for i in range(UID_COUNT):
+        uid = UID_BASE + (slot + i) % UID_COUNT
+        if _uid_taken(uid):
+            continue
+        fd = os.open(os.path.join(lock_dir, f"uid-{uid}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            yield uid
+        finally:
+            os.close(fd)  # releases the lock
+        return
+    raise RuntimeError(f"sandbox: all uids {UID_BASE}..{UID_BASE + UID_COUNT - 1} are in use")
+
+
+def _uid_taken(uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+        return True  # a real account: never borrow it
+    except KeyError:
+        return False
+
+
+def _count_processes(uid: int) -> int:
+    """Processes whose real uid is ``uid`` (for the no-namespace fallback's NPROC)."""
+    n = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/status", "rb") as f:
+                    for line in f:
+                        if line.startswith(b"Uid:"):
+                            n += int(line.split()[1]) == uid
+                            break
+            except OSError:
+                continue
+    return n
+
+
+# --------------------------------------------------------------------------------------
+# Running one program.
+
+
+def run_program(code: str, limits: Limits | None = None, slot: int = 0) -> ExecResult:
+    """Run ``code`` in the sandbox; ``slot`` (0..workers-1) picks its uid when parallel."""
+    return _run(code, limits or Limits(), slot, isolation())
+
+
+def _run(code: str, limits: Limits, slot: int, mode: str) -> ExecResult:
+    path, expose = _interpreter_paths()
+    with contextlib.ExitStack() as stack:
+        uid = stack.enter_context(_uid_lease(slot)) if mode == "root" else None
+        workdir = stack.enter_context(tempfile.TemporaryDirectory()) if mode == "none" else ""
+        nproc = limits.nproc + (_count_processes(os.getuid()) if mode == "none" else 0)
+        nonce = secrets.token_hex(16)
+        status_r, status_w = os.pipe()
+        result_r, result_w = os.pipe()
+        cfg = {
+            "mode": mode,
+            "uid": uid,
+            "workdir": workdir,
+            "tmpdir": workdir or "/tmp",
+            "path": path,
+            "expose": expose if mode == "root" else [],
+            "status_fd": status_w,
+            "result_fd": result_w,
+            "cpu_s": int(limits.cpu_s),
+            "memory_mb": int(limits.memory_mb),
+            "file_size_mb": int(limits.file_size_mb),
+            "open_files": int(limits.open_files),
+            "nproc": int(nproc),
+            "nonce": nonce,
+            "code": code,
+        }
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                _command(mode),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(status_w, result_w),
+                env=_ENV,
+                cwd="/",
+                start_new_session=True,
+            )
+        except BaseException:
+            for fd in (status_r, result_r):
+                os.close(fd)
+            raise
+        finally:
+            os.close(status_w)
+            os.close(result_w)
+        try:
+            out, timed_out = _pump(
+                proc, json.dumps(cfg).encode(), status_r, result_r, limits, start
+            )
+        finally:
+            _kill(proc)
+        duration = time.monotonic() - start
+    return _classify(out, timed_out, nonce, limits, duration)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """SIGKILL unshare's whole process group; its death takes the namespace down with it."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    try:
+        proc.wait(timeout=_DRAIN_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class _Output:
+    stdout: bytes = b""
+    stderr: bytes = b""
+    status: bytes = b""  # from the harness init: trusted
+    result: bytes = b""  # from the program's process: the nonce, or an exception record
+    dropped_out: int = 0
+    dropped_err: int = 0
+
+
+def _pump(
+    proc: subprocess.Popen, stdin: bytes, status_r: int, result_r: int, limits: Limits, start: float
+) -> tuple[_Output, bool]:
+    """Feed stdin, collect capped output from four pipes, enforce the wall-clock timeout.
+
+    Output beyond the cap is read and thrown away, so the program never blocks on a full
+    pipe and we never hold more than the cap in memory. Returns (output, timed_out).
+    """
+    assert proc.stdin and proc.stdout and proc.stderr
+    out_fd, err_fd, in_fd = proc.stdout.fileno(), proc.stderr.fileno(), proc.stdin.fileno()
+    caps = {out_fd: limits.output_bytes, err_fd: limits.output_bytes}
+    caps |= {status_r: _CHANNEL_CAP, result_r: _CHANNEL_CAP}
+    bufs = {fd: bytearray() for fd in caps}
+    dropped = dict.fromkeys(caps, 0)
+    sel = selectors.DefaultSelector()
+    for fd in caps:
+        os.set_blocking(fd, False)
+        sel.register(fd, selectors.EVENT_READ)
+    os.set_blocking(in_fd, False)
+    sel.register(in_fd, selectors.EVENT_WRITE)
+    pending = memoryview(stdin)
+    deadline = start + limits.timeout_s
+    timed_out = False
+    exited_at = None
+    try:
+        while sel.get_map():
+            now = time.monotonic()
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now > exited_at + 1.0:
+                break  # without namespaces an escaped grandchild may hold the pipes open
+            if now >= deadline:
+                if timed_out:
+                    break
+                timed_out = exited_at is None
+                _kill(proc)
+                deadline = now + _DRAIN_GRACE_S
+            for key, _ in sel.select(timeout=min(deadline - now, 0.5)):
+                if key.fd == in_fd:
+                    pending = _feed(sel, proc, pending)
+                    continue
+                chunk = _read(key.fd)
+                if chunk == b"":
+                    sel.unregister(key.fd)
+                elif chunk:
+                    room = max(0, caps[key.fd] - len(bufs[key.fd]))
+                    bufs[key.fd] += chunk[:room]
+                    dropped[key.fd] += len(chunk) - len(chunk[:room])
+    finally:
+        sel.close()
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+        os.close(status_r)
+        os.close(result_r)
+        proc.stdout.close()
+        proc.stderr.close()
+    output = _Output(
+        bytes(bufs[out_fd]), bytes(bufs[err_fd]), bytes(bufs[status_r]), bytes(bufs[result_r]),
+        dropped[out_fd], dropped[err_fd],
+    )  # fmt: skip
+    return output, timed_out
+
+
+def _feed(sel: selectors.BaseSelector, proc: subprocess.Popen, pending: memoryview) -> memoryview:
+    """Write what the pipe takes of ``pending``; close stdin when all is written."""
+    assert proc.stdin
+    try:
+        pending = pending[os.write(proc.stdin.fileno(), pending) :]
+    except BlockingIOError:
+        return pending
+    except BrokenPipeError:
+        pending = pending[:0]  # it died before reading its config: the status will say so
+    if not pending:
+        sel.unregister(proc.stdin.fileno())
+        proc.stdin.close()
+    return pending
+
+
+def _read(fd: int) -> bytes | None:
+    """A chunk, b"" at end of file, None when nothing is ready after all."""
+    try:
+        return os.read(fd, 65536)
+    except BlockingIOError:
+        return None
+
+
+# --------------------------------------------------------------------------------------
+# Verdicts.
+
+_SIGNAL_HINTS = {
+    signal.SIGSEGV: "segmentation fault (e.g. runaway recursion)",
+    signal.SIGXFSZ: "file size limit exceeded",
+    signal.SIGKILL: "killed",
+    signal.SIGABRT: "aborted",
+}
+
+
+def _classify(
+    out: _Output, timed_out: bool, nonce: str, limits: Limits, duration: float
+) -> ExecResult:
+    def result(status: str, message: str, returncode: int | None) -> ExecResult:
+        return ExecResult(
+            status, _one_line(message), duration, _text(out.stdout, out.dropped_out),
+            _text(out.stderr, out.dropped_err), returncode,
+        )  # fmt: skip
+
+    if timed_out:
+        return result("timeout", f"timed out after {limits.timeout_s:g} s", None)
+    try:
+        report = json.loads(out.status)
+    except ValueError:
+        report = None
+    if not isinstance(report, dict):
+        tail = _last_line(out.stderr) or "no report from the sandbox"
+        return result("error", f"sandbox failed: {tail}", None)
+    if "setup_error" in report:
+        return result("error", f"sandbox setup failed: {report['setup_error']}", None)
+    wait = int(report["wait"])
+    if os.WIFSIGNALED(wait):
+        sig = os.WTERMSIG(wait)
+        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and report["cpu"] >= limits.cpu_s):
+            return result("timeout", f"CPU time limit exceeded ({limits.cpu_s} s)", -sig)
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        hint = _SIGNAL_HINTS.get(sig)
+        return result("error", f"killed by {name}" + (f": {hint}" if hint else ""), -sig)
+    code = os.WEXITSTATUS(wait)
+    lines = out.result.split(b"\n")
+    if code == 0 and nonce.encode() in lines:
+        return result("passed", "", 0)
+    if code == 0:
+        return result("error", "exited before tests finished (exit status 0)", 0)
+    record = _last_record(lines)
+    if record:
+        return result(record[0], record[1], code)
+    tail = _last_line(out.stderr)
+    return result("error", f"exited with status {code}" + (f": {tail}" if tail else ""), code)
+
+
+def _last_record(lines: list[bytes]) -> tuple[str, str] | None:
+    """The harness's exception record (the last one: the program may have written others)."""
+    for line in reversed(lines):
+        if line.startswith(b"E "):
+            try:
+                kind, msg = json.loads(line[2:])
+            except (ValueError, TypeError):
+                continue
+            if kind in ("failed", "error") and isinstance(msg, str):
+                return kind, msg
+    return None
+
+
+def _text(data: bytes, dropped: int) -> str:
+    text = data.decode("utf-8", errors="replace")
+    return text + (f"\n[... {dropped} more bytes discarded]" if dropped else "")
+
+
+def _last_line(data: bytes) -> str:
+    lines = [ln for ln in data.decode("utf-8", errors="replace").splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def _one_line(message: str) -> str:
+    line = " ".join(message.split())
+    return line if len(line) <= MESSAGE_CHARS else line[: MESSAGE_CHARS - 1] + "…"
+
+
+# --------------------------------------------------------------------------------------
+# Many programs in parallel.
+
+
+def run_many(
+    programs: Sequence[str], limits: Limits | None = None, workers: int | None = None
+) -> Iterator[tuple[int, ExecResult]]:
+    """Run ``programs`` in parallel; yield (index, result) as each finishes."""
+    limits = limits or Limits()
+    workers = max(1, min(workers or os.cpu_count() or 1, len(programs) or 1))
+    isolation()  # detect once, before the threads race for it
+    slots: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for s in range(workers):
+        slots.put(s)
+
+    def one(code: str) -> ExecResult:
+        slot = slots.get()
+        try:
+            return run_program(code, limits, slot)
+        finally:
+            slots.put(slot)
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sandbox")
+    try:
+        futures = {pool.submit(one, code): i for i, code in enumerate(programs)}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

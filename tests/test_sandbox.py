@@ -1,0 +1,339 @@
+"""The sandbox: verdicts, limits, and a hostile corpus (issue "Hardening", part 1).
+
+Hostile programs only run where the sandbox has namespaces (``isolation()`` is "root"
+or "userns"): without them a program that kills its process group or writes files
+would hit the test runner itself.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import pytest
+
+from ssd_tui import sandbox
+from ssd_tui.sandbox import ExecResult, Limits, isolation, run_many, run_program
+
+FAST = Limits(timeout_s=5, cpu_s=5)
+isolated = pytest.mark.skipif(
+    isolation() == "none", reason="no namespaces here: hostile programs would hit the host"
+)
+
+
+def run(code: str, limits: Limits = FAST, slot: int = 0) -> ExecResult:
+    return run_program(code, limits, slot)
+
+
+# ---- verdicts ----------------------------------------------------------------------------
+
+
+def test_passing_program_passes_with_output() -> None:
+    r = run("print('hello')\nimport sys; print('oops', file=sys.stderr)")
+    assert (r.status, r.message, r.returncode) == ("passed", "", 0)
+    assert r.stdout == "hello\n" and r.stderr == "oops\n"
+    assert 0 < r.duration_s < 5
+
+
+def test_assertion_is_failed_with_its_message() -> None:
+    r = run("x = 2\nassert x == 3, f'expected 3, got {x}'")
+    assert r.status == "failed"
+    assert r.message == "AssertionError: expected 3, got 2"
+    assert "<program>" in r.stderr and "line 2" in r.stderr
+
+
+def test_other_exception_is_error() -> None:
+    r = run("def f():\n    return x\nf()")
+    assert r.status == "error"
+    assert r.message == "NameError: name 'x' is not defined"
+
+
+def test_syntax_error_is_error_with_line() -> None:
+    r = run("x = 1\ndef f(:\n    pass")
+    assert r.status == "error"
+    assert r.message.startswith("SyntaxError") and "(line 2)" in r.message
+
+
+def test_hanging_program_times_out() -> None:
+    r = run("import time\ntime.sleep(60)", Limits(timeout_s=1))
+    assert r.status == "timeout" and r.returncode is None
+    assert 1 <= r.duration_s < 4
+
+
+def test_cpu_limit_counts_as_timeout() -> None:
+    r = run("while True:\n    pass", Limits(timeout_s=10, cpu_s=1))
+    assert r.status == "timeout"
+    assert "CPU time limit" in r.message
+    assert r.duration_s < 5
+
+
+def test_nonzero_exit_without_exception_is_error() -> None:
+    r = run("import os\nos._exit(3)")
+    assert (r.status, r.returncode) == ("error", 3)
+    assert "status 3" in r.message
+
+
+def test_message_is_one_short_line() -> None:
+    r = run("raise ValueError('a\\nb' + 'c' * 5000)")
+    assert r.status == "error"
+    assert "\n" not in r.message and len(r.message) <= sandbox.MESSAGE_CHARS
+
+
+def test_large_program_is_fed_through_stdin() -> None:
+    code = "# " + "x" * 2_000_000 + "\nprint('ok')"
+    assert run(code).stdout == "ok\n"
+
+
+def test_stdin_is_empty() -> None:
+    r = run("import sys\nprint(repr(sys.stdin.read()))")
+    assert r.stdout == "''\n"
+
+
+def test_limits_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="timeout_s"):
+        Limits(timeout_s=0)
+
+
+def test_run_many_yields_every_index_once() -> None:
+    programs = [f"assert {i} % 3 != 0" for i in range(9)]
+    got = dict(run_many(programs, FAST, workers=3))
+    assert sorted(got) == list(range(9))
+    assert [got[i].status for i in range(9)] == [
+        "failed" if i % 3 == 0 else "passed" for i in range(9)
+    ]
+
+
+def test_run_many_of_nothing() -> None:
+    assert list(run_many([], FAST)) == []
+
+
+# ---- the program cannot fake a pass --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import sys\nsys.exit(0)\nassert False",
+        "import os\nos._exit(0)\nassert False",
+        "raise SystemExit(0)\nassert False",
+        # writes plausible tokens to every fd it might share with us, then exits 0
+        "import os\nfor fd in range(1, 64):\n"
+        "    try:\n        os.write(fd, b'0' * 32 + b'\\n' + b'E [\"passed\", \"\"]\\n')\n"
+        "    except OSError:\n        pass\nos._exit(0)",
+        # a background thread exits 0 while the (failing) tests run
+        "import os, threading, time\n"
+        "threading.Thread(target=lambda: (time.sleep(0.2), os._exit(0))).start()\n"
+        "time.sleep(5)\nassert False",
+    ],
+    ids=["sys.exit", "os._exit", "SystemExit", "fake-tokens", "thread-exit"],
+)
+def test_early_exit_is_not_passed(code: str) -> None:
+    r = run(code)
+    assert r.status == "error"
+    assert "before tests finished" in r.message or "status" in r.message
+
+
+@pytest.mark.parametrize(
+    "prelude",
+    [
+        # a builtin `check` that does nothing: the tests' own `check` shadows it
+        "import builtins\nbuiltins.check = lambda candidate: None\n",
+        # a fake AssertionError: `assert` raises the real one regardless
+        "import builtins\nclass Nope(Exception):\n    pass\nbuiltins.AssertionError = Nope\n",
+        # patching what a naive harness would use to report
+        "import os, sys, json, traceback\nos._exit = lambda c: None\nsys.exit = lambda *a: None\n"
+        'json.dumps = lambda *a, **k: \'["passed", ""]\'\n'
+        "traceback.format_exception_only = lambda *a: ['passed']\n",
+    ],
+    ids=["builtin-check", "fake-AssertionError", "patched-modules"],
+)
+def test_patching_the_harness_does_not_pass(prelude: str) -> None:
+    program = prelude + (
+        "def add(a, b):\n    return a - b\n\n"
+        "def check(candidate):\n    assert candidate(1, 2) == 3\n\ncheck(add)\n"
+    )
+    assert run(program).status == "failed"
+
+
+# ---- hostile corpus (needs namespaces) ------------------------------------------------------
+
+
+def _sandbox_processes() -> list[str]:
+    """Host processes running as a sandbox uid."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("Uid:"):
+                uid = int(line.split()[1])
+                if sandbox.UID_BASE <= uid < sandbox.UID_BASE + sandbox.UID_COUNT:
+                    found.append(entry)
+    return found
+
+
+@isolated
+def test_runs_as_unprivileged_user_in_private_dir() -> None:
+    r = run(
+        "import os, stat\nst = os.stat('.')\nprint(os.getuid(), st.st_uid, oct(st.st_mode & 0o777))"
+    )
+    uid, owner, mode = r.stdout.split()
+    assert uid == owner and mode == "0o700"
+    if isolation() == "root":
+        assert sandbox.UID_BASE <= int(uid) < sandbox.UID_BASE + sandbox.UID_COUNT
+
+
+@isolated
+def test_deep_recursion_is_error() -> None:
+    r = run("def f(n):\n    return f(n + 1)\nf(0)")
+    assert r.status == "error" and "RecursionError" in r.message
+
+
+@isolated
+def test_memory_bomb_is_memory_error() -> None:
+    r = run("x = bytearray(4 * 1024 ** 3)", Limits(timeout_s=5, memory_mb=512))
+    assert r.status == "error" and r.message == "MemoryError"
+
+
+@isolated
+def test_output_flood_is_capped_and_finishes() -> None:
+    code = "import sys\nfor _ in range(2000):\n    sys.stdout.write('x' * 10000)\nsys.stderr.write('e' * 10 ** 6)"
+    r = run(code, Limits(timeout_s=10, output_bytes=1000))
+    assert r.status == "passed"
+    assert r.stdout == "x" * 1000 + "\n[... 19999000 more bytes discarded]"
+    assert r.stderr == "e" * 1000 + "\n[... 999000 more bytes discarded]"
+
+
+@isolated
+def test_cannot_touch_files_outside_its_dir(tmp_path: Path) -> None:
+    victim_dir = tmp_path / "host"
+    victim_dir.mkdir(mode=0o755)
+    victim = victim_dir / "precious.txt"
+    victim.write_text("keep me")
+    marker = f"ssd-sandbox-test-{os.getpid()}"
+    beside_tests = Path(__file__).parent / marker
+    code = f"""
+import os
+attempts = [
+    lambda: os.remove({str(victim)!r}),
+    lambda: open({str(victim_dir / "new.txt")!r}, "w"),
+    lambda: open({str(beside_tests)!r}, "w"),
+    lambda: open("/etc/{marker}", "w"),
+]
+for attempt in attempts:
+    try:
+        attempt()
+        print("WROTE")
+    except OSError as e:
+        print(type(e).__name__)
+open("/var/tmp/{marker}", "w").write("private")  # its own /var/tmp: allowed, not the host's
+"""
+    try:
+        r = run(code)
+        assert r.status == "passed", r.stderr
+        assert "WROTE" not in r.stdout
+        assert victim.read_text() == "keep me"
+        assert sorted(p.name for p in victim_dir.iterdir()) == ["precious.txt"]
+        for path in (Path("/var/tmp", marker), beside_tests, Path("/etc", marker)):
+            assert not path.exists()
+    finally:
+        for path in (Path("/var/tmp", marker), beside_tests, Path("/etc", marker)):
+            path.unlink(missing_ok=True)
+
+
+@isolated
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)",
+        "import os, signal\nos.killpg(0, signal.SIGKILL)",
+        "import os, signal\nos.kill(-1, signal.SIGKILL)",
+    ],
+    ids=["kill-parent", "killpg", "kill-all"],
+)
+def test_cannot_kill_the_host(code: str) -> None:
+    r = run(code)
+    assert r.status == "error"  # it failed or killed itself; we are still here
+
+
+@isolated
+def test_no_network() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        server.settimeout(0.2)
+        port = server.getsockname()[1]
+        r = run(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)")
+        assert r.status == "error" and "OSError" in r.message
+        with pytest.raises(socket.timeout):
+            server.accept()
+
+
+@isolated
+def test_cannot_see_another_running_sample() -> None:
+    writer = (
+        "import os, time\nopen('secret-ssd-test.txt', 'w').write('s3cret')\n"
+        "print(os.path.abspath('secret-ssd-test.txt'), flush=True)\ntime.sleep(2)"
+    )
+    reader = (
+        "import os, time\ntime.sleep(0.7)\nfound = []\n"
+        "for top in ('/tmp', '/var/tmp', '/dev/shm'):\n"
+        "    for root, dirs, files in os.walk(top):\n"
+        "        found += [os.path.join(root, f) for f in files if f.startswith('secret-ssd')]\n"
+        "print(found, sorted(p for p in os.listdir('/proc') if p.isdigit()))"
+    )
+    got = dict(run_many([writer, reader], Limits(timeout_s=8), workers=2))
+    assert got[0].status == "passed" and got[0].stdout.strip().endswith("secret-ssd-test.txt")
+    assert got[1].status == "passed", got[1].stderr
+    found, pids = got[1].stdout.split("] ", 1)
+    assert found == "["
+    assert pids.strip() == "['1', '2']"  # its own PID namespace: init and itself
+
+
+@isolated
+def test_processes_are_bounded_and_all_die() -> None:
+    # Bounded and harmless: 200 sleeping children requested, at most nproc may exist.
+    code = (
+        "import os, time\nn = 0\nfor _ in range(200):\n    try:\n"
+        "        if os.fork() == 0:\n            time.sleep(60)\n            os._exit(0)\n"
+        "        n += 1\n    except OSError:\n        break\nprint(n, flush=True)\ntime.sleep(60)"
+    )
+    r = run(code, Limits(timeout_s=2, nproc=10))
+    assert r.status == "timeout"
+    assert 0 < int(r.stdout) < 10
+    time.sleep(0.2)
+    assert _sandbox_processes() == []
+
+
+@isolated
+def test_fork_bomb_is_contained() -> None:
+    # Only meaningful because the bounded test above proves NPROC binds and the
+    # namespace dies; a short timeout keeps it cheap even so.
+    code = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass"
+    start = time.monotonic()
+    r = run(code, Limits(timeout_s=1.5, nproc=16))
+    assert r.status == "timeout"
+    assert time.monotonic() - start < 10
+    time.sleep(0.2)
+    assert _sandbox_processes() == []
+    assert run("print('still fine')").stdout == "still fine\n"
+
+
+@isolated
+def test_setuid_binaries_give_nothing() -> None:
+    code = (
+        "import subprocess\n"
+        "r = subprocess.run(['su', '-c', 'id -u'], capture_output=True, stdin=subprocess.DEVNULL)\n"
+        "print(r.returncode, r.stdout)"
+    )
+    r = run(code)
+    assert r.status == "passed"
+    assert not r.stdout.startswith("0 ")
+
+
+def test_isolation_is_known() -> None:
+    assert isolation() in ("root", "userns", "none")
