@@ -1,0 +1,127 @@
+"""Helpers that build tiny SSD projects (problem files, configs) and read run DBs back."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+EVAL = [
+    (
+        "add",
+        'def add(a, b):\n    """Return a plus b."""\n',
+        "def check(candidate):\n    assert candidate(2, 3) == 5\n",
+        "easy",
+    ),
+    (
+        "neg",
+        'def neg(x):\n    """Return minus x."""\n',
+        "def check(candidate):\n    assert candidate(4) == -4\n",
+        "medium",
+    ),
+    (
+        "first",
+        'def first(xs):\n    """Return the first item."""\n',
+        "def check(candidate):\n    assert candidate([7, 8]) == 7\n",
+        "hard",
+    ),
+]
+
+
+def write_problems(folder: Path, n_train: int = 12) -> None:
+    with open(folder / "eval.jsonl", "w") as f:
+        for name, prompt, tests, diff in EVAL:
+            f.write(
+                json.dumps(
+                    {
+                        "id": name,
+                        "prompt": prompt,
+                        "tests": tests,
+                        "entry_point": name,
+                        "difficulty": diff,
+                    }
+                )
+                + "\n"
+            )
+    with open(folder / "train.jsonl", "w") as f:
+        for i in range(n_train):
+            prompt = f'def task_{i}(x):\n    """Return x times {i}."""\n'
+            f.write(
+                json.dumps(
+                    {"id": f"t{i}", "prompt": prompt, "entry_point": f"task_{i}", "split": "train"}
+                )
+                + "\n"
+            )
+
+
+def write_config(folder: Path, model: Path, rounds: int = 1, **over: str) -> Path:
+    sections = {
+        "run": {"name": "t", "dir": "run", "seed": 3, "rounds": rounds, "threads": 1},
+        "model": {"path": str(model)},
+        "data": {"train_prompts": "train.jsonl", "benchmark": "eval.jsonl"},
+        "sampling": {
+            "temperature": 1.0,
+            "top_k": 50,
+            "samples_per_prompt": 2,
+            "max_new_tokens": 12,
+            "batch_size": 2,
+            "stop": ["\ndef "],
+        },
+        "eval": {
+            "temperature": 1.0,
+            "samples_per_problem": 2,
+            "k": [1, 2],
+            "max_new_tokens": 12,
+            "batch_size": 1,
+            "timeout_s": 3.0,
+            "workers": 2,
+            "stop": ["\ndef "],
+        },
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+        "train": {
+            "learning_rate": 5e-3,
+            "epochs": 2,
+            "batch_size": 1,
+            "max_length": 64,
+            "min_completion_lines": 0,
+        },
+    }
+    for key, value in over.items():
+        s, k = key.split("__")
+        sections[s][k] = value
+    lines = []
+    for s, kv in sections.items():
+        lines.append(f"[{s}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in kv.items()]
+    path = folder / "run.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def snapshot(db: Path) -> dict:
+    """Everything a resumed run must reproduce exactly: samples, token stats, verdicts, metrics."""
+    c = sqlite3.connect(db)
+    samples = c.execute(
+        "SELECT s.round, s.purpose, p.name, s.sample_idx, s.temperature, s.completion, s.n_tokens, "
+        "t.token_ids, v.status FROM samples s JOIN problems p ON p.id = s.problem_id "
+        "JOIN token_stats t ON t.sample_id = s.id LEFT JOIN verdicts v ON v.sample_id = s.id ORDER BY 1, 2, 3, 4, 5"
+    ).fetchall()
+    metrics = c.execute(
+        "SELECT round, purpose, temperature, name, scope, round(value, 9) FROM metrics ORDER BY 1, 2, 3, 4, 5"
+    ).fetchall()
+    stages = c.execute(
+        "SELECT round, stage, status FROM stages ORDER BY round, position"
+    ).fetchall()
+    c.close()
+    return {"samples": samples, "metrics": metrics, "stages": stages}
+
+
+def run_cli(config: Path, *extra: str, wait: bool = True):
+    cmd = [sys.executable, "-m", "ssd_tui", "run", str(config), *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if wait:
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

@@ -1,0 +1,107 @@
+"""Bad input at the command line: one line on stderr, exit 2, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from runkit import write_config, write_problems
+
+from ssd_tui.store import SCHEMA_VERSION, RunStore
+
+
+def ssd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ssd_tui", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: ")
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture
+def project(tmp_path, tiny_model_dir):
+    write_problems(tmp_path)
+    return tmp_path, write_config(tmp_path, tiny_model_dir)
+
+
+def test_help_teaches():
+    r = ssd("--help")
+    assert r.returncode == 0
+    for word in ("T_train", "pass@k", "ssd-tui demo", "ssd-tui run", "resume"):
+        assert word in r.stdout
+    r = ssd("options")
+    assert "[sampling]" in r.stdout and "temperature" in r.stdout and "T_train" in r.stdout
+
+
+def test_missing_config(tmp_path):
+    assert_one_line_error(ssd("run", str(tmp_path / "nope.toml")), "config file not found")
+
+
+def test_toml_syntax_error(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[run]\nname = \n")
+    assert_one_line_error(ssd("run", str(f)), "c.toml", "TOML syntax error", "line 2")
+
+
+def test_unknown_key_and_out_of_range(project):
+    folder, config = project
+    text = config.read_text()
+    config.write_text(text.replace("[lora]", "[lora]\nrank = 4"))
+    assert_one_line_error(ssd("run", str(config)), "[lora] rank: unknown key", "run.toml:")
+    config.write_text(text.replace("top_k = 50", "top_k = -2"))
+    assert_one_line_error(ssd("run", str(config)), "[sampling] top_k must be ≥ 0")
+
+
+def test_model_path_that_does_not_exist(tmp_path):
+    write_problems(tmp_path)
+    config = write_config(tmp_path, tmp_path / "no-such-model")
+    assert_one_line_error(ssd("run", str(config)), "model path does not exist", "no-such-model")
+    assert_one_line_error(ssd("check", str(config)), "model path does not exist")
+
+
+def test_prompt_file_with_a_broken_line(project):
+    folder, config = project
+    lines = (folder / "train.jsonl").read_text().splitlines()
+    lines[4] = lines[4][:-3]
+    (folder / "train.jsonl").write_text("\n".join(lines) + "\n")
+    assert_one_line_error(ssd("run", str(config)), "train.jsonl:5")
+
+
+def test_eval_problem_without_tests(project):
+    folder, config = project
+    rows = [json.loads(x) for x in (folder / "eval.jsonl").read_text().splitlines()]
+    del rows[1]["tests"]
+    (folder / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert_one_line_error(ssd("run", str(config)), "neg")
+
+
+def test_db_from_a_newer_schema(project):
+    folder, config = project
+    from ssd_tui.config import load_config
+
+    db = load_config(config).db_path
+    s = RunStore.open(db, create=True)
+    s.set_meta("schema_version", str(SCHEMA_VERSION + 1))
+    s.close()
+    assert_one_line_error(ssd("run", str(config)), "newer ssd-tui")
+
+
+def test_check_reports_what_a_run_would_use(project):
+    folder, config = project
+    r = ssd("check", str(config))
+    assert r.returncode == 0, r.stderr
+    assert "12 training prompts" in r.stdout and "3 eval problems" in r.stdout
