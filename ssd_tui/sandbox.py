@@ -179,6 +179,7 @@ def run(code, nonce, result_fd):
     # Everything used after the program runs is bound here, before it can patch anything.
     write, exit_, AE, fmt = os.write, os._exit, AssertionError, traceback.format_exception_only
     dumps, print_exc, flush_all = json.dumps, traceback.print_exception, _flush_all
+    builtins.exit = builtins.quit = sys.exit  # normally added by site, which -S skips
     module = type(sys)("__sandbox__")
     module.__builtins__ = builtins
     sys.modules["__sandbox__"] = module
