@@ -80,9 +80,13 @@ class RichReporter:
         self.label = f"round {rnd} {stage:<8}"
         if self.task is None:
             self.progress.start()
-            self.task = self.progress.add_task(self.label, total=total or None, completed=done, rate="", detail="")
+            self.task = self.progress.add_task(
+                self.label, total=total or None, completed=done, rate="", detail=""
+            )
         else:
-            self.progress.update(self.task, description=self.label, total=total or None, completed=done)
+            self.progress.update(
+                self.task, description=self.label, total=total or None, completed=done
+            )
         self.t0, self.done0 = time.time(), done
 
     def stage_progress(self, done: int, total: int, detail: str = "") -> None:
@@ -90,7 +94,9 @@ class RichReporter:
             return
         dt = time.time() - self.t0
         rate = f"{(done - self.done0) / dt:.1f}/s" if dt > 0 and done > self.done0 else ""
-        self.progress.update(self.task, completed=done, total=total or None, rate=rate, detail=detail)
+        self.progress.update(
+            self.task, completed=done, total=total or None, rate=rate, detail=detail
+        )
 
     def stage_end(self, rnd: int, stage: str, status: str) -> None:
         if self.task is not None:
@@ -112,7 +118,9 @@ class RichReporter:
         for key, value in summary.items():
             if key in ("round", "seconds"):
                 continue
-            cells.append("–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value))
+            cells.append(
+                "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+            )
         cells.append(", ".join(f"{s} {sec:.0f}s" for s, sec in summary.get("seconds", {}).items()))
         table.add_row(*cells)
         self.console.print(table)
@@ -122,6 +130,40 @@ class RichReporter:
 
 
 # ---- subcommands ----------------------------------------------------------------------------
+_LOCK_ENV = "SSD_TUI_LOCK_HELD_BY"
+
+
+def _run_stage_per_process(args: argparse.Namespace, cfg: Any) -> int:
+    """vLLM: each stage in a fresh process, so the sampler's GPU memory is free for training.
+
+    The stages are resumable, so this is a loop over `run --stages 1`; the parent holds
+    the run lock for the whole loop and tells its children so.
+    """
+    import subprocess
+
+    from ssd_tui.store import RunStore
+
+    env = {**os.environ, _LOCK_ENV: str(os.getpid())}
+    budget = args.stages
+    while budget is None or budget > 0:
+        cmd = [sys.executable, "-m", "ssd_tui", "run", args.config, "--stages", "1"]
+        if args.rounds is not None:
+            cmd += ["--rounds", str(args.rounds)]
+        if args.threads:
+            cmd += ["--threads", str(args.threads)]
+        code = subprocess.run(cmd, env=env).returncode
+        if code != 0:
+            return code
+        store = RunStore.open(cfg.db_path, readonly=True)
+        last = cfg.run.rounds if args.rounds is None else args.rounds
+        finished = [r for r in store.rounds() if r["status"] == "done"]
+        store.close()
+        if len(finished) >= last + 1:
+            return 0
+        budget = None if budget is None else budget - 1
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import shutil
 
@@ -135,9 +177,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(threads)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    held_by_parent = os.environ.get(_LOCK_ENV) == str(os.getppid())
     lock = RunLock(cfg.db_path)
-    lock.acquire()
+    if not held_by_parent:
+        lock.acquire()
     try:
+        if cfg.run.engine == "vllm" and not held_by_parent:
+            return _run_stage_per_process(args, cfg)
         store = RunStore.open(cfg.db_path, create=True)
         rep = RichReporter()
         text = Path(args.config).read_text(encoding="utf-8")
@@ -169,7 +215,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if not DEMO_CONFIG.exists():
-        raise SSDError(f"demo config not found at {DEMO_CONFIG} (install from a source checkout: pip install -e .)")
+        raise SSDError(
+            f"demo config not found at {DEMO_CONFIG} (install from a source checkout: pip install -e .)"
+        )
     args.config = str(DEMO_CONFIG)
     if args.tui:
         from ssd_tui.config import load_config
@@ -184,14 +232,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from ssd_tui.config import load_config
-    from ssd_tui.problems import load_problem_set
     from ssd_tui.pipeline import resolve_model_path
+    from ssd_tui.problems import load_problem_set
 
     cfg = load_config(args.config)
     model = resolve_model_path(cfg)
-    evals = load_problem_set(cfg.data.benchmark, cfg.base_dir, require_tests=True, limit=cfg.data.max_eval_problems or None)
-    train = load_problem_set(cfg.data.train_prompts, cfg.base_dir, limit=cfg.data.max_train_prompts or None) if cfg.data.train_prompts else []
-    print(f"ok: model {model}; {len(train)} training prompts; {len(evals)} eval problems; run folder {cfg.run_dir}")
+    evals = load_problem_set(
+        cfg.data.benchmark,
+        cfg.base_dir,
+        require_tests=True,
+        limit=cfg.data.max_eval_problems or None,
+    )
+    train = (
+        load_problem_set(
+            cfg.data.train_prompts, cfg.base_dir, limit=cfg.data.max_train_prompts or None
+        )
+        if cfg.data.train_prompts
+        else []
+    )
+    print(
+        f"ok: model {model}; {len(train)} training prompts; {len(evals)} eval problems; run folder {cfg.run_dir}"
+    )
     return 0
 
 
@@ -238,7 +299,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not args.all and args.round is None:
         raise SSDError("say what to export: --round K or --all")
     out = export_run(
-        Path(args.db), Path(args.out) if args.out else None, round=args.round, jsonl=args.jsonl, compress=args.compress
+        Path(args.db),
+        Path(args.out) if args.out else None,
+        round=args.round,
+        jsonl=args.jsonl,
+        compress=args.compress,
     )
     print(f"wrote {out}")
     return 0
@@ -265,18 +330,32 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="ssd-tui", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="ssd-tui",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"ssd-tui {__version__}")
-    p.add_argument("--runs-dir", default="runs", help="folder of run folders the app lists (default: ./runs)")
+    p.add_argument(
+        "--runs-dir", default="runs", help="folder of run folders the app lists (default: ./runs)"
+    )
     p.add_argument("--debug", action="store_true", help="show full tracebacks for internal errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    r = sub.add_parser("run", help="run SSD rounds headless from a config (resumes where it stopped)")
+    r = sub.add_parser(
+        "run", help="run SSD rounds headless from a config (resumes where it stopped)"
+    )
     r.add_argument("config", help="run config (TOML); see `ssd-tui options` and examples/")
-    r.add_argument("--rounds", type=int, help="run until this round is done (overrides [run] rounds)")
+    r.add_argument(
+        "--rounds", type=int, help="run until this round is done (overrides [run] rounds)"
+    )
     r.add_argument("--stages", type=int, help="stop after this many more stages (stepping)")
-    r.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: [run] threads, else all cores)")
+    r.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (default: [run] threads, else all cores)",
+    )
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="run the bundled demo: a tiny code model, 3 SSD rounds on CPU")
@@ -286,7 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--threads", type=int, default=0, help="torch CPU threads")
     d.set_defaults(func=cmd_demo)
 
-    c = sub.add_parser("check", help="validate a config, its model path and problem sets, without running")
+    c = sub.add_parser(
+        "check", help="validate a config, its model path and problem sets, without running"
+    )
     c.add_argument("config")
     c.set_defaults(func=cmd_check)
 
@@ -297,26 +378,38 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("db")
     op.set_defaults(func=cmd_open)
 
-    rv = sub.add_parser("review", help="review exported DBs read-only; two files compare round by round")
+    rv = sub.add_parser(
+        "review", help="review exported DBs read-only; two files compare round by round"
+    )
     rv.add_argument("files", nargs="+", metavar="FILE")
     rv.set_defaults(func=cmd_review)
 
-    e = sub.add_parser("export", help="export a round (or the whole run) as a self-contained DB or JSONL")
+    e = sub.add_parser(
+        "export", help="export a round (or the whole run) as a self-contained DB or JSONL"
+    )
     e.add_argument("db")
     e.add_argument("--round", type=int, help="the round to export")
     e.add_argument("--all", action="store_true", help="export the whole run")
     e.add_argument("--out", help="output file (default: beside the run DB)")
-    e.add_argument("--jsonl", action="store_true", help="write samples as JSONL (datasets.load_dataset('json', ...))")
+    e.add_argument(
+        "--jsonl",
+        action="store_true",
+        help="write samples as JSONL (datasets.load_dataset('json', ...))",
+    )
     e.add_argument("--compress", action="store_true", help="gzip the output for sharing")
     e.set_defaults(func=cmd_export)
 
-    rp = sub.add_parser("report", help="print a run's tables; --out FILE.html|.md writes a report with curves")
+    rp = sub.add_parser(
+        "report", help="print a run's tables; --out FILE.html|.md writes a report with curves"
+    )
     rp.add_argument("db")
     rp.add_argument("--out", help="report file (.html or .md)")
     rp.set_defaults(func=cmd_report)
 
     m = sub.add_parser("models", help="prepare real models offline (see `ssd-tui models --help`)")
-    m.add_argument("action", choices=["get", "list"], help="get: fetch and convert a model; list: known models")
+    m.add_argument(
+        "action", choices=["get", "list"], help="get: fetch and convert a model; list: known models"
+    )
     m.add_argument("name", nargs="?", help="model name, e.g. qwen2.5-coder-0.5b")
     m.add_argument("--cache", help="cache folder (default: ~/.cache/ssd-tui/models)")
     m.set_defaults(func=cmd_models)
@@ -340,7 +433,10 @@ def main(argv: list[str] | None = None) -> int:
         fd, path = tempfile.mkstemp(prefix="ssd-tui-crash-", suffix=".log")
         with os.fdopen(fd, "w") as f:
             traceback.print_exc(file=f)
-        print(f"internal error: {type(e).__name__}: {e} (traceback in {path}; please report it)", file=sys.stderr)
+        print(
+            f"internal error: {type(e).__name__}: {e} (traceback in {path}; please report it)",
+            file=sys.stderr,
+        )
         return 1
 
 

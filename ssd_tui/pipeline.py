@@ -130,7 +130,9 @@ def resolve_model_path(cfg: RunConfig) -> str:
     local = cfg.resolve(raw)
     if local.exists():
         if not (local / "config.json").exists() and not cfg.model.gguf_file:
-            raise SSDError(f"model path {local} has no config.json: not a transformers model folder")
+            raise SSDError(
+                f"model path {local} has no config.json: not a transformers model folder"
+            )
         return str(local)
     looks_like_id = raw.count("/") == 1 and not raw.startswith((".", "/", "~"))
     if looks_like_id:
@@ -141,7 +143,9 @@ def resolve_model_path(cfg: RunConfig) -> str:
                 return raw
         except Exception:  # noqa: BLE001 - any failure means "not cached"
             pass
-    raise SSDError(f"model path does not exist: {local} (and '{raw}' is not a model in the local Hugging Face cache)")
+    raise SSDError(
+        f"model path does not exist: {local} (and '{raw}' is not a model in the local Hugging Face cache)"
+    )
 
 
 class Pipeline:
@@ -175,7 +179,10 @@ class Pipeline:
         """Load problem sets and check the stored config; raise SSDError before any work."""
         cfg = self.cfg
         self.eval_problems = load_problem_set(
-            cfg.data.benchmark, cfg.base_dir, require_tests=True, limit=cfg.data.max_eval_problems or None
+            cfg.data.benchmark,
+            cfg.base_dir,
+            require_tests=True,
+            limit=cfg.data.max_eval_problems or None,
         )
         if not self.eval_problems:
             raise SSDError(f"benchmark {cfg.data.benchmark} has no problems")
@@ -185,7 +192,9 @@ class Pipeline:
             )
         info = self.store.run_info()
         if info is None:
-            self.store.init_run(cfg.run.name, self.model_path, cfg.to_json(), self.config_toml, str(cfg.base_dir))
+            self.store.init_run(
+                cfg.run.name, self.model_path, cfg.to_json(), self.config_toml, str(cfg.base_dir)
+            )
         else:
             stored = config_from_json(info["config_json"], Path(info["base_dir"] or "."))
             changed = config_diff(stored, cfg)
@@ -237,7 +246,9 @@ class Pipeline:
 
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.model_path)
-        return render_prompt(self._tokenizer, chat_messages(problem, self.cfg.model.system_prompt), True)
+        return render_prompt(
+            self._tokenizer, chat_messages(problem, self.cfg.model.system_prompt), True
+        )
 
     def adapter_of(self, rnd: int) -> str | None:
         """Round k's model is base ⊕ round k's adapter (round 0: the base model)."""
@@ -302,7 +313,9 @@ class Pipeline:
     def stage_sample(self, rnd: int) -> None:
         prev = self.adapter_of(rnd - 1)
         params = self.cfg.train_sampling(seed=self.cfg.run.seed)
-        self._generate(rnd, "sample", "train", self.train_problems, params, prev, self.cfg.sampling.batch_size)
+        self._generate(
+            rnd, "sample", "train", self.train_problems, params, prev, self.cfg.sampling.batch_size
+        )
 
     def stage_train(self, rnd: int) -> None:
         from ssd_tui.engine.hf import HFTrainer, filter_examples
@@ -310,20 +323,31 @@ class Pipeline:
         cfg = self.cfg
         by_id = {p.id: p for p in self.train_problems}
         rows = self.store.samples(rnd, "train")
-        examples = [(self.render(by_id[r["problem"]]), r["completion"]) for r in rows if r["problem"] in by_id]
+        examples = [
+            (self.render(by_id[r["problem"]]), r["completion"])
+            for r in rows
+            if r["problem"] in by_id
+        ]
         kept = filter_examples(examples, min_lines=cfg.train.min_completion_lines)
         if cfg.train.drop_shortest > 0 and kept:
             kept = sorted(kept, key=lambda e: len(e[1]))[int(len(kept) * cfg.train.drop_shortest) :]
         self.store.log(
             f"round {rnd}: training on {len(kept)} of {len(examples)} samples (empty and stub samples dropped)",
-            rnd=rnd, stage="train",
+            rnd=rnd,
+            stage="train",
         )
         if not kept:
             raise SSDError(f"round {rnd}: every sample was empty or a stub; nothing to train on")
         out = cfg.run_dir / "adapters" / f"round-{rnd:03d}"
         init = self.adapter_of(rnd - 1)
         self.release_sampler()  # hand the device to the trainer
-        trainer = HFTrainer(self.model_path, cfg.lora_settings(), cfg.train_settings(), cfg.model.dtype, cfg.model.device)
+        trainer = HFTrainer(
+            self.model_path,
+            cfg.lora_settings(),
+            cfg.train_settings(),
+            cfg.model.dtype,
+            cfg.model.device,
+        )
         self.rep.stage_start(rnd, "train", 0, 0)
 
         def progress(step: int, total: int) -> None:
@@ -356,7 +380,9 @@ class Pipeline:
 
         warnings = analysis.analyse_round(self.store, rnd, self.cfg, scorer, render=render_row)
         for w in warnings:
-            self.store.log(f"round {rnd}: warning [{w['rule']}] {w['message']}", "warning", rnd, "analyse")
+            self.store.log(
+                f"round {rnd}: warning [{w['rule']}] {w['message']}", "warning", rnd, "analyse"
+            )
 
     def _scorer(self, rnd: int):
         """Teacher-forced scoring with round `rnd`'s model, when the engine can do it."""
@@ -368,7 +394,9 @@ class Pipeline:
         from ssd_tui.probe import score_completions
 
         params = self.cfg.eval_sampling(seed=0)
-        return lambda prompts, completions: score_completions(model, tok, prompts, completions, params)
+        return lambda prompts, completions: score_completions(
+            model, tok, prompts, completions, params
+        )
 
     # ---- shared work -------------------------------------------------------------------------
     def _generate(
@@ -402,11 +430,23 @@ class Pipeline:
             outs = sampler.generate([self.render(p) for p in batch], replace(params, seed=seed))
             rows = [
                 SampleRow(
-                    rnd, purpose, ids[p.id], j, params.temperature, params.top_k, params.top_p, params.min_p,
-                    c.text, program_for(p, c.text, style) if purpose == "eval" else None, c.finish_reason,
-                    c.token_ids, c.logprobs, c.entropies, c.tail_mass,
+                    rnd,
+                    purpose,
+                    ids[p.id],
+                    j,
+                    params.temperature,
+                    params.top_k,
+                    params.top_p,
+                    params.min_p,
+                    c.text,
+                    program_for(p, c.text, style) if purpose == "eval" else None,
+                    c.finish_reason,
+                    c.token_ids,
+                    c.logprobs,
+                    c.entropies,
+                    c.tail_mass,
                 )
-                for p, comps in zip(batch, outs)
+                for p, comps in zip(batch, outs, strict=True)
                 for j, c in enumerate(comps)
             ]
             done += self.store.add_samples(rows)
@@ -418,7 +458,16 @@ class Pipeline:
 
         cfg = self.cfg
         params = cfg.eval_sampling(seed=cfg.run.seed, temperature=temperature)
-        self._generate(rnd, stage, "eval", self.eval_problems, params, self.adapter_of(rnd), cfg.eval.batch_size, label)
+        self._generate(
+            rnd,
+            stage,
+            "eval",
+            self.eval_problems,
+            params,
+            self.adapter_of(rnd),
+            cfg.eval.batch_size,
+            label,
+        )
         ids = self._ids["eval"]
         by_pid = {ids[p.id]: p for p in self.eval_problems}
         todo = self.store.unjudged(rnd, temperature)
@@ -426,13 +475,20 @@ class Pipeline:
         done = total - len(todo)
         detail = f"testing {label}".strip()
         self._progress(rnd, stage, done, total, detail)
-        limits = Limits(timeout_s=cfg.eval.timeout_s, cpu_s=int(cfg.eval.timeout_s) + 1, memory_mb=cfg.eval.memory_mb)
+        limits = Limits(
+            timeout_s=cfg.eval.timeout_s,
+            cpu_s=int(cfg.eval.timeout_s) + 1,
+            memory_mb=cfg.eval.memory_mb,
+        )
         workers = cfg.eval.workers or os.cpu_count() or 1
         for i in range(0, len(todo), VERDICT_BATCH):
             self._check_stop()
             chunk = todo[i : i + VERDICT_BATCH]
             items = [(by_pid[r["problem_id"]], r["code"] or "") for r in chunk]
-            verdicts = [(chunk[j]["id"], v.status, v.message, v.duration_s) for j, v in check_samples(items, limits, workers)]
+            verdicts = [
+                (chunk[j]["id"], v.status, v.message, v.duration_s)
+                for j, v in check_samples(items, limits, workers)
+            ]
             self.store.add_verdicts(verdicts)
             done += len(verdicts)
             self._progress(rnd, stage, done, total, detail)
