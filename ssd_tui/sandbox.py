@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import math
 import os
 import pwd
 import queue
@@ -416,7 +417,10 @@ def _run(code: str, limits: Limits, slot: int, mode: str) -> ExecResult:
     path, expose = _interpreter_paths()
     with contextlib.ExitStack() as stack:
         uid = stack.enter_context(_uid_lease(slot)) if mode == "root" else None
-        workdir = stack.enter_context(tempfile.TemporaryDirectory()) if mode == "none" else ""
+        if mode == "none":
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(ignore_cleanup_errors=True))
+        else:
+            workdir = ""  # the harness makes one in its private /tmp
         nproc = limits.nproc + (_count_processes(os.getuid()) if mode == "none" else 0)
         nonce = secrets.token_hex(16)
         status_r, status_w = os.pipe()
@@ -430,10 +434,10 @@ def _run(code: str, limits: Limits, slot: int, mode: str) -> ExecResult:
             "expose": expose if mode == "root" else [],
             "status_fd": status_w,
             "result_fd": result_w,
-            "cpu_s": int(limits.cpu_s),
-            "memory_mb": int(limits.memory_mb),
-            "file_size_mb": int(limits.file_size_mb),
-            "open_files": int(limits.open_files),
+            "cpu_s": math.ceil(limits.cpu_s),
+            "memory_mb": math.ceil(limits.memory_mb),
+            "file_size_mb": math.ceil(limits.file_size_mb),
+            "open_files": math.ceil(limits.open_files),
             "nproc": int(nproc),
             "nonce": nonce,
             "code": code,

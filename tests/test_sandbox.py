@@ -337,3 +337,14 @@ def test_setuid_binaries_give_nothing() -> None:
 
 def test_isolation_is_known() -> None:
     assert isolation() in ("root", "userns", "none")
+
+
+@pytest.mark.parametrize("mode", ["userns", "none"])
+def test_fallback_modes_give_the_same_verdicts(mode: str) -> None:
+    # Harmless programs only: in "none" mode nothing protects the host.
+    if mode == "userns" and sandbox._run("pass", FAST, 0, mode).status != "passed":
+        pytest.skip("no user namespaces here")
+    codes = ["print('ok')", "assert 1 == 2", "x", "import os\nos._exit(0)", "while True:\n    pass"]
+    got = [sandbox._run(c, Limits(timeout_s=1), 0, mode) for c in codes]
+    assert [r.status for r in got] == ["passed", "failed", "error", "error", "timeout"]
+    assert got[0].stdout == "ok\n"
