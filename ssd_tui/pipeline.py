@@ -143,9 +143,8 @@ def resolve_model_path(cfg: RunConfig) -> str:
                 return raw
         except Exception:  # noqa: BLE001 - any failure means "not cached"
             pass
-    raise SSDError(
-        f"model path does not exist: {local} (and '{raw}' is not a model in the local Hugging Face cache)"
-    )
+    hint = f" (and '{raw}' is not a model in the local Hugging Face cache)" if looks_like_id else ""
+    raise SSDError(f"model path does not exist: {local}{hint}")
 
 
 class Pipeline:
