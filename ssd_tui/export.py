@@ -1,0 +1,832 @@
+"""Export a round or a whole run to a self-contained file, and open exports for review.
+
+Two formats (see docs/export.md, whose schema section is generated from this module):
+
+* **SQLite** (``.db``, or ``.db.gz`` with ``compress``): the run database's own schema,
+  so ``RunStore.open(path, readonly=True)`` and every UI screen read it unchanged; plus
+  a ``descriptions`` table (what each table and column means), ``export_*`` keys in
+  ``meta``, and a Datasette ``<name>.metadata.json`` written beside the file.
+* **JSONL** (``.jsonl`` / ``.jsonl.gz``): one JSON object per sample, flat, plain JSON
+  types, readable with ``datasets.load_dataset("json", data_files=...)``.
+
+Consistency with a run that is still being written: a SQLite export first copies the
+source with SQLite's online backup API in a single step, which reads one committed
+snapshot (a batch the engine has half written is never seen), then works on that copy
+only. A JSONL export reads the source in one read transaction, which SQLite also
+serves from one snapshot. Every file is written under a temporary name beside its destination and
+renamed into place when complete.
+
+Column descriptions live in ``TABLES``, ``JSONL_FIELDS`` and ``META_KEYS`` below and
+nowhere else: the ``descriptions`` table, metadata.json and docs/export.md (regenerate it
+with ``python -m ssd_tui.export docs/export.md``) are all produced from them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import itertools
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+import weakref
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ssd_tui import __version__
+from ssd_tui.errors import SSDError
+from ssd_tui.store import RunStore
+
+# ---- the one place where the export format is described ---------------------------------
+
+#: table → (what a row is, {column: description}), in the order the docs list them.
+TABLES: dict[str, tuple[str, dict[str, str]]] = {
+    "meta": (
+        "Key/value facts about the file: schema version, creation time and, in an export, "
+        "what was exported from where (the export_* keys).",
+        {
+            "key": "Name of the fact (schema_version, created_at, export_kind, ...).",
+            "value": "Its value, as text.",
+        },
+    ),
+    "runs": (
+        "The run and its configuration (one row, id 1).",
+        {
+            "id": "Always 1: a database holds one run.",
+            "name": "The run's name (config [run] name).",
+            "model": "The base model: a Hugging Face id or a local folder.",
+            "config_toml": "The run configuration as the user wrote it (TOML).",
+            "config_json": "The validated configuration with every default filled in (JSON).",
+            "base_dir": "The run folder when the run was created (adapters/ lives there).",
+            "created_at": "When the run was created (Unix time, seconds).",
+        },
+    ),
+    "rounds": (
+        "One row per SSD round. Round 0 evaluates the base model; round k >= 1 samples "
+        "from model k-1, trains LoRA adapter k on those samples and evaluates model k.",
+        {
+            "round": "Round number (0 = the base model).",
+            "status": "pending | running | done.",
+            "adapter_path": "Folder of the round's LoRA adapter (PEFT layout), as written by "
+            "the engine; NULL for round 0. The adapter files are not part of an export.",
+            "adapter_sha256": "SHA-256 over the adapter folder's file names and contents, to "
+            "check a copy of the adapter against this run.",
+            "started_at": "When the round's first stage started (Unix time).",
+            "finished_at": "When the round's last stage finished (Unix time).",
+        },
+    ),
+    "stages": (
+        "The fixed list of stages of each round (sample, train, evaluate, analyse, ...).",
+        {
+            "round": "Round the stage belongs to.",
+            "stage": "Stage name: sample | train | evaluate | baseline | analyse.",
+            "position": "Order of the stage within its round (0 first).",
+            "status": "pending | running | stopped | failed | done.",
+            "detail": "Short progress or failure text shown in the app.",
+            "done": "Units of work done (samples, steps or tests, depending on the stage).",
+            "total": "Units of work in the stage.",
+            "started_at": "When the stage last started or resumed (Unix time).",
+            "finished_at": "When the stage last ended (Unix time).",
+            "seconds": "Time spent in the stage, summed over resumes (seconds).",
+        },
+    ),
+    "problems": (
+        "Programming problems: training prompts and held-out evaluation problems. An "
+        "export of one round holds only the problems its samples refer to.",
+        {
+            "id": "Row id; samples.problem_id refers to it.",
+            "purpose": "train (prompts to sample and train on) | eval (held-out, with tests).",
+            "name": "The problem's id in its source (e.g. HumanEval/0).",
+            "prompt": "The problem text given to the model, before prompt rendering.",
+            "tests": "Unit-test code run against a sample's program (eval problems).",
+            "entry_point": "Name of the function the tests call.",
+            "difficulty": "easy | medium | hard, or NULL when the source has none.",
+            "source": "Where the problem comes from (humaneval, a JSONL file, leetcode, demo).",
+        },
+    ),
+    "samples": (
+        "Every sampled completion. Training samples of round k come from model k-1 (at the "
+        "training temperature); evaluation samples of round k come from model k.",
+        {
+            "id": "Row id; token_stats.sample_id and verdicts.sample_id refer to it.",
+            "round": "Round the sample belongs to.",
+            "purpose": "train (SSD training data) | eval (held-out evaluation).",
+            "problem_id": "The problem (problems.id).",
+            "sample_idx": "Index of the sample among those drawn for the problem (0-based).",
+            "temperature": "Sampling temperature.",
+            "top_k": "Top-k truncation (0 = off).",
+            "top_p": "Top-p (nucleus) truncation (1.0 = off).",
+            "min_p": "Min-p truncation (0.0 = off).",
+            "completion": "The generated text, as sampled (after stop strings).",
+            "code": "The program that was tested: prompt and completion joined and "
+            "extracted (eval samples; NULL for training samples).",
+            "n_tokens": "Number of generated tokens.",
+            "logprob_sum": "Sum over tokens of log p(token) at T = 1 without truncation "
+            "(nats); NULL when the engine gave no token statistics.",
+            "mean_entropy": "Mean over tokens of the entropy of the full next-token "
+            "distribution (nats); NULL without token statistics.",
+            "mean_tail_mass": "Mean over tokens of the probability mass (at T = 1) cut by "
+            "top-k/top-p/min-p; NULL without token statistics.",
+            "finish_reason": "stop (a stop string or end of sequence) | length (token limit).",
+            "created_at": "When the sample was written (Unix time).",
+        },
+    ),
+    "token_stats": (
+        "Per-token statistics of each sample, as packed little-endian arrays (decode with "
+        "numpy.frombuffer(blob, '<i4') for ids and '<f4' for the others); one entry per "
+        "generated token.",
+        {
+            "sample_id": "The sample (samples.id).",
+            "token_ids": "Token ids (int32 little-endian).",
+            "logprobs": "log p(token) at T = 1, untruncated (float32 little-endian, nats).",
+            "entropies": "Entropy of the full next-token distribution (float32, nats).",
+            "tail_mass": "Probability mass outside the sampling truncation set at T = 1 "
+            "(float32; 0 when nothing is truncated).",
+        },
+    ),
+    "verdicts": (
+        "Result of running each evaluation sample's program against its problem's tests.",
+        {
+            "sample_id": "The sample (samples.id).",
+            "status": "passed | failed | error | timeout.",
+            "message": "First line of the failure or error, if any.",
+            "duration_s": "Wall time of the test run (seconds).",
+        },
+    ),
+    "metrics": (
+        "Metrics computed from samples and verdicts (pass@k, diversity, token statistics).",
+        {
+            "round": "Round the metric describes.",
+            "purpose": "eval | train: which samples it was computed from.",
+            "temperature": "Sampling temperature of those samples.",
+            "name": "Metric name: pass@1, pass@5, distinct_2, ...",
+            "scope": "all, or a difficulty (easy | medium | hard) the metric is restricted to.",
+            "value": "The value (NULL when undefined, e.g. no problems in the scope).",
+        },
+    ),
+    "train_log": (
+        "Training loss and learning rate per optimiser step of each round's LoRA training.",
+        {
+            "round": "Round whose adapter was trained.",
+            "step": "Optimiser step (1-based).",
+            "loss": "Training loss (mean cross-entropy on completion tokens).",
+            "lr": "Learning rate at that step.",
+        },
+    ),
+    "events": (
+        "The run's log: stage starts, ends, stops and errors. A round's export holds the "
+        "events of that round only (not run-wide events, whose round is NULL).",
+        {
+            "id": "Row id, in the order events happened.",
+            "ts": "When it happened (Unix time).",
+            "round": "Round it concerns (NULL for run-wide events).",
+            "stage": "Stage it concerns, if any.",
+            "level": "info | warning | error.",
+            "message": "What happened.",
+        },
+    ),
+    "warnings": (
+        "Warnings raised by the analysis (e.g. signs of mode collapse), one per rule and round.",
+        {
+            "id": "Row id.",
+            "round": "Round the warning is about.",
+            "rule": "Name of the rule that fired.",
+            "message": "The warning as shown in the app.",
+            "evidence": "The numbers behind it (JSON object).",
+            "created_at": "When it was raised (Unix time).",
+        },
+    ),
+    "descriptions": (
+        "What each table and column of this file means (written by the export; the same "
+        "text as docs/export.md and the Datasette metadata.json).",
+        {
+            "table_name": "A table of this file.",
+            "column_name": "One of its columns, or '' for the row describing the table itself.",
+            "description": "What it means.",
+        },
+    ),
+}
+
+#: Fields of each JSONL line, in order. Values are plain JSON: strings, numbers, null.
+JSONL_FIELDS: dict[str, str] = {
+    "run": "Name of the run the sample comes from.",
+    "sample_id": "The sample's id in the run database (samples.id).",
+    "round": "Round the sample belongs to (training samples of round k come from model k-1).",
+    "purpose": "train | eval.",
+    "problem_id": "The problem's id in the run database (problems.id).",
+    "problem": "The problem's name in its source (e.g. HumanEval/0).",
+    "difficulty": "easy | medium | hard, or null.",
+    "problem_source": "Where the problem comes from (humaneval, a JSONL file, leetcode, demo).",
+    "prompt": "The problem text given to the model, before prompt rendering.",
+    "completion": "The generated text.",
+    "code": "The program that was tested (eval samples), or null.",
+    "sample_idx": "Index of the sample among those drawn for the problem (0-based).",
+    "temperature": "Sampling temperature.",
+    "top_k": "Top-k truncation (0 = off).",
+    "top_p": "Top-p truncation (1.0 = off).",
+    "min_p": "Min-p truncation (0.0 = off).",
+    "n_tokens": "Number of generated tokens.",
+    "logprob_sum": "Sum of log p(token) at T = 1 (nats), or null.",
+    "mean_entropy": "Mean entropy of the next-token distribution (nats), or null.",
+    "mean_tail_mass": "Mean probability mass cut by truncation, or null.",
+    "finish_reason": "stop | length.",
+    "verdict": "passed | failed | error | timeout, or null (training samples, or not yet tested).",
+    "verdict_message": "First line of the failure or error, or null.",
+    "verdict_duration_s": "Wall time of the test run (seconds), or null.",
+}
+
+#: Keys of the meta table. schema_version and created_at come from the source run.
+META_KEYS: dict[str, str] = {
+    "schema_version": "Version of the run-database schema (the same numbering as ssd-tui's "
+    "store.SCHEMA_VERSION); a reader refuses files from a newer version.",
+    "created_at": "When the run database was created (Unix time).",
+    "export_kind": "round (one round of a run) | run (the whole run).",
+    "export_round": "The exported round (empty for a whole-run export).",
+    "export_source": "Absolute path of the run database it was exported from.",
+    "exported_at": "When the export was made (Unix time).",
+    "export_ssd_tui_version": "Version of ssd-tui that wrote the export.",
+}
+
+DOCS_TABLE = "descriptions"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+# JSONL field → SQL expression (the "run" field is added from runs.name).
+_JSONL_SQL: dict[str, str] = {
+    "sample_id": "s.id",
+    "round": "s.round",
+    "purpose": "s.purpose",
+    "problem_id": "s.problem_id",
+    "problem": "p.name",
+    "difficulty": "p.difficulty",
+    "problem_source": "p.source",
+    "prompt": "p.prompt",
+    "completion": "s.completion",
+    "code": "s.code",
+    "sample_idx": "s.sample_idx",
+    "temperature": "s.temperature",
+    "top_k": "s.top_k",
+    "top_p": "s.top_p",
+    "min_p": "s.min_p",
+    "n_tokens": "s.n_tokens",
+    "logprob_sum": "s.logprob_sum",
+    "mean_entropy": "s.mean_entropy",
+    "mean_tail_mass": "s.mean_tail_mass",
+    "finish_reason": "s.finish_reason",
+    "verdict": "v.status",
+    "verdict_message": "v.message",
+    "verdict_duration_s": "v.duration_s",
+}
+_JSONL_FROM = (
+    "FROM samples s JOIN problems p ON p.id = s.problem_id "
+    "LEFT JOIN verdicts v ON v.sample_id = s.id"
+)
+_JSONL_ORDER = "ORDER BY s.round, s.purpose, s.temperature, s.problem_id, s.sample_idx"
+_GZIP_LEVEL_DB = 1  # token arrays are near-incompressible floats: level 6 is 2x slower, 9% smaller
+_GZIP_LEVEL_TEXT = 6
+# SQLite errors that concern the file being written (disk full, ...), not the source.
+_WRITE_ERRORS = ("SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_READONLY")
+
+
+@dataclass(frozen=True)
+class ExportInfo:
+    """What an export file says about itself (its export_* meta keys)."""
+
+    kind: str  # "round" | "run"
+    round: int | None
+    source: str
+    exported_at: float
+    ssd_tui_version: str
+
+
+# ---- public API ------------------------------------------------------------------------------
+
+
+def default_out_name(
+    run_name: str, round: int | None = None, jsonl: bool = False, compress: bool = False
+) -> str:
+    """``<run>-round-K.db`` or ``<run>-all.db`` (``.jsonl`` for JSONL, ``.gz`` when compressed).
+
+    The run name is reduced to letters, digits, ``.``, ``_`` and ``-`` so it is a safe
+    file name everywhere.
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", run_name).strip("-.") or "run"
+    part = "all" if round is None else f"round-{round}"
+    return f"{safe}-{part}{'.jsonl' if jsonl else '.db'}{'.gz' if compress else ''}"
+
+
+def export_run(
+    db: str | Path,
+    out: str | Path | None = None,
+    round: int | None = None,
+    jsonl: bool = False,
+    compress: bool = False,
+) -> Path:
+    """Export one round (``round=K``) or the whole run (``round=None``) of run database ``db``.
+
+    ``out`` is the file to write; an existing folder means "the default name in that
+    folder"; None means the default name (`default_out_name`) in the current directory.
+    With ``compress`` the file is gzipped and ``.gz`` is appended to ``out`` if missing.
+    A SQLite export also gets a Datasette ``<name>.metadata.json`` beside it. Safe to run
+    while the engine writes ``db``. Returns the path written. Raises `SSDError`.
+    """
+    src = Path(db)
+    with _opened(src) as store:
+        info = store.run_info() or {}
+        if round is not None:
+            _check_round(store, src, round)
+        final = _out_path(src, out, info.get("name") or src.stem, round, jsonl, compress)
+        try:
+            if jsonl:
+                _write_jsonl(store, final, round, compress, info.get("name") or "")
+            else:
+                _write_db(store, src, final, round, compress)
+        except sqlite3.DatabaseError as e:
+            if getattr(e, "sqlite_errorname", "").startswith(_WRITE_ERRORS):
+                raise SSDError(f"cannot write {final}: {e}") from None
+            raise SSDError(
+                f"{src}: cannot read the database ({e}); the file may be truncated or damaged"
+            ) from None
+        except OSError as e:
+            raise SSDError(f"cannot write {final}: {e.strerror or e}") from None
+    return final
+
+
+def open_export(path: str | Path) -> RunStore:
+    """Open an export (or any run database) read-only for review; ``.db.gz`` is accepted.
+
+    A gzipped file (recognised by its content, not its name) is decompressed into a
+    temporary folder that is removed when the store is closed (or garbage-collected).
+    Raises `SSDError` for a missing, damaged or unsupported file.
+    """
+    p = Path(path)
+    if not _is_gzip(p):
+        return RunStore.open(p, readonly=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix="ssd-tui-review-"))
+    name = p.name[:-3] if p.name.endswith(".gz") else p.name + ".db"
+    tmp = tmpdir / (name or "export.db")
+    try:
+        try:
+            with gzip.open(p, "rb") as f_in, open(tmp, "wb") as f_out:
+                shutil.copyfileobj(f_in, f_out, 1 << 20)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+            raise SSDError(f"{p} is a damaged gzip file ({e})") from None
+        except OSError as e:
+            raise SSDError(f"cannot decompress {p}: {e.strerror or e}") from None
+        try:
+            store = _TempStore.open(tmp, readonly=True)
+        except SSDError as e:
+            raise SSDError(str(e).replace(str(tmp), str(p))) from None
+    except BaseException:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+        raise
+    store._tmpdir = tmpdir
+    store._cleanup = weakref.finalize(store, shutil.rmtree, tmpdir, True)
+    return store
+
+
+def export_info(store: RunStore) -> ExportInfo | None:
+    """The export facts of an opened file, or None when it is a run database, not an export."""
+    kind = store.meta("export_kind")
+    if kind is None:
+        return None
+    rnd = store.meta("export_round")
+    return ExportInfo(
+        kind=kind,
+        round=int(rnd) if rnd else None,
+        source=store.meta("export_source") or "",
+        exported_at=float(store.meta("exported_at") or 0.0),
+        ssd_tui_version=store.meta("export_ssd_tui_version") or "",
+    )
+
+
+def datasette_metadata(
+    db_name: str, title: str, description: str, tables: list[str] | None = None
+) -> dict[str, Any]:
+    """Datasette metadata for one database: title, description, per-table descriptions and
+    column descriptions (https://docs.datasette.io/en/stable/metadata.html)."""
+    names = [t for t in TABLES if tables is None or t in tables]
+    return {
+        "title": title,
+        "description": description,
+        "databases": {
+            db_name: {
+                "title": title,
+                "description": description,
+                "tables": {
+                    t: {"description": TABLES[t][0], "columns": dict(TABLES[t][1])} for t in names
+                },
+            }
+        },
+    }
+
+
+def docs_markdown() -> str:
+    """The generated part of docs/export.md: every table, column, meta key and JSONL field."""
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|")
+
+    out = ["### Tables", ""]
+    for table, (what, columns) in TABLES.items():
+        out += [f"#### `{table}`", "", what, "", "| column | meaning |", "|---|---|"]
+        out += [f"| `{c}` | {cell(d)} |" for c, d in columns.items()]
+        out.append("")
+    out += ["### Keys of `meta`", "", "| key | meaning |", "|---|---|"]
+    out += [f"| `{k}` | {cell(d)} |" for k, d in META_KEYS.items()]
+    out += ["", "### JSONL fields", "", "| field | meaning |", "|---|---|"]
+    out += [f"| `{k}` | {cell(d)} |" for k, d in JSONL_FIELDS.items()]
+    return "\n".join(out) + "\n"
+
+
+DOCS_BEGIN = "<!-- BEGIN GENERATED by `python -m ssd_tui.export docs/export.md`; do not edit -->"
+DOCS_END = "<!-- END GENERATED -->"
+
+
+def update_docs(path: Path) -> bool:
+    """Rewrite the generated section of ``path`` (docs/export.md); True if it changed."""
+    text = path.read_text(encoding="utf-8")
+    head, sep, rest = text.partition(DOCS_BEGIN)
+    _, sep2, tail = rest.partition(DOCS_END)
+    if not sep or not sep2:
+        raise SSDError(f"{path}: no {DOCS_BEGIN!r} … {DOCS_END!r} section")
+    new = f"{head}{DOCS_BEGIN}\n\n{docs_markdown()}\n{DOCS_END}{tail}"
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
+
+
+# ---- opening ---------------------------------------------------------------------------------
+
+
+class _TempStore(RunStore):
+    """A review store over a decompressed temporary copy; closing it removes the copy."""
+
+    _tmpdir: Path | None = None
+    _cleanup: weakref.finalize | None = None
+
+    def close(self) -> None:
+        super().close()
+        if self._cleanup is not None:
+            self._cleanup()
+
+
+def _is_gzip(p: Path) -> bool:
+    try:
+        with open(p, "rb") as f:
+            return f.read(2) == _GZIP_MAGIC
+    except OSError:
+        return False  # missing, a folder, unreadable: RunStore.open says which
+
+
+@contextlib.contextmanager
+def _opened(src: Path) -> Iterator[RunStore]:
+    store = open_export(src)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _check_round(store: RunStore, src: Path, rnd: int) -> None:
+    have = [r["round"] for r in store.rounds()]
+    if rnd not in have:
+        if not have:
+            raise SSDError(f"{src} has no rounds yet; nothing to export for round {rnd}")
+        listed = ", ".join(map(str, have))
+        raise SSDError(f"{src} has no round {rnd} (its rounds: {listed})")
+
+
+def _out_path(
+    src: Path, out: str | Path | None, run_name: str, rnd: int | None, jsonl: bool, compress: bool
+) -> Path:
+    name = default_out_name(run_name, rnd, jsonl, compress)
+    if out is None:
+        final = Path.cwd() / name
+    elif Path(out).is_dir():
+        final = Path(out) / name
+    else:
+        final = Path(out)
+        if compress and not final.name.endswith(".gz"):
+            final = final.with_name(final.name + ".gz")
+    if final.exists() and final.resolve() == src.resolve():
+        raise SSDError(f"refusing to overwrite the source {src} with its export")
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SSDError(f"cannot create {final.parent}: {e.strerror or e}") from None
+    return final
+
+
+@contextlib.contextmanager
+def _temp_beside(final: Path, tag: str) -> Iterator[Path]:
+    """A new empty file in final's folder (same file system: the rename is atomic).
+
+    Created with mode 0666 less the umask, like any file the user writes (mkstemp's 0600
+    would make a file meant for sharing private).
+    """
+    while True:
+        name = str(final.parent / f".{final.name}.{secrets.token_hex(4)}.{tag}")
+        try:
+            fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            break
+        except FileExistsError:
+            continue
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+    finally:
+        for p in (tmp, Path(name + "-journal"), Path(name + "-wal"), Path(name + "-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+
+
+def _gzip_file(src: Path, dst: Path, inner_name: str) -> None:
+    with open(src, "rb") as f_in, open(dst, "wb") as raw:
+        with gzip.GzipFile(
+            filename=inner_name, mode="wb", fileobj=raw, compresslevel=_GZIP_LEVEL_DB
+        ) as gz:
+            shutil.copyfileobj(f_in, gz, 1 << 20)
+        raw.flush()
+        os.fsync(raw.fileno())
+
+
+def _fsync(p: Path) -> None:
+    with open(p, "rb") as f:
+        os.fsync(f.fileno())
+
+
+# ---- SQLite export ---------------------------------------------------------------------------
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _write_db(store: RunStore, src: Path, final: Path, rnd: int | None, compress: bool) -> None:
+    with _temp_beside(final, "snapshot") as snap:
+        conn = sqlite3.connect(snap, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=OFF")  # temporary files, renamed when complete
+            conn.execute("PRAGMA synchronous=OFF")
+            # One backup step (pages=-1) copies every page under a single read transaction:
+            # a consistent snapshot of the live run. The source is not read after this.
+            store.conn.backup(conn, pages=-1)
+            _check_intact(conn, src)
+            if rnd is None:
+                facts = _finish_export(conn, src, None)
+        finally:
+            conn.close()
+        if rnd is None:
+            _place(snap, final, compress)
+        else:
+            with _temp_beside(final, "round") as part:
+                conn = sqlite3.connect(part, isolation_level=None)
+                try:
+                    _copy_round(conn, snap, rnd)
+                    facts = _finish_export(conn, src, rnd)
+                finally:
+                    conn.close()
+                _place(part, final, compress)
+    _write_metadata_json(final, facts)
+
+
+def _check_intact(conn: sqlite3.Connection, src: Path) -> None:
+    """A truncated or damaged file can open fine and copy fine; refuse to export it."""
+    first = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
+    if first != "ok":
+        detail = next((ln for ln in first.splitlines() if ln and not ln.startswith("***")), first)
+        raise SSDError(
+            f"{src}: the database is damaged ({detail}); the file may be truncated or damaged"
+        )
+
+
+def _place(built: Path, final: Path, compress: bool) -> None:
+    """Move a finished database to ``final`` (gzipping it first when asked), atomically."""
+    if compress:
+        with _temp_beside(final, "gz") as gz:
+            _gzip_file(built, gz, final.name[:-3] if final.name.endswith(".gz") else final.name)
+            os.replace(gz, final)
+    else:
+        _fsync(built)
+        os.replace(built, final)
+
+
+def _copy_round(conn: sqlite3.Connection, snap: Path, rnd: int) -> None:
+    """Build a database holding round ``rnd`` of the snapshot, with the snapshot's schema."""
+    c = conn
+    c.execute("PRAGMA journal_mode=OFF")  # a temporary file: renamed into place when complete
+    c.execute("PRAGMA synchronous=OFF")
+    c.execute("ATTACH DATABASE ? AS snap", (str(snap),))
+    objects = c.execute(
+        "SELECT type, name, sql FROM snap.sqlite_master "
+        "WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+    ).fetchall()
+    tables = [name for typ, name, _ in objects if typ == "table"]
+    c.execute("BEGIN")
+    for typ, _, sql in objects:
+        if typ == "table":
+            c.execute(sql)
+    # samples first: the other tables are selected by the samples kept.
+    for table in sorted(tables, key=lambda t: t != "samples"):
+        cols = {r[1] for r in c.execute(f"PRAGMA snap.table_info({_q(table)})")}
+        if table == "samples":
+            where = "WHERE round = :r"
+        elif table == "problems":
+            where = "WHERE id IN (SELECT problem_id FROM main.samples)"
+        elif "sample_id" in cols:
+            where = "WHERE sample_id IN (SELECT id FROM main.samples)"
+        elif "round" in cols:
+            where = "WHERE round = :r"
+        else:
+            where = ""  # meta, runs: the whole table
+        c.execute(
+            f"INSERT INTO main.{_q(table)} SELECT * FROM snap.{_q(table)} {where}", {"r": rnd}
+        )
+    for typ, _, sql in objects:
+        if typ != "table":  # indexes, views, triggers: after the data
+            c.execute(sql)
+    c.execute("COMMIT")
+    c.execute("DETACH DATABASE snap")
+
+
+def _finish_export(conn: sqlite3.Connection, src: Path, rnd: int | None) -> dict[str, Any]:
+    """Add the export's meta keys and the descriptions table; make it a one-file database.
+
+    Returns what metadata.json needs to say about the file.
+    """
+    c = conn
+    # A backup of a WAL database is a WAL database; an export is one self-contained file.
+    c.execute("PRAGMA journal_mode=DELETE")
+    c.execute("BEGIN")
+    facts = {
+        "export_kind": "run" if rnd is None else "round",
+        "export_round": "" if rnd is None else str(rnd),
+        "export_source": str(src.resolve()),
+        "exported_at": repr(time.time()),
+        "export_ssd_tui_version": __version__,
+    }
+    c.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", facts.items())
+    c.execute(f"DROP TABLE IF EXISTS {DOCS_TABLE}")
+    c.execute(
+        f"CREATE TABLE {DOCS_TABLE} (\n"
+        "  table_name TEXT NOT NULL,\n"
+        "  column_name TEXT NOT NULL,                       -- '' = the table itself\n"
+        "  description TEXT NOT NULL,\n"
+        "  PRIMARY KEY (table_name, column_name)\n)"
+    )
+    present = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    rows = []
+    for table, (what, columns) in TABLES.items():
+        if table in present:
+            rows.append((table, "", what))
+            rows += [(table, col, d) for col, d in columns.items()]
+    c.executemany(f"INSERT INTO {DOCS_TABLE} VALUES (?, ?, ?)", rows)
+    c.execute("COMMIT")
+    run = c.execute("SELECT name, model FROM runs WHERE id = 1").fetchone() or ("?", "?")
+    version = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return {
+        **facts,
+        "run": run[0],
+        "model": run[1],
+        "schema_version": version[0] if version else "?",
+        "tables": present,
+    }
+
+
+def _write_metadata_json(final: Path, facts: dict[str, Any]) -> Path:
+    """Write ``<name>.metadata.json`` beside ``final`` for ``datasette <name>.db --metadata``."""
+    db_file = final.name[:-3] if final.name.endswith(".gz") else final.name
+    db_name = Path(db_file).stem
+    meta_path = final.with_name(db_name + ".metadata.json")
+    rnd = facts["export_round"]
+    what = f"round {rnd}" if rnd else "the whole run"
+    title = f"ssd-tui: {facts['run']}, {what}"
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(float(facts["exported_at"])))
+    description = (
+        f"SSD run '{facts['run']}' (model {facts['model']}): {what}, exported by ssd-tui "
+        f"{facts['export_ssd_tui_version']} from {facts['export_source']} at {stamp}. "
+        f"Schema version {facts['schema_version']}; every column is described in the "
+        f"{DOCS_TABLE} table and in ssd-tui's docs/export.md."
+    )
+    data = datasette_metadata(db_name, title, description, facts["tables"])
+    tmp = meta_path.with_name(f".{meta_path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, meta_path)
+    return meta_path
+
+
+# ---- JSONL export ----------------------------------------------------------------------------
+
+
+def _plain(v: Any) -> Any:
+    """JSON has no NaN or infinity: write those as null."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def _write_jsonl(
+    store: RunStore, final: Path, rnd: int | None, compress: bool, run_name: str
+) -> None:
+    assert ["run", *_JSONL_SQL] == list(JSONL_FIELDS), "JSONL_FIELDS and _JSONL_SQL disagree"
+    where, args = ("WHERE s.round = ?", (rnd,)) if rnd is not None else ("", ())
+    select = ", ".join(f"{e} AS {n}" for n, e in _JSONL_SQL.items())
+    conn = store.conn
+    # One read transaction: the witness lookup and the rows come from the same snapshot.
+    conn.execute("BEGIN")
+    try:
+        first = _witness_ids(conn, where, args)
+        with _temp_beside(final, "jsonl") as tmp:
+            with open(tmp, "wb") as raw:
+                sink: Any = (
+                    gzip.GzipFile(
+                        filename=final.name[:-3],
+                        mode="wb",
+                        fileobj=raw,
+                        compresslevel=_GZIP_LEVEL_TEXT,
+                    )
+                    if compress
+                    else raw
+                )
+                try:
+                    head = conn.execute(
+                        f"SELECT {select} {_JSONL_FROM} WHERE s.id IN "
+                        f"({','.join('?' * len(first))}) {_JSONL_ORDER}",
+                        first,
+                    )
+                    rest = conn.execute(
+                        f"SELECT {select} {_JSONL_FROM} {where} {_JSONL_ORDER}", args
+                    )
+                    skip = set(first)
+                    buf: list[str] = []
+                    for row in itertools.chain(head, (r for r in rest if r[0] not in skip)):
+                        obj = {"run": run_name}
+                        obj.update(zip(_JSONL_SQL, map(_plain, row), strict=True))
+                        buf.append(json.dumps(obj, ensure_ascii=False))
+                        if len(buf) >= 1000:
+                            sink.write(("\n".join(buf) + "\n").encode("utf-8"))
+                            buf.clear()
+                    if buf:
+                        sink.write(("\n".join(buf) + "\n").encode("utf-8"))
+                finally:
+                    if sink is not raw:
+                        sink.close()
+                raw.flush()
+                os.fsync(raw.fileno())
+            os.replace(tmp, final)
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
+def _witness_ids(conn: sqlite3.Connection, where: str, args: tuple) -> list[int]:
+    """Samples to write first so that every field that is ever non-null is non-null early.
+
+    Readers infer column types from the first lines (🤗 Datasets: the first 10 MB); a
+    field that is null there and a string later (verdict_message when the first samples
+    all passed) fails to load. When the first sample in key order lacks a field that some
+    other sample has, that other sample goes first: at most one per field, usually none.
+    """
+    select = ", ".join(f"{e} AS {n}" for n, e in _JSONL_SQL.items())
+    first = conn.execute(f"SELECT {select} {_JSONL_FROM} {where} {_JSONL_ORDER} LIMIT 1", args)
+    row = first.fetchone()
+    if row is None:
+        return []
+    missing = [n for n, v in zip(_JSONL_SQL, row, strict=True) if _plain(v) is None]
+    if not missing:
+        return []
+
+    def present(expr: str) -> str:  # non-null once written (infinities are written as null)
+        return f"{expr} IS NOT NULL AND {expr} NOT IN (9e999, -9e999)"
+
+    agg = ", ".join(f"MIN(CASE WHEN {present(_JSONL_SQL[n])} THEN s.id END)" for n in missing)
+    found = conn.execute(f"SELECT {agg} {_JSONL_FROM} {where}", args).fetchone()
+    return sorted({i for i in found if i is not None})
+
+
+# ---- docs ------------------------------------------------------------------------------------
+
+
+def _main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m ssd_tui.export docs/export.md", file=sys.stderr)
+        return 2
+    changed = update_docs(Path(argv[0]))
+    print(f"{argv[0]}: {'updated' if changed else 'up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))
