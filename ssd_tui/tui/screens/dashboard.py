@@ -1,0 +1,421 @@
+"""Run dashboard: rounds table, pass@1 curve, stage progress, events, warnings, engine log.
+
+The screen follows the run DB: a timer polls `PRAGMA data_version` in a thread worker
+and, only when another connection (the engine) has committed, reads a fresh snapshot
+(also in the worker) and posts it up as a message; the handler hands the pieces down
+to the widgets. The engine is a separate process (see `ssd_tui.tui.process`), so its
+crash shows up as a notification and an 'interrupted' stage, never as a frozen UI.
+"""
+
+from __future__ import annotations
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import ModalScreen, Screen
+from textual.widgets import (
+    Button,
+    Footer,
+    Header,
+    Input,
+    Label,
+    RichLog,
+    Static,
+    TabbedContent,
+    TabPane,
+)
+
+from ssd_tui.tui.app import RunRef
+from ssd_tui.tui.data import (
+    RunReader,
+    Snapshot,
+    StageRow,
+    display_path,
+    evidence_targets,
+    next_round_target,
+)
+from ssd_tui.tui.widgets.curve import PassCurve
+from ssd_tui.tui.widgets.event_log import EventLog
+from ssd_tui.tui.widgets.rounds_table import RoundsTable
+from ssd_tui.tui.widgets.stage_progress import StageProgress
+from ssd_tui.tui.widgets.warnings_panel import WarningsPanel
+
+ENGINE_START = {"next_stage", "next_round", "run_rounds"}
+ENGINE_SIGNAL = {"pause", "stop"}
+
+
+class RoundsPrompt(ModalScreen[int | None]):
+    """Ask how many rounds to run unattended."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, first: int) -> None:
+        super().__init__()
+        self.first = first
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="prompt"):
+            yield Label(f"Run how many rounds unattended, starting with round {self.first}?")
+            yield Input("3", id="n-rounds", type="integer")
+            yield Static("", id="n-error")
+            with Horizontal():
+                yield Button("Run", id="ok", variant="primary")
+                yield Button("Cancel", id="no")
+
+    @on(Input.Submitted)
+    @on(Button.Pressed, "#ok")
+    def _ok(self) -> None:
+        raw = self.query_one(Input).value.strip()
+        if not raw.isdigit() or int(raw) < 1:
+            self.query_one("#n-error", Static).update("[red]a whole number ≥ 1[/]")
+            return
+        self.dismiss(int(raw))
+
+    @on(Button.Pressed, "#no")
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class DashboardScreen(Screen):
+    AUTO_FOCUS = "#rounds"
+    BINDINGS = [
+        Binding(
+            "s", "next_stage", "Next stage", tooltip="run the next stage (ssd-tui run --stages 1)"
+        ),
+        Binding("r", "next_round", "Next round", tooltip="run until the next round is done"),
+        Binding("u", "run_rounds", "N rounds", tooltip="run N rounds unattended"),
+        Binding("p", "pause", "Pause", tooltip="finish the current stage, then stop (SIGUSR1)"),
+        Binding("x", "stop", "Stop", tooltip="stop between batches (SIGINT); resumable"),
+        Binding("b", "browse", "Samples", tooltip="browse the highlighted round's samples"),
+        Binding("w", "warnings", "Warnings", tooltip="collapse warnings and their evidence"),
+        Binding("j", "jump", "Jump", tooltip="the samples behind the selected warning"),
+        Binding("e", "events", "Events", tooltip="the run's event log"),
+        Binding("l", "engine_log", "Log", tooltip="the engine's output (RUN_DIR/engine.log)"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    class Polled(Message):
+        def __init__(
+            self,
+            snapshot: Snapshot | None,
+            engine_pid: int | None,
+            exit_code: int | None,
+            log_lines: list[str] | None,
+            error: str = "",
+        ) -> None:
+            super().__init__()
+            self.snapshot = snapshot
+            self.engine_pid = engine_pid
+            self.exit_code = exit_code
+            self.log_lines = log_lines
+            self.error = error
+
+    def __init__(self, ref: RunRef) -> None:
+        super().__init__()
+        self.ref = ref
+        self.reader = RunReader(ref.db_path, fallback_config=ref.config_path)
+        self.snapshot: Snapshot | None = None
+        self.engine_pid: int | None = None
+        self._dv: int | None = None
+        self._last_event = 0
+        self._polling = False
+        self._log_size = -1
+        self._title_set = False
+
+    @property
+    def engine(self):
+        return self._engine
+
+    # ---- layout -----------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="run-head")
+        with Horizontal(id="top"):
+            yield RoundsTable(id="rounds")
+            yield PassCurve(id="curve")
+        yield StageProgress(self.app.clock, id="progress")
+        with TabbedContent(id="bottom", initial="tab-events"):
+            with TabPane("Events", id="tab-events"):
+                yield EventLog(id="events")
+            with TabPane("Warnings", id="tab-warnings"):
+                yield WarningsPanel(id="warnings")
+            with TabPane("Engine log", id="tab-log"):
+                yield RichLog(id="engine-log", max_lines=500, wrap=False, markup=False)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._engine = self.app.engine_for(self.ref)
+        self.query_one("#run-head", Static).update(f"[dim]{display_path(self.ref.db_path)}[/]")
+        self.set_interval(self.app.poll_interval, self.poll)
+        self.poll()
+
+    def on_unmount(self) -> None:
+        self.reader.close()
+
+    # ---- polling (thread worker) -------------------------------------------------------------
+    def poll(self) -> None:
+        if self._polling:
+            # A slow query is still running: skip this tick, but keep the clock-driven
+            # parts (ETA, elapsed) moving.
+            self._tick()
+            return
+        self._polling = True
+        self._poll(self._dv, self._last_event)
+
+    @work(thread=True, exclusive=True, group="poll", exit_on_error=False)
+    def _poll(self, last_dv: int | None, last_event: int) -> None:
+        engine = self.engine
+        try:
+            exit_code = engine.poll() if engine.proc is not None else None
+            pid = None if self.ref.review else engine.pid()
+            dv = self.reader.data_version()
+            snap = None
+            if dv is None or dv != last_dv or pid != self.engine_pid:
+                snap = self.reader.snapshot(last_event, self.app.clock())
+            size = engine.log_path.stat().st_size if engine.log_path.exists() else -1
+            lines = engine.log_tail(200) if size != self._log_size else None
+            self._log_size = size
+            self.post_message(self.Polled(snap, pid, exit_code, lines))
+        except Exception as e:  # noqa: BLE001 - the UI must survive anything the DB does
+            self.post_message(
+                self.Polled(None, self.engine_pid, None, None, error=f"{type(e).__name__}: {e}")
+            )
+
+    def on_dashboard_screen_polled(self, msg: Polled) -> None:
+        self._polling = False
+        if msg.error:
+            self.query_one("#run-head", Static).update(
+                f"[red]cannot read {display_path(self.ref.db_path)}: {msg.error}[/]"
+            )
+            return
+        engine_changed = msg.engine_pid != self.engine_pid
+        self.engine_pid = msg.engine_pid
+        if msg.exit_code is not None and self.engine.proc is not None:
+            self._engine_exited(msg.exit_code)
+        if msg.log_lines is not None:
+            log = self.query_one("#engine-log", RichLog)
+            log.clear()
+            for ln in msg.log_lines:
+                log.write(ln)
+        if msg.snapshot is not None:
+            self.apply(msg.snapshot)
+        elif self.snapshot is None:
+            self._show_no_db()
+        self._tick()
+        if engine_changed:
+            self.refresh_bindings()
+
+    def _engine_exited(self, code: int) -> None:
+        tail = self.engine.log_tail(6)
+        self.engine.proc = None
+        if code == 0:
+            self.notify("engine finished (run the next step when you like)", title="Engine")
+        elif code == 130:
+            self.notify(
+                "engine stopped between batches; the stage resumes when run again", title="Engine"
+            )
+        else:
+            last = tail[-1] if tail else f"exit status {code}"
+            self.notify(
+                f"{last}\n(see engine log, key l)",
+                title=f"Engine failed (status {code})",
+                severity="error",
+                timeout=12,
+            )
+            self.query_one("#events", EventLog).add_lines(
+                [f"engine exited with status {code}:", *tail], "red"
+            )
+        self.refresh_bindings()
+
+    def _show_no_db(self) -> None:
+        cfg = self.ref.engine_config
+        text = "[b]This run has not started yet.[/b] "
+        text += (
+            f"Press [b]s[/b] to run the first stage or [b]r[/b] for round 0 "
+            f"(config: {display_path(cfg) if cfg else ''})."
+            if cfg and not self.ref.review
+            else f"No run database at {display_path(self.ref.db_path)}."
+        )
+        self.query_one("#progress", StageProgress).show([], text)
+
+    # ---- snapshot → widgets ---------------------------------------------------------------------
+    def apply(self, snap: Snapshot) -> None:
+        first = self.snapshot is None
+        self.snapshot = snap
+        self._dv = snap.data_version
+        self._last_event = snap.last_event_id
+        self.title = f"{snap.name}"
+        mode = "review (read-only)" if self.ref.review else display_path(self.ref.run_dir)
+        self.sub_title = f"{snap.model}"
+        self.query_one("#run-head", Static).update(
+            f"[b]{snap.name}[/b] · {snap.model} · T_eval {snap.t_eval:g} · [dim]{mode}[/]"
+        )
+        table = self.query_one(RoundsTable)
+        if first:
+            table.set_k_label(snap.k, snap.diversity_name)
+            table.border_title = "rounds" + (
+                f" · diversity = {snap.diversity_name}" if snap.diversity_name else ""
+            )
+        table.update_rounds(snap.rounds)
+        curve = self.query_one(PassCurve)
+        curve.set_data(snap.curve, snap.baseline, snap.provisional)
+        self.query_one(EventLog).add_events(snap.events, snap.created_at)
+        self.query_one(WarningsPanel).set_warnings(snap.warnings)
+        tabs = self.query_one(TabbedContent)
+        tabs.get_tab("tab-warnings").label = (
+            f"Warnings ({len(snap.warnings)})" if snap.warnings else "Warnings"
+        )
+        self.refresh_bindings()
+
+    def _tick(self) -> None:
+        """Clock-driven parts only (rate, ETA): no DB access."""
+        snap = self.snapshot
+        if snap is None:
+            return
+        running: list[StageRow] = (
+            snap.running if self.engine_pid is not None or self.ref.review else []
+        )
+        self.query_one(StageProgress).show(running, self._idle_text(snap))
+
+    def _idle_text(self, snap: Snapshot) -> str:
+        if self.ref.review:
+            return "review: read-only, no engine actions"
+        stale = [s for s in snap.running]
+        if stale and self.engine_pid is None:
+            s = stale[0]
+            return (
+                f"[red]round {s.round} {s.stage} was left running by an engine that is gone "
+                f"(crashed or killed)[/]: press [b]s[/b] to resume it"
+            )
+        if self.engine_pid is not None:
+            return f"engine running (pid {self.engine_pid}), between stages"
+        done = [r for r in snap.rounds if r.status == "done"]
+        return (
+            f"engine idle · {len(done)} round(s) done · s: next stage · r: next round · u: N rounds"
+        )
+
+    # ---- bindings ---------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ENGINE_START | ENGINE_SIGNAL:
+            if self.ref.review:
+                return False  # hidden: review mode offers no engine actions
+            if action in ENGINE_START:
+                return (
+                    None
+                    if (self.engine_pid is not None or self.ref.engine_config is None)
+                    else True
+                )
+            return True if self.engine_pid is not None else None
+        if action in ("browse", "jump") and self.snapshot is None:
+            return None
+        if action == "jump" and not (self.snapshot and self.snapshot.warnings):
+            return None
+        return True
+
+    # ---- engine actions --------------------------------------------------------------------------
+    def _start(self, rounds: int | None = None, stages: int | None = None) -> None:
+        cfg = self.ref.engine_config
+        if cfg is None:
+            self.notify("no config.toml for this run: the engine needs one", severity="error")
+            return
+        if self.engine_pid is not None:
+            self.notify(f"an engine is already running (pid {self.engine_pid})", severity="warning")
+            return
+        try:
+            pid = self.engine.start(cfg, rounds=rounds, stages=stages)
+        except OSError as e:
+            self.notify(f"cannot start the engine: {e}", severity="error")
+            return
+        self.engine_pid = pid
+        what = f"--stages {stages}" if stages else f"--rounds {rounds}"
+        self.notify(
+            f"engine started (pid {pid}, {what}); output in {display_path(self.engine.log_path)}",
+            title="Engine",
+        )
+        self.refresh_bindings()
+
+    def _target(self) -> int:
+        return next_round_target(self.snapshot.rounds if self.snapshot else [])
+
+    def action_next_stage(self) -> None:
+        self._start(rounds=max(self._target(), self._planned_rounds()), stages=1)
+
+    def _planned_rounds(self) -> int:
+        cfg = self.reader.config()
+        return cfg.run.rounds if cfg else 0
+
+    def action_next_round(self) -> None:
+        self._start(rounds=self._target())
+
+    def action_run_rounds(self) -> None:
+        first = self._target()
+
+        def go(n: int | None) -> None:
+            if n:
+                self._start(rounds=first + n - 1)
+
+        self.app.push_screen(RoundsPrompt(first), go)
+
+    def action_pause(self) -> None:
+        if self.engine.pause():
+            self.notify("pausing after the current stage…", title="Engine")
+
+    def action_stop(self) -> None:
+        if self.engine.stop():
+            self.notify("stopping between batches…", title="Engine")
+
+    # ---- navigation ---------------------------------------------------------------------------------
+    def action_browse(self, round: int | None = None) -> None:
+        from ssd_tui.tui.screens.samples import SampleBrowserScreen
+
+        rnd = self.query_one(RoundsTable).current_round if round is None else round
+        self.app.push_screen(SampleBrowserScreen(self.ref, round=rnd))
+
+    @on(RoundsTable.RowSelected, "#rounds")
+    def _round_selected(self) -> None:
+        self.action_browse()
+
+    def action_warnings(self) -> None:
+        self.query_one(TabbedContent).active = "tab-warnings"
+        self.query_one("#warnings-table").focus()
+
+    def action_events(self) -> None:
+        self.query_one(TabbedContent).active = "tab-events"
+
+    def action_engine_log(self) -> None:
+        self.query_one(TabbedContent).active = "tab-log"
+
+    def action_jump(self) -> None:
+        w = self.query_one(WarningsPanel).current
+        if w is not None:
+            self._jump(w)
+
+    @on(WarningsPanel.Jump)
+    def _on_jump(self, event: WarningsPanel.Jump) -> None:
+        self._jump(event.warning)
+
+    def _jump(self, w: dict) -> None:
+        from ssd_tui.tui.screens.samples import SampleBrowserScreen
+
+        problems, ids = evidence_targets(w["evidence"])
+        self.app.push_screen(
+            SampleBrowserScreen(
+                self.ref,
+                round=w["round"],
+                problem=problems[0] if problems else None,
+                sample_ids=tuple(ids) if ids else None,
+                note=f"warning [{w['rule']}] round {w['round']}: {w['message']}",
+            )
+        )
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+        elif self.app.review_mode:
+            self.app.exit()
+        else:
+            from ssd_tui.tui.screens.start import StartScreen
+
+            self.app.switch_screen(StartScreen())

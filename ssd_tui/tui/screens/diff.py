@@ -1,0 +1,122 @@
+"""Diff two samples (same problem, any rounds): side by side or unified."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Static
+
+from ssd_tui.tui.app import RunRef
+from ssd_tui.tui.data import RunReader, SampleDetail
+from ssd_tui.tui.widgets.diff_view import DiffView
+from ssd_tui.tui.widgets.sample_view import describe, verdict_text
+
+
+def program(d: SampleDetail) -> str:
+    return d.row["code"] or (d.prompt + d.row["completion"])
+
+
+class DiffScreen(Screen):
+    SUB_TITLE = "diff"
+    AUTO_FOCUS = "DiffView"
+    BINDINGS = [
+        Binding("s", "toggle_mode", "Split/unified", tooltip="side by side or unified diff"),
+        Binding("left_square_bracket", "step(-1)", "B: previous", key_display="["),
+        Binding("right_square_bracket", "step(1)", "B: next", key_display="]"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    class Loaded(Message):
+        def __init__(
+            self, a: SampleDetail | None, b: SampleDetail | None, candidates: list[dict[str, Any]]
+        ) -> None:
+            super().__init__()
+            self.a, self.b, self.candidates = a, b, candidates
+
+    def __init__(self, ref: RunRef, a_id: int | None, b_id: int) -> None:
+        super().__init__()
+        self.ref = ref
+        self.reader = RunReader(ref.db_path)
+        self.a_id, self.b_id = a_id, b_id
+        self.a: SampleDetail | None = None
+        self.b: SampleDetail | None = None
+        self.candidates: list[dict[str, Any]] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("loading…", id="diff-head")
+        yield DiffView(id="diff")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._load(self.a_id, self.b_id)
+
+    def on_unmount(self) -> None:
+        self.reader.close()
+
+    @work(thread=True, exclusive=True, group="diff")
+    def _load(self, a_id: int | None, b_id: int) -> None:
+        b = self.reader.sample(b_id)
+        cands = self.reader.same_problem(b_id) if b else []
+        if a_id is None and b is not None:
+            # Default A: the same problem and sample index one round earlier, else another sample.
+            prev = [
+                c
+                for c in cands
+                if c["round"] == b.row["round"] - 1 and c["sample_idx"] == b.row["sample_idx"]
+            ]
+            other = [c for c in cands if c["id"] != b_id]
+            pick = (prev or other or [None])[0]
+            a_id = pick["id"] if pick else None
+        a = self.reader.sample(a_id) if a_id is not None else None
+        self.post_message(self.Loaded(a, b, cands))
+
+    def on_diff_screen_loaded(self, msg: Loaded) -> None:
+        self.a, self.b, self.candidates = msg.a, msg.b, msg.candidates
+        head = self.query_one("#diff-head", Static)
+        view = self.query_one(DiffView)
+        if self.b is None or self.a is None:
+            head.update("nothing to compare: this problem has a single sample")
+            return
+        self.a_id, self.b_id = self.a.row["id"], self.b.row["id"]
+        ra, rb = self.a.row, self.b.row
+        head.update(
+            Text.assemble(
+                ("A ", "bold red"),
+                describe(ra),
+                " ",
+                verdict_text(ra["status"]),
+                "\n",
+                ("B ", "bold green"),
+                describe(rb),
+                " ",
+                verdict_text(rb["status"]),
+                (f"   ([ ] step B through {len(self.candidates)} samples of this problem)", "dim"),
+            )
+        )
+        view.show(
+            program(self.a),
+            program(self.b),
+            f"A #{ra['id']} (round {ra['round']})",
+            f"B #{rb['id']} (round {rb['round']})",
+        )
+
+    def action_toggle_mode(self) -> None:
+        view = self.query_one(DiffView)
+        view.mode = "unified" if view.mode == "split" else "split"
+
+    def action_step(self, step: int) -> None:
+        ids = [c["id"] for c in self.candidates if c["id"] != self.a_id]
+        if not ids:
+            return
+        i = ids.index(self.b_id) if self.b_id in ids else -1
+        self._load(self.a_id, ids[(i + step) % len(ids)])
+
+    def action_back(self) -> None:
+        self.app.pop_screen()

@@ -1,0 +1,66 @@
+"""Help: the keys of the screen you came from, and what the views show."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Static
+
+NOTES = """\
+ssd-tui follows a run through its database (RUN_DIR/run.db). The engine is a separate
+process (`ssd-tui run CONFIG`, started by the dashboard's keys with output in
+RUN_DIR/engine.log); quitting the app leaves it running, and an engine crash never
+takes the app down: the dashboard says the stage was left running and `s` resumes it.
+
+Dashboard: s runs the next stage, r finishes the next round, u runs N rounds; p pauses
+after the current stage (SIGUSR1), x stops between batches (SIGINT, resumable).
+Rounds with a ⚠ badge have mode-collapse warnings: w shows them with their evidence,
+j jumps to the samples behind the selected one.
+
+Samples: [ and ] change the round, v the verdict filter, o eval/train; m marks a
+sample as A, d diffs A (default: the same sample index one round earlier) with the
+highlighted one; t shows its tokens.
+
+Tokens: colour = entropy of the full next-token distribution (nats). A fork is a
+position with entropy ≥ [analysis] fork_entropy; a lock one whose sampled token had
+p ≥ [analysis] lock_top1 (so it was the top-1 token, with at least that mass).
+
+Every key is also in the command palette (ctrl+p)."""
+
+
+class HelpScreen(ModalScreen[None]):
+    BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "Close")]
+
+    def __init__(self, under: Screen) -> None:
+        super().__init__()
+        self.under = under
+
+    def compose(self) -> ComposeResult:
+        table = Table(
+            title=f"keys: {type(self.under).__name__.replace('Screen', '')}",
+            expand=True,
+            show_edge=False,
+            header_style="bold",
+        )
+        table.add_column("key", style="bold cyan", no_wrap=True)
+        table.add_column("action")
+        table.add_column("what it does", style="dim")
+        seen = set()
+        for active in self.under.active_bindings.values():
+            b = active.binding
+            if not b.show or not b.description or b.action in seen:
+                continue
+            seen.add(b.action)
+            table.add_row(self.app.get_key_display(b), b.description, b.tooltip)
+        table.add_row("ctrl+p", "Command palette", "search every action of this screen")
+        table.add_row("ctrl+q", "Quit", "the engine keeps running")
+        with VerticalScroll(id="help"):
+            yield Static(Group(table, Text(""), Text(NOTES)))
+
+    def action_dismiss(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,282 @@
+"""Sample browser: problems on the left, that problem's samples (all rounds, paged) on
+the right, the highlighted sample below with its verdict and test error.
+
+Every query runs in a thread worker on this screen's own DB connection; the samples
+list is a `PagedTable`, so a run with a million samples scrolls without loading it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer, Header, Static
+
+from ssd_tui.tui.app import RunRef
+from ssd_tui.tui.data import RunReader, SampleDetail, SampleFilter, fmt_float
+from ssd_tui.tui.widgets.paged_table import Column, PagedTable
+from ssd_tui.tui.widgets.sample_view import VERDICT_STYLE, SampleView, describe
+
+VERDICTS = (None, "passed", "failed", "error", "timeout")
+PURPOSES = (None, "eval", "train")
+
+
+def _verdict(row: dict[str, Any]) -> Text:
+    s = row.get("status")
+    return Text(s or "–", style=VERDICT_STYLE.get(s, ""))
+
+
+SAMPLE_COLUMNS = [
+    Column("id", "id", 8, "right"),
+    Column("round", "rnd", 3, "right"),
+    Column("purpose", "purpose", 7),
+    Column("temperature", "T", 4, "right", lambda r: f"{r['temperature']:g}"),
+    Column("problem", "problem", 18),
+    Column("sample_idx", "#", 4, "right"),
+    Column("status", "verdict", 8, "left", _verdict),
+    Column("n_tokens", "tokens", 6, "right"),
+    Column("mean_entropy", "H̄", 5, "right", lambda r: fmt_float(r.get("mean_entropy"))),
+]
+
+
+class SampleBrowserScreen(Screen):
+    SUB_TITLE = "samples"
+    AUTO_FOCUS = "#samples"
+    BINDINGS = [
+        Binding("m", "mark", "Mark as A", tooltip="mark this sample as the left side of a diff"),
+        Binding(
+            "d",
+            "diff",
+            "Diff",
+            tooltip="diff the marked sample (or the previous round's) with this one",
+        ),
+        Binding("t", "tokens", "Tokens", tooltip="entropy, fork and lock positions of this sample"),
+        Binding("left_square_bracket", "round(-1)", "Round -", key_display="["),
+        Binding("right_square_bracket", "round(1)", "Round +", key_display="]"),
+        Binding("v", "verdict", "Verdict filter"),
+        Binding("o", "purpose", "Eval/train"),
+        Binding("a", "all_problems", "All problems"),
+        Binding("tab", "app.focus_next", "Next pane", show=False),
+        Binding("escape", "back", "Back"),
+    ]
+
+    class ProblemsLoaded(Message):
+        def __init__(self, problems: list[dict[str, Any]], rounds: list[int]) -> None:
+            super().__init__()
+            self.problems = problems
+            self.rounds = rounds
+
+    class DetailLoaded(Message):
+        def __init__(self, detail: SampleDetail | None) -> None:
+            super().__init__()
+            self.detail = detail
+
+    def __init__(
+        self,
+        ref: RunRef,
+        round: int | None = None,
+        problem: str | None = None,
+        sample_ids: tuple[int, ...] | None = None,
+        note: str = "",
+    ) -> None:
+        super().__init__()
+        self.ref = ref
+        self.title = ref.db_path.parent.name
+        self.reader = RunReader(ref.db_path)
+        self.filter = SampleFilter(round=round, sample_ids=sample_ids)
+        self.want_problem = problem
+        self.note = note
+        self.problems: list[dict[str, Any]] = []
+        self.rounds: list[int] = []
+        self.marked: dict[str, Any] | None = None
+        self._quiet = False
+        self._debounce: Timer | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="browse-head")
+        with Horizontal(id="browse"):
+            with Vertical(id="problem-pane"):
+                yield DataTable(id="problems", cursor_type="row")
+            with Vertical(id="sample-pane"):
+                yield PagedTable(SAMPLE_COLUMNS, self._count, self._page, id="samples")
+                yield SampleView(id="sample")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        t = self.query_one("#problems", DataTable)
+        t.add_column("problem", key="problem", width=18)
+        t.add_column("diff", key="diff", width=6)
+        t.add_column("pass", key="pass", width=5)
+        self._load_problems()
+        self._update_head()
+
+    def on_unmount(self) -> None:
+        self.reader.close()
+
+    # ---- data sources for the paged table (run in its workers) ------------------------------
+    def _count(self) -> int:
+        return self.reader.count_samples(self.filter)
+
+    def _page(self, offset: int, limit: int) -> list[dict[str, Any]]:
+        return self.reader.sample_page(self.filter, offset, limit)
+
+    # ---- problems -----------------------------------------------------------------------------------
+    @work(thread=True, exclusive=True, group="problems")
+    def _load_problems(self) -> None:
+        self.post_message(
+            self.ProblemsLoaded(self.reader.problems(self.filter.round), self.reader.rounds())
+        )
+
+    def on_sample_browser_screen_problems_loaded(self, msg: ProblemsLoaded) -> None:
+        self.problems = msg.problems
+        self.rounds = msg.rounds
+        t = self.query_one("#problems", DataTable)
+        self._quiet = True
+        t.clear()
+        t.add_row(Text("(all problems)", style="italic"), "", "", key="all")
+        target = 0
+        for i, p in enumerate(self.problems, 1):
+            if "n" in p and p["n"]:
+                rate = Text(f"{p['passed']}/{p['n']}", style="green" if p["passed"] else "red")
+            else:
+                rate = Text("")
+            name = Text(p["name"], style="" if p["purpose"] == "eval" else "dim")
+            t.add_row(name, p["difficulty"] or p["purpose"], rate, key=str(p["id"]))
+            if self.want_problem == p["name"] or self.filter.problem_id == p["id"]:
+                target = i
+        t.move_cursor(row=target)
+        if self.want_problem is not None and target:
+            self.filter = replace(self.filter, problem_id=self.problems[target - 1]["id"])
+            self.want_problem = None
+            self._reload_samples()
+        self.call_after_refresh(self._unquiet)
+
+    def _unquiet(self) -> None:
+        self._quiet = False
+
+    @on(DataTable.RowHighlighted, "#problems")
+    def _problem_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if self._quiet:
+            return
+        key = event.row_key.value
+        pid = None if key in (None, "all") else int(key)
+        if pid == self.filter.problem_id:
+            return
+        if self._debounce is not None:
+            self._debounce.stop()
+        self._debounce = self.set_timer(0.15, lambda: self._set_problem(pid))
+
+    def _set_problem(self, pid: int | None) -> None:
+        self.filter = replace(self.filter, problem_id=pid, sample_ids=None)
+        self.note = ""
+        self._reload_samples()
+
+    def _reload_samples(self) -> None:
+        self.query_one(PagedTable).reload()
+        self._update_head()
+
+    def _update_head(self) -> None:
+        f = self.filter
+        parts = [f.describe()]
+        if f.problem_id is not None:
+            name = next(
+                (p["name"] for p in self.problems if p["id"] == f.problem_id), f"#{f.problem_id}"
+            )
+            parts.append(f"problem {name}")
+        if self.marked is not None:
+            parts.append(f"A = #{self.marked['id']}")
+        text = Text(" · ".join(parts), style="bold")
+        if self.note:
+            text.append("\n" + self.note, style="yellow")
+        self.query_one("#browse-head", Static).update(text)
+
+    # ---- the highlighted sample ----------------------------------------------------------------------
+    @on(PagedTable.Highlighted, "#samples")
+    def _sample_highlighted(self, event: PagedTable.Highlighted) -> None:
+        if event.row is not None:
+            self._load_detail(event.row["id"])
+
+    @on(PagedTable.Counted, "#samples")
+    def _counted(self, event: PagedTable.Counted) -> None:
+        if event.total == 0:
+            self.query_one(SampleView).show(None)
+
+    @work(thread=True, exclusive=True, group="detail")
+    def _load_detail(self, sample_id: int) -> None:
+        self.post_message(self.DetailLoaded(self.reader.sample(sample_id)))
+
+    def on_sample_browser_screen_detail_loaded(self, msg: DetailLoaded) -> None:
+        self.query_one(SampleView).show(msg.detail)
+
+    @property
+    def current(self) -> dict[str, Any] | None:
+        return self.query_one(PagedTable).current
+
+    # ---- actions ----------------------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("mark", "tokens", "diff") and self.current is None:
+            return None
+        return True
+
+    def action_mark(self) -> None:
+        row = self.current
+        if row is not None:
+            self.marked = row
+            self.notify(f"A = {describe(row)}", title="Marked for diff")
+            self._update_head()
+
+    def action_diff(self) -> None:
+        row = self.current
+        if row is None:
+            return
+        from ssd_tui.tui.screens.diff import DiffScreen
+
+        a = self.marked["id"] if self.marked and self.marked["id"] != row["id"] else None
+        self.app.push_screen(DiffScreen(self.ref, a_id=a, b_id=row["id"]))
+
+    def action_tokens(self) -> None:
+        row = self.current
+        if row is not None:
+            from ssd_tui.tui.screens.tokens import TokenScreen
+
+            self.app.push_screen(TokenScreen(self.ref, row["id"]))
+
+    def action_round(self, step: int) -> None:
+        options: list[int | None] = [None, *self.rounds]
+        i = options.index(self.filter.round) if self.filter.round in options else 0
+        self.filter = replace(
+            self.filter, round=options[(i + step) % len(options)], sample_ids=None
+        )
+        self.note = ""
+        self._reload_samples()
+        self._load_problems()
+
+    def action_verdict(self) -> None:
+        i = VERDICTS.index(self.filter.status) if self.filter.status in VERDICTS else 0
+        self.filter = replace(self.filter, status=VERDICTS[(i + 1) % len(VERDICTS)])
+        self._reload_samples()
+
+    def action_purpose(self) -> None:
+        i = PURPOSES.index(self.filter.purpose) if self.filter.purpose in PURPOSES else 0
+        self.filter = replace(self.filter, purpose=PURPOSES[(i + 1) % len(PURPOSES)])
+        self._reload_samples()
+
+    def action_all_problems(self) -> None:
+        self.filter = replace(self.filter, problem_id=None, sample_ids=None)
+        self.note = ""
+        self._quiet = True
+        self.query_one("#problems", DataTable).move_cursor(row=0)
+        self.call_after_refresh(self._unquiet)
+        self._reload_samples()
+
+    def action_back(self) -> None:
+        self.app.pop_screen()

@@ -1,0 +1,127 @@
+"""Start screen: the runs in the runs folder; open one, or create a new one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from ssd_tui.tui.data import RunListing, display_path, fmt_ago, fmt_pct, list_runs
+
+STATE_STYLE = {"running": "bold cyan", "new": "yellow", "unreadable": "bold red", "idle": "green"}
+
+
+class StartScreen(Screen):
+    AUTO_FOCUS = "#runs"
+    BINDINGS = [
+        Binding(
+            "enter",
+            "open_run",
+            "Open run",
+            tooltip="open the highlighted run's dashboard",
+            priority=True,
+        ),
+        Binding("n", "new_run", "New run", tooltip="create a run from an example config"),
+        Binding("r", "refresh", "Refresh"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    class Listed(Message):
+        def __init__(self, runs: list[RunListing]) -> None:
+            super().__init__()
+            self.runs = runs
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[RunListing] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("", id="runs-title")
+        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="run-error")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#runs", DataTable)
+        table.add_column("run", key="run", width=22)
+        table.add_column("model", key="model", width=38)
+        table.add_column("rounds", key="rounds")
+        table.add_column("best pass@1", key="best")
+        table.add_column("last activity", key="last")
+        table.add_column("state", key="state")
+        self.query_one("#runs-title", Static).update(
+            f"Runs in [b]{display_path(self.app.runs_dir)}[/b]  (each folder with a run.db or a config.toml)"
+        )
+        self.action_refresh()
+
+    def on_screen_resume(self) -> None:
+        self.action_refresh()
+
+    def action_refresh(self) -> None:
+        self._list(self.app.runs_dir)
+
+    @work(thread=True, exclusive=True, group="list-runs")
+    def _list(self, runs_dir: Path) -> None:
+        self.post_message(self.Listed(list_runs(runs_dir)))
+
+    def on_start_screen_listed(self, message: Listed) -> None:
+        self.runs = message.runs
+        table = self.query_one("#runs", DataTable)
+        row = table.cursor_row
+        table.clear()
+        now = self.app.clock()
+        for r in self.runs:
+            planned = f"/{r.rounds_planned}" if r.rounds_planned is not None else ""
+            table.add_row(
+                Text(r.name, style="bold"),
+                Text(r.model or "–", overflow="ellipsis"),
+                f"{r.rounds_done}{planned}",
+                Text(fmt_pct(r.best_pass1), justify="right"),
+                fmt_ago(r.last_activity, now),
+                Text(r.state, style=STATE_STYLE.get(r.state, "")),
+                key=str(r.run_dir),
+            )
+        if self.runs:
+            table.move_cursor(row=min(max(row, 0), len(self.runs) - 1))
+        else:
+            self.query_one("#run-error", Static).update(
+                "No runs yet. Press [b]n[/b] to create one from an example config, "
+                "or start one headless with [b]ssd-tui run CONFIG.toml[/b]."
+            )
+        self._show_error()
+
+    @on(DataTable.RowHighlighted, "#runs")
+    def _show_error(self) -> None:
+        r = self.current
+        self.query_one("#run-error", Static).update(
+            Text(r.error, style="red") if r is not None and r.error else ""
+        )
+
+    @property
+    def current(self) -> RunListing | None:
+        table = self.query_one("#runs", DataTable)
+        if not self.runs or table.cursor_row < 0 or table.cursor_row >= len(self.runs):
+            return None
+        return self.runs[table.cursor_row]
+
+    @on(DataTable.RowSelected, "#runs")
+    def action_open_run(self) -> None:
+        r = self.current
+        if r is None:
+            return
+        from ssd_tui.tui.app import RunRef
+        from ssd_tui.tui.screens.dashboard import DashboardScreen
+
+        self.app.push_screen(DashboardScreen(RunRef(r.db_path.resolve())))
+
+    def action_new_run(self) -> None:
+        from ssd_tui.tui.screens.new_run import NewRunScreen
+
+        self.app.push_screen(NewRunScreen())

@@ -1,0 +1,160 @@
+"""A sample's tokens coloured by entropy, with fork and lock positions marked.
+
+fork = entropy ≥ `[analysis] fork_entropy`; lock = p(sampled token) ≥ `[analysis]
+lock_top1` (see `ssd_tui.tui.data.classify`). Tokens are decoded with the run's
+tokenizer when `transformers.AutoTokenizer` can load it from the model path (in a
+worker); otherwise token ids are shown.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Header, Static
+
+from ssd_tui.tui.app import RunRef
+from ssd_tui.tui.data import RunReader, SampleDetail, TokenRow
+from ssd_tui.tui.widgets.sample_view import describe, verdict_text
+from ssd_tui.tui.widgets.token_view import legend, token_text
+
+
+def _loadable(model: str) -> bool:
+    """A local folder, or something shaped like a hub id (tried from the local cache)."""
+    from pathlib import Path
+
+    if Path(model).expanduser().exists():
+        return True
+    return model.count("/") == 1 and not model.startswith((".", "/", "~"))
+
+
+class TokenScreen(Screen):
+    SUB_TITLE = "tokens"
+    AUTO_FOCUS = "#tok-table"
+    BINDINGS = [
+        Binding("f", "next_kind('fork')", "Next fork"),
+        Binding("k", "next_kind('lock')", "Next lock"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    class Loaded(Message):
+        def __init__(
+            self, detail: SampleDetail | None, rows: list[TokenRow], summary: dict, note: str
+        ) -> None:
+            super().__init__()
+            self.detail, self.rows, self.summary, self.note = detail, rows, summary, note
+
+    def __init__(self, ref: RunRef, sample_id: int, decode: bool = True) -> None:
+        super().__init__()
+        self.ref = ref
+        self.sample_id = sample_id
+        self.decode = decode
+        self.reader = RunReader(ref.db_path)
+        self.rows: list[TokenRow] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static("loading tokens…", id="tok-head")
+        yield Static("", id="tok-legend")
+        with VerticalScroll(id="tok-text"):
+            yield Static("", id="tok-body")
+        yield DataTable(id="tok-table", cursor_type="row", zebra_stripes=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        t = self.query_one("#tok-table", DataTable)
+        for c in ("#", "token", "id", "p(token)", "entropy", "tail mass", "class"):
+            t.add_column(c, key=c)
+        self._load()
+
+    def on_unmount(self) -> None:
+        self.reader.close()
+
+    @work(thread=True, exclusive=True, group="tokens")
+    def _load(self) -> None:
+        detail = self.reader.sample(self.sample_id)
+        decode, note = None, "token ids shown (no tokenizer)"
+        cfg = self.reader.config()
+        info_model = None
+        store = self.reader.store
+        if store is not None and store.run_info():
+            info_model = store.run_info()["model"]
+        model = info_model or (str(cfg.resolve(cfg.model.path)) if cfg else None)
+        if self.decode and model and _loadable(model):
+            try:
+                tok = self.app.tokenizer(model)
+
+                def decode(ids: list[int]) -> list[str]:
+                    return [
+                        tok.decode(
+                            [i], skip_special_tokens=False, clean_up_tokenization_spaces=False
+                        )
+                        for i in ids
+                    ]
+
+                note = f"decoded with the tokenizer of {model}"
+            except Exception as e:  # noqa: BLE001 - any failure: show ids instead
+                decode, note = (
+                    None,
+                    f"token ids shown: tokenizer not loadable from {model} ({type(e).__name__})",
+                )
+        rows, summary = self.reader.token_rows(self.sample_id, decode)
+        self.post_message(self.Loaded(detail, rows, summary, note))
+
+    def on_token_screen_loaded(self, msg: Loaded) -> None:
+        self.rows = msg.rows
+        s = msg.summary
+        head = self.query_one("#tok-head", Static)
+        if msg.detail is None:
+            head.update(f"sample #{self.sample_id} not found")
+            return
+        r = msg.detail.row
+        if not self.rows:
+            head.update(
+                Text.assemble((describe(r), "bold"), "  no token statistics stored for this sample")
+            )
+            return
+        head.update(
+            Text.assemble(
+                (describe(r), "bold"),
+                "  ",
+                verdict_text(r["status"]),
+                "\n",
+                f"{s['tokens']} tokens · {s['forks']} forks · {s['locks']} locks · "
+                f"mean entropy {s['mean_entropy']:.2f} nats · mean tail mass {s['mean_tail']:.3f}",
+                (f"   {msg.note}", "dim"),
+            )
+        )
+        self.query_one("#tok-legend", Static).update(legend(s["fork_entropy"], s["lock_top1"]))
+        self.query_one("#tok-body", Static).update(token_text(self.rows, s["fork_entropy"]))
+        t = self.query_one("#tok-table", DataTable)
+        t.clear()
+        style = {"fork": "bold magenta", "lock": "cyan"}
+        for row in self.rows:
+            t.add_row(
+                Text(str(row.index), justify="right"),
+                Text(repr(row.text)[1:-1][:24]),
+                Text(str(row.token_id), justify="right"),
+                Text(f"{row.prob:.3f}", justify="right"),
+                Text(f"{row.entropy:.3f}", justify="right"),
+                Text(f"{row.tail:.3f}", justify="right"),
+                Text(row.kind, style=style.get(row.kind, "")),
+                key=str(row.index),
+            )
+
+    def action_next_kind(self, kind: str) -> None:
+        t = self.query_one("#tok-table", DataTable)
+        n = len(self.rows)
+        for step in range(1, n + 1):
+            i = (t.cursor_row + step) % n
+            if self.rows[i].kind == kind:
+                t.move_cursor(row=i)
+                return
+        self.notify(f"no {kind} positions in this sample")
+
+    def action_back(self) -> None:
+        self.app.pop_screen()

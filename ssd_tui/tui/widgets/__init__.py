@@ -1,0 +1,1 @@
+"""Reusable widgets of the app (each one knows nothing about screens)."""

@@ -1,0 +1,84 @@
+"""One progress bar per running stage, with rate and ETA from the run DB."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Label, ProgressBar
+
+from ssd_tui.tui.data import StageRow, fmt_duration
+
+
+class StageBar(Horizontal):
+    DEFAULT_CSS = """
+    StageBar { height: 1; }
+    StageBar > .stage-name { width: 22; }
+    StageBar > ProgressBar { width: 48; }
+    StageBar > .stage-rate { width: 1fr; color: $text-muted; }
+    """
+
+    def __init__(self, key: str, stage: StageRow, now: float) -> None:
+        super().__init__(id=key)
+        self.key = key
+        self._initial = (stage, now)
+
+    def on_mount(self) -> None:
+        self.update_stage(*self._initial)
+
+    def compose(self) -> ComposeResult:
+        yield Label("", classes="stage-name")
+        yield ProgressBar(total=None, show_eta=False, id=f"{self.key}-bar")
+        yield Label("", classes="stage-rate")
+
+    def update_stage(self, st: StageRow, now: float) -> None:
+        self.query_one(".stage-name", Label).update(f"round {st.round} · [b]{st.stage}[/]")
+        bar = self.query_one(ProgressBar)
+        bar.update(total=st.total or None, progress=st.done)
+        rate, eta = st.rate_eta(now)
+        parts = [f"{st.done:,}/{st.total:,}" if st.total else f"{st.done:,}"]
+        if rate is not None:
+            parts.append(f"{rate:.2f}/s" if rate < 10 else f"{rate:,.0f}/s")
+        if eta is not None:
+            parts.append(f"ETA {fmt_duration(eta)}")
+        if st.detail:
+            parts.append(st.detail)
+        self.query_one(".stage-rate", Label).update("  ·  ".join(parts))
+
+
+class StageProgress(Vertical):
+    """Bars for the stages with status 'running' (set with `show`)."""
+
+    DEFAULT_CSS = """
+    StageProgress { height: auto; max-height: 4; padding: 0 1; }
+    StageProgress > .idle { color: $text-muted; }
+    """
+
+    def __init__(self, clock: Callable[[], float], **kw) -> None:
+        super().__init__(**kw)
+        self.clock = clock
+        self.stages: list[StageRow] = []
+        self.idle_text = "no stage running"
+
+    def compose(self) -> ComposeResult:
+        yield Label(self.idle_text, classes="idle")
+
+    def show(self, stages: list[StageRow], idle_text: str) -> None:
+        self.stages = stages
+        self.idle_text = idle_text
+        keys = {f"stage-{s.round}-{s.stage}" for s in stages}
+        for bar in list(self.query(StageBar)):
+            if bar.key not in keys:
+                bar.remove()
+        idle = self.query_one(".idle", Label)
+        idle.update(idle_text)
+        idle.display = not stages
+        now = self.clock()
+        for st in stages:
+            key = f"stage-{st.round}-{st.stage}"
+            found = self.query(f"#{key}")
+            if found:
+                found.first(StageBar).update_stage(st, now)
+            else:
+                self.mount(StageBar(key, st, now))

@@ -1,0 +1,572 @@
+"""The app, driven for real: `App.run_test()` + Pilot on run DBs built with RunStore."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from ssd_tui.config import load_config
+from ssd_tui.errors import SSDError
+from ssd_tui.store import RunStore
+from ssd_tui.tui.app import SSDApp
+from ssd_tui.tui.commands import ScreenCommands
+from ssd_tui.tui.data import (
+    SampleFilter,
+    build_run_config,
+    check_new_run,
+    classify,
+    evidence_targets,
+    next_round_target,
+)
+from ssd_tui.tui.synthetic import NOW_TS, build_run
+
+SIZE = (140, 45)
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+EXAMPLE = """\
+# an example config, as in examples/
+[run]
+name = "demo"
+rounds = 3
+
+[model]
+path = "models/tiny"
+
+[data]
+train_prompts = "data/train.jsonl"
+benchmark = "data/bench.jsonl"
+
+[sampling]
+temperature = 1.6
+top_k = 20
+top_p = 0.8
+
+[eval]
+samples_per_problem = 4
+k = [1, 4]
+"""
+
+
+@pytest.fixture(scope="session")
+def template_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("template")
+    build_run(root / "runs" / "demo-run")
+    build_run(
+        root / "runs" / "other-run",
+        name="other-run",
+        rounds_done=1,
+        running_round=False,
+        warnings=False,
+    )
+    return root / "runs"
+
+
+@pytest.fixture
+def ws(tmp_path, template_run, monkeypatch) -> Path:
+    """A workspace (the current directory): runs/ with two runs, examples/, a model folder."""
+    shutil.copytree(template_run, tmp_path / "runs")
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "demo.toml").write_text(EXAMPLE)
+    (tmp_path / "examples" / "models" / "tiny").mkdir(parents=True)
+    (tmp_path / "examples" / "data").mkdir()
+    for f in ("train.jsonl", "bench.jsonl"):
+        (tmp_path / "examples" / "data" / f).write_text("")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def make_app(ws: Path, **kw) -> SSDApp:
+    kw.setdefault("clock", lambda: NOW_TS)
+    kw.setdefault("poll_interval", 0.1)
+    kw.setdefault("examples_dir", ws / "examples")
+    return SSDApp(Path("runs"), **kw)
+
+
+async def until(pilot, cond, timeout: float = 10.0, what: str = "condition") -> None:
+    t0 = time.monotonic()
+    while not cond():
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        await pilot.pause(0.05)
+
+
+@contextmanager
+def fake_engine(run_dir: Path, pid: int = 4242):
+    """Hold the run's lock as a live engine would (flock + pid), without running one."""
+    fd = os.open(run_dir / "run.db.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(pid).encode(), 0)
+    try:
+        yield
+    finally:
+        os.ftruncate(fd, 0)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def text_of(widget) -> str:
+    """The plain text a Static shows (str, rich Text or any rich renderable)."""
+    from rich.console import Console
+
+    content = widget.content
+    if isinstance(content, str):
+        return content
+    console = Console(width=300, record=True, file=open(os.devnull, "w"))
+    console.print(content)
+    return console.export_text()
+
+
+def screen_name(app) -> str:
+    """The current screen's class name, once it is composed and mounted."""
+    screen = app.screen
+    from textual.screen import ModalScreen
+
+    if not screen.is_mounted or not (screen.query("Footer") or isinstance(screen, ModalScreen)):
+        return "(mounting)"
+    return type(screen).__name__
+
+
+# ---- start screen and new-run form ---------------------------------------------------------------
+async def test_start_screen_lists_runs(ws):
+    app = make_app(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: len(app.screen.runs) == 2, what="runs listed")
+        table = app.screen.query_one("#runs")
+        assert table.row_count == 2
+        demo = next(r for r in app.screen.runs if r.name == "demo-run")
+        assert (demo.rounds_done, demo.rounds_planned, demo.model) == (2, 3, "/models/tiny-coder")
+        assert demo.best_pass1 == pytest.approx(0.7917, abs=1e-3)
+        row = [str(c) for c in table.get_row(str(demo.run_dir))]
+        assert row[2] == "2/3" and row[3] == "79.2%" and row[5] == "idle"
+        await pilot.press("enter")
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen", what="dashboard")
+
+
+async def test_new_run_form_validates_like_the_cli_and_creates_the_config(ws):
+    app = make_app(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("n")
+        await until(pilot, lambda: screen_name(app) == "NewRunScreen", what="form")
+        form = app.screen
+        assert form.query_one("#name").value == "demo"
+        assert form.query_one("#model-path").value == "examples/models/tiny"
+        assert form.error is None
+
+        # An invalid value: the message is the CLI's, for the file that would be written.
+        temp = form.query_one("#sampling-temperature")
+        temp.value = "abc"
+        await pilot.pause()
+        assert form.error is not None
+        target = Path("runs") / "demo" / "config.toml"
+        target.parent.mkdir()
+        target.write_text(form.text)
+        with pytest.raises(SSDError) as cli:
+            load_config(target)
+        shutil.rmtree(target.parent)
+        assert form.error == str(cli.value)
+        assert "[sampling] temperature must be a number (got 'abc')" in form.error
+        assert "-invalid" in temp.classes
+        assert str(cli.value) in text_of(form.query_one("#form-error"))
+        await pilot.press("ctrl+s")  # refused
+        assert screen_name(app) == "NewRunScreen" and not target.exists()
+
+        temp.value = "9"
+        await pilot.pause()
+        assert "[sampling] temperature must be in (0.0, 5.0] (got 9.0)" in form.error
+        temp.value = "1.2"
+        form.query_one("#lora-r").value = "4"
+        await pilot.pause()
+        assert form.error is None
+        await pilot.press("ctrl+s")
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen", what="dashboard")
+
+    cfg = load_config(target)
+    assert cfg.run.name == "demo" and cfg.run.dir == "."
+    assert cfg.run_dir == (ws / "runs" / "demo").resolve()
+    assert cfg.sampling.temperature == 1.2 and cfg.sampling.top_k == 20 and cfg.lora.r == 4
+    assert cfg.model.path == str((ws / "examples" / "models" / "tiny").resolve())
+    assert cfg.data.benchmark == str((ws / "examples" / "data" / "bench.jsonl").resolve())
+    # The written file means the same from any current directory.
+    os.chdir("/")
+    assert load_config(ws / target).run_dir == (ws / "runs" / "demo").resolve()
+
+
+def test_new_run_name_checks(ws):
+    text = build_run_config({}, ws, "x", {}, ws / "runs" / "x" / "config.toml")
+    with pytest.raises(SSDError, match="run name"):
+        check_new_run(Path("runs"), "bad/name", text)
+    with pytest.raises(SSDError, match="already holds a run"):
+        check_new_run(Path("runs"), "demo-run", text)
+    with pytest.raises(SSDError, match=r"\[model\] path: missing"):
+        check_new_run(Path("runs"), "fresh", text)
+
+
+@pytest.mark.parametrize(
+    "example",
+    sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.toml")),
+    ids=lambda p: p.name,
+)
+async def test_every_repo_example_loads_into_the_form(ws, example):
+    """Each example in examples/ fills the form and validates (or shows one CLI message)."""
+    app = make_app(ws, examples_dir=example.parent)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("n")
+        await until(pilot, lambda: screen_name(app) == "NewRunScreen", what="form")
+        app.screen.load_example(example)
+        await pilot.pause()
+        assert app.screen.error is None or "\n" not in app.screen.error
+
+
+# ---- dashboard ---------------------------------------------------------------------------------------------
+async def test_dashboard_curve_gains_a_point_while_the_app_runs(ws):
+    db = ws / "runs" / "demo-run" / "run.db"
+    app = make_app(ws, open_db=db)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        dash = app.screen
+        curve = dash.query_one("#curve")
+        await until(pilot, lambda: len(curve.points("pass@1")) == 3, what="3 points")
+        table = dash.query_one("#rounds")
+        assert table.row_count == 4
+        assert str(table.get_cell("2", "⚠")) == "⚠ 1"  # the warning badge
+        assert str(table.get_cell("3", "status")) == "interrupted"  # no engine holds the lock
+        # The engine (another connection) commits round 3's metrics: the poll picks them up.
+        store = RunStore.open(db)
+        store.set_metrics(3, "eval", 0.8, {"all": {"pass@1": 0.875, "pass@4": 1.0}})
+        store.log("round 3: evaluate done", rnd=3, stage="evaluate")
+        store.close()
+        await until(pilot, lambda: len(curve.points("pass@1")) == 4, what="a 4th point")
+        assert curve.points("pass@1")[-1] == (3, 0.875)
+        assert str(table.get_cell("3", "pass@1")) == "87.5%"
+        log = dash.query_one("#events")
+        await until(
+            pilot,
+            lambda: any("round 3: evaluate done" in str(s.text) for s in log.lines),
+            what="new event",
+        )
+
+
+async def test_dashboard_progress_rate_and_eta_of_a_running_stage(ws):
+    run = ws / "runs" / "demo-run"
+    with fake_engine(run):
+        app = make_app(ws, open_db=run / "run.db")
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+            dash = app.screen
+            await until(pilot, lambda: dash.engine_pid == 4242, what="engine seen")
+            await until(pilot, lambda: len(dash.query("StageBar")) == 1, what="progress bar")
+            await pilot.pause()
+            rate = text_of(dash.query_one(".stage-rate"))
+            # 4 of 8 done in the 120 s since the stage started: 0.03/s, 2 more minutes.
+            assert "4/8" in rate and "0.03/s" in rate and "ETA 2m00s" in rate
+            assert str(dash.query_one("#rounds").get_cell("3", "status")) == "running"
+            # An engine runs: start actions are disabled, pause and stop enabled.
+            assert dash.check_action("next_stage", ()) is None
+            assert dash.check_action("pause", ()) is True
+
+
+async def test_warning_panel_and_jump_to_samples(ws):
+    app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        dash = app.screen
+        await until(pilot, lambda: dash.snapshot is not None)
+        await pilot.press("w")
+        panel = dash.query_one("#warnings")
+        assert dash.query_one("#bottom").active == "tab-warnings"
+        assert panel.current["rule"] == "unique_share"
+        body = text_of(panel.query_one("#evidence-body"))
+        assert "unique_share" in body and "count_vowels" in body
+        await pilot.press("j")
+        await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen", what="browser")
+        browser = app.screen
+        ids = tuple(panel.current["evidence"]["sample_ids"])
+        assert browser.filter.round == 2 and browser.filter.sample_ids == ids
+        table = browser.query_one("#samples")
+        await until(pilot, lambda: table.total == 3 and table.current is not None, what="3 samples")
+        assert {table.row(i)["problem"] for i in range(3)} == {"count_vowels"}
+        assert "warning [unique_share]" in text_of(browser.query_one("#browse-head"))
+
+
+async def test_engine_crash_is_reported_and_the_app_keeps_working(ws):
+    """Start the real engine CLI on a config whose model does not exist: it exits with an
+    error; the app notifies, shows the log, and stays usable."""
+    app = make_app(ws, open_db=ws / "runs" / "other-run" / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        dash = app.screen
+        await until(pilot, lambda: dash.snapshot is not None)
+        await pilot.press("s")
+        engine = dash.engine
+        assert engine.command[1:4] == ["-m", "ssd_tui", "run"] and "--stages" in engine.command
+        await until(
+            pilot,
+            lambda: any("Engine failed" in (n.title or "") for n in app._notifications),
+            timeout=60,
+            what="engine failure notice",
+        )
+        assert (ws / "runs" / "other-run" / "engine.log").exists()
+        assert dash.engine_pid is None and dash.check_action("next_stage", ()) is True
+        await pilot.press("b")
+        await until(
+            pilot, lambda: screen_name(app) == "SampleBrowserScreen", what="still responsive"
+        )
+
+
+# ---- samples, diff, tokens ------------------------------------------------------------------------------------
+async def test_diff_between_two_samples(ws):
+    app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        await until(pilot, lambda: app.screen.snapshot is not None)
+        await pilot.press("b")  # round 0 is highlighted
+        await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen")
+        browser = app.screen
+        table = browser.query_one("#samples")
+        await until(pilot, lambda: table.current is not None, what="first sample")
+        await until(pilot, lambda: browser.query_one("#sample").detail is not None, what="detail")
+        await pilot.press("m", "down")
+        await until(
+            pilot, lambda: table.current is not None and table.current["id"] != browser.marked["id"]
+        )
+        a_id, b_id = browser.marked["id"], table.current["id"]
+        await pilot.press("d")
+        await until(pilot, lambda: screen_name(app) == "DiffScreen", what="diff screen")
+        diff = app.screen
+        await until(pilot, lambda: diff.a is not None, what="diff loaded")
+        assert (diff.a.row["id"], diff.b.row["id"]) == (a_id, b_id)
+        view = diff.query_one("#diff")
+        assert view.mode == "split" and view.a != view.b
+        await pilot.press("s")
+        assert view.mode == "unified"
+        body = text_of(view.query_one("#diff-body"))
+        assert "--- A #" in body and "+++ B #" in body
+        await pilot.press("right_square_bracket")
+        await until(pilot, lambda: diff.b.row["id"] != b_id, what="next B")
+
+
+async def test_default_diff_is_against_the_previous_round(ws):
+    app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        await until(pilot, lambda: app.screen.snapshot is not None)
+        app.screen.action_browse(round=2)
+        await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen")
+        browser = app.screen
+        table = browser.query_one("#samples")
+        await until(pilot, lambda: table.current is not None)
+        await pilot.press("d")
+        await until(pilot, lambda: screen_name(app) == "DiffScreen" and app.screen.a is not None)
+        a, b = app.screen.a.row, app.screen.b.row
+        assert (a["round"], b["round"]) == (1, 2)
+        assert (a["problem"], a["sample_idx"]) == (b["problem"], b["sample_idx"])
+
+
+async def test_sample_filters_and_token_view(ws):
+    app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        await until(pilot, lambda: app.screen.snapshot is not None)
+        app.screen.action_browse(round=1)
+        await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen")
+        browser = app.screen
+        table = browser.query_one("#samples")
+        await until(pilot, lambda: table.total == 32, what="round 1: 24 eval + 8 train")
+        await pilot.press("o")  # eval only
+        await until(pilot, lambda: table.total == 24)
+        await pilot.press("v")  # passed only
+        await until(pilot, lambda: table.total is not None and table.current is not None)
+        assert all(table.row(i)["status"] == "passed" for i in range(table.total))
+        await pilot.press("right_square_bracket")  # round 2
+        await until(pilot, lambda: browser.filter.round == 2 and table.current is not None)
+        sid = table.current["id"]
+        await pilot.press("t")
+        await until(
+            pilot, lambda: screen_name(app) == "TokenScreen" and app.screen.rows, what="tokens"
+        )
+        tok = app.screen
+        store = RunStore.open(ws / "runs" / "demo-run" / "run.db", readonly=True)
+        stats = store.token_stats(sid)
+        store.close()
+        assert len(tok.rows) == len(stats["token_ids"])
+        kinds = [
+            classify(float(h), float(pow(2.718281828459045, lp)), 1.0, 0.9)
+            for h, lp in zip(stats["entropies"], stats["logprobs"], strict=False)
+        ]
+        assert [r.kind for r in tok.rows] == kinds
+        if "fork" in kinds:
+            await pilot.press("f")
+            assert tok.rows[tok.query_one("#tok-table").cursor_row].kind == "fork"
+        await pilot.press("escape")
+        await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen")
+
+
+async def test_token_view_decodes_with_the_run_tokenizer(ws, tiny_model_dir):
+    """With a loadable tokenizer, token ids are decoded (in a worker)."""
+    db = ws / "runs" / "tok-run" / "run.db"
+    build_run(
+        db.parent,
+        name="tok-run",
+        model=str(tiny_model_dir),
+        rounds_done=0,
+        running_round=False,
+        warnings=False,
+    )
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    app = make_app(ws, open_db=db)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        from ssd_tui.tui.app import RunRef
+        from ssd_tui.tui.screens.tokens import TokenScreen
+
+        app.push_screen(TokenScreen(RunRef(db), 1))
+        await until(
+            pilot, lambda: screen_name(app) == "TokenScreen" and app.screen.rows, timeout=60
+        )
+        row = app.screen.rows[0]
+        assert row.text == tok.decode([row.token_id])
+        assert "decoded with the tokenizer" in text_of(app.screen.query_one("#tok-head"))
+
+
+# ---- keyboard: palette, help ------------------------------------------------------------------------------
+async def test_every_footer_binding_is_a_palette_command(ws):
+    app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        await until(pilot, lambda: app.screen.snapshot is not None)
+        titles = [t for t, _h, _c in ScreenCommands(app.screen)._commands()]
+        for want in ("Next stage", "Next round", "N rounds", "Samples", "Warnings", "Jump", "Help"):
+            assert want in titles
+        shown = {
+            b.binding.description
+            for b in app.screen.active_bindings.values()
+            if b.binding.show and b.enabled
+        }
+        assert shown <= set(titles)
+        # Run one through the palette.
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        await pilot.press(*"samples")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await until(
+            pilot, lambda: screen_name(app) == "SampleBrowserScreen", what="palette command"
+        )
+
+
+async def test_help_screen(ws):
+    app = make_app(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        await pilot.press("question_mark")
+        await until(pilot, lambda: screen_name(app) == "HelpScreen")
+        await pilot.press("escape")
+        await until(pilot, lambda: screen_name(app) == "StartScreen")
+
+
+# ---- review -------------------------------------------------------------------------------------------------------
+async def test_review_mode_offers_no_engine_actions(ws):
+    db = ws / "runs" / "demo-run" / "run.db"
+    app = make_app(ws, review=[db])
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        dash = app.screen
+        await until(pilot, lambda: dash.snapshot is not None)
+        actions = {b.binding.action for b in dash.active_bindings.values()}
+        assert not actions & {"next_stage", "next_round", "run_rounds", "pause", "stop"}
+        titles = [t for t, _h, _c in ScreenCommands(dash)._commands()]
+        assert not {"Next stage", "Next round", "N rounds", "Pause", "Stop"} & set(titles)
+        await pilot.press("s", "r", "x")
+        await pilot.pause()
+        assert dash.engine.proc is None and not (db.parent / "engine.log").exists()
+        assert "review" in text_of(dash.query_one("#run-head"))
+        # Browsing still works, read-only.
+        await pilot.press("b")
+        await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen")
+
+
+async def test_review_two_files_compares_round_by_round(ws):
+    a = ws / "runs" / "demo-run" / "run.db"
+    b = ws / "runs" / "other-run" / "run.db"
+    app = make_app(ws, review=[a, b])
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "CompareScreen")
+        cmp = app.screen
+        table = cmp.query_one("#cmp-table")
+        await until(pilot, lambda: table.row_count == 4, what="rounds 0..3")
+        assert str(table.get_cell_at((2, 1))) == "79.2%"
+        curve = cmp.query_one("#cmp-curve")
+        assert set(curve.series) >= {"A pass@1", "B pass@1"}
+        assert not {b.binding.action for b in cmp.active_bindings.values()} & {
+            "next_stage",
+            "pause",
+        }
+        await pilot.press("2")
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen" and app.screen.ref.review)
+
+
+# ---- data layer ---------------------------------------------------------------------------------------------------
+def test_paging_is_stable_and_complete(ws):
+    from ssd_tui.tui.data import RunReader
+
+    r = RunReader(ws / "runs" / "demo-run" / "run.db")
+    f = SampleFilter()
+    n = r.count_samples(f)
+    pages = [row["id"] for off in range(0, n, 7) for row in r.sample_page(f, off, 7)]
+    store = RunStore.open(ws / "runs" / "demo-run" / "run.db", readonly=True)
+    assert pages == [s["id"] for s in store.samples()]
+    store.close()
+    r.close()
+
+
+def test_evidence_targets_and_next_round():
+    probs, ids = evidence_targets(
+        {
+            "problem": "p1",
+            "examples": [{"sample_id": 4, "problem": "p2"}],
+            "sample_ids": [5, 6],
+            "share": 0.2,
+            "n": 3,
+        }
+    )
+    assert probs == ["p1", "p2"] and ids == [4, 5, 6]
+    assert next_round_target([]) == 0
+
+
+async def test_big_run_scrolls_without_blocking(ws):
+    """Jump to the end of a 20k-sample list: the count and the last page arrive from workers."""
+    from ssd_tui.tui.synthetic import build_large
+
+    db = build_large(ws / "big" / "run.db", 20_000, n_problems=100, batch=20_000)
+    app = make_app(ws, open_db=db)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        await until(pilot, lambda: app.screen.snapshot is not None)
+        app.screen.action_browse(round=None)
+        await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen")
+        table = app.screen.query_one("#samples")
+        app.screen.filter = SampleFilter()
+        table.reload()
+        await until(pilot, lambda: table.total == 19_800, what="count")
+        await pilot.press("end")
+        await until(pilot, lambda: table.current is not None, what="last page")
+        assert table.cursor_row == 19_799 and table.current["round"] == 5
+        await pilot.press("pageup", "pageup", "up")
+        await until(pilot, lambda: table.current is not None)
