@@ -92,7 +92,7 @@ class ExecResult:
 # The harness: runs in the sandbox interpreter. Kept import-light (about 10 ms start-up);
 # reads its config (JSON) from stdin; see the module docstring for the process tree.
 _HARNESS = r"""
-import builtins, ctypes, json, os, resource, sys, traceback
+import builtins, ctypes, json, os, resource, signal, sys, traceback
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC = 1, 2, 4, 32, 4096, 8192, 16384
@@ -239,6 +239,19 @@ def main():
         run(cfg.pop("code"), nonce, cfg["result_fd"])
     del cfg["code"], nonce
     os.close(cfg["result_fd"])
+
+    def expire(signum, frame):
+        # Our caller normally kills us at the timeout; this covers a caller that died.
+        try:
+            os.write(cfg["status_fd"], b'{"expired": true}')
+        except OSError:
+            pass  # the caller is gone
+        if cfg["mode"] == "none":
+            os.killpg(0, signal.SIGKILL)  # no namespace to take the program down with us
+        os._exit(4)
+
+    signal.signal(signal.SIGALRM, expire)
+    signal.alarm(cfg["alarm_s"])
     # As PID 1 we inherit orphans: reap them until our child is done, then leave, which
     # kills whatever is left in the namespace.
     while True:
@@ -439,6 +452,7 @@ def _run(code: str, limits: Limits, slot: int, mode: str) -> ExecResult:
             "file_size_mb": math.ceil(limits.file_size_mb),
             "open_files": math.ceil(limits.open_files),
             "nproc": int(nproc),
+            "alarm_s": math.ceil(limits.timeout_s) + 2,
             "nonce": nonce,
             "code": code,
         }
@@ -608,6 +622,8 @@ def _classify(
     if not isinstance(report, dict):
         tail = _last_line(out.stderr) or "no report from the sandbox"
         return result("error", f"sandbox failed: {tail}", None)
+    if report.get("expired"):
+        return result("timeout", f"timed out after {limits.timeout_s:g} s (sandbox alarm)", None)
     if "setup_error" in report:
         return result("error", f"sandbox setup failed: {report['setup_error']}", None)
     wait = int(report["wait"])

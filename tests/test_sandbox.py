@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -321,6 +323,35 @@ def test_fork_bomb_is_contained() -> None:
     time.sleep(0.2)
     assert _sandbox_processes() == []
     assert run("print('still fine')").stdout == "still fine\n"
+
+
+@pytest.mark.skipif(isolation() != "root", reason="counts processes by sandbox uid")
+def test_sandbox_dies_soon_after_its_caller_is_killed() -> None:
+    # kill -9 of the pipeline mid-evaluation must not leave sleeping programs behind:
+    # the harness init has its own alarm at timeout_s + 2.
+    caller = subprocess.Popen(
+        [sys.executable, "-c", CALLER],
+        cwd=Path(__file__).parents[1],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not _sandbox_processes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _sandbox_processes(), "the sandboxed program never started"
+    finally:
+        caller.kill()
+        caller.wait()
+    deadline = time.monotonic() + 8
+    while _sandbox_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _sandbox_processes() == []
+
+
+CALLER = """
+from ssd_tui.sandbox import Limits, run_program
+run_program("import os, time\\nos.fork()\\ntime.sleep(100)", Limits(timeout_s=1.5), slot=7)
+"""
 
 
 @isolated
