@@ -170,13 +170,19 @@ def load_problem_set(
     require_tests: bool = False,
     limit: int | None = None,
 ) -> list[Problem]:
-    """``spec`` is "humaneval" or a JSONL path (relative to ``base_dir`` when given).
+    """``spec`` is "humaneval", "leetcode[:train|eval][:easy|medium|hard]" or a JSONL path
+    (relative to ``base_dir`` when given).
 
     ``limit`` keeps the first N problems; ``require_tests`` raises an SSDError naming
     the first kept problem that has no tests.
     """
+    from ssd_tui.leetcode import load_leetcode_spec
+
+    leetcode = load_leetcode_spec(spec, require_tests, limit)
     if spec.strip().lower() == HUMANEVAL:
         problems = load_humaneval()
+    elif leetcode is not None:
+        problems = leetcode
     else:
         path = Path(spec).expanduser()
         if base_dir is not None and not path.is_absolute():
