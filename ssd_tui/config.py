@@ -172,7 +172,8 @@ class AnalysisSection:
         "warn when the share of unique programs falls below this", _between(0.0, 1.0), default=0.3
     )
     max_diversity_drop: float = _opt(
-        "warn when distinct-2 falls by more than this share in a round while pass@1 does not rise",
+        "warn when eval distinct-2 falls by more than this share since the previous round or "
+        "round 0 while pass@1 does not rise",
         _between(0.0, 1.0),
         default=0.2,
     )
@@ -187,14 +188,33 @@ class AnalysisSection:
         default=0.5,
     )
     max_length_drift: float = _opt(
-        "warn when mean completion length moves by more than this share of round 0's",
+        "warn when mean completion length moves by more than this share of the first round's "
+        "(round 0 for eval samples, the first sampled round for training samples)",
         _between(0.0, 10.0),
         default=0.5,
     )
     max_duplicate_share: float = _opt(
-        "warn when this share of training samples are exact duplicates",
+        "warn when more than this share of a round's training samples are exact duplicates",
         _between(0.0, 1.0),
-        default=0.5,
+        default=0.25,
+    )
+    max_loop_share: float = _opt(
+        "warn when at least this share of a round's samples loop (a repeated token run)",
+        _between(0.0, 1.0),
+        default=0.1,
+    )
+    loop_min_repeats: int = _opt(
+        "a sample loops when a token n-gram repeats back to back at least this many times…",
+        _at_least(2),
+        default=3,
+    )
+    loop_min_tokens: int = _opt(
+        "…and the repeated run covers at least this many tokens", _at_least(2), default=30
+    )
+    probe_samples: int = _opt(
+        "round 0 eval samples re-scored each round for fork/lock statistics; 0 = all",
+        _at_least(0),
+        default=128,
     )
 
 

@@ -1,0 +1,378 @@
+"""`ssd-tui report RUN.db`: a run's numbers as terminal tables or a self-contained file.
+
+Everything is read from the run database (metrics rows written by the evaluate and
+analyse stages), so the report shows exactly what the TUI shows. The file report is
+HTML with its charts embedded as base64 PNGs, or Markdown with the PNGs written into
+a folder beside it (``NAME_files/``). Charts use matplotlib's Agg canvas directly, so
+the caller's matplotlib backend is never touched.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ssd_tui import analysis as an
+from ssd_tui.config import RunConfig, config_from_json
+from ssd_tui.store import RunStore
+
+
+@dataclass
+class Section:
+    """One table of the report: the same cells go to rich, HTML and Markdown."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+
+@dataclass
+class ReportData:
+    title: str
+    facts: list[tuple[str, str]]
+    sections: list[Section]
+    charts: dict[str, bytes] = field(default_factory=dict)  # file stem → PNG
+
+
+def fmt(v: Any) -> str:
+    """Cells: '—' for missing, numbers to 3 decimals (counts: see ``fmt_count``)."""
+    if v is None:
+        return "—"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def fmt_count(v: Any) -> str:
+    return "—" if v is None else str(int(v))
+
+
+def _cells(row: dict[str, Any], cols: list[str]) -> list[str]:
+    # Count metrics are stored as REAL like every metric; show them as integers.
+    return [fmt_count(row[c]) if c.split()[-1].startswith("n_") else fmt(row[c]) for c in cols]
+
+
+def run_config(store: RunStore) -> RunConfig:
+    """The run's stored config (defaults when the DB has none, e.g. a bare test DB)."""
+    info = store.run_info()
+    if info and info.get("config_json"):
+        return config_from_json(info["config_json"], Path(info.get("base_dir") or "."))
+    return RunConfig()
+
+
+# ---- collecting ---------------------------------------------------------------------------------------
+
+
+def collect(store: RunStore, charts: bool = False) -> ReportData:
+    cfg = run_config(store)
+    info = store.run_info() or {}
+    summary = an.round_summary(store, cfg)
+    data = ReportData(
+        title=f"SSD run report: {info.get('name', store.path.stem)}",
+        facts=_facts(store, cfg, info),
+        sections=[
+            _rounds_section(summary, cfg),
+            _diversity_section(summary),
+            _probe_section(summary),
+            _baseline_section(store, cfg),
+            _warnings_section(store),
+        ],
+    )
+    if charts:
+        data.charts = _charts(store, cfg, summary)
+    return data
+
+
+def _facts(store: RunStore, cfg: RunConfig, info: dict[str, Any]) -> list[tuple[str, str]]:
+    s, e = cfg.sampling, cfg.eval
+    facts = [
+        ("model", str(info.get("model") or cfg.model.path or "—")),
+        ("database", str(store.path)),
+        ("rounds", str(len(an.round_summary(store, cfg)))),
+        ("T_train / top-k / top-p", f"{s.temperature} / {s.top_k} / {s.top_p}"),
+        ("T_eval / top-k / top-p", f"{e.temperature} / {e.top_k} / {e.top_p}"),
+    ]
+    cmp = an.compare_baseline(store, cfg)
+    if cmp:
+        facts.append(
+            (
+                "best SSD vs best temperature-only baseline",
+                f"SSD round {cmp['ssd_round']} pass@1 {fmt(cmp['ssd_pass@1'])} vs "
+                f"base model at T={cmp['baseline_temperature']:g} {fmt(cmp['baseline_pass@1'])} "
+                f"(gain {cmp['gain']:+.3f})",
+            )
+        )
+    return facts
+
+
+def _rounds_section(summary: list[dict[str, Any]], cfg: RunConfig) -> Section:
+    ks = [f"pass@{k}" for k in sorted(set(cfg.eval.k))]
+    cols = [*ks, "eval distinct_2", "eval unique_share", "eval mean_length", "eval loop_share"]
+    return Section(
+        f"Rounds (eval at T_eval = {cfg.eval.temperature})",
+        ["round", *ks, "distinct-2", "unique share", "mean length", "loop share"],
+        [[str(r["round"]), *_cells(r, cols)] for r in summary],
+    )
+
+
+def _diversity_section(summary: list[dict[str, Any]]) -> Section:
+    cols = [
+        "eval pairwise_similarity",
+        "eval mean_entropy",
+        "train n_samples",
+        "train distinct_2",
+        "train duplicate_share",
+        "train mean_length",
+    ]
+    return Section(
+        "Diversity (eval similarity, entropy; training samples)",
+        [
+            "round",
+            "eval similarity",
+            "eval entropy",
+            "train n",
+            "train distinct-2",
+            "train duplicates",
+            "train length",
+        ],
+        [[str(r["round"]), *_cells(r, cols)] for r in summary],
+    )
+
+
+def _probe_section(summary: list[dict[str, Any]]) -> Section:
+    cols = [
+        "probe fork_entropy",
+        "probe lock_tail_mass",
+        "probe kept_mass",
+        "probe n_fork",
+        "probe n_lock",
+    ]
+    rows = [[str(r["round"]), *_cells(r, cols)] for r in summary if r["probe n_fork"] is not None]
+    return Section(
+        "Fork / lock probe (round 0's eval samples re-scored by each round's model)",
+        ["round", "fork entropy", "lock tail mass", "kept mass", "forks", "locks"],
+        rows,
+        "" if rows else "no probe data (the analyse stage ran without a model)",
+    )
+
+
+def _baseline_section(store: RunStore, cfg: RunConfig) -> Section:
+    curve = an.baseline_curve(store)
+    ks = [f"pass@{k}" for k in sorted(set(cfg.eval.k))]
+    return Section(
+        "Temperature-only baseline (base model, round 0)",
+        ["temperature", *ks],
+        [[f"{p['temperature']:g}", *(fmt(p.get(k)) for k in ks)] for p in curve],
+    )
+
+
+def _warnings_section(store: RunStore) -> Section:
+    rows = [
+        [str(w["round"]), w["rule"], w["message"], _evidence_brief(w["evidence"])]
+        for w in store.warnings()
+    ]
+    return Section(
+        "Warnings", ["round", "rule", "message", "samples"], rows, "" if rows else "none"
+    )
+
+
+def _evidence_brief(ev: dict[str, Any]) -> str:
+    ids = ev.get("sample_ids") or []
+    more = "…" if len(ids) > 5 else ""
+    return ", ".join(map(str, ids[:5])) + more
+
+
+# ---- charts --------------------------------------------------------------------------------------------
+
+
+def _figure(draw: Callable[[Any], bool]) -> bytes | None:
+    """Render one chart to PNG with the Agg canvas; None when ``draw`` had nothing to plot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if not draw(ax):
+        return None
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def _series(summary: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
+    pts = [(r["round"], r[key]) for r in summary if r.get(key) is not None]
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _plot_rounds(ax, summary, keys: list[tuple[str, str]], title: str, ylabel: str) -> bool:
+    drawn = False
+    for key, label in keys:
+        xs, ys = _series(summary, key)
+        if xs:
+            ax.plot(xs, ys, marker="o", label=label)
+            drawn = True
+    ax.set(title=title, xlabel="round", ylabel=ylabel)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rounds are whole numbers
+    return drawn
+
+
+def _charts(store: RunStore, cfg: RunConfig, summary: list[dict[str, Any]]) -> dict[str, bytes]:
+    ks = [f"pass@{k}" for k in sorted(set(cfg.eval.k))]
+    curve = an.baseline_curve(store)
+    best_base = max((p["pass@1"] for p in curve if "pass@1" in p), default=None)
+
+    def pass_chart(ax) -> bool:
+        drawn = _plot_rounds(ax, summary, [(k, k) for k in ks], "pass@k by round", "pass rate")
+        if drawn and best_base is not None:
+            ax.axhline(best_base, ls="--", color="grey", label="best baseline pass@1")
+        return drawn
+
+    def baseline_chart(ax) -> bool:
+        for k in ks:
+            pts = [(p["temperature"], p[k]) for p in curve if k in p]
+            ax.plot([t for t, _ in pts], [v for _, v in pts], marker="o", label=f"base {k}")
+        ssd = [r["pass@1"] for r in summary if r["round"] >= 1 and r.get("pass@1") is not None]
+        if ssd:
+            ax.axhline(max(ssd), ls="--", color="C3", label="best SSD round pass@1")
+        ax.set(title="Temperature-only baseline", xlabel="T_eval", ylabel="pass rate")
+        return len(curve) > 0
+
+    specs: dict[str, Callable[[Any], bool]] = {
+        "pass_at_k": pass_chart,
+        "baseline": baseline_chart,
+        "diversity": lambda ax: _plot_rounds(
+            ax,
+            summary,
+            [
+                ("eval distinct_2", "eval distinct-2"),
+                ("eval unique_share", "eval unique share"),
+                ("eval pairwise_similarity", "eval pairwise similarity"),
+                ("train duplicate_share", "train duplicate share"),
+            ],
+            "Diversity by round",
+            "share",
+        ),
+        "probe": lambda ax: _plot_rounds(
+            ax,
+            summary,
+            [
+                ("probe fork_entropy", "fork entropy (nats)"),
+                ("probe lock_tail_mass", "lock tail mass"),
+                ("probe kept_mass", "kept mass"),
+            ],
+            "Fork / lock probe",
+            "value",
+        ),
+        "length": lambda ax: _plot_rounds(
+            ax,
+            summary,
+            [("eval mean_length", "eval"), ("train mean_length", "train")],
+            "Mean completion length",
+            "tokens",
+        ),
+    }
+    out = {}
+    for name, draw in specs.items():
+        png = _figure(draw)
+        if png:
+            out[name] = png
+    return out
+
+
+# ---- output -----------------------------------------------------------------------------------------
+
+
+def print_report(store: RunStore, console: Console) -> None:
+    """The report as rich tables in the terminal."""
+    data = collect(store)
+    console.print(f"[bold]{data.title}[/bold]")
+    for k, v in data.facts:
+        console.print(f"  {k}: {v}")
+    for sec in data.sections:
+        table = Table(title=sec.title, title_justify="left")
+        for h in sec.headers:
+            table.add_column(h)
+        for row in sec.rows:
+            table.add_row(*row)
+        console.print(table if sec.rows else f"[bold]{sec.title}[/bold]: {sec.note or 'no data'}")
+
+
+def write_report(store: RunStore, out_path: str | Path) -> Path:
+    """Write the report: Markdown when ``out_path`` ends in .md, otherwise self-contained HTML."""
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    data = collect(store, charts=True)
+    if out.suffix.lower() == ".md":
+        out.write_text(_markdown(data, out), encoding="utf-8")
+    else:
+        out.write_text(_html(data), encoding="utf-8")
+    return out
+
+
+def _markdown(data: ReportData, out: Path) -> str:
+    img_dir = out.with_name(out.stem + "_files")
+    lines = [f"# {data.title}", ""]
+    lines += [f"- **{k}**: {v}" for k, v in data.facts] + [""]
+    for sec in data.sections:
+        lines += [f"## {sec.title}", ""]
+        if not sec.rows:
+            lines += [sec.note or "no data", ""]
+            continue
+        cell = lambda s: s.replace("|", "\\|").replace("\n", " ")  # noqa: E731
+        lines.append("| " + " | ".join(sec.headers) + " |")
+        lines.append("|" + "---|" * len(sec.headers))
+        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in sec.rows]
+        lines.append("")
+    if data.charts:
+        img_dir.mkdir(exist_ok=True)
+        lines += ["## Charts", ""]
+        for name, png in data.charts.items():
+            (img_dir / f"{name}.png").write_bytes(png)
+            lines += [f"![{name}]({img_dir.name}/{name}.png)", ""]
+    return "\n".join(lines)
+
+
+_CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}"
+    "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}"
+    "td:nth-child(n+3){text-align:left}th{background:#f3f3f3}img{max-width:100%}"
+)
+
+
+def _html(data: ReportData) -> str:
+    e = html.escape
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(data.title)}</title>",
+        f"<style>{_CSS}</style></head><body><h1>{e(data.title)}</h1><ul>",
+        *(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in data.facts),
+        "</ul>",
+    ]
+    for sec in data.sections:
+        parts.append(f"<h2>{e(sec.title)}</h2>")
+        if not sec.rows:
+            parts.append(f"<p>{e(sec.note or 'no data')}</p>")
+            continue
+        parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in sec.headers) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in sec.rows]
+        parts.append("</table>")
+    if data.charts:
+        parts.append("<h2>Charts</h2>")
+        for name, png in data.charts.items():
+            b64 = base64.b64encode(png).decode("ascii")
+            parts.append(f"<p><img alt='{e(name)}' src='data:image/png;base64,{b64}'></p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

@@ -1,0 +1,106 @@
+"""`ssd-tui report`: terminal tables and a self-contained file, with the DB's numbers."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from test_analysis import (
+    T_EVAL,
+    TEMPLATES,
+    add_eval,
+    add_train,
+    cfg,
+    fake_scorer,
+    healthy_run,
+    set_pass,
+)
+
+from ssd_tui import analysis as an
+from ssd_tui import report
+from ssd_tui.store import RunStore
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> RunStore:
+    """Three analysed rounds with a probe, a baseline sweep and one warning (round 3)."""
+    store = healthy_run(tmp_path)
+    config = cfg()
+    store.init_run("demo-run", "tiny-model", config.to_json(), "", str(tmp_path))
+    set_pass(store, 0, 0.25, 0.5, t=0.4)
+    set_pass(store, 0, 0.35, 0.65, t=1.2)
+    for rnd, h in enumerate([2.0, 1.8, 1.6]):
+        an.analyse_round(store, rnd, config, fake_scorer(h, 0.05 - 0.01 * rnd))
+    add_train(store, 3, same=TEMPLATES[0].format(c=2))
+    add_eval(store, 3)
+    set_pass(store, 3, 0.6, 0.9)
+    an.analyse_round(store, 3, config, fake_scorer(1.5, 0.01))
+    return store
+
+
+def _db_numbers(store: RunStore) -> list[str]:
+    """A few numbers the report must show, formatted as it formats them."""
+    return [
+        f"{store.metric(2, 'pass@1', 'eval', T_EVAL):.3f}",
+        f"{store.metric(1, 'distinct_2', 'eval', T_EVAL):.3f}",
+        f"{store.metric(3, 'duplicate_share', 'train'):.3f}",
+        f"{store.metric(1, 'fork_entropy', 'probe'):.3f}",
+        f"{store.metric(0, 'pass@5', 'eval', 1.2):.3f}",
+    ]
+
+
+def test_html_report_is_self_contained(run, tmp_path):
+    out = report.write_report(run, tmp_path / "out" / "report.html")
+    text = out.read_text()
+    assert text.count("<table>") >= 5
+    images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", text)
+    assert len(images) >= 3
+    assert base64.b64decode(images[0]).startswith(b"\x89PNG")
+    for number in _db_numbers(run):
+        assert number in text
+    assert "train_duplicates" in text and "demo-run" in text
+    assert "SSD round 3 pass@1 0.600 vs base model at T=1.2 0.350 (gain +0.250)" in text
+    assert "src='http" not in text  # nothing fetched from elsewhere
+
+
+def test_markdown_report_writes_images_beside_it(run, tmp_path):
+    out = report.write_report(run, tmp_path / "report.md")
+    text = out.read_text()
+    assert "| round | pass@1 | pass@5 |" in text
+    pngs = sorted((tmp_path / "report_files").glob("*.png"))
+    assert {p.stem for p in pngs} >= {"pass_at_k", "baseline", "diversity", "probe", "length"}
+    for p in pngs:
+        assert f"(report_files/{p.name})" in text
+        assert p.read_bytes().startswith(b"\x89PNG")
+    for number in _db_numbers(run):
+        assert number in text
+
+
+def test_print_report_shows_tables(run):
+    console = Console(record=True, width=220)
+    report.print_report(run, console)
+    text = console.export_text()
+    for title in (
+        "Rounds",
+        "Diversity",
+        "Fork / lock probe",
+        "Temperature-only baseline",
+        "Warnings",
+    ):
+        assert title in text
+    for number in _db_numbers(run):
+        assert number in text
+    assert "train_duplicates" in text
+
+
+def test_report_of_a_bare_run_has_no_charts_but_works(tmp_path):
+    store = RunStore.open(tmp_path / "bare.db", create=True)
+    out = report.write_report(store, tmp_path / "bare.html")
+    text = out.read_text()
+    assert "no probe data" in text and "data:image" not in text
+    console = Console(record=True, width=120)
+    report.print_report(store, console)
+    assert "Warnings" in console.export_text()
