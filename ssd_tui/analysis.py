@@ -237,14 +237,6 @@ def normalize_program(code: str) -> str:
     return "ast:" + ast.dump(tree)
 
 
-def _longest_true_run(flags: np.ndarray) -> int:
-    if not flags.any():
-        return 0
-    padded = np.concatenate(([0], flags.astype(np.int8), [0]))
-    edges = np.flatnonzero(np.diff(padded))
-    return int((edges[1::2] - edges[::2]).max())
-
-
 def find_loop(tokens: Sequence[str], min_repeats: int, min_tokens: int) -> tuple[int, int] | None:
     """(period, repeats) of the longest back-to-back repetition of a token n-gram, if it loops.
 
@@ -252,17 +244,25 @@ def find_loop(tokens: Sequence[str], min_repeats: int, min_tokens: int) -> tuple
     repeated; it counts as a loop when it has ≥ ``min_repeats`` copies and covers
     ≥ ``min_tokens`` tokens (so ``[0, 0, 0]`` is not a loop but a runaway line is).
     """
-    if len(tokens) < min_tokens:
+    n = len(tokens)
+    top = min(MAX_PERIOD, n // min_repeats)
+    if n < min_tokens or top < 1:
         return None
     vocab: dict[str, int] = {}
-    ids = np.fromiter((vocab.setdefault(t, len(vocab)) for t in tokens), dtype=np.int64)
-    best: tuple[int, int, int] | None = None  # (span, period, repeats)
-    for period in range(1, min(MAX_PERIOD, len(ids) // min_repeats) + 1):
-        span = _longest_true_run(ids[period:] == ids[:-period]) + period
-        repeats = span // period
-        if repeats >= min_repeats and span >= min_tokens and (best is None or span > best[0]):
-            best = (span, period, repeats)
-    return None if best is None else (best[1], best[2])
+    ids = np.fromiter((vocab.setdefault(t, len(vocab)) for t in tokens), dtype=np.int64, count=n)
+    # All periods at once (one row each): eq[p-1, i] = token[i + p] == token[i].
+    periods = np.arange(1, top + 1)
+    ahead = np.arange(n)[None, :] + periods[:, None]
+    eq = (ahead < n) & (ids[np.minimum(ahead, n - 1)] == ids[None, :])
+    # Longest run of True per row: count since the last False.
+    count = np.cumsum(eq, axis=1)
+    run = count - np.maximum.accumulate(np.where(eq, 0, count), axis=1)
+    span = run.max(axis=1) + periods
+    ok = (span // periods >= min_repeats) & (span >= min_tokens)
+    if not ok.any():
+        return None
+    best = int(np.argmax(np.where(ok, span, -1)))  # the longest; ties → the shortest period
+    return int(periods[best]), int(span[best] // periods[best])
 
 
 # ---- per-sample features and diversity metrics ------------------------------------------------

@@ -599,3 +599,24 @@ def test_distinct_n_is_a_share(token_lists, n):
     assert (v is None) == (total == 0)
     if v is not None:
         assert 0 < v <= 1
+
+
+def _loop_by_brute_force(tokens, min_repeats, min_tokens):
+    best = None
+    for p in range(1, min(an.MAX_PERIOD, len(tokens) // min_repeats) + 1):
+        longest = current = 0
+        for i in range(p, len(tokens)):
+            current = current + 1 if tokens[i] == tokens[i - p] else 0
+            longest = max(longest, current)
+        span = longest + p
+        if span // p >= min_repeats and span >= min_tokens and (best is None or span > best[0]):
+            best = (span, p, span // p)
+    return None if best is None else best[1:]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from("abc"), max_size=80), st.integers(2, 4), st.integers(2, 20))
+def test_find_loop_matches_brute_force(tokens, min_repeats, min_tokens):
+    assert an.find_loop(tokens, min_repeats, min_tokens) == _loop_by_brute_force(
+        tokens, min_repeats, min_tokens
+    )
