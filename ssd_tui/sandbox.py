@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import json
 import logging
+import marshal
 import math
 import os
 import pwd
@@ -89,10 +90,12 @@ class ExecResult:
 
 
 # --------------------------------------------------------------------------------------
-# The harness: runs in the sandbox interpreter. Kept import-light (about 10 ms start-up);
-# reads its config (JSON) from stdin; see the module docstring for the process tree.
+# The harness: runs in the sandbox interpreter. Kept import-light: no json, traceback or
+# signal (they pull in re and enum, which doubled the start-up; benchmarks/bench_sandbox.py).
+# Reads its config (marshal, from us) from stdin, writes JSON records for json.loads;
+# see the module docstring for the process tree.
 _HARNESS = r"""
-import builtins, ctypes, json, os, resource, signal, sys, traceback
+import _signal as signal, builtins, ctypes, marshal, os, resource, sys
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC = 1, 2, 4, 32, 4096, 8192, 16384
@@ -149,6 +152,28 @@ def drop_capabilities():
     data = (ctypes.c_uint32 * 6)()
     _ok(LIBC.capset(header, data), "capset")
 
+def js(s, ord=ord):
+    # A JSON string literal: control characters, quotes, backslashes and lone surrogates escaped.
+    return '"' + "".join(
+        c if c >= " " and c not in '"\\' and not "\ud800" <= c <= "\udfff" else "\\u%04x" % ord(c)
+        for c in s
+    ) + '"'
+
+def exception_line(e):
+    # The last line of traceback.format_exception_only(type(e), e), without importing it.
+    t = type(e)
+    name, mod = t.__qualname__, t.__module__
+    if mod not in ("__main__", "builtins"):
+        name = (mod if isinstance(mod, str) else "<unknown>") + "." + name
+    if isinstance(e, SyntaxError):
+        where = f" ({e.filename})" if e.lineno is None and e.filename is not None else ""
+        return f"{name}: {e.msg or '<no detail available>'}{where}"
+    try:
+        s = str(e)
+    except BaseException:
+        s = "<exception str() failed>"
+    return name + ": " + s if s else name
+
 def limit(which, n):
     resource.setrlimit(which, (n, n))
 
@@ -178,8 +203,8 @@ def enter_child(cfg, workdir):
 
 def run(code, nonce, result_fd):
     # Everything used after the program runs is bound here, before it can patch anything.
-    write, exit_, AE, fmt = os.write, os._exit, AssertionError, traceback.format_exception_only
-    dumps, print_exc, flush_all = json.dumps, traceback.print_exception, _flush_all
+    write, exit_, AE, line_of = os.write, os._exit, AssertionError, exception_line
+    dumps, print_exc, stderr, flush_all = js, sys.__excepthook__, sys.__stderr__, _flush_all
     builtins.exit = builtins.quit = sys.exit  # normally added by site, which -S skips
     module = type(sys)("__sandbox__")
     module.__builtins__ = builtins
@@ -192,17 +217,20 @@ def run(code, nonce, result_fd):
         else:
             kind = "failed" if isinstance(e, AE) else "error"
             try:
-                msg = fmt(type(e), e)[-1].strip()
+                msg = line_of(e).strip()
                 if isinstance(e, SyntaxError) and e.lineno:
                     msg += f" (line {e.lineno})"
             except BaseException:
                 msg = "unprintable exception"
-            try:  # the traceback minus our own frame
-                print_exc(type(e), e, e.__traceback__.tb_next, file=sys.__stderr__)
+            try:  # the traceback minus our own frame, on the real stderr
+                flush_all()
+                sys.stderr = stderr
+                e.__traceback__ = e.__traceback__.tb_next  # the hook prints the exception's own
+                print_exc(type(e), e, e.__traceback__)
             except BaseException:
                 pass
         flush_all()
-        write(result_fd, b"E " + dumps([kind, msg[:1000]]).encode() + b"\n")
+        write(result_fd, b"E [" + dumps(kind).encode() + b", " + dumps(msg[:1000]).encode() + b"]\n")
         exit_(1)
     flush_all()
     write(result_fd, nonce + b"\n")
@@ -216,7 +244,7 @@ def _flush_all():
             pass
 
 def main():
-    cfg = json.loads(sys.stdin.buffer.read())
+    cfg = marshal.loads(sys.stdin.buffer.read())
     nonce = cfg.pop("nonce").encode()
     try:
         if cfg["mode"] in ("root", "userns"):
@@ -227,14 +255,14 @@ def main():
             if cfg["uid"] is not None:
                 os.chown(workdir, cfg["uid"], cfg["uid"])
     except OSError as e:
-        os.write(cfg["status_fd"], json.dumps({"setup_error": str(e)}).encode())
+        os.write(cfg["status_fd"], ('{"setup_error": ' + js(str(e)) + "}").encode())
         os._exit(3)
     pid = os.fork()
     if pid == 0:
         try:
             enter_child(cfg, workdir)
         except BaseException as e:
-            os.write(cfg["result_fd"], b"E " + json.dumps(["error", f"sandbox setup failed: {e}"]).encode() + b"\n")
+            os.write(cfg["result_fd"], ('E ["error", ' + js(f"sandbox setup failed: {e}") + "]\n").encode())
             os._exit(3)
         run(cfg.pop("code"), nonce, cfg["result_fd"])
     del cfg["code"], nonce
@@ -263,7 +291,7 @@ def main():
         if got == pid:
             break
     cpu = usage.ru_utime + usage.ru_stime if usage else 0.0
-    os.write(cfg["status_fd"], json.dumps({"wait": status, "cpu": cpu}).encode())
+    os.write(cfg["status_fd"], ('{"wait": %d, "cpu": %r}' % (status, float(cpu))).encode())
     os._exit(0)
 
 main()
@@ -476,9 +504,7 @@ def _run(code: str, limits: Limits, slot: int, mode: str) -> ExecResult:
             os.close(status_w)
             os.close(result_w)
         try:
-            out, timed_out = _pump(
-                proc, json.dumps(cfg).encode(), status_r, result_r, limits, start
-            )
+            out, timed_out = _pump(proc, marshal.dumps(cfg), status_r, result_r, limits, start)
         finally:
             _kill(proc)
         duration = time.monotonic() - start

@@ -137,6 +137,23 @@ def test_early_exit_is_not_passed(code: str) -> None:
     assert "before tests finished" in r.message or "status" in r.message
 
 
+def test_messages_and_tracebacks_keep_odd_characters() -> None:
+    # The harness writes its JSON records by hand (no json import): quotes, backslashes,
+    # control characters, lone surrogates and non-BMP characters must survive; the
+    # traceback on stderr goes to the real stderr even if the program replaced it, and
+    # starts at the program's frame.
+    r = run(
+        "import sys, io\nsys.stderr = io.StringIO()\n"
+        "class Odd(Exception):\n    pass\n"
+        "def f():\n    raise Odd('q\"uote \\\\ back \\x00\\x07 \\ud800 \\U0001f600 \u00e9')\nf()"
+    )
+    assert r.status == "error"
+    assert r.message == '__sandbox__.Odd: q"uote \\ back \x00\x07 \ud800 \U0001f600 \u00e9'
+    assert r.stderr.startswith("Traceback") and 'File "<program>", line 7' in r.stderr
+    assert "<string>" not in r.stderr  # no frame of the harness
+    assert "__sandbox__.Odd" in r.stderr.splitlines()[-1]
+
+
 @pytest.mark.parametrize(
     "prelude",
     [
