@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
-import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import test_tui_support as support
+from test_tui_support import SIZE, fake_engine, make_app, screen_name, text_of, until
 
 from ssd_tui.config import load_config
 from ssd_tui.errors import SSDError
 from ssd_tui.store import RunStore
-from ssd_tui.tui.app import SSDApp
 from ssd_tui.tui.commands import ScreenCommands
 from ssd_tui.tui.data import (
     SampleFilter,
@@ -24,119 +22,11 @@ from ssd_tui.tui.data import (
     evidence_targets,
     next_round_target,
 )
-from ssd_tui.tui.synthetic import NOW_TS, build_run
+from ssd_tui.tui.synthetic import build_run
 
-SIZE = (140, 45)
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-EXAMPLE = """\
-# an example config, as in examples/
-[run]
-name = "demo"
-rounds = 3
-
-[model]
-path = "models/tiny"
-
-[data]
-train_prompts = "data/train.jsonl"
-benchmark = "data/bench.jsonl"
-
-[sampling]
-temperature = 1.6
-top_k = 20
-top_p = 0.8
-
-[eval]
-samples_per_problem = 4
-k = [1, 4]
-"""
-
-
-@pytest.fixture(scope="session")
-def template_run(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("template")
-    build_run(root / "runs" / "demo-run")
-    build_run(
-        root / "runs" / "other-run",
-        name="other-run",
-        rounds_done=1,
-        running_round=False,
-        warnings=False,
-    )
-    return root / "runs"
-
-
-@pytest.fixture
-def ws(tmp_path, template_run, monkeypatch) -> Path:
-    """A workspace (the current directory): runs/ with two runs, examples/, a model folder."""
-    shutil.copytree(template_run, tmp_path / "runs")
-    (tmp_path / "examples").mkdir()
-    (tmp_path / "examples" / "demo.toml").write_text(EXAMPLE)
-    (tmp_path / "examples" / "models" / "tiny").mkdir(parents=True)
-    (tmp_path / "examples" / "data").mkdir()
-    for f in ("train.jsonl", "bench.jsonl"):
-        (tmp_path / "examples" / "data" / f).write_text("")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def make_app(ws: Path, **kw) -> SSDApp:
-    kw.setdefault("clock", lambda: NOW_TS)
-    kw.setdefault("poll_interval", 0.1)
-    kw.setdefault("examples_dir", ws / "examples")
-    return SSDApp(Path("runs"), **kw)
-
-
-async def until(pilot, cond, timeout: float = 10.0, what: str = "condition") -> None:
-    t0 = time.monotonic()
-    while not cond():
-        if time.monotonic() - t0 > timeout:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.05)
-
-
-@contextmanager
-def fake_engine(run_dir: Path, pid: int = 4242):
-    """Hold the run's lock as a live engine would (flock + pid), without running one."""
-    fd = os.open(run_dir / "run.db.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(pid).encode(), 0)
-    try:
-        yield
-    finally:
-        os.ftruncate(fd, 0)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
-
-
-def text_of(widget) -> str:
-    """The plain text a Static shows (str, rich Text or any rich renderable)."""
-    from rich.console import Console
-
-    content = widget.content
-    if isinstance(content, str):
-        return content
-    console = Console(width=300, record=True, file=open(os.devnull, "w"))
-    console.print(content)
-    return console.export_text()
-
-
-def screen_name(app) -> str:
-    """The current screen's class name, once it is composed and mounted."""
-    screen = app.screen
-    from textual.screen import ModalScreen
-
-    if not screen.is_mounted or not (screen.query("Footer") or isinstance(screen, ModalScreen)):
-        return "(mounting)"
-    return type(screen).__name__
+# The shared fixtures (a workspace with two runs and an example config; the anyio backend).
+ws, template_run, anyio_backend = support.ws, support.template_run, support.anyio_backend
 
 
 # ---- start screen and new-run form ---------------------------------------------------------------
@@ -416,6 +306,52 @@ async def test_sample_filters_and_token_view(ws):
         await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen")
 
 
+async def test_token_view_probe_rounds_use_exact_top1(ws):
+    """When analysis re-scored a round-0 sample with later models (probe_stats), the token
+    view can show each round's view of it, classified with the exact top-1."""
+    import numpy as np
+
+    from ssd_tui.analysis import PROBE_TABLE_SQL
+    from ssd_tui.store import pack
+
+    db = ws / "runs" / "demo-run" / "run.db"
+    store = RunStore.open(db)
+    store.conn.execute(PROBE_TABLE_SQL)
+    ids = [7, 8, 9]
+    # position 0: confident (lock), 1: flat (fork), 2: high entropy but a dominant top-1 (lock wins)
+    ent, top1 = [0.1, 2.0, 1.5], [0.95, 0.2, 0.93]
+    with store.transaction() as c:
+        for rnd in (1, 2):
+            c.execute(
+                "INSERT INTO probe_stats VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    rnd,
+                    1,
+                    pack(ids, "<i4"),
+                    pack([0, 1, 2], "<i4"),
+                    pack(np.log([0.9, 0.1, 0.5])),
+                    pack(ent),
+                    pack([0.0, 0.3, 0.1]),
+                    pack(top1),
+                ),
+            )
+    store.close()
+    from ssd_tui.tui.app import RunRef
+    from ssd_tui.tui.screens.tokens import TokenScreen
+
+    app = make_app(ws, open_db=db)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        app.push_screen(TokenScreen(RunRef(db), 1))
+        await until(pilot, lambda: screen_name(app) == "TokenScreen" and app.screen.rows)
+        tok = app.screen
+        assert tok.views == [None, 1, 2] and tok.check_action("view", ()) is True
+        await pilot.press("right_square_bracket")
+        await until(pilot, lambda: tok.view == 1 and [r.token_id for r in tok.rows] == ids)
+        assert [r.kind for r in tok.rows] == ["lock", "fork", "lock"]
+        assert "re-scored by round 1" in text_of(tok.query_one("#tok-head"))
+
+
 async def test_token_view_decodes_with_the_run_tokenizer(ws, tiny_model_dir):
     """With a loadable tokenizer, token ids are decoded (in a worker)."""
     db = ws / "runs" / "tok-run" / "run.db"
@@ -564,9 +500,9 @@ async def test_big_run_scrolls_without_blocking(ws):
         table = app.screen.query_one("#samples")
         app.screen.filter = SampleFilter()
         table.reload()
-        await until(pilot, lambda: table.total == 19_800, what="count")
+        await until(pilot, lambda: table.total == 20_000, what="count")
         await pilot.press("end")
         await until(pilot, lambda: table.current is not None, what="last page")
-        assert table.cursor_row == 19_799 and table.current["round"] == 5
+        assert table.cursor_row == 19_999 and table.current["round"] == 5
         await pilot.press("pageup", "pageup", "up")
         await until(pilot, lambda: table.current is not None)

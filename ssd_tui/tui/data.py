@@ -27,11 +27,11 @@ from typing import Any
 
 from ssd_tui.config import RunConfig, config_from_json, load_config
 from ssd_tui.errors import SSDError
-from ssd_tui.store import RunStore
+from ssd_tui.store import RunStore, unpack
 from ssd_tui.tui.process import engine_pid
 
 # Metric names tried (in order) for the rounds table's "diversity" column.
-DIVERSITY_METRICS = ("unique_share", "distinct_2", "distinct-2", "pairwise_diversity")
+DIVERSITY_METRICS = ("distinct_2", "unique_share")
 DIFFICULTY_ORDER = ("easy", "medium", "hard")
 
 
@@ -570,27 +570,70 @@ class RunReader:
                 return []
             return self.sample_page(SampleFilter(problem_id=r[0], purpose=r[1]), 0, limit)
 
+    def probe_rounds(self, sample_id: int) -> list[int]:
+        """Rounds whose model re-scored this sample (analysis' probe_stats), if any."""
+        with self._lock:
+            s = self.store
+            if s is None:
+                return []
+            has = s.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='probe_stats'"
+            ).fetchone()
+            if not has:
+                return []
+            return [
+                r[0]
+                for r in s.conn.execute(
+                    "SELECT round FROM probe_stats WHERE sample_id=? ORDER BY round", (sample_id,)
+                )
+            ]
+
     def token_rows(
-        self, sample_id: int, decode: Any = None
+        self, sample_id: int, decode: Any = None, probe_round: int | None = None
     ) -> tuple[list[TokenRow], dict[str, float]]:
-        """Per-token statistics with a fork/lock class each (see `classify`)."""
+        """Per-token statistics with a fork/lock class each (see `classify`).
+
+        With `probe_round`, the statistics are those of round `probe_round`'s model
+        re-scoring this sample (analysis' probe_stats: exact top-1 probabilities);
+        otherwise the sample's own, recorded when it was generated.
+        """
+        top1 = None
         with self._lock:
             s = self.store
             if s is None:
                 return [], {}
-            ts = s.token_stats(sample_id)
+            if probe_round is None:
+                ts = s.token_stats(sample_id)
+            else:
+                row = s.conn.execute(
+                    "SELECT token_ids, logprobs, entropies, tail_mass, top1 FROM probe_stats "
+                    "WHERE round=? AND sample_id=?",
+                    (probe_round, sample_id),
+                ).fetchone()
+                if row is None:
+                    return [], {}
+                ts = {
+                    "token_ids": unpack(row[0], "<i4"),
+                    "logprobs": unpack(row[1]),
+                    "entropies": unpack(row[2]),
+                    "tail_mass": unpack(row[3]),
+                }
+                top1 = unpack(row[4])
         cfg = self.config()
         fork_h = cfg.analysis.fork_entropy if cfg else 1.0
         lock_p = cfg.analysis.lock_top1 if cfg else 0.9
         ids = [int(x) for x in ts["token_ids"]]
         texts = decode(ids) if decode is not None else [f"⟨{i}⟩" for i in ids]
         out = []
+
+        def at(arr: Any, i: int) -> float:
+            return float(arr[i]) if arr is not None and i < len(arr) else float("nan")
+
         for i, tid in enumerate(ids):
-            lp = float(ts["logprobs"][i]) if i < len(ts["logprobs"]) else float("nan")
-            h = float(ts["entropies"][i]) if i < len(ts["entropies"]) else float("nan")
-            tail = float(ts["tail_mass"][i]) if i < len(ts["tail_mass"]) else float("nan")
+            lp, h, tail = at(ts["logprobs"], i), at(ts["entropies"], i), at(ts["tail_mass"], i)
             p = math.exp(lp) if not math.isnan(lp) else float("nan")
-            out.append(TokenRow(i, tid, texts[i], p, h, tail, classify(h, p, fork_h, lock_p)))
+            top = at(top1, i) if top1 is not None else p
+            out.append(TokenRow(i, tid, texts[i], p, h, tail, classify(h, top, fork_h, lock_p)))
         n = len(out)
         summary = {
             "tokens": n,
@@ -600,24 +643,27 @@ class RunReader:
             "mean_tail": (sum(t.tail for t in out) / n) if n else float("nan"),
             "fork_entropy": fork_h,
             "lock_top1": lock_p,
+            "exact_top1": top1 is not None,
         }
         return out, summary
 
 
-def classify(entropy: float, prob: float, fork_entropy: float, lock_top1: float) -> str:
-    """Fork / lock class of one position, from the sample's own token statistics.
+def classify(entropy: float, top1: float, fork_entropy: float, lock_top1: float) -> str:
+    """Fork / lock class of one position, with the thresholds of `[analysis]`, and the
+    precedence of `ssd_tui.analysis.classify_positions` (lock wins when both hold).
 
-    fork: entropy of the full next-token distribution ≥ `[analysis] fork_entropy` (nats).
-    lock: p(sampled token) ≥ `[analysis] lock_top1`. The store keeps the sampled token's
-    probability, not the top-1's; but p(sampled) ≥ lock_top1 > 0.5 implies the sampled
-    token *is* the top-1 and its mass is ≥ the threshold, so every position marked lock
-    is a lock (a lock whose sampled token came from the tail is not marked; the entropy
-    colour still shows it is a low-entropy position).
+    lock: top-1 probability ≥ `lock_top1`. For a sample's own statistics the store keeps
+    p(sampled token), not the top-1's, so `top1` is then p(sampled token): a lower bound.
+    p(sampled) ≥ lock_top1 > 0.5 means the sampled token *is* the top-1 with at least
+    that mass, so every position marked lock is a lock; a lock whose sampled token came
+    from the tail is not marked (its low entropy still shows in the colour). Probe
+    statistics (a round's model re-scoring round 0's samples) carry the exact top-1.
+    fork: entropy of the full next-token distribution ≥ `fork_entropy` (nats).
     """
+    if not math.isnan(top1) and top1 >= lock_top1:
+        return "lock"
     if not math.isnan(entropy) and entropy >= fork_entropy:
         return "fork"
-    if not math.isnan(prob) and prob >= lock_top1:
-        return "lock"
     return ""
 
 

@@ -330,20 +330,23 @@ def build_large(path: Path, n_samples: int, n_problems: int = 500, batch: int = 
         ],
     )
     rounds = 6
-    per_round = n_samples // rounds
-    per_problem = max(1, per_round // n_problems)
     rng = np.random.default_rng(0)
     names = list(ids)
     t0 = time.time()
     for rnd in range(rounds):
+        quota = n_samples // rounds + (n_samples % rounds if rnd == rounds - 1 else 0)
         store.plan_round(
-            rnd, ["evaluate", "analyse"] if rnd == 0 else ["sample", "train", "evaluate", "analyse"]
+            rnd,
+            ["evaluate", "analyse"] if rnd == 0 else ["sample", "train", "evaluate", "analyse"],
         )
-        store.start_stage(rnd, "evaluate", total=per_round)
+        store.start_stage(rnd, "evaluate", total=quota)
         rows: list[SampleRow] = []
         written = 0
-        for j in range(per_problem):
+        j = 0
+        while written + len(rows) < quota:
             for pname in names:
+                if written + len(rows) >= quota:
+                    break
                 text_c = _completion(pname, rnd, j)
                 tok = _token_arrays(rng, 16)
                 rows.append(
@@ -355,6 +358,7 @@ def build_large(path: Path, n_samples: int, n_problems: int = 500, batch: int = 
                     store.add_samples(rows)
                     written += len(rows)
                     rows = []
+            j += 1
         if rows:
             store.add_samples(rows)
         c = store.conn
@@ -368,9 +372,7 @@ def build_large(path: Path, n_samples: int, n_problems: int = 500, batch: int = 
         for stage in ("sample", "train", "evaluate", "analyse") if rnd else ("evaluate", "analyse"):
             store.start_stage(rnd, stage, total=1)
             store.end_stage(rnd, stage, "done")
-        print(
-            f"round {rnd}: {per_problem * n_problems} samples ({time.time() - t0:.0f}s)", flush=True
-        )
+        print(f"round {rnd}: {quota} samples ({time.time() - t0:.0f}s)", flush=True)
     store.close()
     return path
 

@@ -97,8 +97,9 @@ class SampleBrowserScreen(Screen):
         self.problems: list[dict[str, Any]] = []
         self.rounds: list[int] = []
         self.marked: dict[str, Any] | None = None
-        self._quiet = False
         self._debounce: Timer | None = None
+        self._had_row = False
+        self._detail_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -140,7 +141,6 @@ class SampleBrowserScreen(Screen):
         self.problems = msg.problems
         self.rounds = msg.rounds
         t = self.query_one("#problems", DataTable)
-        self._quiet = True
         t.clear()
         t.add_row(Text("(all problems)", style="italic"), "", "", key="all")
         target = 0
@@ -153,27 +153,26 @@ class SampleBrowserScreen(Screen):
             t.add_row(name, p["difficulty"] or p["purpose"], rate, key=str(p["id"]))
             if self.want_problem == p["name"] or self.filter.problem_id == p["id"]:
                 target = i
-        t.move_cursor(row=target)
         if self.want_problem is not None and target:
+            # Set the filter before the cursor: the highlight it causes is then a no-op.
             self.filter = replace(self.filter, problem_id=self.problems[target - 1]["id"])
             self.want_problem = None
             self._reload_samples()
-        self.call_after_refresh(self._unquiet)
-
-    def _unquiet(self) -> None:
-        self._quiet = False
+        t.move_cursor(row=target)
 
     @on(DataTable.RowHighlighted, "#problems")
     def _problem_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if self._quiet:
-            return
-        key = event.row_key.value
-        pid = None if key in (None, "all") else int(key)
-        if pid == self.filter.problem_id:
-            return
+        # Debounced: moving through the list quickly reloads the samples once. Highlights
+        # of the problem already shown (programmatic moves) are no-ops.
+        if event.cursor_row != event.data_table.cursor_row:
+            return  # stale: the cursor has moved on since (e.g. the list was refilled)
         if self._debounce is not None:
             self._debounce.stop()
-        self._debounce = self.set_timer(0.15, lambda: self._set_problem(pid))
+            self._debounce = None
+        key = event.row_key.value
+        pid = None if key in (None, "all") else int(key)
+        if pid != self.filter.problem_id:
+            self._debounce = self.set_timer(0.15, lambda: self._set_problem(pid))
 
     def _set_problem(self, pid: int | None) -> None:
         self.filter = replace(self.filter, problem_id=pid, sample_ids=None)
@@ -202,13 +201,24 @@ class SampleBrowserScreen(Screen):
     # ---- the highlighted sample ----------------------------------------------------------------------
     @on(PagedTable.Highlighted, "#samples")
     def _sample_highlighted(self, event: PagedTable.Highlighted) -> None:
+        has_row = event.row is not None
+        if has_row != self._had_row:  # mark / diff / tokens need a loaded row
+            self._had_row = has_row
+            self.refresh_bindings()
+        if self._detail_timer is not None:
+            self._detail_timer.stop()
+            self._detail_timer = None
         if event.row is not None:
-            self._load_detail(event.row["id"])
+            # Debounced: holding a key down scrolls the list without loading every sample.
+            sid = event.row["id"]
+            self._detail_timer = self.set_timer(0.08, lambda: self._load_detail(sid))
 
     @on(PagedTable.Counted, "#samples")
     def _counted(self, event: PagedTable.Counted) -> None:
         if event.total == 0:
             self.query_one(SampleView).show(None)
+            self._had_row = False
+            self.refresh_bindings()
 
     @work(thread=True, exclusive=True, group="detail")
     def _load_detail(self, sample_id: int) -> None:
@@ -273,9 +283,7 @@ class SampleBrowserScreen(Screen):
     def action_all_problems(self) -> None:
         self.filter = replace(self.filter, problem_id=None, sample_ids=None)
         self.note = ""
-        self._quiet = True
         self.query_one("#problems", DataTable).move_cursor(row=0)
-        self.call_after_refresh(self._unquiet)
         self._reload_samples()
 
     def action_back(self) -> None:

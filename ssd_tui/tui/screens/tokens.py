@@ -38,15 +38,28 @@ class TokenScreen(Screen):
     BINDINGS = [
         Binding("f", "next_kind('fork')", "Next fork"),
         Binding("k", "next_kind('lock')", "Next lock"),
+        Binding(
+            "left_square_bracket,right_square_bracket",
+            "view",
+            "Scored by",
+            key_display="[ ]",
+            tooltip="the sample's own statistics, or a round's model re-scoring it (probe)",
+        ),
         Binding("escape", "back", "Back"),
     ]
 
     class Loaded(Message):
         def __init__(
-            self, detail: SampleDetail | None, rows: list[TokenRow], summary: dict, note: str
+            self,
+            detail: SampleDetail | None,
+            rows: list[TokenRow],
+            summary: dict,
+            note: str,
+            views: list[int | None],
         ) -> None:
             super().__init__()
             self.detail, self.rows, self.summary, self.note = detail, rows, summary, note
+            self.views = views
 
     def __init__(self, ref: RunRef, sample_id: int, decode: bool = True) -> None:
         super().__init__()
@@ -55,6 +68,9 @@ class TokenScreen(Screen):
         self.decode = decode
         self.reader = RunReader(ref.db_path)
         self.rows: list[TokenRow] = []
+        self.view: int | None = None  # None: as sampled; k: re-scored by round k's model
+        self.views: list[int | None] = [None]
+        self._decode = None
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -77,6 +93,7 @@ class TokenScreen(Screen):
     @work(thread=True, exclusive=True, group="tokens")
     def _load(self) -> None:
         detail = self.reader.sample(self.sample_id)
+        views: list[int | None] = [None, *self.reader.probe_rounds(self.sample_id)]
         decode, note = None, "token ids shown (no tokenizer)"
         cfg = self.reader.config()
         info_model = None
@@ -102,11 +119,13 @@ class TokenScreen(Screen):
                     None,
                     f"token ids shown: tokenizer not loadable from {model} ({type(e).__name__})",
                 )
-        rows, summary = self.reader.token_rows(self.sample_id, decode)
-        self.post_message(self.Loaded(detail, rows, summary, note))
+        rows, summary = self.reader.token_rows(self.sample_id, decode, self.view)
+        self.post_message(self.Loaded(detail, rows, summary, note, views))
 
     def on_token_screen_loaded(self, msg: Loaded) -> None:
         self.rows = msg.rows
+        self.views = msg.views
+        self.refresh_bindings()
         s = msg.summary
         head = self.query_one("#tok-head", Static)
         if msg.detail is None:
@@ -127,6 +146,19 @@ class TokenScreen(Screen):
                 f"{s['tokens']} tokens · {s['forks']} forks · {s['locks']} locks · "
                 f"mean entropy {s['mean_entropy']:.2f} nats · mean tail mass {s['mean_tail']:.3f}",
                 (f"   {msg.note}", "dim"),
+                "\n",
+                (
+                    "as sampled (lock: p(token) ≥ threshold, a lower bound of top-1)"
+                    if self.view is None
+                    else f"re-scored by round {self.view}'s model (probe: exact top-1)",
+                    "italic",
+                ),
+                (
+                    f"   [ ] also: {', '.join('as sampled' if v is None else f'round {v}' for v in self.views)}"
+                    if len(self.views) > 1
+                    else "",
+                    "dim",
+                ),
             )
         )
         self.query_one("#tok-legend", Static).update(legend(s["fork_entropy"], s["lock_top1"]))
@@ -155,6 +187,16 @@ class TokenScreen(Screen):
                 t.move_cursor(row=i)
                 return
         self.notify(f"no {kind} positions in this sample")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "view":
+            return len(self.views) > 1
+        return True
+
+    def action_view(self) -> None:
+        i = self.views.index(self.view) if self.view in self.views else 0
+        self.view = self.views[(i + 1) % len(self.views)]
+        self._load()
 
     def action_back(self) -> None:
         self.app.pop_screen()

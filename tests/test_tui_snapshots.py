@@ -1,0 +1,174 @@
+"""Screenshots of every screen (pytest-textual-snapshot), deterministic.
+
+The synthetic run pins every timestamp and the app's clock (NOW_TS), paths are shown
+relative to the workspace (the current directory), the dashboard polls once (a long
+poll interval), and each screenshot waits for its data to be on screen.
+Update after a deliberate change: pytest tests/test_tui_snapshots.py --snapshot-update
+"""
+
+from __future__ import annotations
+
+import pytest
+import test_tui_support as support
+from test_tui_support import SIZE, fake_engine, make_app, screen_name, until
+
+from ssd_tui.tui.app import RunRef
+
+ws, template_run = support.ws, support.template_run
+
+
+def app_for(ws, **kw):
+    kw.setdefault("poll_interval", 3600)
+    return make_app(ws, **kw)
+
+
+async def quiet(pilot) -> None:
+    """No toasts, no blinking cursors: what remains is the screen itself."""
+    from textual.widgets import Input
+
+    await pilot.pause()
+    pilot.app.clear_notifications()
+    for inp in pilot.app.screen.query(Input):
+        inp.cursor_blink = False
+    await pilot.pause()
+
+
+async def open_dashboard(pilot):
+    app = pilot.app
+    await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+    await until(pilot, lambda: app.screen.snapshot is not None, what="snapshot")
+    await pilot.pause()
+    return app.screen
+
+
+def test_snapshot_start(ws, snap_compare):
+    app = app_for(ws)
+
+    async def run_before(pilot):
+        await until(pilot, lambda: screen_name(app) == "StartScreen" and len(app.screen.runs) == 2)
+        await quiet(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_new_run_form(ws, snap_compare):
+    app = app_for(ws)
+
+    async def run_before(pilot):
+        await until(pilot, lambda: screen_name(app) == "StartScreen")
+        await pilot.press("n")
+        await until(pilot, lambda: screen_name(app) == "NewRunScreen")
+        form = app.screen
+        form.query_one("#sampling-top-p").value = "1.5"  # shows the CLI's message
+        await quiet(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_dashboard_live(ws, snap_compare):
+    run = ws / "runs" / "demo-run"
+    app = app_for(ws, open_db=run / "run.db")
+
+    async def run_before(pilot):
+        dash = await open_dashboard(pilot)
+        await until(pilot, lambda: len(dash.query("StageBar")) == 1, what="progress bar")
+        await quiet(pilot)
+
+    with fake_engine(run):
+        assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_dashboard_warnings(ws, snap_compare):
+    app = app_for(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+
+    async def run_before(pilot):
+        await open_dashboard(pilot)
+        await pilot.press("w")
+        await quiet(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_samples(ws, snap_compare):
+    app = app_for(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+
+    async def run_before(pilot):
+        await open_dashboard(pilot)
+        await pilot.press("w", "j")
+        await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen")
+        browser = app.screen
+        view = browser.query_one("#sample")
+        table = browser.query_one("#samples")
+        await until(pilot, lambda: view.detail is not None, what="sample detail")
+        await until(pilot, lambda: table.total == 3 and all(table.row(i) for i in range(3)))
+        await until(pilot, lambda: browser.query_one("#problems").row_count == 15)
+        await pilot.pause(0.3)  # past the problem list's debounce
+        await quiet(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+@pytest.mark.parametrize("mode", ["split", "unified"])
+def test_snapshot_diff(ws, snap_compare, mode):
+    app = app_for(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+
+    async def run_before(pilot):
+        await open_dashboard(pilot)
+        from ssd_tui.tui.screens.diff import DiffScreen
+
+        app.push_screen(DiffScreen(RunRef(app.screen.ref.db_path), a_id=10, b_id=122))
+        await until(pilot, lambda: screen_name(app) == "DiffScreen" and app.screen.b is not None)
+        if mode == "unified":
+            await pilot.press("s")
+        await quiet(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_tokens(ws, snap_compare):
+    app = app_for(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+
+    async def run_before(pilot):
+        await open_dashboard(pilot)
+        from ssd_tui.tui.screens.tokens import TokenScreen
+
+        app.push_screen(TokenScreen(RunRef(app.screen.ref.db_path), 122))
+        await until(pilot, lambda: screen_name(app) == "TokenScreen" and app.screen.rows)
+        await quiet(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_help(ws, snap_compare):
+    app = app_for(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+
+    async def run_before(pilot):
+        await open_dashboard(pilot)
+        await pilot.press("question_mark")
+        await until(pilot, lambda: screen_name(app) == "HelpScreen")
+        await quiet(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_review(ws, snap_compare):
+    app = app_for(ws, review=[ws / "runs" / "demo-run" / "run.db"])
+
+    async def run_before(pilot):
+        await open_dashboard(pilot)
+        await quiet(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_snapshot_compare(ws, snap_compare):
+    app = app_for(
+        ws, review=[ws / "runs" / "demo-run" / "run.db", ws / "runs" / "other-run" / "run.db"]
+    )
+
+    async def run_before(pilot):
+        await until(pilot, lambda: screen_name(app) == "CompareScreen")
+        await until(pilot, lambda: app.screen.query_one("#cmp-table").row_count == 4)
+        await quiet(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
