@@ -95,6 +95,21 @@ async def test_new_run_form_validates_like_the_cli_and_creates_the_config(ws):
     assert load_config(ws / target).run_dir == (ws / "runs" / "demo").resolve()
 
 
+def test_paths_in_a_new_config(tmp_path):
+    """Example paths resolve against the example's folder, typed ones against the current
+    directory; named problem sets and hub ids stay as they are."""
+    from ssd_tui.tui.data import resolve_path_value as r
+
+    (tmp_path / "m").mkdir()
+    assert r("m", tmp_path, "path") == str(tmp_path / "m")
+    assert r("../x/model", tmp_path / "ex", "path") == str((tmp_path / "x" / "model").resolve())
+    assert r("Qwen/Qwen2.5-Coder-0.5B", tmp_path, "path") == "Qwen/Qwen2.5-Coder-0.5B"
+    assert r("humaneval", tmp_path, "benchmark") == "humaneval"
+    assert r("leetcode:train:hard", tmp_path, "train_prompts") == "leetcode:train:hard"
+    assert r("data/p.jsonl", tmp_path, "benchmark") == str(tmp_path / "data" / "p.jsonl")
+    assert r("/abs/model", tmp_path, "path") == "/abs/model"
+
+
 def test_new_run_name_checks(ws):
     text = build_run_config({}, ws, "x", {}, ws / "runs" / "x" / "config.toml")
     with pytest.raises(SSDError, match="run name"):

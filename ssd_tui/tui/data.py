@@ -400,7 +400,8 @@ class RunReader:
                 and m["scope"] == "all"
                 and m["value"] is not None
             ]
-            baseline = max(base, key=lambda x: x[1]) if base else None
+            # The temperature-only baseline exists when round 0 evaluated other T_eval values.
+            baseline = max(base, key=lambda x: x[1]) if any(t != t_eval for t, _ in base) else None
             provisional = None
             for r in rows:
                 if r.pass1 is None and r.status != "done":
@@ -798,9 +799,11 @@ def form_values(example: dict[str, dict[str, Any]], example_dir: Path) -> dict[s
             out[field_id(f)] = ""
             continue
         if f.kind == "path" and isinstance(v, str) and v:
-            cand = (example_dir / v).expanduser()
-            if not Path(v).is_absolute() and cand.exists():
-                v = display_path(cand.resolve())
+            resolved = resolve_path_value(v, example_dir, f.key)
+            if resolved != v:
+                # Shown relative to the current directory only when it exists (so that
+                # reading it back cannot mistake it for a hub id); else absolute.
+                v = display_path(resolved) if Path(resolved).exists() else resolved
         out[field_id(f)] = v if isinstance(v, str) else _toml_value(v)
     return out
 
@@ -818,16 +821,28 @@ def _parse_value(raw: str) -> Any:
         return raw  # kept as a string: the config check then names the expected type
 
 
-def _abs_path(raw: str) -> str:
-    """A typed path made absolute (relative = relative to the current directory) when it
-    exists; anything else (a hub id, a named problem set) is kept as typed."""
+def resolve_path_value(raw: str, base: Path, key: str) -> str:
+    """A path-like config value made absolute against `base`; a named problem set
+    ('humaneval', 'leetcode[:…]') or a Hugging Face model id stays as it is.
+
+    The example's own values resolve against the example's folder (what the config
+    format says); values typed in the form resolve against the current directory.
+    """
     if not raw:
         return raw
     p = Path(raw).expanduser()
     if p.is_absolute():
         return str(p)
-    cand = Path.cwd() / p
-    return str(cand.resolve()) if cand.exists() else raw
+    if (base / p).exists() or raw.startswith((".", "~")):
+        return str((base / p).resolve())
+    if key != "path":  # a problem set: a name, or a JSONL file
+        name = raw.strip().lower()
+        if name == "humaneval" or name == "leetcode" or name.startswith("leetcode:"):
+            return raw
+        return str((base / p).resolve())
+    if raw.count("/") == 1:  # shaped like a hub id ("org/name"), as the engine reads it
+        return raw
+    return str((base / p).resolve())
 
 
 def _toml_value(v: Any) -> str:
@@ -868,13 +883,6 @@ def build_run_config(
     data: dict[str, dict[str, Any]] = {
         s: dict(t) for s, t in example.items() if isinstance(t, dict)
     }
-    # The example's remaining relative paths (not in the form) keep meaning the same file.
-    for section, key in (("model", "path"), ("data", "train_prompts"), ("data", "benchmark")):
-        v = data.get(section, {}).get(key)
-        if isinstance(v, str) and v and not Path(v).expanduser().is_absolute():
-            cand = example_dir / v
-            if cand.exists():
-                data[section][key] = str(cand.resolve())
     for f in FORM_FIELDS:
         raw = values.get(field_id(f), "").strip()
         table = data.setdefault(f.section, {})
@@ -886,7 +894,7 @@ def build_run_config(
             if raw == "":
                 table.pop(f.key, None)
             else:
-                table[f.key] = _abs_path(raw)
+                table[f.key] = resolve_path_value(raw, Path.cwd(), f.key)
     run = data.setdefault("run", {})
     run["name"] = name
     run["dir"] = "."

@@ -47,12 +47,29 @@ def engine_pid(db_path: Path) -> int | None:
 
 
 def engine_command(config: Path, rounds: int | None = None, stages: int | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "ssd_tui", "run", str(config)]
+    # Absolute: the engine runs with the run folder as its current directory.
+    cmd = [sys.executable, "-m", "ssd_tui", "run", str(Path(config).resolve())]
     if rounds is not None:
         cmd += ["--rounds", str(rounds)]
     if stages is not None:
         cmd += ["--stages", str(stages)]
     return cmd
+
+
+def _engine_env() -> dict[str, str]:
+    """The app's environment, plus: unbuffered output for the log, no colours, and the
+    package importable even from a source checkout that is not installed."""
+    import ssd_tui
+
+    root = str(Path(ssd_tui.__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH", "")
+    return {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "TERM": "dumb",
+        "COLUMNS": "120",
+        "PYTHONPATH": root + (os.pathsep + path if path else ""),
+    }
 
 
 class EngineProcess:
@@ -82,7 +99,7 @@ class EngineProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "TERM": "dumb", "COLUMNS": "120"},
+                env=_engine_env(),
             )
         return self.proc.pid
 

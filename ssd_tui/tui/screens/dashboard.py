@@ -9,6 +9,7 @@ crash shows up as a notification and an 'interrupted' stage, never as a frozen U
 
 from __future__ import annotations
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -44,6 +45,23 @@ from ssd_tui.tui.widgets.warnings_panel import WarningsPanel
 
 ENGINE_START = {"next_stage", "next_round", "run_rounds"}
 ENGINE_SIGNAL = {"pause", "stop"}
+
+
+def explain_exit(code: int, tail: list[str]) -> str:
+    """One line for an engine that ended badly: its signal, or its own error line."""
+    import signal
+
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name} (the stage resumes when run again)"
+    for line in reversed(tail):
+        s = line.strip()
+        if s.startswith(("error:", "internal error:")) or s.endswith("Error") or "Error: " in s:
+            return s
+    return f"exited with status {code}"
 
 
 class RoundsPrompt(ModalScreen[int | None]):
@@ -147,7 +165,9 @@ class DashboardScreen(Screen):
 
     def on_mount(self) -> None:
         self._engine = self.app.engine_for(self.ref)
-        self.query_one("#run-head", Static).update(f"[dim]{display_path(self.ref.db_path)}[/]")
+        self.query_one("#run-head", Static).update(
+            f"[dim]{escape(display_path(self.ref.db_path))}[/]"
+        )
         self.set_interval(self.app.poll_interval, self.poll)
         self.poll()
 
@@ -187,7 +207,7 @@ class DashboardScreen(Screen):
         self._polling = False
         if msg.error:
             self.query_one("#run-head", Static).update(
-                f"[red]cannot read {display_path(self.ref.db_path)}: {msg.error}[/]"
+                f"[red]cannot read {escape(display_path(self.ref.db_path))}: {escape(msg.error)}[/]"
             )
             return
         engine_changed = msg.engine_pid != self.engine_pid
@@ -208,25 +228,27 @@ class DashboardScreen(Screen):
             self.refresh_bindings()
 
     def _engine_exited(self, code: int) -> None:
-        tail = self.engine.log_tail(6)
         self.engine.proc = None
         if code == 0:
-            self.notify("engine finished (run the next step when you like)", title="Engine")
+            self.notify(
+                "engine finished (run the next step when you like)", title="Engine", markup=False
+            )
         elif code == 130:
             self.notify(
-                "engine stopped between batches; the stage resumes when run again", title="Engine"
+                "engine stopped between batches; the stage resumes when run again",
+                title="Engine",
+                markup=False,
             )
         else:
-            last = tail[-1] if tail else f"exit status {code}"
+            why = explain_exit(code, self.engine.log_tail(40))
             self.notify(
-                f"{last}\n(see engine log, key l)",
-                title=f"Engine failed (status {code})",
+                f"{why}\n(engine log: key l)",
+                title="Engine failed",
                 severity="error",
                 timeout=12,
+                markup=False,
             )
-            self.query_one("#events", EventLog).add_lines(
-                [f"engine exited with status {code}:", *tail], "red"
-            )
+            self.query_one("#events", EventLog).add_lines([f"engine failed: {why}"], "bold red")
         self.refresh_bindings()
 
     def _show_no_db(self) -> None:
@@ -234,9 +256,9 @@ class DashboardScreen(Screen):
         text = "[b]This run has not started yet.[/b] "
         text += (
             f"Press [b]s[/b] to run the first stage or [b]r[/b] for round 0 "
-            f"(config: {display_path(cfg) if cfg else ''})."
+            f"(config: {escape(display_path(cfg)) if cfg else ''})."
             if cfg and not self.ref.review
-            else f"No run database at {display_path(self.ref.db_path)}."
+            else f"No run database at {escape(display_path(self.ref.db_path))}."
         )
         self.query_one("#progress", StageProgress).show([], text)
 
@@ -250,7 +272,7 @@ class DashboardScreen(Screen):
         mode = "review (read-only)" if self.ref.review else display_path(self.ref.run_dir)
         self.sub_title = f"{snap.model}"
         self.query_one("#run-head", Static).update(
-            f"[b]{snap.name}[/b] · {snap.model} · T_eval {snap.t_eval:g} · [dim]{mode}[/]"
+            f"[b]{escape(snap.name)}[/b] · {escape(snap.model)} · T_eval {snap.t_eval:g} · [dim]{escape(mode)}[/]"
         )
         table = self.query_one(RoundsTable)
         if first:
@@ -318,21 +340,28 @@ class DashboardScreen(Screen):
     def _start(self, rounds: int | None = None, stages: int | None = None) -> None:
         cfg = self.ref.engine_config
         if cfg is None:
-            self.notify("no config.toml for this run: the engine needs one", severity="error")
+            self.notify(
+                "no config.toml for this run: the engine needs one", severity="error", markup=False
+            )
             return
         if self.engine_pid is not None:
-            self.notify(f"an engine is already running (pid {self.engine_pid})", severity="warning")
+            self.notify(
+                f"an engine is already running (pid {self.engine_pid})",
+                severity="warning",
+                markup=False,
+            )
             return
         try:
             pid = self.engine.start(cfg, rounds=rounds, stages=stages)
         except OSError as e:
-            self.notify(f"cannot start the engine: {e}", severity="error")
+            self.notify(f"cannot start the engine: {e}", severity="error", markup=False)
             return
         self.engine_pid = pid
         what = f"--stages {stages}" if stages else f"--rounds {rounds}"
         self.notify(
             f"engine started (pid {pid}, {what}); output in {display_path(self.engine.log_path)}",
             title="Engine",
+            markup=False,
         )
         self.refresh_bindings()
 
@@ -360,11 +389,11 @@ class DashboardScreen(Screen):
 
     def action_pause(self) -> None:
         if self.engine.pause():
-            self.notify("pausing after the current stage…", title="Engine")
+            self.notify("pausing after the current stage…", title="Engine", markup=False)
 
     def action_stop(self) -> None:
         if self.engine.stop():
-            self.notify("stopping between batches…", title="Engine")
+            self.notify("stopping between batches…", title="Engine", markup=False)
 
     # ---- navigation ---------------------------------------------------------------------------------
     def action_browse(self, round: int | None = None) -> None:

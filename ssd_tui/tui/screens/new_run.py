@@ -114,7 +114,7 @@ class NewRunScreen(Screen):
         try:
             self.example = read_example(path)
         except SSDError as e:
-            self.notify(str(e), severity="error")
+            self.notify(str(e), severity="error", markup=False)
             return
         self.example_dir = path.resolve().parent
         sel = self.query_one("#example", Select)
@@ -192,7 +192,12 @@ class NewRunScreen(Screen):
     @on(Button.Pressed, "#create")
     def action_create(self) -> None:
         if self.validate() is not None or self.target is None:
-            self.notify(self.error or "invalid", severity="error", title="Cannot create the run")
+            self.notify(
+                self.error or "invalid",
+                severity="error",
+                title="Cannot create the run",
+                markup=False,
+            )
             bad = self._field_of(self.error or "")
             if bad:
                 self.query_one(f"#{bad}", Input).focus()
@@ -201,7 +206,7 @@ class NewRunScreen(Screen):
         from ssd_tui.tui.app import RunRef
         from ssd_tui.tui.screens.dashboard import DashboardScreen
 
-        self.notify(f"wrote {display_path(path)}", title="Run created")
+        self.notify(f"wrote {display_path(path)}", title="Run created", markup=False)
         self.app.switch_screen(DashboardScreen(RunRef((path.parent / "run.db").resolve())))
 
     @on(Button.Pressed, "#cancel")

@@ -59,11 +59,23 @@ class SampleBrowserScreen(Screen):
             tooltip="diff the marked sample (or the previous round's) with this one",
         ),
         Binding("t", "tokens", "Tokens", tooltip="entropy, fork and lock positions of this sample"),
-        Binding("left_square_bracket", "round(-1)", "Round -", key_display="["),
-        Binding("right_square_bracket", "round(1)", "Round +", key_display="]"),
-        Binding("v", "verdict", "Verdict filter"),
-        Binding("o", "purpose", "Eval/train"),
-        Binding("a", "all_problems", "All problems"),
+        Binding(
+            "left_square_bracket",
+            "round(-1)",
+            "Round -",
+            key_display="[",
+            tooltip="the previous round (or all rounds)",
+        ),
+        Binding(
+            "right_square_bracket",
+            "round(1)",
+            "Round +",
+            key_display="]",
+            tooltip="the next round (or all rounds)",
+        ),
+        Binding("v", "verdict", "Verdict filter", tooltip="all, passed, failed, error, timeout"),
+        Binding("o", "purpose", "Eval/train", tooltip="all samples, eval only, training only"),
+        Binding("a", "all_problems", "All problems", tooltip="clear the problem filter"),
         Binding("tab", "app.focus_next", "Next pane", show=False),
         Binding("escape", "back", "Back"),
     ]
@@ -241,7 +253,7 @@ class SampleBrowserScreen(Screen):
         row = self.current
         if row is not None:
             self.marked = row
-            self.notify(f"A = {describe(row)}", title="Marked for diff")
+            self.notify(f"A = {describe(row)}", title="Marked for diff", markup=False)
             self._update_head()
 
     def action_diff(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
@@ -57,7 +58,7 @@ class StartScreen(Screen):
         table.add_column("last activity", key="last")
         table.add_column("state", key="state")
         self.query_one("#runs-title", Static).update(
-            f"Runs in [b]{display_path(self.app.runs_dir)}[/b]  (each folder with a run.db or a config.toml)"
+            f"Runs in [b]{escape(display_path(self.app.runs_dir))}[/b]  (each folder with a run.db or a config.toml)"
         )
         self.action_refresh()
 

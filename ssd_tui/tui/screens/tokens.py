@@ -186,7 +186,7 @@ class TokenScreen(Screen):
             if self.rows[i].kind == kind:
                 t.move_cursor(row=i)
                 return
-        self.notify(f"no {kind} positions in this sample")
+        self.notify(f"no {kind} positions in this sample", markup=False)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "view":

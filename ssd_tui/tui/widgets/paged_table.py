@@ -236,7 +236,7 @@ class PagedTable(ScrollView, can_focus=True):
             self.post_message(self.Highlighted(self, self.cursor_row, self.current))
 
     def _scroll_cursor_into_view(self) -> None:
-        h = max(1, self.size.height - 1)
+        h = max(1, self.scrollable_content_region.height - 1)
         top = int(self.scroll_offset.y)
         if self.cursor_row < top:
             self.scroll_to(y=self.cursor_row, animate=False)
@@ -303,7 +303,7 @@ class PagedTable(ScrollView, can_focus=True):
         return out
 
     def render_line(self, y: int) -> Strip:
-        width = self.size.width
+        width = self.scrollable_content_region.width
         scroll_x, scroll_y = self.scroll_offset
         base = self.rich_style
         if y == 0:

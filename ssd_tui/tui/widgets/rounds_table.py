@@ -75,7 +75,7 @@ class RoundsTable(DataTable):
             if key in self.rows:
                 if self.rows_by_round.get(r.round) != r:
                     for col, value in zip(self.COLUMNS, cells, strict=False):
-                        self.update_cell(key, col, value)
+                        self.update_cell(key, col, value, update_width=True)
             else:
                 self.add_row(*cells, key=key)
             self.rows_by_round[r.round] = r

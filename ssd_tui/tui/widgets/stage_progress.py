@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, ProgressBar
@@ -33,7 +34,9 @@ class StageBar(Horizontal):
         yield Label("", classes="stage-rate")
 
     def update_stage(self, st: StageRow, now: float) -> None:
-        self.query_one(".stage-name", Label).update(f"round {st.round} · [b]{st.stage}[/]")
+        self.query_one(".stage-name", Label).update(
+            Text.assemble(f"round {st.round} · ", (st.stage, "bold"))
+        )
         bar = self.query_one(ProgressBar)
         bar.update(total=st.total or None, progress=st.done)
         rate, eta = st.rate_eta(now)
@@ -44,7 +47,7 @@ class StageBar(Horizontal):
             parts.append(f"ETA {fmt_duration(eta)}")
         if st.detail:
             parts.append(st.detail)
-        self.query_one(".stage-rate", Label).update("  ·  ".join(parts))
+        self.query_one(".stage-rate", Label).update(Text("  ·  ".join(parts)))
 
 
 class StageProgress(Vertical):
