@@ -52,6 +52,24 @@ def test_samples_are_written_once_with_token_stats(store):
     assert store.sample_keys(0, "eval", 0.5) == set()
 
 
+def test_samples_pages_match_the_full_list(store):
+    ids = store.add_problems("eval", [_problem("a"), _problem("b"), _problem("c")])
+    rows = [_row(ids[n], j, rnd=r, t=t) for r in (0, 1) for t in (0.8, 0.2) for n in "cba" for j in (1, 0)]
+    store.add_samples(rows[::-1])  # inserted out of key order
+    todo = store.unjudged(0, 0.8)
+    store.add_verdicts([(todo[0]["id"], "passed", "", 0.1)])
+    for filters in ({}, {"rnd": 1}, {"rnd": 0, "purpose": "eval", "temperature": 0.8}, {"problem_id": ids["b"]}):
+        full = store.samples(**filters)
+        assert full and [(r["round"], r["temperature"], r["problem_id"], r["sample_idx"]) for r in full] == sorted(
+            (r["round"], r["temperature"], r["problem_id"], r["sample_idx"]) for r in full
+        )
+        for limit in (1, 5, 100):
+            pages = [store.samples(**filters, limit=limit, offset=o) for o in range(0, len(full) + limit, limit)]
+            assert [r for page in pages for r in page] == full
+            assert all(len(page) <= limit for page in pages) and pages[-1] == []
+    assert sum(r["status"] == "passed" for r in store.samples(limit=100)) == 1
+
+
 def test_verdicts_and_pass_counts(store):
     ids = store.add_problems("eval", [_problem("a"), _problem("b")])
     store.add_samples([_row(ids["a"], 0), _row(ids["a"], 1), _row(ids["b"], 0)])
