@@ -292,6 +292,9 @@ async def test_sample_filters_and_token_view(ws):
         browser = app.screen
         table = browser.query_one("#samples")
         await until(pilot, lambda: table.total == 32, what="round 1: 24 eval + 8 train")
+        # The mouse: a click on the third row moves the cursor there.
+        await pilot.click("#samples", offset=(5, 3))
+        await until(pilot, lambda: table.cursor_row == 2 and table.current is not None)
         await pilot.press("o")  # eval only
         await until(pilot, lambda: table.total == 24)
         await pilot.press("v")  # passed only

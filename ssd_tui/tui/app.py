@@ -123,4 +123,16 @@ def run_app(
 ) -> None:
     """Open the app on `runs_dir`; `open_db` attaches to one run (live or finished);
     `review` opens exported/finished run DBs read-only (two: compared round by round)."""
-    SSDApp(Path(runs_dir), open_db=open_db, review=review, start_config=start_config).run()
+    opened = []
+    if review:
+        # Exports may be gzipped (.db.gz): review a decompressed temporary copy, removed
+        # when the app ends (ssd_tui.export.open_export).
+        from ssd_tui.export import open_export
+
+        opened = [open_export(Path(p)) for p in review]
+        review = [s.path for s in opened]
+    try:
+        SSDApp(Path(runs_dir), open_db=open_db, review=review, start_config=start_config).run()
+    finally:
+        for store in opened:
+            store.close()

@@ -225,6 +225,10 @@ class SampleBrowserScreen(Screen):
             sid = event.row["id"]
             self._detail_timer = self.set_timer(0.08, lambda: self._load_detail(sid))
 
+    @on(PagedTable.Selected, "#samples")
+    def _sample_selected(self) -> None:
+        self.action_tokens()  # enter / double click: the closer look
+
     @on(PagedTable.Counted, "#samples")
     def _counted(self, event: PagedTable.Counted) -> None:
         if event.total == 0:
