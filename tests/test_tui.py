@@ -185,6 +185,35 @@ async def test_dashboard_progress_rate_and_eta_of_a_running_stage(ws):
             assert dash.check_action("pause", ()) is True
 
 
+async def test_stepping_keys_start_the_engine_with_the_right_targets(ws, monkeypatch):
+    """s / r / u map to `ssd-tui run --stages 1`, `--rounds K`, `--rounds K+N-1`
+    (K = the first round not done: 3 here)."""
+    from ssd_tui.tui.process import EngineProcess
+
+    calls = []
+
+    def fake_start(self, config, rounds=None, stages=None):
+        calls.append((Path(config).name, rounds, stages))
+        return 99999
+
+    monkeypatch.setattr(EngineProcess, "start", fake_start)
+    app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        dash = app.screen
+        await until(pilot, lambda: dash.snapshot is not None)
+        for n, key in enumerate(("s", "r"), 1):
+            # (the fake engine holds no lock: the next poll sees none, and keys work again)
+            await until(pilot, lambda: dash.check_action("next_stage", ()) is True)
+            await pilot.press(key)
+            await until(pilot, lambda n=n: len(calls) == n)
+        await pilot.press("u")
+        await until(pilot, lambda: screen_name(app) == "RoundsPrompt")
+        await pilot.press("end", "backspace", "2", "enter")
+        await until(pilot, lambda: len(calls) == 3, what="third start")
+    assert calls == [("config.toml", 3, 1), ("config.toml", 3, None), ("config.toml", 4, None)]
+
+
 async def test_warning_panel_and_jump_to_samples(ws):
     app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
     async with app.run_test(size=SIZE) as pilot:

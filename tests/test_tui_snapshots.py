@@ -78,6 +78,18 @@ def test_snapshot_dashboard_live(ws, snap_compare):
         assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
+def test_snapshot_rounds_prompt(ws, snap_compare):
+    app = app_for(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+
+    async def run_before(pilot):
+        await open_dashboard(pilot)
+        await pilot.press("u")
+        await until(pilot, lambda: screen_name(app) == "RoundsPrompt")
+        await quiet(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
 def test_snapshot_dashboard_warnings(ws, snap_compare):
     app = app_for(ws, open_db=ws / "runs" / "demo-run" / "run.db")
 
