@@ -1,61 +1,224 @@
 """Problem → prompt, and model answer → the program that is tested.
 
-Two styles:
+Two styles (``[model] prompt_style``):
+
 - ``completion``: the model continues the problem's code prefix (signature +
   docstring); the program is prompt + completion.
-- ``chat``: one user turn (after a system message) asks for the function; the answer
-  is markdown, and the program is the code in its fenced block.
+- ``chat`` (instruct models, as the SSD paper prompts them): the model's own chat
+  template, one turn: a system message asking for Python in a markdown block, then the
+  task. The answer is markdown; the program is the code of one fenced block.
+
+The task text of a chat prompt (``instruction``):
+
+- a problem with a ``statement`` (LeetCode): the statement, then the starter code
+  (signature only: docstrings and imports taken out) with "keep the names and signature";
+- a problem whose prompt is code (HumanEval): "complete this function, keep its name and
+  signature", then the prompt (signature + docstring) in a ```python block;
+- otherwise the prompt as it is (a plain-language training prompt).
+
+Which fenced block is the solution (``extract_code``): the **first** Python block that
+defines the entry point (``def NAME`` / ``class NAME``); when no block does (or the problem
+has none), the **longest** Python block. First, because small models often follow the
+solution with a second "optimised version" or a usage example that redefines or calls the
+function; longest as the fallback, because a block of imports or a one-line usage example
+is shorter than a solution. Blocks tagged with another language (```bash, ```text, ...)
+count only when there is nothing else. An unclosed fence (cut by the token budget or by
+the stop string ``"\\n```\\n"``) still yields what it holds, and an answer without fences is
+taken as code whole. See docs/models.md for real examples and the stop-string advice.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 
 from ssd_tui.problems import Problem
 
-_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
+# ```lang [info]\n body ``` — the closing fence must start a line; a last block may be unclosed.
+_FENCE = re.compile(
+    r"^([ \t]*)```[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)(?:^[ \t]*```|\Z)", re.DOTALL | re.M
+)
+_PY_TAGS = ("python", "py", "python3", "py3", "")
+_IMPORT = re.compile(r"^(?:import\s+\w|from\s+[\w.]+\s+import\s)")
+
+# Stop strings for chat-style sampling: a closing fence followed by a newline ends the
+# code; what follows is explanation. The opening fence ("```python\n") never matches.
+CHAT_STOP = ("\n```\n",)
+
+HUMANEVAL_INSTRUCTION = (
+    "Complete the following Python function. Keep its name and signature, "
+    "and give the whole function with any imports it needs."
+)
+STARTER_INSTRUCTION = (
+    "Write the solution in Python, starting from this code. "
+    "Keep the class name, the method name and its signature."
+)
+
+
+# ---------------------------------------------------------------------------- prompts
 
 
 def chat_messages(problem: Problem, system_prompt: str) -> list[dict[str, str]]:
-    """The paper's single-turn instruct prompt: a system message and the task."""
-    if problem.entry_point and problem.tests is not None and not problem.statement:
-        # HumanEval-style: keep the given signature so the tests can call it.
-        task = (
-            "Complete the following Python function. Keep its name and signature.\n\n"
-            f"```python\n{problem.prompt.rstrip()}\n```"
-        )
-    else:
-        task = problem.statement or problem.prompt
-        if problem.entry_point and "```" in problem.prompt:
-            task = problem.prompt
-    msgs = [{"role": "user", "content": task}]
+    """The paper's single-turn instruct prompt: a system message (if any) and the task."""
+    msgs = [{"role": "user", "content": instruction(problem)}]
     if system_prompt:
         msgs.insert(0, {"role": "system", "content": system_prompt})
     return msgs
 
 
-def extract_code(answer: str) -> str:
-    """The code of a markdown answer: the longest ```python block (else the longest block).
+def instruction(problem: Problem) -> str:
+    """The user turn of a chat prompt for ``problem`` (see the module docstring)."""
+    prompt = problem.prompt
+    if problem.statement:
+        starter = code_outline(prompt) if prompt.strip() != problem.statement.strip() else ""
+        if starter:
+            return f"{problem.statement.rstrip()}\n\n{STARTER_INSTRUCTION}\n\n```python\n{starter}\n```"
+        return problem.statement.rstrip()
+    if _defines_code(prompt):
+        return f"{HUMANEVAL_INSTRUCTION}\n\n```python\n{prompt.strip()}\n```"
+    return prompt.strip()
 
-    Longest, because instruct models often put a short usage example or test call in
-    a second block after the solution; an unfenced answer is taken as code whole,
-    and an unclosed fence (cut by the token budget) still yields what it holds.
+
+def _parse(code: str) -> ast.Module | None:
+    try:
+        return ast.parse(code)
+    except (SyntaxError, ValueError):  # ValueError: null bytes
+        return None
+
+
+def _defines_code(text: str) -> bool:
+    tree = _parse(text)
+    return tree is not None and any(
+        isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) for n in tree.body
+    )
+
+
+def code_outline(code: str) -> str:
+    """``code`` without docstrings and top-level imports: the signatures a model must keep.
+
+    Returns "" when ``code`` is not Python that defines something.
     """
-    blocks = [(lang.lower(), body) for lang, body in _FENCE.findall(answer)]
+    tree = _parse(code)
+    if tree is None or not _defines_code(code):
+        return ""
+    drop: set[int] = set()  # 1-based line numbers
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module))
+            and body
+        ):
+            first = body[0]
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                drop.update(range(first.lineno, (first.end_lineno or first.lineno) + 1))
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            drop.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+    lines = [ln for i, ln in enumerate(code.splitlines(), 1) if i not in drop]
+    return "\n".join(lines).strip("\n")
+
+
+# ---------------------------------------------------------------------------- answers
+
+
+def _blocks(answer: str) -> list[tuple[str, str]]:
+    """(language tag, body) of each fenced block, in order; the last may be unclosed.
+
+    A fence indented (inside a list item) has that indentation taken off its lines.
+    """
+    out = []
+    for indent, lang, body in _FENCE.findall(answer):
+        if indent:
+            body = "\n".join(
+                ln[len(indent) :] if ln.startswith(indent) else ln for ln in body.split("\n")
+            )
+        out.append((lang.lower(), body))
+    return out
+
+
+def defines(code: str, name: str) -> bool:
+    """Does ``code`` define ``name`` at the top level (``def name`` or ``class name``)?"""
+    return re.search(rf"^(?:async\s+)?(?:def|class)\s+{re.escape(name)}\b", code, re.M) is not None
+
+
+def extract_code(answer: str, entry_point: str | None = None) -> str:
+    """The code of a markdown answer (see the module docstring for which block).
+
+    Import lines from the answer's other Python blocks are put in front, so an answer that
+    shows its imports in a block of their own still runs; ``if __name__ == "__main__":``
+    blocks are dropped (the program runs as ``__main__`` under the tests, and such blocks
+    read input or print examples).
+    """
+    blocks = _blocks(answer)
     if not blocks:
-        return answer.strip("\n")
-    py = [b for lang, b in blocks if lang in ("python", "py", "python3")]
-    return max(py or [b for _, b in blocks], key=len).strip("\n")
+        return _drop_main_guard(answer.strip("\n"))
+    py = [body for lang, body in blocks if lang in _PY_TAGS]
+    pool = py or [body for _, body in blocks]
+    chosen = None
+    if entry_point:
+        chosen = next((b for b in pool if defines(b, entry_point)), None)
+    if chosen is None:
+        chosen = max(pool, key=lambda b: len(b.strip()))
+    code = chosen.strip("\n")
+    have = {ln.strip() for ln in code.splitlines()}
+    extra: list[str] = []
+    for body in pool:
+        if body is chosen:
+            continue
+        for ln in body.splitlines():
+            s = ln.strip()
+            if ln == s and _IMPORT.match(s) and s not in have and s not in extra:
+                extra.append(s)
+    if extra:
+        code = "\n".join(extra) + "\n" + code
+    return _drop_main_guard(code)
+
+
+def _drop_main_guard(code: str) -> str:
+    tree = _parse(code)
+    if tree is None:
+        return code
+    drop: set[int] = set()
+    for node in tree.body:
+        if (
+            isinstance(node, ast.If)
+            and isinstance(node.test, ast.Compare)
+            and isinstance(node.test.left, ast.Name)
+            and node.test.left.id == "__name__"
+        ):
+            drop.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+    if not drop:
+        return code
+    return "\n".join(ln for i, ln in enumerate(code.splitlines(), 1) if i not in drop).rstrip("\n")
 
 
 def program_for(problem: Problem, completion: str, style: str) -> str:
-    """The program a sample stands for (before tests are appended)."""
+    """The program a sample stands for (the tests are appended by ``ssd_tui.evaluate``).
+
+    Chat style: the extracted code, with the prompt's top-level imports in front (HumanEval's
+    ``from typing import List``; LeetCode's prelude, the imports LeetCode's own judge
+    provides). An answer that gives only the indented body of the function gets the prompt
+    put back in front. ``from __future__`` imports are moved to the top, where Python
+    requires them.
+    """
     if style == "completion":
         return problem.prompt + completion
-    code = extract_code(completion)
-    # An answer that gives only the body of a HumanEval function: put the prompt back.
-    if problem.entry_point and f"def {problem.entry_point}" not in code and problem.prompt.lstrip().startswith(("def ", "from ", "import ")):
-        return problem.prompt + code
-    # Keep the prompt's imports (HumanEval's `from typing import List`).
-    imports = "".join(line + "\n" for line in problem.prompt.splitlines() if line.startswith(("import ", "from ")))
-    return imports + code
+    code = extract_code(completion, problem.entry_point)
+    entry = problem.entry_point
+    if (
+        entry
+        and not defines(code, entry)
+        and defines(problem.prompt, entry)
+        and code[:1] in (" ", "\t")
+        and problem.prompt.rstrip().endswith(('"""', "'''", ":"))
+    ):
+        return problem.prompt + code + "\n"
+    imports = [ln for ln in problem.prompt.splitlines() if _IMPORT.match(ln)]
+    lines = [*imports, *code.splitlines()]
+    future = [ln for ln in lines if ln.startswith("from __future__ import")]
+    rest = [ln for ln in lines if not ln.startswith("from __future__ import")]
+    return "\n".join(dict.fromkeys(future)) + ("\n" if future else "") + "\n".join(rest) + "\n"
