@@ -128,8 +128,12 @@ def resolve_model_path(cfg: RunConfig) -> str:
     """A local model folder (relative to the config), or a hub id found in the local cache."""
     raw = cfg.model.path
     local = cfg.resolve(raw)
+    if cfg.model.gguf_file:  # converted once to a cached safetensors folder (docs/models.md)
+        from ssd_tui.models import prepare_model_path
+
+        return str(prepare_model_path(local, cfg.model.gguf_file))
     if local.exists():
-        if not (local / "config.json").exists() and not cfg.model.gguf_file:
+        if not (local / "config.json").exists():
             raise SSDError(
                 f"model path {local} has no config.json: not a transformers model folder"
             )
