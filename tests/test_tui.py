@@ -348,7 +348,8 @@ async def test_sample_filters_and_token_view(ws):
         assert [r.kind for r in tok.rows] == kinds
         if "fork" in kinds:
             await pilot.press("f")
-            assert tok.rows[tok.query_one("#tok-table").cursor_row].kind == "fork"
+            table = tok.query_one("#tok-table")
+            await until(pilot, lambda: tok.rows[table.cursor_row].kind == "fork", what="a fork")
         await pilot.press("escape")
         await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen")
 

@@ -18,7 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import Footer, Header, Static
 
 from ssd_tui.tui.app import RunRef
 from ssd_tui.tui.data import RunReader, SampleDetail, SampleFilter, fmt_float
@@ -33,6 +33,35 @@ def _verdict(row: dict[str, Any]) -> Text:
     s = row.get("status")
     return Text(s or "–", style=VERDICT_STYLE.get(s, ""))
 
+
+def _pass_cell(row: dict[str, Any]) -> Text:
+    if not row.get("n"):
+        return Text("")
+    return Text(f"{row['passed']}/{row['n']}", style="green" if row["passed"] else "red")
+
+
+ALL_PROBLEMS: dict[str, Any] = {
+    "id": None,
+    "name": "(all problems)",
+    "purpose": "",
+    "difficulty": "",
+}
+PROBLEM_COLUMNS = [
+    Column(
+        "name",
+        "problem",
+        18,
+        "left",
+        lambda r: Text(
+            r["name"],
+            style="italic" if r["id"] is None else "" if r["purpose"] == "eval" else "dim",
+        ),
+    ),
+    Column(
+        "difficulty", "diff", 6, "left", lambda r: r.get("difficulty") or r.get("purpose") or ""
+    ),
+    Column("pass", "pass", 5, "right", _pass_cell),
+]
 
 SAMPLE_COLUMNS = [
     Column("id", "id", 8, "right"),
@@ -107,6 +136,7 @@ class SampleBrowserScreen(Screen):
         self.want_problem = problem
         self.note = note
         self.problems: list[dict[str, Any]] = []
+        self.problem_rows: list[dict[str, Any]] = [ALL_PROBLEMS]
         self.rounds: list[int] = []
         self.marked: dict[str, Any] | None = None
         self._debounce: Timer | None = None
@@ -118,17 +148,18 @@ class SampleBrowserScreen(Screen):
         yield Static("", id="browse-head")
         with Horizontal(id="browse"):
             with Vertical(id="problem-pane"):
-                yield DataTable(id="problems", cursor_type="row")
+                yield PagedTable(
+                    PROBLEM_COLUMNS,
+                    lambda: len(self.problem_rows),
+                    lambda o, n: self.problem_rows[o : o + n],
+                    id="problems",
+                )
             with Vertical(id="sample-pane"):
                 yield PagedTable(SAMPLE_COLUMNS, self._count, self._page, id="samples")
                 yield SampleView(id="sample")
         yield Footer()
 
     def on_mount(self) -> None:
-        t = self.query_one("#problems", DataTable)
-        t.add_column("problem", key="problem", width=18)
-        t.add_column("diff", key="diff", width=6)
-        t.add_column("pass", key="pass", width=5)
         self._load_problems()
         self._update_head()
 
@@ -152,37 +183,33 @@ class SampleBrowserScreen(Screen):
     def on_sample_browser_screen_problems_loaded(self, msg: ProblemsLoaded) -> None:
         self.problems = msg.problems
         self.rounds = msg.rounds
-        t = self.query_one("#problems", DataTable)
-        t.clear()
-        t.add_row(Text("(all problems)", style="italic"), "", "", key="all")
+        # A virtual list too: a run may have ten thousand training prompts.
+        self.problem_rows = [ALL_PROBLEMS, *self.problems]
         target = 0
         for i, p in enumerate(self.problems, 1):
-            if "n" in p and p["n"]:
-                rate = Text(f"{p['passed']}/{p['n']}", style="green" if p["passed"] else "red")
-            else:
-                rate = Text("")
-            name = Text(p["name"], style="" if p["purpose"] == "eval" else "dim")
-            t.add_row(name, p["difficulty"] or p["purpose"], rate, key=str(p["id"]))
             if self.want_problem == p["name"] or self.filter.problem_id == p["id"]:
                 target = i
+                break
         if self.want_problem is not None and target:
             # Set the filter before the cursor: the highlight it causes is then a no-op.
             self.filter = replace(self.filter, problem_id=self.problems[target - 1]["id"])
             self.want_problem = None
             self._reload_samples()
-        t.move_cursor(row=target)
+        t = self.query_one("#problems", PagedTable)
+        t.reload()
+        t.move_to(target)
 
-    @on(DataTable.RowHighlighted, "#problems")
-    def _problem_highlighted(self, event: DataTable.RowHighlighted) -> None:
+    @on(PagedTable.Highlighted, "#problems")
+    def _problem_highlighted(self, event: PagedTable.Highlighted) -> None:
         # Debounced: moving through the list quickly reloads the samples once. Highlights
         # of the problem already shown (programmatic moves) are no-ops.
-        if event.cursor_row != event.data_table.cursor_row:
-            return  # stale: the cursor has moved on since (e.g. the list was refilled)
+        event.stop()
+        if event.row is None or event.index != event.table.cursor_row:
+            return  # not loaded yet, or stale: the cursor has moved on since
         if self._debounce is not None:
             self._debounce.stop()
             self._debounce = None
-        key = event.row_key.value
-        pid = None if key in (None, "all") else int(key)
+        pid = event.row["id"]
         if pid != self.filter.problem_id:
             self._debounce = self.set_timer(0.15, lambda: self._set_problem(pid))
 
@@ -192,7 +219,7 @@ class SampleBrowserScreen(Screen):
         self._reload_samples()
 
     def _reload_samples(self) -> None:
-        self.query_one(PagedTable).reload()
+        self.query_one("#samples", PagedTable).reload()
         self._update_head()
 
     def _update_head(self) -> None:
@@ -225,6 +252,10 @@ class SampleBrowserScreen(Screen):
             sid = event.row["id"]
             self._detail_timer = self.set_timer(0.08, lambda: self._load_detail(sid))
 
+    @on(PagedTable.Selected, "#problems")
+    def _problem_selected(self) -> None:
+        self.query_one("#samples").focus()  # enter on a problem: on to its samples
+
     @on(PagedTable.Selected, "#samples")
     def _sample_selected(self) -> None:
         self.action_tokens()  # enter / double click: the closer look
@@ -245,7 +276,7 @@ class SampleBrowserScreen(Screen):
 
     @property
     def current(self) -> dict[str, Any] | None:
-        return self.query_one(PagedTable).current
+        return self.query_one("#samples", PagedTable).current
 
     # ---- actions ----------------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -299,7 +330,7 @@ class SampleBrowserScreen(Screen):
     def action_all_problems(self) -> None:
         self.filter = replace(self.filter, problem_id=None, sample_ids=None)
         self.note = ""
-        self.query_one("#problems", DataTable).move_cursor(row=0)
+        self.query_one("#problems", PagedTable).move_to(0)
         self._reload_samples()
 
     def action_back(self) -> None:

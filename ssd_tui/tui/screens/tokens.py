@@ -8,6 +8,8 @@ worker); otherwise token ids are shown.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -15,12 +17,26 @@ from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import Footer, Header, Static
 
 from ssd_tui.tui.app import RunRef
 from ssd_tui.tui.data import RunReader, SampleDetail, TokenRow
+from ssd_tui.tui.widgets.paged_table import Column, PagedTable
 from ssd_tui.tui.widgets.sample_view import describe, verdict_text
 from ssd_tui.tui.widgets.token_view import legend, token_text
+
+KIND_STYLE = {"fork": "bold magenta", "lock": "cyan"}
+TOKEN_COLUMNS = [
+    Column("index", "#", 5, "right"),
+    Column("text", "token", 24, "left", lambda r: repr(r["text"])[1:-1]),
+    Column("token_id", "id", 7, "right"),
+    Column("prob", "p(token)", 8, "right", lambda r: f"{r['prob']:.3f}"),
+    Column("entropy", "entropy", 8, "right", lambda r: f"{r['entropy']:.3f}"),
+    Column("tail", "tail mass", 9, "right", lambda r: f"{r['tail']:.3f}"),
+    Column(
+        "kind", "class", 5, "left", lambda r: Text(r["kind"], style=KIND_STYLE.get(r["kind"], ""))
+    ),
+]
 
 
 def _loadable(model: str) -> bool:
@@ -78,13 +94,15 @@ class TokenScreen(Screen):
         yield Static("", id="tok-legend")
         with VerticalScroll(id="tok-text"):
             yield Static("", id="tok-body")
-        yield DataTable(id="tok-table", cursor_type="row", zebra_stripes=True)
+        yield PagedTable(
+            TOKEN_COLUMNS,
+            lambda: len(self.rows),
+            lambda o, n: [asdict(r) for r in self.rows[o : o + n]],
+            id="tok-table",
+        )
         yield Footer()
 
     def on_mount(self) -> None:
-        t = self.query_one("#tok-table", DataTable)
-        for c in ("#", "token", "id", "p(token)", "entropy", "tail mass", "class"):
-            t.add_column(c, key=c)
         self._load()
 
     def on_unmount(self) -> None:
@@ -163,28 +181,15 @@ class TokenScreen(Screen):
         )
         self.query_one("#tok-legend", Static).update(legend(s["fork_entropy"], s["lock_top1"]))
         self.query_one("#tok-body", Static).update(token_text(self.rows, s["fork_entropy"]))
-        t = self.query_one("#tok-table", DataTable)
-        t.clear()
-        style = {"fork": "bold magenta", "lock": "cyan"}
-        for row in self.rows:
-            t.add_row(
-                Text(str(row.index), justify="right"),
-                Text(repr(row.text)[1:-1][:24]),
-                Text(str(row.token_id), justify="right"),
-                Text(f"{row.prob:.3f}", justify="right"),
-                Text(f"{row.entropy:.3f}", justify="right"),
-                Text(f"{row.tail:.3f}", justify="right"),
-                Text(row.kind, style=style.get(row.kind, "")),
-                key=str(row.index),
-            )
+        self.query_one("#tok-table", PagedTable).reload()
 
     def action_next_kind(self, kind: str) -> None:
-        t = self.query_one("#tok-table", DataTable)
+        t = self.query_one("#tok-table", PagedTable)
         n = len(self.rows)
         for step in range(1, n + 1):
             i = (t.cursor_row + step) % n
             if self.rows[i].kind == kind:
-                t.move_cursor(row=i)
+                t.move_to(i)
                 return
         self.notify(f"no {kind} positions in this sample", markup=False)
 

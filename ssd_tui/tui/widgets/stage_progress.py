@@ -34,6 +34,8 @@ class StageBar(Horizontal):
         yield Label("", classes="stage-rate")
 
     def update_stage(self, st: StageRow, now: float) -> None:
+        if not self.query(".stage-name"):
+            return  # removed again before its children were mounted (the stage ended)
         self.query_one(".stage-name", Label).update(
             Text.assemble(f"round {st.round} · ", (st.stage, "bold"))
         )
