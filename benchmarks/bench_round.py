@@ -1,0 +1,187 @@
+"""Where a demo round's time goes: `ssd-tui run` on a copy of examples/demo.toml.
+
+    python benchmarks/bench_round.py              # the demo config, rounds = 1 (round 0 + round 1)
+    python benchmarks/bench_round.py --quick      # 16 train prompts, 4 eval problems (~1 min)
+    python benchmarks/bench_round.py --omp-ab     # and again with OMP_WAIT_POLICY=PASSIVE
+    python benchmarks/bench_round.py --config examples/demo.toml --model PATH --keep /tmp/br
+
+Copies the config into a temporary folder (paths made absolute, `dir` pointed at the
+temporary run folder, `rounds = 1`), runs `ssd-tui run` on it as a user would, then reads
+the per-stage seconds from the run DB's `stages` table. The evaluate stage is split into
+generation and testing at the time its last sample was written (`samples.created_at`).
+Peers measured in the same run: each stage's share of the round, and the sample stage's
+tokens/s (from the DB's token counts) beside the total; with `--omp-ab`, the same run
+again with OMP_WAIT_POLICY=PASSIVE (torch's OpenMP threads then sleep instead of spinning
+while they wait, which matters when other work shares the cores). The whole run (round 0
++ `rounds` rounds of the original config) is extrapolated from round 0 and round 1.
+
+Needs assets/demo-model (trained by `python -m ssd_tui.demo.pretrain`); `--model PATH`
+points the copy at another model folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+PATH_KEYS = ("dir", "path", "train_prompts", "benchmark")
+
+
+def copy_config(src: Path, run_dir: Path, model: Path | None, quick: bool) -> str:
+    """The config's text with absolute paths, our run folder and rounds = 1."""
+    out = []
+    section = ""
+    for line in src.read_text().splitlines():
+        m = re.match(r"\s*\[(\w+)\]", line)
+        if m:
+            section = m.group(1)
+        m = re.match(r'(\s*)(\w+)(\s*=\s*)"([^"]*)"(.*)$', line)
+        if m and m.group(2) in PATH_KEYS:
+            key, value = m.group(2), m.group(4)
+            if section == "run" and key == "dir":
+                value = str(run_dir)
+            elif section == "model" and key == "path" and model is not None:
+                value = str(model.resolve())
+            elif value and not value.startswith("/") and (src.parent / value).exists():
+                value = str((src.parent / value).resolve())
+            line = f'{m.group(1)}{key}{m.group(3)}"{value}"{m.group(5)}'
+        line = re.sub(r"^(\s*rounds\s*=\s*)\d+", r"\g<1>1", line)
+        if quick:
+            line = re.sub(r"^(\s*max_train_prompts\s*=\s*)\d+", r"\g<1>16", line)
+            line = re.sub(r"^(\s*max_eval_problems\s*=\s*)\d+", r"\g<1>4", line)
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def run_once(work: Path, cfg_text: str, name: str, env: dict[str, str]) -> dict:
+    """`ssd-tui run` on the config copy in work/name; the stages table, read back."""
+    run_dir = work / name / "run"
+    cfg = work / name / "demo.toml"
+    cfg.parent.mkdir(parents=True, exist_ok=True)
+    cfg.write_text(cfg_text.replace("@RUN_DIR@", str(run_dir)))
+    cmd = [sys.executable, "-m", "ssd_tui", "run", str(cfg)]
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
+    wall = time.perf_counter() - t
+    if proc.returncode != 0:
+        print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
+        raise SystemExit(f"ssd-tui run failed with status {proc.returncode}")
+    db = sqlite3.connect(f"file:{run_dir / 'run.db'}?mode=ro", uri=True)
+    db.row_factory = sqlite3.Row
+    stages = list(db.execute("SELECT * FROM stages ORDER BY round, position"))
+    per_round: dict[int, float] = {}
+    rows: dict[tuple[int, str], float] = {}
+    for s in stages:
+        rnd, stage, secs = s["round"], s["stage"], s["seconds"]
+        per_round[rnd] = per_round.get(rnd, 0.0) + secs
+        if stage in ("evaluate", "baseline"):
+            last = db.execute(
+                "SELECT MAX(created_at) FROM samples WHERE round=? AND purpose='eval'", (rnd,)
+            ).fetchone()[0]
+            gen = max(0.0, min(secs, (last or s["started_at"]) - s["started_at"]))
+            rows[(rnd, f"{stage}: generate")] = gen
+            rows[(rnd, f"{stage}: test")] = secs - gen
+        else:
+            rows[(rnd, stage)] = secs
+    tokens = db.execute(
+        "SELECT COUNT(*), SUM(n_tokens) FROM samples WHERE round=1 AND purpose='train'"
+    ).fetchone()
+    tests = db.execute(
+        "SELECT COUNT(*), SUM(duration_s) FROM verdicts v JOIN samples s ON s.id = v.sample_id "
+        "WHERE s.round = 1"
+    ).fetchone()
+    db.close()
+    return {"cmd": cmd, "wall": wall, "rows": rows, "per_round": per_round,
+            "train": tuple(tokens), "tests": tuple(tests), "load": os.getloadavg()[0]}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="16 train prompts, 4 eval problems")
+    ap.add_argument("--config", type=Path, default=ROOT / "examples" / "demo.toml")
+    ap.add_argument("--model", type=Path, help="model folder instead of the config's")
+    ap.add_argument("--keep", type=Path, help="run in this folder and keep it")
+    ap.add_argument("--omp-ab", action="store_true",
+                    help="also run with OMP_WAIT_POLICY=PASSIVE, interleaved, and compare")  # fmt: skip
+    a = ap.parse_args()
+    original = tomllib.loads(a.config.read_text())
+    model = a.model or (a.config.parent / original["model"]["path"]).resolve()
+    if not (model / "config.json").exists():
+        print(f"no model at {model}: the demo model is trained with "
+              "`python -m ssd_tui.demo.pretrain --out assets/demo-model`; nothing measured")  # fmt: skip
+        sys.exit(2)
+    work = a.keep or Path(tempfile.mkdtemp(prefix="bench-round-"))
+    work.mkdir(parents=True, exist_ok=True)
+    cfg_text = copy_config(a.config, Path("@RUN_DIR@"), a.model, a.quick)
+    omp = os.environ.get("OMP_WAIT_POLICY")
+    variants = [("as-is", {})]
+    if a.omp_ab:
+        variants.append(("passive", {"OMP_WAIT_POLICY": "PASSIVE"}))
+    print(f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores; "
+          f"OMP_WAIT_POLICY={omp or '(unset)'}")  # fmt: skip
+    print(f"config: copy of {a.config} (rounds = 1{', quick sizes' if a.quick else ''}); "
+          f"model {model}")  # fmt: skip
+    try:
+        results = {}
+        for name, env in variants:
+            r = run_once(work, cfg_text, name, env)
+            results[name] = r
+            label = " ".join(f"{k}={v}" for k, v in env.items())
+            print(f"$ {label + ' ' if label else ''}{' '.join(r['cmd'])}".replace(str(work), "TMP"))
+            print(f"  {r['wall']:.1f}s wall (load {r['load']:.2f})")
+        base = results["as-is"]
+        head = f"{'round':>5s}  {'stage':22s}{'seconds':>9s}{'share':>8s}"
+        if a.omp_ab:
+            head += f"{'PASSIVE s':>11s}{'as-is/PASSIVE':>15s}"
+        print("\n" + head)
+        for (rnd, stage), secs in base["rows"].items():
+            line = f"{rnd:5d}  {stage:22s}{secs:9.1f}{secs / base['per_round'][rnd]:8.1%}"
+            if a.omp_ab:
+                other = results["passive"]["rows"].get((rnd, stage), 0.0)
+                line += f"{other:11.1f}{secs / max(other, 1e-3):14.1f}x"
+            print(line)
+        for rnd, total in base["per_round"].items():
+            line = f"{rnd:5d}  {'total':22s}{total:9.1f}{'':8s}"
+            if a.omp_ab:
+                other = results["passive"]["per_round"][rnd]
+                line += f"{other:11.1f}{total / other:14.1f}x"
+            print(line)
+        n, tokens = base["train"]
+        sample_s = base["rows"].get((1, "sample"))
+        if n and sample_s:
+            print(f"\nround 1 sample stage: {n} samples, {tokens:,} tokens, "
+                  f"{tokens / sample_s:,.0f} tok/s (bench_sampler.py measures the sampler alone)")  # fmt: skip
+        count, durations = base["tests"]
+        test_s = base["rows"].get((1, "evaluate: test"))
+        if count and test_s:
+            print(f"round 1 tests: {count} programs, {count / test_s:.1f}/s "
+                  f"(sum of program durations {durations:.1f}s)")  # fmt: skip
+        rounds = original["run"].get("rounds", 3)
+        for name, r in results.items():
+            if 1 in r["per_round"]:
+                total = r["per_round"].get(0, 0.0) + rounds * r["per_round"][1]
+                print(f"{name}: the original config's whole run (round 0 + {rounds} rounds like "
+                      f"round 1): ~{total:.0f}s = {total / 60:.1f} min")  # fmt: skip
+    finally:
+        if a.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
