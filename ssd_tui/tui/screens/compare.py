@@ -86,7 +86,8 @@ class CompareScreen(Screen):
         if k:
             cols += [f"A pass@{k}", f"B pass@{k}", f"Δ pass@{k}"]
         cols += ["A samples", "B samples", "A ⚠", "B ⚠"]
-        t.add_columns(*cols)
+        for c in cols:
+            t.add_column(c, width=max(5, len(c)))
         ra = {r.round: r for r in a.rounds}
         rb = {r.round: r for r in b.rounds}
         for rnd in sorted(set(ra) | set(rb)):

@@ -296,9 +296,8 @@ class DashboardScreen(Screen):
         snap = self.snapshot
         if snap is None:
             return
-        running: list[StageRow] = (
-            snap.running if self.engine_pid is not None or self.ref.review else []
-        )
+        # Only a live engine's stages move: review mode and stale rows get no bar.
+        running: list[StageRow] = snap.running if self.engine_pid is not None else []
         self.query_one(StageProgress).show(running, self._idle_text(snap))
 
     def _idle_text(self, snap: Snapshot) -> str:

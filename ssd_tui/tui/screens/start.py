@@ -53,10 +53,11 @@ class StartScreen(Screen):
         table = self.query_one("#runs", DataTable)
         table.add_column("run", key="run", width=22)
         table.add_column("model", key="model", width=38)
-        table.add_column("rounds", key="rounds")
-        table.add_column("best pass@1", key="best")
-        table.add_column("last activity", key="last")
-        table.add_column("state", key="state")
+        # Fixed widths (DataTable would keep cells first drawn at a narrower auto width).
+        table.add_column("rounds", key="rounds", width=7)
+        table.add_column("best pass@1", key="best", width=11)
+        table.add_column("last activity", key="last", width=13)
+        table.add_column("state", key="state", width=10)
         self.query_one("#runs-title", Static).update(
             f"Runs in [b]{escape(display_path(self.app.runs_dir))}[/b]  (each folder with a run.db or a config.toml)"
         )

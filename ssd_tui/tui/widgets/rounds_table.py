@@ -36,14 +36,17 @@ class RoundsTable(DataTable):
         "duration",
         "⚠",
     )
+    # Fixed widths: Textual's DataTable caches cell renders without their width, so columns
+    # that grow after a first render would stay cut ("analy"); fixed ones never change.
+    WIDTHS = (5, 8, 11, 6, 6, 8, 9, 8, 3)
 
     def __init__(self, **kw) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kw)
         self.rows_by_round: dict[int, RoundRow] = {}
 
     def on_mount(self) -> None:
-        for c in self.COLUMNS:
-            self.add_column(c, key=c)
+        for c, w in zip(self.COLUMNS, self.WIDTHS, strict=True):
+            self.add_column(c, key=c, width=w)
 
     def set_k_label(self, k: int, diversity: str) -> None:
         self.columns["pass@k"].label = Text(f"pass@{k}")
@@ -75,7 +78,7 @@ class RoundsTable(DataTable):
             if key in self.rows:
                 if self.rows_by_round.get(r.round) != r:
                     for col, value in zip(self.COLUMNS, cells, strict=False):
-                        self.update_cell(key, col, value, update_width=True)
+                        self.update_cell(key, col, value)
             else:
                 self.add_row(*cells, key=key)
             self.rows_by_round[r.round] = r

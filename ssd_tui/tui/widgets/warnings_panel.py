@@ -35,7 +35,9 @@ class WarningsPanel(Horizontal):
 
     def compose(self) -> ComposeResult:
         table: DataTable = DataTable(cursor_type="row", id="warnings-table")
-        table.add_columns("round", "rule", "message")
+        table.add_column("round", width=5)
+        table.add_column("rule", width=20)
+        table.add_column("message", width=90)
         yield table
         with VerticalScroll(id="warning-evidence"):
             yield Static("no warnings: no collapse rule has fired", id="evidence-body")
