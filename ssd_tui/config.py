@@ -219,6 +219,47 @@ class AnalysisSection:
 
 
 @dataclass(frozen=True)
+class VllmSection:
+    """Settings of the vLLM engine (`[run] engine = "vllm"`); docs/gpu.md explains each."""
+
+    tensor_parallel_size: int = _opt(
+        "GPUs one vLLM engine shards the model over (tensor parallelism)", _at_least(1), default=1
+    )
+    gpu_memory_utilization: float = _opt(
+        "share of each GPU's memory vLLM may take (weights + KV cache); the trainer runs "
+        "later, in its own process",
+        _between(0.05, 1.0),
+        default=0.9,
+    )
+    max_model_len: int = _opt(
+        "longest prompt + completion in tokens (sizes the KV cache); 0 = the model's own",
+        _at_least(0),
+        default=0,
+    )
+    max_num_seqs: int = _opt(
+        "sequences decoded at once; 0 = vLLM's default", _at_least(0), default=0
+    )
+    max_lora_rank: int = _opt(
+        "largest LoRA rank the engine can serve; 0 = the smallest of 8, 16, 32, 64, 128, 256, "
+        "512 that holds [lora] r",
+        _at_least(0),
+        default=0,
+    )
+    logprobs: int = _opt(
+        "top-N log-probabilities vLLM returns per token (raised to top_k when that is larger); "
+        "tail_mass is computed from them when they determine it",
+        _between(0, 256),
+        default=20,
+    )
+    enforce_eager: bool = _opt(
+        "no CUDA graphs: slower decoding, faster start, less memory", default=False
+    )
+    enable_prefix_caching: bool = _opt(
+        "share the KV cache of a prompt between its n samples", default=True
+    )
+
+
+@dataclass(frozen=True)
 class RunConfig:
     run: RunSection = field(default_factory=RunSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -228,6 +269,7 @@ class RunConfig:
     lora: LoraSection = field(default_factory=LoraSection)
     train: TrainSection = field(default_factory=TrainSection)
     analysis: AnalysisSection = field(default_factory=AnalysisSection)
+    vllm: VllmSection = field(default_factory=VllmSection)
     # The folder relative paths resolve against (the config file's folder).
     base_dir: Path = field(default=Path("."), compare=False)
 
@@ -301,6 +343,7 @@ _SECTION_TYPES = {
     "lora": LoraSection,
     "train": TrainSection,
     "analysis": AnalysisSection,
+    "vllm": VllmSection,
 }
 
 

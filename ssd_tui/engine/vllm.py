@@ -1,0 +1,701 @@
+"""The vLLM sampler: the same ``Sampler`` interface as ``HFSampler``, for GPUs.
+
+Everything vLLM-specific is in ``VLLMSampler`` (a few dozen lines that call ``vllm.LLM``);
+the rest of this module is pure functions, tested with a fake ``vllm`` module because the
+real one needs CUDA. ``vllm`` is imported only when a ``VLLMSampler`` is constructed.
+
+What the numbers mean under vLLM (docs/gpu.md has the full account):
+
+- ``logprobs``: log p(token) of the untempered, untruncated distribution (T = 1), exactly
+  as the transformers engine records it. vLLM returns these with
+  ``logprobs_mode="raw_logprobs"``, which the engine is started with (and which is also
+  V1's default); an older vLLM without that option is refused rather than trusted.
+- ``tail_mass``: the T = 1 mass outside the kept set, computed from the top-N log-probs
+  vLLM returns per token. Stored only when those N numbers *determine* it (always for
+  top-k alone, greedy, or no truncation; for top-p/min-p when the cut provably falls inside
+  the top N and not on a rounding boundary); a sample with any undetermined position gets
+  an empty list: exact or absent, never guessed.
+- ``entropies``: always empty. The entropy of the full distribution needs every token's
+  probability, which vLLM does not return at a sane cost; a top-N estimate is biased low
+  by an amount that shrinks as SSD sharpens the model, so it would fake a trend.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gc
+import hashlib
+import importlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from ssd_tui.engine.base import Completion, Progress, SamplingParams
+from ssd_tui.errors import SSDError
+
+if TYPE_CHECKING:
+    from ssd_tui.config import RunConfig
+
+__all__ = [
+    "MISSING_VLLM",
+    "LoraIds",
+    "VLLMSampler",
+    "adapter_rank",
+    "auto_max_lora_rank",
+    "check_engine_kwargs",
+    "check_lora_rank",
+    "engine_kwargs",
+    "import_vllm",
+    "kept_prefix",
+    "max_lora_rank_for",
+    "prompt_seeds",
+    "sampling_kwargs",
+    "tail_mass_from_top",
+    "to_completion",
+    "top_logprobs_wanted",
+    "trim_to_text",
+]
+
+MISSING_VLLM = "engine = 'vllm' needs vLLM: pip install 'ssd-tui[vllm]' on a CUDA machine"
+
+# Ranks every vLLM release since 0.6 accepts up to 64; 128/256/512 came later. "auto" picks
+# the smallest that holds [lora] r, so small ranks work on any version.
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 512)
+
+# The most top-N log-probs we ask for per token (each is a Python object per token).
+MAX_TOP_LOGPROBS = 256
+
+# vLLM: temperatures below 1e-5 are greedy; 0 < T < 0.01 is raised to 0.01 (SamplingParams).
+GREEDY_EPS = 1e-5
+VLLM_MIN_TEMPERATURE = 0.01
+
+# Relative margin around a truncation boundary inside which we call the kept set
+# undetermined: vLLM's float32 kernels and our sums of float32 log-probs may round either
+# way there.
+_MARGIN = 1e-4
+# Log-probs this close may be the same float32 logit, which vLLM's top-k keeps together.
+_TIE = 1e-6
+
+
+# --------------------------------------------------------------------------- import
+
+
+def import_vllm() -> ModuleType:
+    """The ``vllm`` module, or a one-line SSDError when it is not installed."""
+    try:
+        return importlib.import_module("vllm")
+    except ImportError:
+        raise SSDError(MISSING_VLLM) from None
+
+
+# --------------------------------------------------------------------------- LoRA ranks
+
+
+def auto_max_lora_rank(r: int) -> int:
+    """The smallest rank vLLM accepts as ``max_lora_rank`` that holds a LoRA of rank ``r``."""
+    for rank in LORA_RANKS:
+        if r <= rank:
+            return rank
+    raise SSDError(
+        f"[lora] r = {r} is larger than any max_lora_rank vLLM accepts ({LORA_RANKS[-1]})"
+    )
+
+
+def max_lora_rank_for(configured: int, lora_r: int) -> int:
+    """``[vllm] max_lora_rank``, with 0 meaning the smallest accepted rank ≥ ``[lora] r``."""
+    return configured if configured > 0 else auto_max_lora_rank(lora_r)
+
+
+def adapter_rank(adapter: Path) -> int:
+    """The largest LoRA rank in a PEFT adapter folder (``r`` and any ``rank_pattern``)."""
+    path = Path(adapter) / "adapter_config.json"
+    try:
+        conf = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SSDError(f"not a LoRA adapter folder (no adapter_config.json): {adapter}") from None
+    except (OSError, ValueError) as exc:
+        raise SSDError(f"cannot read {path}: {exc}") from None
+    ranks = [conf.get("r") or 0, *(conf.get("rank_pattern") or {}).values()]
+    return int(max(ranks))
+
+
+def check_lora_rank(max_lora_rank: int, lora_r: int, adapter: Path | None = None) -> None:
+    """One-line SSDError when vLLM could not serve this run's adapters.
+
+    Checked when the sampler is built, i.e. before the first stage of a run touches the
+    GPU, so a run never trains for hours and then fails to serve the adapter it made.
+    """
+    if lora_r > max_lora_rank:
+        raise SSDError(
+            f"[lora] r = {lora_r} is larger than [vllm] max_lora_rank = {max_lora_rank}: "
+            "vLLM could not serve this run's adapters (raise max_lora_rank or lower r)"
+        )
+    if adapter is not None:
+        r = adapter_rank(adapter)
+        if r > max_lora_rank:
+            raise SSDError(
+                f"adapter {adapter} has LoRA rank {r}, larger than [vllm] max_lora_rank = "
+                f"{max_lora_rank} (raise max_lora_rank)"
+            )
+
+
+# --------------------------------------------------------------------------- LoRA ids
+
+
+def _fingerprint(adapter: Path) -> tuple[tuple[str, int, int], ...]:
+    """Names, sizes and mtimes of an adapter folder's files: changes when it is rewritten."""
+    out = []
+    for f in sorted(adapter.iterdir()):
+        if f.is_file():
+            st = f.stat()
+            out.append((f.name, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+class LoraIds:
+    """A fresh ``lora_int_id`` for every adapter *version* one engine serves.
+
+    vLLM caches a loaded adapter by its integer id, so an id reused for a folder whose
+    weights changed (a round trained again) would keep serving the old weights. The key
+    is therefore (path, file fingerprint), and ids count up from 1 (vLLM requires > 0).
+    """
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[str, tuple[tuple[str, int, int], ...]], int] = {}
+
+    def id_for(self, adapter: Path) -> int:
+        adapter = Path(adapter).resolve()
+        key = (str(adapter), _fingerprint(adapter))
+        if key not in self._ids:
+            self._ids[key] = len(self._ids) + 1
+        return self._ids[key]
+
+
+# --------------------------------------------------------------------------- parameters
+
+
+def top_logprobs_wanted(configured: int, top_k: int) -> int:
+    """How many top log-probs to request per token.
+
+    ``configured`` = 0 means the sampled token's only (no tail mass unless nothing is
+    truncated). Otherwise at least ``top_k + 1``: the top-k set is then always inside the
+    returned ones, and the one after it shows a tie that vLLM's top-k would keep.
+    """
+    if configured <= 0:
+        return 0
+    want = max(configured, top_k + 1 if top_k > 0 else 0)
+    return want if want <= MAX_TOP_LOGPROBS else configured
+
+
+def prompt_seeds(seed: int, n_prompts: int) -> list[int]:
+    """One seed per prompt, derived from the batch seed.
+
+    vLLM seeds the j-th of a prompt's n samples with ``seed + j``; one seed for every
+    prompt would give each prompt the same random stream. Kept below 2**30 so that
+    ``seed + j`` stays a small positive int.
+    """
+    out = []
+    for i in range(n_prompts):
+        digest = hashlib.sha256(f"{seed}:{i}".encode()).digest()
+        out.append(int.from_bytes(digest[:4], "little") & 0x3FFFFFFF)
+    return out
+
+
+def sampling_kwargs(params: SamplingParams, n: int, n_logprobs: int, seed: int) -> dict[str, Any]:
+    """Keyword arguments for one ``vllm.SamplingParams``.
+
+    ``max_tokens`` is always set (vLLM's default is 16). top_k = 0 becomes -1, the "off"
+    value every vLLM accepts (new ones also take 0, old ones reject it). Stop strings are
+    cut from the text (``include_stop_str_in_output=False``), as in the HF engine.
+    """
+    return {
+        "n": n,
+        "temperature": params.temperature,
+        "top_k": params.top_k if params.top_k > 0 else -1,
+        "top_p": params.top_p,
+        "min_p": params.min_p,
+        "seed": seed,
+        "stop": list(params.stop),
+        "max_tokens": params.max_new_tokens,
+        "logprobs": n_logprobs,
+        "skip_special_tokens": True,
+        "include_stop_str_in_output": False,
+    }
+
+
+def engine_kwargs(
+    cfg: RunConfig,
+    model_path: str,
+    *,
+    enable_lora: bool,
+    max_lora_rank: int,
+    max_logprobs: int,
+) -> dict[str, Any]:
+    """Keyword arguments for ``vllm.LLM`` (all of them ``EngineArgs`` fields)."""
+    v = cfg.vllm
+    kw: dict[str, Any] = {
+        "model": model_path,
+        "dtype": cfg.model.dtype,
+        "seed": cfg.run.seed,
+        "tensor_parallel_size": v.tensor_parallel_size,
+        "gpu_memory_utilization": v.gpu_memory_utilization,
+        "enforce_eager": v.enforce_eager,
+        "enable_prefix_caching": v.enable_prefix_caching,
+        # Our logprobs are T = 1 and untruncated; never trust a version's default for it.
+        "logprobs_mode": "raw_logprobs",
+        # vLLM refuses requests for more top log-probs than this (its default is 20).
+        "max_logprobs": max(max_logprobs, 1),
+    }
+    if v.max_model_len:
+        kw["max_model_len"] = v.max_model_len
+    if v.max_num_seqs:
+        kw["max_num_seqs"] = v.max_num_seqs
+    if enable_lora:
+        # One adapter per round (architecture decision 4), so one LoRA slot suffices.
+        kw.update(enable_lora=True, max_lora_rank=max_lora_rank, max_loras=1)
+    return kw
+
+
+def check_engine_kwargs(kwargs: dict[str, Any], known: set[str] | None, version: str) -> None:
+    """One-line SSDError naming the options this vLLM does not have (``known`` None: skip)."""
+    if known is None:
+        return
+    unknown = sorted(k for k in kwargs if k not in known)
+    if unknown:
+        raise SSDError(
+            f"the installed vLLM {version} has no engine option {', '.join(unknown)}; "
+            "ssd-tui needs one with logprobs_mode (added July 2025, vllm-project/vllm#21398)"
+        )
+
+
+def _engine_fields(vllm: ModuleType) -> set[str] | None:
+    args = getattr(vllm, "EngineArgs", None)
+    if args is None or not dataclasses.is_dataclass(args):
+        return None
+    return {f.name for f in dataclasses.fields(args)}
+
+
+# --------------------------------------------------------------------------- tail mass
+
+
+def _rest_bounds(r: float, m: float, a: float, count: int | None) -> tuple[float, float]:
+    """Bounds on Σ p_j^a over the tokens outside the top N.
+
+    Their T = 1 mass is ``r`` and each has p_j ≤ ``m``; ``count`` of them (None: unknown).
+    For a > 1 the sum is largest when the mass sits in as few tokens as possible and
+    smallest when spread evenly; for a < 1 the other way round.
+    """
+    if r <= 0.0:
+        return 0.0, 0.0
+    if abs(a - 1.0) < 1e-12:
+        return r, r
+    packed = r * m ** (a - 1.0)
+    spread = r**a * count ** (1.0 - a) if count else None
+    if a > 1.0:
+        return (spread or 0.0), packed
+    return packed, (spread if spread is not None else math.inf)
+
+
+def kept_prefix(
+    top: Sequence[float], params: SamplingParams, vocab_size: int | None = None
+) -> int | None:
+    """How many of the top tokens vLLM's truncation keeps, if the top-N log-probs show it.
+
+    ``top`` holds the T = 1 log-probs of ranks 1..N, descending. vLLM V1 truncates in this
+    order: temperature, then min-p (a ratio test against the top token), then top-k, then
+    top-p renormalised over what is left. Every step keeps a prefix of the ranking, so the
+    kept set is the first L tokens. Returns L when it is certain that L ≤ N, else None.
+    A caller handles greedy decoding and "no truncation" first.
+    """
+    n = len(top)
+    if n == 0:
+        return None
+    p = [math.exp(x) for x in top]
+    t = max(params.temperature, VLLM_MIN_TEMPERATURE)
+    a = 1.0 / t
+    rest_count = None if vocab_size is None else max(0, vocab_size - n)
+    # The mass outside the top N, as an interval: float32 log-probs sum with some error.
+    rest = 1.0 - sum(p)
+    slack = 1e-6 + 1e-7 * n
+    rest_lo, rest_hi = max(0.0, rest - slack), max(0.0, rest + slack)
+    if rest_count == 0:
+        rest_lo = rest_hi = 0.0
+    biggest_rest = min(p[-1], rest_hi)  # no token outside the top N is likelier than this
+    # False: tokens outside the top N may still be candidates; True: all of them are cut.
+    rest_cut = rest_count == 0
+    limit = n
+
+    if params.min_p > 0.0:
+        # q_i / q_1 = (p_i / p_1)^a >= min_p  <=>  p_i >= p_1 * min_p^T
+        thr = p[0] * params.min_p**t
+        limit = 0
+        for x in p:
+            if x >= thr * (1 + _MARGIN):
+                limit += 1
+            elif x < thr * (1 - _MARGIN):
+                break
+            else:
+                return None  # on the boundary
+        if limit < n or biggest_rest < thr * (1 - _MARGIN):
+            rest_cut = True
+
+    k = params.top_k
+    if 0 < k and (vocab_size is None or k < vocab_size):
+        if k < limit:  # top-k cuts inside the visible tokens (so k < n)
+            if top[k - 1] - top[k] <= _TIE:
+                return None  # a tie at the k-th token: vLLM keeps every tied token
+            limit, rest_cut = k, True
+        elif rest_cut:
+            pass  # min-p already cut at or before the k-th token
+        elif k == n:
+            rest_cut = True  # exactly the visible tokens (a tie beyond them is not visible)
+        else:
+            return None  # the top-k set reaches beyond the tokens we can see
+
+    if params.top_p >= 1.0:
+        return limit if rest_cut else None
+
+    w = [x**a for x in p[:limit]]
+    known = sum(w)
+    if rest_cut:
+        z_lo = z_hi = known
+    else:
+        # Both bounds grow with the mass, so the interval's ends give the outer bounds.
+        lo = _rest_bounds(rest_lo, min(p[-1], rest_lo), a, rest_count)[0]
+        hi = _rest_bounds(rest_hi, biggest_rest, a, rest_count)[1]
+        if params.min_p > 0.0:
+            lo = 0.0  # min-p may have cut any of them
+        z_lo, z_hi = known + lo, known + hi
+    # Keep token i while the (renormalised) mass ranked strictly above it is < top_p.
+    above = 0.0
+    for i, wi in enumerate(w):
+        if i > 0:
+            if above >= params.top_p * z_hi * (1 + _MARGIN):
+                return i
+            if above >= params.top_p * z_lo * (1 - _MARGIN):
+                return None
+        above += wi
+    if rest_cut:
+        return limit
+    # Every visible token is kept; the rest are cut only if the visible mass already
+    # reaches top_p of the largest possible total.
+    return limit if above >= params.top_p * z_hi * (1 + _MARGIN) else None
+
+
+def _truncates(params: SamplingParams, vocab_size: int | None) -> bool:
+    top_k_on = params.top_k > 0 and (vocab_size is None or params.top_k < vocab_size)
+    return top_k_on or params.top_p < 1.0 or params.min_p > 0.0
+
+
+def tail_mass_from_top(
+    top: Sequence[float],
+    params: SamplingParams,
+    vocab_size: int | None = None,
+    sampled_rank: int | None = None,
+) -> float | None:
+    """T = 1 mass outside vLLM's kept set at one position, or None if ``top`` cannot tell.
+
+    ``top``: T = 1 log-probs of ranks 1..N (descending); ``sampled_rank``: the sampled
+    token's rank (1 = most likely), used as a consistency check: a sampled token outside
+    the computed kept set means the reconstruction is wrong, so None.
+    """
+    if params.temperature < GREEDY_EPS:
+        if not top or (sampled_rank is not None and sampled_rank != 1):
+            return None
+        return max(0.0, 1.0 - math.exp(top[0]))
+    if not _truncates(params, vocab_size):
+        return 0.0
+    kept = kept_prefix(top, params, vocab_size)
+    if kept is None or (sampled_rank is not None and sampled_rank > kept):
+        return None
+    return max(0.0, 1.0 - sum(math.exp(x) for x in top[:kept]))
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def trim_to_text(token_ids: Sequence[int], cut: int, decode: Callable[[list[int]], str]) -> int:
+    """How many tokens to keep for a text cut at character ``cut`` (a stop string).
+
+    vLLM keeps the tokens that completed the stop string; the HF engine keeps those whose
+    text *starts* before the cut (a token straddling it stays). Same rule here, so both
+    engines store the same tokens for the same text.
+    """
+    n = len(token_ids)
+    while n > 0 and len(decode(list(token_ids[: n - 1]))) >= cut:
+        n -= 1
+    return n
+
+
+def _position(entry: dict[int, Any], token: int, n_top: int) -> tuple[float, list[float], int]:
+    """(sampled log-prob, top log-probs by rank, sampled rank) from one vLLM logprobs dict."""
+    chosen = entry[token]
+    ranked = [(lp.rank, lp.logprob) for lp in entry.values() if lp.rank is not None]
+    if len(ranked) == len(entry):
+        # With n_top = 0 only the sampled token comes back; it is the top one if ranked 1.
+        top = [lp for rank, lp in sorted(ranked) if rank <= max(n_top, 1)]
+        rank = chosen.rank
+    else:  # no ranks: order by log-prob; the sampled token's rank is then unknown
+        top = sorted((lp.logprob for lp in entry.values()), reverse=True)[:n_top]
+        rank = None
+    return float(chosen.logprob), [float(x) for x in top], rank
+
+
+def to_completion(
+    out: Any,
+    params: SamplingParams,
+    n_top: int,
+    decode: Callable[[list[int]], str],
+    vocab_size: int | None = None,
+) -> Completion:
+    """One vLLM ``CompletionOutput`` → our ``Completion`` (see the module docstring)."""
+    finish = out.finish_reason
+    if finish not in ("stop", "length"):
+        raise SSDError(f"vLLM ended a sample with finish_reason {finish!r}")
+    ids = [int(t) for t in out.token_ids]
+    n = len(ids)
+    if finish == "stop" and isinstance(getattr(out, "stop_reason", None), str):
+        n = trim_to_text(ids, len(out.text), decode)
+    entries = out.logprobs or []
+    logprobs: list[float] = []
+    tails: list[float] | None = []
+    if len(entries) < n:  # no log-probs came back: keep the text and tokens only
+        entries, tails = [], None
+    for i in range(min(n, len(entries))):
+        lp, top, rank = _position(entries[i], ids[i], n_top)
+        logprobs.append(lp)
+        if tails is not None:
+            tail = tail_mass_from_top(top, params, vocab_size, rank)
+            # Exact or absent: one undetermined position drops the whole sample's tail.
+            if tail is None:
+                tails = None
+            else:
+                tails.append(tail)
+    return Completion(
+        text=out.text,
+        token_ids=ids[:n],
+        logprobs=logprobs,
+        entropies=[],
+        tail_mass=tails if tails is not None else [],
+        finish_reason=finish,
+    )
+
+
+def _check_params(params: SamplingParams) -> None:
+    if params.n < 1:
+        raise SSDError(f"n must be at least 1, got {params.n}")
+    if params.max_new_tokens < 1:
+        raise SSDError(f"max_new_tokens must be at least 1, got {params.max_new_tokens}")
+    if any(s == "" for s in params.stop):
+        raise SSDError("stop strings must not be empty")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- the sampler
+
+
+class VLLMSampler:
+    """``Sampler`` on vLLM: base model ⊕ at most one LoRA adapter, served by one engine.
+
+    The engine starts on the first ``generate`` (not in ``__init__``): building the
+    sampler only loads the tokenizer and checks the LoRA ranks, so a pipeline stage that
+    merely asks for a sampler (the analysis looks for ``.model``, which this one has not)
+    costs no GPU time. ``close()`` drops the engine; GPU memory is reliably free only
+    when the process exits, which is why ``ssd-tui run`` runs each stage in a fresh
+    process with this engine (docs/gpu.md).
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        adapter: str | Path | None = None,
+        cfg: RunConfig | None = None,
+    ) -> None:
+        from ssd_tui.config import RunConfig
+        from ssd_tui.engine.hf import load_tokenizer
+
+        self._vllm = import_vllm()
+        self.cfg = cfg if cfg is not None else RunConfig()
+        self.model_path = model_path
+        self.tokenizer = load_tokenizer(model_path)
+        self.vocab_size = self._vocab_size()
+        self.max_lora_rank = max_lora_rank_for(self.cfg.vllm.max_lora_rank, self.cfg.lora.r)
+        if self.cfg.run.rounds > 0:
+            check_lora_rank(self.max_lora_rank, self.cfg.lora.r)
+        self._ids = LoraIds()
+        self._llm: Any = None
+        self._engine_has_lora = False
+        self.adapter: Path | None = None
+        self.lora_request: Any = None
+        self.set_adapter(adapter)
+
+    # -- adapters --------------------------------------------------------------------
+
+    def set_adapter(self, adapter: str | Path | None) -> None:
+        """Serve base ⊕ ``adapter`` from now on (None: the base model).
+
+        A new adapter version gets a fresh LoRA id and the prefix cache is reset, so no
+        KV block computed under the previous weights is reused. An engine started
+        without LoRA is restarted (lazily) with it.
+        """
+        request = None
+        path = None
+        if adapter is not None:
+            path = Path(adapter)
+            check_lora_rank(self.max_lora_rank, self.cfg.lora.r, path)
+            lora_id = self._ids.id_for(path)
+            request_cls = importlib.import_module("vllm.lora.request").LoRARequest
+            request = request_cls(
+                lora_name=f"{path.name}#{lora_id}", lora_int_id=lora_id, lora_path=str(path)
+            )
+        old_id = getattr(self.lora_request, "lora_int_id", None)
+        new_id = getattr(request, "lora_int_id", None)
+        self.adapter, self.lora_request = path, request
+        if self._llm is None:
+            return
+        if request is not None and not self._engine_has_lora:
+            self._shutdown()
+        elif new_id != old_id:
+            self._llm.reset_prefix_cache()
+
+    # -- engine ----------------------------------------------------------------------
+
+    def _vocab_size(self) -> int:
+        """Tokens the model scores (vLLM drops the embedding's padding rows)."""
+        size = len(self.tokenizer)
+        try:
+            from transformers import AutoConfig
+
+            conf = AutoConfig.from_pretrained(self.model_path, local_files_only=True)
+            conf = getattr(conf, "text_config", None) or conf
+            size = max(size, int(getattr(conf, "vocab_size", 0) or 0))
+        except (OSError, ValueError, KeyError):
+            pass
+        return size
+
+    def _max_logprobs(self) -> int:
+        c = self.cfg
+        return max(
+            top_logprobs_wanted(c.vllm.logprobs, c.sampling.top_k),
+            top_logprobs_wanted(c.vllm.logprobs, c.eval.top_k),
+        )
+
+    def engine_kwargs(self) -> dict[str, Any]:
+        return engine_kwargs(
+            self.cfg,
+            self.model_path,
+            enable_lora=self.lora_request is not None,
+            max_lora_rank=self.max_lora_rank,
+            max_logprobs=self._max_logprobs(),
+        )
+
+    def _engine(self) -> Any:
+        if self._llm is not None:
+            return self._llm
+        kwargs = self.engine_kwargs()
+        version = str(getattr(self._vllm, "__version__", "?"))
+        check_engine_kwargs(kwargs, _engine_fields(self._vllm), version)
+        try:
+            self._llm = self._vllm.LLM(**kwargs)
+        except (ValueError, TypeError, RuntimeError) as exc:
+            raise SSDError(
+                f"vLLM could not start on {self.model_path}: {_first_line(exc)}"
+            ) from None
+        self._engine_has_lora = bool(kwargs.get("enable_lora"))
+        return self._llm
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(
+            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
+
+    # -- Sampler ---------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams,
+        progress: Progress | None = None,
+    ) -> list[list[Completion]]:
+        """``params.n`` completions per prompt, in prompt order (one ``LLM.generate`` call)."""
+        from ssd_tui.engine.hf import encode_prompt
+
+        _check_params(params)
+        # Token ids, not text: vLLM would add a BOS the chat template already wrote, and
+        # the trainer must see exactly the prompt tokens the sampler conditioned on.
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        for i, ids in enumerate(encoded):
+            if not ids:
+                raise SSDError(f"prompt {i} is empty after tokenisation")
+        greedy = params.temperature < GREEDY_EPS
+        n_req = 1 if greedy else params.n  # vLLM refuses n > 1 for greedy decoding
+        n_top = top_logprobs_wanted(self.cfg.vllm.logprobs, params.top_k)
+        try:
+            requests = [
+                self._vllm.SamplingParams(**sampling_kwargs(params, n_req, n_top, seed))
+                for seed in prompt_seeds(params.seed, len(prompts))
+            ]
+        except ValueError as exc:
+            raise SSDError(f"vLLM refused the sampling settings: {_first_line(exc)}") from None
+        llm = self._engine()
+        try:
+            outputs = llm.generate(
+                [{"prompt_token_ids": ids} for ids in encoded],
+                requests,
+                use_tqdm=False,
+                lora_request=self.lora_request,
+            )
+        except ValueError as exc:  # e.g. a prompt longer than max_model_len
+            raise SSDError(f"vLLM refused a request: {_first_line(exc)}") from None
+        result = []
+        for out in outputs:
+            comps = [
+                to_completion(o, params, n_top, self._decode, self.vocab_size)
+                for o in sorted(out.outputs, key=lambda o: o.index)
+            ]
+            if greedy:  # greedy samples are identical: copy instead of recomputing
+                comps = [comps[0]] + [copy.deepcopy(comps[0]) for _ in range(params.n - 1)]
+            result.append(comps)
+        if progress is not None:
+            progress(len(prompts) * params.n, len(prompts) * params.n)
+        return result
+
+    def _shutdown(self) -> None:
+        llm, self._llm = self._llm, None
+        self._engine_has_lora = False
+        if llm is None:
+            return
+        del llm
+        # Best effort: vLLM frees GPU memory reliably only at process exit.
+        try:
+            from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
+
+            cleanup_dist_env_and_memory()
+        except Exception:  # noqa: BLE001 - absent or failing in some versions; harmless
+            pass
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    def close(self) -> None:
+        """Drop the engine (a later ``generate`` starts a new one)."""
+        self._shutdown()
+
+    def __enter__(self) -> VLLMSampler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
