@@ -43,6 +43,7 @@ __all__ = [
     "load_model",
     "load_tokenizer",
     "render_prompt",
+    "resolve_device",
 ]
 
 # Temperatures below this are greedy decoding (vLLM uses the same epsilon).
@@ -115,17 +116,33 @@ def _torch_dtype(dtype: str) -> Any:
         ) from None
 
 
+def resolve_device(device: str) -> torch.device:
+    """The device inputs go to; "auto" is the first GPU (where device_map="auto" puts the
+    embeddings), or the CPU when there is none."""
+    if device == "auto":
+        return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def load_model(model_path: str, dtype: str = "float32", device: str = "cpu") -> Any:
-    """Load a causal LM from a local folder or a cached Hub id (never downloads)."""
+    """Load a causal LM from a local folder or a cached Hub id (never downloads).
+
+    ``device="auto"`` shards the layers over every visible GPU (accelerate's
+    ``device_map="auto"``, then CPU memory if they are full): a model too big for one GPU
+    can then be LoRA-trained, one GPU working at a time (docs/gpu.md).
+    """
     from transformers import AutoModelForCausalLM
 
     torch_dtype = _torch_dtype(dtype)
     name, is_local = _resolve(model_path)
+    sharded = {"device_map": "auto"} if device == "auto" else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=torch_dtype, local_files_only=True, **sharded
+        )
     except (OSError, ValueError, KeyError) as exc:
         raise _load_failed(model_path, is_local, "model", exc) from None
-    return model.to(device)
+    return model if sharded else model.to(device)
 
 
 def render_prompt(tokenizer: Any, prompt: str | list[dict], use_chat_template: bool) -> str:
@@ -299,10 +316,11 @@ class HFSampler:
             raise SSDError(f"batch_size must be at least 1, got {batch_size}")
         self.model_path = model_path
         self.adapter = adapter
-        self.device = torch.device(device)
+        # One device: the decoding loop's KV-cache row selection needs every layer on it.
+        self.device = resolve_device(device)
         self.batch_size = batch_size
         self.tokenizer = load_tokenizer(model_path)
-        model = load_model(model_path, dtype, device)
+        model = load_model(model_path, dtype, str(self.device))
         if adapter is not None:
             model = _merge_adapter(model, Path(adapter))
         model.eval()
@@ -560,7 +578,8 @@ class HFTrainer:
         self.lora = lora
         self.settings = train
         self.dtype = dtype
-        self.device = torch.device(device)
+        self.device_map = device  # "auto": the model is sharded over the GPUs
+        self.device = resolve_device(device)
         self.schedule = schedule
         self.min_lr_ratio = min_lr_ratio
         self.max_grad_norm = max_grad_norm
@@ -626,7 +645,7 @@ class HFTrainer:
     def _peft_model(self, init_adapter: Path | None) -> Any:
         from peft import LoraConfig, PeftModel, get_peft_model
 
-        base = load_model(self.model_path, self.dtype, str(self.device))
+        base = load_model(self.model_path, self.dtype, self.device_map)
         if init_adapter is not None:
             init_adapter = Path(init_adapter)
             if not (init_adapter / "adapter_config.json").is_file():
@@ -673,6 +692,8 @@ class HFTrainer:
         self.history = []
 
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        if self.device_map == "auto" and devices:
+            devices = list(range(torch.cuda.device_count()))
         # Seed LoRA init and dropout without disturbing the caller's global RNG.
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(s.seed)
