@@ -41,7 +41,7 @@ from ssd_tui.store import RunStore, SampleRow, pack  # noqa: E402
 
 EVAL_PROBLEMS, EVAL_N, T_EVAL, T_TRAIN = 164, 20, 0.6, 1.1
 TRAIN_PROBLEMS = 10_000
-DEFAULT_TPS = 6_300.0  # demo model, HFSampler, batch 32, this machine: see benchmarks/README.md
+DEFAULT_TPS = 2_000.0  # demo-sized model, HFSampler, batch 32, 2 cores (bench_sampler.py, README)
 STATUSES = ("passed", "failed", "error", "timeout")
 
 
