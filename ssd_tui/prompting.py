@@ -148,10 +148,12 @@ def defines(code: str, name: str) -> bool:
 def extract_code(answer: str, entry_point: str | None = None) -> str:
     """The code of a markdown answer (see the module docstring for which block).
 
-    Import lines from the answer's other Python blocks are put in front, so an answer that
-    shows its imports in a block of their own still runs; ``if __name__ == "__main__":``
-    blocks are dropped (the program runs as ``__main__`` under the tests, and such blocks
-    read input or print examples).
+    Code cut by the token budget keeps its longest prefix that parses and still defines the
+    entry point. Import lines from the answer's other Python blocks are put in front, so an answer that
+    shows its imports in a block of their own still runs. Top-level usage examples are
+    dropped (``if __name__ == "__main__":`` blocks, bare calls such as ``print(f(3))``,
+    ``assert`` lines): the program runs as ``__main__`` under the tests, and a wrong
+    self-made assert or an ``input()`` would fail a correct function.
     """
     blocks = _blocks(answer)
     if not blocks:
@@ -175,25 +177,60 @@ def extract_code(answer: str, entry_point: str | None = None) -> str:
                 extra.append(s)
     if extra:
         code = "\n".join(extra) + "\n" + code
-    return _drop_main_guard(code)
+    return _drop_main_guard(_parseable_prefix(code, entry_point))
+
+
+def _parseable_prefix(code: str, entry_point: str | None) -> str:
+    """``code`` if it parses; else its longest prefix of whole lines that parses and still
+    defines ``entry_point`` (an answer cut by the token budget inside a usage example after
+    a complete solution); else ``code`` unchanged, to fail as it is."""
+    if _parse(code) is not None:
+        return code
+    lines = code.splitlines()
+    for end in range(len(lines) - 1, 0, -1):
+        prefix = "\n".join(lines[:end]).rstrip()
+        if (
+            prefix
+            and _parse(prefix) is not None
+            and (not entry_point or defines(prefix, entry_point))
+        ):
+            return prefix
+    return code
 
 
 def _drop_main_guard(code: str) -> str:
+    """Drop top-level example usage: ``if __name__ == ...`` blocks, bare expression
+    statements (``print(f(3))``, ``check_solution()``) and ``assert`` statements.
+
+    A solution never needs them, and small models often end their block with a usage
+    example or self-made asserts that are wrong or read input, which would fail a correct
+    function. Definitions, imports and assignments stay. Code that does not parse is
+    returned as it is.
+    """
     tree = _parse(code)
     if tree is None:
         return code
     drop: set[int] = set()
-    for node in tree.body:
-        if (
+    for i, node in enumerate(tree.body):
+        main_guard = (
             isinstance(node, ast.If)
             and isinstance(node.test, ast.Compare)
             and isinstance(node.test.left, ast.Name)
             and node.test.left.id == "__name__"
+        )
+        docstring = i == 0 and isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+        if (
+            main_guard
+            or isinstance(node, ast.Assert)
+            or (isinstance(node, ast.Expr) and not docstring)
         ):
             drop.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
     if not drop:
         return code
-    return "\n".join(ln for i, ln in enumerate(code.splitlines(), 1) if i not in drop).rstrip("\n")
+    lines = [ln for i, ln in enumerate(code.splitlines(), 1) if i not in drop]
+    while lines and (not lines[-1].strip() or lines[-1].lstrip().startswith("#")):
+        lines.pop()  # the "# Example usage" comment that led to what was dropped
+    return "\n".join(lines) if lines else code
 
 
 def program_for(problem: Problem, completion: str, style: str) -> str:
@@ -217,7 +254,8 @@ def program_for(problem: Problem, completion: str, style: str) -> str:
         and problem.prompt.rstrip().endswith(('"""', "'''", ":"))
     ):
         return problem.prompt + code + "\n"
-    imports = [ln for ln in problem.prompt.splitlines() if _IMPORT.match(ln)]
+    own = set(code.splitlines())
+    imports = [ln for ln in problem.prompt.splitlines() if _IMPORT.match(ln) and ln not in own]
     lines = [*imports, *code.splitlines()]
     future = [ln for ln in lines if ln.startswith("from __future__ import")]
     rest = [ln for ln in lines if not ln.startswith("from __future__ import")]

@@ -370,3 +370,21 @@ def test_real_model_solves_a_humaneval_problem_greedily() -> None:
     program = program_for(problem, c.text, "chat")
     ((_, verdict),) = list(check_samples([(problem, program)], workers=1))
     assert verdict.status == "passed", (c.text, verdict.message)
+
+
+def test_example_config_is_valid_and_chat_ready() -> None:
+    from ssd_tui.config import load_config
+    from ssd_tui.prompting import CHAT_STOP
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = load_config(root / "examples" / "qwen-coder-0.5b-cpu.toml")
+    m = models.KNOWN_MODELS["qwen2.5-coder-0.5b"]
+    assert cfg.model.gguf_file == m.gguf_name and cfg.model.prompt_style == "chat"
+    assert cfg.resolve(cfg.model.path) == Path.home() / ".cache" / "ssd-tui" / "models" / m.name
+    assert cfg.sampling.stop == CHAT_STOP and cfg.eval.stop == CHAT_STOP
+    assert (cfg.data.train_prompts, cfg.data.benchmark, cfg.data.max_eval_problems) == (
+        "leetcode",
+        "humaneval",
+        0,
+    )
+    assert cfg.train.batch_size == 1  # ~650-token examples: 4 per micro-batch need > 22 GB

@@ -231,3 +231,84 @@ def test_leetcode_program_runs_against_check(answer: str) -> None:
     assert prog.startswith("from typing import *\nimport math\n")
     ns: dict = {}
     exec(prog + "\n" + LC.tests + "\ncheck(Solution)\n", ns)  # noqa: S102
+
+
+# ---------------------------------------------------------------------------- real outputs
+# Verbatim answers of Qwen2.5-Coder-0.5B-Instruct (the GGUF of `ssd-tui models get`), with
+# the system prompt of the default config; "cut" = as the sampler returned it.
+
+REAL_PRINT_AFTER = (  # greedy, HumanEval/7-like ending with a test print
+    "```python\nfrom typing import List\n\n\ndef filter_by_substring(strings: List[str], substring: str) -> List[str]:\n"
+    '    """ Filter an input list of strings only for ones that contain given substring\n    """\n'
+    "    return [s for s in strings if substring in s]\n\n"
+    "# Test the function\nprint(filter_by_substring(['abc', 'bacd', 'cde', 'array'], 'a'))  # Output: ['abc', 'bacd', 'array']\n```"
+)
+
+REAL_CUT_IN_SELF_TEST = (  # T=1.0, HumanEval/4, finish_reason "length" (384 tokens)
+    "```python\nfrom typing import List\n\n\ndef mean_absolute_deviation(numbers: List[float]) -> float:\n"
+    '    """ For a given list of input numbers, calculate Mean Absolute Deviation\n'
+    '    >>> mean_absolute_deviation([1.0, 2.0, 3.0, 4.0])\n    1.0\n    """\n'
+    "    mean = sum(numbers) / len(numbers)\n    \n"
+    "    absolute_deviations = [abs(x - mean) for x in numbers]\n"
+    "    return sum(absolute_deviations) / len(absolute_deviations)\n\n"
+    "# Check function with provided data points\ndef check_solution():\n"
+    '    assert mean_absolute_deviation([1.0, 2.0, 3.0, 4.0]) == 1.0, "Test case 1 failed"\n'
+    '    assert mean_absolute_deviation([1.0, 2.0, 3.0, 4.0]) == 2.2361268319796304, "Test case 2 failed"\n'
+    '    assert mean_absolute_deviation([1.5, 2.5, 3.5, 4.5, 5.5, 6.5]) == 3.598112460189265, "'
+)
+
+REAL_STOPPED = (  # T=1.0, a LeetCode problem, cut by the stop string "\n```\n"
+    "```python\n\nclass Solution:\n    def is_palindrome(self, s: str) -> bool:\n"
+    "        # Remove non-alphanumeric characters and convert to lowercase\n"
+    "        s = ''.join(char.lower() for char in s if char.isalnum())\n        \n"
+    "        # Compare the string with its reverse\n        return s == s[::-1]\n"
+)
+
+REAL_OWN_IMPORTS = (  # T=1.0: the model imports what LeetCode's prelude already has
+    "```python\nfrom collections import deque\n\nclass Solution:\n"
+    "    def max_sliding_window(self, nums: list[int], k: int) -> list[int]:\n"
+    "        window = deque()\n        return [max(nums[i:i + k]) for i in range(len(nums) - k + 1)]\n```"
+)
+
+
+def test_real_test_print_after_the_solution_is_dropped() -> None:
+    code = extract_code(REAL_PRINT_AFTER, "filter_by_substring")
+    assert code.rstrip().endswith("return [s for s in strings if substring in s]")
+    assert "print(" not in code
+
+
+def test_real_answer_cut_inside_its_own_test_keeps_the_solution() -> None:
+    he = {p.entry_point: p for p in load_humaneval()}["mean_absolute_deviation"]
+    prog = program_for(he, REAL_CUT_IN_SELF_TEST, "chat")
+    compile(prog, "prog", "exec")
+    assert "Test case 2 failed" in prog  # the complete lines of its self-test stay, unused
+    ns: dict = {}
+    exec(prog + "\n" + he.tests + "\ncheck(mean_absolute_deviation)\n", ns)  # noqa: S102
+
+
+def test_real_answer_stopped_at_the_fence() -> None:
+    code = extract_code(REAL_STOPPED, "Solution")
+    assert code.startswith("class Solution:") and code.endswith("return s == s[::-1]")
+
+
+def test_real_answer_with_its_own_imports() -> None:
+    p = Problem(
+        id="lc",
+        prompt="from typing import *\nfrom collections import deque\n\n\nclass Solution:\n    pass\n",
+        entry_point="Solution",
+    )
+    prog = program_for(p, REAL_OWN_IMPORTS, "chat")
+    assert prog.count("from collections import deque") == 1
+    ns: dict = {}
+    exec(prog, ns)  # noqa: S102
+    assert ns["Solution"]().max_sliding_window([1, 3, -1, -3, 5, 3, 6, 7], 3) == [3, 3, 5, 5, 6, 7]
+
+
+def test_asserts_and_calls_at_top_level_are_dropped_but_assignments_stay() -> None:
+    code = extract_code(
+        PY.format(
+            "TABLE = [i * i for i in range(10)]\n\ndef add(xs):\n    return sum(xs)\n\nassert add([1]) == 2\nadd([input()])"
+        ),
+        "add",
+    )
+    assert code == "TABLE = [i * i for i in range(10)]\n\ndef add(xs):\n    return sum(xs)"
