@@ -582,9 +582,12 @@ def prepare_model_path(
     out = converted_dir(digest, cache)
     if is_converted(out, digest):
         return out
-    with _locked(out.with_name(f".{out.name}.lock")):
-        if not is_converted(out, digest):  # another process may have finished meanwhile
-            convert_gguf(gguf, out, dtype=dtype, log=log, sha256=digest)
+    try:
+        with _locked(out.with_name(f".{out.name}.lock")):
+            if not is_converted(out, digest):  # another process may have finished meanwhile
+                convert_gguf(gguf, out, dtype=dtype, log=log, sha256=digest)
+    except OSError as e:  # read-only cache, disk full (~1.3 GB needed for 0.5B parameters)
+        raise SSDError(f"cannot write the converted model to {out}: {e.strerror or e}") from None
     return out
 
 

@@ -249,6 +249,14 @@ def test_prepare_model_path_errors(tmp_path: Path) -> None:
         prepare_model_path(tmp_path, "m.gguf", cache_dir=tmp_path / "c", expected_sha256="0" * 64)
 
 
+def test_unwritable_cache_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "m.gguf").write_bytes(PAYLOAD)
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder should be")
+    with pytest.raises(SSDError, match=r"cannot write the converted model to .*cache/gguf/"):
+        prepare_model_path(tmp_path, "m.gguf", cache_dir=blocker, log=lambda _: None)
+
+
 def test_prepare_model_path_reuses_a_conversion(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
