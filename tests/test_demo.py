@@ -32,7 +32,9 @@ def generated() -> tuple[list[dict], list[dict]]:
     return tasks.build_problems(tasks.DEFAULT_SEED)
 
 
-def test_shipped_problem_files_equal_the_generator(generated: tuple[list[dict], list[dict]]) -> None:
+def test_shipped_problem_files_equal_the_generator(
+    generated: tuple[list[dict], list[dict]],
+) -> None:
     # The files were written by another process (other hash seed): equality also shows
     # that generation does not depend on anything but the seed.
     train, ev = generated
@@ -53,8 +55,13 @@ def test_generation_is_deterministic_from_the_seed() -> None:
     def digest(seed: int, hashseed: str) -> str:
         env = {**os.environ, "PYTHONHASHSEED": hashseed}
         out = subprocess.run(
-            [sys.executable, "-c", code, str(seed)], cwd=ROOT, env=env, capture_output=True,
-            text=True, check=True, timeout=60,
+            [sys.executable, "-c", code, str(seed)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
         )
         return out.stdout.strip()
 
@@ -136,8 +143,12 @@ _RUNNER = textwrap.dedent(
 
 def _run_programs(programs: list[str]) -> list[bool]:
     res = subprocess.run(
-        [sys.executable, "-I", "-c", _RUNNER], input=json.dumps(programs), capture_output=True,
-        text=True, timeout=120, check=True,
+        [sys.executable, "-I", "-c", _RUNNER],
+        input=json.dumps(programs),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     return json.loads(res.stdout)
 
@@ -209,9 +220,18 @@ def test_model_loads_offline_and_continues_a_prompt() -> None:
         print("ok")
         """
     )
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": "/nonexistent"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": "/nonexistent",
+    }
     out = subprocess.run(
-        [sys.executable, "-c", code, str(MODEL)], env=env, capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", code, str(MODEL)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert out.returncode == 0, out.stderr[-2000:]
 
@@ -221,12 +241,24 @@ def test_tokenizer_round_trips_python() -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(MODEL)
-    samples = [
-        r["prompt"] + r["canonical_solution"] for r in _read_jsonl(DEMO / "eval.jsonl")[:20]
-    ]
+    samples = [r["prompt"] + r["canonical_solution"] for r in _read_jsonl(DEMO / "eval.jsonl")[:20]]
     samples.append(Path(tasks.__file__).read_text(encoding="utf-8")[:4000])
-    samples.append('def f(x):\n\treturn {"a": [1, 2.5e-3], \'b\': x ** -1}  # ünïcode ✓\n')
+    samples.append("def f(x):\n\treturn {\"a\": [1, 2.5e-3], 'b': x ** -1}  # ünïcode ✓\n")
     for text in samples:
         ids = tok(text)["input_ids"]
         assert tok.decode(ids) == text
     assert tok.eos_token is not None and tok.pad_token_id != tok.eos_token_id
+
+
+def test_prompt_tokens_are_a_prefix_of_the_solution_tokens() -> None:
+    # Otherwise the prompt's last token is one the model only saw before EOS (a
+    # trailing "\n" merged with indentation in training text) and it stops at once.
+    _need_model()
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(MODEL)
+    for r in _read_jsonl(DEMO / "eval.jsonl"):
+        head = tok(r["prompt"])["input_ids"]
+        full = tok(r["prompt"] + r["canonical_solution"])["input_ids"]
+        assert full[: len(head)] == head, r["id"]
+        assert len(full) - len(head) <= 96, r["id"]  # fits the demo's max_new_tokens

@@ -73,6 +73,7 @@ def generate(
     max_new_tokens: int,
     rows: int = 40,
     seed: int = 0,
+    top_k: int = 0,
 ) -> tuple[list[list[str]], int, float]:
     """``n`` completions per prompt; returns (completions, generated tokens, seconds)."""
     import torch
@@ -92,7 +93,7 @@ def generate(
                 do_sample=temperature > 0,
                 temperature=temperature,
                 top_p=top_p,
-                top_k=0,
+                top_k=top_k,
                 max_new_tokens=max_new_tokens,
                 num_return_sequences=n,
                 eos_token_id=tok.eos_token_id,
@@ -122,10 +123,19 @@ def evaluate(
     ks: Sequence[int],
     max_new_tokens: int,
     seed: int = 0,
+    top_k: int = 0,
 ) -> dict[str, Any]:
     """pass@k overall and per difficulty for one temperature, and a few samples."""
     comps, tokens, secs = generate(
-        model, tok, [p["prompt"] for p in problems], n, temperature, top_p, max_new_tokens, seed=seed
+        model,
+        tok,
+        [p["prompt"] for p in problems],
+        n,
+        temperature,
+        top_p,
+        max_new_tokens,
+        seed=seed,
+        top_k=top_k,
     )
     programs = []
     for p, cs in zip(problems, comps, strict=True):
@@ -133,13 +143,25 @@ def evaluate(
         programs += [p["prompt"] + c + tail for c in cs]
     with ThreadPoolExecutor(4) as pool:
         verdicts = list(pool.map(run_test, programs))
-    res: dict[str, Any] = {"temperature": temperature, "top_p": top_p, "n": n, "problems": len(problems)}
+    res: dict[str, Any] = {
+        "temperature": temperature,
+        "top_k": top_k,
+        "top_p": top_p,
+        "n": n,
+        "problems": len(problems),
+    }
     groups: dict[str, list[int]] = {"all": list(range(len(problems)))}
+    if len(problems) > 60:
+        groups["first_60"] = list(range(60))  # what the demo config evaluates
     for i, p in enumerate(problems):
         groups.setdefault(p["difficulty"], []).append(i)
     for name, idx in groups.items():
         cs = [sum(verdicts[i * n : (i + 1) * n]) for i in idx]
-        res[name] = {f"pass@{k}": round(sum(pass_at_k(n, c, k) for c in cs) / len(cs), 4) for k in ks if k <= n}
+        res[name] = {
+            f"pass@{k}": round(sum(pass_at_k(n, c, k) for c in cs) / len(cs), 4)
+            for k in ks
+            if k <= n
+        }
         res[name]["problems"] = len(idx)
     flat = [c for cs in comps for c in cs]
     res["distinct_completions"] = round(len(set(flat)) / len(flat), 3)
@@ -147,12 +169,15 @@ def evaluate(
     # Useful tokens (up to EOS) per second of generate: a batch runs until its longest row stops.
     res["useful_tokens_per_s"] = round(tokens / secs, 1)
     res["examples"] = [
-        {"id": problems[i]["id"], "completion": comps[i][0], "passed": verdicts[i * n]} for i in range(3)
+        {"id": problems[i]["id"], "completion": comps[i][0], "passed": verdicts[i * n]}
+        for i in range(3)
     ]
     return res
 
 
-def speed(model: Any, tok: Any, prompts: Sequence[str], batch: int = 16, steps: int = 96) -> dict[str, float]:
+def speed(
+    model: Any, tok: Any, prompts: Sequence[str], batch: int = 16, steps: int = 96
+) -> dict[str, float]:
     """Raw sampling throughput: one batch of ``batch`` prompts at T=1 for exactly ``steps``
     new tokens each (EOS ignored, so every row works every step), after a warm-up."""
     import torch
@@ -167,7 +192,12 @@ def speed(model: Any, tok: Any, prompts: Sequence[str], batch: int = 16, steps: 
         model.generate(**enc, max_new_tokens=steps, min_new_tokens=steps, **kw)
         secs = time.time() - t0
     tokens = batch * steps
-    return {"batch": batch, "tokens": tokens, "seconds": round(secs, 2), "tokens_per_s": round(tokens / secs, 1)}
+    return {
+        "batch": batch,
+        "tokens": tokens,
+        "seconds": round(secs, 2),
+        "tokens_per_s": round(tokens / secs, 1),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -178,6 +208,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--n", type=int, default=5)
     ap.add_argument("--temperatures", type=float, nargs="+", default=[0.2, 0.6, 0.8, 1.0])
     ap.add_argument("--top-p", type=float, default=0.95)
+    ap.add_argument("--top-k", type=int, default=0, help="0 = off")
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -203,7 +234,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     }
     print(json.dumps(report["speed"]), flush=True)
     for t in args.temperatures:
-        r = evaluate(model, tok, problems, args.n, t, args.top_p, (1, args.n), args.max_new_tokens, args.seed)
+        r = evaluate(
+            model,
+            tok,
+            problems,
+            args.n,
+            t,
+            args.top_p,
+            (1, args.n),
+            args.max_new_tokens,
+            args.seed,
+            args.top_k,
+        )
         report["runs"].append(r)
         by = " ".join(f"{d}={r[d]['pass@1']:.2f}" for d in ("easy", "medium", "hard") if d in r)
         print(

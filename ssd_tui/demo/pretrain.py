@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ssd_tui.demo.tasks import DEFAULT_BUG_RATE
+
 # On a shared machine, OpenMP threads that spin while waiting for a descheduled peer
 # make each step 3x slower; passive waiting avoids it. Must be set before torch loads.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -43,7 +45,7 @@ PAD = "<|pad|>"
 @dataclass(frozen=True)
 class PretrainSettings:
     seed: int = 0
-    bug_rate: float = 0.2  # share of corpus documents with one slight bug
+    bug_rate: float = DEFAULT_BUG_RATE  # share of corpus documents with one slight bug
     vocab_size: int = 1024
     hidden: int = 160
     layers: int = 4
@@ -123,7 +125,9 @@ def make_model(tok, s: PretrainSettings):
     return LlamaForCausalLM(config)
 
 
-def pack(docs: Sequence[list[int]], seq_len: int, pad_id: int, rng: random.Random) -> list[list[int]]:
+def pack(
+    docs: Sequence[list[int]], seq_len: int, pad_id: int, rng: random.Random
+) -> list[list[int]]:
     """Whole documents (each ending in EOS) packed greedily into sequences of ``seq_len``.
 
     Every sequence starts at a document start; the tail is padding (label -100).
@@ -151,6 +155,17 @@ def _batches(seqs: list[list[int]], batch_size: int, rng: random.Random):
             yield [seqs[j] for j in order[i : i + batch_size]]
 
 
+def _cpu_name() -> str:
+    # Float results on CPU depend on the instruction set (AVX2 vs AVX-512 kernels): record it.
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def pretrain(out: Path, s: PretrainSettings, log_every: int = 10) -> dict:
     """Build corpus, tokenizer and model; train; save to ``out``; return the training log."""
     import torch
@@ -176,7 +191,10 @@ def pretrain(out: Path, s: PretrainSettings, log_every: int = 10) -> dict:
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        [
+            {"params": decay, "weight_decay": s.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
         lr=s.lr,
         betas=(0.9, 0.95),
     )
@@ -214,7 +232,7 @@ def pretrain(out: Path, s: PretrainSettings, log_every: int = 10) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": _cpu_name(),
         "corpus_docs": len(texts),
         "train_tokens": n_tokens,
         "sequences": len(seqs),

@@ -90,7 +90,9 @@ def filter_piece(spec: str) -> Piece:
     if kind == "even":
         return Piece(("{v} % 2 == 0",), ("{v} % 2 == 1", "{v} // 2 == 0"), "even", "even", True)
     if kind == "odd":
-        return Piece(("{v} % 2 == 1", "{v} % 2 != 0"), ("{v} % 2 == 0", "{v} // 2 == 1"), "odd", "odd", True)
+        return Piece(
+            ("{v} % 2 == 1", "{v} % 2 != 0"), ("{v} % 2 == 0", "{v} // 2 == 1"), "odd", "odd", True
+        )
     if kind == "pos":
         return Piece(("{v} > 0", "0 < {v}"), ("{v} >= 0", "{v} > 1"), "positive", "positive", True)
     if kind == "neg":
@@ -139,7 +141,12 @@ def map_piece(spec: str) -> Piece:
     """The number map named by ``spec`` ("sq", "mul:3", "mod:4", ...)."""
     kind, k = spec.partition(":")[0], _k(spec)
     if kind == "sq":
-        return Piece(("{v} * {v}", "{v} ** 2"), ("{v} * 2", "{v} ** 3", "{v} + {v}"), "the squares of", "squares")
+        return Piece(
+            ("{v} * {v}", "{v} ** 2"),
+            ("{v} * 2", "{v} ** 3", "{v} + {v}"),
+            "the squares of",
+            "squares",
+        )
     if kind == "abs":
         return Piece(("abs({v})",), ("{v}", "-{v}"), "the absolute values of", "abs")
     if kind == "neg":
@@ -231,7 +238,14 @@ CHAR_PREDS = ["vowel", "upper", "lower", "digit", "space", "alpha"] + [
 ]
 STRING_OPS = ("count", "keep", "remove", "mask", "first", "last")
 
-_AGG_NAME = {"sum": "sum", "count": "count", "list": "list", "max": "max", "min": "min", "prod": "product"}
+_AGG_NAME = {
+    "sum": "sum",
+    "count": "count",
+    "list": "list",
+    "max": "max",
+    "min": "min",
+    "prod": "product",
+}
 
 
 @dataclass(frozen=True)
@@ -253,33 +267,49 @@ def char_pred(spec: str) -> CharPred:
         return CharPred(
             ('{v} in "aeiou"', "{v} in 'aeiou'"),
             ('{v} in "aeio"', '{v} in "aeiouy"', '{v} in "AEIOU"'),
-            "lowercase vowel", "lowercase vowels", "vowel", "vowels",
+            "lowercase vowel",
+            "lowercase vowels",
+            "vowel",
+            "vowels",
         )
     if spec in ("upper", "lower"):
         other = "lower" if spec == "upper" else "upper"
         return CharPred(
             (f"{{v}}.is{spec}()",),
             (f"{{v}}.is{other}()", "{v}.isalpha()"),
-            f"{spec}case letter", f"{spec}case letters", spec, spec + "s",
+            f"{spec}case letter",
+            f"{spec}case letters",
+            spec,
+            spec + "s",
         )
     if spec == "digit":
         return CharPred(
             ("{v}.isdigit()",),
             ("{v}.isalpha()", "{v}.isalnum()"),
             # Not "digits": the digits template already has count_digits(n).
-            "digit", "digits", "digit_char", "digit_chars",
+            "digit",
+            "digits",
+            "digit_char",
+            "digit_chars",
         )
     if spec == "space":
         return CharPred(
             ('{v} == " "', "{v}.isspace()"),
             ('{v} == ""', "{v}.isalpha()"),
-            "space", "spaces", "space", "spaces", " ",
+            "space",
+            "spaces",
+            "space",
+            "spaces",
+            " ",
         )
     if spec == "alpha":
         return CharPred(
             ("{v}.isalpha()",),
             ("{v}.isalnum()", "{v}.islower()"),
-            "letter", "letters", "letter", "letters",
+            "letter",
+            "letters",
+            "letter",
+            "letters",
         )
     if spec.startswith("eq:"):
         c = spec[3:]
@@ -287,7 +317,10 @@ def char_pred(spec: str) -> CharPred:
         return CharPred(
             (f'{{v}} == "{c}"', f"{{v}} == '{c}'"),
             (f'{{v}} == "{nxt}"', f'{{v}} == "{c.upper()}"'),
-            f'letter "{c}"', f'copies of the letter "{c}"', f"letter_{c}", f"letter_{c}",
+            f'letter "{c}"',
+            f'copies of the letter "{c}"',
+            f"letter_{c}",
+            f"letter_{c}",
             c,
         )
     raise ValueError(f"unknown character predicate {spec!r}")
@@ -374,7 +407,10 @@ def make_task(key: Key) -> Task:
         cp = char_pred(spec)
         statement, name = {
             "count": (f"Return the number of {cp.many} in {{p}}.", f"count_{cp.tag_many}"),
-            "keep": (f"Return a string of only the {cp.many} in {{p}}, in order.", f"keep_{cp.tag_many}"),
+            "keep": (
+                f"Return a string of only the {cp.many} in {{p}}, in order.",
+                f"keep_{cp.tag_many}",
+            ),
             "remove": (f"Return {{p}} with every {cp.one} removed.", f"remove_{cp.tag_many}"),
             "mask": (f'Return {{p}} with every {cp.one} replaced by "*".', f"mask_{cp.tag_many}"),
             "first": (
@@ -468,9 +504,11 @@ def styles(key: Key) -> list[str]:
         }[op]
         return out
     _, agg, f, m = key
-    loops = {"list": ["for", "index", "while"], "range": ["for", "while"], "digits": ["while", "for"]}[
-        template
-    ]
+    loops = {
+        "list": ["for", "index", "while"],
+        "range": ["for", "while"],
+        "digits": ["while", "for"],
+    }[template]
     loops = ["loop-" + s for s in loops]
     comps = {
         "sum": ["gen", "listcomp"],
@@ -528,7 +566,11 @@ def mutations(key: Key, style: str) -> list[str]:
 
 # Variable-name choices per role; a name is never reused for two roles.
 _ROLE_NAMES = {
-    "x": {"list": ("x", "v", "num", "n", "value", "item"), "range": ("i", "k", "j", "x"), "digits": ("d", "digit")},
+    "x": {
+        "list": ("x", "v", "num", "n", "value", "item"),
+        "range": ("i", "k", "j", "x"),
+        "digits": ("d", "digit"),
+    },
     "i": ("i", "j", "idx"),
     "y": ("y", "val", "cur"),
     "ch": ("ch", "c"),
@@ -613,7 +655,13 @@ def render(key: Key, variant: Variant) -> str:
     return "".join("    " * depth + text + "\n" for depth, text in lines)
 
 
-def _spell(piece_code: Sequence[str], wrong: Sequence[str], alt: int, bug: tuple[str, int] | None, slot: str) -> str:
+def _spell(
+    piece_code: Sequence[str],
+    wrong: Sequence[str],
+    alt: int,
+    bug: tuple[str, int] | None,
+    slot: str,
+) -> str:
     if bug is not None and bug[0] == slot:
         return wrong[bug[1]]
     return piece_code[alt % len(piece_code)]
@@ -628,7 +676,9 @@ def _render_numeric(key: Key, var: Variant, nm: dict[str, str]) -> Lines:
     x, p, acc, y = nm["x"], nm["p"], nm["acc"], nm["y"]
     fp = filter_piece(f) if f else None
     mp = map_piece(m) if m else None
-    pred = _spell(fp.code, fp.wrong, var.pred_alt, var.bug, "pred").replace("{v}", x) if fp else None
+    pred = (
+        _spell(fp.code, fp.wrong, var.pred_alt, var.bug, "pred").replace("{v}", x) if fp else None
+    )
     mapped = _spell(mp.code, mp.wrong, var.map_alt, var.bug, "map").replace("{v}", x) if mp else x
     style = var.style
     hi = f"{p}" if bug == "bound" else f"{p} + 1"  # range(1, n) is the classic slip
@@ -638,7 +688,9 @@ def _render_numeric(key: Key, var: Variant, nm: dict[str, str]) -> Lines:
     if style.startswith("loop-"):
         kind = style[5:]
         out: Lines = []
-        init = {"sum": "0", "count": "0", "list": "[]", "prod": "1", "max": "None", "min": "None"}[agg]
+        init = {"sum": "0", "count": "0", "list": "[]", "prod": "1", "max": "None", "min": "None"}[
+            agg
+        ]
         if bug == "init":
             init = {"sum": "1", "count": "1", "prod": "0", "max": "0", "min": "0"}[agg]
         out.append((1, f"{acc} = {init}"))
@@ -788,7 +840,12 @@ def _render_string(key: Key, var: Variant, nm: dict[str, str]) -> Lines:
             out += [(1, f"for {c} in {p}:"), (2, f"if {pos(c)}:"), (3, f"{cnt} += 1")]
             tail: Lines = []
         else:
-            out += [(1, f"{i} = 0"), (1, f"while {i} < len({p}):"), (2, f"if {pos(f'{p}[{i}]')}:"), (3, f"{cnt} += 1")]
+            out += [
+                (1, f"{i} = 0"),
+                (1, f"while {i} < len({p}):"),
+                (2, f"if {pos(f'{p}[{i}]')}:"),
+                (3, f"{cnt} += 1"),
+            ]
             tail = [(2, f"{i} += 1")]
         if bug == "early":
             return out + [(2, f"return {cnt}")] + tail
@@ -918,7 +975,9 @@ def _input_pool(key: Key) -> list[Any]:
         pool: list[Any] = [[], [rng.choice(near)], [-3, -8, -1]]
         for _ in range(40):
             n = rng.randint(2, 7)
-            pool.append([rng.choice(near) if rng.random() < 0.35 else rng.randint(-9, 12) for _ in range(n)])
+            pool.append(
+                [rng.choice(near) if rng.random() < 0.35 else rng.randint(-9, 12) for _ in range(n)]
+            )
         return pool
     if template == "range":
         fixed = [0, 1, 2, 5, 7, 10, 12]
@@ -999,12 +1058,32 @@ def tests_for(key: Key) -> str:
 
 # Fixed inputs on which two keys with the same outputs count as the same task.
 _FINGERPRINT_BANK: dict[str, list[Any]] = {
-    "list": [[], [0], [5], [-3], [1, 2, 3, 4, 5, 6], [-4, -1, 0, 7, 9, 12], [10, -10, 3, 8],
-             [2, 2, 9, -7, 6, 0, 1], [-5, -2, 11, 4], [-9, -6, 5, 8, 3], [7, 14, 21, 28, -7]],
+    "list": [
+        [],
+        [0],
+        [5],
+        [-3],
+        [1, 2, 3, 4, 5, 6],
+        [-4, -1, 0, 7, 9, 12],
+        [10, -10, 3, 8],
+        [2, 2, 9, -7, 6, 0, 1],
+        [-5, -2, 11, 4],
+        [-9, -6, 5, 8, 3],
+        [7, 14, 21, 28, -7],
+    ],
     "range": list(range(0, 14)),
     "digits": [7, 10, 305, 4444, 9876543, 1234567, 2020, 5, 88, 13579, 24680, 907],
-    "string": ["", "a", "Hello World 42", "the quick brown fox jumps over the lazy dog",
-               "ABC abc 123 xyz", "mississippi", "AEIOU aeiou", "v w", "Zebra 9 qu"],
+    "string": [
+        "",
+        "a",
+        "Hello World 42",
+        "the quick brown fox jumps over the lazy dog",
+        "ABC abc 123 xyz",
+        "mississippi",
+        "AEIOU aeiou",
+        "v w",
+        "Zebra 9 qu",
+    ],
 }
 
 
@@ -1131,34 +1210,58 @@ def write_problem_files(out_dir: Path, seed: int = DEFAULT_SEED) -> tuple[Path, 
 
 # Pretraining documents per template: the small templates are repeated more, so every
 # template gets a fair share of the model's attention.
-CORPUS_DOCS: dict[str, int] = {"list": 16000, "range": 6000, "digits": 4000, "string": 2000}
+CORPUS_DOCS: dict[str, int] = {"list": 14000, "range": 6000, "digits": 4000, "string": 4000}
+DEFAULT_BUG_RATE = 0.5
+
+
+def shape(key: Key) -> tuple[str, ...]:
+    """A task's structure without its constants: (template, agg, has filter, has map), or
+    (template, op, literal char or class) for strings."""
+    if key[0] == "string":
+        return ("string", key[1], "eq" if key[2].startswith("eq:") else "class")
+    return (key[0], key[1], str(bool(key[2])), str(bool(key[3])))
+
+
+def _allocate(total: int, weights: Sequence[float]) -> list[int]:
+    """``total`` split in proportion to ``weights``, rounded so the parts sum to total."""
+    s = sum(weights)
+    bounds = [round(total * sum(weights[: i + 1]) / s) for i in range(len(weights))]
+    return [hi - lo for lo, hi in zip([0, *bounds[:-1]], bounds, strict=True)]
 
 
 def pretraining_documents(
     seed: int = DEFAULT_SEED,
-    bug_rate: float = 0.2,
+    bug_rate: float = DEFAULT_BUG_RATE,
     docs: dict[str, int] | None = None,
 ) -> Iterator[tuple[Key, str]]:
     """(key, prompt + body) pretraining documents, from pretraining keys only.
 
     Each document is a task from the pretraining split written in a random style with
     random names and a random parameter name; with probability ``bug_rate`` it carries
-    one slight bug. That mix (right in several styles, a few wrong) is what gives the
+    one slight bug. That mix (right in several styles, a share wrong) is what gives the
     model forks and a distractor tail at lock positions.
+
+    Within a template, documents go to shapes (see ``shape``) in proportion to the
+    square root of their key counts, not to the key counts: "filter + map + sum" has
+    ~2000 keys and "count with a filter" ~50, and sampling keys uniformly would leave
+    the simple shapes almost unseen (and the "easy" tasks the hardest for the model).
     """
     splits = make_splits(seed)
     counts = docs or CORPUS_DOCS
-    by_template: dict[str, list[Key]] = {t: [] for t in TEMPLATES}
+    by_shape: dict[tuple[str, ...], list[Key]] = {}
     for k in splits.pretrain:
-        by_template[k[0]].append(k)
+        by_shape.setdefault(shape(k), []).append(k)
     rng = random.Random(f"corpus:{seed}")
     plan: list[Key] = []
     for t in TEMPLATES:
-        keys = by_template[t]
-        for j in range(counts.get(t, 0)):
-            if j % len(keys) == 0:
-                rng.shuffle(keys)
-            plan.append(keys[j % len(keys)])
+        shapes = sorted(sh for sh in by_shape if sh[0] == t)
+        sizes = _allocate(counts.get(t, 0), [len(by_shape[sh]) ** 0.5 for sh in shapes])
+        for sh, n in zip(shapes, sizes, strict=True):
+            keys = by_shape[sh]
+            for j in range(n):
+                if j % len(keys) == 0:
+                    rng.shuffle(keys)
+                plan.append(keys[j % len(keys)])
     rng.shuffle(plan)
     for key in plan:
         param = rng.choice(_PARAMS[key[0]])
