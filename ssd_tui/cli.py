@@ -434,6 +434,10 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # OpenMP threads that spin while a peer is descheduled make every torch op several
+    # times slower on a busy or small machine; passive waiting costs nothing measurable
+    # when the cores are free (benchmarks/README.md). Must be set before torch loads.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     if getattr(args, "func", None) in (cmd_run, cmd_demo, cmd_check, cmd_models):
         _quiet_libraries()

@@ -477,9 +477,21 @@ def loads_config(text: str, source: str = "config", base_dir: Path | None = None
     return parse_config(data, text, source, base_dir)
 
 
-def config_diff(
-    a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = ("run.rounds", "run.threads")
-) -> list[str]:
+# Keys a resumed run may change: how many rounds, and how the work is spread over the
+# hardware. None of them changes what is sampled, trained or measured (vllm.logprobs does:
+# it decides tail_mass, so it is not here).
+RESUMABLE_KEYS = (
+    "run.rounds",
+    "run.threads",
+    "vllm.tensor_parallel_size",
+    "vllm.gpu_memory_utilization",
+    "vllm.max_num_seqs",
+    "vllm.enforce_eager",
+    "vllm.enable_prefix_caching",
+)
+
+
+def config_diff(a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = RESUMABLE_KEYS) -> list[str]:
     """Keys (as 'section.key') whose values differ between two configs."""
     da, db = a.to_dict(), b.to_dict()
     out = []

@@ -84,6 +84,18 @@ def test_config_roundtrips_through_json_and_diffs_by_key(tmp_path):
     assert config_diff(cfg, other) == ["sampling.temperature"]  # rounds may change on resume
 
 
+def test_engine_capacity_may_change_on_resume_but_logprobs_may_not(tmp_path):
+    cfg = loads_config(MINIMAL, base_dir=tmp_path)
+    bigger = loads_config(
+        MINIMAL + "[vllm]\ntensor_parallel_size = 4\ngpu_memory_utilization = 0.5\n"
+        "max_num_seqs = 64\nenforce_eager = true\n",
+        base_dir=tmp_path,
+    )
+    assert config_diff(cfg, bigger) == []
+    fewer = loads_config(MINIMAL + "[vllm]\nlogprobs = 5\n", base_dir=tmp_path)
+    assert config_diff(cfg, fewer) == ["vllm.logprobs"]  # it decides tail_mass
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200))
 def test_any_text_gives_a_config_or_one_ssd_error(text):
