@@ -23,7 +23,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+# Stop strings when the config names none. A completion-style model writes top-level code
+# after the function; a chat answer ends with its closing fence, and the completion stops
+# would cut it at its second function or its first comment line.
 DEFAULT_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
+CHAT_STOP = ("\n```\n",)
 
 
 def _between(lo: float, hi: float, lo_open: bool = False):
@@ -105,7 +109,11 @@ class SamplingSection:
     min_p: float = _opt("min-p truncation; 0.0 = off", _between(0.0, 1.0), default=0.0)
     samples_per_prompt: int = _opt("samples per training prompt", _at_least(1), default=1)
     max_new_tokens: int = _opt("token budget per sample", _at_least(1), default=256)
-    stop: tuple[str, ...] = _opt("stop strings (not included in the sample)", default=DEFAULT_STOP)
+    stop: tuple[str, ...] = _opt(
+        "stop strings (not included in the sample); default: the code-completion stops, or "
+        'the closing fence with prompt_style = "chat"',
+        default=DEFAULT_STOP,
+    )
     batch_size: int = _opt("prompts per generation batch", _at_least(1), default=16)
 
 
@@ -120,7 +128,11 @@ class EvalSection:
     samples_per_problem: int = _opt("n samples per problem, for pass@k", _at_least(1), default=5)
     k: tuple[int, ...] = _opt("k values for pass@k", default=(1, 5))
     max_new_tokens: int = _opt("token budget per sample", _at_least(1), default=256)
-    stop: tuple[str, ...] = _opt("stop strings (not included in the sample)", default=DEFAULT_STOP)
+    stop: tuple[str, ...] = _opt(
+        "stop strings (not included in the sample); default: the code-completion stops, or "
+        'the closing fence with prompt_style = "chat"',
+        default=DEFAULT_STOP,
+    )
     batch_size: int = _opt("prompts per generation batch", _at_least(1), default=16)
     timeout_s: float = _opt("wall-clock limit per test program", _between(0.1, 600.0), default=10.0)
     memory_mb: int = _opt("memory limit per test program", _at_least(64), default=1024)
@@ -430,6 +442,12 @@ def parse_config(
             values[key] = v
         sections[sname] = cls(**values)
     cfg = RunConfig(**sections, base_dir=base_dir or Path("."))
+    if cfg.model.prompt_style == "chat":
+        for sname in ("sampling", "eval"):
+            if "stop" not in data.get(sname, {}):
+                cfg = dataclasses.replace(
+                    cfg, **{sname: dataclasses.replace(getattr(cfg, sname), stop=CHAT_STOP)}
+                )
     _check_cross_fields(cfg, where)
     return cfg
 

@@ -41,10 +41,6 @@ _FENCE = re.compile(
 _PY_TAGS = ("python", "py", "python3", "py3", "")
 _IMPORT = re.compile(r"^(?:import\s+\w|from\s+[\w.]+\s+import\s)")
 
-# Stop strings for chat-style sampling: a closing fence followed by a newline ends the
-# code; what follows is explanation. The opening fence ("```python\n") never matches.
-CHAT_STOP = ("\n```\n",)
-
 HUMANEVAL_INSTRUCTION = (
     "Complete the following Python function. Keep its name and signature, "
     "and give the whole function with any imports it needs."

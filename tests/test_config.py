@@ -38,7 +38,9 @@ def test_paths_resolve_against_the_config_folder(tmp_path):
 
 
 def test_sampling_params_follow_the_config():
-    cfg = loads_config(MINIMAL + "[sampling]\ntemperature = 1.6\ntop_k = 20\ntop_p = 0.8\nsamples_per_prompt = 3\n")
+    cfg = loads_config(
+        MINIMAL + "[sampling]\ntemperature = 1.6\ntop_k = 20\ntop_p = 0.8\nsamples_per_prompt = 3\n"
+    )
     p = cfg.train_sampling(seed=7)
     assert (p.temperature, p.top_k, p.top_p, p.n, p.seed) == (1.6, 20, 0.8, 3, 7)
     e = cfg.eval_sampling(seed=1, temperature=0.3)
@@ -49,7 +51,10 @@ def test_sampling_params_follow_the_config():
     "extra, expected",
     [
         ("[run]\nfoo = 1\n", "c.toml:8: [run] foo: unknown key"),
-        ("[sampling]\ntemperature = -1\n", "c.toml:8: [sampling] temperature must be in (0.0, 5.0]"),
+        (
+            "[sampling]\ntemperature = -1\n",
+            "c.toml:8: [sampling] temperature must be in (0.0, 5.0]",
+        ),
         ("[sampling]\ntop_p = 1.5\n", "[sampling] top_p must be in (0.0, 1.0]"),
         ("[sampling]\ntop_k = 2.5\n", "[sampling] top_k must be an integer"),
         ("[lora]\nr = 0\n", "[lora] r must be ≥ 1"),
@@ -80,7 +85,9 @@ def test_config_roundtrips_through_json_and_diffs_by_key(tmp_path):
     cfg = loads_config(MINIMAL + "[sampling]\ntemperature = 1.4\n", base_dir=tmp_path)
     back = config_from_json(cfg.to_json(), tmp_path)
     assert back == cfg
-    other = loads_config(MINIMAL + "[sampling]\ntemperature = 1.5\n[run]\nrounds = 9\n", base_dir=tmp_path)
+    other = loads_config(
+        MINIMAL + "[sampling]\ntemperature = 1.5\n[run]\nrounds = 9\n", base_dir=tmp_path
+    )
     assert config_diff(cfg, other) == ["sampling.temperature"]  # rounds may change on resume
 
 
@@ -109,14 +116,36 @@ def test_any_text_gives_a_config_or_one_ssd_error(text):
 @given(
     st.sampled_from(["run", "model", "data", "sampling", "eval", "lora", "train", "analysis"]),
     st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12),
-    st.one_of(st.integers(-10, 10), st.floats(-10, 10, allow_nan=False), st.text(max_size=5), st.booleans()),
+    st.one_of(
+        st.integers(-10, 10),
+        st.floats(-10, 10, allow_nan=False),
+        st.text(max_size=5),
+        st.booleans(),
+    ),
 )
 def test_any_key_value_gives_a_config_or_an_error_naming_the_key(section, key, value):
     import json
 
     v = json.dumps(value) if not isinstance(value, bool) else str(value).lower()
-    text = MINIMAL.replace(f"[{section}]", f"[{section}]\n{key} = {v}") if f"[{section}]" in MINIMAL else MINIMAL + f"[{section}]\n{key} = {v}\n"
+    text = (
+        MINIMAL.replace(f"[{section}]", f"[{section}]\n{key} = {v}")
+        if f"[{section}]" in MINIMAL
+        else MINIMAL + f"[{section}]\n{key} = {v}\n"
+    )
     try:
         loads_config(text, source="c.toml")
     except SSDError as e:
         assert f"[{section}]" in str(e) or "TOML syntax error" in str(e)
+
+
+def test_chat_style_defaults_to_the_closing_fence_but_keeps_explicit_stops(tmp_path):
+    from ssd_tui.config import CHAT_STOP, DEFAULT_STOP
+
+    chat = MINIMAL.replace("[model]\n", '[model]\nprompt_style = "chat"\n')
+    assert chat != MINIMAL
+    cfg = loads_config(chat, base_dir=tmp_path)
+    assert cfg.sampling.stop == CHAT_STOP and cfg.eval.stop == CHAT_STOP
+    cfg = loads_config(chat + '[eval]\nstop = ["END"]\n', base_dir=tmp_path)
+    assert cfg.sampling.stop == CHAT_STOP and cfg.eval.stop == ("END",)
+    plain = loads_config(MINIMAL, base_dir=tmp_path)
+    assert plain.sampling.stop == DEFAULT_STOP and plain.eval.stop == DEFAULT_STOP

@@ -359,12 +359,12 @@ def test_real_model_is_prepared_and_trainable() -> None:
 def test_real_model_solves_a_humaneval_problem_greedily() -> None:
     import torch
 
-    from ssd_tui.config import ModelSection
+    from ssd_tui.config import CHAT_STOP, ModelSection
     from ssd_tui.engine.base import SamplingParams
     from ssd_tui.engine.hf import HFSampler, render_prompt
     from ssd_tui.evaluate import check_samples
     from ssd_tui.problems import load_humaneval
-    from ssd_tui.prompting import CHAT_STOP, chat_messages, program_for
+    from ssd_tui.prompting import chat_messages, program_for
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     problem = load_humaneval()[0]  # has_close_elements
@@ -381,8 +381,7 @@ def test_real_model_solves_a_humaneval_problem_greedily() -> None:
 
 
 def test_example_config_is_valid_and_chat_ready() -> None:
-    from ssd_tui.config import load_config
-    from ssd_tui.prompting import CHAT_STOP
+    from ssd_tui.config import CHAT_STOP, load_config
 
     root = Path(__file__).resolve().parent.parent
     cfg = load_config(root / "examples" / "qwen-coder-0.5b-cpu.toml")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from ssd_tui.config import CHAT_STOP
 from ssd_tui.problems import Problem, load_humaneval
 from ssd_tui.prompting import (
-    CHAT_STOP,
     HUMANEVAL_INSTRUCTION,
     chat_messages,
     code_outline,
