@@ -2,7 +2,7 @@
 
     python benchmarks/bench_round.py              # the demo config, rounds = 1 (round 0 + round 1)
     python benchmarks/bench_round.py --quick      # 16 train prompts, 4 eval problems (~1 min)
-    python benchmarks/bench_round.py --omp-ab     # and again with OMP_WAIT_POLICY=PASSIVE
+    python benchmarks/bench_round.py --omp-ab     # and again with OMP_WAIT_POLICY=ACTIVE
     python benchmarks/bench_round.py --config examples/demo.toml --model PATH --keep /tmp/br
 
 Copies the config into a temporary folder (paths made absolute, `dir` pointed at the
@@ -11,8 +11,9 @@ the per-stage seconds from the run DB's `stages` table. The evaluate stage is sp
 generation and testing at the time its last sample was written (`samples.created_at`).
 Peers measured in the same run: each stage's share of the round, and the sample stage's
 tokens/s (from the DB's token counts) beside the total; with `--omp-ab`, the same run
-again with OMP_WAIT_POLICY=PASSIVE (torch's OpenMP threads then sleep instead of spinning
-while they wait, which matters when other work shares the cores). The whole run (round 0
+again with OMP_WAIT_POLICY=ACTIVE (torch's OpenMP threads then spin instead of sleeping
+while they wait: the default before `ssd-tui` set PASSIVE at its entry point, and what
+costs most when other work shares the cores). The whole run (round 0
 + `rounds` rounds of the original config) is extrapolated from round 0 and round 1.
 
 Needs assets/demo-model (trained by `python -m ssd_tui.demo.pretrain`); `--model PATH`
@@ -118,7 +119,7 @@ def main() -> None:
     ap.add_argument("--model", type=Path, help="model folder instead of the config's")
     ap.add_argument("--keep", type=Path, help="run in this folder and keep it")
     ap.add_argument("--omp-ab", action="store_true",
-                    help="also run with OMP_WAIT_POLICY=PASSIVE, interleaved, and compare")  # fmt: skip
+                    help="also run with OMP_WAIT_POLICY=ACTIVE (spinning) and compare")  # fmt: skip
     a = ap.parse_args()
     original = tomllib.loads(a.config.read_text())
     model = a.model or (a.config.parent / original["model"]["path"]).resolve()
@@ -132,9 +133,9 @@ def main() -> None:
     omp = os.environ.get("OMP_WAIT_POLICY")
     variants = [("as-is", {})]
     if a.omp_ab:
-        variants.append(("passive", {"OMP_WAIT_POLICY": "PASSIVE"}))
+        variants.append(("active", {"OMP_WAIT_POLICY": "ACTIVE"}))
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores; "
-          f"OMP_WAIT_POLICY={omp or '(unset)'}")  # fmt: skip
+          f"OMP_WAIT_POLICY={omp or '(unset: ssd-tui sets PASSIVE)'}")  # fmt: skip
     print(f"config: copy of {a.config} (rounds = 1{', quick sizes' if a.quick else ''}); "
           f"model {model}")  # fmt: skip
     try:
@@ -148,19 +149,19 @@ def main() -> None:
         base = results["as-is"]
         head = f"{'round':>5s}  {'stage':22s}{'seconds':>9s}{'share':>8s}"
         if a.omp_ab:
-            head += f"{'PASSIVE s':>11s}{'as-is/PASSIVE':>15s}"
+            head += f"{'ACTIVE s':>11s}{'ACTIVE/as-is':>15s}"
         print("\n" + head)
         for (rnd, stage), secs in base["rows"].items():
             line = f"{rnd:5d}  {stage:22s}{secs:9.1f}{secs / base['per_round'][rnd]:8.1%}"
             if a.omp_ab:
-                other = results["passive"]["rows"].get((rnd, stage), 0.0)
-                line += f"{other:11.1f}{secs / max(other, 1e-3):14.1f}x"
+                other = results["active"]["rows"].get((rnd, stage), 0.0)
+                line += f"{other:11.1f}{other / max(secs, 1e-3):14.1f}x"
             print(line)
         for rnd, total in base["per_round"].items():
             line = f"{rnd:5d}  {'total':22s}{total:9.1f}{'':8s}"
             if a.omp_ab:
-                other = results["passive"]["per_round"][rnd]
-                line += f"{other:11.1f}{total / other:14.1f}x"
+                other = results["active"]["per_round"][rnd]
+                line += f"{other:11.1f}{other / total:14.1f}x"
             print(line)
         n, tokens = base["train"]
         sample_s = base["rows"].get((1, "sample"))
