@@ -207,10 +207,35 @@ def cmd_run(args: argparse.Namespace) -> int:
         if status == "paused":
             rep.console.print("paused; run the same command again to continue")
         else:
+            for line in _verdict(store, cfg):
+                rep.console.print(line)
             rep.console.print(f"[green]done.[/] open it in the app: ssd-tui open {cfg.db_path}")
         return 0
     finally:
         lock.release()
+
+
+def _verdict(store: Any, cfg: Any) -> list[str]:
+    """What a finished run says, in two lines: SSD against tuning T_eval alone, and warnings."""
+    from ssd_tui.analysis import compare_baseline
+
+    lines = []
+    cmp = compare_baseline(store, cfg)
+    if cmp:
+        verb = "beats" if cmp["gain"] > 0 else "does not beat"
+        lines.append(
+            f"SSD {verb} the temperature-only baseline: best round {cmp['ssd_round']} pass@1 "
+            f"{cmp['ssd_pass@1']:.3f} vs the base model at T_eval={cmp['baseline_temperature']:g} "
+            f"{cmp['baseline_pass@1']:.3f} ({cmp['gain']:+.3f})"
+        )
+    warnings = store.warnings()
+    if warnings:
+        rules = sorted({w["rule"] for w in warnings})
+        lines.append(
+            f"[yellow]{len(warnings)} mode-collapse warning(s)[/] ({', '.join(rules)}): "
+            f"see the app's warnings panel or `ssd-tui report {cfg.db_path}`"
+        )
+    return lines
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

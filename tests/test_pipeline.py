@@ -78,6 +78,14 @@ def test_full_loop_records_everything_and_rerun_is_a_no_op(project):
     assert snapshot(cfg.db_path) == before
     assert [s["finished_at"] for s in store.stages()] == finished  # no finished stage is redone
 
+    # the closing line of `ssd-tui run`: SSD's best round against the base model's
+    from ssd_tui.cli import _verdict
+
+    line = _verdict(store, cfg)[0]
+    base, ssd = store.metric(0, "pass@1"), store.metric(1, "pass@1")
+    assert f"round 1 pass@1 {ssd:.3f}" in line and f"T_eval=1 {base:.3f}" in line
+    assert ("does not beat" in line) == (ssd <= base)
+
 
 def test_stepping_by_stages_and_extending_rounds(project):
     folder, config = project
