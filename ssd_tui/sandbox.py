@@ -1,22 +1,28 @@
 """Run one untrusted program under limits, in its own namespaces, as an unprivileged uid.
 
-Each program runs in a fresh ``python -I -S`` interpreter (sys.executable). Process tree::
+Programs run in forks of a fork server: a clean ``python -I -S`` interpreter (one per
+concurrently running program), started once with the modules programs commonly import.
+It never runs program code itself. Process tree of one program::
 
-    this process ── unshare (root, host namespaces, own session)
-                      └─ harness "init" (root, PID 1 of new PID/net/mount/IPC/UTS namespaces)
-                           └─ harness "child" (uid 61000+k, rlimits, no_new_privs) runs the program
+    this process ── server (root, host namespaces, own session; long-lived)
+                      └─ keeper (root; new mount/net/IPC/UTS namespaces, host PID namespace)
+                           └─ init (root, PID 1 of a new PID namespace): mounts, reaps, reports
+                                └─ program (uid 61000+k, rlimits, no_new_privs, PID 2)
 
-The init process is ours and stays privileged; it only sets up mounts, forks the child,
-reaps, and reports the child's wait status on a pipe the child cannot write. When it
-exits (or is killed, via unshare's parent-death signal) the kernel kills every process
-left in the PID namespace, so nothing the program started can outlive it.
+The init only sets up mounts, forks the program, reaps, and reports the program's wait
+status on a pipe the program cannot write. When it exits (or is killed) the kernel kills
+every process left in the PID namespace, so nothing the program started can outlive it.
+Each process dies with its parent (PR_SET_PDEATHSIG), and the server exits when we close
+its socket or die, so a dead caller takes every program down at once.
 
-Where namespaces are not available (not root and no user namespaces) we fall back to
-rlimits + a process group and warn once. See docs/sandbox.md for the threat model.
+Where namespaces are not available (not root and no user namespaces) the same tree runs
+without them (rlimits + a process group) and we warn once. See docs/sandbox.md for the
+threat model.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -31,6 +37,7 @@ import selectors
 import shutil
 import signal
 import site
+import socket
 import subprocess
 import sys
 import tempfile
@@ -90,16 +97,34 @@ class ExecResult:
 
 
 # --------------------------------------------------------------------------------------
-# The harness: runs in the sandbox interpreter. Kept import-light: no json, traceback or
-# signal (they pull in re and enum, which doubled the start-up; benchmarks/bench_sandbox.py).
-# Reads its config (marshal, from us) from stdin, writes JSON records for json.loads;
-# see the module docstring for the process tree.
-_HARNESS = r"""
-import _signal as signal, builtins, ctypes, marshal, os, resource, sys
+# The fork server: one long-lived, clean interpreter per concurrently running program
+# (see the module docstring for the process tree). It never runs program code itself:
+# every program runs in a fresh fork of it, so nothing a program changes (builtins,
+# sys.modules, a patched module) reaches the server or the next program.
+#
+# Protocol, on a socketpair with us: the server writes b"+" once ready; then each b"R"
+# carries five fds (SCM_RIGHTS): the config pipe's read end (marshal, from us: code,
+# nonce, limits), stdout, stderr, the status pipe (init -> us: trusted) and the result
+# pipe (program -> us: nonce or exception record). b"K" kills the running program's
+# process group. End of file (we closed it, or we died) makes the server exit, and the
+# parent-death signals take every program it started down with it.
+_SERVER = r"""
+import builtins, ctypes, fcntl, gc, marshal, os, resource, signal, socket, sys
+
+# What programs commonly import, loaded once here so that a program's fork finds it ready
+# (HumanEval's prompts import typing, math, random, copy, string, collections, re, hashlib).
+import bisect, collections, copy, functools, hashlib, heapq, itertools, math, operator
+import random, re, string, typing
 
 LIBC = ctypes.CDLL(None, use_errno=True)
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_MOVE, MS_REC = 1, 2, 4, 32, 4096, 8192, 16384
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
+MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 4096, 8192, 16384, 1 << 18
+# CLONE_NEWNS | NEWUTS | NEWIPC | NEWPID | NEWNET (os.unshare only exists from Python 3.12)
+NEW_NAMESPACES = 0x20000 | 0x04000000 | 0x08000000 | 0x20000000 | 0x40000000
+PR_SET_PDEATHSIG = 1
 C = ctypes.c_long
+# fds of a sandbox (the keeper moves the five it receives here)
+CONFIG_FD, STATUS_FD, RESULT_FD = 0, 3, 4
 
 def _ok(ret, what):
     if ret != 0:
@@ -122,6 +147,9 @@ def tmpfs(path, size_mb, mode="1777"):
     mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size_mb}m,nr_inodes=4096,mode={mode}")
 
 def setup_mounts(cfg):
+    # Private first: with shared propagation (systemd's default) our mounts would reach the host.
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace's own
     all_read_only()
     tmpfs("/tmp", 4 * cfg["file_size_mb"])
     for path in ("/var/tmp", "/dev/shm"):
@@ -152,6 +180,9 @@ def drop_capabilities():
     data = (ctypes.c_uint32 * 6)()
     _ok(LIBC.capset(header, data), "capset")
 
+def die_with_parent():
+    _ok(LIBC.prctl(C(PR_SET_PDEATHSIG), C(signal.SIGKILL), C(0), C(0), C(0)), "pdeathsig")
+
 def js(s, ord=ord):
     # A JSON string literal: control characters, quotes, backslashes and lone surrogates escaped.
     return '"' + "".join(
@@ -178,7 +209,7 @@ def limit(which, n):
     resource.setrlimit(which, (n, n))
 
 def enter_child(cfg, workdir):
-    os.close(cfg["status_fd"])
+    os.close(STATUS_FD)
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
@@ -199,11 +230,10 @@ def enter_child(cfg, workdir):
         drop_capabilities()
     _ok(LIBC.prctl(C(38), C(1), C(0), C(0), C(0)), "no_new_privs")  # setuid binaries gain nothing
     os.environ.update(HOME=workdir, TMPDIR=cfg["tmpdir"])
-    sys.path[:] = cfg["path"]
 
-def run(code, nonce, result_fd):
+def run(code, nonce):
     # Everything used after the program runs is bound here, before it can patch anything.
-    write, exit_, AE, line_of = os.write, os._exit, AssertionError, exception_line
+    write, exit_, AE, line_of, result_fd = os.write, os._exit, AssertionError, exception_line, RESULT_FD
     dumps, print_exc, stderr, flush_all = js, sys.__excepthook__, sys.__stderr__, _flush_all
     builtins.exit = builtins.quit = sys.exit  # normally added by site, which -S skips
     module = type(sys)("__sandbox__")
@@ -243,8 +273,19 @@ def _flush_all():
         except BaseException:
             pass
 
-def main():
-    cfg = marshal.loads(sys.stdin.buffer.read())
+def read_all(fd):
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+def setup_error(e):
+    os.write(STATUS_FD, ('{"setup_error": ' + js(str(e)) + "}").encode())
+    os._exit(3)
+
+def init(boot):
+    # PID 1 of the program's namespaces, root: mounts, forks the program, reaps, reports.
+    cfg = {**boot, **marshal.loads(read_all(CONFIG_FD))}
     nonce = cfg.pop("nonce").encode()
     try:
         if cfg["mode"] in ("root", "userns"):
@@ -255,23 +296,23 @@ def main():
             if cfg["uid"] is not None:
                 os.chown(workdir, cfg["uid"], cfg["uid"])
     except OSError as e:
-        os.write(cfg["status_fd"], ('{"setup_error": ' + js(str(e)) + "}").encode())
-        os._exit(3)
+        setup_error(e)
     pid = os.fork()
     if pid == 0:
         try:
             enter_child(cfg, workdir)
         except BaseException as e:
-            os.write(cfg["result_fd"], ('E ["error", ' + js(f"sandbox setup failed: {e}") + "]\n").encode())
+            os.write(RESULT_FD, ('E ["error", ' + js(f"sandbox setup failed: {e}") + "]\n").encode())
             os._exit(3)
-        run(cfg.pop("code"), nonce, cfg["result_fd"])
+        run(cfg.pop("code"), nonce)
     del cfg["code"], nonce
-    os.close(cfg["result_fd"])
+    os.close(RESULT_FD)
+    os.close(CONFIG_FD)
 
     def expire(signum, frame):
         # Our caller normally kills us at the timeout; this covers a caller that died.
         try:
-            os.write(cfg["status_fd"], b'{"expired": true}')
+            os.write(STATUS_FD, b'{"expired": true}')
         except OSError:
             pass  # the caller is gone
         if cfg["mode"] == "none":
@@ -291,10 +332,100 @@ def main():
         if got == pid:
             break
     cpu = usage.ru_utime + usage.ru_stime if usage else 0.0
-    os.write(cfg["status_fd"], ('{"wait": %d, "cpu": %r}' % (status, float(cpu))).encode())
+    os.write(STATUS_FD, ('{"wait": %d, "cpu": %r}' % (status, float(cpu))).encode())
     os._exit(0)
 
-main()
+def keeper(boot, fds, server):
+    # The server's child for one program: new namespaces, then their init, whose parent it
+    # stays (root, outside the new PID namespace) until the init and with it every process
+    # of the namespace are gone. Only then does it close its copy of the status pipe, so
+    # its end of file tells our caller that nothing of the program is left.
+    try:
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 16) for fd in fds]
+        for i, fd in enumerate(high):
+            os.dup2(fd, i)
+        os.closerange(5, 1 << 20)  # the server's socket above all: programs never see it
+        die_with_parent()
+        if os.getppid() != server:
+            os._exit(1)  # the server died before we could ask to die with it
+        os.setsid()  # one process group: in "none" mode the kill takes all of it
+        if boot["mode"] != "none":
+            _ok(LIBC.unshare(C(NEW_NAMESPACES)), "unshare")
+        alive_r, alive_w = os.pipe()
+        pid = os.fork()
+    except BaseException as e:
+        setup_error(e)
+    if pid == 0:
+        os.close(alive_w)
+        start_init(boot, alive_r)
+    for fd in (0, 1, 2, 4, alive_r):
+        os.close(fd)
+
+    def kill_init(signum, frame):  # the server's "K": the timeout
+        if boot["mode"] == "none":
+            os.killpg(0, signal.SIGKILL)  # no namespace to take the program down with it
+        os.kill(pid, signal.SIGKILL)  # not reaped (WNOWAIT below), so not a reused pid
+
+    signal.signal(signal.SIGUSR1, kill_init)
+    # WNOWAIT: the init stays a zombie until we exit (the server, a subreaper, reaps it),
+    # so kill_init can never hit a recycled pid. It becomes one only after the kernel has
+    # killed and reaped everything else in its PID namespace.
+    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    os._exit(0)
+
+def start_init(boot, alive_r):
+    try:
+        die_with_parent()
+    except OSError as e:
+        setup_error(e)
+    os.set_blocking(alive_r, False)
+    try:
+        if os.read(alive_r, 1) == b"":
+            os._exit(1)  # the keeper died before we could ask to die with it
+    except BlockingIOError:
+        pass
+    os.close(alive_r)
+    init(boot)
+
+def reap():
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+def serve():
+    boot = marshal.loads(sys.stdin.buffer.read())
+    null = os.open("/dev/null", os.O_RDWR)
+    os.dup2(null, 0)
+    os.close(null)
+    sys.path += [p for p in boot.pop("site") if p not in sys.path]
+    sock = socket.socket(fileno=boot.pop("sock"))
+    me, current = os.getpid(), 0
+    _ok(LIBC.prctl(C(36), C(1), C(0), C(0), C(0)), "subreaper")  # orphaned inits come to us
+    gc.freeze()  # what is loaded now stays put: forks share its pages instead of copying them
+    sock.sendall(b"+")
+    while True:
+        try:
+            msg, fds, _, _ = socket.recv_fds(sock, 1, 5)
+        except OSError:
+            msg, fds = b"", []
+        if not msg:
+            os._exit(0)  # our caller closed us or died: the keepers die with us
+        if msg == b"K" and current:
+            try:
+                os.kill(current, signal.SIGUSR1)  # not yet reaped, so not a reused pid
+            except OSError:
+                pass
+        elif msg == b"R" and len(fds) == 5:
+            reap()
+            current = os.fork()
+            if current == 0:
+                keeper(boot, fds, me)
+        for fd in fds:
+            os.close(fd)
+
+serve()
 """
 
 
@@ -304,16 +435,6 @@ main()
 
 _mode: str | None = None
 _mode_lock = threading.Lock()
-_NS_FLAGS = [
-    "--pid",
-    "--net",
-    "--mount",
-    "--ipc",
-    "--uts",
-    "--fork",
-    "--kill-child",
-    "--mount-proc",
-]
 
 
 def isolation() -> str:
@@ -326,11 +447,14 @@ def isolation() -> str:
 
 
 def _detect_mode() -> str:
-    candidates = (["root"] if os.geteuid() == 0 else []) + ["userns"]
-    for mode in candidates if shutil.which("unshare") else []:
+    # root mode unshares through libc; only userns mode needs util-linux `unshare`
+    candidates = (["root"] if os.geteuid() == 0 else []) + (
+        ["userns"] if shutil.which("unshare") else []
+    )
+    for mode in candidates:
         try:
             probe = _run("pass", Limits(timeout_s=20), 0, mode)
-        except Exception as e:  # e.g. no free uid, unshare vanished
+        except Exception as e:  # e.g. no free uid, the server could not start
             log.debug("sandbox mode %s unavailable: %s", mode, e)
             continue
         if probe.status == "passed":
@@ -346,38 +470,25 @@ def _detect_mode() -> str:
     return "none"
 
 
-def _command(mode: str) -> list[str]:
-    py = [sys.executable, "-I", "-S", "-c", _HARNESS]
-    if mode == "root":
-        return ["unshare", *_NS_FLAGS, "--", *py]
-    if mode == "userns":
-        return ["unshare", "--user", "--map-root-user", *_NS_FLAGS, "--", *py]
-    return py
+_expose_cache: list[list] | None = None
 
 
-_interp_cache: tuple[list[str], list[list]] | None = None
+def _expose() -> list[list]:
+    """The interpreter trees the sandbox uid must read but cannot reach.
 
-
-def _interpreter_paths() -> tuple[list[str], list[list]]:
-    """sys.path for the sandbox (we start it with -S) and the trees it must be able to read.
-
-    Returns (path, expose): expose is [[hidden_dir, [tree, ...]], ...] where hidden_dir is
-    the topmost ancestor of an interpreter tree that other users cannot traverse.
+    [[hidden_dir, [tree, ...]], ...] where hidden_dir is the topmost ancestor of an
+    interpreter tree that other users cannot traverse.
     """
-    global _interp_cache
-    if _interp_cache is None:
-        probe = [sys.executable, "-I", "-S", "-c", "import sys, json; print(json.dumps(sys.path))"]
-        path = json.loads(subprocess.run(probe, capture_output=True, check=True, env=_ENV).stdout)
-        path += [p for p in site.getsitepackages() if os.path.isdir(p) and p not in path]
+    global _expose_cache
+    if _expose_cache is None:
         trees = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
         groups: dict[str, set[str]] = {}
         for tree in trees:
             hidden = _topmost_untraversable(tree)
             if hidden:
                 groups.setdefault(hidden, set()).add(tree)
-        expose = [[h, sorted(_outermost(ts))] for h, ts in sorted(groups.items())]
-        _interp_cache = (path, expose)
-    return _interp_cache
+        _expose_cache = [[h, sorted(_outermost(ts))] for h, ts in sorted(groups.items())]
+    return _expose_cache
 
 
 def _topmost_untraversable(path: str) -> str | None:
@@ -391,6 +502,109 @@ def _topmost_untraversable(path: str) -> str | None:
 
 def _outermost(paths: set[str]) -> list[str]:
     return [p for p in paths if not any(p != q and p.startswith(q + "/") for q in paths)]
+
+
+# --------------------------------------------------------------------------------------
+# Fork servers: started on demand, one per concurrently running program and mode, kept
+# idle in a pool between programs, replaced when one dies.
+
+_SERVER_START_S = 30.0  # how long a new server may take to import its modules
+
+
+class _Server:
+    """A fork server (``_SERVER``) and our end of its control socket."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        ours, theirs = socket.socketpair()
+        cmd = [sys.executable, "-I", "-S", "-c", _SERVER]
+        if mode == "userns":
+            cmd = ["unshare", "--user", "--map-root-user", "--", *cmd]
+        boot = {
+            "mode": mode,
+            "site": [p for p in site.getsitepackages() if os.path.isdir(p)],  # we start it -S
+            "expose": _expose() if mode == "root" else [],
+            "sock": theirs.fileno(),
+        }
+        with theirs:
+            # Own session: a Ctrl-C meant for us must not reach the server or its programs.
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                pass_fds=(theirs.fileno(),), env=_ENV, cwd="/", start_new_session=True,
+            )  # fmt: skip
+        self.sock = ours
+        self._handshake(marshal.dumps(boot))
+
+    def _handshake(self, boot: bytes) -> None:
+        assert self.proc.stdin and self.proc.stderr
+        try:
+            with self.proc.stdin:
+                self.proc.stdin.write(boot)
+            self.sock.settimeout(_SERVER_START_S)
+            ready = self.sock.recv(1) == b"+"
+        except OSError:
+            ready = False
+        if not ready:
+            self.stop()
+            why = _last_line(self.proc.stderr.read()) or "no reason given"
+            raise RuntimeError(f"sandbox server ({self.mode}) did not start: {why}")
+        self.sock.settimeout(None)
+        self.proc.stderr.close()  # it writes nothing from now on but a crash's traceback
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def start(self, fds: list[int]) -> bool:
+        """Ask for a new sandbox on ``fds``; False if the server is gone."""
+        try:
+            socket.send_fds(self.sock, [b"R"], fds)
+            return True
+        except OSError:
+            return False
+
+    def kill_program(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.send(b"K")
+
+    def stop(self) -> None:
+        """Kill the server; the parent-death signals take its programs down too."""
+        self.sock.close()
+        if self.alive():
+            self.proc.kill()
+        self.proc.wait()
+
+
+_idle: dict[str, list[_Server]] = {}
+_idle_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _server(mode: str) -> Iterator[_Server]:
+    """A live server for ``mode``, for one program; back to the pool afterwards if alive."""
+    with _idle_lock:
+        pool = _idle.setdefault(mode, [])
+        server = pool.pop() if pool else None
+    if server is not None and not server.alive():
+        server.stop()
+        server = None
+    server = server or _Server(mode)
+    try:
+        yield server
+    finally:
+        if server.alive():
+            with _idle_lock:
+                _idle[mode].append(server)
+        else:
+            server.stop()
+
+
+@atexit.register
+def _stop_servers() -> None:
+    with _idle_lock:
+        servers = [s for pool in _idle.values() for s in pool]
+        _idle.clear()
+    for server in servers:
+        server.stop()
 
 
 # --------------------------------------------------------------------------------------
@@ -455,94 +669,78 @@ def run_program(code: str, limits: Limits | None = None, slot: int = 0) -> ExecR
 
 
 def _run(code: str, limits: Limits, slot: int, mode: str) -> ExecResult:
-    path, expose = _interpreter_paths()
     with contextlib.ExitStack() as stack:
         uid = stack.enter_context(_uid_lease(slot)) if mode == "root" else None
         if mode == "none":
             workdir = stack.enter_context(tempfile.TemporaryDirectory(ignore_cleanup_errors=True))
         else:
-            workdir = ""  # the harness makes one in its private /tmp
+            workdir = ""  # the init makes one in its private /tmp
+        # "none": NPROC counts every process of our uid, so allow for those already running
         nproc = limits.nproc + (_count_processes(os.getuid()) if mode == "none" else 0)
-        nonce = secrets.token_hex(16)
-        status_r, status_w = os.pipe()
-        result_r, result_w = os.pipe()
         cfg = {
-            "mode": mode,
             "uid": uid,
             "workdir": workdir,
             "tmpdir": workdir or "/tmp",
-            "path": path,
-            "expose": expose if mode == "root" else [],
-            "status_fd": status_w,
-            "result_fd": result_w,
             "cpu_s": math.ceil(limits.cpu_s),
             "memory_mb": math.ceil(limits.memory_mb),
             "file_size_mb": math.ceil(limits.file_size_mb),
             "open_files": math.ceil(limits.open_files),
             "nproc": int(nproc),
             "alarm_s": math.ceil(limits.timeout_s) + 2,
-            "nonce": nonce,
             "code": code,
         }
-        start = time.monotonic()
-        try:
-            proc = subprocess.Popen(
-                _command(mode),
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                pass_fds=(status_w, result_w),
-                env=_ENV,
-                cwd="/",
-                start_new_session=True,
-            )
-        except BaseException:
-            for fd in (status_r, result_r):
-                os.close(fd)
-            raise
-        finally:
-            os.close(status_w)
-            os.close(result_w)
-        try:
-            out, timed_out = _pump(proc, marshal.dumps(cfg), status_r, result_r, limits, start)
-        finally:
-            _kill(proc)
-        duration = time.monotonic() - start
-    return _classify(out, timed_out, nonce, limits, duration)
+        # A server that dies under a program (killed, crashed) loses nothing but time: the
+        # program runs again on a new one. Twice in a row is reported, not retried.
+        for _ in range(2):
+            with _server(mode) as server:
+                result = _attempt(server, cfg, limits)
+            if result is not None:
+                return result
+    return ExecResult("error", "sandbox failed: its server died twice", 0.0, "", "", None)
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    """SIGKILL unshare's whole process group; its death takes the namespace down with it."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
+def _attempt(server: _Server, cfg: dict, limits: Limits) -> ExecResult | None:
+    """Run one program on ``server``; None if the server died before it could report."""
+    nonce = secrets.token_hex(16)
+    pipes = [os.pipe() for _ in range(5)]  # config, stdout, stderr, status, result
+    start = time.monotonic()
     try:
-        proc.wait(timeout=_DRAIN_GRACE_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        started = server.start([pipes[0][0]] + [w for _, w in pipes[1:]])
+    finally:
+        for fd in [pipes[0][0]] + [w for _, w in pipes[1:]]:
+            os.close(fd)
+    ours = [pipes[0][1]] + [r for r, _ in pipes[1:]]
+    if not started:
+        for fd in ours:
+            os.close(fd)
+        return None
+    out, timed_out = _pump(server, ours, marshal.dumps({**cfg, "nonce": nonce}), limits, start)
+    if not timed_out and not out.status and not server.alive():
+        return None
+    return _classify(out, timed_out, nonce, limits, time.monotonic() - start)
 
 
 @dataclass
 class _Output:
     stdout: bytes = b""
     stderr: bytes = b""
-    status: bytes = b""  # from the harness init: trusted
+    status: bytes = b""  # from the sandbox's init: trusted
     result: bytes = b""  # from the program's process: the nonce, or an exception record
     dropped_out: int = 0
     dropped_err: int = 0
 
 
 def _pump(
-    proc: subprocess.Popen, stdin: bytes, status_r: int, result_r: int, limits: Limits, start: float
+    server: _Server, fds: list[int], config: bytes, limits: Limits, start: float
 ) -> tuple[_Output, bool]:
-    """Feed stdin, collect capped output from four pipes, enforce the wall-clock timeout.
+    """Feed the config, collect capped output from four pipes, enforce the wall-clock timeout.
 
-    Output beyond the cap is read and thrown away, so the program never blocks on a full
-    pipe and we never hold more than the cap in memory. Returns (output, timed_out).
+    ``fds``: the config pipe's write end, then the read ends of stdout, stderr, status and
+    result. Output beyond the cap is read and thrown away, so the program never blocks on
+    a full pipe and we never hold more than the cap in memory. Returns (output, timed_out).
     """
-    assert proc.stdin and proc.stdout and proc.stderr
-    out_fd, err_fd, in_fd = proc.stdout.fileno(), proc.stderr.fileno(), proc.stdin.fileno()
+    fds = list(fds)  # what is still ours to close
+    in_fd, out_fd, err_fd, status_r, result_r = fds
     caps = {out_fd: limits.output_bytes, err_fd: limits.output_bytes}
     caps |= {status_r: _CHANNEL_CAP, result_r: _CHANNEL_CAP}
     bufs = {fd: bytearray() for fd in caps}
@@ -553,42 +751,42 @@ def _pump(
         sel.register(fd, selectors.EVENT_READ)
     os.set_blocking(in_fd, False)
     sel.register(in_fd, selectors.EVENT_WRITE)
-    pending = memoryview(stdin)
+    pending = memoryview(config)
     deadline = start + limits.timeout_s
-    timed_out = False
-    exited_at = None
+    timed_out = killed = False
+    exited_at = None  # when the init closed the status pipe: it has exited
     try:
         while sel.get_map():
             now = time.monotonic()
-            if exited_at is None and proc.poll() is not None:
-                exited_at = now
             if exited_at is not None and now > exited_at + 1.0:
                 break  # without namespaces an escaped grandchild may hold the pipes open
             if now >= deadline:
-                if timed_out:
+                if killed:
+                    server.stop()  # it did not kill the program in time: the hard way
                     break
-                timed_out = exited_at is None
-                _kill(proc)
+                timed_out, killed = exited_at is None, True
+                server.kill_program()
                 deadline = now + _DRAIN_GRACE_S
             for key, _ in sel.select(timeout=min(deadline - now, 0.5)):
                 if key.fd == in_fd:
-                    pending = _feed(sel, proc, pending)
+                    pending = _feed(in_fd, pending)
+                    if not pending:  # all written: the init reads to end of file
+                        sel.unregister(in_fd)
+                        os.close(fds.pop(0))
                     continue
                 chunk = _read(key.fd)
                 if chunk == b"":
                     sel.unregister(key.fd)
+                    if key.fd == status_r:
+                        exited_at = time.monotonic()
                 elif chunk:
                     room = max(0, caps[key.fd] - len(bufs[key.fd]))
                     bufs[key.fd] += chunk[:room]
                     dropped[key.fd] += len(chunk) - len(chunk[:room])
     finally:
         sel.close()
-        with contextlib.suppress(OSError):
-            proc.stdin.close()
-        os.close(status_r)
-        os.close(result_r)
-        proc.stdout.close()
-        proc.stderr.close()
+        for fd in fds:
+            os.close(fd)
     output = _Output(
         bytes(bufs[out_fd]), bytes(bufs[err_fd]), bytes(bufs[status_r]), bytes(bufs[result_r]),
         dropped[out_fd], dropped[err_fd],
@@ -596,19 +794,14 @@ def _pump(
     return output, timed_out
 
 
-def _feed(sel: selectors.BaseSelector, proc: subprocess.Popen, pending: memoryview) -> memoryview:
-    """Write what the pipe takes of ``pending``; close stdin when all is written."""
-    assert proc.stdin
+def _feed(fd: int, pending: memoryview) -> memoryview:
+    """Write what the pipe takes of ``pending``; what is left."""
     try:
-        pending = pending[os.write(proc.stdin.fileno(), pending) :]
+        return pending[os.write(fd, pending) :]
     except BlockingIOError:
         return pending
     except BrokenPipeError:
-        pending = pending[:0]  # it died before reading its config: the status will say so
-    if not pending:
-        sel.unregister(proc.stdin.fileno())
-        proc.stdin.close()
-    return pending
+        return pending[:0]  # it died before reading its config: the status will say so
 
 
 def _read(fd: int) -> bytes | None:

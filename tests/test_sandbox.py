@@ -350,8 +350,11 @@ def test_sandbox_dies_soon_after_its_caller_is_killed() -> None:
         [sys.executable, "-c", CALLER],
         cwd=Path(__file__).parents[1],
         env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+        stdout=subprocess.PIPE,
     )
     try:
+        # isolation()'s own probe runs briefly as a sandbox uid: wait until it is done
+        assert caller.stdout and caller.stdout.readline() == b"probed\n"
         deadline = time.monotonic() + 10
         while not _sandbox_processes() and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -366,7 +369,9 @@ def test_sandbox_dies_soon_after_its_caller_is_killed() -> None:
 
 
 CALLER = """
-from ssd_tui.sandbox import Limits, run_program
+from ssd_tui.sandbox import Limits, isolation, run_program
+isolation()
+print("probed", flush=True)
 run_program("import os, time\\nos.fork()\\ntime.sleep(100)", Limits(timeout_s=1.5), slot=7)
 """
 
@@ -396,3 +401,69 @@ def test_fallback_modes_give_the_same_verdicts(mode: str) -> None:
     got = [sandbox._run(c, Limits(timeout_s=1), 0, mode) for c in codes]
     assert [r.status for r in got] == ["passed", "failed", "error", "error", "timeout"]
     assert got[0].stdout == "ok\n"
+
+
+# ---- the fork server ------------------------------------------------------------------------
+
+
+def _top_server() -> int:
+    """The pid of the server the next run_program takes (the pool hands out the last one)."""
+    run("pass")  # makes sure there is one
+    return sandbox._idle[isolation()][-1].proc.pid
+
+
+def test_a_program_cannot_change_what_the_next_one_sees() -> None:
+    server = _top_server()
+    r = run(
+        "import builtins, sys, math, os, re\n"
+        "builtins.len = lambda x: 42\nbuiltins.print = None\nmath.pi = 3\nre.compile = None\n"
+        "sys.modules['math'] = 'patched'\nsys.path.insert(0, '/nowhere')\n"
+        "os.environ['SSD_POLLUTED'] = '1'\nsys.setrecursionlimit(50)\n"
+        "open('left-behind.txt', 'w').write('x')"
+    )
+    assert r.status == "passed", r.stderr
+    r = run(
+        "import builtins, sys, math, os, re\n"
+        "print(len([1]), math.pi, re.compile('x').pattern, sys.path[0] == '/nowhere',\n"
+        "      'SSD_POLLUTED' in os.environ, sys.getrecursionlimit(), os.listdir('.'))"
+    )
+    assert r.stdout == "1 3.141592653589793 x False False 1000 []\n", r.stderr
+    assert _top_server() == server  # both ran on that same server: it stayed pristine
+
+
+def test_a_killed_server_is_replaced_without_losing_a_verdict() -> None:
+    import threading
+
+    server = _top_server()
+    os.kill(server, 9)  # idle: the next program finds it dead and starts a new one
+    time.sleep(0.1)
+    assert run("print('after idle kill')").stdout == "after idle kill\n"
+    server = _top_server()
+    assert server != sandbox._idle[isolation()][0].proc.pid or len(sandbox._idle[isolation()]) == 1
+    killer = threading.Timer(0.5, os.kill, (server, 9))  # mid-program: the program runs again
+    killer.start()
+    r = run("import time\ntime.sleep(1.2)\nprint('done')")
+    killer.join()
+    assert (r.status, r.stdout) == ("passed", "done\n"), r
+    assert _top_server() != server
+
+
+def test_a_timeout_kills_the_program_not_the_server() -> None:
+    server = _top_server()
+    r = run("import os, time\nos.fork()\ntime.sleep(60)", Limits(timeout_s=1))
+    assert r.status == "timeout"
+    assert _top_server() == server
+
+
+def test_a_program_holds_only_its_own_pipes() -> None:
+    # The server's control socket (which would let it start programs or read the next
+    # program's config) and the init's status pipe must not reach the program.
+    r = run(
+        "import os\nfor fd in sorted(os.listdir('/proc/self/fd'), key=int):\n"
+        "    try:\n        print(fd, os.readlink('/proc/self/fd/' + fd))\n"
+        "    except OSError:\n        pass  # the listing's own fd, closed by now"
+    )
+    kinds = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+    assert kinds.pop("0") == "/dev/null"
+    assert [k for k, v in kinds.items() if v.startswith("pipe:")] == ["1", "2", "4"], kinds
+    assert not any(v.startswith(("socket:", "pipe:")) for k, v in kinds.items() if k not in "124")
