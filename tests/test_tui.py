@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -164,6 +165,28 @@ async def test_dashboard_curve_gains_a_point_while_the_app_runs(ws):
             lambda: any("round 3: evaluate done" in str(s.text) for s in log.lines),
             what="new event",
         )
+
+
+async def test_pass_at_k_column_is_empty_when_only_pass_at_1_is_measured(ws):
+    # One sample per problem (k = [1], the CPU Qwen example): no duplicate pass@1 column.
+    db = ws / "runs" / "demo-run" / "run.db"
+    store = RunStore.open(db)
+    cfg = json.loads(store.run_info()["config_json"])
+    assert cfg["eval"]["k"] == [1, 4]
+    cfg["eval"]["k"] = [1]
+    with store.conn:
+        store.conn.execute("UPDATE runs SET config_json = ?", (json.dumps(cfg),))
+    store.close()
+    app = make_app(ws, open_db=db)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        table = app.screen.query_one("#rounds")
+        await until(pilot, lambda: table.row_count == 4, what="4 rounds")
+        assert str(table.get_cell("1", "pass@1")).endswith("%")
+        assert str(table.columns["pass@k"].label) == "pass@k"
+        assert all(str(table.get_cell(str(r), "pass@k")) == "–" for r in range(3))
+        series = app.screen.query_one("#curve").series
+        assert "pass@1" in series and all(name.startswith("pass@1") for name in series)
 
 
 async def test_dashboard_progress_rate_and_eta_of_a_running_stage(ws):

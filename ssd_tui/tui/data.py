@@ -366,7 +366,8 @@ class RunReader:
                         stage,
                         status,
                         at_t.get((rnd, "pass@1", "all")),
-                        at_t.get((rnd, f"pass@{k}", "all")),
+                        # with k = [1] there is no pass@k: leave the column empty
+                        at_t.get((rnd, f"pass@{k}", "all")) if k > 1 else None,
                         self._count_round(rnd, r["status"] == "done"),
                         at_t.get((rnd, div_name, "all")) if div_name else None,
                         seconds,

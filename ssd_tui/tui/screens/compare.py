@@ -79,7 +79,7 @@ class CompareScreen(Screen):
         self.query_one("#cmp-head", Static).update(head)
         if a is None or b is None:
             return
-        k = a.k if a.k == b.k else None
+        k = a.k if a.k == b.k and a.k > 1 else None  # k = 1 would repeat pass@1
         t = self.query_one("#cmp-table", DataTable)
         t.clear(columns=True)
         cols = ["round", "A pass@1", "B pass@1", "Δ pass@1"]

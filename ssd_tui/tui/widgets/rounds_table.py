@@ -49,7 +49,7 @@ class RoundsTable(DataTable):
             self.add_column(c, key=c, width=w)
 
     def set_k_label(self, k: int, diversity: str) -> None:
-        self.columns["pass@k"].label = Text(f"pass@{k}")
+        self.columns["pass@k"].label = Text(f"pass@{k}" if k > 1 else "pass@k")
         self.refresh()
 
     @staticmethod
