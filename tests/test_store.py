@@ -12,11 +12,34 @@ from ssd_tui.store import SCHEMA_VERSION, RunStore, SampleRow
 
 
 def _problem(name):
-    return SimpleNamespace(id=name, prompt=f"def {name}():\n", tests="def check(c): pass", entry_point=name, difficulty="easy", source="t")
+    return SimpleNamespace(
+        id=name,
+        prompt=f"def {name}():\n",
+        tests="def check(c): pass",
+        entry_point=name,
+        difficulty="easy",
+        source="t",
+    )
 
 
 def _row(pid, idx, text="x = 1\n", rnd=0, purpose="eval", t=0.8):
-    return SampleRow(rnd, purpose, pid, idx, t, 0, 1.0, 0.0, text, text, "stop", [1, 2, 3], [-0.5, -1.0, -0.25], [1.0, 2.0, 0.5], [0.0, 0.1, 0.2])
+    return SampleRow(
+        rnd,
+        purpose,
+        pid,
+        idx,
+        t,
+        0,
+        1.0,
+        0.0,
+        text,
+        text,
+        "stop",
+        [1, 2, 3],
+        [-0.5, -1.0, -0.25],
+        [1.0, 2.0, 0.5],
+        [0.0, 0.1, 0.2],
+    )
 
 
 @pytest.fixture
@@ -54,17 +77,31 @@ def test_samples_are_written_once_with_token_stats(store):
 
 def test_samples_pages_match_the_full_list(store):
     ids = store.add_problems("eval", [_problem("a"), _problem("b"), _problem("c")])
-    rows = [_row(ids[n], j, rnd=r, t=t) for r in (0, 1) for t in (0.8, 0.2) for n in "cba" for j in (1, 0)]
+    rows = [
+        _row(ids[n], j, rnd=r, t=t)
+        for r in (0, 1)
+        for t in (0.8, 0.2)
+        for n in "cba"
+        for j in (1, 0)
+    ]
     store.add_samples(rows[::-1])  # inserted out of key order
     todo = store.unjudged(0, 0.8)
     store.add_verdicts([(todo[0]["id"], "passed", "", 0.1)])
-    for filters in ({}, {"rnd": 1}, {"rnd": 0, "purpose": "eval", "temperature": 0.8}, {"problem_id": ids["b"]}):
+    for filters in (
+        {},
+        {"rnd": 1},
+        {"rnd": 0, "purpose": "eval", "temperature": 0.8},
+        {"problem_id": ids["b"]},
+    ):
         full = store.samples(**filters)
-        assert full and [(r["round"], r["temperature"], r["problem_id"], r["sample_idx"]) for r in full] == sorted(
+        assert full and [
             (r["round"], r["temperature"], r["problem_id"], r["sample_idx"]) for r in full
-        )
+        ] == sorted((r["round"], r["temperature"], r["problem_id"], r["sample_idx"]) for r in full)
         for limit in (1, 5, 100):
-            pages = [store.samples(**filters, limit=limit, offset=o) for o in range(0, len(full) + limit, limit)]
+            pages = [
+                store.samples(**filters, limit=limit, offset=o)
+                for o in range(0, len(full) + limit, limit)
+            ]
             assert [r for page in pages for r in page] == full
             assert all(len(page) <= limit for page in pages) and pages[-1] == []
     assert sum(r["status"] == "passed" for r in store.samples(limit=100)) == 1
@@ -75,7 +112,9 @@ def test_verdicts_and_pass_counts(store):
     store.add_samples([_row(ids["a"], 0), _row(ids["a"], 1), _row(ids["b"], 0)])
     todo = store.unjudged(0, 0.8)
     assert len(todo) == 3
-    store.add_verdicts([(todo[0]["id"], "passed", "", 0.1), (todo[1]["id"], "failed", "AssertionError", 0.1)])
+    store.add_verdicts(
+        [(todo[0]["id"], "passed", "", 0.1), (todo[1]["id"], "failed", "AssertionError", 0.1)]
+    )
     assert [r["id"] for r in store.unjudged(0, 0.8)] == [todo[2]["id"]]
     store.add_verdicts([(todo[2]["id"], "timeout", "", 5.0)])
     assert store.pass_counts(0, 0.8) == [("a", "easy", 2, 1), ("b", "easy", 1, 0)]
