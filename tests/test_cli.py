@@ -45,6 +45,22 @@ def test_help_teaches():
         assert word in r.stdout
     r = ssd("options")
     assert "[sampling]" in r.stdout and "temperature" in r.stdout and "T_train" in r.stdout
+    # Every subcommand's --help says what it does and shows a call.
+    for command in (
+        "run",
+        "demo",
+        "check",
+        "options",
+        "open",
+        "review",
+        "export",
+        "report",
+        "models",
+    ):
+        r = ssd(command, "--help")
+        assert r.returncode == 0, command
+        assert "examples:\n  ssd-tui " in r.stdout, command
+        assert len(r.stdout.split("examples:")[0].splitlines()) > 6, command
 
 
 def test_missing_config(tmp_path):
