@@ -17,6 +17,7 @@ from ssd_tui.engine.base import LoraSettings, SamplingParams, TrainSettings
 from ssd_tui.engine.hf import (
     HFSampler,
     HFTrainer,
+    completion_loss_sum,
     encode_prompt,
     filter_examples,
     load_tokenizer,
@@ -276,6 +277,32 @@ def test_first_step_loss_is_completion_only_cross_entropy(tiny_model_dir: Path, 
     with tempfile.TemporaryDirectory() as d:
         trainer.train([EXAMPLE], Path(d) / "a")
     assert trainer.history[0]["loss"] == pytest.approx(expected, rel=1e-4)
+
+
+def test_prompt_logits_cut_changes_neither_loss_nor_gradients(tiny_model_dir: Path) -> None:
+    # Rows with different prompt lengths, right-padded, as the trainer collates them: the
+    # cut keeps logits from the earliest completion token's predecessor on, so row 0's
+    # prompt tail and row 1's whole completion must still be scored exactly.
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, local_files_only=True)
+    tok = load_tokenizer(str(tiny_model_dir))
+    feats = [(list(range(5, 17)), 4), (list(range(30, 52)), 9), (list(range(60, 70)), 7)]
+    input_ids, attn, labels = HFTrainer._collate(feats, tok.pad_token_id)
+    results = []
+    for cut in (False, True):
+        model.zero_grad(set_to_none=True)
+        loss = completion_loss_sum(model, input_ids, attn, labels, cut_prompt_logits=cut)
+        loss.backward()
+        grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        results.append((loss.item(), grads))
+    (full, g_full), (cut, g_cut) = results
+    n_labels = sum(len(ids) - n for ids, n in feats)
+    assert int((labels[:, 1:] != -100).sum()) == n_labels  # every completion token counted
+    assert cut == pytest.approx(full, rel=1e-5)
+    assert len(g_full) == len(g_cut) > 0
+    for a, b in zip(g_full, g_cut, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_training_lowers_loss_and_writes_loadable_adapter(

@@ -549,6 +549,34 @@ def filter_examples(
     return kept
 
 
+def completion_loss_sum(
+    model: Any,
+    input_ids: torch.Tensor,
+    attn: torch.Tensor,
+    labels: torch.Tensor,
+    cut_prompt_logits: bool = True,
+) -> torch.Tensor:
+    """Summed cross-entropy over the label tokens (labels -100 elsewhere), one forward pass.
+
+    With ``cut_prompt_logits`` the model computes logits only from the position before the
+    earliest completion token on (``logits_to_keep``): the prompt's vocabulary-wide logits
+    are never scored, and for a 150k vocabulary and a long chat prompt they are most of a
+    training step's memory. Same loss either way (a test checks it).
+    """
+    start = 0
+    if cut_prompt_logits:
+        first = (labels != -100).int().argmax(dim=1)  # every row has a completion token
+        start = max(0, int(first.min()) - 1)
+    kw = {"logits_to_keep": input_ids.shape[1] - start} if start else {}
+    logits = model(input_ids=input_ids, attention_mask=attn, **kw).logits
+    return F.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(),
+        labels[:, start + 1 :].flatten(),
+        ignore_index=-100,
+        reduction="sum",
+    )
+
+
 class HFTrainer:
     """LoRA fine-tuning with plain cross-entropy on completion tokens.
 
@@ -741,19 +769,16 @@ class HFTrainer:
         batches = [self._collate(mb, pad_id) for mb in micro_batches]
         # Tokens that are predicted: labels shifted by one, so the first label never counts.
         n_tokens = sum(int((labels[:, 1:] != -100).sum()) for _, _, labels in batches)
+        base = getattr(model, "get_base_model", lambda: model)()
+        can_cut = "logits_to_keep" in inspect.signature(base.forward).parameters
         total = 0.0
         for input_ids, attn, labels in batches:
-            input_ids, attn, labels = (
+            loss_sum = completion_loss_sum(
+                model,
                 input_ids.to(self.device),
                 attn.to(self.device),
                 labels.to(self.device),
-            )
-            logits = model(input_ids=input_ids, attention_mask=attn).logits
-            loss_sum = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(),
-                labels[:, 1:].flatten(),
-                ignore_index=-100,
-                reduction="sum",
+                cut_prompt_logits=can_cut,
             )
             (loss_sum / n_tokens).backward()
             total += float(loss_sum.detach())
