@@ -5,15 +5,17 @@ concurrently running program), started once with the modules programs commonly i
 It never runs program code itself. Process tree of one program::
 
     this process ── server (root, host namespaces, own session; long-lived)
-                      └─ keeper (root; new mount/net/IPC/UTS namespaces, host PID namespace)
-                           └─ init (root, PID 1 of a new PID namespace): mounts, reaps, reports
-                                └─ program (uid 61000+k, rlimits, no_new_privs, PID 2)
+                      └─ init (root, PID 1 of a new PID namespace; new mount/net/IPC/UTS
+                           │   namespaces): mounts, reaps, reports
+                           └─ program (uid 61000+k, rlimits, no_new_privs, PID 2)
 
 The init only sets up mounts, forks the program, reaps, and reports the program's wait
 status on a pipe the program cannot write. When it exits (or is killed) the kernel kills
 every process left in the PID namespace, so nothing the program started can outlive it.
-Each process dies with its parent (PR_SET_PDEATHSIG), and the server exits when we close
-its socket or die, so a dead caller takes every program down at once.
+The server watches the init through a pidfd and closes its own copy of the status pipe
+only once the init, and with it the whole namespace, is gone. The init dies with the
+server (PR_SET_PDEATHSIG), and the server exits when we close its socket or die, so a
+dead caller takes every program down at once.
 
 Where namespaces are not available (not root and no user namespaces) the same tree runs
 without them (rlimits + a process group) and we warn once. See docs/sandbox.md for the
@@ -105,11 +107,13 @@ class ExecResult:
 # Protocol, on a socketpair with us: the server writes b"+" once ready; then each b"R"
 # carries five fds (SCM_RIGHTS): the config pipe's read end (marshal, from us: code,
 # nonce, limits), stdout, stderr, the status pipe (init -> us: trusted) and the result
-# pipe (program -> us: nonce or exception record). b"K" kills the running program's
-# process group. End of file (we closed it, or we died) makes the server exit, and the
-# parent-death signals take every program it started down with it.
+# pipe (program -> us: nonce or exception record). b"K" kills the running program's init
+# (and with it its PID namespace; its process group in "none" mode). The status pipe
+# reaches end of file only when the init is gone: the server holds a copy until then.
+# End of file on the socket (we closed it, or we died) makes the server exit, and the
+# parent-death signal takes the program it started down with it.
 _SERVER = r"""
-import builtins, ctypes, fcntl, gc, marshal, os, resource, signal, socket, sys
+import builtins, ctypes, fcntl, gc, marshal, os, resource, select, signal, socket, sys
 
 # What programs commonly import, loaded once here so that a program's fork finds it ready
 # (HumanEval's prompts import typing, math, random, copy, string, collections, re, hashlib).
@@ -118,17 +122,19 @@ import random, re, string, typing
 
 LIBC = ctypes.CDLL(None, use_errno=True)
 # Resolved once here rather than in every fork (each child would look them up afresh).
-for name in ("mount", "syscall", "prctl", "capset", "unshare"):
+for name in ("mount", "syscall", "prctl", "capset", "unshare", "setns"):
     getattr(LIBC, name)
 U64x4, U32x2, U32x6 = ctypes.c_uint64 * 4, ctypes.c_uint32 * 2, ctypes.c_uint32 * 6
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
 MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 4096, 8192, 16384, 1 << 18
-# CLONE_NEWNS | NEWUTS | NEWIPC | NEWPID | NEWNET (os.unshare only exists from Python 3.12)
-NEW_NAMESPACES = 0x20000 | 0x04000000 | 0x08000000 | 0x20000000 | 0x40000000
+# os.unshare/os.setns only exist from Python 3.12. The server unshares CLONE_NEWPID (it
+# applies to its next child only); the init unshares the rest for itself.
+CLONE_NEWPID = 0x20000000
+NEW_NAMESPACES = 0x20000 | 0x04000000 | 0x08000000 | 0x40000000  # CLONE_NEWNS | NEWUTS | NEWIPC | NEWNET
 PR_SET_PDEATHSIG = 1
 C = ctypes.c_long
-# fds of a sandbox (the keeper moves the five it receives here)
-CONFIG_FD, STATUS_FD, RESULT_FD = 0, 3, 4
+# fds of a sandbox (the init moves the five it receives, and its alive pipe, here)
+CONFIG_FD, STATUS_FD, RESULT_FD, ALIVE_FD = 0, 3, 4, 5
 
 def _ok(ret, what):
     if ret != 0:
@@ -339,59 +345,93 @@ def init(boot):
     os.write(STATUS_FD, ('{"wait": %d, "cpu": %r}' % (status, float(cpu))).encode())
     os._exit(0)
 
-def keeper(boot, fds, server):
-    # The server's child for one program: new namespaces, then their init, whose parent it
-    # stays (root, outside the new PID namespace) until the init and with it every process
-    # of the namespace are gone. Only then does it close its copy of the status pipe, so
-    # its end of file tells our caller that nothing of the program is left.
+def start_init(boot, fds, alive_r):
+    # The server's child for one program: outside "none" mode PID 1 of a new PID namespace
+    # (the server unshared CLONE_NEWPID for it). It takes its five pipes, asks to die with
+    # the server, enters new mount/net/IPC/UTS namespaces of its own and becomes the init.
     try:
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 16) for fd in fds]
+        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 16) for fd in (*fds, alive_r)]
         for i, fd in enumerate(high):
             os.dup2(fd, i)
-        os.closerange(5, 1 << 20)  # the server's socket above all: programs never see it
+        os.closerange(ALIVE_FD + 1, 1 << 20)  # the server's socket above all: programs never see it
         die_with_parent()
-        if os.getppid() != server:
-            os._exit(1)  # the server died before we could ask to die with it
+        # Our parent is outside our PID namespace, so getppid() says 0: instead the server
+        # holds this pipe's write end until it has reaped us, and end of file means it
+        # died before we could ask to die with it.
+        os.set_blocking(ALIVE_FD, False)
+        try:
+            if os.read(ALIVE_FD, 1) == b"":
+                os._exit(1)
+        except BlockingIOError:
+            pass
+        os.close(ALIVE_FD)
         os.setsid()  # one process group: in "none" mode the kill takes all of it
         if boot["mode"] != "none":
             _ok(LIBC.unshare(C(NEW_NAMESPACES)), "unshare")
-        alive_r, alive_w = os.pipe()
-        pid = os.fork()
     except BaseException as e:
         setup_error(e)
-    if pid == 0:
-        os.close(alive_w)
-        start_init(boot, alive_r)
-    for fd in (0, 1, 2, 4, alive_r):
-        os.close(fd)
-
-    def kill_init(signum, frame):  # the server's "K": the timeout
-        if boot["mode"] == "none":
-            os.killpg(0, signal.SIGKILL)  # no namespace to take the program down with it
-        os.kill(pid, signal.SIGKILL)  # not reaped (WNOWAIT below), so not a reused pid
-
-    signal.signal(signal.SIGUSR1, kill_init)
-    # WNOWAIT: the init stays a zombie until we exit (the server, a subreaper, reaps it),
-    # so kill_init can never hit a recycled pid. It becomes one only after the kernel has
-    # killed and reaped everything else in its PID namespace.
-    os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
-    os._exit(0)
-
-def start_init(boot, alive_r):
-    try:
-        die_with_parent()
-    except OSError as e:
-        setup_error(e)
-    os.set_blocking(alive_r, False)
-    try:
-        if os.read(alive_r, 1) == b"":
-            os._exit(1)  # the keeper died before we could ask to die with it
-    except BlockingIOError:
-        pass
-    os.close(alive_r)
     init(boot)
 
+def launch(boot, fds, own_pidns):
+    # Fork the init of one program. Returns (pid, pidfd or None, [fds we hold until it is
+    # gone: the status pipe, the alive pipe]), or None if the fork failed.
+    alive_r, alive_w = os.pipe()
+    # Our next child is PID 1 of a new PID namespace (we stay in ours).
+    if own_pidns is not None and LIBC.unshare(C(CLONE_NEWPID)) != 0:
+        err = "unshare: " + os.strerror(ctypes.get_errno())
+        os.write(fds[3], ('{"setup_error": ' + js(err) + "}").encode())
+        os.close(alive_r)
+        os.close(alive_w)
+        return None
+    try:
+        pid = os.fork()
+    except OSError:
+        pid = -1
+    if pid == 0:
+        os.close(alive_w)
+        start_init(boot, fds, alive_r)  # never returns
+    if own_pidns is not None and LIBC.setns(C(own_pidns), C(CLONE_NEWPID)) != 0:
+        os._exit(70)  # our later children would land in the program's namespace: never
+    os.close(alive_r)
+    if pid < 0:
+        os.close(alive_w)
+        return None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:  # Linux < 5.3
+        pidfd = None
+    return pid, pidfd, [os.dup(fds[3]), alive_w]
+
+def kill_init(current, mode):
+    # Never reaped before finish(), so neither pid can be a recycled one.
+    pid, pidfd = current[0], current[1]
+    if mode == "none":
+        try:
+            os.killpg(pid, signal.SIGKILL)  # no namespace to take the program down with it
+        except OSError:
+            pass  # not yet its own group: then it has not forked the program either
+    try:
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+def finish(current):
+    # The init has exited; outside "none" mode the kernel has then already killed and
+    # reaped every other process of its PID namespace. Only now does the status pipe's
+    # last writer go: its end of file tells our caller that nothing of the program is left.
+    pid, pidfd, held = current
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+    for fd in held + ([pidfd] if pidfd is not None else []):
+        os.close(fd)
+
 def reap():
+    # "none" mode: orphans of a finished program come to us (a subreaper)
     try:
         while os.waitpid(-1, os.WNOHANG)[0]:
             pass
@@ -405,29 +445,41 @@ def serve():
     os.close(null)
     sys.path += [p for p in boot.pop("site") if p not in sys.path]
     sock = socket.socket(fileno=boot.pop("sock"))
-    me, current = os.getpid(), 0
-    _ok(LIBC.prctl(C(36), C(1), C(0), C(0), C(0)), "subreaper")  # orphaned inits come to us
+    mode = boot["mode"]
+    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY) if mode != "none" else None
+    current = None  # (pid, pidfd, held fds) of the running program's init
+    _ok(LIBC.prctl(C(36), C(1), C(0), C(0), C(0)), "subreaper")  # orphans come to us
     # The first compile() in a process sets up the compiler (~1.4 ms CPU): do it here, once.
     compile("pass", "<warm-up>", "exec")
     gc.freeze()  # what is loaded now stays put: forks share its pages instead of copying them
     sock.sendall(b"+")
     while True:
+        watch = [sock] + ([current[1]] if current and current[1] is not None else [])
+        ready = select.select(watch, [], [])[0]
+        if current and current[1] in ready:
+            finish(current)
+            current = None
+        if sock not in ready:
+            continue
         try:
             msg, fds, _, _ = socket.recv_fds(sock, 1, 5)
         except OSError:
             msg, fds = b"", []
         if not msg:
-            os._exit(0)  # our caller closed us or died: the keepers die with us
+            os._exit(0)  # our caller closed us or died: the init dies with us
         if msg == b"K" and current:
-            try:
-                os.kill(current, signal.SIGUSR1)  # not yet reaped, so not a reused pid
-            except OSError:
-                pass
+            kill_init(current, mode)
         elif msg == b"R" and len(fds) == 5:
+            if current:  # our caller gave up on the last one without a kill: end it first
+                kill_init(current, mode)
+                finish(current)
+                current = None
             reap()
-            current = os.fork()
-            if current == 0:
-                keeper(boot, fds, me)
+            current = launch(boot, fds, own_pidns)
+            if current and current[1] is None:  # no pidfd: wait here (a "K" waits too)
+                os.waitid(os.P_PID, current[0], os.WEXITED | os.WNOWAIT)
+                finish(current)
+                current = None
         for fd in fds:
             os.close(fd)
 
@@ -525,7 +577,10 @@ class _Server:
         ours, theirs = socket.socketpair()
         cmd = [sys.executable, "-I", "-S", "-c", _SERVER]
         if mode == "userns":
-            cmd = ["unshare", "--user", "--map-root-user", "--", *cmd]
+            # --pid --fork: the server is PID 1 of a PID namespace of its own user namespace,
+            # so it may setns() back to it after unsharing one for each program's init.
+            cmd = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--kill-child",
+                   "--", *cmd]  # fmt: skip
         boot = {
             "mode": mode,
             "site": [p for p in site.getsitepackages() if os.path.isdir(p)],  # we start it -S

@@ -467,3 +467,59 @@ def test_a_program_holds_only_its_own_pipes() -> None:
     assert kinds.pop("0") == "/dev/null"
     assert [k for k, v in kinds.items() if v.startswith("pipe:")] == ["1", "2", "4"], kinds
     assert not any(v.startswith(("socket:", "pipe:")) for k, v in kinds.items() if k not in "124")
+
+
+def test_the_program_is_pid_2_under_its_own_init_in_a_new_pid_namespace() -> None:
+    code = (
+        "import os\nprint(os.getpid(), os.getppid(), os.readlink('/proc/self/ns/pid'),\n"
+        "      sorted(p for p in os.listdir('/proc') if p.isdigit()))"
+    )
+    r = run(code)
+    if isolation() == "none":
+        assert r.status == "passed"
+        return
+    pid, ppid, ns, procs = r.stdout.split(" ", 3)
+    assert (pid, ppid, procs.strip()) == ("2", "1", "['1', '2']"), r
+    assert ns != os.readlink("/proc/self/ns/pid")
+    if isolation() == "root":
+        # The server unshares a PID namespace for each init and goes straight back to its
+        # own: nothing it forks later can land in a program's namespace.
+        server = Path(f"/proc/{_top_server()}/ns")
+        assert os.readlink(server / "pid_for_children") == os.readlink(server / "pid")
+        assert os.readlink(server / "pid") == os.readlink("/proc/self/ns/pid")
+
+
+@pytest.mark.skipif(isolation() != "root", reason="counts processes by sandbox uid")
+def test_nothing_of_a_program_is_left_when_the_call_returns() -> None:
+    # A child that closes all its pipes and lives on: the call returns only once the
+    # init, and with it its whole PID namespace, is gone. No sleep before looking.
+    code = (
+        "import os, time\nif os.fork() == 0:\n    for fd in (1, 2, 4):\n        os.close(fd)\n"
+        "    time.sleep(30)\n    os._exit(0)\nprint('parent done')"
+    )
+    r = run(code)
+    assert (r.status, r.stdout) == ("passed", "parent done\n"), r
+    assert _sandbox_processes() == []
+    r = run("import os, time\nos.fork()\nos.fork()\ntime.sleep(30)", Limits(timeout_s=1))
+    assert r.status == "timeout"
+    assert _sandbox_processes() == []
+
+
+def test_without_pidfds_the_server_still_gives_every_verdict(monkeypatch) -> None:
+    # Kernels before 5.3 have no pidfd_open: the server then waits for each init instead.
+    mode = isolation()
+    assert "os.pidfd_open(pid)" in sandbox._SERVER
+    monkeypatch.setattr(
+        sandbox, "_SERVER", sandbox._SERVER.replace("os.pidfd_open(pid)", "os.pidfd_open(-1)")
+    )
+    monkeypatch.setitem(sandbox._idle, mode, [])  # servers of the patched code only
+    try:
+        codes = ["print('ok')", "assert 1 == 2", "while True:\n    pass", "print('after')"]
+        got = [sandbox._run(c, Limits(timeout_s=1), 0, mode) for c in codes]
+    finally:
+        for server in sandbox._idle[mode]:
+            server.stop()
+    assert [r.status for r in got] == ["passed", "failed", "timeout", "passed"]
+    assert got[3].stdout == "after\n"
+    if mode == "root":
+        assert _sandbox_processes() == []
