@@ -388,8 +388,11 @@ def launch(boot, fds, own_pidns):
     except OSError:
         pid = -1
     if pid == 0:
-        os.close(alive_w)
-        start_init(boot, fds, alive_r)  # never returns
+        try:
+            os.close(alive_w)
+            start_init(boot, fds, alive_r)  # ends in os._exit
+        finally:
+            os._exit(5)  # an unexpected error: never back into the server's loop
     if own_pidns is not None and LIBC.setns(C(own_pidns), C(CLONE_NEWPID)) != 0:
         os._exit(70)  # our later children would land in the program's namespace: never
     os.close(alive_r)
