@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ssd_tui import __version__
-from ssd_tui.errors import SSDError
+from ssd_tui.errors import ConfigChangedError, SSDError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CONFIG = REPO_ROOT / "examples" / "demo.toml"
@@ -238,12 +238,42 @@ def _verdict(store: Any, cfg: Any) -> list[str]:
     return lines
 
 
+def set_aside(run_dir: Path) -> Path | None:
+    """Rename a run folder to ``<name>.<date-time>`` so a new run can start in its place.
+
+    Nothing is deleted. Refused while an engine is running on it. Returns the new path,
+    or None when there was nothing to move.
+    """
+    from ssd_tui.pipeline import engine_pid
+
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
+        return None
+    pid = engine_pid(run_dir / "run.db")
+    if pid is not None:
+        raise SSDError(f"an engine (pid {pid}) is running on {run_dir}; stop it first")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = run_dir.with_name(f"{run_dir.name}.{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = run_dir.with_name(f"{run_dir.name}.{stamp}-{n}")
+    run_dir.rename(target)
+    return target
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     if not DEMO_CONFIG.exists():
         raise SSDError(
             f"demo config not found at {DEMO_CONFIG} (install from a source checkout: pip install -e .)"
         )
     args.config = str(DEMO_CONFIG)
+    if getattr(args, "fresh", False):
+        from ssd_tui.config import load_config
+
+        moved = set_aside(load_config(DEMO_CONFIG).run_dir)
+        if moved:
+            print(f"the previous demo run is kept in {moved}")
     if args.tui:
         from ssd_tui.config import load_config
 
@@ -252,7 +282,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         run_app(runs_dir=cfg.run_dir.parent, open_db=cfg.db_path, start_config=DEMO_CONFIG)
         return 0
-    return cmd_run(args)
+    try:
+        return cmd_run(args)
+    except ConfigChangedError as e:  # the demo config changed since this demo run began
+        raise SSDError(f"{e}. For the demo: `ssd-tui demo --fresh` starts over") from None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -410,9 +443,15 @@ def build_parser() -> argparse.ArgumentParser:
         "The run lives in runs/demo/ of this checkout; run again to resume or re-show it.",
         "  ssd-tui demo                                  in the terminal\n"
         "  ssd-tui demo --tui                            watch it in the app\n"
+        "  ssd-tui demo --fresh                          start over (keeps the old run aside)\n"
         "  ssd-tui open runs/demo/run.db                 look at it afterwards\n",
     )
     d.add_argument("--tui", action="store_true", help="watch it in the app instead of the terminal")
+    d.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start over: the previous demo run is renamed runs/demo.<date-time>, not deleted",
+    )
     d.add_argument("--rounds", type=int, help="rounds to run (default: the demo config's)")
     d.add_argument("--stages", type=int, help=argparse.SUPPRESS)
     d.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")

@@ -6,3 +6,7 @@ class SSDError(Exception):
 
     The CLI catches it, prints ``error: <message>`` and exits with status 2.
     """
+
+
+class ConfigChangedError(SSDError):
+    """A run was resumed with a config that differs from the one it started with."""

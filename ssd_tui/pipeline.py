@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from ssd_tui.config import RunConfig, config_diff, config_from_json
 from ssd_tui.engine.base import Sampler, SamplingParams
-from ssd_tui.errors import SSDError
+from ssd_tui.errors import ConfigChangedError, SSDError
 from ssd_tui.problems import Problem, load_problem_set
 from ssd_tui.prompting import chat_messages, program_for
 from ssd_tui.store import RunStore, SampleRow, dir_sha256
@@ -202,7 +202,7 @@ class Pipeline:
             stored = config_from_json(info["config_json"], Path(info["base_dir"] or "."))
             changed = config_diff(stored, cfg)
             if changed:
-                raise SSDError(
+                raise ConfigChangedError(
                     f"the config differs from the one this run started with ({', '.join(changed)}); "
                     "restore it, or start a new run folder"
                 )

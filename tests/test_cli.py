@@ -121,3 +121,36 @@ def test_check_reports_what_a_run_would_use(project):
     r = ssd("check", str(config))
     assert r.returncode == 0, r.stderr
     assert "12 training prompts" in r.stdout and "3 eval problems" in r.stdout
+
+
+def test_demo_fresh_sets_the_old_run_aside(project, monkeypatch, capsys):
+    # The demo, pointed at a tiny config: one stage, then its config changes (as a newer
+    # checkout's demo.toml would): the error names the way out; --fresh keeps the old run.
+    from ssd_tui import cli
+    from ssd_tui.pipeline import RunLock
+
+    folder, config = project
+    monkeypatch.setattr(cli, "DEMO_CONFIG", config)
+    assert cli.main(["demo", "--stages", "1", "--threads", "1"]) == 0
+    run_dir = folder / "run"
+    samples = RunStore.open(run_dir / "run.db").conn.execute("SELECT COUNT(*) FROM samples")
+    n_samples = samples.fetchone()[0]
+    assert n_samples > 0
+    config.write_text(config.read_text().replace("temperature = 1.0", "temperature = 0.9", 1))
+    capsys.readouterr()
+    assert cli.main(["demo", "--stages", "1", "--threads", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: the config differs") and "ssd-tui demo --fresh" in err
+    lock = RunLock(run_dir / "run.db")  # an engine on the old run: --fresh must not move it
+    lock.acquire()
+    try:
+        assert cli.main(["demo", "--fresh", "--stages", "1", "--threads", "1"]) == 2
+        assert "stop it first" in capsys.readouterr().err
+    finally:
+        lock.release()
+    assert cli.main(["demo", "--fresh", "--stages", "1", "--threads", "1"]) == 0
+    kept = [p for p in folder.iterdir() if p.name.startswith("run.") and p.is_dir()]
+    assert len(kept) == 1 and f"kept in {kept[0]}" in capsys.readouterr().out
+    old = RunStore.open(kept[0] / "run.db", readonly=True)
+    assert old.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == n_samples
+    assert (run_dir / "run.db").exists()  # the new run started in the old one's place
