@@ -268,16 +268,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"demo config not found at {DEMO_CONFIG} (install from a source checkout: pip install -e .)"
         )
     args.config = str(DEMO_CONFIG)
-    if getattr(args, "fresh", False):
-        from ssd_tui.config import load_config
-
-        moved = set_aside(load_config(DEMO_CONFIG).run_dir)
-        if moved:
-            print(f"the previous demo run is kept in {moved}")
-    if args.tui:
+    if args.fresh or args.tui:  # both need the run folder; a plain run reads the config itself
         from ssd_tui.config import load_config
 
         cfg = load_config(DEMO_CONFIG)
+        if args.fresh and (moved := set_aside(cfg.run_dir)):
+            print(f"the previous demo run is kept in {moved}")
+    if args.tui:
         from ssd_tui.tui.app import run_app
 
         run_app(runs_dir=cfg.run_dir.parent, open_db=cfg.db_path, start_config=DEMO_CONFIG)
