@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,7 +24,7 @@ import sqlite_utils
 
 from ssd_tui.errors import SSDError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -138,6 +139,15 @@ CREATE TABLE IF NOT EXISTS warnings (
 );
 """
 
+#: What changed after schema 1, by the version that brought it. A new database gets SCHEMA and
+#: then every step; a writable open of an older database applies the steps it lacks, in order.
+#: Each statement must be safe to run twice: CREATE ... IF NOT EXISTS, or
+#: "ALTER TABLE t ADD COLUMN c ..." (run only when the column is missing). Readers of an older
+#: file opened read-only must cope with what its version lacks.
+MIGRATIONS: dict[int, list[str]] = {
+    2: [],
+}
+
 
 def pack(values: Sequence[float] | Sequence[int], dtype: str = "<f4") -> bytes:
     return np.asarray(values, dtype=dtype).tobytes()
@@ -226,6 +236,7 @@ class RunStore:
                 for stmt in SCHEMA.split(";\n"):
                     if stmt.strip():
                         c.execute(stmt)
+                self._migrate(from_version=1)
                 c.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 c.execute("INSERT INTO meta VALUES ('created_at', ?)", (str(time.time()),))
             return
@@ -240,6 +251,24 @@ class RunStore:
             raise SSDError(
                 f"{self.path} has no valid schema version; it is not an ssd-tui run database"
             )
+        if version < SCHEMA_VERSION and not self.readonly:
+            with self.transaction():
+                self._migrate(from_version=version)
+                c.execute(
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+                )
+
+    def _migrate(self, from_version: int) -> None:
+        """Apply MIGRATIONS after `from_version` (inside the caller's transaction)."""
+        c = self.conn
+        for version in sorted(v for v in MIGRATIONS if v > from_version):
+            for stmt in MIGRATIONS[version]:
+                m = re.match(r"\s*ALTER TABLE (\w+) ADD COLUMN (\w+)", stmt, re.I)
+                if m:
+                    cols = {r[1] for r in c.execute(f"PRAGMA table_info({m[1]})")}
+                    if m[2] in cols:
+                        continue
+                c.execute(stmt)
 
     def close(self) -> None:
         self.conn.close()

@@ -155,6 +155,33 @@ def test_newer_schema_is_refused(tmp_path):
         RunStore.open(tmp_path / "r.db")
 
 
+def test_older_schema_is_upgraded_on_a_writable_open_only(tmp_path, monkeypatch):
+    import ssd_tui.store as store_mod
+
+    s = RunStore.open(tmp_path / "r.db", create=True)
+    s.set_meta("schema_version", "1")
+    s.close()
+    monkeypatch.setitem(
+        store_mod.MIGRATIONS,
+        SCHEMA_VERSION,
+        [
+            "CREATE TABLE IF NOT EXISTS added (x INTEGER)",
+            "ALTER TABLE rounds ADD COLUMN note TEXT",
+        ],
+    )
+    ro = RunStore.open(tmp_path / "r.db", readonly=True)
+    assert ro.meta("schema_version") == "1"
+    ro.close()
+    for _ in range(2):  # a second open finds nothing left to do
+        s = RunStore.open(tmp_path / "r.db")
+        assert s.meta("schema_version") == str(SCHEMA_VERSION)
+        cols = {r[1] for r in s.conn.execute("PRAGMA table_info(rounds)")}
+        assert "note" in cols
+        assert s.conn.execute("SELECT count(*) FROM added").fetchone()[0] == 0
+        s.set_meta("schema_version", "1")
+        s.close()
+
+
 @pytest.mark.parametrize(
     "content, match",
     [(b"hello, not a database" * 10, "not an SQLite database"), (None, "run database not found")],
