@@ -9,9 +9,12 @@ comparable position by position across rounds.
 Conventions (the same as the samplers' ``Completion`` statistics):
 - entropy, top-1 probability and the sampled token's log-probability are measured
   on the full distribution at T = 1;
-- the truncation set is what a sampler with ``params`` would keep: temperature, then
-  top-k, then top-p, then min-p, on the tempered distribution (vLLM's order);
-- ``tail_mass`` is the T = 1 probability outside that set (0 when nothing is cut).
+- the truncation set is what a sampler with ``params`` would keep (``engine/truncation.py``:
+  vLLM's rule, temperature, then min-p, then top-k with ties, then top-p);
+- ``tail_mass`` is the T = 1 probability outside the set of the *evaluation* settings,
+  ``train_tail_mass`` outside the set of the *training* settings (T_train, top-k, top-p,
+  min-p of ``[sampling]``): 1 − ``train_tail_mass`` is the paper's KeptMass (0 when
+  nothing is cut).
 """
 
 from __future__ import annotations
@@ -24,15 +27,24 @@ import numpy as np
 import torch
 
 from ssd_tui.engine.base import SamplingParams
+from ssd_tui.engine.hf import encode_prompt
+from ssd_tui.engine.truncation import tail_mass, truncation_mask
+
+__all__ = ["position_stats", "score_completions", "truncation_mask"]
 
 # Positions scored at once: bounds the (positions × vocab) float32 temporaries
 # (several per chunk; with a 150k vocab, 64 positions ≈ 40 MB each).
 _CHUNK = 64
 
-# Temperatures below this decode greedily (the same cut as the transformers sampler).
-GREEDY_EPS = 1e-5
-
-STAT_KEYS = ("token_ids", "offsets", "logprobs", "entropies", "tail_mass", "top1")
+STAT_KEYS = (
+    "token_ids",
+    "offsets",
+    "logprobs",
+    "entropies",
+    "tail_mass",
+    "train_tail_mass",
+    "top1",
+)
 
 
 @dataclass
@@ -42,47 +54,29 @@ class _Encoded:
     offsets: list[int]  # character start of each completion token (-1 if unknown)
 
 
-def truncation_mask(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """Boolean mask (same shape as ``logits``, last dim = vocab) of the tokens a sampler keeps."""
-    z = logits.float()
-    if params.temperature < GREEDY_EPS:  # greedy: only the arg-max survives
-        return torch.zeros_like(z, dtype=torch.bool).scatter(-1, z.argmax(-1, keepdim=True), True)
-    zt = z / params.temperature
-    keep = torch.ones_like(zt, dtype=torch.bool)
-    vocab = zt.shape[-1]
-    if 0 < params.top_k < vocab:
-        # Exactly k tokens (torch.topk), as the project's sampler and vLLM keep.
-        idx = zt.topk(params.top_k, dim=-1).indices
-        keep = torch.zeros_like(keep).scatter(-1, idx, True)
-    if params.top_p < 1.0:
-        probs = torch.softmax(zt.masked_fill(~keep, float("-inf")), dim=-1)
-        sp, si = probs.sort(dim=-1, descending=True)
-        # Keep a token while the mass ranked strictly above it is < top_p (the first always).
-        kept_sorted = (sp.cumsum(dim=-1) - sp) < params.top_p
-        kept_sorted[..., 0] = True
-        keep &= torch.zeros_like(keep).scatter(-1, si, kept_sorted)
-    if params.min_p > 0.0:
-        # Relative to the top token, so renormalising after top-k/top-p changes nothing.
-        probs = torch.softmax(zt.masked_fill(~keep, float("-inf")), dim=-1)
-        keep &= probs >= params.min_p * probs.max(dim=-1, keepdim=True).values
-    return keep
-
-
 def position_stats(
-    logits: torch.Tensor, targets: torch.Tensor, params: SamplingParams
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    params: SamplingParams,
+    train_params: SamplingParams | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per-position statistics of next-token logits (positions × vocab) and the tokens that followed."""
-    parts: dict[str, list[np.ndarray]] = {
-        k: [] for k in ("logprobs", "entropies", "tail_mass", "top1")
-    }
+    """Per-position statistics of next-token logits (positions × vocab) and the tokens that followed.
+
+    ``train_tail_mass`` (outside the training truncation set) is there when ``train_params`` is.
+    """
+    keys = ["logprobs", "entropies", "tail_mass", "top1"]
+    if train_params is not None:
+        keys.append("train_tail_mass")
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in keys}
     for a in range(0, logits.shape[0], _CHUNK):
         z = logits[a : a + _CHUNK].float()
         logp = torch.log_softmax(z, dim=-1)
         p = logp.exp()
-        tail = p.masked_fill(truncation_mask(z, params), 0.0).sum(dim=-1).clamp(0.0, 1.0)
+        if train_params is not None:
+            parts["train_tail_mass"].append(tail_mass(z, train_params).cpu().numpy())
         parts["logprobs"].append(logp.gather(-1, targets[a : a + _CHUNK, None])[:, 0].cpu().numpy())
         parts["entropies"].append(torch.special.entr(p).sum(dim=-1).cpu().numpy())
-        parts["tail_mass"].append(tail.cpu().numpy())
+        parts["tail_mass"].append(tail_mass(z, params).cpu().numpy())
         parts["top1"].append(p.max(dim=-1).values.cpu().numpy())
     return {
         k: (np.concatenate(v) if v else np.zeros(0)).astype(np.float32) for k, v in parts.items()
@@ -96,13 +90,14 @@ def score_completions(
     completions: Sequence[str],
     params: SamplingParams,
     batch_size: int = 8,
+    train_params: SamplingParams | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """Score each completion given its prompt with one teacher-forced forward pass.
 
     Returns one dict per completion with arrays of equal length (its tokens):
     ``token_ids`` (int32), ``offsets`` (int32 character start in the completion, -1 if
     the tokenizer cannot say), ``logprobs``, ``entropies``, ``tail_mass``, ``top1``
-    (float32). Batches are right-padded here whatever the tokenizer's padding side,
+    (float32), and ``train_tail_mass`` when ``train_params`` is given. Batches are right-padded here whatever the tokenizer's padding side,
     so positions are 0.. for every row without passing position ids.
     """
     if len(prompts) != len(completions):
@@ -118,7 +113,9 @@ def score_completions(
             for b in range(0, len(order), max(1, batch_size)):
                 idx = order[b : b + max(1, batch_size)]
                 for i, stats in zip(
-                    idx, _score_batch(model, [encoded[i] for i in idx], params), strict=True
+                    idx,
+                    _score_batch(model, [encoded[i] for i in idx], params, train_params),
+                    strict=True,
                 ):
                     results[i] = stats
     finally:
@@ -133,10 +130,7 @@ def _length(e: _Encoded) -> int:
 
 def _encode(tokenizer, prompt: str, completion: str) -> _Encoded:
     """Prompt ids as a sampler would feed them; completion ids tokenised on their own."""
-    bos = getattr(tokenizer, "bos_token", None)
-    # A rendered chat prompt may already carry the BOS text; don't add a second one.
-    add_special = not (bos and prompt.startswith(bos))
-    p_ids = list(tokenizer(prompt, add_special_tokens=add_special)["input_ids"])
+    p_ids = encode_prompt(tokenizer, prompt)  # the one BOS rule, as the samplers feed prompts
     if not p_ids:  # the first completion token needs a position to be predicted from
         start = (
             tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
@@ -164,7 +158,10 @@ def _device(model) -> torch.device:
 
 
 def _score_batch(
-    model, batch: list[_Encoded], params: SamplingParams
+    model,
+    batch: list[_Encoded],
+    params: SamplingParams,
+    train_params: SamplingParams | None = None,
 ) -> list[dict[str, np.ndarray]]:
     width = max(_length(e) for e in batch)
     ids = torch.zeros(
@@ -187,7 +184,7 @@ def _score_batch(
     for r, e in enumerate(batch):
         a = len(e.prompt) - 1 - shift
         targets = torch.tensor(e.completion, dtype=torch.long, device=logits.device)
-        stats = position_stats(logits[r, a : a + len(e.completion)], targets, params)
+        stats = position_stats(logits[r, a : a + len(e.completion)], targets, params, train_params)
         stats["token_ids"] = np.asarray(e.completion, dtype=np.int32)
         stats["offsets"] = np.asarray(e.offsets, dtype=np.int32)
         out.append(stats)

@@ -25,6 +25,7 @@ from ssd_tui.engine.hf import (
     render_prompt,
 )
 from ssd_tui.errors import SSDError
+from tests.vllm_reference import vllm_kept
 
 PROMPTS = [
     "def add(a, b):\n",
@@ -140,22 +141,8 @@ def test_sampled_stats_match_manual_forward(sampler: HFSampler, reference) -> No
 
 
 def _vllm_kept(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
-    """Kept-token mask, transcribed from vLLM's apply_top_k_top_p (+ min-p after it)."""
-    x = logits / p.temperature
-    srt, idx = x.sort(dim=-1, descending=False)
-    if p.top_k:
-        kth = srt.gather(1, (srt.size(1) - p.top_k) * torch.ones_like(srt[:, :1], dtype=torch.long))
-        srt = srt.masked_fill(srt < kth, -float("inf"))
-    if p.top_p < 1:
-        cum = srt.softmax(-1).cumsum(-1)
-        mask = cum <= 1 - p.top_p
-        mask[:, -1] = False
-        srt = srt.masked_fill(mask, -float("inf"))
-    x = torch.empty_like(srt).scatter_(-1, idx, srt)
-    if p.min_p:
-        probs = x.softmax(-1)
-        x = x.masked_fill(probs < p.min_p * probs.max(-1, keepdim=True).values, -float("inf"))
-    return torch.isfinite(x)
+    """Kept-token mask of vLLM V1 (temperature, min-p, top-k with ties, top-p): the transcription."""
+    return vllm_kept(logits, temperature=p.temperature, top_k=p.top_k, top_p=p.top_p, min_p=p.min_p)
 
 
 @pytest.mark.parametrize(
@@ -164,6 +151,7 @@ def _vllm_kept(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
         SamplingParams(temperature=0.7, top_k=20, top_p=0.8),
         SamplingParams(temperature=1.6, top_p=0.9),
         SamplingParams(temperature=1.1, top_k=40, top_p=0.95, min_p=0.05),
+        SamplingParams(temperature=1.1, top_p=0.8, min_p=0.1),
         SamplingParams(temperature=1.0, min_p=0.2),
         SamplingParams(temperature=0.9, top_k=5),
     ],

@@ -40,25 +40,23 @@ def tiny(tiny_model_dir: Path):
 
 
 def _manual_mask(z: np.ndarray, p: SamplingParams) -> np.ndarray:
-    """Sampler truncation written out with numpy (temperature, top-k, top-p, min-p)."""
+    """vLLM's truncation written out with numpy: temperature, min-p, top-k (ties kept), top-p."""
     zt = z.astype(np.float64) / p.temperature
     keep = np.ones_like(zt, dtype=bool)
+    if p.min_p:
+        probs = np.exp(zt - zt.max())
+        keep &= probs / probs.sum() >= p.min_p * probs.max() / probs.sum()
     if p.top_k:
-        top = np.zeros_like(keep)
-        top[np.argsort(-zt, kind="stable")[: p.top_k]] = True
-        keep &= top
-    probs = np.where(keep, np.exp(zt - zt.max()), 0.0)
-    probs /= probs.sum()
+        keep &= zt >= np.sort(np.where(keep, zt, -np.inf))[::-1][p.top_k - 1]
     if p.top_p < 1:
+        probs = np.where(keep, np.exp(zt - zt.max()), 0.0)
+        probs /= probs.sum()
         order = np.argsort(-probs, kind="stable")
         before = np.cumsum(probs[order]) - probs[order]
         ok = np.zeros_like(keep)
-        ok[order] = before < p.top_p
+        ok[order] = before < p.top_p  # the mass ranked above a kept token is < top_p
         ok[order[0]] = True
         keep &= ok
-        probs = np.where(keep, probs, 0.0) / np.where(keep, probs, 0.0).sum()
-    if p.min_p:
-        keep &= probs >= p.min_p * probs.max()
     return keep
 
 

@@ -33,6 +33,7 @@ from ssd_tui.engine.base import (
     SamplingParams,
     TrainSettings,
 )
+from ssd_tui.engine.truncation import is_greedy, truncate_logits, truncates
 from ssd_tui.errors import SSDError
 
 __all__ = [
@@ -45,9 +46,6 @@ __all__ = [
     "render_prompt",
     "resolve_device",
 ]
-
-# Temperatures below this are greedy decoding (vLLM uses the same epsilon).
-GREEDY_EPS = 1e-5
 
 _DTYPES: dict[str, Any] = {
     "auto": "auto",
@@ -226,62 +224,27 @@ def pick_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Choose the next token of each row; return (tokens, logprobs, entropies, tail_mass).
 
-    Truncation follows vLLM's order: temperature, then top-k, then top-p (on the tempered
-    distribution renormalised over the top-k set), then min-p. All three keep a prefix of
-    the ranking, so the kept set is the first ``L`` tokens of the sorted candidates.
-    Statistics are of the untempered T = 1 distribution: ``tail_mass`` is its probability
-    outside the kept set (greedy decoding keeps exactly the arg-max token).
+    The kept set is ``engine/truncation.py``'s (vLLM's rule: temperature, min-p, top-k with
+    ties, top-p). Statistics are of the untempered T = 1 distribution: ``tail_mass`` is its
+    probability outside the kept set (greedy decoding keeps exactly the arg-max token).
     """
     logits = logits.float()
     logp = torch.log_softmax(logits, dim=-1)
     probs = logp.exp()
     # entr(p) = -p log p with entr(0) = 0, so -inf logits (masked vocab) give no NaN.
     entropy = torch.special.entr(probs).sum(-1)
-    vocab = logits.shape[-1]
-
-    if params.temperature < GREEDY_EPS:
+    if is_greedy(params):
         tokens = logits.argmax(dim=-1)
-        kept = probs.gather(-1, tokens[:, None]).squeeze(-1)
-        tail = (1.0 - kept).clamp_(min=0.0)
+        tail = (1.0 - probs.gather(-1, tokens[:, None]).squeeze(-1)).clamp_(min=0.0)
     else:
-        top_k = params.top_k if 0 < params.top_k < vocab else 0
-        use_top_p = params.top_p < 1.0
-        use_min_p = params.min_p > 0.0
-        scaled = logits / params.temperature
-        # Candidates: the top-k (sorted), all tokens sorted (top-p needs the ranking), or
-        # the whole vocabulary unsorted when only min-p or nothing is asked for.
-        if top_k:
-            cand, idx = torch.topk(scaled, top_k, dim=-1)
-        elif use_top_p:
-            cand, idx = torch.sort(scaled, dim=-1, descending=True)
-        else:
-            cand, idx = scaled, None
-        keep: torch.Tensor | None = None
-        if use_top_p:
-            p_sorted = torch.softmax(cand, dim=-1)
-            # vLLM drops token i when the ascending cumulative mass up to and including i
-            # is <= 1 - p, i.e. when the mass strictly above i is >= p. The top token
-            # always stays.
-            above = torch.cumsum(p_sorted, dim=-1) - p_sorted
-            keep = above < params.top_p
-            keep[:, 0] = True
-        if use_min_p:
-            masked = cand if keep is None else cand.masked_fill(~keep, -math.inf)
-            p_cand = torch.softmax(masked, dim=-1)
-            # A ratio test against the top token: independent of any renormalisation.
-            min_keep = p_cand >= params.min_p * p_cand.max(dim=-1, keepdim=True).values
-            keep = min_keep if keep is None else keep & min_keep
-        final = cand if keep is None else cand.masked_fill(~keep, -math.inf)
+        final = truncate_logits(logits, params)
         choice = torch.multinomial(torch.softmax(final, dim=-1), 1, generator=generator)
-        tokens = (choice if idx is None else idx.gather(-1, choice)).squeeze(-1)
-
-        if idx is None and keep is None:
-            tail = torch.zeros_like(entropy)  # no truncation at all
-        else:
-            p_cand1 = probs if idx is None else probs.gather(-1, idx)
-            kept = p_cand1.sum(-1) if keep is None else (p_cand1 * keep).sum(-1)
+        tokens = choice.squeeze(-1)
+        if truncates(params, logits.shape[-1]):
+            kept = probs.masked_fill(~torch.isfinite(final), 0.0).sum(-1)
             tail = (1.0 - kept).clamp_(min=0.0)
-
+        else:
+            tail = torch.zeros_like(entropy)  # no truncation at all
     token_logp = logp.gather(-1, tokens[:, None]).squeeze(-1)
     return tokens, token_logp, entropy, tail
 

@@ -28,13 +28,15 @@ import gc
 import hashlib
 import importlib
 import json
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from ssd_tui.engine.base import Completion, Progress, SamplingParams
+
+# The tail-mass reconstruction lives with the one truncation rule (engine/truncation.py).
+from ssd_tui.engine.truncation import GREEDY_EPS, kept_prefix, tail_mass_from_top
 from ssd_tui.errors import SSDError
 
 if TYPE_CHECKING:
@@ -68,17 +70,6 @@ LORA_RANKS = (8, 16, 32, 64, 128, 256, 512)
 
 # The most top-N log-probs we ask for per token (each is a Python object per token).
 MAX_TOP_LOGPROBS = 256
-
-# vLLM: temperatures below 1e-5 are greedy; 0 < T < 0.01 is raised to 0.01 (SamplingParams).
-GREEDY_EPS = 1e-5
-VLLM_MIN_TEMPERATURE = 0.01
-
-# Relative margin around a truncation boundary inside which we call the kept set
-# undetermined: vLLM's float32 kernels and our sums of float32 log-probs may round either
-# way there.
-_MARGIN = 1e-4
-# Log-probs this close may be the same float32 logit, which vLLM's top-k keeps together.
-_TIE = 1e-6
 
 
 # --------------------------------------------------------------------------- import
@@ -277,142 +268,6 @@ def _engine_fields(vllm: ModuleType) -> set[str] | None:
     if args is None or not dataclasses.is_dataclass(args):
         return None
     return {f.name for f in dataclasses.fields(args)}
-
-
-# --------------------------------------------------------------------------- tail mass
-
-
-def _rest_bounds(r: float, m: float, a: float, count: int | None) -> tuple[float, float]:
-    """Bounds on Σ p_j^a over the tokens outside the top N.
-
-    Their T = 1 mass is ``r`` and each has p_j ≤ ``m``; ``count`` of them (None: unknown).
-    For a > 1 the sum is largest when the mass sits in as few tokens as possible and
-    smallest when spread evenly; for a < 1 the other way round.
-    """
-    if r <= 0.0:
-        return 0.0, 0.0
-    if abs(a - 1.0) < 1e-12:
-        return r, r
-    packed = r * m ** (a - 1.0)
-    spread = r**a * count ** (1.0 - a) if count else None
-    if a > 1.0:
-        return (spread or 0.0), packed
-    return packed, (spread if spread is not None else math.inf)
-
-
-def kept_prefix(
-    top: Sequence[float], params: SamplingParams, vocab_size: int | None = None
-) -> int | None:
-    """How many of the top tokens vLLM's truncation keeps, if the top-N log-probs show it.
-
-    ``top`` holds the T = 1 log-probs of ranks 1..N, descending. vLLM V1 truncates in this
-    order: temperature, then min-p (a ratio test against the top token), then top-k, then
-    top-p renormalised over what is left. Every step keeps a prefix of the ranking, so the
-    kept set is the first L tokens. Returns L when it is certain that L ≤ N, else None.
-    A caller handles greedy decoding and "no truncation" first.
-    """
-    n = len(top)
-    if n == 0:
-        return None
-    p = [math.exp(x) for x in top]
-    t = max(params.temperature, VLLM_MIN_TEMPERATURE)
-    a = 1.0 / t
-    rest_count = None if vocab_size is None else max(0, vocab_size - n)
-    # The mass outside the top N, as an interval: float32 log-probs sum with some error.
-    rest = 1.0 - sum(p)
-    slack = 1e-6 + 1e-7 * n
-    rest_lo, rest_hi = max(0.0, rest - slack), max(0.0, rest + slack)
-    if rest_count == 0:
-        rest_lo = rest_hi = 0.0
-    biggest_rest = min(p[-1], rest_hi)  # no token outside the top N is likelier than this
-    # False: tokens outside the top N may still be candidates; True: all of them are cut.
-    rest_cut = rest_count == 0
-    limit = n
-
-    if params.min_p > 0.0:
-        # q_i / q_1 = (p_i / p_1)^a >= min_p  <=>  p_i >= p_1 * min_p^T
-        thr = p[0] * params.min_p**t
-        limit = 0
-        for x in p:
-            if x >= thr * (1 + _MARGIN):
-                limit += 1
-            elif x < thr * (1 - _MARGIN):
-                break
-            else:
-                return None  # on the boundary
-        if limit < n or biggest_rest < thr * (1 - _MARGIN):
-            rest_cut = True
-
-    k = params.top_k
-    if 0 < k and (vocab_size is None or k < vocab_size):
-        if k < limit:  # top-k cuts inside the visible tokens (so k < n)
-            if top[k - 1] - top[k] <= _TIE:
-                return None  # a tie at the k-th token: vLLM keeps every tied token
-            limit, rest_cut = k, True
-        elif rest_cut:
-            pass  # min-p already cut at or before the k-th token
-        elif k == n:
-            rest_cut = True  # exactly the visible tokens (a tie beyond them is not visible)
-        else:
-            return None  # the top-k set reaches beyond the tokens we can see
-
-    if params.top_p >= 1.0:
-        return limit if rest_cut else None
-
-    w = [x**a for x in p[:limit]]
-    known = sum(w)
-    if rest_cut:
-        z_lo = z_hi = known
-    else:
-        # Both bounds grow with the mass, so the interval's ends give the outer bounds.
-        lo = _rest_bounds(rest_lo, min(p[-1], rest_lo), a, rest_count)[0]
-        hi = _rest_bounds(rest_hi, biggest_rest, a, rest_count)[1]
-        if params.min_p > 0.0:
-            lo = 0.0  # min-p may have cut any of them
-        z_lo, z_hi = known + lo, known + hi
-    # Keep token i while the (renormalised) mass ranked strictly above it is < top_p.
-    above = 0.0
-    for i, wi in enumerate(w):
-        if i > 0:
-            if above >= params.top_p * z_hi * (1 + _MARGIN):
-                return i
-            if above >= params.top_p * z_lo * (1 - _MARGIN):
-                return None
-        above += wi
-    if rest_cut:
-        return limit
-    # Every visible token is kept; the rest are cut only if the visible mass already
-    # reaches top_p of the largest possible total.
-    return limit if above >= params.top_p * z_hi * (1 + _MARGIN) else None
-
-
-def _truncates(params: SamplingParams, vocab_size: int | None) -> bool:
-    top_k_on = params.top_k > 0 and (vocab_size is None or params.top_k < vocab_size)
-    return top_k_on or params.top_p < 1.0 or params.min_p > 0.0
-
-
-def tail_mass_from_top(
-    top: Sequence[float],
-    params: SamplingParams,
-    vocab_size: int | None = None,
-    sampled_rank: int | None = None,
-) -> float | None:
-    """T = 1 mass outside vLLM's kept set at one position, or None if ``top`` cannot tell.
-
-    ``top``: T = 1 log-probs of ranks 1..N (descending); ``sampled_rank``: the sampled
-    token's rank (1 = most likely), used as a consistency check: a sampled token outside
-    the computed kept set means the reconstruction is wrong, so None.
-    """
-    if params.temperature < GREEDY_EPS:
-        if not top or (sampled_rank is not None and sampled_rank != 1):
-            return None
-        return max(0.0, 1.0 - math.exp(top[0]))
-    if not _truncates(params, vocab_size):
-        return 0.0
-    kept = kept_prefix(top, params, vocab_size)
-    if kept is None or (sampled_rank is not None and sampled_rank > kept):
-        return None
-    return max(0.0, 1.0 - sum(math.exp(x) for x in top[:kept]))
 
 
 # --------------------------------------------------------------------------- outputs
