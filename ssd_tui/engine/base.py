@@ -18,7 +18,7 @@ Progress = Callable[[int, int], None]
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Decoding settings. Order of truncation follows vLLM: temperature, top-k, top-p, min-p."""
+    """Decoding settings; truncated by engine/truncation.py (vLLM: temperature, min-p, top-k, top-p)."""
 
     temperature: float = 1.0
     top_k: int = 0  # 0 = off
