@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from ssd_tui.config import AnalysisSection, RunConfig
+from ssd_tui.evaluate import pass_at_k  # the one pass@k (re-exported for readers of this module)
+from ssd_tui.prompting import extract_code
 from ssd_tui.store import RunStore, pack, unpack
 
 Scorer = Callable[[list[str], list[str]], list[dict[str, np.ndarray]]]
@@ -52,6 +54,9 @@ PROBE_METRICS = (
     "lock_tail_mass",
     "lock_top1",
     "kept_mass",
+    "train_kept_mass",
+    "lock_train_kept_mass",
+    "fork_train_kept_mass",
     "mean_logprob",
     "n_fork",
     "n_lock",
@@ -73,6 +78,7 @@ CREATE TABLE IF NOT EXISTS probe_stats (
   entropies BLOB NOT NULL,     -- float32: entropy of the full distribution (nats)
   tail_mass BLOB NOT NULL,     -- float32: T = 1 mass outside T_eval's truncation set
   top1 BLOB NOT NULL,          -- float32: top-1 probability at T = 1
+  train_tail_mass BLOB,        -- float32: T = 1 mass outside T_train's truncation set (issue 17)
   PRIMARY KEY (round, sample_id)
 )"""
 _PROBE_BLOBS = (
@@ -82,13 +88,13 @@ _PROBE_BLOBS = (
     ("entropies", "<f4"),
     ("tail_mass", "<f4"),
     ("top1", "<f4"),
+    ("train_tail_mass", "<f4"),  # absent (NULL) in probes written before it existed
 )
 
 
 # ---- text and programs ---------------------------------------------------------------------
 
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
-_FENCE = re.compile(r"```[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
 def code_tokens(text: str) -> list[str]:
@@ -136,13 +142,14 @@ def pairwise_similarity(groups: Iterable[Sequence[Sequence[str]]]) -> float | No
 
 
 def program_text(sample: dict[str, Any]) -> str:
-    """The program a sample stands for: its tested code, else its completion (fenced code if any)."""
-    text = sample.get("code") or sample.get("completion") or ""
-    if "```" in text:
-        blocks = _FENCE.findall(text)
-        if blocks:
-            text = max(blocks, key=len)
-    return text
+    """The program a sample stands for: its tested code, else its completion's code.
+
+    A fenced answer's code is picked by the evaluator's one rule (``prompting.extract_code``).
+    """
+    if sample.get("code"):
+        return sample["code"]
+    text = sample.get("completion") or ""
+    return extract_code(text, sample.get("entry_point")) if "```" in text else text
 
 
 def _parse(code: str) -> ast.Module | None:
@@ -383,13 +390,6 @@ def _metrics_by_scope(samples: Sequence[_Sample]) -> dict[str, dict[str, float |
 # ---- pass@k --------------------------------------------------------------------------------------
 
 
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k for one problem (n samples, c passing), computed stably."""
-    if n - c < k:
-        return 1.0
-    return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
-
-
 def _metric(store: RunStore, rnd: int, name: str, purpose: str, temperature: float) -> float | None:
     row = store.conn.execute(
         "SELECT value FROM metrics WHERE round=? AND purpose=? AND name=? AND scope='all' "
@@ -414,6 +414,9 @@ def pass_rate(store: RunStore, rnd: int, temperature: float, k: int) -> float | 
 def ensure_probe_table(store: RunStore) -> None:
     with store.transaction() as c:
         c.execute(PROBE_TABLE_SQL)
+        cols = {r[1] for r in c.execute("PRAGMA table_info(probe_stats)")}
+        if "train_tail_mass" not in cols:  # a probe table from before the column existed
+            c.execute("ALTER TABLE probe_stats ADD COLUMN train_tail_mass BLOB")
 
 
 def _has_probe_table(store: RunStore) -> bool:
@@ -430,7 +433,9 @@ def probe_stats(
     q = "SELECT * FROM probe_stats WHERE round=?" + (" AND sample_id=?" if sample_id else "")
     args = (rnd, sample_id) if sample_id else (rnd,)
     return {
-        r["sample_id"]: {k: unpack(r[k], dt) for k, dt in _PROBE_BLOBS}
+        r["sample_id"]: {
+            k: unpack(r[k], dt) for k, dt in _PROBE_BLOBS if k in r.keys() and r[k] is not None
+        }
         for r in store.conn.execute(q + " ORDER BY sample_id", args)
     }
 
@@ -496,14 +501,22 @@ def _probe_array(stats: dict[str, np.ndarray], key: str) -> np.ndarray:
     return np.full(len(stats["entropies"]), -1)
 
 
+def _probe_blob(stats: dict[str, np.ndarray], key: str, dtype: str) -> bytes | None:
+    if key == "train_tail_mass" and key not in stats:
+        return None  # a scorer without the training settings
+    return pack(_probe_array(stats, key), dtype)
+
+
 def _write_probe(store: RunStore, rnd: int, scored: dict[int, dict[str, np.ndarray]]) -> None:
     ensure_probe_table(store)
+    cols = ", ".join(k for k, _ in _PROBE_BLOBS)
+    marks = ",".join("?" * (len(_PROBE_BLOBS) + 2))
     with store.transaction() as c:
         c.execute("DELETE FROM probe_stats WHERE round=?", (rnd,))
         c.executemany(
-            "INSERT INTO probe_stats VALUES (?,?,?,?,?,?,?,?)",
+            f"INSERT INTO probe_stats (round, sample_id, {cols}) VALUES ({marks})",
             [
-                (rnd, sid, *(pack(_probe_array(s, k), dt) for k, dt in _PROBE_BLOBS))
+                (rnd, sid, *(_probe_blob(s, k, dt) for k, dt in _PROBE_BLOBS))
                 for sid, s in scored.items()
             ],
         )
@@ -521,6 +534,8 @@ def probe_metrics(
 ) -> dict[str, float | None]:
     """Fork/lock numbers of one round (``now``) on the positions round 0 (``base``) classified."""
     fork_h, lock_tail, lock_top1, kept, logp = [], [], [], [], []
+    # The paper's KeptMass: T = 1 mass inside the *training* truncation set.
+    train_kept: dict[str, list[np.ndarray]] = {"all": [], "lock": [], "fork": []}
     n_fork = n_lock = n_pos = n_probe = 0
     for sid, b in base.items():
         s = now.get(sid)
@@ -531,6 +546,11 @@ def probe_metrics(
         lock_tail.append(s["tail_mass"][cls == LOCK])
         lock_top1.append(s["top1"][cls == LOCK])
         kept.append(1.0 - s["tail_mass"])
+        if "train_tail_mass" in s and len(s["train_tail_mass"]) == len(cls):
+            tk = 1.0 - s["train_tail_mass"]
+            train_kept["all"].append(tk)
+            train_kept["lock"].append(tk[cls == LOCK])
+            train_kept["fork"].append(tk[cls == FORK])
         logp.append(s["logprobs"])
         n_fork += int((cls == FORK).sum())
         n_lock += int((cls == LOCK).sum())
@@ -541,6 +561,9 @@ def probe_metrics(
         "lock_tail_mass": _mean(lock_tail),
         "lock_top1": _mean(lock_top1),
         "kept_mass": _mean(kept),
+        "train_kept_mass": _mean(train_kept["all"]),
+        "lock_train_kept_mass": _mean(train_kept["lock"]),
+        "fork_train_kept_mass": _mean(train_kept["fork"]),
         "mean_logprob": _mean(logp),
         "n_fork": float(n_fork),
         "n_lock": float(n_lock),
@@ -1093,7 +1116,16 @@ def round_summary(store: RunStore, cfg: RunConfig) -> list[dict[str, Any]]:
             row[f"eval {name}"] = _metric(store, rnd, name, "eval", t_eval)
         for name in ("n_samples", "distinct_2", "unique_share", "duplicate_share", "mean_length"):
             row[f"train {name}"] = _any_temperature(store, rnd, name, "train")
-        for name in ("fork_entropy", "lock_tail_mass", "kept_mass", "n_fork", "n_lock"):
+        for name in (
+            "fork_entropy",
+            "lock_tail_mass",
+            "kept_mass",
+            "train_kept_mass",
+            "lock_train_kept_mass",
+            "fork_train_kept_mass",
+            "n_fork",
+            "n_lock",
+        ):
             row[f"probe {name}"] = _any_temperature(store, rnd, name, "probe")
         out.append(row)
     return out

@@ -168,6 +168,13 @@ class TrainSection:
     drop_shortest: float = _opt(
         "also drop this share of the shortest completions", _between(0.0, 0.9), default=0.0
     )
+    # issue 17: a sample cut at max_new_tokens never gets an EOS target (docs/engine.md).
+    truncated: str = _opt(
+        "samples cut at [sampling] max_new_tokens: 'keep' (trained on as sampled, no EOS "
+        "after them) or 'drop'",
+        _one_of("keep", "drop"),
+        default="keep",
+    )
 
 
 @dataclass(frozen=True)

@@ -325,22 +325,46 @@ class Pipeline:
 
         cfg = self.cfg
         by_id = {p.id: p for p in self.train_problems}
-        rows = self.store.samples(rnd, "train")
+        rows = [r for r in self.store.samples(rnd, "train") if r["problem"] in by_id]
+        # (prompt, completion, finished): a sample cut at max_new_tokens gets no EOS target.
         examples = [
-            (self.render(by_id[r["problem"]]), r["completion"])
+            (self.render(by_id[r["problem"]]), r["completion"], r["finish_reason"] != "length")
             for r in rows
-            if r["problem"] in by_id
         ]
-        kept = filter_examples(examples, min_lines=cfg.train.min_completion_lines)
+        n_cut = sum(1 for e in examples if not e[2])
+        if cfg.train.truncated == "drop":
+            examples_used = [e for e in examples if e[2]]
+        else:
+            examples_used = examples
+        kept = filter_examples(examples_used, min_lines=cfg.train.min_completion_lines)
         if cfg.train.drop_shortest > 0 and kept:
             kept = sorted(kept, key=lambda e: len(e[1]))[int(len(kept) * cfg.train.drop_shortest) :]
+        cut_note = (
+            f"{n_cut} cut at max_new_tokens {'dropped' if cfg.train.truncated == 'drop' else 'kept without EOS'}"
+        )
         self.store.log(
-            f"round {rnd}: training on {len(kept)} of {len(examples)} samples (empty and stub samples dropped)",
+            f"round {rnd}: training on {len(kept)} of {len(examples)} samples "
+            f"(empty and stub samples dropped; {cut_note})",
             rnd=rnd,
             stage="train",
         )
+        self.store.set_metrics(
+            rnd,
+            "train",
+            cfg.sampling.temperature,
+            {
+                "all": {
+                    "truncated_samples": float(n_cut),
+                    "trained_samples": float(len(kept)),
+                    "trained_truncated": float(sum(1 for e in kept if not e[2])),
+                }
+            },
+        )
         if not kept:
-            raise SSDError(f"round {rnd}: every sample was empty or a stub; nothing to train on")
+            cut = " or cut at max_new_tokens ([train] truncated = 'drop')" if n_cut else ""
+            raise SSDError(
+                f"round {rnd}: every sample was empty, a stub{cut}; nothing to train on"
+            )
         out = cfg.run_dir / "adapters" / f"round-{rnd:03d}"
         init = self.adapter_of(rnd - 1)
         self.release_sampler()  # hand the device to the trainer
@@ -370,10 +394,8 @@ class Pipeline:
             self._evaluate(rnd, "baseline", t, label=f"T={t} ({i + 1}/{len(temps)})")
 
     def stage_analyse(self, rnd: int) -> None:
-        try:
-            from ssd_tui import analysis
-        except ImportError:  # analytics not installed in this build
-            return
+        from ssd_tui import analysis  # part of every build: a failure here is an error, not a skip
+
         scorer = self._scorer(rnd)
         by_name = {p.id: p for p in self.eval_problems}
 
@@ -397,8 +419,10 @@ class Pipeline:
         from ssd_tui.probe import score_completions
 
         params = self.cfg.eval_sampling(seed=0)
+        # The paper's KeptMass is measured against the *training* truncation set.
+        train_params = self.cfg.train_sampling(seed=0)
         return lambda prompts, completions: score_completions(
-            model, tok, prompts, completions, params
+            model, tok, prompts, completions, params, train_params=train_params
         )
 
     # ---- shared work -------------------------------------------------------------------------

@@ -151,13 +151,24 @@ def _probe_section(summary: list[dict[str, Any]]) -> Section:
         "probe fork_entropy",
         "probe lock_tail_mass",
         "probe kept_mass",
+        "probe train_kept_mass",
+        "probe lock_train_kept_mass",
         "probe n_fork",
         "probe n_lock",
     ]
     rows = [[str(r["round"]), *_cells(r, cols)] for r in summary if r["probe n_fork"] is not None]
     return Section(
         "Fork / lock probe (round 0's eval samples re-scored by each round's model)",
-        ["round", "fork entropy", "lock tail mass", "kept mass", "forks", "locks"],
+        [
+            "round",
+            "fork entropy",
+            "lock tail mass (T_eval set)",
+            "kept mass (T_eval set)",
+            "KeptMass (T_train set)",
+            "KeptMass at locks (T_train set)",
+            "forks",
+            "locks",
+        ],
         rows,
         "" if rows else "no probe data (the analyse stage ran without a model)",
     )
@@ -270,8 +281,10 @@ def _charts(store: RunStore, cfg: RunConfig, summary: list[dict[str, Any]]) -> d
             summary,
             [
                 ("probe fork_entropy", "fork entropy (nats)"),
-                ("probe lock_tail_mass", "lock tail mass"),
-                ("probe kept_mass", "kept mass"),
+                ("probe lock_tail_mass", "lock tail mass (T_eval set)"),
+                ("probe kept_mass", "kept mass (T_eval set)"),
+                ("probe train_kept_mass", "KeptMass (T_train set, the paper's)"),
+                ("probe lock_train_kept_mass", "KeptMass at locks (T_train set)"),
             ],
             "Fork / lock probe",
             "value",

@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from ssd_tui.evaluate import pass_at_k
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see pretrain.py
 
 STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
@@ -31,16 +33,6 @@ def cut(text: str, stops: Sequence[str] = STOP) -> str:
     """The completion up to the first stop string."""
     end = min((i for i in (text.find(s) for s in stops) if i >= 0), default=len(text))
     return text[:end]
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k for one problem: 1 - C(n-c, k) / C(n, k)."""
-    if n - c < k:
-        return 1.0
-    prod = 1.0
-    for i in range(n - c + 1, n + 1):
-        prod *= 1.0 - k / i
-    return 1.0 - prod
 
 
 def _limit_memory() -> None:

@@ -87,12 +87,15 @@ class Sampler(Protocol):
 class Trainer(Protocol):
     def train(
         self,
-        examples: Sequence[tuple[str, str]],
+        examples: Sequence[tuple[str, str] | tuple[str, str, bool]],
         out_dir: Path,
         init_adapter: Path | None = None,
         progress: Progress | None = None,
     ) -> Path:
         """LoRA SFT on (prompt, completion) pairs, loss on completion tokens only.
+
+        A finished completion is followed by an EOS target; an example given as
+        (prompt, completion, False) was cut at max_new_tokens and gets none.
 
         ``init_adapter`` is the previous round's adapter to continue from (None in
         round 1). Writes a standard PEFT adapter folder to ``out_dir`` and returns it.

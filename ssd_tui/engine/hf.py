@@ -57,6 +57,10 @@ _DTYPES: dict[str, Any] = {
     "fp16": torch.float16,
 }
 
+# A training example: (prompt, completion) or (prompt, completion, finished). An unfinished
+# one (cut at max_new_tokens) is trained on without an EOS target after it.
+Example = tuple[str, str] | tuple[str, str, bool]
+
 # "gpt2", "Qwen/Qwen2.5-Coder-0.5B": what a Hugging Face model id looks like.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
 
@@ -497,18 +501,17 @@ def _merge_adapter(model: Any, adapter: Path) -> Any:
 # --------------------------------------------------------------------------- training
 
 
-def filter_examples(
-    examples: Sequence[tuple[str, str]], min_lines: int = 2
-) -> list[tuple[str, str]]:
+def filter_examples(examples: Sequence[Example], min_lines: int = 2) -> list[Example]:
     """Drop empty completions and single-line stubs (fewer than ``min_lines`` non-blank lines).
 
     The only filter SSD applies: there is no correctness signal.
     """
     kept = []
-    for prompt, completion in examples:
+    for example in examples:
+        completion = example[1]
         lines = [ln for ln in completion.splitlines() if ln.strip()]
         if completion.strip() and len(lines) >= min_lines:
-            kept.append((prompt, completion))
+            kept.append(example)
     return kept
 
 
@@ -579,9 +582,7 @@ class HFTrainer:
 
     # -- data ------------------------------------------------------------------------
 
-    def _encode(
-        self, tokenizer: Any, examples: Sequence[tuple[str, str]]
-    ) -> list[tuple[list[int], int]]:
+    def _encode(self, tokenizer: Any, examples: Sequence[Example]) -> list[tuple[list[int], int]]:
         """(input ids, prompt length) per example; prompt and completion tokenised apart.
 
         Separate tokenisation keeps the prompt tokens exactly those the sampler
@@ -593,9 +594,15 @@ class HFTrainer:
         max_len = self.settings.max_length
         features = []
         self.skipped = 0
-        for prompt, completion in examples:
+        for example in examples:
+            prompt, completion = example[0], example[1]
+            # A sample cut at max_new_tokens did not end: teaching EOS after it would teach
+            # the model to stop mid-program, so it gets no EOS target.
+            finished = example[2] if len(example) > 2 else True
             p = encode_prompt(tokenizer, prompt)
-            c = list(tokenizer(completion, add_special_tokens=False)["input_ids"]) + [eos]
+            c = list(tokenizer(completion, add_special_tokens=False)["input_ids"])
+            if finished:
+                c.append(eos)
             ids = (p + c)[:max_len]
             if len(ids) <= len(p):  # nothing of the completion survives truncation
                 self.skipped += 1
@@ -661,7 +668,7 @@ class HFTrainer:
 
     def train(
         self,
-        examples: Sequence[tuple[str, str]],
+        examples: Sequence[Example],
         out_dir: Path,
         init_adapter: Path | None = None,
         progress: Progress | None = None,

@@ -600,6 +600,7 @@ class RunReader:
         otherwise the sample's own, recorded when it was generated.
         """
         top1 = None
+        train_tail = None
         with self._lock:
             s = self.store
             if s is None:
@@ -608,19 +609,21 @@ class RunReader:
                 ts = s.token_stats(sample_id)
             else:
                 row = s.conn.execute(
-                    "SELECT token_ids, logprobs, entropies, tail_mass, top1 FROM probe_stats "
-                    "WHERE round=? AND sample_id=?",
+                    "SELECT * FROM probe_stats WHERE round=? AND sample_id=?",
                     (probe_round, sample_id),
                 ).fetchone()
                 if row is None:
                     return [], {}
                 ts = {
-                    "token_ids": unpack(row[0], "<i4"),
-                    "logprobs": unpack(row[1]),
-                    "entropies": unpack(row[2]),
-                    "tail_mass": unpack(row[3]),
+                    "token_ids": unpack(row["token_ids"], "<i4"),
+                    "logprobs": unpack(row["logprobs"]),
+                    "entropies": unpack(row["entropies"]),
+                    "tail_mass": unpack(row["tail_mass"]),
                 }
-                top1 = unpack(row[4])
+                top1 = unpack(row["top1"])
+                # The paper's KeptMass (training truncation set); absent in older probes.
+                if "train_tail_mass" in row.keys() and row["train_tail_mass"] is not None:
+                    train_tail = unpack(row["train_tail_mass"])
         cfg = self.config()
         fork_h = cfg.analysis.fork_entropy if cfg else 1.0
         lock_p = cfg.analysis.lock_top1 if cfg else 0.9
@@ -647,6 +650,11 @@ class RunReader:
             "lock_top1": lock_p,
             "exact_top1": top1 is not None,
         }
+        if train_tail is not None and len(train_tail) == n and n:
+            kept = 1.0 - train_tail.astype(float)
+            locks = [t.index for t in out if t.kind == "lock"]
+            summary["train_kept"] = float(kept.mean())
+            summary["lock_train_kept"] = float(kept[locks].mean()) if locks else float("nan")
         return out, summary
 
 

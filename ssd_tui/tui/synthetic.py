@@ -11,7 +11,6 @@ No textual import here: the benchmark script uses it too.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ssd_tui.config import loads_config
+from ssd_tui.evaluate import pass_at_k
 from ssd_tui.store import RunStore, SampleRow
 
 # Every timestamp in a synthetic run is BASE_TS + a fixed offset; tests run the app with
@@ -154,12 +154,6 @@ def _verdict(sample_id: int, rnd: int, code: str) -> tuple[int, str, str, float]
     return (sample_id, "passed", "", 0.03)
 
 
-def _pass_at_k(n: int, c: int, k: int) -> float:
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod(1 - k / i for i in range(n - c + 1, n + 1))
-
-
 def _metrics_for(store: RunStore, rnd: int, temperature: float, ks=(1, 4)) -> None:
     counts = store.pass_counts(rnd, temperature)
     scopes: dict[str, list[tuple[int, int]]] = {"all": []}
@@ -169,7 +163,7 @@ def _metrics_for(store: RunStore, rnd: int, temperature: float, ks=(1, 4)) -> No
     values: dict[str, dict[str, float]] = {}
     for scope, pairs in scopes.items():
         values[scope] = {
-            f"pass@{k}": sum(_pass_at_k(n, c, k) for n, c in pairs) / len(pairs) for k in ks
+            f"pass@{k}": sum(pass_at_k(n, c, k) for n, c in pairs) / len(pairs) for k in ks
         }
     values["all"]["samples"] = float(sum(n for n, _ in scopes["all"]))
     store.set_metrics(rnd, "eval", temperature, values)

@@ -162,7 +162,8 @@ class TokenScreen(Screen):
                 verdict_text(r["status"]),
                 "\n",
                 f"{s['tokens']} tokens · {s['forks']} forks · {s['locks']} locks · "
-                f"mean entropy {s['mean_entropy']:.2f} nats · mean tail mass {s['mean_tail']:.3f}",
+                f"mean entropy {s['mean_entropy']:.2f} nats · mean tail mass {s['mean_tail']:.3f}"
+                + _train_kept(s),
                 (f"   {msg.note}", "dim"),
                 "\n",
                 (
@@ -205,3 +206,12 @@ class TokenScreen(Screen):
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+
+def _train_kept(s: dict[str, float]) -> str:
+    """The paper's KeptMass (mass inside the T_train truncation set), when the probe has it."""
+    if "train_kept" not in s:
+        return ""
+    locks = s["lock_train_kept"]
+    at_locks = f", at locks {locks:.3f}" if locks == locks else ""
+    return f" · KeptMass (T_train set) {s['train_kept']:.3f}{at_locks}"
