@@ -41,6 +41,7 @@ examples:
   ssd-tui report runs/demo/run.db      tables in the terminal (--out report.html for a file)
   ssd-tui export runs/demo/run.db --round 2      a self-contained DB of round 2
   ssd-tui review demo-round-2.db       read-only review of an export
+  ssd-tui diff runs/a runs/b           what differs between two runs (exit 1 if anything)
   ssd-tui options                      every config key, its default and meaning
 """
 
@@ -377,6 +378,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from ssd_tui.rundiff import diff_paths
+
+    d, lines = diff_paths(args.a, args.b)
+    print("\n".join(lines))
+    return 0 if d.identical else 1
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from ssd_tui import models
 
@@ -525,6 +534,19 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("db", help="a run's database (RUN_DIR/run.db) or an export")
     rp.add_argument("--out", help="report file (.html or .md)")
     rp.set_defaults(func=cmd_report)
+
+    df = command(
+        "diff",
+        "compare two runs: config, environment, problem sets, record, metrics",
+        "Everything that can make two runs differ, read from their run DBs (or exports):\n"
+        "config keys, versions and platform, problem-set hashes, model hash, prompt template\n"
+        "and extraction rule, trainer settings, and every round's metrics side by side.\n"
+        "Exit code 0 when the runs are identical, 1 when they differ.",
+        "  ssd-tui diff runs/a runs/b\n  ssd-tui diff runs/a/run.db run-b-export.db\n",
+    )
+    df.add_argument("a", metavar="RUN_A", help="a run folder or run DB")
+    df.add_argument("b", metavar="RUN_B", help="a run folder or run DB")
+    df.set_defaults(func=cmd_diff)
 
     m = command(
         "models",

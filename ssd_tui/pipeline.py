@@ -18,11 +18,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from ssd_tui import record
 from ssd_tui.config import RunConfig, config_diff, config_from_json
 from ssd_tui.engine.base import Sampler, SamplingParams
 from ssd_tui.errors import ConfigChangedError, SSDError
 from ssd_tui.problems import Problem, load_problem_set
-from ssd_tui.prompting import chat_messages, program_for
+from ssd_tui.prompting import chat_messages, extraction_rule, program_for
 from ssd_tui.store import RunStore, SampleRow, dir_sha256
 
 VERDICT_BATCH = 32  # test programs per transaction
@@ -193,6 +194,9 @@ class Pipeline:
             self.train_problems = load_problem_set(
                 cfg.data.train_prompts, cfg.base_dir, limit=cfg.data.max_train_prompts or None
             )
+        sets = {"eval": record.problem_set_record(cfg.data.benchmark, self.eval_problems)}
+        if self.train_problems:
+            sets["train"] = record.problem_set_record(cfg.data.train_prompts, self.train_problems)
         info = self.store.run_info()
         if info is None:
             self.store.init_run(
@@ -206,10 +210,38 @@ class Pipeline:
                     f"the config differs from the one this run started with ({', '.join(changed)}); "
                     "restore it, or start a new run folder"
                 )
+            stored_sets = record.stored_problem_sets(self.store)
+            if stored_sets:  # runs from before the record have none to check against
+                record.check_problems(stored_sets, sets)
             self.store.update_config(cfg.to_json(), self.config_toml or info["config_toml"])
+        first = info is None or self.store.meta("ssd_tui_version") is None
+        record.record_start(
+            self.store,
+            event="start" if info is None else "resume",
+            config_json=cfg.to_json(),
+            config_toml=self.config_toml or (info["config_toml"] if info else "") or "",
+            model_path=self.model_path,
+            problem_sets=sets,
+            prompt=self._prompt_record() if first else {},
+        )
         self._ids["eval"] = self.store.add_problems("eval", self.eval_problems)
         if self.train_problems:
             self._ids["train"] = self.store.add_problems("train", self.train_problems)
+
+    def _prompt_record(self) -> dict[str, str]:
+        """The prompt as the model sees it, and the answer → program rule (the run record)."""
+        template = ""
+        if self.cfg.model.prompt_style == "chat":
+            self.render(self.eval_problems[0])  # loads the tokenizer
+            template = str(getattr(self._tokenizer, "chat_template", "") or "")
+        return {
+            "prompt_template": template,
+            "system_prompt": self.cfg.model.system_prompt
+            if self.cfg.model.prompt_style == "chat"
+            else "",
+            "prompt_example": self.render(self.eval_problems[0]),
+            "extraction_rule": extraction_rule(self.cfg.model.prompt_style),
+        }
 
     def _default_sampler(self, adapter: str | None) -> Sampler:
         cfg = self.cfg

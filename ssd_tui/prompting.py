@@ -256,3 +256,17 @@ def program_for(problem: Problem, completion: str, style: str) -> str:
     future = [ln for ln in lines if ln.startswith("from __future__ import")]
     rest = [ln for ln in lines if not ln.startswith("from __future__ import")]
     return "\n".join(dict.fromkeys(future)) + ("\n" if future else "") + "\n".join(rest) + "\n"
+
+
+def extraction_rule(style: str) -> str:
+    """In words, how an answer becomes the tested program (recorded in every run DB)."""
+    if style == "completion":
+        return "completion style: program = prompt + completion (cut at the stop strings)"
+    return (
+        "chat style: extract_code: the first Python fenced block that defines the entry point, "
+        "else the longest Python block (another language's block only when there is no Python "
+        "one); an unclosed fence yields what it holds; no fence: the whole answer; imports "
+        "from the other Python blocks are prepended; code cut by the token budget keeps its "
+        "longest parseable prefix; top-level usage (__main__ guards, bare calls, asserts) is "
+        "dropped"
+    )

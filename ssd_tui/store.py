@@ -145,7 +145,11 @@ CREATE TABLE IF NOT EXISTS warnings (
 #: "ALTER TABLE t ADD COLUMN c ..." (run only when the column is missing). Readers of an older
 #: file opened read-only must cope with what its version lacks.
 MIGRATIONS: dict[int, list[str]] = {
-    2: [],
+    2: [
+        # issue 17: run record: every start and resume, with its config and environment
+        "CREATE TABLE IF NOT EXISTS config_history (id INTEGER PRIMARY KEY, ts REAL NOT NULL, "
+        "event TEXT NOT NULL, config_toml TEXT, config_json TEXT NOT NULL, environment TEXT)",
+    ],
 }
 
 
