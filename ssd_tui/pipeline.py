@@ -352,31 +352,36 @@ class Pipeline:
             rnd, "sample", "train", self.train_problems, params, prev, self.cfg.sampling.batch_size
         )
 
-    def stage_train(self, rnd: int) -> None:
-        from ssd_tui.engine.hf import HFTrainer, filter_examples
+    def train_examples(self, rnd: int) -> tuple[list[tuple[str, str, bool]], int]:
+        """Round ``rnd``'s training examples (prompt, completion, finished) and how many of
+        the round's samples were cut at max_new_tokens (a cut one gets no EOS target)."""
+        from ssd_tui.engine.hf import filter_examples
 
         cfg = self.cfg
         by_id = {p.id: p for p in self.train_problems}
         rows = [r for r in self.store.samples(rnd, "train") if r["problem"] in by_id]
-        # (prompt, completion, finished): a sample cut at max_new_tokens gets no EOS target.
         examples = [
             (self.render(by_id[r["problem"]]), r["completion"], r["finish_reason"] != "length")
             for r in rows
         ]
         n_cut = sum(1 for e in examples if not e[2])
         if cfg.train.truncated == "drop":
-            examples_used = [e for e in examples if e[2]]
-        else:
-            examples_used = examples
-        kept = filter_examples(examples_used, min_lines=cfg.train.min_completion_lines)
+            examples = [e for e in examples if e[2]]
+        kept = filter_examples(examples, min_lines=cfg.train.min_completion_lines)
         if cfg.train.drop_shortest > 0 and kept:
             kept = sorted(kept, key=lambda e: len(e[1]))[int(len(kept) * cfg.train.drop_shortest) :]
-        cut_note = (
-            f"{n_cut} cut at max_new_tokens {'dropped' if cfg.train.truncated == 'drop' else 'kept without EOS'}"
-        )
+        return kept, n_cut
+
+    def stage_train(self, rnd: int) -> None:
+        from ssd_tui.engine.hf import HFTrainer
+
+        cfg = self.cfg
+        kept, n_cut = self.train_examples(rnd)
+        total = self.store.count_samples(rnd, "train")
+        fate = "dropped" if cfg.train.truncated == "drop" else "kept without EOS"
         self.store.log(
-            f"round {rnd}: training on {len(kept)} of {len(examples)} samples "
-            f"(empty and stub samples dropped; {cut_note})",
+            f"round {rnd}: training on {len(kept)} of {total} samples "
+            f"(empty and stub samples dropped; {n_cut} cut at max_new_tokens {fate})",
             rnd=rnd,
             stage="train",
         )
@@ -394,9 +399,7 @@ class Pipeline:
         )
         if not kept:
             cut = " or cut at max_new_tokens ([train] truncated = 'drop')" if n_cut else ""
-            raise SSDError(
-                f"round {rnd}: every sample was empty, a stub{cut}; nothing to train on"
-            )
+            raise SSDError(f"round {rnd}: every sample was empty, a stub{cut}; nothing to train on")
         out = cfg.run_dir / "adapters" / f"round-{rnd:03d}"
         init = self.adapter_of(rnd - 1)
         self.release_sampler()  # hand the device to the trainer

@@ -91,7 +91,7 @@ def write_config(folder: Path, model: Path, rounds: int = 1, **over: str) -> Pat
     }
     for key, value in over.items():
         s, k = key.split("__")
-        sections[s][k] = value
+        sections.setdefault(s, {})[k] = value
     lines = []
     for s, kv in sections.items():
         lines.append(f"[{s}]")
