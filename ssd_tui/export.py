@@ -45,6 +45,7 @@ from typing import Any
 
 from ssd_tui import __version__
 from ssd_tui.errors import SSDError
+from ssd_tui.record import RECORD_KEYS
 from ssd_tui.store import RunStore
 
 # ---- the one place where the export format is described ---------------------------------
@@ -52,8 +53,9 @@ from ssd_tui.store import RunStore
 #: table → (what a row is, {column: description}), in the order the docs list them.
 TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "meta": (
-        "Key/value facts about the file: schema version, creation time and, in an export, "
-        "what was exported from where (the export_* keys).",
+        "Key/value facts about the file: schema version, creation time, the run's "
+        "reproducibility record (versions, platform, model and problem hashes, prompt) and, "
+        "in an export, what was exported from where (the export_* keys).",
         {
             "key": "Name of the fact (schema_version, created_at, export_kind, ...).",
             "value": "Its value, as text.",
@@ -206,6 +208,20 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "created_at": "When it was raised (Unix time).",
         },
     ),
+    "config_history": (
+        "Every start and resume of the run, oldest first, with the config and the environment "
+        "of that process (the runs table holds the latest config; the first row here the one "
+        "the run started with).",
+        {
+            "id": "Row id (order of the starts and resumes).",
+            "ts": "When the engine started or resumed (Unix time).",
+            "event": "start | resume.",
+            "config_toml": "The config file's text as given.",
+            "config_json": "The validated config (every key, defaults filled in).",
+            "environment": "Versions, git commit, platform, CPU and GPUs of that process "
+            "(JSON; the same keys as the environment keys of meta).",
+        },
+    ),
     "descriptions": (
         "What each table and column of this file means (written by the export; the same "
         "text as docs/export.md and the Datasette metadata.json).",
@@ -245,11 +261,13 @@ JSONL_FIELDS: dict[str, str] = {
     "verdict_duration_s": "Wall time of the test run (seconds), or null.",
 }
 
-#: Keys of the meta table. schema_version and created_at come from the source run.
+#: Keys of the meta table. schema_version, created_at and the record come from the source run.
 META_KEYS: dict[str, str] = {
     "schema_version": "Version of the run-database schema (the same numbering as ssd-tui's "
     "store.SCHEMA_VERSION); a reader refuses files from a newer version.",
     "created_at": "When the run database was created (Unix time).",
+    # issue 17: the reproducibility record, written when the run starts (ssd_tui/record.py).
+    **RECORD_KEYS,
     "export_kind": "round (one round of a run) | run (the whole run).",
     "export_round": "The exported round (empty for a whole-run export).",
     "export_source": "Absolute path of the run database it was exported from.",

@@ -329,4 +329,3 @@ def config_history(store: RunStore) -> list[dict[str, Any]]:
 def run_record(store: RunStore) -> dict[str, str]:
     """The record's meta keys (missing ones as '')."""
     return {k: store.meta(k) or "" for k in RECORD_KEYS}
-

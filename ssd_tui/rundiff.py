@@ -105,9 +105,7 @@ def diff_runs(a: RunStore, b: RunStore) -> RunDiff:
     pa, pb = _problem_sets(ra), _problem_sets(rb)
     for purpose in sorted(set(pa) | set(pb)):
         if pa.get(purpose) != pb.get(purpose):
-            out.differences.append(
-                ("problems", purpose, pa.get(purpose, ""), pb.get(purpose, ""))
-            )
+            out.differences.append(("problems", purpose, pa.get(purpose, ""), pb.get(purpose, "")))
     for key in _RECORD_KEYS:
         if ra[key] != rb[key]:
             out.differences.append(("record", key, _short(ra[key]), _short(rb[key])))
@@ -152,11 +150,28 @@ def format_diff(d: RunDiff, a: str, b: str) -> list[str]:
 
 
 def diff_paths(a: str | Path, b: str | Path) -> tuple[RunDiff, list[str]]:
+    """Compare two run folders, run DBs or exports (.db.gz too), read-only."""
+    from ssd_tui.export import open_export
+
     pa, pb = resolve_db(a), resolve_db(b)
-    sa, sb = RunStore.open(pa, readonly=True), RunStore.open(pb, readonly=True)
+    sa = open_export(pa)
     try:
-        d = diff_runs(sa, sb)
+        sb = open_export(pb)
+        try:
+            d = diff_runs(sa, sb)
+        finally:
+            sb.close()
     finally:
         sa.close()
-        sb.close()
     return d, format_diff(d, str(pa), str(pb))
+
+
+def setting_lines(d: RunDiff, limit: int = 14) -> list[str]:
+    """The differences other than metrics, one line each (the app's compare view)."""
+    rows = [r for r in d.differences if r[0] != "metrics"]
+    if not rows:
+        return ["same config, environment, problem sets and record"]
+    out = [f"{section} {key}: A {va} | B {vb}" for section, key, va, vb in rows[:limit]]
+    if len(rows) > limit:
+        out.append(f"… and {len(rows) - limit} more (ssd-tui diff A B lists all)")
+    return out

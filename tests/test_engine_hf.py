@@ -372,3 +372,16 @@ def test_no_usable_examples_is_an_error(tiny_model_dir: Path, tmp_path: Path) ->
     t = HFTrainer(str(tiny_model_dir), LORA, TrainSettings(max_length=2))
     with pytest.raises(SSDError, match="no training examples"):
         t.train([EXAMPLE], tmp_path / "a")
+
+
+def test_a_sample_cut_at_max_new_tokens_gets_no_eos_target(tiny_model_dir: Path) -> None:
+    """A length-cut sample did not end: training it with EOS would teach stopping mid-program."""
+    tok = load_tokenizer(str(tiny_model_dir))
+    prompt, completion = EXAMPLE
+    trainer = HFTrainer(str(tiny_model_dir), LORA, FAST)
+    (done, _), (cut, _) = trainer._encode(
+        tok, [(prompt, completion, True), (prompt, completion, False)]
+    )
+    assert done[-1] == tok.eos_token_id and cut[-1] != tok.eos_token_id
+    assert done[:-1] == cut  # the same tokens, only the EOS target differs
+    assert trainer._encode(tok, [EXAMPLE])[0][0] == done  # a pair counts as finished

@@ -519,6 +519,10 @@ async def test_review_two_files_compares_round_by_round(ws):
         table = cmp.query_one("#cmp-table")
         await until(pilot, lambda: table.row_count == 4, what="rounds 0..3")
         assert str(table.get_cell_at((2, 1))) == "79.2%"
+        # The settings that differ, as `ssd-tui diff` finds them (issue 17).
+        diff = cmp.query_one("#cmp-diff")
+        await until(pilot, lambda: "run.name" in text_of(diff), what="config differences")
+        assert "A demo-run | B other-run" in text_of(diff)
         curve = cmp.query_one("#cmp-curve")
         assert set(curve.series) >= {"A pass@1", "B pass@1"}
         assert not {b.binding.action for b in cmp.active_bindings.values()} & {

@@ -34,9 +34,11 @@ class CompareScreen(Screen):
     ]
 
     class Loaded(Message):
-        def __init__(self, snaps: list[Snapshot | None], errors: list[str]) -> None:
+        def __init__(
+            self, snaps: list[Snapshot | None], errors: list[str], settings: list[str]
+        ) -> None:
             super().__init__()
-            self.snaps, self.errors = snaps, errors
+            self.snaps, self.errors, self.settings = snaps, errors, settings
 
     def __init__(self, a: Path, b: Path) -> None:
         super().__init__()
@@ -46,6 +48,7 @@ class CompareScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("loading…", id="cmp-head")
+        yield Static("", id="cmp-diff")
         yield DataTable(id="cmp-table", cursor_type="row", zebra_stripes=True)
         yield PassCurve(title="pass rate by round (%): A vs B", id="cmp-curve")
         yield Footer()
@@ -66,7 +69,17 @@ class CompareScreen(Screen):
                 errors.append(f"{p}: {e}")
             finally:
                 reader.close()
-        self.post_message(self.Loaded(snaps, errors))
+        self.post_message(self.Loaded(snaps, errors, self._settings()))
+
+    def _settings(self) -> list[str]:
+        """Config / environment / problem-set / record differences (as `ssd-tui diff`)."""
+        from ssd_tui.rundiff import diff_paths, setting_lines
+
+        try:
+            d, _ = diff_paths(*self.paths)
+        except Exception as e:  # noqa: BLE001 - shown, not raised: the table still loads
+            return [f"cannot compare settings: {e}"]
+        return setting_lines(d)
 
     def on_compare_screen_loaded(self, msg: Loaded) -> None:
         self.snaps = msg.snaps
@@ -77,6 +90,12 @@ class CompareScreen(Screen):
             head.append(f"{snap.name} · {snap.model}" if snap else err, style="" if snap else "red")
             head.append(f"  {display_path(path)}\n", style="dim")
         self.query_one("#cmp-head", Static).update(head)
+        diff = Text()
+        for i, line in enumerate(msg.settings):
+            same = line.startswith("same ")
+            diff.append("\n" if i else "")
+            diff.append(("" if same else "≠ ") + line, style="dim" if same else "yellow")
+        self.query_one("#cmp-diff", Static).update(diff)
         if a is None or b is None:
             return
         k = a.k if a.k == b.k and a.k > 1 else None  # k = 1 would repeat pass@1
