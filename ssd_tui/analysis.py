@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ssd_tui.config import AnalysisSection, RunConfig
-from ssd_tui.evaluate import pass_at_k  # the one pass@k (re-exported for readers of this module)
+from ssd_tui.passk import pass_at_k  # re-exported for readers of this module
 from ssd_tui.prompting import extract_code
 from ssd_tui.store import RunStore, pack, unpack
 
@@ -1114,7 +1114,15 @@ def round_summary(store: RunStore, cfg: RunConfig) -> list[dict[str, Any]]:
             "mean_entropy",
         ):
             row[f"eval {name}"] = _metric(store, rnd, name, "eval", t_eval)
-        for name in ("n_samples", "distinct_2", "unique_share", "duplicate_share", "mean_length"):
+        for name in (
+            "n_samples",
+            "distinct_2",
+            "unique_share",
+            "duplicate_share",
+            "mean_length",
+            "truncated_samples",  # cut at max_new_tokens (the train stage writes these two)
+            "trained_samples",
+        ):
             row[f"train {name}"] = _any_temperature(store, rnd, name, "train")
         for name in (
             "fork_entropy",

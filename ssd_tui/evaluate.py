@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ssd_tui.errors import SSDError
+from ssd_tui.passk import pass_at_k  # the one pass@k (re-exported)
 from ssd_tui.problems import DIFFICULTIES, Problem
 from ssd_tui.sandbox import Limits, run_many
 
@@ -40,21 +41,6 @@ def check_samples(
         if progress:
             progress(done, len(programs))
         yield i, Verdict(r.status, r.message, r.duration_s)
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples of which c passed (Chen et al., 2021):
-    1 - C(n-c, k) / C(n, k), computed as a product to stay exact for large n."""
-    if not 0 <= c <= n or k < 1:
-        raise ValueError(f"need 0 <= c <= n and k >= 1, got n={n}, c={c}, k={k}")
-    if k > n:
-        raise ValueError(f"pass@{k} needs at least {k} samples, got n={n}")
-    if n - c < k:
-        return 1.0
-    miss = 1.0
-    for i in range(n - c + 1, n + 1):
-        miss *= 1.0 - k / i
-    return 1.0 - miss
 
 
 def summarize(

@@ -56,7 +56,11 @@ def fmt_count(v: Any) -> str:
 
 def _cells(row: dict[str, Any], cols: list[str]) -> list[str]:
     # Count metrics are stored as REAL like every metric; show them as integers.
-    return [fmt_count(row[c]) if c.split()[-1].startswith("n_") else fmt(row[c]) for c in cols]
+    def is_count(c: str) -> bool:
+        name = c.split()[-1]
+        return name.startswith("n_") or name.endswith("_samples")
+
+    return [fmt_count(row[c]) if is_count(c) else fmt(row[c]) for c in cols]
 
 
 def run_config(store: RunStore) -> RunConfig:
@@ -127,6 +131,8 @@ def _diversity_section(summary: list[dict[str, Any]]) -> Section:
         "eval pairwise_similarity",
         "eval mean_entropy",
         "train n_samples",
+        "train truncated_samples",
+        "train trained_samples",
         "train distinct_2",
         "train duplicate_share",
         "train mean_length",
@@ -138,6 +144,8 @@ def _diversity_section(summary: list[dict[str, Any]]) -> Section:
             "eval similarity",
             "eval entropy",
             "train n",
+            "train cut at max tokens",
+            "trained on",
             "train distinct-2",
             "train duplicates",
             "train length",

@@ -28,7 +28,7 @@ from ssd_tui.export import (
     export_run,
     open_export,
 )
-from ssd_tui.store import SCHEMA, SCHEMA_VERSION, RunStore, SampleRow
+from ssd_tui.store import SCHEMA_VERSION, RunStore, SampleRow
 
 ROOT = Path(__file__).resolve().parents[1]
 T_TRAIN, T_EVAL = 1.1, 0.6
@@ -265,9 +265,9 @@ def _schema_columns(conn: sqlite3.Connection) -> dict[str, list[str]]:
 
 
 def test_every_column_is_described(run_db: Path, tmp_path: Path) -> None:
-    mem = sqlite3.connect(":memory:")
-    mem.executescript(SCHEMA)
-    schema = _schema_columns(mem)
+    fresh = RunStore.open(tmp_path / "fresh.db", create=True)  # SCHEMA and every migration
+    schema = _schema_columns(fresh.conn)
+    fresh.close()
     exported = _schema_columns(sqlite3.connect(export_run(run_db, tmp_path / "e.db", round=1)))
     assert set(exported) == set(schema) | {"descriptions"}
     for table, cols in exported.items():

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ssd_tui.config import loads_config
-from ssd_tui.evaluate import pass_at_k
+from ssd_tui.passk import pass_at_k
 from ssd_tui.store import RunStore, SampleRow
 
 # Every timestamp in a synthetic run is BASE_TS + a fixed offset; tests run the app with
