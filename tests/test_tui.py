@@ -394,7 +394,7 @@ async def test_token_view_probe_rounds_use_exact_top1(ws):
     with store.transaction() as c:
         for rnd in (1, 2):
             c.execute(
-                "INSERT INTO probe_stats VALUES (?,?,?,?,?,?,?,?)",
+                "INSERT INTO probe_stats VALUES (?,?,?,?,?,?,?,?,?)",
                 (
                     rnd,
                     1,
@@ -404,6 +404,8 @@ async def test_token_view_probe_rounds_use_exact_top1(ws):
                     pack(ent),
                     pack([0.0, 0.3, 0.1]),
                     pack(top1),
+                    # the paper's KeptMass (training truncation); NULL as in an older probe
+                    pack([0.1, 0.4, 0.2]) if rnd == 1 else None,
                 ),
             )
     store.close()
@@ -421,6 +423,12 @@ async def test_token_view_probe_rounds_use_exact_top1(ws):
         await until(pilot, lambda: tok.view == 1 and [r.token_id for r in tok.rows] == ids)
         assert [r.kind for r in tok.rows] == ["lock", "fork", "lock"]
         assert "re-scored by round 1" in text_of(tok.query_one("#tok-head"))
+        # 1 - train tail: .9 .6 .8 → mean .767; at the locks (0 and 2) .85
+        assert "KeptMass (T_train set) 0.767, at locks 0.850" in text_of(tok.query_one("#tok-head"))
+        await pilot.press("right_square_bracket")
+        head = tok.query_one("#tok-head")
+        await until(pilot, lambda: tok.view == 2 and "re-scored by round 2" in text_of(head))
+        assert "KeptMass" not in text_of(tok.query_one("#tok-head"))  # not measured then
 
 
 async def test_token_view_decodes_with_the_run_tokenizer(ws, tiny_model_dir):
