@@ -291,22 +291,16 @@ def record_start(
                 **prompt,
             }
             c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
-        if sha and sha != store.meta("model_sha256") and store.meta("model_sha256"):
-            # The weights changed under the run: keep the original hash, say so in the log.
-            c.execute(
-                "INSERT INTO events (ts, round, stage, level, message) VALUES (?,?,?,?,?)",
-                (
-                    time.time(),
-                    None,
-                    None,
-                    "warning",
-                    f"model files changed since the run started (sha256 "
-                    f"{store.meta('model_sha256')[:12]} → {sha[:12]})",
-                ),
-            )
-        else:
+        original = store.meta("model_sha256")
+        changed = bool(sha and original and sha != original)
+        if not changed:  # keep the hash the run started with; refresh the stat cache
             c.execute("INSERT OR REPLACE INTO meta VALUES ('model_sha256', ?)", (sha,))
             c.execute("INSERT OR REPLACE INTO meta VALUES ('model_files', ?)", (files,))
+    if changed:
+        store.log(
+            f"model files changed since the run started (sha256 {original[:12]} → {sha[:12]})",
+            "warning",
+        )
 
 
 def stored_problem_sets(store: RunStore) -> dict[str, Any] | None:
