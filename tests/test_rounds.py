@@ -6,6 +6,7 @@ truncation), truncated samples in training, and the run's reproducibility record
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -196,3 +197,16 @@ def test_resume_appends_history_and_refuses_an_edited_problem_file(tmp_path, tin
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(eval_file) in lines[0] and "start a new run folder" in lines[0]
+
+
+def test_an_analysis_failure_fails_the_stage(two_rounds, monkeypatch):
+    """An analysis that cannot even be imported is an error, never a silent skip.
+    (Last in this file: it leaves round 0's analyse stage marked failed.)"""
+    _, _, cfg, store = two_rounds
+    pipe = Pipeline(cfg, store)
+    pipe.prepare()
+    monkeypatch.setitem(sys.modules, "ssd_tui.analysis", None)  # import fails
+    with pytest.raises(ImportError):
+        pipe._run_stage(0, "analyse")
+    assert store.stage(0, "analyse")["status"] == "failed"
+    assert any("analyse failed: ImportError" in e["message"] for e in store.events(limit=10_000))
