@@ -205,7 +205,10 @@ def test_an_analysis_failure_fails_the_stage(two_rounds, monkeypatch):
     _, _, cfg, store = two_rounds
     pipe = Pipeline(cfg, store)
     pipe.prepare()
-    monkeypatch.setitem(sys.modules, "ssd_tui.analysis", None)  # import fails
+    import ssd_tui
+
+    monkeypatch.setitem(sys.modules, "ssd_tui.analysis", None)  # import fails…
+    monkeypatch.delattr(ssd_tui, "analysis")  # …also for `from ssd_tui import analysis`
     with pytest.raises(ImportError):
         pipe._run_stage(0, "analyse")
     assert store.stage(0, "analyse")["status"] == "failed"
