@@ -43,6 +43,8 @@ path = "m"
 [data]
 train_prompts = "t.jsonl"
 benchmark = "e.jsonl"
+[sampling]
+top_k = 20
 [vllm]
 max_model_len = 256
 """
@@ -227,7 +229,7 @@ def test_refusals_are_one_line_errors_naming_the_key(sampler: VLLMSampler) -> No
         sampler.generate(PROMPTS[:1], SamplingParams(temperature=2.5, max_new_tokens=2))
     msg = _lone_line(e)
     assert msg.startswith("vLLM refused the sampling settings:") and "temperature" in msg
-    # 51 top log-probs (top_k 50 + 1) from an engine started for at most 20
+    # 51 top log-probs (top_k 50 + 1) from an engine started for at most 21 (top_k 20 + 1)
     with pytest.raises(SSDError) as e:
         sampler.generate(PROMPTS[:1], SamplingParams(top_k=50, max_new_tokens=2))
     assert "(set by [vllm] logprobs)" in _lone_line(e)
@@ -309,10 +311,11 @@ def _ssd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
         env=env,
         capture_output=True,
         text=True,
-        timeout=840,
+        timeout=1700,
     )
 
 
+@pytest.mark.timeout(1800)  # 5 stage processes, each starts vLLM (~1 min each on a busy machine)
 def test_check_reports_vllm_and_a_full_two_round_run(tmp_path: Path) -> None:
     """`ssd-tui check` names vLLM and its platform; `ssd-tui run --rounds 2` with
     engine = "vllm" on the demo model stores samples, token stats, verdicts, pass@k."""
