@@ -245,10 +245,12 @@ def test_refusals_are_one_line_errors_naming_the_key(sampler: VLLMSampler) -> No
 def test_seeded_batch_longer_than_a_step_keeps_the_engine_alive(sampler: VLLMSampler) -> None:
     """Finding 3: with chunked prefill, a seeded prompt split over steps killed the engine."""
     limit = sampler._llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
-    prompt = "def f(x):\n    return x + 1\n" * 10  # ~130 tokens each (max_model_len 256)
-    n = limit // len(sampler.tokenizer(prompt)["input_ids"]) + 4  # more than one step holds
-    outs = sampler.generate([prompt] * n, SamplingParams(1.0, 0, 1.0, 0.0, max_new_tokens=2))
-    assert len(outs) == n and all(per[0].token_ids for per in outs)
+    body = "def f(x):\n    return x + 1\n" * 10  # ~130 tokens (max_model_len 256)
+    # Distinct first lines: identical prompts would share the prefix cache and fit one step.
+    prompts = [f"# case {i}\n{body}" for i in range(limit // 100 + 4)]
+    assert sum(len(sampler.tokenizer(p)["input_ids"]) for p in prompts) > limit
+    outs = sampler.generate(prompts, SamplingParams(1.0, 0, 1.0, 0.0, max_new_tokens=2))
+    assert len(outs) == len(prompts) and all(per[0].token_ids for per in outs)
 
 
 # ----------------------------------------------------------------------------- LoRA, close
