@@ -309,6 +309,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(
         f"ok: model {model}; {len(train)} training prompts; {len(evals)} eval problems; run folder {cfg.run_dir}"
     )
+    if cfg.run.engine == "vllm":
+        from ssd_tui.engine.vllm import vllm_report
+
+        print(f"ok: {vllm_report(cfg, str(model))}")
     return 0
 
 

@@ -270,11 +270,25 @@ class VllmSection:
         _between(0, 256),
         default=20,
     )
-    enforce_eager: bool = _opt(
-        "no CUDA graphs: slower decoding, faster start, less memory", default=False
+    enforce_eager: bool | None = _opt(
+        "no CUDA graphs / no compile: slower decoding, faster start, less memory; "
+        "unset = true on vLLM's CPU backend (else each stage pays a compile), false on GPUs",
+        default=None,
     )
     enable_prefix_caching: bool = _opt(
         "share the KV cache of a prompt between its n samples", default=True
+    )
+    # issue 15: vLLM's CPU backend
+    enable_chunked_prefill: bool | None = _opt(
+        "split long prefills over engine steps; unset = false on vLLM's CPU backend (where a "
+        "seeded request whose prefill is split kills the engine), vLLM's default on GPUs",
+        default=None,
+    )
+    cpu_kvcache_gib: float = _opt(
+        "KV cache in GiB on vLLM's CPU backend (VLLM_CPU_KVCACHE_SPACE); 0 = a quarter of "
+        "the free RAM, between 1 and 8 GiB (gpu_memory_utilization is not used on CPU)",
+        _between(0.0, 1024.0),
+        default=0.0,
     )
 
 
@@ -388,7 +402,7 @@ def _coerce(value: Any, ftype: str, where: str) -> Any:
     def bad(kind: str) -> SSDError:
         return SSDError(f"{where} must be {kind} (got {value!r})")
 
-    if ftype == "bool":
+    if ftype in ("bool", "bool | None"):  # None: unset, the engine picks
         if not isinstance(value, bool):
             raise bad("true or false")
         return value
@@ -478,6 +492,25 @@ def _check_cross_fields(cfg: RunConfig, where) -> None:
             )
     if cfg.lora.alpha < 1:
         raise SSDError(f"{where('lora', 'alpha')} must be ≥ 1")
+    if cfg.run.engine == "vllm":
+        _check_vllm_temperatures(cfg, where)
+
+
+def _check_vllm_temperatures(cfg: RunConfig, where) -> None:
+    """The temperature range follows the engine: vLLM refuses T > 2 (issue 15)."""
+    from ssd_tui.engine.vllm import VLLM_MAX_TEMPERATURE
+
+    keys = [
+        ("sampling", "temperature", cfg.sampling.temperature),
+        ("eval", "temperature", cfg.eval.temperature),
+        *(("eval", "baseline_temperatures", t) for t in cfg.eval.baseline_temperatures),
+    ]
+    for section, key, t in keys:
+        if t > VLLM_MAX_TEMPERATURE:
+            raise SSDError(
+                f"{where(section, key)} = {t:g} is above {VLLM_MAX_TEMPERATURE:g}, the most "
+                'vLLM accepts ([run] engine = "vllm"; the hf engine takes up to 5)'
+            )
 
 
 def load_config(path: str | Path) -> RunConfig:
@@ -513,6 +546,8 @@ RESUMABLE_KEYS = (
     "vllm.max_num_seqs",
     "vllm.enforce_eager",
     "vllm.enable_prefix_caching",
+    "vllm.enable_chunked_prefill",
+    "vllm.cpu_kvcache_gib",
 )
 
 

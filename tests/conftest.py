@@ -31,8 +31,11 @@ def _python_corpus() -> list[str]:
     return [inspect.getsource(textwrap), inspect.getsource(json.encoder)]
 
 
-def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
-    """Write a tiny random Llama + tokenizer to ``out_dir``; return it."""
+def build_tiny_model(out_dir: Path, seed: int = 0, head_dim: int = 16) -> Path:
+    """Write a tiny random Llama + tokenizer to ``out_dir``; return it.
+
+    ``head_dim`` 16 (4 heads) is the default; vLLM's CPU attention needs 32 or more.
+    """
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -56,8 +59,8 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=64 // head_dim,
+        num_key_value_heads=max(1, 32 // head_dim),
         max_position_embeddings=1024,
         # A wide init makes the random model's next-token distributions peaked rather
         # than near-uniform, so greedy decoding has clear winners (no float ties between

@@ -1,4 +1,10 @@
-"""A FAKE ``vllm`` module, for tests only: the real vLLM needs CUDA and cannot run here.
+"""A FAKE ``vllm`` module, for tests only: what vLLM's CPU build cannot show.
+
+Real vLLM runs in ``tests/test_vllm_real.py`` (vLLM's CPU build, the same Python API and
+engine core as the GPU build). This fake stays for the GPU side only: the engine settings
+on a CUDA platform (CUDA graphs, ``gpu_memory_utilization``) and that a run lets go of the
+engine before the trainer needs the GPU's memory. ``vllm_platform`` reports it as
+"unknown", i.e. not the CPU backend.
 
 It imitates the part of vLLM's offline API that ``ssd_tui.engine.vllm`` calls, with the
 semantics of vLLM V1 as its source and docs describe them (not with ours, so that the
@@ -34,7 +40,7 @@ from typing import Any
 
 import torch
 
-__version__ = "0.0+fake"
+__version__ = "0.32.0+fake"  # the API it imitates (V1, with logprobs_mode)
 
 EVENTS: list[tuple[Any, ...]] = []
 LIVE: weakref.WeakSet[LLM] = weakref.WeakSet()

@@ -123,6 +123,14 @@ def test_check_reports_what_a_run_would_use(project):
     assert "12 training prompts" in r.stdout and "3 eval problems" in r.stdout
 
 
+def test_check_says_when_vllm_would_refuse_the_temperature(project, tiny_model_dir):
+    """issue 15: vLLM stops at T = 2; check says so before anything runs."""
+    folder, _ = project
+    config = write_config(folder, tiny_model_dir, run__engine="vllm", eval__temperature=2.5)
+    r = ssd("check", str(config))
+    assert_one_line_error(r, "[eval] temperature = 2.5 is above 2, the most vLLM accepts")
+
+
 def test_demo_fresh_sets_the_old_run_aside(project, monkeypatch, capsys):
     # The demo, pointed at a tiny config: one stage, then its config changes (as a newer
     # checkout's demo.toml would): the error names the way out; --fresh keeps the old run.

@@ -149,3 +149,34 @@ def test_chat_style_defaults_to_the_closing_fence_but_keeps_explicit_stops(tmp_p
     assert cfg.sampling.stop == CHAT_STOP and cfg.eval.stop == ("END",)
     plain = loads_config(MINIMAL, base_dir=tmp_path)
     assert plain.sampling.stop == DEFAULT_STOP and plain.eval.stop == DEFAULT_STOP
+
+
+def test_temperature_range_follows_the_engine(tmp_path):
+    """issue 15: vLLM refuses T > 2, so a vLLM run says so when the config is read."""
+    hot = "[eval]\ntemperature = 2.5\n"
+    assert loads_config(MINIMAL + hot).eval.temperature == 2.5  # the hf engine takes it
+    vllm = MINIMAL + '[run]\nengine = "vllm"\n'
+    for extra, key in (
+        (hot, "c.toml:10: [eval] temperature = 2.5 is above 2, the most vLLM accepts"),
+        ("[sampling]\ntemperature = 2.01\n", "[sampling] temperature = 2.01 is above 2"),
+        ("[eval]\nbaseline_temperatures = [1.0, 3.0]\n", "[eval] baseline_temperatures = 3"),
+    ):
+        with pytest.raises(SSDError) as e:
+            loads_config(vllm + extra, source="c.toml")
+        assert key in str(e.value) and "\n" not in str(e.value)
+    assert loads_config(vllm + "[eval]\ntemperature = 2.0\n").eval.temperature == 2.0
+
+
+def test_vllm_cpu_keys_are_unset_by_default_and_take_booleans():
+    cfg = loads_config(MINIMAL)
+    assert cfg.vllm.enforce_eager is None and cfg.vllm.enable_chunked_prefill is None
+    assert cfg.vllm.cpu_kvcache_gib == 0.0
+    cfg = loads_config(
+        MINIMAL + "[vllm]\nenforce_eager = false\nenable_chunked_prefill = true\n"
+        "cpu_kvcache_gib = 2\n"
+    )
+    assert (cfg.vllm.enforce_eager, cfg.vllm.enable_chunked_prefill) == (False, True)
+    assert cfg.vllm.cpu_kvcache_gib == 2.0
+    with pytest.raises(SSDError, match=r"\[vllm\] enforce_eager must be true or false"):
+        loads_config(MINIMAL + "[vllm]\nenforce_eager = 'auto'\n")
+    assert config_from_json(cfg.to_json(), Path(".")) == cfg

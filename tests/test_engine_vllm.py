@@ -1,11 +1,10 @@
-"""The vLLM sampler, without vLLM: pure functions, plus a FAKE ``vllm`` (tests/fake_vllm.py).
+"""The vLLM sampler's pure functions, plus a FAKE ``vllm`` (tests/fake_vllm.py) for the GPU.
 
-Real vLLM needs CUDA and cannot be installed on the machines these tests run on, so
-nothing here shows that the real engine behaves like the fake; docs/gpu.md says so.
-What is shown: our parameter mapping, adapter ids, rank check, output conversion and
-the GPU hand-off, against an independent implementation of vLLM V1's documented
-semantics, and that the sampler's numbers equal the transformers engine's where they
-should.
+Real vLLM runs in ``tests/test_vllm_real.py`` (its CPU build; marked ``vllm``): numbers,
+LoRA, adapter switches, refusals, ``close()``, a full run. What stays here on the fake is
+what the CPU build cannot show: the engine settings of the GPU platform (CUDA graphs,
+``gpu_memory_utilization``) and the GPU hand-off before training. The pure functions
+(parameter mapping, ranks, ids, tail mass, CPU defaults) need no engine at all.
 """
 
 from __future__ import annotations
@@ -22,17 +21,26 @@ from runkit import write_config, write_problems
 from ssd_tui.config import load_config, loads_config
 from ssd_tui.engine.base import SamplingParams
 from ssd_tui.engine.vllm import (
+    CPU_HEAD_DIMS,
+    MIN_VLLM,
     MISSING_VLLM,
     LoraIds,
     VLLMSampler,
     adapter_rank,
     auto_max_lora_rank,
     check_engine_kwargs,
+    check_head_dim,
     check_lora_rank,
+    check_version,
+    cpu_env,
+    cpu_kvcache_gib,
     engine_kwargs,
     import_vllm,
     kept_prefix,
+    model_head_dim,
     prompt_seeds,
+    refusal_message,
+    refusal_types,
     sampling_kwargs,
     tail_mass_from_top,
     top_logprobs_wanted,
@@ -83,7 +91,8 @@ def test_missing_vllm_is_a_one_line_error(monkeypatch, tiny_model_dir: Path) -> 
     with pytest.raises(SSDError) as e:
         import_vllm()
     assert _lone_line(e) == MISSING_VLLM
-    with pytest.raises(SSDError, match="pip install 'ssd-tui\\[vllm\\]' on a CUDA machine"):
+    assert "CUDA" not in MISSING_VLLM  # vLLM's CPU build runs it too (README)
+    with pytest.raises(SSDError, match="pip install 'ssd-tui\\[vllm\\]' on a GPU machine"):
         VLLMSampler(str(tiny_model_dir), cfg=_cfg())
 
 
@@ -141,22 +150,82 @@ def test_engine_kwargs_and_unknown_options(fake) -> None:
     assert "vLLM 0.9.2 has no engine option logprobs_mode" in _lone_line(e)
 
 
-def test_bad_sampling_settings_are_one_line_errors(fake, tiny_model_dir: Path) -> None:
-    s = VLLMSampler(str(tiny_model_dir), cfg=_cfg())
-    with pytest.raises(SSDError) as e:
-        s.generate(["x"], SamplingParams(temperature=2.5))
-    assert "vLLM refused the sampling settings: temperature must be in [0, 2]" in _lone_line(e)
-    with pytest.raises(SSDError, match="stop strings must not be empty"):
-        s.generate(["x"], SamplingParams(stop=("",)))
-    assert not fake.EVENTS  # nothing started the engine
+# ----------------------------------------------------------------------------- CPU platform (issue 15)
 
 
-def test_request_refused_by_the_engine_is_one_line(fake, tiny_model_dir: Path) -> None:
-    s = VLLMSampler(str(tiny_model_dir), cfg=_cfg("[vllm]\nmax_model_len = 4\n"))
+def test_cpu_engine_settings_default_and_override() -> None:
+    """Findings 3 and 5: eager, no chunked prefill and a KV cache in GiB on CPU only."""
+    cfg = _cfg()
+    gpu = engine_kwargs(cfg, "/m", enable_lora=False, max_lora_rank=8, max_logprobs=20)
+    assert gpu["enforce_eager"] is False and "enable_chunked_prefill" not in gpu
+    assert "kv_cache_memory_bytes" not in gpu
+    cpu = engine_kwargs(
+        cfg, "/m", enable_lora=False, max_lora_rank=8, max_logprobs=20, cpu=True, free_ram_gib=11
+    )
+    assert cpu["enforce_eager"] is True and cpu["enable_chunked_prefill"] is False
+    assert cpu["kv_cache_memory_bytes"] == 2 * 2**30  # a quarter of 11 GiB, floored
+    mine = _cfg(
+        "[vllm]\nenforce_eager = false\nenable_chunked_prefill = true\ncpu_kvcache_gib = 3\n"
+    )
+    kw = engine_kwargs(
+        mine, "/m", enable_lora=False, max_lora_rank=8, max_logprobs=20, cpu=True, free_ram_gib=64
+    )
+    assert (kw["enforce_eager"], kw["enable_chunked_prefill"]) == (False, True)
+    assert kw["kv_cache_memory_bytes"] == 3 * 2**30
+    assert [cpu_kvcache_gib(0, g) for g in (None, 2.0, 6.0, 13.0, 500.0)] == [1, 1, 1, 3, 8]
+
+
+def test_cpu_env_uses_every_allowed_core() -> None:
+    """Finding 5: vLLM reserves a core for its scheduler unless told; on 2 cores, half."""
+    assert cpu_env(0, [0, 1]) == {
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "VLLM_CPU_OMP_THREADS_BIND": "0,1",
+    }
+    assert cpu_env(2, [5, 3, 9])["VLLM_CPU_OMP_THREADS_BIND"] == "3,5"  # [run] threads = 2
+
+
+def test_head_dim_is_checked_for_the_cpu_backend(tiny_model_dir: Path) -> None:
+    """Finding 4: vLLM's CPU attention takes head sizes 32, 64, 80, …, not 16."""
+    demo = Path(__file__).resolve().parent.parent / "assets" / "demo-model"
+    assert model_head_dim(str(tiny_model_dir)) == 16 and model_head_dim(str(demo)) == 32
+    check_head_dim(str(demo), CPU_HEAD_DIMS)
     with pytest.raises(SSDError) as e:
-        s.generate([PROMPTS[1]], SamplingParams(max_new_tokens=2))
-    assert _lone_line(e).startswith("vLLM refused a request: The decoder prompt (length")
-    s.close()
+        check_head_dim(str(tiny_model_dir), CPU_HEAD_DIMS)
+    assert "does not support the head size 16" in _lone_line(e)
+
+
+def test_refusals_name_the_key() -> None:
+    """Finding 1: vLLM's VLLMValidationError carries the parameter; the line names our key."""
+
+    class Refusal(Exception):  # the shape of vllm.exceptions.VLLMValidationError
+        def __init__(self, msg: str, parameter: str | None = None) -> None:
+            super().__init__(msg)
+            self.parameter = parameter
+
+    assert refusal_types() == (ValueError, TypeError)  # no vLLM installed here: the old ones
+    msg = refusal_message("a request", Refusal("Requested sample logprobs of 51\nmore", "logprobs"))
+    assert msg == (
+        "vLLM refused a request: Requested sample logprobs of 51 (set by [vllm] logprobs)"
+    )
+    long = Refusal("This model's maximum context length is 256 tokens.", "input_tokens")
+    assert refusal_message("a request", long).endswith("(set by [vllm] max_model_len)")
+    assert refusal_message("x", ValueError("odd")) == "vLLM refused x: odd"
+
+
+def test_the_vllm_range_is_the_one_the_code_supports() -> None:
+    """Finding 6: pyproject allowed vllm>=0.6, but the code needs logprobs_mode (0.10.0)."""
+    from ssd_tui.config import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert extras["vllm"] == [f"vllm>={MIN_VLLM}"]
+    check_version(MIN_VLLM)
+    check_version("0.32.0+cpu")
+    with pytest.raises(SSDError) as e:
+        check_version("0.9.2")
+    assert "vLLM 0.9.2 is older than 0.10.0" in _lone_line(e)
 
 
 # ----------------------------------------------------------------------------- LoRA
@@ -293,87 +362,6 @@ def test_engine_starts_lazily_with_raw_logprobs(fake, sampler: VLLMSampler) -> N
     kw = start[2]
     assert kw["logprobs_mode"] == "raw_logprobs" and "enable_lora" not in kw
     assert kw["max_logprobs"] == 20  # config tops: sampling top_k 0, eval top_k 0
-
-
-def test_greedy_equals_the_transformers_engine(sampler: VLLMSampler, tiny_model_dir: Path) -> None:
-    from ssd_tui.engine.hf import HFSampler
-
-    params = SamplingParams(temperature=0.0, max_new_tokens=16, n=2, stop=("\n",))
-    ours = sampler.generate(PROMPTS, params)
-    with HFSampler(str(tiny_model_dir), batch_size=4) as hf:
-        ref = hf.generate(PROMPTS, params)
-    for got, want in zip(ours, ref, strict=True):
-        assert len(got) == 2
-        for g, w in zip(got, want, strict=True):
-            assert (g.text, g.token_ids, g.finish_reason) == (w.text, w.token_ids, w.finish_reason)
-            assert g.logprobs == pytest.approx(w.logprobs, abs=1e-4)
-            assert g.tail_mass == pytest.approx(w.tail_mass, abs=1e-4)
-            assert g.entropies == []  # not available from vLLM: left empty
-    assert any(c.finish_reason == "stop" for per in ours for c in per)
-
-
-def test_sampled_statistics_are_vllms_raw_numbers(sampler: VLLMSampler) -> None:
-    params = SamplingParams(1.3, 8, 0.9, 0.02, max_new_tokens=12, n=3, stop=("\n\n",), seed=4)
-    outs = sampler.generate(PROMPTS, params)
-    raw = sampler._llm.last_outputs
-    with_tail = 0
-    for per, req in zip(outs, raw, strict=True):
-        for c, o in zip(per, req.outputs, strict=True):
-            n = len(c.token_ids)
-            assert c.token_ids == o.token_ids[:n] and c.text == o.text
-            assert c.logprobs == [o.logprobs[i][t].logprob for i, t in enumerate(c.token_ids)]
-            if c.tail_mass:  # empty only when a top-p cut lies within 0.01 % of a boundary
-                with_tail += 1
-                assert c.tail_mass == pytest.approx(o.fake_exact_tail[:n], abs=1e-6)
-    assert with_tail >= 7  # of 9 (here one sample has such a position)
-    again = sampler.generate(PROMPTS, params)
-    assert [[c.text for c in per] for per in again] == [[c.text for c in per] for per in outs]
-    assert len({c.text for c in outs[0]}) > 1  # n samples of a prompt differ
-
-
-def _real_adapter(tiny_model_dir: Path, out: Path, seed: int) -> Path:
-    """A random (non-zero) LoRA adapter for the tiny model, saved in the PEFT layout."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-        conf = LoraConfig(r=4, lora_alpha=64, target_modules="all-linear", init_lora_weights=False)
-        get_peft_model(base, conf).save_pretrained(out)
-    return out
-
-
-def test_adapter_swaps_get_fresh_ids_and_reset_the_prefix_cache(
-    fake, sampler: VLLMSampler, tiny_model_dir: Path, tmp_path: Path
-) -> None:
-    from ssd_tui.engine.hf import HFSampler
-
-    a1 = _real_adapter(tiny_model_dir, tmp_path / "adapters" / "round-001", 1)
-    a2 = _real_adapter(tiny_model_dir, tmp_path / "adapters" / "round-002", 2)
-    greedy = SamplingParams(temperature=0.0, max_new_tokens=8)
-    base = sampler.generate(PROMPTS, greedy)
-    sampler.set_adapter(a1)  # the engine had no LoRA: restarted (lazily) with it
-    assert sampler._llm is None
-    with_a1 = sampler.generate(PROMPTS, greedy)
-    starts = [e for e in fake.EVENTS if e[0] == "start"]
-    assert starts[-1][2]["enable_lora"] is True and starts[-1][2]["max_lora_rank"] == 8
-    assert sampler.lora_request.lora_int_id == 1
-    assert sampler.lora_request.lora_path == str(a1)
-    with HFSampler(str(tiny_model_dir), adapter=a1) as hf:
-        assert [c[0].token_ids for c in with_a1] == [
-            c[0].token_ids for c in hf.generate(PROMPTS, greedy)
-        ]
-    assert [c[0].text for c in with_a1] != [c[0].text for c in base]
-
-    fake.EVENTS.clear()
-    sampler.set_adapter(a2)
-    assert sampler.lora_request.lora_int_id == 2
-    assert fake.EVENTS == [("reset_prefix_cache", sampler._llm.id)]
-    sampler.set_adapter(a2)  # same adapter: nothing to reset
-    assert len(fake.EVENTS) == 1
-    sampler.generate(PROMPTS, greedy)
-    assert sampler._llm.calls[-1]["lora"].lora_int_id == 2
 
 
 def test_close_hands_the_device_back(fake, sampler: VLLMSampler) -> None:

