@@ -61,6 +61,7 @@ UID_COUNT = 1000
 MESSAGE_CHARS = 300  # ExecResult.message is one line of at most this many characters
 _CHANNEL_CAP = 65536  # bytes kept from the status and result channels
 _DRAIN_GRACE_S = 5.0  # after a kill, how long we wait for the pipes to close
+_ASK_GRACE_S = 0.5  # after asking the init to end its namespace, before we kill it
 _ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "LANG": "C.UTF-8",
@@ -348,7 +349,25 @@ def init(boot):
             os.killpg(0, signal.SIGKILL)  # no namespace to take the program down with us
         os._exit(4)
 
+    def stop(signum, frame):
+        # The server's first kill (a timeout): end the namespace ourselves and reap it, so
+        # that our rusage, which the server reads, counts what it used. (Killed outright,
+        # the kernel reaps it for us and its CPU time is lost to the count.)
+        try:
+            os.kill(-1, signal.SIGKILL)  # every process of our PID namespace but us
+        except OSError:
+            pass
+        while True:
+            try:
+                os.wait4(-1, 0)
+            except ChildProcessError:
+                os._exit(4)
+            except InterruptedError:
+                pass
+
     signal.signal(signal.SIGALRM, expire)
+    if cfg["mode"] != "none":  # there kill(-1) would reach the host: the server kills instead
+        signal.signal(signal.SIGTERM, stop)
     signal.alarm(cfg["alarm_s"])
     # As PID 1 we inherit orphans: reap them until our child is done, then leave, which
     # kills whatever is left in the namespace.
@@ -424,9 +443,12 @@ def launch(boot, fds, own_pidns):
         pidfd = None
     return pid, pidfd, [os.dup(fds[3]), alive_w]
 
-def kill_init(current, mode):
-    # Never reaped before finish(), so neither pid can be a recycled one.
+def kill_init(current, mode, hard):
+    # Never reaped before finish(), so neither pid can be a recycled one. Not hard: ask
+    # the init (SIGTERM) to kill and reap its namespace; the caller follows with a hard
+    # kill (SIGKILL) if the init is not gone soon.
     pid, pidfd = current[0], current[1]
+    sig = signal.SIGKILL if hard or mode == "none" else signal.SIGTERM
     if mode == "none":
         try:
             os.killpg(pid, signal.SIGKILL)  # no namespace to take the program down with it
@@ -434,9 +456,9 @@ def kill_init(current, mode):
             pass  # not yet its own group: then it has not forked the program either
     try:
         if pidfd is not None:
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            signal.pidfd_send_signal(pidfd, sig)
         else:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
     except OSError:
         pass
 
@@ -473,6 +495,7 @@ def serve():
     mode = boot["mode"]
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY) if mode != "none" else None
     current = None  # (pid, pidfd, held fds) of the running program's init
+    asked = False  # whether the running program's init was asked to stop already
     _ok(LIBC.prctl(C(36), C(1), C(0), C(0), C(0)), "subreaper")  # orphans come to us
     # The first compile() in a process sets up the compiler (~1.4 ms CPU): do it here, once.
     compile("pass", "<warm-up>", "exec")
@@ -493,10 +516,12 @@ def serve():
         if not msg:
             os._exit(0)  # our caller closed us or died: the init dies with us
         if msg == b"K" and current:
-            kill_init(current, mode)
+            kill_init(current, mode, hard=asked)
+            asked = True
         elif msg == b"R" and len(fds) == 5:
+            asked = False
             if current:  # our caller gave up on the last one without a kill: end it first
-                kill_init(current, mode)
+                kill_init(current, mode, hard=True)
                 finish(current)
                 current = None
             reap()
@@ -1159,7 +1184,8 @@ def _pump(
     sel.register(in_fd, selectors.EVENT_WRITE)
     pending = memoryview(config)
     deadline = start + limits.timeout_s
-    timed_out = killed = cpu_exceeded = False
+    timed_out = cpu_exceeded = False
+    kills = 0  # kill requests sent: the first asks the init, the second kills it
     exited_at = None  # when the init closed the status pipe: it has exited
     # The program cannot use cpu_s of CPU before cpu_s / cores of wall time: look then (a
     # short program never pays a read), and again when what is left could be used up.
@@ -1170,20 +1196,22 @@ def _pump(
             now = time.monotonic()
             if exited_at is not None and now > exited_at + 1.0:
                 break  # without namespaces an escaped grandchild may hold the pipes open
-            if now >= cpu_check and not killed and cpu_used:
+            if now >= cpu_check and not kills and cpu_used:
                 used = cpu_used() or 0.0
                 cpu_check = now + max(0.05, (limits.cpu_s - used) / (cores or 1))
                 if used >= limits.cpu_s:
-                    cpu_exceeded = killed = exited_at is None
+                    cpu_exceeded, kills = exited_at is None, 1
                     server.kill_program()
-                    deadline = now + _DRAIN_GRACE_S
+                    deadline = now + _ASK_GRACE_S
             if now >= deadline:
-                if killed:
+                if kills == 2:
                     server.stop()  # it did not kill the program in time: the hard way
                     break
-                timed_out, killed = exited_at is None, True
+                if kills == 0:
+                    timed_out = exited_at is None
+                kills += 1
                 server.kill_program()
-                deadline = now + _DRAIN_GRACE_S
+                deadline = now + (_ASK_GRACE_S if kills == 1 else _DRAIN_GRACE_S)
             wait = min(deadline, cpu_check) - now
             for key, _ in sel.select(timeout=max(0.0, min(wait, 0.5))):
                 if key.fd == in_fd:
