@@ -17,9 +17,11 @@ only once the init, and with it the whole namespace, is gone. The init dies with
 server (PR_SET_PDEATHSIG), and the server exits when we close its socket or die, so a
 dead caller takes every program down at once.
 
-Where namespaces are not available (not root and no user namespaces) the same tree runs
-without them (rlimits + a process group) and we warn once. See docs/sandbox.md for the
-threat model.
+Each program also gets a cgroup of its own, inside ours, that bounds the memory, processes
+and CPU of all its processes together. ``choose_isolation(policy)`` says what a run gets:
+"strict" (the default of a run's config) is root mode with a cgroup per program, or an
+SSDError; weaker modes (user namespaces; none: rlimits + a process group) only when asked
+for. See docs/sandbox.md for the threat model of each.
 """
 
 from __future__ import annotations
