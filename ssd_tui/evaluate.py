@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ssd_tui.errors import SSDError
 from ssd_tui.passk import pass_at_k  # the one pass@k (re-exported)
 from ssd_tui.problems import DIFFICULTIES, Problem
-from ssd_tui.sandbox import Limits, run_many
+from ssd_tui.sandbox import Isolation, Limits, run_many
 
 STATUSES = ("passed", "failed", "error", "timeout")
 
@@ -33,11 +33,13 @@ def check_samples(
     limits: Limits | None = None,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    iso: Isolation | None = None,
 ) -> Iterator[tuple[int, Verdict]]:
     """Run each (problem, code) against the problem's tests; yield (index into items,
-    verdict) as they finish. ``progress(done, total)`` is called after each one."""
+    verdict) as they finish. ``progress(done, total)`` is called after each one.
+    ``iso``: ``sandbox.choose_isolation(policy)``; by default the strongest that works."""
     programs = [build_program(p, code) for p, code in items]
-    for done, (i, r) in enumerate(run_many(programs, limits, workers), start=1):
+    for done, (i, r) in enumerate(run_many(programs, limits, workers, iso), start=1):
         if progress:
             progress(done, len(programs))
         yield i, Verdict(r.status, r.message, r.duration_s)

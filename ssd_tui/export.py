@@ -100,6 +100,11 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "started_at": "When the stage last started or resumed (Unix time).",
             "finished_at": "When the stage last ended (Unix time).",
             "seconds": "Time spent in the stage, summed over resumes (seconds).",
+            "sandbox": "Isolation that ran the stage's test programs (evaluate, baseline): "
+            "root+cgroup-v1 or root+cgroup-v2 (strict, the default), or a weaker one the "
+            "config opted into (root, userns, none, each +cgroup-vN where cgroups worked); "
+            '"a, b" when resumed under another; NULL for stages that run no programs '
+            "(docs/sandbox.md).",
         },
     ),
     "problems": (

@@ -24,6 +24,7 @@ from ssd_tui.engine.base import Sampler, SamplingParams
 from ssd_tui.errors import ConfigChangedError, SSDError
 from ssd_tui.problems import Problem, load_problem_set
 from ssd_tui.prompting import chat_messages, extraction_rule, program_for
+from ssd_tui.sandbox import Isolation, choose_isolation
 from ssd_tui.store import RunStore, SampleRow, dir_sha256
 
 VERDICT_BATCH = 32  # test programs per transaction
@@ -177,11 +178,14 @@ class Pipeline:
         self.train_problems: list[Problem] = []
         self.eval_problems: list[Problem] = []
         self._ids: dict[str, dict[str, int]] = {}
+        self.isolation: Isolation | None = None  # issue 20: what runs the test programs
 
     # ---- set-up --------------------------------------------------------------------
     def prepare(self) -> None:
         """Load problem sets and check the stored config; raise SSDError before any work."""
         cfg = self.cfg
+        # issue 20: a sandbox weaker than asked for stops the run here, not a log line later
+        self.isolation = choose_isolation(cfg.sandbox.isolation)
         self.eval_problems = load_problem_set(
             cfg.data.benchmark,
             cfg.base_dir,
@@ -519,6 +523,8 @@ class Pipeline:
         from ssd_tui.sandbox import Limits
 
         cfg = self.cfg
+        iso = self.isolation or choose_isolation(cfg.sandbox.isolation)
+        self.store.note_sandbox(rnd, stage, iso.label)
         params = cfg.eval_sampling(seed=cfg.run.seed, temperature=temperature)
         self._generate(
             rnd,
@@ -549,7 +555,7 @@ class Pipeline:
             items = [(by_pid[r["problem_id"]], r["code"] or "") for r in chunk]
             verdicts = [
                 (chunk[j]["id"], v.status, v.message, v.duration_s)
-                for j, v in check_samples(items, limits, workers)
+                for j, v in check_samples(items, limits, workers, iso=iso)
             ]
             self.store.add_verdicts(verdicts)
             done += len(verdicts)

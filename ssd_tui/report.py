@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ssd_tui import analysis as an
-from ssd_tui.config import RunConfig, config_from_json
+from ssd_tui.config import RunConfig, config_from_json, weaker_than_strict
 from ssd_tui.store import RunStore
 
 
@@ -102,6 +102,7 @@ def _facts(store: RunStore, cfg: RunConfig, info: dict[str, Any]) -> list[tuple[
         ("rounds", str(len(an.round_summary(store, cfg)))),
         ("T_train / top-k / top-p", f"{s.temperature} / {s.top_k} / {s.top_p}"),
         ("T_eval / top-k / top-p", f"{e.temperature} / {e.top_k} / {e.top_p}"),
+        ("sandbox isolation", _sandbox_fact(store.sandbox_labels())),  # issue 20
     ]
     cmp = an.compare_baseline(store, cfg)
     if cmp:
@@ -114,6 +115,13 @@ def _facts(store: RunStore, cfg: RunConfig, info: dict[str, Any]) -> list[tuple[
             )
         )
     return facts
+
+
+def _sandbox_fact(labels: list[str]) -> str:
+    if not labels:
+        return "not recorded (no test programs ran yet, or the run predates the record)"
+    weak = any(weaker_than_strict(x) for x in labels)
+    return ", ".join(labels) + (" (weaker than strict: see docs/sandbox.md)" if weak else "")
 
 
 def _rounds_section(summary: list[dict[str, Any]], cfg: RunConfig) -> Section:

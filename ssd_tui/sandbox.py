@@ -17,9 +17,11 @@ only once the init, and with it the whole namespace, is gone. The init dies with
 server (PR_SET_PDEATHSIG), and the server exits when we close its socket or die, so a
 dead caller takes every program down at once.
 
-Where namespaces are not available (not root and no user namespaces) the same tree runs
-without them (rlimits + a process group) and we warn once. See docs/sandbox.md for the
-threat model.
+Each program also gets a cgroup of its own, inside ours, that bounds the memory, processes
+and CPU of all its processes together. ``choose_isolation(policy)`` says what a run gets:
+"strict" (the default of a run's config) is root mode with a cgroup per program, or an
+SSDError; weaker modes (user namespaces; none: rlimits + a process group) only when asked
+for. See docs/sandbox.md for the threat model of each.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import itertools
 import json
 import logging
 import marshal
@@ -34,6 +37,7 @@ import math
 import os
 import pwd
 import queue
+import re
 import secrets
 import selectors
 import shutil
@@ -45,9 +49,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
+
+from ssd_tui.config import ISOLATION_POLICIES, weaker_than_strict
+from ssd_tui.errors import SSDError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +63,7 @@ UID_COUNT = 1000
 MESSAGE_CHARS = 300  # ExecResult.message is one line of at most this many characters
 _CHANNEL_CAP = 65536  # bytes kept from the status and result channels
 _DRAIN_GRACE_S = 5.0  # after a kill, how long we wait for the pipes to close
+_ASK_GRACE_S = 0.5  # after asking the init to end its namespace, before we kill it
 _ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "LANG": "C.UTF-8",
@@ -73,10 +81,13 @@ class Limits:
     """Per-program resource limits."""
 
     timeout_s: float = 10.0  # wall clock, from start-up to exit
-    cpu_s: int = 10  # CPU seconds of the main process (RLIMIT_CPU)
-    memory_mb: int = 1024  # address space (RLIMIT_AS)
+    # With a cgroup per program (docs/sandbox.md), cpu_s, memory_mb and nproc bound the
+    # whole program, all its processes together; each process is held to them as well
+    # (RLIMIT_CPU, RLIMIT_AS, RLIMIT_NPROC of its uid), which is all there is without one.
+    cpu_s: int = 10  # CPU seconds
+    memory_mb: int = 1024  # memory (cgroup: resident, page cache, tmpfs); address space each
     file_size_mb: int = 16  # largest file it may write (RLIMIT_FSIZE); also sizes its /tmp
-    nproc: int = 64  # processes + threads of its uid (RLIMIT_NPROC)
+    nproc: int = 64  # processes + threads
     open_files: int = 64  # RLIMIT_NOFILE
     output_bytes: int = 65536  # kept of stdout and of stderr each; the rest is discarded
 
@@ -96,6 +107,9 @@ class ExecResult:
     stdout: str
     stderr: str
     returncode: int | None  # exit status, -signal when killed by one, None on timeout
+    # CPU seconds of all its processes, timeouts included (the cgroup's counter, or the
+    # rusage of the init's reaped tree); None if neither reached us
+    cpu_s: float | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -298,6 +312,14 @@ def init(boot):
     cfg = {**boot, **marshal.loads(read_all(CONFIG_FD))}
     nonce = cfg.pop("nonce").encode()
     try:
+        # Into the program's own cgroups (made by our caller) first, while /sys is still
+        # writable: the program and everything it starts are counted there as a whole.
+        for procs in cfg["cgroups"]:
+            fd = os.open(procs, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")
+            finally:
+                os.close(fd)
         if cfg["mode"] in ("root", "userns"):
             setup_mounts(cfg)
         workdir = cfg["workdir"] or os.path.join("/tmp", "sandbox-" + os.urandom(6).hex())
@@ -329,7 +351,25 @@ def init(boot):
             os.killpg(0, signal.SIGKILL)  # no namespace to take the program down with us
         os._exit(4)
 
+    def stop(signum, frame):
+        # The server's first kill (a timeout): end the namespace ourselves and reap it, so
+        # that our rusage, which the server reads, counts what it used. (Killed outright,
+        # the kernel reaps it for us and its CPU time is lost to the count.)
+        try:
+            os.kill(-1, signal.SIGKILL)  # every process of our PID namespace but us
+        except OSError:
+            pass
+        while True:
+            try:
+                os.wait4(-1, 0)
+            except ChildProcessError:
+                os._exit(4)
+            except InterruptedError:
+                pass
+
     signal.signal(signal.SIGALRM, expire)
+    if cfg["mode"] != "none":  # there kill(-1) would reach the host: the server kills instead
+        signal.signal(signal.SIGTERM, stop)
     signal.alarm(cfg["alarm_s"])
     # As PID 1 we inherit orphans: reap them until our child is done, then leave, which
     # kills whatever is left in the namespace.
@@ -405,9 +445,12 @@ def launch(boot, fds, own_pidns):
         pidfd = None
     return pid, pidfd, [os.dup(fds[3]), alive_w]
 
-def kill_init(current, mode):
-    # Never reaped before finish(), so neither pid can be a recycled one.
+def kill_init(current, mode, hard):
+    # Never reaped before finish(), so neither pid can be a recycled one. Not hard: ask
+    # the init (SIGTERM) to kill and reap its namespace; the caller follows with a hard
+    # kill (SIGKILL) if the init is not gone soon.
     pid, pidfd = current[0], current[1]
+    sig = signal.SIGKILL if hard or mode == "none" else signal.SIGTERM
     if mode == "none":
         try:
             os.killpg(pid, signal.SIGKILL)  # no namespace to take the program down with it
@@ -415,9 +458,9 @@ def kill_init(current, mode):
             pass  # not yet its own group: then it has not forked the program either
     try:
         if pidfd is not None:
-            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            signal.pidfd_send_signal(pidfd, sig)
         else:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
     except OSError:
         pass
 
@@ -427,9 +470,12 @@ def finish(current):
     # last writer go: its end of file tells our caller that nothing of the program is left.
     pid, pidfd, held = current
     try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
+        # The init's rusage covers every process it reaped: its program, the orphans, and
+        # (in a PID namespace) all the kernel killed when it died, even at a timeout.
+        usage = os.wait4(pid, 0)[2]
+        os.write(held[0], b'\n{"tree_cpu": %r}' % (usage.ru_utime + usage.ru_stime))
+    except OSError:
+        pass  # not our child after all, or our caller stopped reading
     for fd in held + ([pidfd] if pidfd is not None else []):
         os.close(fd)
 
@@ -451,6 +497,7 @@ def serve():
     mode = boot["mode"]
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY) if mode != "none" else None
     current = None  # (pid, pidfd, held fds) of the running program's init
+    asked = False  # whether the running program's init was asked to stop already
     _ok(LIBC.prctl(C(36), C(1), C(0), C(0), C(0)), "subreaper")  # orphans come to us
     # The first compile() in a process sets up the compiler (~1.4 ms CPU): do it here, once.
     compile("pass", "<warm-up>", "exec")
@@ -471,10 +518,12 @@ def serve():
         if not msg:
             os._exit(0)  # our caller closed us or died: the init dies with us
         if msg == b"K" and current:
-            kill_init(current, mode)
+            kill_init(current, mode, hard=asked)
+            asked = True
         elif msg == b"R" and len(fds) == 5:
+            asked = False
             if current:  # our caller gave up on the last one without a kill: end it first
-                kill_init(current, mode)
+                kill_init(current, mode, hard=True)
                 finish(current)
                 current = None
             reap()
@@ -491,44 +540,336 @@ serve()
 
 
 # --------------------------------------------------------------------------------------
-# Isolation mode: "root" (namespaces + uid drop), "userns" (namespaces in a user namespace,
-# capabilities dropped), "none" (rlimits + process group only).
+# Isolation: the mode ("root": namespaces + uid drop; "userns": namespaces in a user
+# namespace, capabilities dropped; "none": rlimits + a process group only) and whether
+# each program gets its own cgroup. What a run accepts is a policy ([sandbox] isolation).
 
-_mode: str | None = None
-_mode_lock = threading.Lock()
+#: Test hook: a comma-separated list of "root", "userns", "cgroup" that this process treats
+#: as unavailable, to see what a machine without them does (inherited by subprocesses).
+DENY_ENV = "SSD_TUI_SANDBOX_DENY"
+_OPT_IN = (
+    'to accept weaker isolation set [sandbox] isolation = "auto" (or "userns", "none") in '
+    "the run's config; docs/sandbox.md says what each allows"
+)
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What runs a program: the mode, and the cgroup version (0: no cgroup, rlimits only)."""
+
+    mode: str  # root | userns | none
+    cgroup: int = 0
+
+    @property
+    def label(self) -> str:
+        """As stored per stage in the run DB: "root+cgroup-v1", "userns", "none", ..."""
+        return self.mode + (f"+cgroup-v{self.cgroup}" if self.cgroup else "")
+
+    @property
+    def strict(self) -> bool:
+        return not weaker_than_strict(self.label)
+
+
+_probes: dict[str, Isolation | str] = {}  # mode -> what works there, or why nothing does
+_probe_lock = threading.RLock()  # _probe -> _cgroups both take it
+
+
+def _denied() -> set[str]:
+    return {w.strip() for w in os.environ.get(DENY_ENV, "").split(",") if w.strip()}
+
+
+def _probe(mode: str) -> Isolation | str:
+    """Run ``pass`` in ``mode`` (with a cgroup if there are cgroups, else without), once."""
+    with _probe_lock:
+        if mode not in _probes:
+            _probes[mode] = _probe_now(mode)
+        return _probes[mode]
+
+
+def _probe_now(mode: str) -> Isolation | str:
+    if mode in _denied():
+        return f"{mode} mode disabled by {DENY_ENV} (a test hook)"
+    if mode == "root" and os.geteuid() != 0:
+        return "not running as root"
+    if mode == "userns" and not shutil.which("unshare"):
+        return "util-linux `unshare` not found"
+    cg = _cgroups()
+    why = f"{mode} mode does not work here"
+    for version in ([cg.version] if isinstance(cg, _CgroupSetup) else []) + [0]:
+        try:
+            probe = _run("pass", Limits(timeout_s=20), 0, mode, cgroup=version > 0)
+        except Exception as e:  # e.g. no free uid, the server could not start
+            why = f"{mode} mode does not work here: {e}"
+            log.debug("sandbox mode %s (cgroup %s) unavailable: %s", mode, version, e)
+            continue
+        if probe.status == "passed":
+            return Isolation(mode, version)
+        why = f"{mode} mode does not work here: {probe.message}"
+        log.debug("sandbox mode %s unavailable: %s %s", mode, probe.message, probe.stderr[-300:])
+    return why
+
+
+def choose_isolation(policy: str = "auto") -> Isolation:
+    """The isolation ``policy`` gets on this machine, or an SSDError naming why not.
+
+    "strict": root mode with a cgroup per program, or nothing. "auto": the strongest that
+    works (the old behaviour; a warning when it is less than strict). "userns", "none":
+    exactly that mode (with a cgroup per program where cgroups work).
+    """
+    if policy not in ISOLATION_POLICIES:
+        raise SSDError(
+            f"sandbox isolation must be one of {', '.join(ISOLATION_POLICIES)}, got {policy!r}"
+        )
+    if policy in ("userns", "none"):
+        got = _probe(policy)
+        if isinstance(got, str):
+            raise SSDError(f'sandbox: isolation = "{policy}" is not available: {got}')
+        return got
+    root = _probe("root")
+    if policy == "strict":
+        if isinstance(root, str):
+            raise SSDError(f"sandbox: strict isolation is not available ({root}); {_OPT_IN}")
+        if not root.strict:
+            cg = _cgroups()
+            why = cg if isinstance(cg, str) else "the sandbox could not join them"
+            raise SSDError(
+                f"sandbox: strict isolation is not available (no cgroup per program: {why}); {_OPT_IN}"
+            )
+        return root
+    for got in (root, _probe("userns")):
+        if isinstance(got, Isolation):
+            break
+    else:
+        got = _probe("none")
+        if isinstance(got, str):  # "none" itself failed: report it, there is nothing weaker
+            raise SSDError(f"sandbox: no isolation mode works here: {got}")
+    if not got.strict:
+        log.warning(
+            "sandbox: running programs with isolation %s, weaker than strict (%s). See "
+            "docs/sandbox.md.",
+            got.label,
+            root if isinstance(root, str) else "no cgroup per program",
+        )
+    return got
 
 
 def isolation() -> str:
-    """The isolation this machine gives sandboxed programs (detected once, by a test run)."""
-    global _mode
-    with _mode_lock:
-        if _mode is None:
-            _mode = _detect_mode()
-    return _mode
+    """The strongest isolation mode that works here: "root", "userns" or "none"."""
+    return choose_isolation("auto").mode
 
 
-def _detect_mode() -> str:
-    # root mode unshares through libc; only userns mode needs util-linux `unshare`
-    candidates = (["root"] if os.geteuid() == 0 else []) + (
-        ["userns"] if shutil.which("unshare") else []
-    )
-    for mode in candidates:
+# --------------------------------------------------------------------------------------
+# Cgroups: one per running program, made *inside* the cgroup we run in (so every limit
+# on us still holds), removed when the program is gone. cgroup v2: memory.max, pids.max,
+# cpu.stat; v1: the memory, pids and cpuacct hierarchies. Where neither can be used (no
+# write access, v2 without the memory and pids controllers delegated to our cgroup) each
+# process is held to the rlimits alone; docs/sandbox.md says what then bounds what.
+
+_CGROUP_PREFIX = "ssd-sandbox-"
+_CGROUP_REMOVE_S = 5.0  # how long removal waits for processes to leave (they are gone)
+
+
+@dataclass(frozen=True)
+class _CgroupSetup:
+    version: int  # 1 or 2
+    parents: dict[str, str]  # v1: controller -> our cgroup's dir there; v2: {"": dir}
+
+
+_cgroup_setup: _CgroupSetup | str | None = None
+_cgroup_names = itertools.count()
+#: Processes removal had to kill (a test reads it: in namespaced modes the PID namespace
+#: is gone before we look, so it stays 0).
+stragglers_killed = 0
+
+
+def _cgroups() -> _CgroupSetup | str:
+    """Where this process can make per-program cgroups, or why it cannot (detected once)."""
+    global _cgroup_setup
+    with _probe_lock:
+        if _cgroup_setup is None:
+            _cgroup_setup = _find_cgroups()
+            if isinstance(_cgroup_setup, _CgroupSetup):
+                _remove_stale(_cgroup_setup)
+        return _cgroup_setup
+
+
+def _mounts() -> list[tuple[str, str, set[str]]]:
+    """(mount point, fs type, super options) of the cgroup file systems we can see."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fstype, _src, opts = (right.split() + ["", ""])[:3]
+            if fstype in ("cgroup", "cgroup2"):
+                out.append((left.split()[4].replace("\\040", " "), fstype, set(opts.split(","))))
+    return out
+
+
+def _find_cgroups() -> _CgroupSetup | str:
+    if "cgroup" in _denied():
+        return f"cgroups disabled by {DENY_ENV} (a test hook)"
+    try:
+        with open("/proc/self/cgroup") as f:
+            own = [line.rstrip("\n").split(":", 2) for line in f]
+        mounts = _mounts()
+    except OSError as e:
+        return f"cannot read our cgroup: {e}"
+    v1 = {}
+    for _hid, ctrls, path in own:
+        for ctrl in ctrls.split(","):
+            for mnt, fstype, opts in mounts:
+                if fstype == "cgroup" and ctrl and ctrl in opts:
+                    v1[ctrl] = os.path.join(mnt, path.lstrip("/"))
+    if {"memory", "pids"} <= v1.keys():
+        parents = {c: v1[c] for c in ("memory", "pids", "cpuacct") if c in v1}
+        return _try(_CgroupSetup(1, parents))
+    v2_path = next((path for hid, ctrls, path in own if hid == "0" and not ctrls), None)
+    v2_mnt = next((mnt for mnt, fstype, _ in mounts if fstype == "cgroup2"), None)
+    if v2_path is None or v2_mnt is None:
+        return "no cgroup v1 memory and pids hierarchies, and no cgroup v2"
+    parent = os.path.join(v2_mnt, v2_path.lstrip("/"))
+    try:
+        with open(os.path.join(parent, "cgroup.subtree_control")) as f:
+            enabled = set(f.read().split())
+        missing = {"memory", "pids"} - enabled
+        if missing:  # fails (EBUSY) when our cgroup holds processes and is not the root
+            with open(os.path.join(parent, "cgroup.subtree_control"), "w") as f:
+                f.write(" ".join("+" + c for c in sorted(missing)))
+    except OSError as e:
+        return f"cgroup v2 at {parent} does not give its children memory and pids limits ({e.strerror or e})"
+    return _try(_CgroupSetup(2, {"": parent}))
+
+
+def _try(setup: _CgroupSetup) -> _CgroupSetup | str:
+    """Make and remove one program cgroup: the setup works, or why not."""
+    try:
+        cg = _ProgramCgroup(setup, Limits())
+    except OSError as e:
+        return f"cannot make a cgroup in {e.filename or 'our cgroup'}: {e.strerror or e}"
+    cg.remove()
+    return setup
+
+
+def _remove_stale(setup: _CgroupSetup) -> None:
+    """Program cgroups left by an engine that died (kill -9): empty, so they just go."""
+    for parent in setup.parents.values():
+        with contextlib.suppress(OSError):
+            for name in os.listdir(parent):
+                m = re.fullmatch(_CGROUP_PREFIX + r"(\d+)-\d+", name)
+                if m and not _alive(int(m[1])):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(os.path.join(parent, name))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _write_file(path: str, value: str) -> None:
+    with open(path, "w") as f:
+        f.write(value)
+
+
+def _read_file(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+class _ProgramCgroup:
+    """One program's cgroup (v2) or cgroups (v1: one per hierarchy), limits set."""
+
+    def __init__(self, setup: _CgroupSetup, limits: Limits) -> None:
+        self.version = setup.version
+        name = f"{_CGROUP_PREFIX}{os.getpid()}-{next(_cgroup_names)}"
+        self.dirs: dict[str, str] = {}
         try:
-            probe = _run("pass", Limits(timeout_s=20), 0, mode)
-        except Exception as e:  # e.g. no free uid, the server could not start
-            log.debug("sandbox mode %s unavailable: %s", mode, e)
-            continue
-        if probe.status == "passed":
-            log.debug("sandbox isolation: %s", mode)
-            return mode
-        log.debug("sandbox mode %s unavailable: %s %s", mode, probe.message, probe.stderr[-300:])
-    log.warning(
-        "sandbox: Linux namespaces are unavailable (need root or unprivileged user "
-        "namespaces, and the util-linux `unshare`); untrusted programs run with resource "
-        "limits and a process group only: they can read and write your files and use the "
-        "network. See docs/sandbox.md."
-    )
-    return "none"
+            for ctrl, parent in setup.parents.items():
+                path = os.path.join(parent, name)
+                os.mkdir(path)
+                self.dirs[ctrl] = path
+            memory = str(limits.memory_mb * 1024 * 1024)
+            # +1: the init, which lives in it too
+            pids = str(limits.nproc + 1)
+            if self.version == 2:
+                d = self.dirs[""]
+                _write_file(f"{d}/memory.max", memory)
+                with contextlib.suppress(OSError):  # no swap for it either, where there is swap
+                    _write_file(f"{d}/memory.swap.max", "0")
+                _write_file(f"{d}/pids.max", pids)
+            else:
+                _write_file(f"{self.dirs['memory']}/memory.limit_in_bytes", memory)
+                with contextlib.suppress(OSError):  # only with swap accounting
+                    _write_file(f"{self.dirs['memory']}/memory.memsw.limit_in_bytes", memory)
+                _write_file(f"{self.dirs['pids']}/pids.max", pids)
+        except OSError:
+            self.remove()
+            raise
+
+    @property
+    def procs(self) -> list[str]:
+        """The cgroup.procs files the program's init writes itself into."""
+        return [f"{d}/cgroup.procs" for d in self.dirs.values()]
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds used by all its processes so far."""
+        try:
+            if self.version == 2:
+                stat = _read_file(f"{self.dirs['']}/cpu.stat").split()
+                return int(stat[stat.index("usage_usec") + 1]) / 1e6
+            if "cpuacct" in self.dirs:
+                return int(_read_file(f"{self.dirs['cpuacct']}/cpuacct.usage")) / 1e9
+        except (OSError, ValueError):
+            pass
+        return None
+
+    def oom_kills(self) -> int:
+        """Processes the kernel killed for the memory limit."""
+        path = (
+            f"{self.dirs['']}/memory.events"
+            if self.version == 2
+            else f"{self.dirs['memory']}/memory.oom_control"
+        )
+        try:
+            fields = _read_file(path).split()
+            return int(fields[fields.index("oom_kill") + 1])
+        except (OSError, ValueError):
+            return 0
+
+    def remove(self) -> None:
+        """Remove it; whatever is still in it (only possible without namespaces) is killed."""
+        global stragglers_killed
+        deadline = time.monotonic() + _CGROUP_REMOVE_S
+        for path in sorted(self.dirs.values(), reverse=True):
+            while True:
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # EBUSY: processes in it
+                    if time.monotonic() > deadline:
+                        log.warning("sandbox: could not remove cgroup %s", path)
+                        break
+                    stragglers_killed += self._kill_all(path)
+                    time.sleep(0.01)
+        self.dirs = {}
+
+    @staticmethod
+    def _kill_all(path: str) -> int:
+        try:
+            pids = [int(p) for p in _read_file(f"{path}/cgroup.procs").split()]
+        except OSError:
+            return 0
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        return len(pids)
 
 
 _expose_cache: list[list] | None = None
@@ -727,14 +1068,27 @@ def _count_processes(uid: int) -> int:
 # Running one program.
 
 
-def run_program(code: str, limits: Limits | None = None, slot: int = 0) -> ExecResult:
-    """Run ``code`` in the sandbox; ``slot`` (0..workers-1) picks its uid when parallel."""
-    return _run(code, limits or Limits(), slot, isolation())
+def run_program(
+    code: str, limits: Limits | None = None, slot: int = 0, iso: Isolation | None = None
+) -> ExecResult:
+    """Run ``code`` in the sandbox; ``slot`` (0..workers-1) picks its uid when parallel.
+
+    ``iso``: from ``choose_isolation``; by default the strongest that works here.
+    """
+    iso = iso or choose_isolation("auto")
+    return _run(code, limits or Limits(), slot, iso.mode, cgroup=iso.cgroup > 0)
 
 
-def _run(code: str, limits: Limits, slot: int, mode: str) -> ExecResult:
+def _run(code: str, limits: Limits, slot: int, mode: str, cgroup: bool | None = None) -> ExecResult:
+    """``cgroup``: give the program its own cgroup (None: where cgroups work)."""
     with contextlib.ExitStack() as stack:
         uid = stack.enter_context(_uid_lease(slot)) if mode == "root" else None
+        setup = _cgroups() if cgroup is not False else None
+        if cgroup and not isinstance(setup, _CgroupSetup):
+            raise RuntimeError(f"sandbox: no cgroup per program: {setup}")
+        cg = _ProgramCgroup(setup, limits) if isinstance(setup, _CgroupSetup) else None
+        if cg is not None:
+            stack.callback(cg.remove)  # after the program: its PID namespace is gone by then
         if mode == "none":
             workdir = stack.enter_context(tempfile.TemporaryDirectory(ignore_cleanup_errors=True))
         else:
@@ -751,19 +1105,22 @@ def _run(code: str, limits: Limits, slot: int, mode: str) -> ExecResult:
             "open_files": math.ceil(limits.open_files),
             "nproc": int(nproc),
             "alarm_s": math.ceil(limits.timeout_s) + 2,
+            "cgroups": cg.procs if cg else [],
             "code": code,
         }
         # A server that dies under a program (killed, crashed) loses nothing but time: the
         # program runs again on a new one. Twice in a row is reported, not retried.
         for _ in range(2):
             with _server(mode) as server:
-                result = _attempt(server, cfg, limits)
+                result = _attempt(server, cfg, limits, cg)
             if result is not None:
                 return result
     return ExecResult("error", "sandbox failed: its server died twice", 0.0, "", "", None)
 
 
-def _attempt(server: _Server, cfg: dict, limits: Limits) -> ExecResult | None:
+def _attempt(
+    server: _Server, cfg: dict, limits: Limits, cg: _ProgramCgroup | None
+) -> ExecResult | None:
     """Run one program on ``server``; None if the server died before it could report."""
     nonce = secrets.token_hex(16)
     pipes = [os.pipe() for _ in range(5)]  # config, stdout, stderr, status, result
@@ -778,9 +1135,12 @@ def _attempt(server: _Server, cfg: dict, limits: Limits) -> ExecResult | None:
         for fd in ours:
             os.close(fd)
         return None
-    out, timed_out = _pump(server, ours, marshal.dumps({**cfg, "nonce": nonce}), limits, start)
+    config = marshal.dumps({**cfg, "nonce": nonce})
+    out, timed_out = _pump(server, ours, config, limits, start, cg.cpu_s if cg else None)
     if not timed_out and not out.status and not server.alive():
         return None
+    if cg is not None:
+        out.oom_kills, out.cgroup_cpu = cg.oom_kills(), cg.cpu_s()
     return _classify(out, timed_out, nonce, limits, time.monotonic() - start)
 
 
@@ -792,12 +1152,21 @@ class _Output:
     result: bytes = b""  # from the program's process: the nonce, or an exception record
     dropped_out: int = 0
     dropped_err: int = 0
+    cpu_exceeded: bool = False  # killed by us: its processes together used cpu_s
+    oom_kills: int = 0  # processes its cgroup's memory limit killed
+    cgroup_cpu: float | None = None  # CPU seconds its cgroup counted
 
 
 def _pump(
-    server: _Server, fds: list[int], config: bytes, limits: Limits, start: float
+    server: _Server,
+    fds: list[int],
+    config: bytes,
+    limits: Limits,
+    start: float,
+    cpu_used: Callable[[], float | None] | None = None,
 ) -> tuple[_Output, bool]:
-    """Feed the config, collect capped output from four pipes, enforce the wall-clock timeout.
+    """Feed the config, collect capped output from four pipes, enforce the wall-clock timeout
+    and (given ``cpu_used``, the program's cgroup counter) the CPU limit of all its processes.
 
     ``fds``: the config pipe's write end, then the read ends of stdout, stderr, status and
     result. Output beyond the cap is read and thrown away, so the program never blocks on
@@ -817,21 +1186,36 @@ def _pump(
     sel.register(in_fd, selectors.EVENT_WRITE)
     pending = memoryview(config)
     deadline = start + limits.timeout_s
-    timed_out = killed = False
+    timed_out = cpu_exceeded = False
+    kills = 0  # kill requests sent: the first asks the init, the second kills it
     exited_at = None  # when the init closed the status pipe: it has exited
+    # The program cannot use cpu_s of CPU before cpu_s / cores of wall time: look then (a
+    # short program never pays a read), and again when what is left could be used up.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu_check = start + limits.cpu_s / (cores or 1) if cpu_used else math.inf
     try:
         while sel.get_map():
             now = time.monotonic()
             if exited_at is not None and now > exited_at + 1.0:
                 break  # without namespaces an escaped grandchild may hold the pipes open
+            if now >= cpu_check and not kills and cpu_used:
+                used = cpu_used() or 0.0
+                cpu_check = now + max(0.05, (limits.cpu_s - used) / (cores or 1))
+                if used >= limits.cpu_s:
+                    cpu_exceeded, kills = exited_at is None, 1
+                    server.kill_program()
+                    deadline = now + _ASK_GRACE_S
             if now >= deadline:
-                if killed:
+                if kills == 2:
                     server.stop()  # it did not kill the program in time: the hard way
                     break
-                timed_out, killed = exited_at is None, True
+                if kills == 0:
+                    timed_out = exited_at is None
+                kills += 1
                 server.kill_program()
-                deadline = now + _DRAIN_GRACE_S
-            for key, _ in sel.select(timeout=min(deadline - now, 0.5)):
+                deadline = now + (_ASK_GRACE_S if kills == 1 else _DRAIN_GRACE_S)
+            wait = min(deadline, cpu_check) - now
+            for key, _ in sel.select(timeout=max(0.0, min(wait, 0.5))):
                 if key.fd == in_fd:
                     pending = _feed(in_fd, pending)
                     if not pending:  # all written: the init reads to end of file
@@ -853,7 +1237,7 @@ def _pump(
             os.close(fd)
     output = _Output(
         bytes(bufs[out_fd]), bytes(bufs[err_fd]), bytes(bufs[status_r]), bytes(bufs[result_r]),
-        dropped[out_fd], dropped[err_fd],
+        dropped[out_fd], dropped[err_fd], cpu_exceeded,
     )  # fmt: skip
     return output, timed_out
 
@@ -890,19 +1274,28 @@ _SIGNAL_HINTS = {
 def _classify(
     out: _Output, timed_out: bool, nonce: str, limits: Limits, duration: float
 ) -> ExecResult:
+    report = _status_report(out.status)
+    cpu = out.cgroup_cpu if out.cgroup_cpu is not None else report.get("tree_cpu")
+
     def result(status: str, message: str, returncode: int | None) -> ExecResult:
         return ExecResult(
             status, _one_line(message), duration, _text(out.stdout, out.dropped_out),
             _text(out.stderr, out.dropped_err), returncode,
+            float(cpu) if isinstance(cpu, (int, float)) else None,
         )  # fmt: skip
 
+    if out.oom_kills:
+        # The cause, whatever happened after (a timeout, a pass of the processes left).
+        return result(
+            "error", f"memory limit exceeded ({limits.memory_mb} MB, all its processes)", None
+        )
+    if out.cpu_exceeded:
+        return result(
+            "timeout", f"CPU time limit exceeded ({limits.cpu_s} s, all its processes)", None
+        )
     if timed_out:
         return result("timeout", f"timed out after {limits.timeout_s:g} s", None)
-    try:
-        report = json.loads(out.status)
-    except ValueError:
-        report = None
-    if not isinstance(report, dict):
+    if not {"wait", "expired", "setup_error"} & report.keys():
         tail = _last_line(out.stderr) or "no report from the sandbox"
         return result("error", f"sandbox failed: {tail}", None)
     if report.get("expired"):
@@ -928,6 +1321,20 @@ def _classify(
         return result(record[0], record[1], code)
     tail = _last_line(out.stderr)
     return result("error", f"exited with status {code}" + (f": {tail}" if tail else ""), code)
+
+
+def _status_report(data: bytes) -> dict:
+    """The status pipe's records merged: the init's (wait status, CPU of the program; or
+    expired, or setup_error) and the server's (tree_cpu), one JSON object a line."""
+    report: dict = {}
+    for line in data.split(b"\n"):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            report.update(record)
+    return report
 
 
 def _last_record(lines: list[bytes]) -> tuple[str, str] | None:
@@ -963,12 +1370,18 @@ def _one_line(message: str) -> str:
 
 
 def run_many(
-    programs: Sequence[str], limits: Limits | None = None, workers: int | None = None
+    programs: Sequence[str],
+    limits: Limits | None = None,
+    workers: int | None = None,
+    iso: Isolation | None = None,
 ) -> Iterator[tuple[int, ExecResult]]:
-    """Run ``programs`` in parallel; yield (index, result) as each finishes."""
+    """Run ``programs`` in parallel; yield (index, result) as each finishes.
+
+    ``iso``: from ``choose_isolation``; by default the strongest that works here.
+    """
     limits = limits or Limits()
     workers = max(1, min(workers or os.cpu_count() or 1, len(programs) or 1))
-    isolation()  # detect once, before the threads race for it
+    iso = iso or choose_isolation("auto")  # detect once, before the threads race for it
     slots: queue.SimpleQueue[int] = queue.SimpleQueue()
     for s in range(workers):
         slots.put(s)
@@ -976,7 +1389,7 @@ def run_many(
     def one(code: str) -> ExecResult:
         slot = slots.get()
         try:
-            return run_program(code, limits, slot)
+            return run_program(code, limits, slot, iso)
         finally:
             slots.put(slot)
 

@@ -149,6 +149,8 @@ MIGRATIONS: dict[int, list[str]] = {
         # issue 17: run record: every start and resume, with its config and environment
         "CREATE TABLE IF NOT EXISTS config_history (id INTEGER PRIMARY KEY, ts REAL NOT NULL, "
         "event TEXT NOT NULL, config_toml TEXT, config_json TEXT NOT NULL, environment TEXT)",
+        # issue 20: the sandbox isolation that ran a stage's test programs
+        "ALTER TABLE stages ADD COLUMN sandbox TEXT",
     ],
 }
 
@@ -392,6 +394,32 @@ class RunStore:
             + " ORDER BY round, position"
         )
         return [dict(r) for r in self.conn.execute(q, (rnd,) if rnd is not None else ())]
+
+    def note_sandbox(self, rnd: int, stage: str, label: str) -> None:
+        """Record the isolation that runs a stage's test programs; a stage resumed under
+        another one keeps both, in order ("root+cgroup-v1, none")."""
+        with self.transaction() as c:
+            row = c.execute(
+                "SELECT sandbox FROM stages WHERE round=? AND stage=?", (rnd, stage)
+            ).fetchone()
+            seen = [x for x in ((row[0] if row else None) or "").split(", ") if x]
+            if label not in seen:
+                c.execute(
+                    "UPDATE stages SET sandbox=? WHERE round=? AND stage=?",
+                    (", ".join([*seen, label]), rnd, stage),
+                )
+
+    def sandbox_labels(self) -> list[str]:
+        """Every isolation that ran test programs in this run, in stage order (none recorded
+        in files from before issue 20)."""
+        cols = {r[1] for r in self.conn.execute("PRAGMA table_info(stages)")}
+        if "sandbox" not in cols:
+            return []
+        out: list[str] = []
+        q = "SELECT sandbox FROM stages WHERE sandbox IS NOT NULL ORDER BY round, position"
+        for (value,) in self.conn.execute(q):
+            out += [x for x in value.split(", ") if x and x not in out]
+        return out
 
     # ---- problems -----------------------------------------------------------------------
     def add_problems(self, purpose: str, problems: Iterable[Any]) -> dict[str, int]:

@@ -216,6 +216,7 @@ class Snapshot:
     last_event_id: int = 0
     diversity_name: str = ""
     provisional: tuple[int, float] | None = None  # pass@1 so far of a round being evaluated
+    sandbox: list[str] = field(default_factory=list)  # isolations that ran its tests (issue 20)
 
 
 @dataclass
@@ -437,6 +438,7 @@ class RunReader:
                 last_event_id=last_id,
                 diversity_name=div_name,
                 provisional=provisional,
+                sandbox=s.sandbox_labels(),
             )
 
     def _count_round(self, rnd: int, done: bool) -> int:

@@ -28,6 +28,7 @@ from textual.widgets import (
     TabPane,
 )
 
+from ssd_tui.config import weaker_than_strict
 from ssd_tui.tui.app import RunRef
 from ssd_tui.tui.data import (
     RunReader,
@@ -271,8 +272,11 @@ class DashboardScreen(Screen):
         self.title = f"{snap.name}"
         mode = "review (read-only)" if self.ref.review else display_path(self.ref.run_dir)
         self.sub_title = f"{snap.model}"
+        weak = any(weaker_than_strict(x) for x in snap.sandbox)  # issue 20: which sandbox ran
+        sandbox = f" · [{'b red' if weak else 'dim'}]sandbox {', '.join(snap.sandbox)}[/]"
         self.query_one("#run-head", Static).update(
-            f"[b]{escape(snap.name)}[/b] · {escape(snap.model)} · T_eval {snap.t_eval:g} · [dim]{escape(mode)}[/]"
+            f"[b]{escape(snap.name)}[/b] · {escape(snap.model)} · T_eval {snap.t_eval:g}"
+            f"{sandbox if snap.sandbox else ''} · [dim]{escape(mode)}[/]"
         )
         table = self.query_one(RoundsTable)
         if first:
