@@ -164,13 +164,40 @@ def _run_stage_per_process(args: argparse.Namespace, cfg: Any) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    import shutil
+def _check_counts(args: argparse.Namespace) -> None:
+    """--rounds, --stages and --threads: a bad count is an error, not a run that does nothing."""
+    for flag, lowest in (("rounds", 0), ("stages", 1), ("threads", 0)):
+        value = getattr(args, flag, None)
+        if value is not None and value < lowest:
+            raise SSDError(f"--{flag} must be ≥ {lowest} (got {value})")
 
+
+def save_run_config(cfg: Any, config: str | Path, text: str) -> Path:
+    """Keep the run's config in its folder (RUN_DIR/config.toml, what the app and a later
+    `ssd-tui run RUN_DIR/config.toml` use), rewritten so that it works from there
+    (`config_for_run_folder`). A copy already there is kept (it may hold a changed
+    `rounds`), unless it is a verbatim copy of ``config`` made before copies were rewritten,
+    whose relative paths name nothing from the run folder."""
+    from ssd_tui.config import config_for_run_folder
+
+    saved = cfg.run_dir / "config.toml"
+    if saved.exists():
+        if saved.resolve() == Path(config).resolve() or cfg.base_dir == cfg.run_dir:
+            return saved  # the config is the run folder's own: it means what it says
+        if saved.read_text(encoding="utf-8") != text:
+            return saved
+    tmp = saved.with_name(".config.toml.tmp")
+    tmp.write_text(config_for_run_folder(text, cfg), encoding="utf-8")
+    os.replace(tmp, saved)
+    return saved
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from ssd_tui.config import load_config
     from ssd_tui.pipeline import Pipeline, RunLock, StopRequested, install_signal_handlers
     from ssd_tui.store import RunStore
 
+    _check_counts(args)
     cfg = load_config(args.config)
     threads = args.threads or cfg.run.threads or os.cpu_count() or 1
     import torch
@@ -189,9 +216,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         text = Path(args.config).read_text(encoding="utf-8")
         pipe = Pipeline(cfg, store, rep, config_toml=text)
         pipe.prepare()
-        saved = cfg.run_dir / "config.toml"
-        if not saved.exists():
-            shutil.copyfile(args.config, saved)
+        save_run_config(cfg, args.config, text)
         install_signal_handlers(pipe)
         rep.console.print(
             f"[bold]{cfg.run.name}[/]: {pipe.model_path} · {len(pipe.train_problems)} training prompts · "
@@ -259,7 +284,27 @@ def set_aside(run_dir: Path) -> Path | None:
         n += 1
         target = run_dir.with_name(f"{run_dir.name}.{stamp}-{n}")
     run_dir.rename(target)
+    _rename_run(target)
     return target
+
+
+def _rename_run(run_dir: Path) -> None:
+    """Give a set-aside run its folder's name in its DB: the app lists runs by that name,
+    and two runs both called `demo` could not be told apart."""
+    from ssd_tui.store import RunStore
+
+    db = run_dir / "run.db"
+    if not db.exists():
+        return
+    try:
+        store = RunStore.open(db)
+    except SSDError:
+        return  # a damaged or newer DB: it keeps its name, and is set aside all the same
+    try:
+        if store.run_info() is not None:
+            store.rename(run_dir.name)
+    finally:
+        store.close()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -268,6 +313,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"demo config not found at {DEMO_CONFIG} (install from a source checkout: pip install -e .)"
         )
     args.config = str(DEMO_CONFIG)
+    _check_counts(args)  # before --fresh sets the old run aside
     if args.fresh or args.tui:  # both need the run folder; a plain run reads the config itself
         from ssd_tui.config import load_config
 
