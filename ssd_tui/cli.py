@@ -413,13 +413,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ssd_tui.report import print_report, write_report
+    from ssd_tui.report import missing_chart_library, print_report, write_report
     from ssd_tui.store import RunStore
 
     store = RunStore.open(args.db, readonly=True)
     print_report(store, Console())
     if args.out:
-        print(f"wrote {write_report(store, Path(args.out))}")
+        note = missing_chart_library()
+        print(f"wrote {write_report(store, Path(args.out))}" + (f" ({note})" if note else ""))
     return 0
 
 

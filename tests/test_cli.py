@@ -116,6 +116,25 @@ def test_db_from_a_newer_schema(project):
     assert_one_line_error(ssd("run", str(config)), "newer ssd-tui")
 
 
+def test_a_count_below_its_least_is_an_error_not_done(project, capsys, monkeypatch):
+    from ssd_tui import cli
+
+    folder, config = project
+    monkeypatch.setattr(cli, "DEMO_CONFIG", config)
+    for args, flag in (
+        (["run", str(config), "--rounds", "-1"], "--rounds must be ≥ 0 (got -1)"),
+        (["run", str(config), "--stages", "0"], "--stages must be ≥ 1 (got 0)"),
+        (["run", str(config), "--threads", "-2"], "--threads must be ≥ 0 (got -2)"),
+        (["demo", "--fresh", "--rounds", "-1"], "--rounds must be ≥ 0"),
+    ):
+        capsys.readouterr()
+        assert cli.main(args) == 2, args
+        out = capsys.readouterr()
+        assert out.err.startswith(f"error: {flag}") and len(out.err.splitlines()) == 1
+        assert "done" not in out.out + out.err
+    assert not (folder / "run").exists()  # nothing ran, nothing was set aside
+
+
 def test_check_reports_what_a_run_would_use(project):
     folder, config = project
     r = ssd("check", str(config))
@@ -153,6 +172,7 @@ def test_demo_fresh_sets_the_old_run_aside(project, monkeypatch, capsys):
     assert len(kept) == 1 and f"kept in {kept[0]}" in capsys.readouterr().out
     old = RunStore.open(kept[0] / "run.db", readonly=True)
     assert old.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == n_samples
+    assert old.run_info()["name"] == kept[0].name  # listed apart from the new run
     assert (run_dir / "run.db").exists()  # the new run started in the old one's place
 
 
