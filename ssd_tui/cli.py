@@ -545,15 +545,21 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         "export a round (or the whole run) as a self-contained DB or JSONL",
         "An export holds the round's samples, token statistics, verdicts, metrics, warnings\n"
-        "and the run's config and problems: any SQLite client (or `ssd-tui review`) reads it.",
-        "  ssd-tui export runs/demo/run.db --round 2     runs/demo/demo-round-2.db\n"
+        "and the run's config and problems: any SQLite client (or `ssd-tui review`) reads it.\n"
+        "It is written in the current folder as RUN-round-K.db (RUN-all.db for --all) unless\n"
+        "--out says otherwise (the run folder may be read-only or shared).",
+        "  ssd-tui export runs/demo/run.db --round 2     ./demo-round-2.db\n"
         "  ssd-tui export runs/demo/run.db --all --compress\n"
         "  ssd-tui export runs/demo/run.db --round 1 --jsonl --out r1.jsonl\n",
     )
     e.add_argument("db", help="a run's database (RUN_DIR/run.db)")
     e.add_argument("--round", type=int, help="the round to export")
     e.add_argument("--all", action="store_true", help="export the whole run")
-    e.add_argument("--out", help="output file (default: beside the run DB)")
+    e.add_argument(
+        "--out",
+        help="output file, or an existing folder for the default name "
+        "(default: RUN-round-K.db or RUN-all.db in the current folder)",
+    )
     e.add_argument(
         "--jsonl",
         action="store_true",
