@@ -460,10 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Round 0 evaluates the base model; each later round samples at T_train, trains a\n"
         "LoRA adapter on the raw samples and evaluates again. Progress bars per stage and a\n"
         "summary per round; everything goes to RUN_DIR/run.db. Ctrl-C stops between batches;\n"
-        "the same command resumes without losing or repeating a sample.",
+        "the same command resumes without losing or repeating a sample. The config is kept\n"
+        "as RUN_DIR/config.toml, its paths re-pointed to work from there: running that file\n"
+        "continues the same run.",
         "  ssd-tui run examples/demo.toml               the demo config (minutes on CPU)\n"
         "  ssd-tui run my.toml --rounds 5               extend a finished run to 5 rounds\n"
-        "  ssd-tui run my.toml --stages 1               one stage, then stop (stepping)\n",
+        "  ssd-tui run my.toml --stages 1               one stage, then stop (stepping)\n"
+        "  ssd-tui run runs/demo/config.toml --rounds 4  the demo, one round more\n",
     )
     r.add_argument("config", help="run config (TOML); see `ssd-tui options` and examples/")
     r.add_argument(

@@ -2,7 +2,8 @@
 
 Every error names the file, the line where it can be found, and the key, in one
 line. Relative paths in a config resolve against the config file's folder, so a
-config means the same thing whatever the current directory is.
+config means the same thing whatever the current directory is; the copy a run keeps in
+its folder is rewritten to mean the same from there (`config_for_run_folder`).
 """
 
 from __future__ import annotations
