@@ -165,13 +165,40 @@ def _run_stage_per_process(args: argparse.Namespace, cfg: Any) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    import shutil
+def _check_counts(args: argparse.Namespace) -> None:
+    """--rounds, --stages and --threads: a bad count is an error, not a run that does nothing."""
+    for flag, lowest in (("rounds", 0), ("stages", 1), ("threads", 0)):
+        value = getattr(args, flag, None)
+        if value is not None and value < lowest:
+            raise SSDError(f"--{flag} must be ≥ {lowest} (got {value})")
 
+
+def save_run_config(cfg: Any, config: str | Path, text: str) -> Path:
+    """Keep the run's config in its folder (RUN_DIR/config.toml, what the app and a later
+    `ssd-tui run RUN_DIR/config.toml` use), rewritten so that it works from there
+    (`config_for_run_folder`). A copy already there is kept (it may hold a changed
+    `rounds`), unless it is a verbatim copy of ``config`` made before copies were rewritten,
+    whose relative paths name nothing from the run folder."""
+    from ssd_tui.config import config_for_run_folder
+
+    saved = cfg.run_dir / "config.toml"
+    if saved.exists():
+        if saved.resolve() == Path(config).resolve() or cfg.base_dir == cfg.run_dir:
+            return saved  # the config is the run folder's own: it means what it says
+        if saved.read_text(encoding="utf-8") != text:
+            return saved
+    tmp = saved.with_name(".config.toml.tmp")
+    tmp.write_text(config_for_run_folder(text, cfg), encoding="utf-8")
+    os.replace(tmp, saved)
+    return saved
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     from ssd_tui.config import load_config
     from ssd_tui.pipeline import Pipeline, RunLock, StopRequested, install_signal_handlers
     from ssd_tui.store import RunStore
 
+    _check_counts(args)
     cfg = load_config(args.config)
     threads = args.threads or cfg.run.threads or os.cpu_count() or 1
     import torch
@@ -190,9 +217,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         text = Path(args.config).read_text(encoding="utf-8")
         pipe = Pipeline(cfg, store, rep, config_toml=text)
         pipe.prepare()
-        saved = cfg.run_dir / "config.toml"
-        if not saved.exists():
-            shutil.copyfile(args.config, saved)
+        save_run_config(cfg, args.config, text)
         install_signal_handlers(pipe)
         rep.console.print(
             f"[bold]{cfg.run.name}[/]: {pipe.model_path} · {len(pipe.train_problems)} training prompts · "
@@ -260,7 +285,27 @@ def set_aside(run_dir: Path) -> Path | None:
         n += 1
         target = run_dir.with_name(f"{run_dir.name}.{stamp}-{n}")
     run_dir.rename(target)
+    _rename_run(target)
     return target
+
+
+def _rename_run(run_dir: Path) -> None:
+    """Give a set-aside run its folder's name in its DB: the app lists runs by that name,
+    and two runs both called `demo` could not be told apart."""
+    from ssd_tui.store import RunStore
+
+    db = run_dir / "run.db"
+    if not db.exists():
+        return
+    try:
+        store = RunStore.open(db)
+    except SSDError:
+        return  # a damaged or newer DB: it keeps its name, and is set aside all the same
+    try:
+        if store.run_info() is not None:
+            store.rename(run_dir.name)
+    finally:
+        store.close()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -269,6 +314,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"demo config not found at {DEMO_CONFIG} (install from a source checkout: pip install -e .)"
         )
     args.config = str(DEMO_CONFIG)
+    _check_counts(args)  # before --fresh sets the old run aside
     if args.fresh or args.tui:  # both need the run folder; a plain run reads the config itself
         from ssd_tui.config import load_config
 
@@ -372,13 +418,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ssd_tui.report import print_report, write_report
+    from ssd_tui.report import missing_chart_library, print_report, write_report
     from ssd_tui.store import RunStore
 
     store = RunStore.open(args.db, readonly=True)
     print_report(store, Console())
     if args.out:
-        print(f"wrote {write_report(store, Path(args.out))}")
+        note = missing_chart_library()
+        print(f"wrote {write_report(store, Path(args.out))}" + (f" ({note})" if note else ""))
     return 0
 
 
@@ -426,10 +473,13 @@ def build_parser() -> argparse.ArgumentParser:
         "Round 0 evaluates the base model; each later round samples at T_train, trains a\n"
         "LoRA adapter on the raw samples and evaluates again. Progress bars per stage and a\n"
         "summary per round; everything goes to RUN_DIR/run.db. Ctrl-C stops between batches;\n"
-        "the same command resumes without losing or repeating a sample.",
+        "the same command resumes without losing or repeating a sample. The config is kept\n"
+        "as RUN_DIR/config.toml, its paths re-pointed to work from there: running that file\n"
+        "continues the same run.",
         "  ssd-tui run examples/demo.toml               the demo config (minutes on CPU)\n"
         "  ssd-tui run my.toml --rounds 5               extend a finished run to 5 rounds\n"
-        "  ssd-tui run my.toml --stages 1               one stage, then stop (stepping)\n",
+        "  ssd-tui run my.toml --stages 1               one stage, then stop (stepping)\n"
+        "  ssd-tui run runs/demo/config.toml --rounds 4  the demo, one round more\n",
     )
     r.add_argument("config", help="run config (TOML); see `ssd-tui options` and examples/")
     r.add_argument(
@@ -511,15 +561,21 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         "export a round (or the whole run) as a self-contained DB or JSONL",
         "An export holds the round's samples, token statistics, verdicts, metrics, warnings\n"
-        "and the run's config and problems: any SQLite client (or `ssd-tui review`) reads it.",
-        "  ssd-tui export runs/demo/run.db --round 2     runs/demo/demo-round-2.db\n"
+        "and the run's config and problems: any SQLite client (or `ssd-tui review`) reads it.\n"
+        "It is written in the current folder as RUN-round-K.db (RUN-all.db for --all) unless\n"
+        "--out says otherwise (the run folder may be read-only or shared).",
+        "  ssd-tui export runs/demo/run.db --round 2     ./demo-round-2.db\n"
         "  ssd-tui export runs/demo/run.db --all --compress\n"
         "  ssd-tui export runs/demo/run.db --round 1 --jsonl --out r1.jsonl\n",
     )
     e.add_argument("db", help="a run's database (RUN_DIR/run.db)")
     e.add_argument("--round", type=int, help="the round to export")
     e.add_argument("--all", action="store_true", help="export the whole run")
-    e.add_argument("--out", help="output file (default: beside the run DB)")
+    e.add_argument(
+        "--out",
+        help="output file, or an existing folder for the default name "
+        "(default: RUN-round-K.db or RUN-all.db in the current folder)",
+    )
     e.add_argument(
         "--jsonl",
         action="store_true",

@@ -2,13 +2,15 @@
 
 Every error names the file, the line where it can be found, and the key, in one
 line. Relative paths in a config resolve against the config file's folder, so a
-config means the same thing whatever the current directory is.
+config means the same thing whatever the current directory is; the copy a run keeps in
+its folder is rewritten to mean the same from there (`config_for_run_folder`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass, field, fields
@@ -562,9 +564,12 @@ def loads_config(text: str, source: str = "config", base_dir: Path | None = None
 
 # Keys a resumed run may change: how many rounds, and how the work is spread over the
 # hardware. None of them changes what is sampled, trained or measured (vllm.logprobs does:
-# it decides tail_mass, so it is not here).
+# it decides tail_mass, so it is not here). `run.dir` names the run folder, and a resumed
+# run is the database in that folder wherever it now lies (its own config.toml says ".",
+# an archived or moved folder is still the same run).
 RESUMABLE_KEYS = (
     "run.rounds",
+    "run.dir",
     "run.threads",
     "vllm.tensor_parallel_size",
     "vllm.gpu_memory_utilization",
@@ -578,15 +583,151 @@ RESUMABLE_KEYS = (
 
 
 def config_diff(a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = RESUMABLE_KEYS) -> list[str]:
-    """Keys (as 'section.key') whose values differ between two configs."""
+    """Keys (as 'section.key') whose values differ between two configs.
+
+    A path differs only when it names another file: "../assets/m" read from examples/ and
+    "../../assets/m" read from runs/demo/ are the same model. The same spelling also counts
+    as the same (a checkout moved as a whole; a path that then names nothing fails on its
+    own, with its own message)."""
     da, db = a.to_dict(), b.to_dict()
     out = []
     for s in da:
         for k in da[s]:
             name = f"{s}.{k}"
-            if name not in ignore and da[s][k] != db.get(s, {}).get(k):
-                out.append(name)
+            va, vb = da[s][k], db.get(s, {}).get(k)
+            if name in ignore or va == vb:
+                continue
+            if (s, k) in PATH_KEYS:
+                pa = path_of(a, s, k)
+                if pa is not None and pa == path_of(b, s, k):
+                    continue
+            out.append(name)
     return out
+
+
+# ---- paths in a config -------------------------------------------------------------------
+# The keys whose values are paths, relative to the config file's folder.
+PATH_KEYS = (("run", "dir"), ("model", "path"), ("data", "train_prompts"), ("data", "benchmark"))
+
+
+def looks_like_hub_id(raw: str) -> bool:
+    """``org/name``: read as a Hugging Face model id when no such local folder exists."""
+    return raw.count("/") == 1 and not raw.startswith((".", "/", "~"))
+
+
+def path_of(cfg: RunConfig, section: str, key: str) -> Path | None:
+    """The file or folder a path key names, resolved; None when it names none: an empty
+    value, a named problem set ('humaneval', 'leetcode…') or a Hugging Face model id."""
+    if (section, key) == ("run", "dir"):
+        return cfg.run_dir
+    raw = getattr(getattr(cfg, section), key)
+    if not raw:
+        return None
+    if section == "data":
+        from ssd_tui.problems import is_named_problem_set
+
+        return None if is_named_problem_set(raw) else cfg.resolve(raw)
+    local = cfg.resolve(raw)
+    return None if looks_like_hub_id(raw) and not local.exists() else local
+
+
+def config_for_run_folder(text: str, cfg: RunConfig) -> str:
+    """The text of RUN_DIR/config.toml for a run started from config ``text`` (read as
+    ``cfg``): it means the same from the run folder as ``text`` does from its own folder.
+
+    ``[run] dir`` becomes "." (the folder it lies in, also after the folder is archived or
+    moved); every other relative path is rewritten relative to the run folder, so the copy
+    keeps working when the checkout it belongs to moves as a whole (made absolute only
+    where ".." after a symlink would name another file); absolute paths, named problem sets
+    and model ids stay as written. Comments and layout are kept; a value that is not a
+    one-line string (rare TOML forms) makes the whole file written anew instead.
+    """
+    run_dir = cfg.run_dir
+    relative: dict[tuple[str, str], str] = {("run", "dir"): "."}
+    absolute = dict(relative)
+    for section, key in PATH_KEYS[1:]:
+        raw = getattr(getattr(cfg, section), key)
+        target = path_of(cfg, section, key)
+        if target is None or Path(raw).expanduser().is_absolute():
+            continue
+        # Lexically, so a symlinked folder (models/ on a big disk) stays in the path.
+        rel = os.path.relpath(os.path.normpath(cfg.base_dir / raw), run_dir)
+        relative[(section, key)] = rel if rel.startswith(".") else f"./{rel}"
+        absolute[(section, key)] = str(target)
+    for values in (relative, absolute):  # absolute when ".." after a symlink misleads
+        for out in (_set_string_values(text, values), _dump_with(text, values)):
+            try:
+                if out is not None and _same_paths(cfg, loads_config(out, base_dir=run_dir)):
+                    return out
+            except SSDError:  # e.g. a quoted key the line search missed, now set twice
+                pass
+    raise SSDError(f"cannot write a config for the run folder {run_dir}")  # not reached
+
+
+def _dump_with(text: str, values: dict[tuple[str, str], str]) -> str:
+    """The whole config written anew with ``values`` set (its comments are lost)."""
+    data = tomllib.loads(text)
+    for (section, key), v in values.items():
+        data.setdefault(section, {})[key] = v
+    return dump_toml(data, header="written for its run folder by ssd-tui run")
+
+
+def _same_paths(a: RunConfig, b: RunConfig) -> bool:
+    return all(path_of(a, s, k) == path_of(b, s, k) for s, k in PATH_KEYS) and (
+        config_diff(a, b, ignore=()) == []
+    )
+
+
+_STRING_VALUE = re.compile(r"""^(\s*[A-Za-z0-9_]+\s*=\s*)("(?:[^"\\\n]|\\.)*"|'[^'\n]*')(.*)$""")
+
+
+def _set_string_values(text: str, values: dict[tuple[str, str], str]) -> str | None:
+    """``text`` with each (section, key) set to a string, in place (comments kept); a key
+    not in the text is added under its section header. None when a value is not a plain
+    one-line string where it is set."""
+    lines = text.splitlines()
+    added: list[tuple[int, str]] = []
+    for (section, key), value in values.items():
+        line = _line_of(text, section, key)
+        literal = json.dumps(value, ensure_ascii=False)
+        if line is not None:
+            m = _STRING_VALUE.match(lines[line - 1])
+            if m is None:
+                return None
+            lines[line - 1] = m.group(1) + literal + m.group(3)
+            continue
+        header = _line_of(text, section, None)
+        if header is None:
+            if section != "run":
+                return None  # not reached: only [run] dir may be missing and still matter
+            added.append((0, f"[run]\n{key} = {literal}\n"))
+        else:
+            added.append((header, f"{key} = {literal}"))
+    for at, new in sorted(added, reverse=True):
+        lines.insert(at, new)
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise SSDError(f"cannot write {v!r} to TOML")
+
+
+def dump_toml(data: dict[str, dict[str, Any]], header: str = "") -> str:
+    """A config (sections of plain values) as TOML text, under ``header`` as comments."""
+    lines = [f"# {ln}" for ln in header.splitlines()] + ([""] if header else [])
+    for section, table in data.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+        lines.append("")
+    return "\n".join(lines)
 
 
 def config_from_json(text: str, base_dir: Path) -> RunConfig:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -16,7 +17,8 @@ STATUSES = ("passed", "failed", "error", "timeout")
 @dataclass(frozen=True)
 class Verdict:
     status: str  # passed | failed | error | timeout
-    message: str  # one line: the last line of the traceback, or why it did not pass
+    message: str  # one line: the last line of the traceback, or why it did not pass,
+    # then the test line it stopped at when there is one: "AssertionError (test line 2: …)"
     duration_s: float
 
 
@@ -26,6 +28,40 @@ def build_program(problem: Problem, code: str) -> str:
     if problem.tests is None or not problem.entry_point:
         raise SSDError(f'problem "{problem.id}" has no tests to evaluate with')
     return f"{code}\n\n{problem.tests}\n\ncheck({problem.entry_point})\n"
+
+
+def tests_first_line(code: str) -> int:
+    """The line (1-based) of ``build_program``'s output where the problem's tests begin."""
+    return code.count("\n") + 3
+
+
+# A frame of the test program in a traceback (the sandbox compiles it as "<program>").
+_FRAME = re.compile(r'^  File "<program>", line (\d+), in ', re.MULTILINE)
+TEST_LINE_CHARS = 120
+
+
+def failing_test_line(program: str, first: int, stderr: str) -> str:
+    """Where the tests stopped: "test line K: SOURCE" for the innermost frame of the last
+    traceback on ``stderr`` that lies in the tests (lines ``first``… of ``program``), or ""
+    when there is none (no traceback, or one cut off with the program's output).
+
+    A failed verdict's message alone is often just "AssertionError"; this names the
+    assert. The traceback is the program's own stderr, so a program could fake one: it
+    can only make us quote another line of our own program text.
+    """
+    last = stderr.rfind("Traceback (most recent call last):")
+    if last < 0:
+        return ""
+    lines = program.splitlines()
+    end = len(lines) - 1  # the closing `check(...)` call is not part of the tests
+    for m in reversed(list(_FRAME.finditer(stderr, last))):
+        n = int(m.group(1))
+        if first <= n < end:
+            source = " ".join(lines[n - 1].split())
+            if len(source) > TEST_LINE_CHARS:
+                source = source[: TEST_LINE_CHARS - 1] + "…"
+            return f"test line {n - first + 1}: {source}"
+    return ""
 
 
 def check_samples(
@@ -42,7 +78,11 @@ def check_samples(
     for done, (i, r) in enumerate(run_many(programs, limits, workers, iso), start=1):
         if progress:
             progress(done, len(programs))
-        yield i, Verdict(r.status, r.message, r.duration_s)
+        message = r.message
+        if r.status in ("failed", "error"):
+            where = failing_test_line(programs[i], tests_first_line(items[i][1]), r.stderr)
+            message = f"{message} ({where})" if where else message
+        yield i, Verdict(r.status, message, r.duration_s)
 
 
 def summarize(

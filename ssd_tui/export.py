@@ -69,7 +69,8 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "model": "The base model: a Hugging Face id or a local folder.",
             "config_toml": "The run configuration as the user wrote it (TOML).",
             "config_json": "The validated configuration with every default filled in (JSON).",
-            "base_dir": "The run folder when the run was created (adapters/ lives there).",
+            "base_dir": "The folder the config's relative paths resolve against (the config "
+            "file's folder), as of the engine's last start.",
             "created_at": "When the run was created (Unix time, seconds).",
         },
     ),
@@ -166,7 +167,8 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
         {
             "sample_id": "The sample (samples.id).",
             "status": "passed | failed | error | timeout.",
-            "message": "First line of the failure or error, if any.",
+            "message": "Last line of the failure or error, if any, then the test line it "
+            "stopped at, e.g. 'AssertionError (test line 3: assert candidate(2) == 4)'.",
             "duration_s": "Wall time of the test run (seconds).",
         },
     ),
@@ -262,7 +264,8 @@ JSONL_FIELDS: dict[str, str] = {
     "mean_tail_mass": "Mean probability mass cut by truncation, or null.",
     "finish_reason": "stop | length.",
     "verdict": "passed | failed | error | timeout, or null (training samples, or not yet tested).",
-    "verdict_message": "First line of the failure or error, or null.",
+    "verdict_message": "Last line of the failure or error and the test line it stopped at, "
+    "or null.",
     "verdict_duration_s": "Wall time of the test run (seconds), or null.",
 }
 

@@ -334,6 +334,11 @@ def load_leetcode(
 _SPEC = re.compile(r"^leetcode(?:[:/-](train|eval|all))?(?:[:/-](easy|medium|hard))?$")
 
 
+def is_leetcode_spec(spec: str) -> bool:
+    """Whether ``spec`` names the LeetCode problems (``leetcode[:split][:difficulty]``)."""
+    return _SPEC.match(spec.strip().lower()) is not None
+
+
 def load_leetcode_spec(
     spec: str, require_tests: bool, limit: int | None = None
 ) -> list[Problem] | None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ssd_tui import record
-from ssd_tui.config import RunConfig, config_diff, config_from_json
+from ssd_tui.config import RunConfig, config_diff, config_from_json, looks_like_hub_id
 from ssd_tui.engine.base import Sampler, SamplingParams
 from ssd_tui.errors import ConfigChangedError, SSDError
 from ssd_tui.problems import Problem, load_problem_set
@@ -140,7 +140,7 @@ def resolve_model_path(cfg: RunConfig) -> str:
                 f"model path {local} has no config.json: not a transformers model folder"
             )
         return str(local)
-    looks_like_id = raw.count("/") == 1 and not raw.startswith((".", "/", "~"))
+    looks_like_id = looks_like_hub_id(raw)
     if looks_like_id:
         try:
             from huggingface_hub import try_to_load_from_cache
@@ -217,7 +217,9 @@ class Pipeline:
             stored_sets = record.stored_problem_sets(self.store)
             if stored_sets:  # runs from before the record have none to check against
                 record.check_problems(stored_sets, sets)
-            self.store.update_config(cfg.to_json(), self.config_toml or info["config_toml"])
+            self.store.update_config(
+                cfg.to_json(), self.config_toml or info["config_toml"], str(cfg.base_dir)
+            )
         first = info is None or self.store.meta("ssd_tui_version") is None
         record.record_start(
             self.store,
@@ -296,7 +298,11 @@ class Pipeline:
         row = next((r for r in self.store.rounds() if r["round"] == rnd), None)
         if row is None or not row["adapter_path"]:
             raise SSDError(f"round {rnd} has no trained adapter yet")
-        return row["adapter_path"]
+        # Adapters live in the run folder (stage_train), and a folder that was moved or
+        # set aside (`ssd-tui demo --fresh`) took them along: the stored absolute path may
+        # now name another run's adapter, or nothing.
+        here = self.cfg.run_dir / "adapters" / Path(row["adapter_path"]).name
+        return str(here) if here.is_dir() else row["adapter_path"]
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self, rounds: int | None = None, max_stages: int | None = None) -> str:

@@ -164,6 +164,13 @@ def _short(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
+def is_named_problem_set(spec: str) -> bool:
+    """'humaneval' or a 'leetcode[:split][:difficulty]' spec, rather than a JSONL path."""
+    from ssd_tui.leetcode import is_leetcode_spec
+
+    return spec.strip().lower() == HUMANEVAL or is_leetcode_spec(spec)
+
+
 def load_problem_set(
     spec: str,
     base_dir: Path | None = None,

@@ -4,7 +4,9 @@ Everything is read from the run database (metrics rows written by the evaluate a
 analyse stages), so the report shows exactly what the TUI shows. The file report is
 HTML with its charts embedded as base64 PNGs, or Markdown with the PNGs written into
 a folder beside it (``NAME_files/``). Charts use matplotlib's Agg canvas directly, so
-the caller's matplotlib backend is never touched.
+the caller's matplotlib backend is never touched. matplotlib is an optional extra
+(``pip install -e ".[report]"``): without it the file has every table and, in place of
+the charts, a line saying how to get them.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class ReportData:
     facts: list[tuple[str, str]]
     sections: list[Section]
     charts: dict[str, bytes] = field(default_factory=dict)  # file stem → PNG
+    charts_note: str = ""  # why there are no charts (matplotlib missing), else ""
 
 
 def fmt(v: Any) -> str:
@@ -61,6 +64,18 @@ def _cells(row: dict[str, Any], cols: list[str]) -> list[str]:
         return name.startswith("n_") or name.endswith("_samples")
 
     return [fmt_count(row[c]) if is_count(c) else fmt(row[c]) for c in cols]
+
+
+NO_CHARTS = 'no charts: matplotlib is not installed (pip install -e ".[report]" adds them)'
+
+
+def missing_chart_library() -> str:
+    """Why a file report has no charts (``NO_CHARTS``), or "" when it can have them."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return NO_CHARTS
+    return ""
 
 
 def run_config(store: RunStore) -> RunConfig:
@@ -90,7 +105,9 @@ def collect(store: RunStore, charts: bool = False) -> ReportData:
         ],
     )
     if charts:
-        data.charts = _charts(store, cfg, summary)
+        data.charts_note = missing_chart_library()
+        if not data.charts_note:
+            data.charts = _charts(store, cfg, summary)
     return data
 
 
@@ -365,6 +382,8 @@ def _markdown(data: ReportData, out: Path) -> str:
         lines.append("|" + "---|" * len(sec.headers))
         lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in sec.rows]
         lines.append("")
+    if data.charts_note:
+        lines += ["## Charts", "", data.charts_note, ""]
     if data.charts:
         img_dir.mkdir(exist_ok=True)
         lines += ["## Charts", ""]
@@ -398,6 +417,8 @@ def _html(data: ReportData) -> str:
         parts.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in sec.headers) + "</tr>")
         parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in sec.rows]
         parts.append("</table>")
+    if data.charts_note:
+        parts.append(f"<h2>Charts</h2><p>{e(data.charts_note)}</p>")
     if data.charts:
         parts.append("<h2>Charts</h2>")
         for name, png in data.charts.items():

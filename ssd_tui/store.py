@@ -306,12 +306,19 @@ class RunStore:
         row = self.conn.execute("SELECT * FROM runs WHERE id=1").fetchone()
         return dict(row) if row else None
 
-    def update_config(self, config_json: str, config_toml: str) -> None:
+    def update_config(self, config_json: str, config_toml: str, base_dir: str) -> None:
+        """The config a resumed run was started with; ``base_dir`` is the folder its
+        relative paths resolve against (they are stored as written)."""
         with self.transaction() as c:
             c.execute(
-                "UPDATE runs SET config_json=?, config_toml=? WHERE id=1",
-                (config_json, config_toml),
+                "UPDATE runs SET config_json=?, config_toml=?, base_dir=? WHERE id=1",
+                (config_json, config_toml, base_dir),
             )
+
+    def rename(self, name: str) -> None:
+        """The run's name as listed (runs.name), e.g. after its folder was set aside."""
+        with self.transaction() as c:
+            c.execute("UPDATE runs SET name=? WHERE id=1", (name,))
 
     def meta(self, key: str) -> str | None:
         row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()

@@ -116,6 +116,25 @@ def test_db_from_a_newer_schema(project):
     assert_one_line_error(ssd("run", str(config)), "newer ssd-tui")
 
 
+def test_a_count_below_its_least_is_an_error_not_done(project, capsys, monkeypatch):
+    from ssd_tui import cli
+
+    folder, config = project
+    monkeypatch.setattr(cli, "DEMO_CONFIG", config)
+    for args, flag in (
+        (["run", str(config), "--rounds", "-1"], "--rounds must be ≥ 0 (got -1)"),
+        (["run", str(config), "--stages", "0"], "--stages must be ≥ 1 (got 0)"),
+        (["run", str(config), "--threads", "-2"], "--threads must be ≥ 0 (got -2)"),
+        (["demo", "--fresh", "--rounds", "-1"], "--rounds must be ≥ 0"),
+    ):
+        capsys.readouterr()
+        assert cli.main(args) == 2, args
+        out = capsys.readouterr()
+        assert out.err.startswith(f"error: {flag}") and len(out.err.splitlines()) == 1
+        assert "done" not in out.out + out.err
+    assert not (folder / "run").exists()  # nothing ran, nothing was set aside
+
+
 def test_check_reports_what_a_run_would_use(project):
     folder, config = project
     r = ssd("check", str(config))
@@ -161,4 +180,67 @@ def test_demo_fresh_sets_the_old_run_aside(project, monkeypatch, capsys):
     assert len(kept) == 1 and f"kept in {kept[0]}" in capsys.readouterr().out
     old = RunStore.open(kept[0] / "run.db", readonly=True)
     assert old.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0] == n_samples
+    assert old.run_info()["name"] == kept[0].name  # listed apart from the new run
     assert (run_dir / "run.db").exists()  # the new run started in the old one's place
+
+
+def test_the_run_folders_config_runs_from_there(tmp_path, tiny_model_dir, capsys):
+    # A checkout-like layout, as the demo's: cfgs/run.toml names everything relative to
+    # cfgs/, and the run lands in runs/t/. The copy the run keeps in runs/t/config.toml
+    # must mean the same from there: check it, resume from it, then from the original.
+    import os
+
+    from ssd_tui import cli
+
+    (tmp_path / "cfgs").mkdir()
+    (tmp_path / "data").mkdir()
+    write_problems(tmp_path / "data")
+    (tmp_path / "models").mkdir()
+    os.symlink(tiny_model_dir, tmp_path / "models" / "tiny")
+    config = write_config(tmp_path / "cfgs", tmp_path / "models" / "tiny")
+    text = config.read_text()
+    for old, new in (
+        (f'"{tmp_path}/models/tiny"', '"../models/tiny"  # the model'),
+        ('"train.jsonl"', '"../data/train.jsonl"'),
+        ('"eval.jsonl"', '"../data/eval.jsonl"'),
+        ('dir = "run"', 'dir = "../runs/t"'),
+    ):
+        assert old in text
+        text = text.replace(old, new)
+    config.write_text(text)
+
+    assert cli.main(["run", str(config), "--stages", "1", "--threads", "1"]) == 0
+    saved = tmp_path / "runs" / "t" / "config.toml"
+    copy = saved.read_text()
+
+    capsys.readouterr()
+    assert cli.main(["check", str(saved)]) == 0, capsys.readouterr().err
+    assert "12 training prompts" in capsys.readouterr().out
+    db = tmp_path / "runs" / "t" / "run.db"
+
+    def stages_done() -> int:
+        store = RunStore.open(db, readonly=True)
+        try:
+            return store.conn.execute("SELECT COUNT(*) FROM stages WHERE status='done'").fetchone()[
+                0
+            ]
+        finally:
+            store.close()
+
+    assert stages_done() == 1
+    assert cli.main(["run", str(saved), "--stages", "1", "--threads", "1"]) == 0, (
+        capsys.readouterr().err
+    )
+    assert stages_done() == 2  # the same run went on: no "config differs", no new run
+    assert cli.main(["run", str(config), "--stages", "1", "--threads", "1"]) == 0, (
+        capsys.readouterr().err
+    )
+    assert stages_done() == 3
+    assert saved.read_text() == copy  # a copy already there is kept as it is
+    # Relative paths stay relative (the checkout may move as a whole), now to the run folder.
+    assert 'dir = "."' in copy and '"../../models/tiny"  # the model' in copy
+    from ssd_tui.config import PATH_KEYS, load_config, path_of
+
+    original, moved = load_config(config), load_config(saved)
+    for section, key in PATH_KEYS:
+        assert path_of(original, section, key) == path_of(moved, section, key), key

@@ -180,3 +180,43 @@ def test_vllm_cpu_keys_are_unset_by_default_and_take_booleans():
     with pytest.raises(SSDError, match=r"\[vllm\] enforce_eager must be true or false"):
         loads_config(MINIMAL + "[vllm]\nenforce_eager = 'auto'\n")
     assert config_from_json(cfg.to_json(), Path(".")) == cfg
+def test_a_config_rewritten_for_its_run_folder_means_the_same_there(tmp_path):
+    from ssd_tui.config import PATH_KEYS, config_for_run_folder, path_of
+
+    (tmp_path / "cfgs").mkdir()
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    text = (
+        "# my run\n[model]\npath = '../m'   # local model\n"
+        f'[data]\ntrain_prompts = "humaneval"\nbenchmark = "{tmp_path}/e.jsonl"\n'
+        '[run]\nname = "x"\n'
+    )
+    cfg = loads_config(text, base_dir=tmp_path / "cfgs")
+    assert cfg.run_dir == (tmp_path / "cfgs" / "runs" / "x").resolve()  # [run] dir's default
+    copy = config_for_run_folder(text, cfg)
+    assert copy.startswith("# my run\n")
+    assert 'path = "../../../m"   # local model' in copy  # relative: to the run folder
+    assert f'benchmark = "{tmp_path}/e.jsonl"' in copy and 'train_prompts = "humaneval"' in copy
+    there = loads_config(copy, base_dir=cfg.run_dir)
+    assert there.run.dir == "." and config_diff(cfg, there) == []
+    for s, k in PATH_KEYS:
+        assert path_of(cfg, s, k) == path_of(there, s, k)
+    # A hub id stays an id; a form the line edit cannot change rewrites the whole file.
+    hub = MINIMAL.replace('path = "m"', 'path = "org/model"').replace(
+        "[data]", '[run]\ndir = """r"""\n[data]'
+    )
+    cfg = loads_config(hub, base_dir=tmp_path)
+    there = loads_config(config_for_run_folder(hub, cfg), base_dir=cfg.run_dir)
+    assert there.model.path == "org/model" and there.run.dir == "."
+    assert there.data.benchmark == "../e.jsonl" and config_diff(cfg, there) == []
+
+
+def test_paths_differ_only_when_they_name_another_file(tmp_path):
+    (tmp_path / "a").mkdir()
+    here = loads_config(MINIMAL, base_dir=tmp_path)
+    same = loads_config(MINIMAL.replace('"m"', '"a/../m"'), base_dir=tmp_path)
+    assert config_diff(here, same) == []
+    other = loads_config(MINIMAL, base_dir=tmp_path / "a")  # same spelling, another folder
+    assert config_diff(here, other) == []  # a checkout moved as a whole
+    moved = loads_config(MINIMAL.replace('"m"', '"a/m"'), base_dir=tmp_path)
+    assert config_diff(here, moved) == ["model.path"]

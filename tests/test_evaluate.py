@@ -50,11 +50,35 @@ def test_verdicts_for_each_kind_of_sample() -> None:
         )
     )
     assert [got[i].status for i in range(5)] == ["passed", "failed", "error", "error", "timeout"]
-    assert got[1].message == "AssertionError"
-    assert got[2].message == "NameError: name 'c' is not defined"
+    # A failed test names the assert that failed; an error, the test line it happened under.
+    assert got[1].message == "AssertionError (test line 2: assert candidate(1, 2) == 3)"
+    assert got[2].message == (
+        "NameError: name 'c' is not defined (test line 2: assert candidate(1, 2) == 3)"
+    )
     assert got[3].message.startswith("SyntaxError")
     assert all(isinstance(v, Verdict) and v.duration_s > 0 for v in got.values())
     assert seen == [(i, 5) for i in range(1, 6)]
+
+
+def test_the_failing_test_line_is_the_innermost_one_in_the_tests() -> None:
+    from ssd_tui.evaluate import failing_test_line, tests_first_line
+
+    codes = [
+        # the solution's own assert fails, under the tests' second assert
+        "def add(a, b):\n    assert a > 0, 'too small'\n    return a + b",
+        # the tests' first assert passes, the second fails; output and a fake traceback first
+        "import sys\ndef add(a, b):\n    print('Traceback (most recent call last):\\n"
+        '  File "<program>", line 1, in x\', file=sys.stderr)\n    return 3',
+        "def add(a, b):\n    return a + b\nraise ValueError('at import')",  # before the tests
+    ]
+    got = dict(check_samples([(ADD, c) for c in codes], Limits(timeout_s=5), workers=2))
+    assert got[0].message == "AssertionError: too small (test line 3: assert candidate(-1, 1) == 0)"
+    assert got[1].message == "AssertionError (test line 3: assert candidate(-1, 1) == 0)"
+    assert got[2].message == "ValueError: at import"  # no test ran: none is named
+    program = build_program(ADD, codes[0])
+    first = tests_first_line(codes[0])
+    assert program.splitlines()[first - 1] == "def check(candidate):"
+    assert failing_test_line(program, first, "no traceback") == ""
 
 
 def test_all_humaneval_canonical_solutions_pass() -> None:

@@ -256,6 +256,30 @@ def test_default_names(run_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
         assert p.stat().st_mode & 0o777 == 0o666 & ~umask, p
 
 
+def test_help_and_gitignore_know_where_default_exports_land(
+    run_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import shutil
+    import subprocess
+
+    from ssd_tui import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["export", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "in the current folder" in text and "beside the run DB" not in text
+    monkeypatch.chdir(tmp_path)
+    export_run(run_db, round=2)
+    export_run(run_db, jsonl=True, compress=True)
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert len(written) == 3 and all(p.parent == tmp_path for p in tmp_path.iterdir())
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    for name in written:  # exports land in the checkout when run from there: not for git
+        r = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", "--no-index", name])
+        assert r.returncode == 0, f"{name} is not in .gitignore"
+
+
 # ---- documentation: one source, complete --------------------------------------------------------
 
 

@@ -86,6 +86,19 @@ def test_full_loop_records_everything_and_rerun_is_a_no_op(project):
     assert f"round 1 pass@1 {ssd:.3f}" in line and f"T_eval=1 {base:.3f}" in line
     assert ("does not beat" in line) == (ssd <= base)
 
+    # A run folder set aside (`ssd-tui demo --fresh`) or moved takes its adapters along:
+    # resumed there, round 2 must continue round 1's adapter from that folder, not the
+    # stored path (where a new run's adapter may now be).
+    store.close()
+    moved_dir = folder / "run.moved"
+    cfg.run_dir.rename(moved_dir)
+    config.write_text(config.read_text().replace('dir = "run"', 'dir = "run.moved"'))
+    moved = load_config(config)
+    assert moved.run_dir == moved_dir
+    store = RunStore.open(moved.db_path)
+    assert Pipeline(moved, store).adapter_of(1) == str(moved_dir / "adapters" / adapter.name)
+    store.close()
+
 
 def test_stepping_by_stages_and_extending_rounds(project):
     folder, config = project

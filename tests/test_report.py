@@ -104,3 +104,27 @@ def test_report_of_a_bare_run_has_no_charts_but_works(tmp_path):
     console = Console(record=True, width=120)
     report.print_report(store, console)
     assert "Warnings" in console.export_text()
+
+
+def test_report_file_without_matplotlib_has_the_tables_and_says_why_no_charts(
+    run, tmp_path, monkeypatch, capsys
+):
+    # matplotlib is an optional extra: simulate a base install, in process, through the CLI.
+    import sys
+
+    from ssd_tui import cli
+
+    for name in [m for m in sys.modules if m.startswith("matplotlib.")] + ["matplotlib"]:
+        monkeypatch.setitem(sys.modules, name, None)
+    out = tmp_path / "r.html"
+    assert cli.main(["report", str(run.path), "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    assert printed.err == ""
+    assert f"wrote {out} ({report.NO_CHARTS})" in printed.out
+    text = out.read_text()
+    assert text.count("<table>") >= 5 and "data:image" not in text
+    assert 'pip install -e ".[report]"' in text.replace("&quot;", '"')
+    for number in _db_numbers(run):
+        assert number in text
+    md = report.write_report(run, tmp_path / "r.md")
+    assert report.NO_CHARTS in md.read_text() and not (tmp_path / "r_files").exists()
