@@ -260,6 +260,27 @@ async def test_warning_panel_and_jump_to_samples(ws):
         assert "warning [unique_share]" in text_of(browser.query_one("#browse-head"))
 
 
+async def test_tab_keys_switch_tabs_after_the_warnings_table_had_focus(ws):
+    """Issue 18 item 4: after w, e and l used to do nothing (focus stayed in the warnings
+    pane, which made itself active again) until Tab moved the focus."""
+    app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        dash = app.screen
+        await until(pilot, lambda: dash.snapshot is not None)
+        tabs = dash.query_one("#bottom")
+        for key, tab, focused in (
+            ("w", "tab-warnings", "warnings-table"),
+            ("e", "tab-events", "events"),
+            ("w", "tab-warnings", "warnings-table"),
+            ("l", "tab-log", "engine-log"),
+            ("e", "tab-events", "events"),
+        ):
+            await pilot.press(key)
+            await pilot.pause()
+            assert (tabs.active, app.focused.id) == (tab, focused), key
+
+
 async def test_engine_crash_is_reported_and_the_app_keeps_working(ws):
     """Start the real engine CLI on a config whose model does not exist: it exits with an
     error; the app notifies, shows the log, and stays usable."""

@@ -405,15 +405,21 @@ class DashboardScreen(Screen):
     def _round_selected(self) -> None:
         self.action_browse()
 
+    def _show_tab(self, tab: str, focus: str) -> None:
+        """Switch the bottom tab and focus its content, in that order's reverse: a focused
+        widget left in the pane being hidden hands focus to its neighbour in the same pane,
+        and a pane that gains focus makes itself active again (the tab would "stick")."""
+        self.query_one(focus).focus()
+        self.query_one(TabbedContent).active = tab
+
     def action_warnings(self) -> None:
-        self.query_one(TabbedContent).active = "tab-warnings"
-        self.query_one("#warnings-table").focus()
+        self._show_tab("tab-warnings", "#warnings-table")
 
     def action_events(self) -> None:
-        self.query_one(TabbedContent).active = "tab-events"
+        self._show_tab("tab-events", "#events")
 
     def action_engine_log(self) -> None:
-        self.query_one(TabbedContent).active = "tab-log"
+        self._show_tab("tab-log", "#engine-log")
 
     def action_jump(self) -> None:
         w = self.query_one(WarningsPanel).current
