@@ -326,11 +326,20 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 def cmd_open(args: argparse.Namespace) -> int:
-    from ssd_tui.store import RunStore
+    from ssd_tui.export import export_info, open_export
 
-    RunStore.open(args.db).close()  # clear errors before the app starts
+    # Checked read-only: a file `open` rejects (or an export) must stay byte-identical,
+    # so no WAL switch and no schema migration here (the engine does those on a run).
+    store = open_export(Path(args.db))  # clear errors before the app starts
+    try:
+        is_export = export_info(store) is not None or store.path != Path(args.db)
+    finally:
+        store.close()
     from ssd_tui.tui.app import run_app
 
+    if is_export:  # an export (or a gzipped file) is reviewed: nothing in it can be run
+        run_app(runs_dir=Path("."), review=[Path(args.db)])
+        return 0
     run_app(runs_dir=Path(args.db).resolve().parent.parent, open_db=Path(args.db))
     return 0
 

@@ -530,6 +530,93 @@ async def test_review_mode_offers_no_engine_actions(ws):
         await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen")
 
 
+async def test_review_of_an_export_says_engine_keys_are_read_only_and_writes_nothing(ws):
+    """Issue 18 item 8: on an export, s (and the other engine keys) say that a review is
+    read-only instead of doing nothing, and the file stays byte-identical."""
+    from ssd_tui.export import export_run
+
+    export = export_run(ws / "runs" / "demo-run" / "run.db", ws / "r2.db", round=2)
+    before = export.read_bytes()
+    app = make_app(ws, review=[export])
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        dash = app.screen
+        await until(pilot, lambda: dash.snapshot is not None)
+        shown = {b.binding.action for b in dash.active_bindings.values() if b.binding.show}
+        assert not shown & {"next_stage", "next_round", "run_rounds", "pause", "stop"}
+        for key in ("s", "u", "x"):
+            app.clear_notifications()
+            await pilot.press(key)
+            await until(pilot, lambda: app._notifications, what=f"a notice for {key}")
+            (note,) = list(app._notifications)
+            assert note.message.startswith("review is read-only"), note.message
+        assert screen_name(app) == "DashboardScreen" and dash.engine.proc is None
+    assert export.read_bytes() == before
+    assert not [p.name for p in ws.iterdir() if p.name.startswith("r2.db-")]  # no -wal / -shm
+
+
+async def test_a_disabled_engine_key_says_why(ws):
+    """With an engine running, s is disabled (greyed in the footer): pressing it says so."""
+    run = ws / "runs" / "demo-run"
+    with fake_engine(run):
+        app = make_app(ws, open_db=run / "run.db")
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+            dash = app.screen
+            await until(pilot, lambda: dash.engine_pid == 4242, what="engine seen")
+            app.clear_notifications()
+            await pilot.press("s")
+            await until(pilot, lambda: app._notifications, what="a notice")
+            assert "already running (pid 4242)" in list(app._notifications)[0].message
+            assert dash.engine.proc is None
+
+
+def test_open_leaves_rejected_files_and_exports_untouched(ws, monkeypatch):
+    """Issue 18 item 8: `ssd-tui open` checked files by opening them writable, which
+    switched them to WAL (a 0-byte file became a 4 KB database). Now: rejected with one
+    line and unchanged; an export opens in review mode, byte-identical."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from ssd_tui import cli
+    from ssd_tui.export import export_run
+
+    empty = ws / "empty.db"
+    empty.write_bytes(b"")
+    other = ws / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE t (x)")
+    con.commit()
+    con.close()
+    other_bytes = other.read_bytes()
+    for f in (empty, other):
+        r = subprocess.run(
+            [sys.executable, "-m", "ssd_tui", "open", str(f)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1, r.stderr
+        assert "not an ssd-tui run database" in lines[0]
+    assert empty.read_bytes() == b"" and other.read_bytes() == other_bytes
+    assert sorted(p.name for p in ws.iterdir() if p.is_file()) == ["empty.db", "other.sqlite"]
+
+    # An export: reviewed (read-only), not attached as a run. The terminal UI itself is
+    # replaced by a recorder here (it needs a terminal); the review is tested above.
+    export = export_run(ws / "runs" / "demo-run" / "run.db", ws / "r2.db", round=2)
+    before = export.read_bytes()
+    calls = []
+    monkeypatch.setattr("ssd_tui.tui.app.run_app", lambda **kw: calls.append(kw))
+    assert cli.main(["open", str(export)]) == 0
+    assert calls[0]["review"] == [export] and "open_db" not in calls[0]
+    assert export.read_bytes() == before
+    # A run DB is attached (engine keys available).
+    assert cli.main(["open", str(ws / "runs" / "demo-run" / "run.db")]) == 0
+    assert calls[1]["open_db"] == ws / "runs" / "demo-run" / "run.db"
+
+
 async def test_review_two_files_compares_round_by_round(ws):
     a = ws / "runs" / "demo-run" / "run.db"
     b = ws / "runs" / "other-run" / "run.db"

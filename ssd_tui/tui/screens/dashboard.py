@@ -112,6 +112,9 @@ class DashboardScreen(Screen):
         Binding("e", "events", "Events", tooltip="the run's event log"),
         Binding("l", "engine_log", "Log", tooltip="the engine's output (RUN_DIR/engine.log)"),
         Binding("escape", "back", "Back"),
+        # Reached only when the engine key itself is disabled or hidden (review, no config,
+        # an engine already running): says why instead of doing nothing.
+        Binding("s,r,u,p,x", "engine_unavailable", show=False),
     ]
 
     class Polled(Message):
@@ -319,6 +322,8 @@ class DashboardScreen(Screen):
 
     # ---- bindings ---------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "engine_unavailable":
+            return True
         if action in ENGINE_START | ENGINE_SIGNAL:
             if self.ref.review:
                 return False  # hidden: review mode offers no engine actions
@@ -336,6 +341,21 @@ class DashboardScreen(Screen):
         return True
 
     # ---- engine actions --------------------------------------------------------------------------
+    def action_engine_unavailable(self) -> None:
+        self.notify(self._why_no_engine_action(), title="Engine", severity="warning", markup=False)
+
+    def _why_no_engine_action(self) -> str:
+        if self.ref.review:
+            return (
+                "review is read-only: no engine actions here (a run's own run.db, opened "
+                "with ssd-tui open, can be run)"
+            )
+        if self.engine_pid is not None:
+            return f"an engine is already running (pid {self.engine_pid}): p pauses, x stops it"
+        if self.ref.engine_config is None:
+            return f"no config.toml in {display_path(self.ref.run_dir)}: the engine needs one"
+        return "no engine is running (s, r or u starts one)"
+
     def _start(self, rounds: int | None = None, stages: int | None = None) -> None:
         cfg = self.ref.engine_config
         if cfg is None:
