@@ -215,19 +215,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         lock.release()
 
 
-def _verdict(store: Any, cfg: Any) -> list[str]:
-    """What a finished run says, in two lines: SSD against tuning T_eval alone, and warnings."""
+def baseline_verdict(store: Any, cfg: Any) -> str | None:
+    """SSD against tuning T_eval alone, in one line (None until both are measured).
+
+    The CLI prints it when a run ends; the app's dashboard shows the same line.
+    """
     from ssd_tui.analysis import compare_baseline
 
-    lines = []
     cmp = compare_baseline(store, cfg)
-    if cmp:
-        verb = "beats" if cmp["gain"] > 0 else "does not beat"
-        lines.append(
-            f"SSD {verb} the temperature-only baseline: best round {cmp['ssd_round']} pass@1 "
-            f"{cmp['ssd_pass@1']:.3f} vs the base model at T_eval={cmp['baseline_temperature']:g} "
-            f"{cmp['baseline_pass@1']:.3f} ({cmp['gain']:+.3f})"
-        )
+    if not cmp:
+        return None
+    verb = "beats" if cmp["gain"] > 0 else "does not beat"
+    return (
+        f"SSD {verb} the temperature-only baseline: best round {cmp['ssd_round']} pass@1 "
+        f"{cmp['ssd_pass@1']:.3f} vs the base model at T_eval={cmp['baseline_temperature']:g} "
+        f"{cmp['baseline_pass@1']:.3f} ({cmp['gain']:+.3f})"
+    )
+
+
+def _verdict(store: Any, cfg: Any) -> list[str]:
+    """What a finished run says, in two lines: SSD against tuning T_eval alone, and warnings."""
+    verdict = baseline_verdict(store, cfg)
+    lines = [verdict] if verdict else []
     warnings = store.warnings()
     if warnings:
         rules = sorted({w["rule"] for w in warnings})
@@ -277,7 +286,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.tui:
         from ssd_tui.tui.app import run_app
 
-        run_app(runs_dir=cfg.run_dir.parent, open_db=cfg.db_path, start_config=DEMO_CONFIG)
+        # The app starts the demo's engine itself (unless its rounds are done already).
+        rounds = args.rounds if args.rounds is not None else cfg.run.rounds
+        run_app(
+            runs_dir=cfg.run_dir.parent,
+            open_db=cfg.db_path,
+            start_config=DEMO_CONFIG,
+            autostart_rounds=rounds,
+        )
         return 0
     try:
         return cmd_run(args)

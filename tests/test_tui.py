@@ -232,9 +232,58 @@ async def test_stepping_keys_start_the_engine_with_the_right_targets(ws, monkeyp
             await until(pilot, lambda n=n: len(calls) == n)
         await pilot.press("u")
         await until(pilot, lambda: screen_name(app) == "RoundsPrompt")
-        await pilot.press("end", "backspace", "2", "enter")
+        # The prompt asks for the last round, as `--rounds N` counts: the plan's 3 by default.
+        prompt = app.screen
+        assert prompt.query_one("#n-rounds").value == "3"
+        await pilot.press("end", "backspace", "2", "enter")  # round 2 is done: refused
+        await pilot.pause()
+        assert screen_name(app) == "RoundsPrompt"
+        assert "a round number ≥ 3" in text_of(prompt.query_one("#n-error"))
+        await pilot.press("end", "backspace", "4", "enter")
         await until(pilot, lambda: len(calls) == 3, what="third start")
     assert calls == [("config.toml", 3, 1), ("config.toml", 3, None), ("config.toml", 4, None)]
+
+
+async def test_demo_tui_starts_the_engine_and_shows_the_verdict(ws, monkeypatch):
+    """Issue 18 item 7: `ssd-tui demo --tui` (autostart_rounds) starts the engine up to the
+    plan's last round on a new run, leaves a run alone whose rounds are done, and the
+    dashboard shows the CLI's baseline verdict line."""
+    from ssd_tui.cli import baseline_verdict
+    from ssd_tui.tui.process import EngineProcess
+
+    calls = []
+
+    def fake_start(self, config, rounds=None, stages=None):
+        calls.append((Path(config).name, rounds, stages))
+        return 99999
+
+    monkeypatch.setattr(EngineProcess, "start", fake_start)
+    fresh = ws / "runs" / "fresh"
+    fresh.mkdir()
+    (fresh / "config.toml").write_text(
+        (ws / "examples" / "demo.toml").read_text().replace('"models/', '"../../examples/models/')
+    )
+    app = make_app(ws, open_db=fresh / "run.db", autostart_rounds=3)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        await until(pilot, lambda: calls, what="the engine started")
+    assert calls == [("config.toml", 3, None)]
+
+    calls.clear()
+    db = ws / "runs" / "demo-run" / "run.db"
+    app = make_app(ws, open_db=db, autostart_rounds=2)  # rounds 0..2 are done
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        dash = app.screen
+        await until(pilot, lambda: dash.snapshot is not None)
+        await pilot.pause(0.3)
+        assert calls == []
+        store = RunStore.open(db, readonly=True)
+        want = baseline_verdict(store, load_config(db.parent / "config.toml"))
+        store.close()
+        assert want and want.startswith("SSD ")
+        # round 3 of the plan's 3 is not done: the verdict so far
+        assert text_of(dash.query_one("#verdict")).strip() == f"so far: {want}"
 
 
 async def test_warning_panel_and_jump_to_samples(ws):

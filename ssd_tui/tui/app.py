@@ -26,6 +26,7 @@ class RunRef:
     db_path: Path
     review: bool = False
     config_path: Path | None = None  # config for `ssd-tui run`; RUN_DIR/config.toml by default
+    autostart_rounds: int | None = None  # start `ssd-tui run --rounds N` on opening (the demo)
 
     @property
     def run_dir(self) -> Path:
@@ -60,6 +61,7 @@ class SSDApp(App[None]):
         clock: Callable[[], float] = time.time,
         poll_interval: float = 0.5,
         examples_dir: Path | None = None,
+        autostart_rounds: int | None = None,
     ) -> None:
         super().__init__()
         self.runs_dir = Path(runs_dir)
@@ -69,6 +71,7 @@ class SSDApp(App[None]):
         self.clock = clock
         self.poll_interval = poll_interval
         self.examples_dir = examples_dir
+        self.autostart_rounds = autostart_rounds
         self.engines: dict[Path, EngineProcess] = {}
         self._tokenizers: dict[str, Any] = {}
 
@@ -91,7 +94,13 @@ class SSDApp(App[None]):
         self.push_screen(StartScreen())
         if self.open_db is not None:
             self.push_screen(
-                DashboardScreen(RunRef(self.open_db.resolve(), config_path=self.start_config))
+                DashboardScreen(
+                    RunRef(
+                        self.open_db.resolve(),
+                        config_path=self.start_config,
+                        autostart_rounds=self.autostart_rounds,
+                    )
+                )
             )
 
     def engine_for(self, ref: RunRef) -> EngineProcess:
@@ -120,9 +129,11 @@ def run_app(
     open_db: Path | None = None,
     review: list[Path] | None = None,
     start_config: Path | None = None,
+    autostart_rounds: int | None = None,
 ) -> None:
     """Open the app on `runs_dir`; `open_db` attaches to one run (live or finished);
-    `review` opens exported/finished run DBs read-only (two: compared round by round)."""
+    `review` opens exported/finished run DBs read-only (two: compared round by round);
+    `autostart_rounds` starts the engine on `open_db` up to that round, unless done."""
     opened = []
     if review:
         # Exports may be gzipped (.db.gz): review a decompressed temporary copy, removed
@@ -132,7 +143,13 @@ def run_app(
         opened = [open_export(Path(p)) for p in review]
         review = [s.path for s in opened]
     try:
-        SSDApp(Path(runs_dir), open_db=open_db, review=review, start_config=start_config).run()
+        SSDApp(
+            Path(runs_dir),
+            open_db=open_db,
+            review=review,
+            start_config=start_config,
+            autostart_rounds=autostart_rounds,
+        ).run()
     finally:
         for store in opened:
             store.close()

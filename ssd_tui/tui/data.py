@@ -216,6 +216,8 @@ class Snapshot:
     last_event_id: int = 0
     diversity_name: str = ""
     provisional: tuple[int, float] | None = None  # pass@1 so far of a round being evaluated
+    verdict: str | None = None  # SSD vs the temperature-only baseline (the CLI's line)
+    planned_rounds: int = 0  # [run] rounds: the last round of the run's plan
 
 
 @dataclass
@@ -420,6 +422,8 @@ class RunReader:
             else:
                 events = s.events(after_event_id, limit=500)
             last_id = events[-1]["id"] if events else after_event_id
+            from ssd_tui.cli import baseline_verdict  # the line `ssd-tui run` ends with
+
             return Snapshot(
                 data_version=s.data_version(),
                 name=info["name"],
@@ -437,6 +441,8 @@ class RunReader:
                 last_event_id=last_id,
                 diversity_name=div_name,
                 provisional=provisional,
+                verdict=baseline_verdict(s, cfg),
+                planned_rounds=cfg.run.rounds,
             )
 
     def _count_round(self, rnd: int, done: bool) -> int:

@@ -10,6 +10,7 @@ crash shows up as a notification and an 'interrupted' stage, never as a frozen U
 from __future__ import annotations
 
 from rich.markup import escape
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -65,19 +66,28 @@ def explain_exit(code: int, tail: list[str]) -> str:
 
 
 class RoundsPrompt(ModalScreen[int | None]):
-    """Ask how many rounds to run unattended."""
+    """Ask up to which round to run unattended, in `ssd-tui run --rounds N`'s terms:
+    N is the last round run (round 0 is the base model, rounds 1..N are SSD rounds)."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, first: int) -> None:
+    def __init__(self, first: int, planned: int) -> None:
         super().__init__()
         self.first = first
+        self.planned = planned
 
     def compose(self) -> ComposeResult:
+        plan = (
+            f"round 0 is the base model, rounds 1–{self.planned} the planned SSD rounds"
+            if self.planned >= 1
+            else "round 0 is the base model, rounds 1, 2, … SSD rounds"
+        )
         with Vertical(id="prompt"):
-            yield Label(f"Run how many rounds unattended, starting with round {self.first}?")
-            yield Input("3", id="n-rounds", type="integer")
-            yield Static("", id="n-error")
+            yield Label(
+                f"Run unattended up to which round? ({plan}; next to run: round {self.first})"
+            )
+            yield Input(str(max(self.first, self.planned)), id="n-rounds", type="integer")
+            yield Static("[dim]runs `ssd-tui run CONFIG --rounds N`[/]", id="n-error")
             with Horizontal():
                 yield Button("Run", id="ok", variant="primary")
                 yield Button("Cancel", id="no")
@@ -86,8 +96,10 @@ class RoundsPrompt(ModalScreen[int | None]):
     @on(Button.Pressed, "#ok")
     def _ok(self) -> None:
         raw = self.query_one(Input).value.strip()
-        if not raw.isdigit() or int(raw) < 1:
-            self.query_one("#n-error", Static).update("[red]a whole number ≥ 1[/]")
+        if not raw.isdigit() or int(raw) < self.first:
+            self.query_one("#n-error", Static).update(
+                f"[red]a round number ≥ {self.first} (round {self.first} is the next to run)[/]"
+            )
             return
         self.dismiss(int(raw))
 
@@ -144,6 +156,7 @@ class DashboardScreen(Screen):
         self._polling = False
         self._log_size = -1
         self._title_set = False
+        self._autostart = ref.autostart_rounds if not ref.review else None
 
     @property
     def engine(self):
@@ -153,6 +166,7 @@ class DashboardScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="run-head")
+        yield Static("", id="verdict")
         with Horizontal(id="top"):
             yield RoundsTable(id="rounds")
             yield PassCurve(id="curve")
@@ -229,6 +243,20 @@ class DashboardScreen(Screen):
         self._tick()
         if engine_changed:
             self.refresh_bindings()
+        if self._autostart is not None:
+            self._start_on_open(self._autostart)
+
+    def _start_on_open(self, last: int) -> None:
+        """`ssd-tui demo --tui`: run the demo up to its last round, unless it is done or
+        an engine already runs on it (then the dashboard just follows it)."""
+        self._autostart = None
+        done = (
+            {r.round for r in self.snapshot.rounds if r.status == "done"}
+            if self.snapshot
+            else set()
+        )
+        if self.engine_pid is None and not done >= set(range(last + 1)):
+            self._start(rounds=last)
 
     def _engine_exited(self, code: int) -> None:
         self.engine.proc = None
@@ -277,6 +305,7 @@ class DashboardScreen(Screen):
         self.query_one("#run-head", Static).update(
             f"[b]{escape(snap.name)}[/b] · {escape(snap.model)} · T_eval {snap.t_eval:g} · [dim]{escape(mode)}[/]"
         )
+        self._show_verdict(snap)
         table = self.query_one(RoundsTable)
         if first:
             table.set_k_label(snap.k, snap.diversity_name)
@@ -293,6 +322,18 @@ class DashboardScreen(Screen):
             f"Warnings ({len(snap.warnings)})" if snap.warnings else "Warnings"
         )
         self.refresh_bindings()
+
+    def _show_verdict(self, snap: Snapshot) -> None:
+        """The line the CLI prints when a run ends (SSD vs the temperature-only baseline);
+        'so far' until the run's planned rounds are done."""
+        verdict = self.query_one("#verdict", Static)
+        verdict.display = bool(snap.verdict)
+        if snap.verdict:
+            done = {r.round for r in snap.rounds if r.status == "done"}
+            final = done >= set(range(snap.planned_rounds + 1))
+            verdict.update(
+                Text.assemble(("verdict" if final else "so far", "bold"), ": ", snap.verdict)
+            )
 
     def _tick(self) -> None:
         """Clock-driven parts only (rate, ETA): no DB access."""
@@ -398,13 +439,11 @@ class DashboardScreen(Screen):
         self._start(rounds=self._target())
 
     def action_run_rounds(self) -> None:
-        first = self._target()
+        def go(last: int | None) -> None:
+            if last is not None:
+                self._start(rounds=last)
 
-        def go(n: int | None) -> None:
-            if n:
-                self._start(rounds=first + n - 1)
-
-        self.app.push_screen(RoundsPrompt(first), go)
+        self.app.push_screen(RoundsPrompt(self._target(), self._planned_rounds()), go)
 
     def action_pause(self) -> None:
         if self.engine.pause():
