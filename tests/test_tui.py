@@ -167,6 +167,48 @@ async def test_dashboard_curve_gains_a_point_while_the_app_runs(ws):
         )
 
 
+async def test_curve_series_toggles_fitted_axis_and_probe_axes(ws):
+    """Issue 18 item 6 / issue 19: difficulty series start hidden (they covered the pass@1
+    and pass@k lines), c toggles series, the y-axis fits the data, and f shows the probe
+    statistics each on its own axis (nats apart from probabilities)."""
+    app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+    async with app.run_test(size=(150, 42)) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        dash = app.screen
+        curve = dash.query_one("#curve")
+        await until(pilot, lambda: len(curve.points("pass@1")) == 3, what="3 points")
+        difficulties = {"pass@1 easy", "pass@1 medium", "pass@1 hard"}
+        assert difficulties <= set(curve.series) and curve.hidden == difficulties
+        assert "pass@1" in curve.border_subtitle and "3 hidden" in curve.border_subtitle
+        # The y-axis fits the pass rates shown (54 % .. 100 %), not 0-100.
+        ylim = curve.plt.monitor.ylim[0]
+        assert 40 < ylim[0] < 54.2 and ylim[1] == 100
+
+        await pilot.press("c")
+        await until(pilot, lambda: screen_name(app) == "SeriesScreen")
+        assert app.screen.query_one("#series-list").option_count == 6  # 5 series + baseline
+        await pilot.press("down", "down", "space", "enter")  # "pass@1 easy" on
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        assert curve.hidden == difficulties - {"pass@1 easy"}
+        # New data keep the user's choice.
+        store = RunStore.open(ws / "runs" / "demo-run" / "run.db")
+        store.set_metrics(3, "eval", 0.8, {"all": {"pass@1": 0.5}, "easy": {"pass@1": 0.6}})
+        store.close()
+        await until(pilot, lambda: len(curve.points("pass@1")) == 4, what="a 4th point")
+        assert curve.hidden == difficulties - {"pass@1 easy"}
+
+        await pilot.press("f")
+        assert curve.view == "probe"
+        assert curve.names() == ["fork_entropy", "lock_tail_mass", "kept_mass"]  # no counts
+        lock = curve.plt.subplot(1, 2).monitor.ylim[0]
+        # The lock tail mass (0.006 .. 0.012) on its own axis: fitted, not 0..1.
+        assert 0 <= lock[0] < 0.006 and 0.012 < lock[1] < 0.02
+        fork = curve.plt.subplot(1, 1).monitor.ylim[0]
+        assert 1.3 < fork[1] < 2.5  # nats
+        await pilot.press("f")
+        assert curve.view == "pass"
+
+
 async def test_pass_at_k_column_is_empty_when_only_pass_at_1_is_measured(ws):
     # One sample per problem (k = [1], the CPU Qwen example): no duplicate pass@1 column.
     db = ws / "runs" / "demo-run" / "run.db"

@@ -217,6 +217,7 @@ class Snapshot:
     diversity_name: str = ""
     provisional: tuple[int, float] | None = None  # pass@1 so far of a round being evaluated
     verdict: str | None = None  # SSD vs the temperature-only baseline (the CLI's line)
+    probe: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # fork/lock stats
     planned_rounds: int = 0  # [run] rounds: the last round of the run's plan
 
 
@@ -442,8 +443,24 @@ class RunReader:
                 diversity_name=div_name,
                 provisional=provisional,
                 verdict=baseline_verdict(s, cfg),
+                probe=self._probe_series(t_eval),
                 planned_rounds=cfg.run.rounds,
             )
+
+    def _probe_series(self, t_eval: float) -> dict[str, list[tuple[int, float]]]:
+        """Fork/lock probe statistics per round (purpose 'probe', scope 'all'), at T_eval
+        when a round has several temperatures."""
+        s = self.store
+        assert s is not None
+        by: dict[str, dict[int, float]] = {}
+        rows = s.conn.execute(
+            "SELECT round, name, value FROM metrics WHERE purpose='probe' AND scope='all' "
+            "AND value IS NOT NULL ORDER BY ABS(temperature - ?) DESC",
+            (t_eval,),
+        )
+        for rnd, name, value in rows:  # the closest temperature comes last and wins
+            by.setdefault(name, {})[rnd] = value
+        return {name: sorted(pts.items()) for name, pts in by.items()}
 
     def _count_round(self, rnd: int, done: bool) -> int:
         if rnd in self._done_counts:

@@ -123,6 +123,8 @@ class DashboardScreen(Screen):
         Binding("j", "jump", "Jump", tooltip="the samples behind the selected warning"),
         Binding("e", "events", "Events", tooltip="the run's event log"),
         Binding("l", "engine_log", "Log", tooltip="the engine's output (RUN_DIR/engine.log)"),
+        Binding("c", "series", "Series", tooltip="choose the chart's series (toggle list)"),
+        Binding("f", "chart_view", "Fork/lock", tooltip="chart: pass rates ↔ fork/lock probe"),
         Binding("escape", "back", "Back"),
         # Reached only when the engine key itself is disabled or hidden (review, no config,
         # an engine already running): says why instead of doing nothing.
@@ -178,7 +180,7 @@ class DashboardScreen(Screen):
                 yield WarningsPanel(id="warnings")
             with TabPane("Engine log", id="tab-log"):
                 yield RichLog(id="engine-log", max_lines=500, wrap=False, markup=False)
-        yield Footer()
+        yield Footer(compact=True)  # every key fits in 150 columns
 
     def on_mount(self) -> None:
         self._engine = self.app.engine_for(self.ref)
@@ -314,7 +316,7 @@ class DashboardScreen(Screen):
             )
         table.update_rounds(snap.rounds)
         curve = self.query_one(PassCurve)
-        curve.set_data(snap.curve, snap.baseline, snap.provisional)
+        curve.set_data(snap.curve, snap.baseline, snap.provisional, snap.probe)
         self.query_one(EventLog).add_events(snap.events, snap.created_at)
         self.query_one(WarningsPanel).set_warnings(snap.warnings)
         tabs = self.query_one(TabbedContent)
@@ -479,6 +481,21 @@ class DashboardScreen(Screen):
 
     def action_engine_log(self) -> None:
         self._show_tab("tab-log", "#engine-log")
+
+    def action_series(self) -> None:
+        from ssd_tui.tui.screens.series import SeriesScreen
+
+        curve = self.query_one(PassCurve)
+
+        def done(hidden: set[str] | None) -> None:
+            if hidden is not None:
+                curve.set_hidden(hidden)
+
+        self.app.push_screen(SeriesScreen(curve.names(), curve.hidden), done)
+
+    def action_chart_view(self) -> None:
+        curve = self.query_one(PassCurve)
+        curve.set_view("pass" if curve.view == "probe" else "probe")
 
     def action_jump(self) -> None:
         w = self.query_one(WarningsPanel).current
