@@ -190,16 +190,27 @@ def test_snapshot_compare(ws, snap_compare):
 CURVE_SIZE = (150, 42)  # the size the issue-18 curve report was made at
 
 
-def test_snapshot_curve_one_round_and_probe_panels(ws, snap_compare):
+def test_snapshot_curve_one_round(ws, snap_compare):
     """A one-round run: its points are drawn with their values (a line needs two), the
-    y-axis fits them, the legend is in the border; f shows the fork/lock probe, one
-    panel per statistic with its own y-axis (the lock tail mass is not flat at 0)."""
+    y-axis fits them, and the legend is in the border, outside the data."""
     from ssd_tui.tui.synthetic import build_run
 
     run = build_run(
         ws / "runs" / "one", name="one", rounds_done=0, running_round=False, warnings=False
     )
     app = app_for(ws, open_db=run)
+
+    async def run_before(pilot):
+        await open_dashboard(pilot)
+        await quiet(pilot)
+
+    assert snap_compare(app, terminal_size=CURVE_SIZE, run_before=run_before)
+
+
+def test_snapshot_probe_panels(ws, snap_compare):
+    """f: the fork/lock probe, one panel per statistic with its own y-axis (entropies in
+    nats apart from probabilities; the lock tail mass is not a flat line at 0)."""
+    app = app_for(ws, open_db=ws / "runs" / "demo-run" / "run.db")
 
     async def run_before(pilot):
         await open_dashboard(pilot)

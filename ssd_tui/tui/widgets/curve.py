@@ -26,8 +26,26 @@ SERIES_COLORS = {
     "medium": "yellow",
     "hard": "red",
 }
-# The same colours as Rich names, for the legend.
-RICH_COLORS = {"gray": "grey62", "orange": "dark_orange", "blue": "dodger_blue1"}
+# Each colour name as RGB: the plot and its legend (Rich) then show the same colour
+# (plotext's named colours go through the terminal theme's ANSI palette, Rich's do not).
+RGB = {
+    "cyan": "#00d7ff",
+    "blue": "#5f87ff",
+    "green": "#5fd75f",
+    "yellow": "#ffd75f",
+    "red": "#ff5f5f",
+    "magenta": "#d75fff",
+    "orange": "#ff8700",
+    "gray": "#8a8a8a",
+    "white": "#e4e4e4",
+}
+
+
+def rgb(name: str) -> tuple[int, int, int]:
+    h = RGB.get(name, RGB["white"])
+    return int(h[1:3], 16), int(h[3:5], 16), int(h[5:7], 16)
+
+
 PROBE_COLORS = ("magenta", "green", "yellow", "orange", "blue", "red")
 BASELINE = "baseline"  # the toggle name of the temperature-only baseline line
 
@@ -179,10 +197,26 @@ class PassCurve(PlotextPlot):
         """A line, or (one point) a marker labelled with its value: a line needs two."""
         fig = fig or self.plt
         if len(xs) == 1:
-            fig.scatter(xs, ys, color=color, marker="●")
-            fig.text(label, xs[0] + 0.12, ys[0], color=color, alignment="left")
+            fig.scatter(xs, ys, color=rgb(color), marker="●")
+            fig.text(
+                label,
+                xs[0] + 0.12,
+                ys[0],
+                color=rgb(color),
+                background=self._canvas(),
+                alignment="left",
+            )
         else:
-            fig.plot(xs, ys, color=color, marker=marker)
+            fig.plot(xs, ys, color=rgb(color), marker=marker)
+
+    def _canvas(self) -> tuple[int, int, int] | None:
+        """The plot's background (a text label's own would be white)."""
+        from textual.color import Color
+
+        try:
+            return Color.parse(self.app.theme_variables["surface"]).rgb
+        except Exception:  # noqa: BLE001 - not mounted (yet): plotext's default
+            return None
 
     def _plot_pass(self) -> str:
         self.border_title = self.title
@@ -199,11 +233,9 @@ class PassCurve(PlotextPlot):
             t, v = self.baseline
             lo, hi = min(rounds), max(rounds)
             xs = [lo - 1, lo + 1] if hi == lo else [lo, hi]
-            self.plt.plot(xs, [100.0 * v] * 2, color="gray", marker="dot")
+            self.plt.plot(xs, [100.0 * v] * 2, color=rgb("gray"), marker="dot")
             values.append(100.0 * v)
-            base_legend.append(
-                self._legend_item(f"base, best T ({t:g}) {100 * v:.1f}%", "gray", "┄")
-            )
+            base_legend.append(self._legend_item(f"base (T {t:g}) {100 * v:.1f}%", "gray", "┄"))
         # Drawn last = drawn on top: the difficulty dots first, pass@1 last.
         shown.sort(key=lambda item: (not is_scope_series(item[0]), item[0].endswith("pass@1")))
         for name, pts in shown:
@@ -214,15 +246,20 @@ class PassCurve(PlotextPlot):
             scope = is_scope_series(name)
             marker = "dot" if scope else "hd"
             self._draw(xs, ys, color, marker, f"{ys[0]:.1f}%")
-            legend.append(self._legend_item(name, color, "•" if scope else "━"))
+        # The legend lists the headline series first; a difficulty by its name alone.
+        for name, _pts in sorted(shown, key=lambda item: is_scope_series(item[0])):
+            scope = is_scope_series(name)
+            short = name.rsplit(" ", 1)[-1] if scope and name[:2] not in ("A ", "B ") else name
+            legend.append(self._legend_item(short, self._color(name), "•" if scope else "━"))
         if self.provisional is not None:
             rnd, v = self.provisional
             values.append(100.0 * v)
-            self.plt.scatter([rnd], [100.0 * v], color="cyan", marker="x")
+            self.plt.scatter([rnd], [100.0 * v], color=rgb("cyan"), marker="x")
             legend.append(self._legend_item("pass@1 so far", "cyan", "x"))
         legend += base_legend
         self._x_axis(rounds)
-        lo, hi = fitted_range(values, 0.0, 100.0, pad=5.0)
+        # Up to 102 %: a series at 100 % drawn on the frame's top row would be hidden.
+        lo, hi = fitted_range(values, 0.0, 102.0, pad=5.0)
         self.plt.ylim(lo, hi)
         self.plt.ylabel("%")
         hidden = [n for n in self.names() if n in self.hidden]
@@ -269,11 +306,11 @@ class PassCurve(PlotextPlot):
 
     @staticmethod
     def _legend_item(name: str, color: str, mark: str) -> str:
-        return f"[{RICH_COLORS.get(color, color)}]{mark} {escape(name)}[/]"
+        return f"[{RGB.get(color, RGB['white'])}]{mark} {escape(name)}[/]"
 
     @staticmethod
     def _legend(items: list[str], hidden: list[str]) -> str:
-        text = "  ".join(items)
+        text = " ".join(items)
         if hidden:
             text += f"  [dim]· {len(hidden)} hidden[/]"
         return text
