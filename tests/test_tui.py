@@ -46,6 +46,39 @@ async def test_start_screen_lists_runs(ws):
         await until(pilot, lambda: screen_name(app) == "DashboardScreen", what="dashboard")
 
 
+async def test_empty_runs_folder_says_what_to_do(ws):
+    for run in (ws / "runs").iterdir():
+        shutil.rmtree(run)
+    app = make_app(ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "StartScreen")
+        hint = app.screen.query_one("#run-error")
+        await until(pilot, lambda: "ssd-tui demo" in text_of(hint), what="the hint")
+        assert "create a run from an example config" in text_of(hint)
+
+
+def test_listing_of_extended_archived_and_starting_runs(ws):
+    """A run extended past its plan counts against the extended plan (not "4/3"); a folder
+    named apart from its run shows both names; a run.db an engine is still creating is
+    "running", not "unreadable"."""
+    from ssd_tui.tui.data import list_runs, read_listing
+
+    build_run(ws / "runs" / "long", name="long", rounds_done=4, running_round=False)
+    build_run(ws / "runs" / "demo-run.20260101-120000", rounds_done=1, running_round=False)
+    listed = {r.run_dir.name: r for r in list_runs(ws / "runs")}
+    assert (listed["long"].rounds_done, listed["long"].rounds_planned) == (4, 4)
+    assert listed["demo-run.20260101-120000"].name == "demo-run"
+
+    new = ws / "runs" / "new"
+    new.mkdir()
+    (new / "run.db").write_bytes(b"")  # the engine has just created the file
+    assert read_listing(new).state == "unreadable"
+    with fake_engine(new):
+        item = read_listing(new)
+    assert (item.state, item.error) == ("running", "")
+    assert (new / "run.db").read_bytes() == b""
+
+
 async def test_new_run_form_validates_like_the_cli_and_creates_the_config(ws):
     app = make_app(ws)
     async with app.run_test(size=SIZE) as pilot:

@@ -111,17 +111,21 @@ def read_listing(run_dir: Path) -> RunListing:
             item.error = str(e)
         item.last_activity = cfg_path.stat().st_mtime if cfg_path.exists() else None
         return item
+    item.engine_pid = engine_pid(db)
     try:
         store = _open_ro(db)
     except SSDError as e:
-        item.state, item.error = "unreadable", str(e)
+        # An engine that is creating the database: not readable yet, but not broken.
+        item.state, item.error = ("running", "") if item.engine_pid else ("unreadable", str(e))
         return item
     try:
         info = store.run_info()
         if info:
             item.name, item.model = info["name"], info["model"]
             cfg = config_from_json(info["config_json"], Path(info["base_dir"] or run_dir))
-            item.rounds_planned = cfg.run.rounds
+            # A run extended past its plan (`--rounds 4` on a 3-round plan) planned more.
+            last = store.conn.execute("SELECT MAX(round) FROM rounds").fetchone()[0]
+            item.rounds_planned = max(cfg.run.rounds, last or 0)
             row = store.conn.execute(
                 "SELECT MAX(value) FROM metrics WHERE purpose='eval' AND name='pass@1' "
                 "AND scope='all' AND temperature=?",
@@ -143,9 +147,8 @@ def read_listing(run_dir: Path) -> RunListing:
         item.state, item.error = "unreadable", f"{db}: {e}"
     finally:
         store.close()
-    item.engine_pid = engine_pid(db)
     if item.engine_pid is not None:
-        item.state = "running"
+        item.state, item.error = "running", ""
     return item
 
 
@@ -271,13 +274,15 @@ class RunReader:
         self._lock = threading.RLock()
         self._config: RunConfig | None = None
         self._done_counts: dict[int, int] = {}
+        self._closed = False
 
     # ---- connection ---------------------------------------------------------------------
     @property
     def store(self) -> RunStore | None:
         """The open store, or None while the DB does not exist (yet) or is not initialised."""
         with self._lock:
-            if self._store is None and self.db_path.exists():
+            # Closed (its screen is gone): a worker still running must not reopen it.
+            if self._store is None and self.db_path.exists() and not self._closed:
                 try:
                     self._store = _open_ro(self.db_path)
                 except SSDError:
@@ -286,6 +291,7 @@ class RunReader:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._store is not None:
                 self._store.close()
                 self._store = None
@@ -321,6 +327,10 @@ class RunReader:
             s = self.store
             if s is None:
                 return None
+            # The version *before* reading: a commit that lands while the rows below are
+            # read then shows as a change at the next poll (read at the end, it was taken
+            # as seen, and the dashboard stayed stale until the engine's next commit).
+            data_version = s.data_version()
             info = s.run_info()
             if info is None:
                 return None
@@ -426,7 +436,7 @@ class RunReader:
             from ssd_tui.cli import baseline_verdict  # the line `ssd-tui run` ends with
 
             return Snapshot(
-                data_version=s.data_version(),
+                data_version=data_version,
                 name=info["name"],
                 model=info["model"],
                 created_at=info["created_at"],
