@@ -595,6 +595,19 @@ async def test_token_view_decodes_with_the_run_tokenizer(ws, tiny_model_dir):
         row = app.screen.rows[0]
         assert row.text == tok.decode([row.token_id])
         assert "decoded with the tokenizer" in text_of(app.screen.query_one("#tok-head"))
+        # The fast path (tokenizer.json through `tokenizers`, not transformers) decodes
+        # every token as transformers does, for this model and the demo model.
+        for model in (
+            tiny_model_dir,
+            Path(__file__).resolve().parent.parent / "assets" / "demo-model",
+        ):
+            fast, slow = app.tokenizer(str(model)), AutoTokenizer.from_pretrained(model)
+            assert type(fast).__name__ == "_FastTokenizer"
+            ids = list(range(min(slow.vocab_size, 400)))
+            for i in ids:
+                assert fast.decode([i]) == slow.decode(
+                    [i], skip_special_tokens=False, clean_up_tokenization_spaces=False
+                ), i
 
 
 # ---- keyboard: palette, help ------------------------------------------------------------------------------
@@ -621,6 +634,45 @@ async def test_every_footer_binding_is_a_palette_command(ws):
         await until(
             pilot, lambda: screen_name(app) == "SampleBrowserScreen", what="palette command"
         )
+
+
+async def test_screenshot_is_saved_in_the_run_folder_and_said_where(ws, monkeypatch):
+    """Issue 18 item 11: the palette's Screenshot failed (Textual saves to ~/Downloads,
+    which often does not exist). Now it goes to the run's folder and says so."""
+    monkeypatch.setenv("HOME", str(ws / "home-without-downloads"))
+    run = ws / "runs" / "demo-run"
+    app = make_app(ws, open_db=run / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        await until(pilot, lambda: app.screen.snapshot is not None)
+        app.clear_notifications()
+        await pilot.press("ctrl+p")
+        await pilot.pause(0.3)
+        await pilot.press(*"screenshot")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await until(pilot, lambda: app._notifications, what="a notice")
+        (note,) = list(app._notifications)
+        shots = list(run.glob("*.svg"))
+        assert len(shots) == 1 and note.title == "Screenshot", note.message
+        assert note.message == f"saved to {shots[0].relative_to(ws)}"
+
+
+async def test_help_title_names_the_screen_for_people(ws):
+    from ssd_tui.tui.screens.help import help_title
+    from ssd_tui.tui.screens.samples import SampleBrowserScreen
+
+    app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        await pilot.press("b")
+        await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen")
+        assert isinstance(app.screen, SampleBrowserScreen)
+        assert help_title(app.screen) == "sample browser"
+        await pilot.press("question_mark")
+        await until(pilot, lambda: screen_name(app) == "HelpScreen")
+        shown = text_of(app.screen.query_one("#help Static"))
+        assert "keys: sample browser" in shown and "SampleBrowser" not in shown
 
 
 async def test_help_screen(ws):

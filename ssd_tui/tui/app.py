@@ -6,6 +6,7 @@ is launched, so `ssd-tui run` never loads textual).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,33 @@ class RunRef:
         if own.exists():
             return own
         return self.config_path if self.config_path and self.config_path.exists() else None
+
+
+class _FastTokenizer:
+    """A model folder's `tokenizer.json` through the `tokenizers` library, with the
+    `decode` signature the token view uses (that of a transformers tokenizer)."""
+
+    def __init__(self, path: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(path))
+
+    def decode(
+        self,
+        ids: list[int],
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool = False,
+    ) -> str:
+        return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+def _load_tokenizer(model_path: str) -> Any:
+    folder = Path(model_path).expanduser()
+    if (folder / "tokenizer.json").is_file():
+        return _FastTokenizer(folder / "tokenizer.json")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path)
 
 
 class SSDApp(App[None]):
@@ -74,6 +102,7 @@ class SSDApp(App[None]):
         self.autostart_rounds = autostart_rounds
         self.engines: dict[Path, EngineProcess] = {}
         self._tokenizers: dict[str, Any] = {}
+        self._tokenizer_lock = threading.Lock()
 
     @property
     def review_mode(self) -> bool:
@@ -110,12 +139,61 @@ class SSDApp(App[None]):
         return self.engines[key]
 
     def tokenizer(self, model_path: str) -> Any:
-        """The run's tokenizer (loaded once, in a worker thread: it imports transformers)."""
-        if model_path not in self._tokenizers:
-            from transformers import AutoTokenizer
+        """The run's tokenizer, loaded once (call it from a worker thread).
 
-            self._tokenizers[model_path] = AutoTokenizer.from_pretrained(model_path)
-        return self._tokenizers[model_path]
+        A model folder with a `tokenizer.json` is read with the `tokenizers` library
+        (well under a second); importing transformers for `AutoTokenizer` took 4-5.5 s
+        and more on a loaded machine, so it is only the fallback (hub ids, old formats).
+        """
+        with self._tokenizer_lock:
+            if model_path not in self._tokenizers:
+                self._tokenizers[model_path] = _load_tokenizer(model_path)
+            return self._tokenizers[model_path]
+
+    def preload_tokenizer(self, model_path: str) -> None:
+        """Load the run's tokenizer in the background, so the first token view is quick."""
+
+        def load() -> None:
+            try:
+                self.tokenizer(model_path)
+            except Exception:  # noqa: BLE001 - the token view reports it when opened
+                pass
+
+        self.run_worker(load, thread=True, group="tokenizer", exclusive=False, exit_on_error=False)
+
+    def deliver_screenshot(
+        self,
+        filename: str | None = None,
+        path: str | None = None,
+        time_format: str | None = None,
+    ) -> str | None:
+        """Save a screenshot where a folder exists, and say where (Textual's default,
+        ~/Downloads, is often missing: "Failed to save screenshot")."""
+        from ssd_tui.tui.data import display_path
+
+        folder = Path(path) if path else self._screenshot_folder()
+        try:
+            saved = self.save_screenshot(filename, str(folder), time_format)
+        except OSError as e:
+            self.notify(
+                f"cannot save the screenshot in {folder}: {e.strerror or e}",
+                title="Screenshot",
+                severity="error",
+                markup=False,
+            )
+            return None
+        self.notify(f"saved to {display_path(saved)}", title="Screenshot", markup=False)
+        return saved
+
+    def _screenshot_folder(self) -> Path:
+        """The shown run's folder, else the runs folder, else the current directory
+        (never beside a file under review: a review writes nothing there)."""
+        ref = getattr(self.screen, "ref", None)
+        if isinstance(ref, RunRef) and not ref.review and ref.run_dir.is_dir():
+            return ref.run_dir
+        if not self.review_mode and self.runs_dir.is_dir():
+            return self.runs_dir
+        return Path.cwd()
 
     def action_help(self) -> None:
         from ssd_tui.tui.screens.help import HelpScreen

@@ -9,6 +9,8 @@ crash shows up as a notification and an 'interrupted' stage, never as a frozen U
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.markup import escape
 from rich.text import Text
 from textual import on, work
@@ -109,6 +111,7 @@ class RoundsPrompt(ModalScreen[int | None]):
 
 
 class DashboardScreen(Screen):
+    HELP_TITLE = "run dashboard"  # what the help screen calls it
     AUTO_FOCUS = "#rounds"
     BINDINGS = [
         Binding(
@@ -309,6 +312,8 @@ class DashboardScreen(Screen):
         )
         self._show_verdict(snap)
         table = self.query_one(RoundsTable)
+        if first and Path(snap.model).is_dir():
+            self.app.preload_tokenizer(snap.model)  # the first token view is then quick
         if first:
             table.set_k_label(snap.k, snap.diversity_name)
             table.border_title = "rounds" + (

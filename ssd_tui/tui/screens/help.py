@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -33,6 +35,15 @@ p ≥ [analysis] lock_top1 (so it was the top-1 token, with at least that mass).
 Every key is also in the command palette (ctrl+p)."""
 
 
+def help_title(screen: Screen) -> str:
+    """A screen's name for people (its HELP_TITLE), never a class name."""
+    title = getattr(screen, "HELP_TITLE", "")
+    if title:
+        return title
+    words = re.findall(r"[A-Z][a-z]+", type(screen).__name__.removesuffix("Screen"))
+    return " ".join(words).lower() or "this screen"
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "Close")]
 
@@ -42,7 +53,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         table = Table(
-            title=f"keys: {type(self.under).__name__.replace('Screen', '')}",
+            title=f"keys: {help_title(self.under)}",
             expand=True,
             show_edge=False,
             header_style="bold",

@@ -25,6 +25,7 @@ STATE_STYLE = {"running": "bold cyan", "new": "yellow", "unreadable": "bold red"
 
 
 class StartScreen(Screen):
+    HELP_TITLE = "runs"  # what the help screen calls it
     AUTO_FOCUS = "#runs"
     BINDINGS = [
         Binding(
