@@ -23,7 +23,7 @@ from ssd_tui.tui.data import (
     evidence_targets,
     next_round_target,
 )
-from ssd_tui.tui.synthetic import build_run
+from ssd_tui.tui.synthetic import NOW_TS, build_run
 
 pytestmark = pytest.mark.anyio
 # The shared fixtures (a workspace with two runs and an example config; the anyio backend).
@@ -265,9 +265,13 @@ async def test_pass_at_k_column_is_empty_when_only_pass_at_1_is_measured(ws):
 
 
 async def test_dashboard_progress_rate_and_eta_of_a_running_stage(ws):
+    """The rate counts only work the app saw being done: the stage already had 4 of 8
+    done when the app first saw it (a resumed stage), so dividing 4 by the time since
+    the stage started would be wrong (issue 18 item 11: "240/s · ETA 1s")."""
     run = ws / "runs" / "demo-run"
+    now = [NOW_TS]
     with fake_engine(run):
-        app = make_app(ws, open_db=run / "run.db")
+        app = make_app(ws, open_db=run / "run.db", clock=lambda: now[0])
         async with app.run_test(size=SIZE) as pilot:
             await until(pilot, lambda: screen_name(app) == "DashboardScreen")
             dash = app.screen
@@ -275,12 +279,59 @@ async def test_dashboard_progress_rate_and_eta_of_a_running_stage(ws):
             await until(pilot, lambda: len(dash.query("StageBar")) == 1, what="progress bar")
             await pilot.pause()
             rate = text_of(dash.query_one(".stage-rate"))
-            # 4 of 8 done in the 120 s since the stage started: 0.03/s, 2 more minutes.
-            assert "4/8" in rate and "0.03/s" in rate and "ETA 2m00s" in rate
+            assert "4/8" in rate and "/s" not in rate and "ETA" not in rate
+            assert dash.query_one("StageBar ProgressBar").percentage == 0.5
+            # The engine does 2 more in the next 20 s.
+            store = RunStore.open(run / "run.db")
+            store.progress(3, "sample", 6, 8)
+            store.close()
+            now[0] += 20
+            await until(pilot, lambda: "6/8" in text_of(dash.query_one(".stage-rate")))
+            rate = text_of(dash.query_one(".stage-rate"))
+            assert "0.10/s" in rate and "stage ETA 20s" in rate, rate
+            assert dash.query_one("StageBar ProgressBar").percentage == 0.75
             assert str(dash.query_one("#rounds").get_cell("3", "status")) == "running"
             # An engine runs: start actions are disabled, pause and stop enabled.
             assert dash.check_action("next_stage", ()) is None
             assert dash.check_action("pause", ()) is True
+
+
+def test_stage_fraction_never_goes_back_across_temperatures_and_phases():
+    """Issue 18 item 11: the bar went 53 % → 43 % → 0 % as the baseline restarted its
+    done/total for each temperature and for testing after generating."""
+    from ssd_tui.tui.data import StageRow
+
+    steps = [("loading model · generating", 0)]  # as the engine writes them, in order
+    steps += [(phase, done) for phase in ("generating", "testing") for done in (0, 5, 10)]
+    seen = [
+        StageRow(
+            0, "baseline", "running", done, 10, f"{phase} T=0.{i} ({i}/3)", 1.0, 0.0
+        ).fraction()
+        for i in (1, 2, 3)
+        for phase, done in steps
+    ]
+    assert seen == sorted(seen) and seen[0] == 0.0 and seen[-1] == 1.0
+    evaluate = [
+        StageRow(1, "evaluate", "running", d, 10, phase, 1.0, 0.0).fraction()
+        for phase in ("generating", "testing")
+        for d in (0, 10)
+    ]
+    assert evaluate == [0.0, 0.5, 0.5, 1.0]
+    assert StageRow(1, "train", "running", 0, 0, "loading model", 1.0, 0.0).fraction() is None
+
+
+async def test_a_starting_engine_says_so_not_between_stages(ws):
+    """Issue 18 item 11: "between stages" showed for seconds while a new engine imported
+    its libraries and loaded the model; no stage has started since it did."""
+    run = ws / "runs" / "other-run"
+    with fake_engine(run):
+        app = make_app(ws, open_db=run / "run.db")
+        async with app.run_test(size=SIZE) as pilot:
+            await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+            dash = app.screen
+            await until(pilot, lambda: dash.engine_pid == 4242, what="engine seen")
+            idle = dash.query_one("#progress .idle")
+            await until(pilot, lambda: "engine starting (pid 4242)" in text_of(idle))
 
 
 async def test_stepping_keys_start_the_engine_with_the_right_targets(ws, monkeypatch):

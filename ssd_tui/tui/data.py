@@ -189,15 +189,62 @@ class StageRow:
     started_at: float | None
     seconds: float
 
-    def rate_eta(self, now: float) -> tuple[float | None, float | None]:
-        """Items per second since the stage (re)started, and seconds left at that rate."""
-        if not self.started_at or self.done <= 0:
-            return None, None
-        dt = now - self.started_at
-        if dt <= 0:
-            return None, None
-        rate = self.done / dt
-        eta = (self.total - self.done) / rate if self.total and rate > 0 else None
+    def fraction(self) -> float | None:
+        """How much of the whole stage is done, 0..1, never going back within a stage run.
+
+        The engine's done/total restart at each phase: an evaluation generates, then tests
+        (done/total restart at 0), and the baseline does both once per temperature, its
+        detail saying which ("testing T=0.4 (2/4)"). So the stage's own share is
+        (phases before this one + this phase's done/total) / phases.
+        """
+        if not self.total:
+            return None
+        part = min(1.0, max(0.0, self.done / self.total))
+        m = re.search(r"\((\d+)/(\d+)\)", self.detail or "")
+        i, n = (int(m[1]), int(m[2])) if m and 0 < int(m[1]) <= int(m[2]) else (1, 1)
+        if self.stage in ("evaluate", "baseline"):
+            testing = "testing" in (self.detail or "")
+            return ((i - 1) * 2 + int(testing) + part) / (2 * n)
+        return (i - 1 + part) / n
+
+
+@dataclass
+class Progress:
+    """Rate and ETA of a running stage from what the app saw it do (no DB access).
+
+    The rate counts only work the app watched being done: a resumed stage starts with
+    the work of an earlier session already counted in `done`, and dividing that by the
+    time since this session's start showed "240/s · ETA 1s". So: items per second since
+    the first sight of the current phase, and the stage's ETA from its fraction done
+    since the first sight of this stage run.
+    """
+
+    key: tuple[int, str, float | None]  # (round, stage, started_at): one stage run
+    phase: str = ""
+    phase_t0: float = 0.0
+    phase_done0: int = 0
+    t0: float = 0.0
+    fraction0: float | None = None
+
+    @classmethod
+    def first(cls, st: StageRow, now: float) -> Progress:
+        return cls((st.round, st.stage, st.started_at), st.detail, now, st.done, now, st.fraction())
+
+    def update(self, st: StageRow, now: float) -> tuple[float | None, float | None]:
+        """(items per second in this phase, seconds left in the stage), None if unknown."""
+        if (st.round, st.stage, st.started_at) != self.key:
+            self.__dict__.update(Progress.first(st, now).__dict__)
+        if st.detail != self.phase or st.done < self.phase_done0:
+            self.phase, self.phase_t0, self.phase_done0 = st.detail, now, st.done
+        rate = None
+        if now > self.phase_t0 and st.done > self.phase_done0:
+            rate = (st.done - self.phase_done0) / (now - self.phase_t0)
+        eta = None
+        f = st.fraction()
+        if f is not None and self.fraction0 is not None and now > self.t0 and f > self.fraction0:
+            eta = (1.0 - f) * (now - self.t0) / (f - self.fraction0)
+        elif f is not None and self.fraction0 is None:
+            self.t0, self.fraction0 = now, f
         return rate, eta
 
 
@@ -221,6 +268,7 @@ class Snapshot:
     provisional: tuple[int, float] | None = None  # pass@1 so far of a round being evaluated
     verdict: str | None = None  # SSD vs the temperature-only baseline (the CLI's line)
     probe: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # fork/lock stats
+    last_stage_start: float | None = None  # the latest started_at of any stage
     planned_rounds: int = 0  # [run] rounds: the last round of the run's plan
 
 
@@ -454,6 +502,7 @@ class RunReader:
                 provisional=provisional,
                 verdict=baseline_verdict(s, cfg),
                 probe=self._probe_series(t_eval),
+                last_stage_start=max((x.started_at for x in stages if x.started_at), default=None),
                 planned_rounds=cfg.run.rounds,
             )
 

@@ -142,8 +142,10 @@ class DashboardScreen(Screen):
             exit_code: int | None,
             log_lines: list[str] | None,
             error: str = "",
+            engine_since: float | None = None,
         ) -> None:
             super().__init__()
+            self.engine_since = engine_since
             self.snapshot = snapshot
             self.engine_pid = engine_pid
             self.exit_code = exit_code
@@ -162,6 +164,7 @@ class DashboardScreen(Screen):
         self._log_size = -1
         self._title_set = False
         self._autostart = ref.autostart_rounds if not ref.review else None
+        self.engine_since: float | None = None
 
     @property
     def engine(self):
@@ -219,7 +222,8 @@ class DashboardScreen(Screen):
             size = engine.log_path.stat().st_size if engine.log_path.exists() else -1
             lines = engine.log_tail(200) if size != self._log_size else None
             self._log_size = size
-            self.post_message(self.Polled(snap, pid, exit_code, lines))
+            since = None if pid is None else engine.since()
+            self.post_message(self.Polled(snap, pid, exit_code, lines, engine_since=since))
         except Exception as e:  # noqa: BLE001 - the UI must survive anything the DB does
             self.post_message(
                 self.Polled(None, self.engine_pid, None, None, error=f"{type(e).__name__}: {e}")
@@ -234,6 +238,7 @@ class DashboardScreen(Screen):
             return
         engine_changed = msg.engine_pid != self.engine_pid
         self.engine_pid = msg.engine_pid
+        self.engine_since = msg.engine_since
         if msg.exit_code is not None and self.engine.proc is not None:
             self._engine_exited(msg.exit_code)
         if msg.log_lines is not None:
@@ -289,6 +294,10 @@ class DashboardScreen(Screen):
 
     def _show_no_db(self) -> None:
         cfg = self.ref.engine_config
+        if self.engine_pid is not None:
+            text = f"engine starting (pid {self.engine_pid}): loading libraries and the model…"
+            self.query_one("#progress", StageProgress).show([], text)
+            return
         text = "[b]This run has not started yet.[/b] "
         text += (
             f"Press [b]s[/b] to run the first stage or [b]r[/b] for round 0 "
@@ -362,6 +371,11 @@ class DashboardScreen(Screen):
                 f"(crashed or killed)[/]: press [b]s[/b] to resume it"
             )
         if self.engine_pid is not None:
+            since, last = self.engine_since, snap.last_stage_start
+            if since is not None and (last is None or last < since):
+                # No stage has started since this engine did: it is importing its
+                # libraries and loading the model (seconds on a CPU).
+                return f"engine starting (pid {self.engine_pid}): loading libraries and the model…"
             return f"engine running (pid {self.engine_pid}), between stages"
         done = [r for r in snap.rounds if r.status == "done"]
         return (
