@@ -24,7 +24,6 @@ from textual.widgets import (
     Footer,
     Header,
     Input,
-    Label,
     RichLog,
     Static,
     TabbedContent,
@@ -85,8 +84,9 @@ class RoundsPrompt(ModalScreen[int | None]):
             else "round 0 is the base model, rounds 1, 2, … SSD rounds"
         )
         with Vertical(id="prompt"):
-            yield Label(
-                f"Run unattended up to which round? ({plan}; next to run: round {self.first})"
+            yield Static(
+                f"Run unattended up to which round? ({plan}; next to run: round {self.first})",
+                id="n-question",
             )
             yield Input(str(max(self.first, self.planned)), id="n-rounds", type="integer")
             yield Static("[dim]runs `ssd-tui run CONFIG --rounds N`[/]", id="n-error")
@@ -118,7 +118,7 @@ class DashboardScreen(Screen):
             "s", "next_stage", "Next stage", tooltip="run the next stage (ssd-tui run --stages 1)"
         ),
         Binding("r", "next_round", "Next round", tooltip="run until the next round is done"),
-        Binding("u", "run_rounds", "N rounds", tooltip="run N rounds unattended"),
+        Binding("u", "run_rounds", "N rounds", tooltip="run up to round N unattended (--rounds N)"),
         Binding("p", "pause", "Pause", tooltip="finish the current stage, then stop (SIGUSR1)"),
         Binding("x", "stop", "Stop", tooltip="stop between batches (SIGINT); resumable"),
         Binding("b", "browse", "Samples", tooltip="browse the highlighted round's samples"),
@@ -127,7 +127,7 @@ class DashboardScreen(Screen):
         Binding("e", "events", "Events", tooltip="the run's event log"),
         Binding("l", "engine_log", "Log", tooltip="the engine's output (RUN_DIR/engine.log)"),
         Binding("c", "series", "Series", tooltip="choose the chart's series (toggle list)"),
-        Binding("f", "chart_view", "Fork/lock", tooltip="chart: pass rates ↔ fork/lock probe"),
+        Binding("f", "chart_view", "Probe", tooltip="chart: pass rates ↔ the fork/lock probe"),
         Binding("escape", "back", "Back"),
         # Reached only when the engine key itself is disabled or hidden (review, no config,
         # an engine already running): says why instead of doing nothing.

@@ -19,10 +19,13 @@ process (`ssd-tui run CONFIG`, started by the dashboard's keys with output in
 RUN_DIR/engine.log); quitting the app leaves it running, and an engine crash never
 takes the app down: the dashboard says the stage was left running and `s` resumes it.
 
-Dashboard: s runs the next stage, r finishes the next round, u runs N rounds; p pauses
-after the current stage (SIGUSR1), x stops between batches (SIGINT, resumable).
+Dashboard: s runs the next stage, r finishes the next round, u runs up to round N
+(`ssd-tui run --rounds N`: round 0 is the base model, rounds 1..N are SSD rounds);
+p pauses after the current stage (SIGUSR1), x stops between batches (SIGINT, resumable).
 Rounds with a ⚠ badge have mode-collapse warnings: w shows them with their evidence,
-j jumps to the samples behind the selected one.
+j jumps to the samples behind the selected one. The chart: c chooses its series
+(per-difficulty ones start hidden), f switches to the fork/lock probe (one panel per
+statistic: entropies in nats, masses as probabilities, each on its own y-axis).
 
 Samples: [ and ] change the round, v the verdict filter, o eval/train; m marks a
 sample as A, d diffs A (default: the same sample index one round earlier) with the
