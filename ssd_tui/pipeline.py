@@ -433,6 +433,9 @@ class Pipeline:
             self._check_stop()
             seed = derive_seed(self.cfg.run.seed, rnd, purpose, params.temperature, b // batch_size)
             sampler = self.sampler(adapter)
+            if loading:  # loaded: back to "generating" for the batches
+                loading = False
+                self._progress(rnd, stage, done, total, detail)
             outs = sampler.generate([self.render(p) for p in batch], replace(params, seed=seed))
             rows = [
                 SampleRow(
