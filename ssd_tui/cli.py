@@ -502,7 +502,9 @@ def build_parser() -> argparse.ArgumentParser:
         "open",
         "open a run DB in the app (attaches to a run in progress)",
         "The dashboard of one run: live pass@1 curves, rounds, warnings, samples, diffs and\n"
-        "token views. A run going on headless is followed live; the app can also step it.",
+        "token views. A run going on headless is followed live; the app can also step it.\n"
+        "The file is checked read-only: an export opens read-only (as `ssd-tui review`),\n"
+        "and a file that is not a run database is refused unchanged.",
         "  ssd-tui open runs/demo/run.db\n",
     )
     op.add_argument("db", help="a run's database (RUN_DIR/run.db)")
