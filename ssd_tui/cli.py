@@ -241,19 +241,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         lock.release()
 
 
-def _verdict(store: Any, cfg: Any) -> list[str]:
-    """What a finished run says, in two lines: SSD against tuning T_eval alone, and warnings."""
+def baseline_verdict(store: Any, cfg: Any) -> str | None:
+    """SSD against tuning T_eval alone, in one line (None until both are measured).
+
+    The CLI prints it when a run ends; the app's dashboard shows the same line.
+    """
     from ssd_tui.analysis import compare_baseline
 
-    lines = []
     cmp = compare_baseline(store, cfg)
-    if cmp:
-        verb = "beats" if cmp["gain"] > 0 else "does not beat"
-        lines.append(
-            f"SSD {verb} the temperature-only baseline: best round {cmp['ssd_round']} pass@1 "
-            f"{cmp['ssd_pass@1']:.3f} vs the base model at T_eval={cmp['baseline_temperature']:g} "
-            f"{cmp['baseline_pass@1']:.3f} ({cmp['gain']:+.3f})"
-        )
+    if not cmp:
+        return None
+    verb = "beats" if cmp["gain"] > 0 else "does not beat"
+    return (
+        f"SSD {verb} the temperature-only baseline: best round {cmp['ssd_round']} pass@1 "
+        f"{cmp['ssd_pass@1']:.3f} vs the base model at T_eval={cmp['baseline_temperature']:g} "
+        f"{cmp['baseline_pass@1']:.3f} ({cmp['gain']:+.3f})"
+    )
+
+
+def _verdict(store: Any, cfg: Any) -> list[str]:
+    """What a finished run says, in two lines: SSD against tuning T_eval alone, and warnings."""
+    verdict = baseline_verdict(store, cfg)
+    lines = [verdict] if verdict else []
     warnings = store.warnings()
     if warnings:
         rules = sorted({w["rule"] for w in warnings})
@@ -324,7 +333,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.tui:
         from ssd_tui.tui.app import run_app
 
-        run_app(runs_dir=cfg.run_dir.parent, open_db=cfg.db_path, start_config=DEMO_CONFIG)
+        # The app starts the demo's engine itself (unless its rounds are done already).
+        rounds = args.rounds if args.rounds is not None else cfg.run.rounds
+        run_app(
+            runs_dir=cfg.run_dir.parent,
+            open_db=cfg.db_path,
+            start_config=DEMO_CONFIG,
+            autostart_rounds=rounds,
+        )
         return 0
     try:
         return cmd_run(args)
@@ -377,11 +393,20 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 def cmd_open(args: argparse.Namespace) -> int:
-    from ssd_tui.store import RunStore
+    from ssd_tui.export import export_info, open_export
 
-    RunStore.open(args.db).close()  # clear errors before the app starts
+    # Checked read-only: a file `open` rejects (or an export) must stay byte-identical,
+    # so no WAL switch and no schema migration here (the engine does those on a run).
+    store = open_export(Path(args.db))  # clear errors before the app starts
+    try:
+        is_export = export_info(store) is not None or store.path != Path(args.db)
+    finally:
+        store.close()
     from ssd_tui.tui.app import run_app
 
+    if is_export:  # an export (or a gzipped file) is reviewed: nothing in it can be run
+        run_app(runs_dir=Path("."), review=[Path(args.db)])
+        return 0
     run_app(runs_dir=Path(args.db).resolve().parent.parent, open_db=Path(args.db))
     return 0
 
@@ -540,7 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
         "open",
         "open a run DB in the app (attaches to a run in progress)",
         "The dashboard of one run: live pass@1 curves, rounds, warnings, samples, diffs and\n"
-        "token views. A run going on headless is followed live; the app can also step it.",
+        "token views. A run going on headless is followed live; the app can also step it.\n"
+        "The file is checked read-only: an export opens read-only (as `ssd-tui review`),\n"
+        "and a file that is not a run database is refused unchanged.",
         "  ssd-tui open runs/demo/run.db\n",
     )
     op.add_argument("db", help="a run's database (RUN_DIR/run.db)")

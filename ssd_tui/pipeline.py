@@ -413,6 +413,7 @@ class Pipeline:
         out = cfg.run_dir / "adapters" / f"round-{rnd:03d}"
         init = self.adapter_of(rnd - 1)
         self.release_sampler()  # hand the device to the trainer
+        self._progress(rnd, "train", 0, 0, "loading model")
         trainer = HFTrainer(
             self.model_path,
             cfg.lora_settings(),
@@ -490,7 +491,9 @@ class Pipeline:
         done = sum(1 for p in problems for j in range(n) if (ids[p.id], j) in have)
         detail = f"generating {label}".strip()
         self.rep.stage_start(rnd, stage, total, done)
-        self._progress(rnd, stage, done, total, detail)
+        loading = done < total and (self._sampler is None or self._sampler_adapter != adapter)
+        # Loading the model takes seconds: say so (the app shows it) until the first batch.
+        self._progress(rnd, stage, done, total, f"loading model · {detail}" if loading else detail)
         style = self.cfg.model.prompt_style
         for b in range(0, len(problems), batch_size):
             batch = problems[b : b + batch_size]
@@ -499,6 +502,9 @@ class Pipeline:
             self._check_stop()
             seed = derive_seed(self.cfg.run.seed, rnd, purpose, params.temperature, b // batch_size)
             sampler = self.sampler(adapter)
+            if loading:  # loaded: back to "generating" for the batches
+                loading = False
+                self._progress(rnd, stage, done, total, detail)
             outs = sampler.generate([self.render(p) for p in batch], replace(params, seed=seed))
             rows = [
                 SampleRow(

@@ -125,3 +125,64 @@ async def test_step_one_real_stage_through_the_engine_process(ws, tiny_model_dir
             pilot, lambda: len(dash.query_one("#curve").points("pass@1")) == 1, what="curve"
         )
         assert dash.engine_pid is None and dash.check_action("next_stage", ()) is True
+
+
+async def test_dashboard_follows_a_second_engine_that_is_stopped(ws, tiny_model_dir):
+    """Issue 18 item 9: s (one stage), s (the next), x (stop it): the dashboard shows the
+    stopped stage and every event the engines wrote; the start screen lists the run."""
+    from ssd_tui.store import RunStore
+
+    run_dir = ws / "runs" / "step"
+    cfg = _write_run(run_dir, tiny_model_dir)
+    text = cfg.read_text().replace("k = [1, 2]", "k = [1, 2]\nbaseline_temperatures = [0.4]")
+    cfg.write_text(text)
+    db = run_dir / "run.db"
+    app = make_app(ws, poll_interval=0.2, clock=__import__("time").time)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "StartScreen")
+        await until(pilot, lambda: any(r.name == "step" for r in app.screen.runs))
+        start = app.screen
+        start.query_one("#runs").move_cursor(row=[r.name for r in start.runs].index("step"))
+        await pilot.press("enter")
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        dash = app.screen
+
+        def notes(word: str) -> int:
+            return sum(word in n.message for n in app._notifications)
+
+        await pilot.press("s")
+        await until(pilot, lambda: notes("engine finished") == 1, timeout=240, what="stage 1")
+        await until(pilot, lambda: dash.check_action("next_stage", ()) is True)
+        await pilot.press("s")
+
+        def baseline_status() -> str | None:
+            if not db.exists():
+                return None
+            store = RunStore.open(db, readonly=True)
+            try:
+                row = store.stage(0, "baseline")
+                return row["status"] if row else None
+            finally:
+                store.close()
+
+        await until(pilot, lambda: baseline_status() == "running", timeout=240, what="stage 2")
+        await pilot.press("x")
+        await until(
+            pilot,
+            lambda: dash.engine.proc is None and dash.engine_pid is None,
+            timeout=240,
+            what="the engine to stop",
+        )
+        assert baseline_status() == "stopped", (run_dir / "engine.log").read_text()[-2000:]
+        store = RunStore.open(db, readonly=True)
+        n_events = store.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        store.close()
+        table = dash.query_one("#rounds")
+        await until(pilot, lambda: str(table.get_cell("0", "status")) == "stopped", what="stopped")
+        assert str(table.get_cell("0", "stage")) == "baseline"
+        assert dash.query_one("#events").count == n_events
+        await pilot.press("escape")
+        await until(pilot, lambda: screen_name(app) == "StartScreen")
+        await until(pilot, lambda: any(r.name == "step" for r in app.screen.runs))
+        listed = next(r for r in app.screen.runs if r.name == "step")
+        assert listed.state == "idle", listed.error

@@ -185,3 +185,53 @@ def test_snapshot_compare(ws, snap_compare):
         await quiet(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+CURVE_SIZE = (150, 42)  # the size the issue-18 curve report was made at
+
+
+def test_snapshot_curve_one_round(ws, snap_compare):
+    """A one-round run: its points are drawn with their values (a line needs two), the
+    y-axis fits them, and the legend is in the border, outside the data."""
+    from ssd_tui.tui.synthetic import build_run
+
+    run = build_run(
+        ws / "runs" / "one", name="one", rounds_done=0, running_round=False, warnings=False
+    )
+    app = app_for(ws, open_db=run)
+
+    async def run_before(pilot):
+        await open_dashboard(pilot)
+        await quiet(pilot)
+
+    assert snap_compare(app, terminal_size=CURVE_SIZE, run_before=run_before)
+
+
+def test_snapshot_probe_panels(ws, snap_compare):
+    """f: the fork/lock probe, one panel per statistic with its own y-axis (entropies in
+    nats apart from probabilities; the lock tail mass is not a flat line at 0)."""
+    app = app_for(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+
+    async def run_before(pilot):
+        await open_dashboard(pilot)
+        await pilot.press("f")
+        await quiet(pilot)
+
+    assert snap_compare(app, terminal_size=CURVE_SIZE, run_before=run_before)
+
+
+def test_snapshot_curve_with_difficulties_shown(ws, snap_compare):
+    """The per-difficulty series switched on in the series list (c): the pass@1 and
+    pass@k lines are drawn over their dots."""
+    app = app_for(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+
+    async def run_before(pilot):
+        await open_dashboard(pilot)
+        await pilot.press("c")
+        await until(pilot, lambda: screen_name(app) == "SeriesScreen")
+        # pass@1, pass@4, easy, medium, hard, baseline: switch the three difficulties on
+        await pilot.press("down", "down", "space", "down", "space", "down", "space", "enter")
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        await quiet(pilot)
+
+    assert snap_compare(app, terminal_size=CURVE_SIZE, run_before=run_before)

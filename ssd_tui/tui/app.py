@@ -6,6 +6,7 @@ is launched, so `ssd-tui run` never loads textual).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ class RunRef:
     db_path: Path
     review: bool = False
     config_path: Path | None = None  # config for `ssd-tui run`; RUN_DIR/config.toml by default
+    autostart_rounds: int | None = None  # start `ssd-tui run --rounds N` on opening (the demo)
 
     @property
     def run_dir(self) -> Path:
@@ -37,6 +39,33 @@ class RunRef:
         if own.exists():
             return own
         return self.config_path if self.config_path and self.config_path.exists() else None
+
+
+class _FastTokenizer:
+    """A model folder's `tokenizer.json` through the `tokenizers` library, with the
+    `decode` signature the token view uses (that of a transformers tokenizer)."""
+
+    def __init__(self, path: Path) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_file(str(path))
+
+    def decode(
+        self,
+        ids: list[int],
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool = False,
+    ) -> str:
+        return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+def _load_tokenizer(model_path: str) -> Any:
+    folder = Path(model_path).expanduser()
+    if (folder / "tokenizer.json").is_file():
+        return _FastTokenizer(folder / "tokenizer.json")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path)
 
 
 class SSDApp(App[None]):
@@ -60,6 +89,7 @@ class SSDApp(App[None]):
         clock: Callable[[], float] = time.time,
         poll_interval: float = 0.5,
         examples_dir: Path | None = None,
+        autostart_rounds: int | None = None,
     ) -> None:
         super().__init__()
         self.runs_dir = Path(runs_dir)
@@ -69,8 +99,10 @@ class SSDApp(App[None]):
         self.clock = clock
         self.poll_interval = poll_interval
         self.examples_dir = examples_dir
+        self.autostart_rounds = autostart_rounds
         self.engines: dict[Path, EngineProcess] = {}
         self._tokenizers: dict[str, Any] = {}
+        self._tokenizer_lock = threading.Lock()
 
     @property
     def review_mode(self) -> bool:
@@ -91,7 +123,13 @@ class SSDApp(App[None]):
         self.push_screen(StartScreen())
         if self.open_db is not None:
             self.push_screen(
-                DashboardScreen(RunRef(self.open_db.resolve(), config_path=self.start_config))
+                DashboardScreen(
+                    RunRef(
+                        self.open_db.resolve(),
+                        config_path=self.start_config,
+                        autostart_rounds=self.autostart_rounds,
+                    )
+                )
             )
 
     def engine_for(self, ref: RunRef) -> EngineProcess:
@@ -101,12 +139,61 @@ class SSDApp(App[None]):
         return self.engines[key]
 
     def tokenizer(self, model_path: str) -> Any:
-        """The run's tokenizer (loaded once, in a worker thread: it imports transformers)."""
-        if model_path not in self._tokenizers:
-            from transformers import AutoTokenizer
+        """The run's tokenizer, loaded once (call it from a worker thread).
 
-            self._tokenizers[model_path] = AutoTokenizer.from_pretrained(model_path)
-        return self._tokenizers[model_path]
+        A model folder with a `tokenizer.json` is read with the `tokenizers` library
+        (well under a second); importing transformers for `AutoTokenizer` took 4-5.5 s
+        and more on a loaded machine, so it is only the fallback (hub ids, old formats).
+        """
+        with self._tokenizer_lock:
+            if model_path not in self._tokenizers:
+                self._tokenizers[model_path] = _load_tokenizer(model_path)
+            return self._tokenizers[model_path]
+
+    def preload_tokenizer(self, model_path: str) -> None:
+        """Load the run's tokenizer in the background, so the first token view is quick."""
+
+        def load() -> None:
+            try:
+                self.tokenizer(model_path)
+            except Exception:  # noqa: BLE001 - the token view reports it when opened
+                pass
+
+        self.run_worker(load, thread=True, group="tokenizer", exclusive=False, exit_on_error=False)
+
+    def deliver_screenshot(
+        self,
+        filename: str | None = None,
+        path: str | None = None,
+        time_format: str | None = None,
+    ) -> str | None:
+        """Save a screenshot where a folder exists, and say where (Textual's default,
+        ~/Downloads, is often missing: "Failed to save screenshot")."""
+        from ssd_tui.tui.data import display_path
+
+        folder = Path(path) if path else self._screenshot_folder()
+        try:
+            saved = self.save_screenshot(filename, str(folder), time_format)
+        except OSError as e:
+            self.notify(
+                f"cannot save the screenshot in {folder}: {e.strerror or e}",
+                title="Screenshot",
+                severity="error",
+                markup=False,
+            )
+            return None
+        self.notify(f"saved to {display_path(saved)}", title="Screenshot", markup=False)
+        return saved
+
+    def _screenshot_folder(self) -> Path:
+        """The shown run's folder, else the runs folder, else the current directory
+        (never beside a file under review: a review writes nothing there)."""
+        ref = getattr(self.screen, "ref", None)
+        if isinstance(ref, RunRef) and not ref.review and ref.run_dir.is_dir():
+            return ref.run_dir
+        if not self.review_mode and self.runs_dir.is_dir():
+            return self.runs_dir
+        return Path.cwd()
 
     def action_help(self) -> None:
         from ssd_tui.tui.screens.help import HelpScreen
@@ -120,9 +207,11 @@ def run_app(
     open_db: Path | None = None,
     review: list[Path] | None = None,
     start_config: Path | None = None,
+    autostart_rounds: int | None = None,
 ) -> None:
     """Open the app on `runs_dir`; `open_db` attaches to one run (live or finished);
-    `review` opens exported/finished run DBs read-only (two: compared round by round)."""
+    `review` opens exported/finished run DBs read-only (two: compared round by round);
+    `autostart_rounds` starts the engine on `open_db` up to that round, unless done."""
     opened = []
     if review:
         # Exports may be gzipped (.db.gz): review a decompressed temporary copy, removed
@@ -132,7 +221,13 @@ def run_app(
         opened = [open_export(Path(p)) for p in review]
         review = [s.path for s in opened]
     try:
-        SSDApp(Path(runs_dir), open_db=open_db, review=review, start_config=start_config).run()
+        SSDApp(
+            Path(runs_dir),
+            open_db=open_db,
+            review=review,
+            start_config=start_config,
+            autostart_rounds=autostart_rounds,
+        ).run()
     finally:
         for store in opened:
             store.close()

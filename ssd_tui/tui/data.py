@@ -111,17 +111,21 @@ def read_listing(run_dir: Path) -> RunListing:
             item.error = str(e)
         item.last_activity = cfg_path.stat().st_mtime if cfg_path.exists() else None
         return item
+    item.engine_pid = engine_pid(db)
     try:
         store = _open_ro(db)
     except SSDError as e:
-        item.state, item.error = "unreadable", str(e)
+        # An engine that is creating the database: not readable yet, but not broken.
+        item.state, item.error = ("running", "") if item.engine_pid else ("unreadable", str(e))
         return item
     try:
         info = store.run_info()
         if info:
             item.name, item.model = info["name"], info["model"]
             cfg = config_from_json(info["config_json"], Path(info["base_dir"] or run_dir))
-            item.rounds_planned = cfg.run.rounds
+            # A run extended past its plan (`--rounds 4` on a 3-round plan) planned more.
+            last = store.conn.execute("SELECT MAX(round) FROM rounds").fetchone()[0]
+            item.rounds_planned = max(cfg.run.rounds, last or 0)
             row = store.conn.execute(
                 "SELECT MAX(value) FROM metrics WHERE purpose='eval' AND name='pass@1' "
                 "AND scope='all' AND temperature=?",
@@ -143,9 +147,8 @@ def read_listing(run_dir: Path) -> RunListing:
         item.state, item.error = "unreadable", f"{db}: {e}"
     finally:
         store.close()
-    item.engine_pid = engine_pid(db)
     if item.engine_pid is not None:
-        item.state = "running"
+        item.state, item.error = "running", ""
     return item
 
 
@@ -186,15 +189,62 @@ class StageRow:
     started_at: float | None
     seconds: float
 
-    def rate_eta(self, now: float) -> tuple[float | None, float | None]:
-        """Items per second since the stage (re)started, and seconds left at that rate."""
-        if not self.started_at or self.done <= 0:
-            return None, None
-        dt = now - self.started_at
-        if dt <= 0:
-            return None, None
-        rate = self.done / dt
-        eta = (self.total - self.done) / rate if self.total and rate > 0 else None
+    def fraction(self) -> float | None:
+        """How much of the whole stage is done, 0..1, never going back within a stage run.
+
+        The engine's done/total restart at each phase: an evaluation generates, then tests
+        (done/total restart at 0), and the baseline does both once per temperature, its
+        detail saying which ("testing T=0.4 (2/4)"). So the stage's own share is
+        (phases before this one + this phase's done/total) / phases.
+        """
+        if not self.total:
+            return None
+        part = min(1.0, max(0.0, self.done / self.total))
+        m = re.search(r"\((\d+)/(\d+)\)", self.detail or "")
+        i, n = (int(m[1]), int(m[2])) if m and 0 < int(m[1]) <= int(m[2]) else (1, 1)
+        if self.stage in ("evaluate", "baseline"):
+            testing = "testing" in (self.detail or "")
+            return ((i - 1) * 2 + int(testing) + part) / (2 * n)
+        return (i - 1 + part) / n
+
+
+@dataclass
+class Progress:
+    """Rate and ETA of a running stage from what the app saw it do (no DB access).
+
+    The rate counts only work the app watched being done: a resumed stage starts with
+    the work of an earlier session already counted in `done`, and dividing that by the
+    time since this session's start showed "240/s · ETA 1s". So: items per second since
+    the first sight of the current phase, and the stage's ETA from its fraction done
+    since the first sight of this stage run.
+    """
+
+    key: tuple[int, str, float | None]  # (round, stage, started_at): one stage run
+    phase: str = ""
+    phase_t0: float = 0.0
+    phase_done0: int = 0
+    t0: float = 0.0
+    fraction0: float | None = None
+
+    @classmethod
+    def first(cls, st: StageRow, now: float) -> Progress:
+        return cls((st.round, st.stage, st.started_at), st.detail, now, st.done, now, st.fraction())
+
+    def update(self, st: StageRow, now: float) -> tuple[float | None, float | None]:
+        """(items per second in this phase, seconds left in the stage), None if unknown."""
+        if (st.round, st.stage, st.started_at) != self.key:
+            self.__dict__.update(Progress.first(st, now).__dict__)
+        if st.detail != self.phase or st.done < self.phase_done0:
+            self.phase, self.phase_t0, self.phase_done0 = st.detail, now, st.done
+        rate = None
+        if now > self.phase_t0 and st.done > self.phase_done0:
+            rate = (st.done - self.phase_done0) / (now - self.phase_t0)
+        eta = None
+        f = st.fraction()
+        if f is not None and self.fraction0 is not None and now > self.t0 and f > self.fraction0:
+            eta = (1.0 - f) * (now - self.t0) / (f - self.fraction0)
+        elif f is not None and self.fraction0 is None:
+            self.t0, self.fraction0 = now, f
         return rate, eta
 
 
@@ -217,6 +267,10 @@ class Snapshot:
     diversity_name: str = ""
     provisional: tuple[int, float] | None = None  # pass@1 so far of a round being evaluated
     sandbox: list[str] = field(default_factory=list)  # isolations that ran its tests (issue 20)
+    verdict: str | None = None  # SSD vs the temperature-only baseline (the CLI's line)
+    probe: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # fork/lock stats
+    last_stage_start: float | None = None  # the latest started_at of any stage
+    planned_rounds: int = 0  # [run] rounds: the last round of the run's plan
 
 
 @dataclass
@@ -269,13 +323,15 @@ class RunReader:
         self._lock = threading.RLock()
         self._config: RunConfig | None = None
         self._done_counts: dict[int, int] = {}
+        self._closed = False
 
     # ---- connection ---------------------------------------------------------------------
     @property
     def store(self) -> RunStore | None:
         """The open store, or None while the DB does not exist (yet) or is not initialised."""
         with self._lock:
-            if self._store is None and self.db_path.exists():
+            # Closed (its screen is gone): a worker still running must not reopen it.
+            if self._store is None and self.db_path.exists() and not self._closed:
                 try:
                     self._store = _open_ro(self.db_path)
                 except SSDError:
@@ -284,6 +340,7 @@ class RunReader:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             if self._store is not None:
                 self._store.close()
                 self._store = None
@@ -319,6 +376,10 @@ class RunReader:
             s = self.store
             if s is None:
                 return None
+            # The version *before* reading: a commit that lands while the rows below are
+            # read then shows as a change at the next poll (read at the end, it was taken
+            # as seen, and the dashboard stayed stale until the engine's next commit).
+            data_version = s.data_version()
             info = s.run_info()
             if info is None:
                 return None
@@ -421,8 +482,10 @@ class RunReader:
             else:
                 events = s.events(after_event_id, limit=500)
             last_id = events[-1]["id"] if events else after_event_id
+            from ssd_tui.cli import baseline_verdict  # the line `ssd-tui run` ends with
+
             return Snapshot(
-                data_version=s.data_version(),
+                data_version=data_version,
                 name=info["name"],
                 model=info["model"],
                 created_at=info["created_at"],
@@ -439,7 +502,26 @@ class RunReader:
                 diversity_name=div_name,
                 provisional=provisional,
                 sandbox=s.sandbox_labels(),
+                verdict=baseline_verdict(s, cfg),
+                probe=self._probe_series(t_eval),
+                last_stage_start=max((x.started_at for x in stages if x.started_at), default=None),
+                planned_rounds=cfg.run.rounds,
             )
+
+    def _probe_series(self, t_eval: float) -> dict[str, list[tuple[int, float]]]:
+        """Fork/lock probe statistics per round (purpose 'probe', scope 'all'), at T_eval
+        when a round has several temperatures."""
+        s = self.store
+        assert s is not None
+        by: dict[str, dict[int, float]] = {}
+        rows = s.conn.execute(
+            "SELECT round, name, value FROM metrics WHERE purpose='probe' AND scope='all' "
+            "AND value IS NOT NULL ORDER BY ABS(temperature - ?) DESC",
+            (t_eval,),
+        )
+        for rnd, name, value in rows:  # the closest temperature comes last and wins
+            by.setdefault(name, {})[rnd] = value
+        return {name: sorted(pts.items()) for name, pts in by.items()}
 
     def _count_round(self, rnd: int, done: bool) -> int:
         if rnd in self._done_counts:

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ENGINE_LOG = "engine.log"
@@ -80,6 +81,7 @@ class EngineProcess:
         self.db_path = Path(db_path)
         self.proc: subprocess.Popen | None = None
         self.command: list[str] = []
+        self.started_at: float | None = None  # time.time() when the app started it
 
     @property
     def log_path(self) -> Path:
@@ -89,6 +91,7 @@ class EngineProcess:
         """Start the engine; return its pid. Raises OSError if it cannot be started."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.command = engine_command(config, rounds, stages)
+        self.started_at = time.time()
         with open(self.log_path, "ab") as log:
             log.write(("\n$ " + " ".join(self.command) + "\n").encode())
             log.flush()
@@ -116,6 +119,18 @@ class EngineProcess:
         if self.ours_running:
             return self.proc.pid  # type: ignore[union-attr]
         return engine_pid(self.db_path)
+
+    def since(self) -> float | None:
+        """When the live engine started: ours from our clock, one started elsewhere from
+        its lock file (written when it took the lock). None when no engine runs."""
+        if self.ours_running:
+            return self.started_at
+        if engine_pid(self.db_path) is None:
+            return None
+        try:
+            return Path(str(self.db_path) + ".lock").stat().st_mtime
+        except OSError:
+            return None
 
     def signal(self, sig: int) -> bool:
         pid = self.pid()

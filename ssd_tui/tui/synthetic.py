@@ -252,6 +252,16 @@ def build_run(
                         }
                     },
                 )
+                # The fork/lock probe: entropies in nats, masses as probabilities (the
+                # lock tail mass is small: on a shared axis it would be a flat line at 0).
+                probe = {
+                    "fork_entropy": round(1.9 - 0.25 * rnd, 3),
+                    "lock_tail_mass": round(0.012 - 0.003 * rnd, 4),
+                    "kept_mass": round(0.93 + 0.02 * rnd, 3),
+                    "n_fork": 40.0 - 5 * rnd,
+                    "n_lock": 300.0 + 10 * rnd,
+                }
+                store.set_metrics(rnd, "probe", t_eval, {"all": probe})
             store.log(f"round {rnd}: {stage} started", rnd=rnd, stage=stage)
             store.end_stage(rnd, stage, "done")
             store.log(f"round {rnd}: {stage} done", rnd=rnd, stage=stage)

@@ -25,6 +25,7 @@ def _delta(a: float | None, b: float | None) -> Text:
 
 
 class CompareScreen(Screen):
+    HELP_TITLE = "compare two runs (A vs B)"  # what the help screen calls it
     SUB_TITLE = "review: compare (read-only)"
     AUTO_FOCUS = "#cmp-table"
     BINDINGS = [

@@ -9,7 +9,10 @@ crash shows up as a notification and an 'interrupted' stage, never as a frozen U
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.markup import escape
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -21,7 +24,6 @@ from textual.widgets import (
     Footer,
     Header,
     Input,
-    Label,
     RichLog,
     Static,
     TabbedContent,
@@ -66,19 +68,29 @@ def explain_exit(code: int, tail: list[str]) -> str:
 
 
 class RoundsPrompt(ModalScreen[int | None]):
-    """Ask how many rounds to run unattended."""
+    """Ask up to which round to run unattended, in `ssd-tui run --rounds N`'s terms:
+    N is the last round run (round 0 is the base model, rounds 1..N are SSD rounds)."""
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, first: int) -> None:
+    def __init__(self, first: int, planned: int) -> None:
         super().__init__()
         self.first = first
+        self.planned = planned
 
     def compose(self) -> ComposeResult:
+        plan = (
+            f"round 0 is the base model, rounds 1–{self.planned} the planned SSD rounds"
+            if self.planned >= 1
+            else "round 0 is the base model, rounds 1, 2, … SSD rounds"
+        )
         with Vertical(id="prompt"):
-            yield Label(f"Run how many rounds unattended, starting with round {self.first}?")
-            yield Input("3", id="n-rounds", type="integer")
-            yield Static("", id="n-error")
+            yield Static(
+                f"Run unattended up to which round? ({plan}; next to run: round {self.first})",
+                id="n-question",
+            )
+            yield Input(str(max(self.first, self.planned)), id="n-rounds", type="integer")
+            yield Static("[dim]runs `ssd-tui run CONFIG --rounds N`[/]", id="n-error")
             with Horizontal():
                 yield Button("Run", id="ok", variant="primary")
                 yield Button("Cancel", id="no")
@@ -87,8 +99,10 @@ class RoundsPrompt(ModalScreen[int | None]):
     @on(Button.Pressed, "#ok")
     def _ok(self) -> None:
         raw = self.query_one(Input).value.strip()
-        if not raw.isdigit() or int(raw) < 1:
-            self.query_one("#n-error", Static).update("[red]a whole number ≥ 1[/]")
+        if not raw.isdigit() or int(raw) < self.first:
+            self.query_one("#n-error", Static).update(
+                f"[red]a round number ≥ {self.first} (round {self.first} is the next to run)[/]"
+            )
             return
         self.dismiss(int(raw))
 
@@ -98,13 +112,14 @@ class RoundsPrompt(ModalScreen[int | None]):
 
 
 class DashboardScreen(Screen):
+    HELP_TITLE = "run dashboard"  # what the help screen calls it
     AUTO_FOCUS = "#rounds"
     BINDINGS = [
         Binding(
             "s", "next_stage", "Next stage", tooltip="run the next stage (ssd-tui run --stages 1)"
         ),
         Binding("r", "next_round", "Next round", tooltip="run until the next round is done"),
-        Binding("u", "run_rounds", "N rounds", tooltip="run N rounds unattended"),
+        Binding("u", "run_rounds", "N rounds", tooltip="run up to round N unattended (--rounds N)"),
         Binding("p", "pause", "Pause", tooltip="finish the current stage, then stop (SIGUSR1)"),
         Binding("x", "stop", "Stop", tooltip="stop between batches (SIGINT); resumable"),
         Binding("b", "browse", "Samples", tooltip="browse the highlighted round's samples"),
@@ -112,7 +127,12 @@ class DashboardScreen(Screen):
         Binding("j", "jump", "Jump", tooltip="the samples behind the selected warning"),
         Binding("e", "events", "Events", tooltip="the run's event log"),
         Binding("l", "engine_log", "Log", tooltip="the engine's output (RUN_DIR/engine.log)"),
+        Binding("c", "series", "Series", tooltip="choose the chart's series (toggle list)"),
+        Binding("f", "chart_view", "Probe", tooltip="chart: pass rates ↔ the fork/lock probe"),
         Binding("escape", "back", "Back"),
+        # Reached only when the engine key itself is disabled or hidden (review, no config,
+        # an engine already running): says why instead of doing nothing.
+        Binding("s,r,u,p,x", "engine_unavailable", show=False),
     ]
 
     class Polled(Message):
@@ -123,8 +143,10 @@ class DashboardScreen(Screen):
             exit_code: int | None,
             log_lines: list[str] | None,
             error: str = "",
+            engine_since: float | None = None,
         ) -> None:
             super().__init__()
+            self.engine_since = engine_since
             self.snapshot = snapshot
             self.engine_pid = engine_pid
             self.exit_code = exit_code
@@ -142,6 +164,8 @@ class DashboardScreen(Screen):
         self._polling = False
         self._log_size = -1
         self._title_set = False
+        self._autostart = ref.autostart_rounds if not ref.review else None
+        self.engine_since: float | None = None
 
     @property
     def engine(self):
@@ -151,6 +175,7 @@ class DashboardScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="run-head")
+        yield Static("", id="verdict")
         with Horizontal(id="top"):
             yield RoundsTable(id="rounds")
             yield PassCurve(id="curve")
@@ -162,7 +187,7 @@ class DashboardScreen(Screen):
                 yield WarningsPanel(id="warnings")
             with TabPane("Engine log", id="tab-log"):
                 yield RichLog(id="engine-log", max_lines=500, wrap=False, markup=False)
-        yield Footer()
+        yield Footer(compact=True)  # every key fits in 150 columns
 
     def on_mount(self) -> None:
         self._engine = self.app.engine_for(self.ref)
@@ -198,7 +223,8 @@ class DashboardScreen(Screen):
             size = engine.log_path.stat().st_size if engine.log_path.exists() else -1
             lines = engine.log_tail(200) if size != self._log_size else None
             self._log_size = size
-            self.post_message(self.Polled(snap, pid, exit_code, lines))
+            since = None if pid is None else engine.since()
+            self.post_message(self.Polled(snap, pid, exit_code, lines, engine_since=since))
         except Exception as e:  # noqa: BLE001 - the UI must survive anything the DB does
             self.post_message(
                 self.Polled(None, self.engine_pid, None, None, error=f"{type(e).__name__}: {e}")
@@ -213,6 +239,7 @@ class DashboardScreen(Screen):
             return
         engine_changed = msg.engine_pid != self.engine_pid
         self.engine_pid = msg.engine_pid
+        self.engine_since = msg.engine_since
         if msg.exit_code is not None and self.engine.proc is not None:
             self._engine_exited(msg.exit_code)
         if msg.log_lines is not None:
@@ -227,6 +254,20 @@ class DashboardScreen(Screen):
         self._tick()
         if engine_changed:
             self.refresh_bindings()
+        if self._autostart is not None:
+            self._start_on_open(self._autostart)
+
+    def _start_on_open(self, last: int) -> None:
+        """`ssd-tui demo --tui`: run the demo up to its last round, unless it is done or
+        an engine already runs on it (then the dashboard just follows it)."""
+        self._autostart = None
+        done = (
+            {r.round for r in self.snapshot.rounds if r.status == "done"}
+            if self.snapshot
+            else set()
+        )
+        if self.engine_pid is None and not done >= set(range(last + 1)):
+            self._start(rounds=last)
 
     def _engine_exited(self, code: int) -> None:
         self.engine.proc = None
@@ -254,6 +295,10 @@ class DashboardScreen(Screen):
 
     def _show_no_db(self) -> None:
         cfg = self.ref.engine_config
+        if self.engine_pid is not None:
+            text = f"engine starting (pid {self.engine_pid}): loading libraries and the model…"
+            self.query_one("#progress", StageProgress).show([], text)
+            return
         text = "[b]This run has not started yet.[/b] "
         text += (
             f"Press [b]s[/b] to run the first stage or [b]r[/b] for round 0 "
@@ -278,7 +323,10 @@ class DashboardScreen(Screen):
             f"[b]{escape(snap.name)}[/b] · {escape(snap.model)} · T_eval {snap.t_eval:g}"
             f"{sandbox if snap.sandbox else ''} · [dim]{escape(mode)}[/]"
         )
+        self._show_verdict(snap)
         table = self.query_one(RoundsTable)
+        if first and Path(snap.model).is_dir():
+            self.app.preload_tokenizer(snap.model)  # the first token view is then quick
         if first:
             table.set_k_label(snap.k, snap.diversity_name)
             table.border_title = "rounds" + (
@@ -286,7 +334,7 @@ class DashboardScreen(Screen):
             )
         table.update_rounds(snap.rounds)
         curve = self.query_one(PassCurve)
-        curve.set_data(snap.curve, snap.baseline, snap.provisional)
+        curve.set_data(snap.curve, snap.baseline, snap.provisional, snap.probe)
         self.query_one(EventLog).add_events(snap.events, snap.created_at)
         self.query_one(WarningsPanel).set_warnings(snap.warnings)
         tabs = self.query_one(TabbedContent)
@@ -294,6 +342,18 @@ class DashboardScreen(Screen):
             f"Warnings ({len(snap.warnings)})" if snap.warnings else "Warnings"
         )
         self.refresh_bindings()
+
+    def _show_verdict(self, snap: Snapshot) -> None:
+        """The line the CLI prints when a run ends (SSD vs the temperature-only baseline);
+        'so far' until the run's planned rounds are done."""
+        verdict = self.query_one("#verdict", Static)
+        verdict.display = bool(snap.verdict)
+        if snap.verdict:
+            done = {r.round for r in snap.rounds if r.status == "done"}
+            final = done >= set(range(snap.planned_rounds + 1))
+            verdict.update(
+                Text.assemble(("verdict" if final else "so far", "bold"), ": ", snap.verdict)
+            )
 
     def _tick(self) -> None:
         """Clock-driven parts only (rate, ETA): no DB access."""
@@ -315,6 +375,11 @@ class DashboardScreen(Screen):
                 f"(crashed or killed)[/]: press [b]s[/b] to resume it"
             )
         if self.engine_pid is not None:
+            since, last = self.engine_since, snap.last_stage_start
+            if since is not None and (last is None or last < since):
+                # No stage has started since this engine did: it is importing its
+                # libraries and loading the model (seconds on a CPU).
+                return f"engine starting (pid {self.engine_pid}): loading libraries and the model…"
             return f"engine running (pid {self.engine_pid}), between stages"
         done = [r for r in snap.rounds if r.status == "done"]
         return (
@@ -323,6 +388,8 @@ class DashboardScreen(Screen):
 
     # ---- bindings ---------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "engine_unavailable":
+            return True
         if action in ENGINE_START | ENGINE_SIGNAL:
             if self.ref.review:
                 return False  # hidden: review mode offers no engine actions
@@ -340,6 +407,21 @@ class DashboardScreen(Screen):
         return True
 
     # ---- engine actions --------------------------------------------------------------------------
+    def action_engine_unavailable(self) -> None:
+        self.notify(self._why_no_engine_action(), title="Engine", severity="warning", markup=False)
+
+    def _why_no_engine_action(self) -> str:
+        if self.ref.review:
+            return (
+                "review is read-only: no engine actions here (a run's own run.db, opened "
+                "with ssd-tui open, can be run)"
+            )
+        if self.engine_pid is not None:
+            return f"an engine is already running (pid {self.engine_pid}): p pauses, x stops it"
+        if self.ref.engine_config is None:
+            return f"no config.toml in {display_path(self.ref.run_dir)}: the engine needs one"
+        return "no engine is running (s, r or u starts one)"
+
     def _start(self, rounds: int | None = None, stages: int | None = None) -> None:
         cfg = self.ref.engine_config
         if cfg is None:
@@ -382,13 +464,11 @@ class DashboardScreen(Screen):
         self._start(rounds=self._target())
 
     def action_run_rounds(self) -> None:
-        first = self._target()
+        def go(last: int | None) -> None:
+            if last is not None:
+                self._start(rounds=last)
 
-        def go(n: int | None) -> None:
-            if n:
-                self._start(rounds=first + n - 1)
-
-        self.app.push_screen(RoundsPrompt(first), go)
+        self.app.push_screen(RoundsPrompt(self._target(), self._planned_rounds()), go)
 
     def action_pause(self) -> None:
         if self.engine.pause():
@@ -409,15 +489,36 @@ class DashboardScreen(Screen):
     def _round_selected(self) -> None:
         self.action_browse()
 
+    def _show_tab(self, tab: str, focus: str) -> None:
+        """Switch the bottom tab and focus its content, in that order's reverse: a focused
+        widget left in the pane being hidden hands focus to its neighbour in the same pane,
+        and a pane that gains focus makes itself active again (the tab would "stick")."""
+        self.query_one(focus).focus()
+        self.query_one(TabbedContent).active = tab
+
     def action_warnings(self) -> None:
-        self.query_one(TabbedContent).active = "tab-warnings"
-        self.query_one("#warnings-table").focus()
+        self._show_tab("tab-warnings", "#warnings-table")
 
     def action_events(self) -> None:
-        self.query_one(TabbedContent).active = "tab-events"
+        self._show_tab("tab-events", "#events")
 
     def action_engine_log(self) -> None:
-        self.query_one(TabbedContent).active = "tab-log"
+        self._show_tab("tab-log", "#engine-log")
+
+    def action_series(self) -> None:
+        from ssd_tui.tui.screens.series import SeriesScreen
+
+        curve = self.query_one(PassCurve)
+
+        def done(hidden: set[str] | None) -> None:
+            if hidden is not None:
+                curve.set_hidden(hidden)
+
+        self.app.push_screen(SeriesScreen(curve.names(), curve.hidden), done)
+
+    def action_chart_view(self) -> None:
+        curve = self.query_one(PassCurve)
+        curve.set_view("pass" if curve.view == "probe" else "probe")
 
     def action_jump(self) -> None:
         w = self.query_one(WarningsPanel).current

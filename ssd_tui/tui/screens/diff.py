@@ -23,6 +23,7 @@ def program(d: SampleDetail) -> str:
 
 
 class DiffScreen(Screen):
+    HELP_TITLE = "diff of two samples"  # what the help screen calls it
     SUB_TITLE = "diff"
     AUTO_FOCUS = "DiffView"
     BINDINGS = [

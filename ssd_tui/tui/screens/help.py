@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
@@ -17,10 +19,13 @@ process (`ssd-tui run CONFIG`, started by the dashboard's keys with output in
 RUN_DIR/engine.log); quitting the app leaves it running, and an engine crash never
 takes the app down: the dashboard says the stage was left running and `s` resumes it.
 
-Dashboard: s runs the next stage, r finishes the next round, u runs N rounds; p pauses
-after the current stage (SIGUSR1), x stops between batches (SIGINT, resumable).
+Dashboard: s runs the next stage, r finishes the next round, u runs up to round N
+(`ssd-tui run --rounds N`: round 0 is the base model, rounds 1..N are SSD rounds);
+p pauses after the current stage (SIGUSR1), x stops between batches (SIGINT, resumable).
 Rounds with a ⚠ badge have mode-collapse warnings: w shows them with their evidence,
-j jumps to the samples behind the selected one.
+j jumps to the samples behind the selected one. The chart: c chooses its series
+(per-difficulty ones start hidden), f switches to the fork/lock probe (one panel per
+statistic: entropies in nats, masses as probabilities, each on its own y-axis).
 
 Samples: [ and ] change the round, v the verdict filter, o eval/train; m marks a
 sample as A, d diffs A (default: the same sample index one round earlier) with the
@@ -33,6 +38,15 @@ p ≥ [analysis] lock_top1 (so it was the top-1 token, with at least that mass).
 Every key is also in the command palette (ctrl+p)."""
 
 
+def help_title(screen: Screen) -> str:
+    """A screen's name for people (its HELP_TITLE), never a class name."""
+    title = getattr(screen, "HELP_TITLE", "")
+    if title:
+        return title
+    words = re.findall(r"[A-Z][a-z]+", type(screen).__name__.removesuffix("Screen"))
+    return " ".join(words).lower() or "this screen"
+
+
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "Close")]
 
@@ -42,7 +56,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         table = Table(
-            title=f"keys: {type(self.under).__name__.replace('Screen', '')}",
+            title=f"keys: {help_title(self.under)}",
             expand=True,
             show_edge=False,
             header_style="bold",

@@ -47,6 +47,7 @@ def _help(section: str, key: str) -> str:
 
 
 class NewRunScreen(Screen):
+    HELP_TITLE = "new run"  # what the help screen calls it
     AUTO_FOCUS = "#name"
     BINDINGS = [
         Binding(

@@ -77,6 +77,7 @@ SAMPLE_COLUMNS = [
 
 
 class SampleBrowserScreen(Screen):
+    HELP_TITLE = "sample browser"  # what the help screen calls it
     SUB_TITLE = "samples"
     AUTO_FOCUS = "#samples"
     BINDINGS = [

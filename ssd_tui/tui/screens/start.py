@@ -15,10 +15,17 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from ssd_tui.tui.data import RunListing, display_path, fmt_ago, fmt_pct, list_runs
 
+REFRESH_S = 3.0
+EMPTY_HINT = (
+    "No runs here yet. Try the bundled demo: quit (ctrl+q) and run [b]ssd-tui demo[/b] "
+    "(minutes on a CPU), or press [b]n[/b] to create a run from an example config, "
+    "or start one headless with [b]ssd-tui run CONFIG.toml[/b]."
+)
 STATE_STYLE = {"running": "bold cyan", "new": "yellow", "unreadable": "bold red", "idle": "green"}
 
 
 class StartScreen(Screen):
+    HELP_TITLE = "runs"  # what the help screen calls it
     AUTO_FOCUS = "#runs"
     BINDINGS = [
         Binding(
@@ -62,6 +69,13 @@ class StartScreen(Screen):
             f"Runs in [b]{escape(display_path(self.app.runs_dir))}[/b]  (each folder with a run.db or a config.toml)"
         )
         self.action_refresh()
+        # Runs change under the list (an engine starts, creates or finishes a run): keep
+        # it current without r, but only while this screen is the one shown.
+        self.set_interval(REFRESH_S, self._auto_refresh)
+
+    def _auto_refresh(self) -> None:
+        if self.is_current:
+            self.action_refresh()
 
     def on_screen_resume(self) -> None:
         self.action_refresh()
@@ -74,6 +88,8 @@ class StartScreen(Screen):
         self.post_message(self.Listed(list_runs(runs_dir)))
 
     def on_start_screen_listed(self, message: Listed) -> None:
+        if message.runs == self.runs and self.runs:
+            return  # unchanged: keep the table (and its cursor) as it is
         self.runs = message.runs
         table = self.query_one("#runs", DataTable)
         row = table.cursor_row
@@ -81,8 +97,13 @@ class StartScreen(Screen):
         now = self.app.clock()
         for r in self.runs:
             planned = f"/{r.rounds_planned}" if r.rounds_planned is not None else ""
+            # A folder named apart from its run (the demo set aside as demo.<date-time>)
+            # shows the folder too: two rows both named "demo" could not be told apart.
+            name = Text(r.name, style="bold")
+            if r.run_dir.name != r.name:
+                name.append(f" {r.run_dir.name}", style="dim")
             table.add_row(
-                Text(r.name, style="bold"),
+                name,
                 Text(r.model or "–", overflow="ellipsis"),
                 f"{r.rounds_done}{planned}",
                 Text(fmt_pct(r.best_pass1), justify="right"),
@@ -92,19 +113,15 @@ class StartScreen(Screen):
             )
         if self.runs:
             table.move_cursor(row=min(max(row, 0), len(self.runs) - 1))
-        else:
-            self.query_one("#run-error", Static).update(
-                "No runs yet. Press [b]n[/b] to create one from an example config, "
-                "or start one headless with [b]ssd-tui run CONFIG.toml[/b]."
-            )
         self._show_error()
 
     @on(DataTable.RowHighlighted, "#runs")
     def _show_error(self) -> None:
         r = self.current
-        self.query_one("#run-error", Static).update(
-            Text(r.error, style="red") if r is not None and r.error else ""
-        )
+        text: str | Text = EMPTY_HINT if not self.runs else ""
+        if r is not None and r.error:
+            text = Text(r.error, style="red")
+        self.query_one("#run-error", Static).update(text)
 
     @property
     def current(self) -> RunListing | None:

@@ -49,6 +49,7 @@ def _loadable(model: str) -> bool:
 
 
 class TokenScreen(Screen):
+    HELP_TITLE = "token view"  # what the help screen calls it
     SUB_TITLE = "tokens"
     AUTO_FOCUS = "#tok-table"
     BINDINGS = [

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, ProgressBar
 
-from ssd_tui.tui.data import StageRow, fmt_duration
+from ssd_tui.tui.data import Progress, StageRow, fmt_duration
 
 
 class StageBar(Horizontal):
@@ -24,6 +24,7 @@ class StageBar(Horizontal):
         super().__init__(id=key)
         self.key = key
         self._initial = (stage, now)
+        self.progress = Progress.first(stage, now)
 
     def on_mount(self) -> None:
         self.update_stage(*self._initial)
@@ -40,15 +41,19 @@ class StageBar(Horizontal):
             Text.assemble(f"round {st.round} · ", (st.stage, "bold"))
         )
         bar = self.query_one(ProgressBar)
-        bar.update(total=st.total or None, progress=st.done)
-        rate, eta = st.rate_eta(now)
-        parts = [f"{st.done:,}/{st.total:,}" if st.total else f"{st.done:,}"]
+        # The bar is the whole stage's share done (it never goes back as the stage moves
+        # from one temperature or phase to the next); the text gives the current phase.
+        fraction = st.fraction()
+        bar.update(
+            total=1000 if fraction is not None else None, progress=round(1000 * (fraction or 0))
+        )
+        rate, eta = self.progress.update(st, now)
+        parts = [st.detail] if st.detail else []
+        parts.append(f"{st.done:,}/{st.total:,}" if st.total else f"{st.done:,}")
         if rate is not None:
             parts.append(f"{rate:.2f}/s" if rate < 10 else f"{rate:,.0f}/s")
         if eta is not None:
-            parts.append(f"ETA {fmt_duration(eta)}")
-        if st.detail:
-            parts.append(st.detail)
+            parts.append(f"stage ETA {fmt_duration(eta)}")
         self.query_one(".stage-rate", Label).update(Text("  ·  ".join(parts)))
 
 
