@@ -42,6 +42,7 @@ examples:
   ssd-tui export runs/demo/run.db --round 2      a self-contained DB of round 2
   ssd-tui review demo-round-2.db       read-only review of an export
   ssd-tui options                      every config key, its default and meaning
+  ssd-tui sweep CFG --set sampling.temperature=0.5,0.8 --seeds 3   a grid of runs and its table
 """
 
 
@@ -364,6 +365,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ssd_tui import sweep as sw
+
+    plan = sw.plan(
+        Path(args.config),
+        args.sets,
+        args.seeds,
+        out=Path(args.out) if args.out else None,
+        rounds=args.rounds,
+    )
+    sw.prepare(plan)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(
+        f"[bold]sweep[/] {plan.folder}: {len(plan.settings())} setting(s) × {len(plan.seeds)} "
+        f"seed(s) = {len(plan.runs)} runs, one after another"
+    )
+    code = 0 if args.table_only else sw.run_sweep(plan, threads=args.threads, say=console.print)
+    sw.print_tables(plan, console)
+    if code == 0 and not args.table_only:
+        console.print(f"[green]done.[/] open it in the app: ssd-tui --runs-dir {plan.folder}")
+    return code
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -514,6 +540,38 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--compress", action="store_true", help="gzip the output for sharing")
     e.set_defaults(func=cmd_export)
+
+    sw = command(
+        "sweep",
+        "run a grid of settings × seeds, one run each, and tabulate them",
+        "Every combination of the --set values, for each of --seeds seeds (the config's seed,\n"
+        "then the next ones), becomes one ordinary run folder under the sweep folder\n"
+        "(sweep.json lists them). The runs go one after another; rerun the same command to\n"
+        "resume: finished runs are skipped, a partial one resumes. At the end: pass@k per\n"
+        "round for each setting (mean ± sd over seeds) and the temperature-only baseline.",
+        "  ssd-tui sweep examples/demo.toml --set sampling.temperature=0.5,0.8 --seeds 2 --rounds 2\n"
+        "  ssd-tui sweep CFG --set sampling.temperature=0.6,1.2 --set sampling.top_p=0.8,0.95\n"
+        "  ssd-tui sweep CFG --set ... --table-only        the table of what is there so far\n",
+    )
+    sw.add_argument("config", help="the base run config (TOML)")
+    sw.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=V1,V2",
+        help="a swept key and its values (TOML literals), e.g. sampling.top_p=0.8,0.95; repeatable",
+    )
+    sw.add_argument("--seeds", type=int, default=1, help="seeds per setting (default 1)")
+    sw.add_argument("--rounds", type=int, help="rounds per run (overrides [run] rounds)")
+    sw.add_argument(
+        "--out", help="sweep folder (default: sweep-CONFIG beside the config's run folder)"
+    )
+    sw.add_argument("--threads", type=int, default=0, help="torch CPU threads per run")
+    sw.add_argument(
+        "--table-only", action="store_true", help="print the table of the runs so far; run nothing"
+    )
+    sw.set_defaults(func=cmd_sweep)
 
     rp = command(
         "report",
