@@ -350,6 +350,8 @@ def cmd_review(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ssd_tui.export import export_run
 
+    if args.tensorboard:
+        return _export_tensorboard(args)
     if args.all and args.round is not None:
         raise SSDError("give either --round K or --all, not both")
     if not args.all and args.round is None:
@@ -388,6 +390,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if code == 0 and not args.table_only:
         console.print(f"[green]done.[/] open it in the app: ssd-tui --runs-dir {plan.folder}")
     return code
+
+
+def _export_tensorboard(args: argparse.Namespace) -> int:
+    """`export RUN.db|SWEEP_DIR --tensorboard DIR`: event files, one TensorBoard run per run."""
+    from ssd_tui import sweep as sw
+    from ssd_tui.tensorboard_export import export_tensorboard
+
+    if args.round is not None or args.all or args.jsonl or args.compress or args.out:
+        raise SSDError("--tensorboard DIR exports the whole run; give it without other options")
+    src = Path(args.db)
+    if src.is_dir() and sw.is_sweep(src):
+        plan = sw.load(src)
+        dbs = [(plan.db_path(r), r.label) for r in plan.runs if plan.db_path(r).exists()]
+        if not dbs:
+            raise SSDError(f"{src}: no run of this sweep has started yet")
+    else:
+        dbs = [(src, None)]
+    for db, name in dbs:
+        folder, n = export_tensorboard(db, Path(args.tensorboard), name)
+        print(f"wrote {n} scalars to {folder}")
+    print(f"see them: tensorboard --logdir {args.tensorboard}")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -527,9 +551,10 @@ def build_parser() -> argparse.ArgumentParser:
         "and the run's config and problems: any SQLite client (or `ssd-tui review`) reads it.",
         "  ssd-tui export runs/demo/run.db --round 2     runs/demo/demo-round-2.db\n"
         "  ssd-tui export runs/demo/run.db --all --compress\n"
-        "  ssd-tui export runs/demo/run.db --round 1 --jsonl --out r1.jsonl\n",
+        "  ssd-tui export runs/demo/run.db --round 1 --jsonl --out r1.jsonl\n"
+        "  ssd-tui export runs/demo/run.db --tensorboard tb/   then: tensorboard --logdir tb/\n",
     )
-    e.add_argument("db", help="a run's database (RUN_DIR/run.db)")
+    e.add_argument("db", help="a run's database (RUN_DIR/run.db); with --tensorboard also a sweep folder")
     e.add_argument("--round", type=int, help="the round to export")
     e.add_argument("--all", action="store_true", help="export the whole run")
     e.add_argument("--out", help="output file (default: beside the run DB)")
@@ -539,6 +564,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="write samples as JSONL (datasets.load_dataset('json', ...))",
     )
     e.add_argument("--compress", action="store_true", help="gzip the output for sharing")
+    e.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="write TensorBoard event files (DIR/<run>/) instead; RUN.db may be a sweep folder",
+    )
     e.set_defaults(func=cmd_export)
 
     sw = command(
