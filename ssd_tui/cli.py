@@ -414,6 +414,82 @@ def _export_tensorboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_round(store: Any, rnd: int | None) -> None:
+    if rnd is None:
+        return
+    rounds = [r["round"] for r in store.rounds()]
+    if rnd not in rounds:
+        have = f"rounds {rounds[0]}–{rounds[-1]}" if rounds else "no rounds yet"
+        raise SSDError(f"--round {rnd}: this run has {have}")
+
+
+def _writable_run(db: str) -> Any:
+    """A run DB opened for a small write (notes, tags); an export is refused."""
+    from ssd_tui.export import export_info
+    from ssd_tui.store import RunStore
+
+    store = RunStore.open(db)
+    if export_info(store) is not None:
+        store.close()
+        raise SSDError(f"{db} is an export (read-only review); add notes and tags to the run DB")
+    return store
+
+
+def cmd_note(args: argparse.Namespace) -> int:
+    text = " ".join(args.text).strip()
+    if not text:
+        raise SSDError("the note is empty")
+    store = _writable_run(args.db)
+    try:
+        _check_round(store, args.round)
+        note_id = store.add_note(text, args.round)
+    finally:
+        store.close()
+    print(f"note #{note_id} added")
+    return 0
+
+
+def cmd_notes(args: argparse.Namespace) -> int:
+    """List a run's notes and tags (read-only: works on exports and live runs)."""
+    from ssd_tui.store import RunStore
+
+    store = RunStore.open(args.db, readonly=True)
+    try:
+        rounds = sorted({r["round"] for r in store.rounds()})
+        run_tags = store.tags()
+        print("tags: " + (" ".join(run_tags) if run_tags else "–"))
+        for rnd in rounds:
+            if tags := store.tags(rnd):
+                print(f"round {rnd} tags: {' '.join(tags)}")
+        for n in store.notes():
+            where = "run" if n["round"] is None else f"round {n['round']}"
+            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(n["created_at"]))
+            print(f"#{n['id']} {stamp} {where}: {n['text']}")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    import re
+
+    for tag in args.tags:
+        if not re.fullmatch(r"[^\s,]{1,64}", tag):
+            raise SSDError(f"tag {tag!r}: 1–64 characters, no spaces or commas")
+    store = _writable_run(args.db)
+    try:
+        _check_round(store, args.round)
+        for tag in args.tags:
+            if args.remove:
+                store.remove_tag(tag, args.round)
+            else:
+                store.add_tag(tag, args.round)
+        print(" ".join(store.tags(args.round)))
+    finally:
+        store.close()
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -602,6 +678,43 @@ def build_parser() -> argparse.ArgumentParser:
         "--table-only", action="store_true", help="print the table of the runs so far; run nothing"
     )
     sw.set_defaults(func=cmd_sweep)
+
+    nt = command(
+        "note",
+        "add a note to a run or one of its rounds",
+        "Notes live in the run DB (table notes), show in the app and travel with exports.\n"
+        "`ssd-tui notes RUN.db` lists them with the tags.",
+        '  ssd-tui note runs/demo/run.db "lr 1e-3 looks too high"\n'
+        '  ssd-tui note runs/demo/run.db --round 2 "loops start here"\n',
+    )
+    nt.add_argument("db", help="a run's database (RUN_DIR/run.db)")
+    nt.add_argument("text", nargs="+", help="the note")
+    nt.add_argument("--round", type=int, help="the round the note is about (default: the run)")
+    nt.set_defaults(func=cmd_note)
+
+    ns = command(
+        "notes",
+        "list a run's notes and tags",
+        "Read-only: works on a running run and on exports.",
+        "  ssd-tui notes runs/demo/run.db\n",
+    )
+    ns.add_argument("db", help="a run's database or an export")
+    ns.set_defaults(func=cmd_notes)
+
+    tg = command(
+        "tag",
+        "tag a run or one of its rounds (--remove to untag)",
+        "Tags live in the run DB (table tags), show in the app and travel with exports.\n"
+        "Prints the run's (or the round's) tags afterwards.",
+        "  ssd-tui tag runs/demo/run.db baseline good-lr\n"
+        "  ssd-tui tag runs/demo/run.db --round 3 collapse\n"
+        "  ssd-tui tag runs/demo/run.db good-lr --remove\n",
+    )
+    tg.add_argument("db", help="a run's database (RUN_DIR/run.db)")
+    tg.add_argument("tags", nargs="+", metavar="TAG", help="tags to add (or remove)")
+    tg.add_argument("--round", type=int, help="the round to tag (default: the run)")
+    tg.add_argument("--remove", action="store_true", help="remove the tags instead")
+    tg.set_defaults(func=cmd_tag)
 
     rp = command(
         "report",
