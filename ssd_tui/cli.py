@@ -43,6 +43,9 @@ examples:
   ssd-tui review demo-round-2.db       read-only review of an export
   ssd-tui options                      every config key, its default and meaning
   ssd-tui sweep CFG --set sampling.temperature=0.5,0.8 --seeds 3   a grid of runs and its table
+  ssd-tui search runs/demo/run.db "while True"       samples holding a text, with verdicts
+  ssd-tui note runs/demo/run.db "text"; ssd-tui tag runs/demo/run.db TAG   notes and tags
+  ssd-tui export runs/demo/run.db --tensorboard tb/  TensorBoard event files
 """
 
 
@@ -394,21 +397,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _export_tensorboard(args: argparse.Namespace) -> int:
     """`export RUN.db|SWEEP_DIR --tensorboard DIR`: event files, one TensorBoard run per run."""
-    from ssd_tui import sweep as sw
     from ssd_tui.tensorboard_export import export_tensorboard
 
     if args.round is not None or args.all or args.jsonl or args.compress or args.out:
         raise SSDError("--tensorboard DIR exports the whole run; give it without other options")
-    src = Path(args.db)
-    if src.is_dir() and sw.is_sweep(src):
-        plan = sw.load(src)
-        dbs = [(plan.db_path(r), r.label) for r in plan.runs if plan.db_path(r).exists()]
-        if not dbs:
-            raise SSDError(f"{src}: no run of this sweep has started yet")
-    else:
-        dbs = [(src, None)]
-    for db, name in dbs:
-        folder, n = export_tensorboard(db, Path(args.tensorboard), name)
+    for db, name in run_dbs(Path(args.db)):
+        folder, n = export_tensorboard(db, Path(args.tensorboard), name or None)
         print(f"wrote {n} scalars to {folder}")
     print(f"see them: tensorboard --logdir {args.tensorboard}")
     return 0
@@ -487,6 +481,59 @@ def cmd_tag(args: argparse.Namespace) -> int:
         print(" ".join(store.tags(args.round)))
     finally:
         store.close()
+    return 0
+
+
+def run_dbs(path: Path) -> list[tuple[Path, str]]:
+    """A run DB, or every started run of a sweep folder: [(db, label)]."""
+    from ssd_tui import sweep as sw
+
+    if path.is_dir() and sw.is_sweep(path):
+        plan = sw.load(path)
+        dbs = [(plan.db_path(r), r.label) for r in plan.runs if plan.db_path(r).exists()]
+        if not dbs:
+            raise SSDError(f"{path}: no run of this sweep has started yet")
+        return dbs
+    if path.is_dir() and (path / "run.db").exists():
+        return [(path / "run.db", path.name)]
+    return [(path, "")]
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ssd_tui.search import search_many
+
+    hits, total = search_many(
+        run_dbs(Path(args.db)),
+        args.text,
+        fts=args.fts,
+        limit=args.limit,
+        rnd=args.round,
+        purpose=args.purpose,
+        status=args.status,
+    )
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    table = Table(header_style="bold", box=None)
+    many = any(h.run for h in hits)
+    for col in (["run"] if many else []) + ["id", "round", "purpose", "T", "problem", "verdict", "line"]:
+        table.add_column(col, no_wrap=col != "line", overflow="fold" if col == "line" else "ellipsis")
+    for h in hits:
+        table.add_row(
+            *([h.run] if many else []),
+            str(h.sample_id),
+            str(h.round),
+            h.purpose,
+            f"{h.temperature:g}",
+            f"{h.problem}[{h.sample_idx}]",
+            h.status or "–",
+            h.line,
+        )
+    if hits:
+        console.print(table)
+    shown = f" (first {len(hits)})" if total > len(hits) else ""
+    print(f"{total} sample(s) match{shown}")
     return 0
 
 
@@ -715,6 +762,29 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--round", type=int, help="the round to tag (default: the run)")
     tg.add_argument("--remove", action="store_true", help="remove the tags instead")
     tg.set_defaults(func=cmd_tag)
+
+    se = command(
+        "search",
+        "find samples by text across rounds (and the runs of a sweep), with verdicts",
+        "Literal text by default (the exact text, case-sensitive); --fts takes an SQLite FTS5\n"
+        "query. The index is a sidecar file beside the run DB (RUN_DIR/run.search.db), brought\n"
+        "up to date at each search; the run DB is only read.",
+        '  ssd-tui search runs/demo/run.db "while True"\n'
+        '  ssd-tui search runs/sweep-demo "while True" --status passed\n'
+        '  ssd-tui search runs/demo/run.db --fts "while NOT break" --round 2\n',
+    )
+    se.add_argument("db", help="a run DB, an export, a run folder or a sweep folder")
+    se.add_argument("text", help="the text to find")
+    se.add_argument("--fts", action="store_true", help="TEXT is an FTS5 query")
+    se.add_argument("--round", type=int, help="only this round")
+    se.add_argument("--purpose", choices=["eval", "train"], help="only eval or training samples")
+    se.add_argument(
+        "--status",
+        choices=["passed", "failed", "error", "timeout", "untested"],
+        help="only samples with this verdict",
+    )
+    se.add_argument("--limit", type=int, default=200, help="most hits listed (default 200)")
+    se.set_defaults(func=cmd_search)
 
     rp = command(
         "report",
