@@ -330,7 +330,15 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 def cmd_open(args: argparse.Namespace) -> int:
+    from ssd_tui import sweep as sw
     from ssd_tui.store import RunStore
+
+    if Path(args.db).is_dir() and sw.is_sweep(Path(args.db)):  # a sweep: its runs overlaid
+        sw.load(Path(args.db))  # clear errors before the app starts
+        from ssd_tui.tui.app import run_app
+
+        run_app(runs_dir=Path(args.db).resolve().parent, open_sweep=Path(args.db).resolve())
+        return 0
 
     RunStore.open(args.db).close()  # clear errors before the app starts
     from ssd_tui.tui.app import run_app
@@ -391,7 +399,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     code = 0 if args.table_only else sw.run_sweep(plan, threads=args.threads, say=console.print)
     sw.print_tables(plan, console)
     if code == 0 and not args.table_only:
-        console.print(f"[green]done.[/] open it in the app: ssd-tui --runs-dir {plan.folder}")
+        console.print(f"[green]done.[/] open it in the app: ssd-tui open {plan.folder}")
     return code
 
 
@@ -651,9 +659,10 @@ def build_parser() -> argparse.ArgumentParser:
         "open a run DB in the app (attaches to a run in progress)",
         "The dashboard of one run: live pass@1 curves, rounds, warnings, samples, diffs and\n"
         "token views. A run going on headless is followed live; the app can also step it.",
-        "  ssd-tui open runs/demo/run.db\n",
+        "  ssd-tui open runs/demo/run.db\n"
+        "  ssd-tui open runs/sweep-demo                  a sweep: its runs on one chart\n",
     )
-    op.add_argument("db", help="a run's database (RUN_DIR/run.db)")
+    op.add_argument("db", help="a run's database (RUN_DIR/run.db), or a sweep folder (overlaid)")
     op.set_defaults(func=cmd_open)
 
     rv = command(

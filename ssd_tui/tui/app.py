@@ -60,8 +60,10 @@ class SSDApp(App[None]):
         clock: Callable[[], float] = time.time,
         poll_interval: float = 0.5,
         examples_dir: Path | None = None,
+        open_sweep: Path | None = None,
     ) -> None:
         super().__init__()
+        self.open_sweep = Path(open_sweep) if open_sweep else None  # issue 19
         self.runs_dir = Path(runs_dir)
         self.open_db = Path(open_db) if open_db else None
         self.review = [Path(p) for p in review] if review else []
@@ -89,6 +91,12 @@ class SSDApp(App[None]):
                 self.push_screen(CompareScreen(self.review[0], self.review[1]))
             return
         self.push_screen(StartScreen())
+        if self.open_sweep is not None:
+            from ssd_tui.tui.screens.overlay import OverlayScreen
+            from ssd_tui.tui.workbench import sweep_runs
+
+            title, runs = sweep_runs(self.open_sweep)
+            self.push_screen(OverlayScreen(runs, title))
         if self.open_db is not None:
             self.push_screen(
                 DashboardScreen(RunRef(self.open_db.resolve(), config_path=self.start_config))
@@ -120,8 +128,9 @@ def run_app(
     open_db: Path | None = None,
     review: list[Path] | None = None,
     start_config: Path | None = None,
+    open_sweep: Path | None = None,
 ) -> None:
-    """Open the app on `runs_dir`; `open_db` attaches to one run (live or finished);
+    """Open the app on `runs_dir`; `open_sweep` overlays a sweep folder's runs; `open_db` attaches to one run (live or finished);
     `review` opens exported/finished run DBs read-only (two: compared round by round)."""
     opened = []
     if review:
@@ -132,7 +141,13 @@ def run_app(
         opened = [open_export(Path(p)) for p in review]
         review = [s.path for s in opened]
     try:
-        SSDApp(Path(runs_dir), open_db=open_db, review=review, start_config=start_config).run()
+        SSDApp(
+            Path(runs_dir),
+            open_db=open_db,
+            review=review,
+            start_config=start_config,
+            open_sweep=open_sweep,
+        ).run()
     finally:
         for store in opened:
             store.close()

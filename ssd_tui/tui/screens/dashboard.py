@@ -111,6 +111,10 @@ class DashboardScreen(Screen):
         Binding("j", "jump", "Jump", tooltip="the samples behind the selected warning"),
         Binding("e", "events", "Events", tooltip="the run's event log"),
         Binding("l", "engine_log", "Log", tooltip="the engine's output (RUN_DIR/engine.log)"),
+        # issue 19: the workbench screens
+        Binding("t", "train_curves", "Loss/lr", tooltip="training loss and learning rate per step"),
+        Binding("n", "notes", "Notes", tooltip="notes and tags of the run and its rounds"),
+        Binding("slash", "search", "Search", key_display="/", tooltip="find samples by text"),
         Binding("escape", "back", "Back"),
     ]
 
@@ -437,6 +441,22 @@ class DashboardScreen(Screen):
                 note=f"warning [{w['rule']}] round {w['round']}: {w['message']}",
             )
         )
+
+    # ---- issue 19: workbench screens -------------------------------------------------------------
+    def action_train_curves(self) -> None:
+        from ssd_tui.tui.screens.train_curves import TrainCurvesScreen
+
+        self.app.push_screen(TrainCurvesScreen(self.ref))
+
+    def action_notes(self) -> None:
+        from ssd_tui.tui.screens.notes import NotesScreen
+
+        self.app.push_screen(NotesScreen(self.ref, self.query_one(RoundsTable).current_round))
+
+    def action_search(self) -> None:
+        from ssd_tui.tui.screens.search import SearchScreen
+
+        self.app.push_screen(SearchScreen([(self.ref.db_path, self.ref.run_dir.name)]))
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:
