@@ -51,6 +51,8 @@ async def test_sweep_overlay_from_the_start_screen(sweep_ws):
         await pilot.press("space", "m")
         state = screen.query_one(OverlayChart).state
         assert not state.series[0].hidden and len(state.extra) == 4 and not state.bands
+        plot = screen.query_one("OverlayPlot")
+        await until(pilot, lambda: plot.drawn_state == state, what="the redrawn picture")
         await pilot.press("down", "enter")
         await until(pilot, lambda: screen_name(app) == "DashboardScreen")
         assert app.screen.ref.db_path.parent.name == "temperature-0.5_seed-1"
@@ -80,6 +82,8 @@ def test_snapshot_sweep_overlay(sweep_ws, snap_compare):
 
     async def run_before(pilot):
         await until(pilot, lambda: screen_name(app) == "OverlayScreen" and app.screen.data)
+        plot = app.screen.query_one("OverlayPlot")  # drawn in a worker: wait for the picture
+        await until(pilot, lambda: plot.drawn_state == plot.state and plot.state.series)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

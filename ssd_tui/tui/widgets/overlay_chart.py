@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from rich.text import Text
+from textual import work
 from textual.app import ComposeResult
 from textual.containers import Horizontal
+from textual.strip import Strip
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
@@ -38,6 +40,10 @@ class OverlayState:
 
 
 class OverlayPlot(PlotextPlot):
+    """Drawn off the UI thread: plotext builds the picture in a thread worker and `render`
+    hands out the last one built, so a redraw of many curves never holds up input
+    (benchmarks/bench_overlay.py). A resize asks for a new picture the same way."""
+
     DEFAULT_CSS = """
     OverlayPlot { width: 1fr; height: 1fr; min-height: 10; }
     """
@@ -45,30 +51,72 @@ class OverlayPlot(PlotextPlot):
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self.state = OverlayState()
+        self._picture: list[Strip] = []  # one line each, built with the picture
+        self._picture_key: tuple | None = None  # (state, width, height, theme) it was built for
+        self._building: tuple | None = None
 
     def on_mount(self) -> None:
         super().on_mount()
-        self.replot()
+        self.refresh()
 
     def set_state(self, state: OverlayState) -> None:
         if state == self.state:
             return
         self.state = state
-        self.replot()
+        self.refresh()
 
-    def replot(self) -> None:
+    @property
+    def drawn_state(self) -> OverlayState | None:
+        """The state of the picture on screen (None before the first one)."""
+        return self._picture_key[0] if self._picture_key else None
+
+    def render_line(self, y: int) -> Strip:
+        """The built picture's line y (lines are made once per picture, in the worker; a
+        plotext picture as one Text would be re-split into lines at every repaint)."""
+        key = (self.state, self.size.width, self.size.height, self.app.theme)
+        if key != self._picture_key and key != self._building and self.size.width > 0:
+            self._building = key
+            self._build(key)
+        if y < len(self._picture):
+            return self._picture[y]
+        return Strip.blank(self.size.width, self.rich_style)
+
+    @work(thread=True, exclusive=True, group="overlay-plot")
+    def _build(self, key: tuple) -> None:
+        state, width, height, theme = key
+        plt = self.plt
+        plt.plotsize(width, height)
+        plt._set_size(width, height)
+        plt.theme(self._get_plotext_theme_name(theme))
+        self.replot(state)
+        console = self.app.console
+        picture = [
+            Strip(list(line.render(console)), line.cell_len).adjust_cell_length(width)
+            for line in Text.from_ansi(plt.build()).split("\n", allow_blank=True)[:height]
+        ]
+        self.app.call_from_thread(self._built, key, picture)
+
+    def _built(self, key: tuple, picture: list[Strip]) -> None:
+        self._picture, self._picture_key = picture, key
+        if self._building == key:
+            self._building = None
+        self.refresh()
+
+    def replot(self, state: OverlayState | None = None) -> None:
+        """Set up the plotext figure for `state` (in the build worker)."""
+        state = state or self.state
         plt = self.plt
         plt.clear_data()
         plt.title("pass@1 at T_eval by round (%)")
-        shown = [s for s in self.state.series if not s.hidden and s.points]
-        extra = [s for s in self.state.extra if not s.hidden and s.points]
+        shown = [s for s in state.series if not s.hidden and s.points]
+        extra = [s for s in state.extra if not s.hidden and s.points]
         rounds = {p[0] for s in shown + extra for p in s.points}
         values: list[float] = []
         for s in extra:  # every run, thin
             xs, ys = [p[0] for p in s.points], [100 * p[1] for p in s.points]
             values += ys
             plt.plot(xs, ys, color=s.color, marker="dot")
-        if self.state.bands:  # bands first: the means are drawn over them
+        if state.bands:  # bands first: the means are drawn over them
             for s in shown:
                 if any(p[2] for p in s.points):
                     xs = [p[0] for p in s.points]
@@ -83,19 +131,16 @@ class OverlayPlot(PlotextPlot):
                 plt.scatter(xs, ys, color=s.color, marker="●")
             else:
                 plt.plot(xs, ys, color=s.color, marker="hd")
-        if self.state.baseline is not None and rounds:
+        if state.baseline is not None and rounds:
             lo, hi = min(rounds), max(rounds)
-            values.append(100 * self.state.baseline)
-            plt.plot(
-                [lo, max(hi, lo + 1)], [100 * self.state.baseline] * 2, color="gray", marker="-"
-            )
+            values.append(100 * state.baseline)
+            plt.plot([lo, max(hi, lo + 1)], [100 * state.baseline] * 2, color="gray", marker="-")
         if rounds:
             lo, hi = min(rounds), max(rounds)
             plt.xticks(list(range(lo, hi + 1)))
             plt.xlim(lo - 0.2, hi + 0.2 if hi > lo else lo + 1)
         plt.ylim(*fit_range(values))
         plt.xlabel("round")
-        self.refresh()
 
 
 def fit_range(values: list[float], pad: float = 0.1, least: float = 5.0) -> tuple[float, float]:
