@@ -63,7 +63,9 @@ async def one_open(folder: Path) -> tuple[float, float, list[float], list[float]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--settings", type=int, default=6)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
@@ -74,7 +76,9 @@ def main() -> None:
         Path(tempfile.mkdtemp(prefix="bench-overlay-")) / "sweep", temps, args.seeds, args.rounds
     )
     n = args.settings * args.seeds
-    print(f"sweep: {args.settings} settings × {args.seeds} seeds = {n} runs, rounds 0–{args.rounds}")
+    print(
+        f"sweep: {args.settings} settings × {args.seeds} seeds = {n} runs, rounds 0–{args.rounds}"
+    )
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     title, runs = sweep_runs(folder)
     reads = []
@@ -94,7 +98,9 @@ def main() -> None:
     print(f"app start to the overlay's tables on screen:   {ms(opens)} over {args.trials} starts")
     print(f"app start to the chart drawn too:              {ms(draws)}")
     print(f"reading the {n} runs (load_overlay, a worker): {ms(reads)}")
-    print(f"press m: key handled, UI free again:           {ms(presses)} over {len(presses)} presses")
+    print(
+        f"press m: key handled, UI free again:           {ms(presses)} over {len(presses)} presses"
+    )
     print(f"press m: new picture of every curve on screen: {ms(pictures)} (built in a worker)")
     print(f"chart's lines on the UI thread (render_line):      {ms(renders)}")
 

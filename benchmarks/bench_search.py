@@ -49,7 +49,11 @@ def new_store(path: Path, fts: bool, n_problems: int) -> tuple[RunStore, list[in
         "eval",
         [
             SimpleNamespace(
-                id=f"p{i}", prompt="def f():\n", tests="", entry_point="f", difficulty="easy",
+                id=f"p{i}",
+                prompt="def f():\n",
+                tests="",
+                entry_point="f",
+                difficulty="easy",
                 source="b",
             )
             for i in range(n_problems)
@@ -63,7 +67,9 @@ def new_store(path: Path, fts: bool, n_problems: int) -> tuple[RunStore, list[in
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--samples", type=int, default=20000)
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
@@ -75,8 +81,23 @@ def main() -> None:
     for i in range(args.samples):
         text = program(rng)
         rows.append(
-            SampleRow(0, "eval", 0, i // n_problems, 0.8, 0, 1.0, 0.0, text, text, "stop",
-                      list(range(96)), [0.0] * 96, [0.0] * 96, [0.0] * 96)
+            SampleRow(
+                0,
+                "eval",
+                0,
+                i // n_problems,
+                0.8,
+                0,
+                1.0,
+                0.0,
+                text,
+                text,
+                "stop",
+                list(range(96)),
+                [0.0] * 96,
+                [0.0] * 96,
+                [0.0] * 96,
+            )
         )
     plain, pids = new_store(tmp / "plain" / "run.db", False, n_problems)
     trig, _ = new_store(tmp / "trig" / "run.db", True, n_problems)
@@ -85,13 +106,19 @@ def main() -> None:
     t = {"plain": 0.0, "trig": 0.0}
     batches = [rows[i : i + args.batch] for i in range(0, len(rows), args.batch)]
     for k, b in enumerate(batches):
-        for name, store in ((("plain", plain), ("trig", trig)) if k % 2 else (("trig", trig), ("plain", plain))):
+        for name, store in (
+            (("plain", plain), ("trig", trig)) if k % 2 else (("trig", trig), ("plain", plain))
+        ):
             t0 = time.perf_counter()
             store.add_samples(b)
             t[name] += time.perf_counter() - t0
     n = len(rows)
-    print(f"samples {n} ({per_problem} per problem), batch {args.batch}, load {os.getloadavg()[0]:.2f}")
-    print(f"ingest, plain run DB:        {t['plain']:.2f} s  ({1e6 * t['plain'] / n:.0f} µs/sample)")
+    print(
+        f"samples {n} ({per_problem} per problem), batch {args.batch}, load {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"ingest, plain run DB:        {t['plain']:.2f} s  ({1e6 * t['plain'] / n:.0f} µs/sample)"
+    )
     print(
         f"ingest, FTS triggers in it:  {t['trig']:.2f} s  ({1e6 * t['trig'] / n:.0f} µs/sample, "
         f"+{100 * (t['trig'] / t['plain'] - 1):.0f}%)"
@@ -106,18 +133,26 @@ def main() -> None:
     t0 = time.perf_counter()
     _, added = sync_index(db)
     first = time.perf_counter() - t0
-    print(f"lazy: first search indexes {added} samples in {first:.2f} s ({1e6 * first / added:.0f} µs/sample)")
+    print(
+        f"lazy: first search indexes {added} samples in {first:.2f} s ({1e6 * first / added:.0f} µs/sample)"
+    )
     store = RunStore.open(db)
     more = [SampleRow(**{**r.__dict__, "round": 1}) for r in rows[: args.batch]]
     store.add_samples(more)
     store.close()
     t0 = time.perf_counter()
     _, added = sync_index(db)
-    print(f"lazy: catch-up after one batch ({added} samples): {1e3 * (time.perf_counter() - t0):.0f} ms")
+    print(
+        f"lazy: catch-up after one batch ({added} samples): {1e3 * (time.perf_counter() - t0):.0f} ms"
+    )
     t0 = time.perf_counter()
     hits, total = search(db, "while True", limit=200)
-    print(f"search 'while True' (up to date): {total} hits in {1e3 * (time.perf_counter() - t0):.0f} ms")
-    print(f"sidecar size {Path(str(db).replace('run.db', 'run.search.db')).stat().st_size / 1e6:.1f} MB")
+    print(
+        f"search 'while True' (up to date): {total} hits in {1e3 * (time.perf_counter() - t0):.0f} ms"
+    )
+    print(
+        f"sidecar size {Path(str(db).replace('run.db', 'run.search.db')).stat().st_size / 1e6:.1f} MB"
+    )
     shutil.rmtree(tmp)
 
 

@@ -525,8 +525,18 @@ def cmd_search(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 160)
     table = Table(header_style="bold", box=None)
     many = any(h.run for h in hits)
-    for col in (["run"] if many else []) + ["id", "round", "purpose", "T", "problem", "verdict", "line"]:
-        table.add_column(col, no_wrap=col != "line", overflow="fold" if col == "line" else "ellipsis")
+    for col in (["run"] if many else []) + [
+        "id",
+        "round",
+        "purpose",
+        "T",
+        "problem",
+        "verdict",
+        "line",
+    ]:
+        table.add_column(
+            col, no_wrap=col != "line", overflow="fold" if col == "line" else "ellipsis"
+        )
     for h in hits:
         table.add_row(
             *([h.run] if many else []),
@@ -686,7 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
         "  ssd-tui export runs/demo/run.db --round 1 --jsonl --out r1.jsonl\n"
         "  ssd-tui export runs/demo/run.db --tensorboard tb/   then: tensorboard --logdir tb/\n",
     )
-    e.add_argument("db", help="a run's database (RUN_DIR/run.db); with --tensorboard also a sweep folder")
+    e.add_argument(
+        "db", help="a run's database (RUN_DIR/run.db); with --tensorboard also a sweep folder"
+    )
     e.add_argument("--round", type=int, help="the round to export")
     e.add_argument("--all", action="store_true", help="export the whole run")
     e.add_argument("--out", help="output file (default: beside the run DB)")

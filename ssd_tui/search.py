@@ -149,8 +149,7 @@ def search(
     words = _WORD.findall(query)
     if not fts and not words:
         raise SSDError(
-            f"search {query!r}: give at least one word or number (punctuation alone is not "
-            "indexed)"
+            f"search {query!r}: give at least one word or number (punctuation alone is not indexed)"
         )
     path, _ = sync_index(db)
     idx = sqlite3.connect(path)

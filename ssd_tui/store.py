@@ -711,7 +711,10 @@ class RunStore:
         if all_rounds:
             q, args = "SELECT DISTINCT tag FROM tags ORDER BY tag", ()
         else:
-            q, args = "SELECT tag FROM tags WHERE IFNULL(round, -1)=IFNULL(?, -1) ORDER BY tag", (rnd,)
+            q, args = (
+                "SELECT tag FROM tags WHERE IFNULL(round, -1)=IFNULL(?, -1) ORDER BY tag",
+                (rnd,),
+            )
         return [r[0] for r in self.conn.execute(q, args)]
 
     def data_version(self) -> int:

@@ -104,7 +104,13 @@ def setting_label(setting: dict[str, Any]) -> str:
 
 
 def _show(v: Any) -> str:
-    return json.dumps(v) if isinstance(v, (list, str)) else f"{v:g}" if isinstance(v, float) else str(v)
+    return (
+        json.dumps(v)
+        if isinstance(v, (list, str))
+        else f"{v:g}"
+        if isinstance(v, float)
+        else str(v)
+    )
 
 
 def split_values(raw: str) -> list[str]:
@@ -547,7 +553,9 @@ def tables(sweep: Sweep, summaries: list[SettingSummary]) -> list[Any]:
         t1.add_column(col, justify="left" if col == "setting" else "right", no_wrap=True)
     for s in summaries:
         first, end = s.rounds.get(0, {}).get("pass@1"), s.rounds.get(last, {}).get("pass@1")
-        gain = f"{end[0] - first[0]:+.3f}" if first and end and None not in (first[0], end[0]) else "—"
+        gain = (
+            f"{end[0] - first[0]:+.3f}" if first and end and None not in (first[0], end[0]) else "—"
+        )
         t1.add_row(
             short_label(s.setting),
             *[fmt_mean_sd(s.rounds.get(r, {}).get("pass@1")) for r in rounds],

@@ -126,9 +126,7 @@ def export_tensorboard(db: Path, out_dir: Path, name: str | None = None) -> tupl
     finally:
         store.close()
     target = Path(out_dir) / name
-    if target.exists() and any(
-        not p.name.startswith(EVENTS_PREFIX) for p in target.iterdir()
-    ):
+    if target.exists() and any(not p.name.startswith(EVENTS_PREFIX) for p in target.iterdir()):
         raise SSDError(f"{target} holds other files than event files; choose another DIR")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))

@@ -34,8 +34,16 @@ def make_run(path: Path) -> Path:
     store.init_run("s", "m", RunConfig().to_json(), "", str(path.parent))
     ids = store.add_problems(
         "eval",
-        [SimpleNamespace(id="loop", prompt="def loop():\n", tests="", entry_point="loop",
-                         difficulty="easy", source="t")],
+        [
+            SimpleNamespace(
+                id="loop",
+                prompt="def loop():\n",
+                tests="",
+                entry_point="loop",
+                difficulty="easy",
+                source="t",
+            )
+        ],
     )
     pid = ids["loop"]
     store.add_samples(

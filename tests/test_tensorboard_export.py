@@ -30,9 +30,7 @@ def export(*args: str) -> subprocess.CompletedProcess:
 def read_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
     acc = event_accumulator.EventAccumulator(str(folder), size_guidance={"scalars": 0})
     acc.Reload()
-    return {
-        tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]
-    }
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def test_tensorboard_export_reads_back(tmp_path: Path) -> None:
@@ -85,4 +83,7 @@ def test_tensorboard_export_bad_input(tmp_path: Path) -> None:
     r = export(str(db), "--tensorboard", str(tmp_path / "tb"), "--round", "1")
     assert r.returncode == 2 and "without other options" in r.stderr
     r = export(str(tmp_path / "nope.db"), "--tensorboard", str(tmp_path / "tb"))
-    assert r.returncode == 2 and r.stderr.strip() == f"error: run database not found: {tmp_path / 'nope.db'}"
+    assert (
+        r.returncode == 2
+        and r.stderr.strip() == f"error: run database not found: {tmp_path / 'nope.db'}"
+    )

@@ -182,5 +182,7 @@ async def test_search_opens_the_sample_view_and_the_diff(ws):
         await pilot.press("escape")
         # An FTS5 query with a syntax error: one line, in red, no hits.
         await pilot.press("slash", "ctrl+a", "ctrl+k", *'fts:total AND ("', "enter")
-        await until(pilot, lambda: "not a valid FTS5 query" in text_of(screen.query_one("#search-status")))
+        await until(
+            pilot, lambda: "not a valid FTS5 query" in text_of(screen.query_one("#search-status"))
+        )
         assert screen.hits == []

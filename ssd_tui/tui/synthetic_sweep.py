@@ -37,7 +37,10 @@ def build_sweep(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     base = CONFIG_TEMPLATE.format(
-        name="synthetic", model="/models/tiny-coder", train="train.jsonl", bench="bench.jsonl",
+        name="synthetic",
+        model="/models/tiny-coder",
+        train="train.jsonl",
+        bench="bench.jsonl",
         rounds=rounds,
     )
     plan = sw.Sweep(
@@ -61,7 +64,10 @@ def build_sweep(
 def _build_run(run_dir: Path, run: sw.SweepRun, si: int, rounds: int, steps: int) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     text = CONFIG_TEMPLATE.format(
-        name=run.label, model="/models/tiny-coder", train="train.jsonl", bench="bench.jsonl",
+        name=run.label,
+        model="/models/tiny-coder",
+        train="train.jsonl",
+        bench="bench.jsonl",
         rounds=rounds,
     ).replace("temperature = 1.6", f"temperature = {run.setting['sampling.temperature']}")
     text = text.replace("seed = 0", f"seed = {run.seed}")
@@ -70,7 +76,11 @@ def _build_run(run_dir: Path, run: sw.SweepRun, si: int, rounds: int, steps: int
     store = RunStore.open(run_dir / "run.db", create=True)
     store.init_run(run.label, "/models/tiny-coder", cfg.to_json(), text, str(run_dir))
     for rnd in range(rounds + 1):
-        stages = ["evaluate", "baseline", "analyse"] if rnd == 0 else ["sample", "train", "evaluate", "analyse"]
+        stages = (
+            ["evaluate", "baseline", "analyse"]
+            if rnd == 0
+            else ["sample", "train", "evaluate", "analyse"]
+        )
         store.plan_round(rnd, stages)
         p1 = _pass1(si, run.seed, rnd)
         values = {"all": {"pass@1": p1, "pass@4": min(1.0, p1 + 0.2)}}
@@ -84,7 +94,11 @@ def _build_run(run_dir: Path, run: sw.SweepRun, si: int, rounds: int, steps: int
             store.add_train_log(
                 rnd,
                 [
-                    {"step": s, "loss": round(1.6 / (1 + 0.3 * s + 0.5 * rnd), 4), "lr": 1e-3 * (1 - s / steps)}
+                    {
+                        "step": s,
+                        "loss": round(1.6 / (1 + 0.3 * s + 0.5 * rnd), 4),
+                        "lr": 1e-3 * (1 - s / steps),
+                    }
                     for s in range(steps)
                 ],
             )
@@ -94,6 +108,8 @@ def _build_run(run_dir: Path, run: sw.SweepRun, si: int, rounds: int, steps: int
     with store.transaction() as c:
         c.execute("UPDATE runs SET created_at=?", (BASE_TS,))
         c.execute("UPDATE rounds SET started_at=?, finished_at=?", (BASE_TS, BASE_TS + 60))
-        c.execute("UPDATE stages SET started_at=?, finished_at=?, seconds=10", (BASE_TS, BASE_TS + 10))
+        c.execute(
+            "UPDATE stages SET started_at=?, finished_at=?, seconds=10", (BASE_TS, BASE_TS + 10)
+        )
         c.execute("UPDATE meta SET value=? WHERE key='created_at'", (json.dumps(BASE_TS),))
     store.close()

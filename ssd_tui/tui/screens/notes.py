@@ -56,12 +56,18 @@ class NotesScreen(Screen):
         yield DataTable(id="notes-table", cursor_type="row", zebra_stripes=True)
         if not self.ref.review:
             with Horizontal(id="note-row"):
-                yield Input("" if self.round is None else str(self.round), placeholder="round",
-                            id="note-round", type="integer")
-                yield Input(placeholder="a note (enter saves); round empty = the whole run",
-                            id="note-text")
-            yield Input(placeholder="tags, space-separated (enter saves; -tag removes)",
-                        id="tag-input")
+                yield Input(
+                    "" if self.round is None else str(self.round),
+                    placeholder="round",
+                    id="note-round",
+                    type="integer",
+                )
+                yield Input(
+                    placeholder="a note (enter saves); round empty = the whole run", id="note-text"
+                )
+            yield Input(
+                placeholder="tags, space-separated (enter saves; -tag removes)", id="tag-input"
+            )
         yield Static("", id="notes-status")
         yield Footer()
 

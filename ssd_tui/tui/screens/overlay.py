@@ -19,13 +19,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from ssd_tui.sweep import fmt_mean_sd
-from ssd_tui.tui.workbench import PALETTE, OverlayData, OverlayRun, load_overlay, rgb
 from ssd_tui.tui.widgets.overlay_chart import OverlayChart, OverlayState, Series
+from ssd_tui.tui.workbench import PALETTE, OverlayData, OverlayRun, load_overlay, rgb
 
 
-def build_state(
-    data: OverlayData, hidden: set[str], bands: bool, every_run: bool
-) -> OverlayState:
+def build_state(data: OverlayData, hidden: set[str], bands: bool, every_run: bool) -> OverlayState:
     series, extra = [], []
     for i, g in enumerate(data.groups):
         color = PALETTE[i % len(PALETTE)]
@@ -51,9 +49,22 @@ class OverlayScreen(Screen):
     AUTO_FOCUS = "#ov-runs"
     BINDINGS = [
         Binding("enter", "open_run", "Open run", tooltip="the highlighted run's dashboard"),
-        Binding("space", "toggle_series", "Show/hide", tooltip="hide or show the highlighted run's setting"),
-        Binding("m", "toggle_runs", "Mean/every run", tooltip="mean ± sd per setting, or every run"),
-        Binding("slash", "search", "Search", key_display="/", tooltip="search these runs' samples by text"),
+        Binding(
+            "space",
+            "toggle_series",
+            "Show/hide",
+            tooltip="hide or show the highlighted run's setting",
+        ),
+        Binding(
+            "m", "toggle_runs", "Mean/every run", tooltip="mean ± sd per setting, or every run"
+        ),
+        Binding(
+            "slash",
+            "search",
+            "Search",
+            key_display="/",
+            tooltip="search these runs' samples by text",
+        ),
         Binding("r", "refresh", "Refresh"),
         Binding("escape", "back", "Back"),
     ]

@@ -26,7 +26,9 @@ class SearchScreen(Screen):
     SUB_TITLE = "search samples"
     AUTO_FOCUS = "#search-input"
     BINDINGS = [
-        Binding("enter", "open_hit", "Open", tooltip="the hit in the sample view (with this run's hits)"),
+        Binding(
+            "enter", "open_hit", "Open", tooltip="the hit in the sample view (with this run's hits)"
+        ),
         Binding("d", "diff", "Diff", tooltip="diff the hit with the same sample one round earlier"),
         Binding("slash", "focus_input", "New search", key_display="/"),
         Binding("escape", "back", "Back"),
@@ -48,12 +50,10 @@ class SearchScreen(Screen):
         yield Header()
         yield Input(
             self.query_text,
-            placeholder='text to find, e.g. while True   (fts: for an FTS5 query: fts:while NOT break)',
+            placeholder="text to find, e.g. while True   (fts: for an FTS5 query: fts:while NOT break)",
             id="search-input",
         )
-        yield Static(
-            f"searching {len(self.dbs)} run(s): type and press enter", id="search-status"
-        )
+        yield Static(f"searching {len(self.dbs)} run(s): type and press enter", id="search-status")
         yield DataTable(id="search-hits", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
@@ -62,7 +62,13 @@ class SearchScreen(Screen):
         if len(self.dbs) > 1:
             table.add_column("run", width=28)
         for name, width in (
-            ("id", 7), ("rnd", 3), ("purpose", 7), ("T", 4), ("problem", 22), ("verdict", 8), ("line", 60)
+            ("id", 7),
+            ("rnd", 3),
+            ("purpose", 7),
+            ("T", 4),
+            ("problem", 22),
+            ("verdict", 8),
+            ("line", 60),
         ):
             table.add_column(name, width=width)
         if self.query_text:

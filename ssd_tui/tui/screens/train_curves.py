@@ -17,10 +17,20 @@ from ssd_tui.tui.workbench import train_log
 class TrainCurvesScreen(Screen):
     SUB_TITLE = "training curves"
     BINDINGS = [
-        Binding("left_square_bracket", "round(-1)", "Round -", key_display="[",
-                tooltip="the previous round (or every round)"),
-        Binding("right_square_bracket", "round(1)", "Round +", key_display="]",
-                tooltip="the next round (or every round)"),
+        Binding(
+            "left_square_bracket",
+            "round(-1)",
+            "Round -",
+            key_display="[",
+            tooltip="the previous round (or every round)",
+        ),
+        Binding(
+            "right_square_bracket",
+            "round(1)",
+            "Round +",
+            key_display="]",
+            tooltip="the next round (or every round)",
+        ),
         Binding("r", "refresh", "Refresh"),
         Binding("escape", "back", "Back"),
     ]
@@ -71,7 +81,9 @@ class TrainCurvesScreen(Screen):
         else:
             which = "every round" if self.shown is None else f"round {self.shown}"
             steps = sum(len(v) for v in self.train_log.values())
-            head.update(f"{which} · {steps} steps in {len(self.train_log)} round(s) · [ ] change the round")
+            head.update(
+                f"{which} · {steps} steps in {len(self.train_log)} round(s) · [ ] change the round"
+            )
         self.query_one(TrainChart).set_data(self.train_log, self.shown)
 
     def action_round(self, step: int) -> None:

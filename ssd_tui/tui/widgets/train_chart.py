@@ -53,8 +53,10 @@ class TrainPlot(PlotextPlot):
             "training loss (left) and learning rate (right) per step"
             + (f", round {one}" if one is not None else "")
         )
-        log = {one: self.steps_log.get(one, [])} if one is not None else global_steps(self.steps_log)
-        for i, (rnd, rows) in enumerate(sorted(log.items())):
+        log = (
+            {one: self.steps_log.get(one, [])} if one is not None else global_steps(self.steps_log)
+        )
+        for i, (_rnd, rows) in enumerate(sorted(log.items())):
             pts = [(s, loss) for s, loss, _ in rows if loss is not None]
             lrs = [(s, lr) for s, _, lr in rows if lr is not None]
             color = PALETTE[i % len(PALETTE)]
@@ -64,7 +66,10 @@ class TrainPlot(PlotextPlot):
                 plt.plot([p[0] for p in pts], [p[1] for p in pts], color=color, marker="hd")
             if lrs:
                 plt.plot(
-                    [p[0] for p in lrs], [p[1] for p in lrs], color=LR_COLOR, marker="dot",
+                    [p[0] for p in lrs],
+                    [p[1] for p in lrs],
+                    color=LR_COLOR,
+                    marker="dot",
                     yside="right",
                 )
         plt.xlabel("optimiser step" + (" (rounds one after another)" if one is None else ""))
