@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ssd_tui.config import _SECTION_TYPES, loads_config
+from ssd_tui.config import _SECTION_TYPES, loads_config, parse_config
 from ssd_tui.errors import SSDError
 from ssd_tui.store import RunStore
 
@@ -264,7 +264,10 @@ def plan(
         for seed in sweep.seeds:
             run = SweepRun(run_label(setting, seed), setting, seed)
             where = f"{config} with {setting_label(setting) if setting else 'no --set'}"
-            loads_config(run_config_text(sweep, run), source=where, base_dir=folder.resolve())
+            # No text: a line number would point into the generated config, not the user's.
+            parse_config(
+                tomllib.loads(run_config_text(sweep, run)), "", where, base_dir=folder.resolve()
+            )
             sweep.runs.append(run)
     if len({r.label for r in sweep.runs}) != len(sweep.runs):
         raise SSDError("two grid points give the same run folder name; use distinct values")
