@@ -62,6 +62,17 @@ async def one_open(folder: Path) -> tuple[float, float, list[float], list[float]
     return opened, drawn, presses, pictures, renders
 
 
+async def bare_start(folder: Path) -> float:
+    """The peer: the same app started on the sweep's parent folder, to its runs list."""
+    t0 = time.perf_counter()
+    app = SSDApp(folder.parent, poll_interval=3600)
+    async with app.run_test(size=(140, 45)) as pilot:
+        while not (type(app.screen).__name__ == "StartScreen" and app.screen.sweeps):
+            await pilot.pause(0.005)
+        await pilot.pause()
+        return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -86,8 +97,9 @@ def main() -> None:
         t0 = time.perf_counter()
         load_overlay(runs, title)
         reads.append(time.perf_counter() - t0)
-    opens, draws, presses, pictures, renders = [], [], [], [], []
+    opens, draws, presses, pictures, renders, bare = [], [], [], [], [], []
     for _ in range(args.trials):
+        bare.append(asyncio.run(bare_start(folder)))
         o, d, p, pic, r = asyncio.run(one_open(folder))
         opens.append(o)
         draws.append(d)
@@ -95,6 +107,7 @@ def main() -> None:
         pictures += pic
         renders += r
     ms = lambda xs: f"median {1e3 * statistics.median(xs):.0f} ms, max {1e3 * max(xs):.0f} ms"  # noqa: E731
+    print(f"peer: app start to the runs list on screen:    {ms(bare)} over {args.trials} starts")
     print(f"app start to the overlay's tables on screen:   {ms(opens)} over {args.trials} starts")
     print(f"app start to the chart drawn too:              {ms(draws)}")
     print(f"reading the {n} runs (load_overlay, a worker): {ms(reads)}")

@@ -28,7 +28,7 @@ from ssd_tui.export import (
     export_run,
     open_export,
 )
-from ssd_tui.store import SCHEMA, SCHEMA_VERSION, RunStore, SampleRow
+from ssd_tui.store import MIGRATIONS, SCHEMA, SCHEMA_VERSION, RunStore, SampleRow
 
 ROOT = Path(__file__).resolve().parents[1]
 T_TRAIN, T_EVAL = 1.1, 0.6
@@ -267,6 +267,9 @@ def _schema_columns(conn: sqlite3.Connection) -> dict[str, list[str]]:
 def test_every_column_is_described(run_db: Path, tmp_path: Path) -> None:
     mem = sqlite3.connect(":memory:")
     mem.executescript(SCHEMA)
+    for version in sorted(MIGRATIONS):  # the schema is SCHEMA plus every migration
+        for stmt in MIGRATIONS[version]:
+            mem.execute(stmt)
     schema = _schema_columns(mem)
     exported = _schema_columns(sqlite3.connect(export_run(run_db, tmp_path / "e.db", round=1)))
     assert set(exported) == set(schema) | {"descriptions"}
