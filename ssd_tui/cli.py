@@ -43,6 +43,10 @@ examples:
   ssd-tui review demo-round-2.db       read-only review of an export
   ssd-tui diff runs/a runs/b           what differs between two runs (exit 1 if anything)
   ssd-tui options                      every config key, its default and meaning
+  ssd-tui sweep CFG --set sampling.temperature=0.5,0.8 --seeds 3   a grid of runs and its table
+  ssd-tui search runs/demo/run.db "while True"       samples holding a text, with verdicts
+  ssd-tui note runs/demo/run.db "text"; ssd-tui tag runs/demo/run.db TAG   notes and tags
+  ssd-tui export runs/demo/run.db --tensorboard tb/  TensorBoard event files
 """
 
 
@@ -393,8 +397,15 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 def cmd_open(args: argparse.Namespace) -> int:
+    from ssd_tui import sweep as sw
     from ssd_tui.export import export_info, open_export
 
+    if Path(args.db).is_dir() and sw.is_sweep(Path(args.db)):  # a sweep: its runs overlaid
+        sw.load(Path(args.db))  # clear errors before the app starts
+        from ssd_tui.tui.app import run_app
+
+        run_app(runs_dir=Path(args.db).resolve().parent, open_sweep=Path(args.db).resolve())
+        return 0
     # Checked read-only: a file `open` rejects (or an export) must stay byte-identical,
     # so no WAL switch and no schema migration here (the engine does those on a run).
     store = open_export(Path(args.db))  # clear errors before the app starts
@@ -425,6 +436,8 @@ def cmd_review(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from ssd_tui.export import export_run
 
+    if args.tensorboard:
+        return _export_tensorboard(args)
     if args.all and args.round is not None:
         raise SSDError("give either --round K or --all, not both")
     if not args.all and args.round is None:
@@ -437,6 +450,183 @@ def cmd_export(args: argparse.Namespace) -> int:
         compress=args.compress,
     )
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ssd_tui import sweep as sw
+
+    plan = sw.plan(
+        Path(args.config),
+        args.sets,
+        args.seeds,
+        out=Path(args.out) if args.out else None,
+        rounds=args.rounds,
+    )
+    sw.prepare(plan)
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    console.print(
+        f"[bold]sweep[/] {plan.folder}: {len(plan.settings())} setting(s) × {len(plan.seeds)} "
+        f"seed(s) = {len(plan.runs)} runs, one after another"
+    )
+    code = 0 if args.table_only else sw.run_sweep(plan, threads=args.threads, say=console.print)
+    sw.print_tables(plan, console)
+    if code == 0 and not args.table_only:
+        console.print(f"[green]done.[/] open it in the app: ssd-tui open {plan.folder}")
+    return code
+
+
+def _export_tensorboard(args: argparse.Namespace) -> int:
+    """`export RUN.db|SWEEP_DIR --tensorboard DIR`: event files, one TensorBoard run per run."""
+    from ssd_tui.tensorboard_export import export_tensorboard
+
+    if args.round is not None or args.all or args.jsonl or args.compress or args.out:
+        raise SSDError("--tensorboard DIR exports the whole run; give it without other options")
+    for db, name in run_dbs(Path(args.db)):
+        folder, n = export_tensorboard(db, Path(args.tensorboard), name or None)
+        print(f"wrote {n} scalars to {folder}")
+    print(f"see them: tensorboard --logdir {args.tensorboard}")
+    return 0
+
+
+def _check_round(store: Any, rnd: int | None) -> None:
+    if rnd is None:
+        return
+    rounds = [r["round"] for r in store.rounds()]
+    if rnd not in rounds:
+        have = f"rounds {rounds[0]}–{rounds[-1]}" if rounds else "no rounds yet"
+        raise SSDError(f"--round {rnd}: this run has {have}")
+
+
+def _writable_run(db: str) -> Any:
+    """A run DB opened for a small write (notes, tags); an export is refused."""
+    from ssd_tui.export import export_info
+    from ssd_tui.store import RunStore
+
+    store = RunStore.open(db)
+    if export_info(store) is not None:
+        store.close()
+        raise SSDError(f"{db} is an export (read-only review); add notes and tags to the run DB")
+    return store
+
+
+def cmd_note(args: argparse.Namespace) -> int:
+    text = " ".join(args.text).strip()
+    if not text:
+        raise SSDError("the note is empty")
+    store = _writable_run(args.db)
+    try:
+        _check_round(store, args.round)
+        note_id = store.add_note(text, args.round)
+    finally:
+        store.close()
+    print(f"note #{note_id} added")
+    return 0
+
+
+def cmd_notes(args: argparse.Namespace) -> int:
+    """List a run's notes and tags (read-only: works on exports and live runs)."""
+    from ssd_tui.store import RunStore
+
+    store = RunStore.open(args.db, readonly=True)
+    try:
+        rounds = sorted({r["round"] for r in store.rounds()})
+        run_tags = store.tags()
+        print("tags: " + (" ".join(run_tags) if run_tags else "–"))
+        for rnd in rounds:
+            if tags := store.tags(rnd):
+                print(f"round {rnd} tags: {' '.join(tags)}")
+        for n in store.notes():
+            where = "run" if n["round"] is None else f"round {n['round']}"
+            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(n["created_at"]))
+            print(f"#{n['id']} {stamp} {where}: {n['text']}")
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    import re
+
+    for tag in args.tags:
+        if not re.fullmatch(r"[^\s,]{1,64}", tag):
+            raise SSDError(f"tag {tag!r}: 1–64 characters, no spaces or commas")
+    store = _writable_run(args.db)
+    try:
+        _check_round(store, args.round)
+        for tag in args.tags:
+            if args.remove:
+                store.remove_tag(tag, args.round)
+            else:
+                store.add_tag(tag, args.round)
+        print(" ".join(store.tags(args.round)))
+    finally:
+        store.close()
+    return 0
+
+
+def run_dbs(path: Path) -> list[tuple[Path, str]]:
+    """A run DB, or every started run of a sweep folder: [(db, label)]."""
+    from ssd_tui import sweep as sw
+
+    if path.is_dir() and sw.is_sweep(path):
+        plan = sw.load(path)
+        dbs = [(plan.db_path(r), r.label) for r in plan.runs if plan.db_path(r).exists()]
+        if not dbs:
+            raise SSDError(f"{path}: no run of this sweep has started yet")
+        return dbs
+    if path.is_dir() and (path / "run.db").exists():
+        return [(path / "run.db", path.name)]
+    return [(path, "")]
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ssd_tui.search import search_many
+
+    hits, total = search_many(
+        run_dbs(Path(args.db)),
+        args.text,
+        fts=args.fts,
+        limit=args.limit,
+        rnd=args.round,
+        purpose=args.purpose,
+        status=args.status,
+    )
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    table = Table(header_style="bold", box=None)
+    many = any(h.run for h in hits)
+    for col in (["run"] if many else []) + [
+        "id",
+        "round",
+        "purpose",
+        "T",
+        "problem",
+        "verdict",
+        "line",
+    ]:
+        table.add_column(
+            col, no_wrap=col != "line", overflow="fold" if col == "line" else "ellipsis"
+        )
+    for h in hits:
+        table.add_row(
+            *([h.run] if many else []),
+            str(h.sample_id),
+            str(h.round),
+            h.purpose,
+            f"{h.temperature:g}",
+            f"{h.problem}[{h.sample_idx}]",
+            h.status or "–",
+            h.line,
+        )
+    if hits:
+        console.print(table)
+    shown = f" (first {len(hits)})" if total > len(hits) else ""
+    print(f"{total} sample(s) match{shown}")
     return 0
 
 
@@ -568,9 +758,10 @@ def build_parser() -> argparse.ArgumentParser:
         "token views. A run going on headless is followed live; the app can also step it.\n"
         "The file is checked read-only: an export opens read-only (as `ssd-tui review`),\n"
         "and a file that is not a run database is refused unchanged.",
-        "  ssd-tui open runs/demo/run.db\n",
+        "  ssd-tui open runs/demo/run.db\n"
+        "  ssd-tui open runs/sweep-demo                  a sweep: its runs on one chart\n",
     )
-    op.add_argument("db", help="a run's database (RUN_DIR/run.db)")
+    op.add_argument("db", help="a run's database (RUN_DIR/run.db), or a sweep folder (overlaid)")
     op.set_defaults(func=cmd_open)
 
     rv = command(
@@ -593,9 +784,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--out says otherwise (the run folder may be read-only or shared).",
         "  ssd-tui export runs/demo/run.db --round 2     ./demo-round-2.db\n"
         "  ssd-tui export runs/demo/run.db --all --compress\n"
-        "  ssd-tui export runs/demo/run.db --round 1 --jsonl --out r1.jsonl\n",
+        "  ssd-tui export runs/demo/run.db --round 1 --jsonl --out r1.jsonl\n"
+        "  ssd-tui export runs/demo/run.db --tensorboard tb/   then: tensorboard --logdir tb/\n",
     )
-    e.add_argument("db", help="a run's database (RUN_DIR/run.db)")
+    e.add_argument(
+        "db", help="a run's database (RUN_DIR/run.db); with --tensorboard also a sweep folder"
+    )
     e.add_argument("--round", type=int, help="the round to export")
     e.add_argument("--all", action="store_true", help="export the whole run")
     e.add_argument(
@@ -609,7 +803,104 @@ def build_parser() -> argparse.ArgumentParser:
         help="write samples as JSONL (datasets.load_dataset('json', ...))",
     )
     e.add_argument("--compress", action="store_true", help="gzip the output for sharing")
+    e.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="write TensorBoard event files (DIR/<run>/) instead; RUN.db may be a sweep folder",
+    )
     e.set_defaults(func=cmd_export)
+
+    sw = command(
+        "sweep",
+        "run a grid of settings × seeds, one run each, and tabulate them",
+        "Every combination of the --set values, for each of --seeds seeds (the config's seed,\n"
+        "then the next ones), becomes one ordinary run folder under the sweep folder\n"
+        "(sweep.json lists them). The runs go one after another; rerun the same command to\n"
+        "resume: finished runs are skipped, a partial one resumes. At the end: pass@k per\n"
+        "round for each setting (mean ± sd over seeds) and the temperature-only baseline.",
+        "  ssd-tui sweep examples/demo.toml --set sampling.temperature=0.5,0.8 --seeds 2 --rounds 2\n"
+        "  ssd-tui sweep CFG --set sampling.temperature=0.6,1.2 --set sampling.top_p=0.8,0.95\n"
+        "  ssd-tui sweep CFG --set ... --table-only        the table of what is there so far\n",
+    )
+    sw.add_argument("config", help="the base run config (TOML)")
+    sw.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=V1,V2",
+        help="a swept key and its values (TOML literals), e.g. sampling.top_p=0.8,0.95; repeatable",
+    )
+    sw.add_argument("--seeds", type=int, default=1, help="seeds per setting (default 1)")
+    sw.add_argument("--rounds", type=int, help="rounds per run (overrides [run] rounds)")
+    sw.add_argument(
+        "--out", help="sweep folder (default: sweep-CONFIG beside the config's run folder)"
+    )
+    sw.add_argument("--threads", type=int, default=0, help="torch CPU threads per run")
+    sw.add_argument(
+        "--table-only", action="store_true", help="print the table of the runs so far; run nothing"
+    )
+    sw.set_defaults(func=cmd_sweep)
+
+    nt = command(
+        "note",
+        "add a note to a run or one of its rounds",
+        "Notes live in the run DB (table notes), show in the app and travel with exports.\n"
+        "`ssd-tui notes RUN.db` lists them with the tags.",
+        '  ssd-tui note runs/demo/run.db "lr 1e-3 looks too high"\n'
+        '  ssd-tui note runs/demo/run.db --round 2 "loops start here"\n',
+    )
+    nt.add_argument("db", help="a run's database (RUN_DIR/run.db)")
+    nt.add_argument("text", nargs="+", help="the note")
+    nt.add_argument("--round", type=int, help="the round the note is about (default: the run)")
+    nt.set_defaults(func=cmd_note)
+
+    ns = command(
+        "notes",
+        "list a run's notes and tags",
+        "Read-only: works on a running run and on exports.",
+        "  ssd-tui notes runs/demo/run.db\n",
+    )
+    ns.add_argument("db", help="a run's database or an export")
+    ns.set_defaults(func=cmd_notes)
+
+    tg = command(
+        "tag",
+        "tag a run or one of its rounds (--remove to untag)",
+        "Tags live in the run DB (table tags), show in the app and travel with exports.\n"
+        "Prints the run's (or the round's) tags afterwards.",
+        "  ssd-tui tag runs/demo/run.db baseline good-lr\n"
+        "  ssd-tui tag runs/demo/run.db --round 3 collapse\n"
+        "  ssd-tui tag runs/demo/run.db good-lr --remove\n",
+    )
+    tg.add_argument("db", help="a run's database (RUN_DIR/run.db)")
+    tg.add_argument("tags", nargs="+", metavar="TAG", help="tags to add (or remove)")
+    tg.add_argument("--round", type=int, help="the round to tag (default: the run)")
+    tg.add_argument("--remove", action="store_true", help="remove the tags instead")
+    tg.set_defaults(func=cmd_tag)
+
+    se = command(
+        "search",
+        "find samples by text across rounds (and the runs of a sweep), with verdicts",
+        "Literal text by default (the exact text, case-sensitive); --fts takes an SQLite FTS5\n"
+        "query. The index is a sidecar file beside the run DB (RUN_DIR/run.search.db), brought\n"
+        "up to date at each search; the run DB is only read.",
+        '  ssd-tui search runs/demo/run.db "while True"\n'
+        '  ssd-tui search runs/sweep-demo "while True" --status passed\n'
+        '  ssd-tui search runs/demo/run.db --fts "while NOT break" --round 2\n',
+    )
+    se.add_argument("db", help="a run DB, an export, a run folder or a sweep folder")
+    se.add_argument("text", help="the text to find")
+    se.add_argument("--fts", action="store_true", help="TEXT is an FTS5 query")
+    se.add_argument("--round", type=int, help="only this round")
+    se.add_argument("--purpose", choices=["eval", "train"], help="only eval or training samples")
+    se.add_argument(
+        "--status",
+        choices=["passed", "failed", "error", "timeout", "untested"],
+        help="only samples with this verdict",
+    )
+    se.add_argument("--limit", type=int, default=200, help="most hits listed (default 200)")
+    se.set_defaults(func=cmd_search)
 
     rp = command(
         "report",

@@ -229,6 +229,26 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "(JSON; the same keys as the environment keys of meta).",
         },
     ),
+    # issue 19: notes and tags
+    "notes": (
+        "Notes a user wrote on the run or on one round (`ssd-tui note`, the app). A round's "
+        "export holds that round's notes and the run's.",
+        {
+            "id": "Row id, in the order the notes were written.",
+            "round": "Round the note is about; NULL for a note on the whole run.",
+            "text": "The note.",
+            "created_at": "When it was written (Unix time).",
+        },
+    ),
+    "tags": (
+        "Tags on the run or on one round (`ssd-tui tag`, the app): short labels to find and "
+        "group runs by. A round's export holds that round's tags and the run's.",
+        {
+            "tag": "The tag.",
+            "round": "Round it is on; NULL for a tag on the whole run.",
+            "created_at": "When it was set (Unix time).",
+        },
+    ),
     "descriptions": (
         "What each table and column of this file means (written by the export; the same "
         "text as docs/export.md and the Datasette metadata.json).",
@@ -673,6 +693,8 @@ def _copy_round(conn: sqlite3.Connection, snap: Path, rnd: int) -> None:
             where = "WHERE id IN (SELECT problem_id FROM main.samples)"
         elif "sample_id" in cols:
             where = "WHERE sample_id IN (SELECT id FROM main.samples)"
+        elif table in ("notes", "tags"):  # issue 19: the round's and the whole run's
+            where = "WHERE round = :r OR round IS NULL"
         elif "round" in cols:
             where = "WHERE round = :r"
         else:

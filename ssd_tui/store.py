@@ -144,6 +144,14 @@ CREATE TABLE IF NOT EXISTS warnings (
 #: Each statement must be safe to run twice: CREATE ... IF NOT EXISTS, or
 #: "ALTER TABLE t ADD COLUMN c ..." (run only when the column is missing). Readers of an older
 #: file opened read-only must cope with what its version lacks.
+# issue 19: notes and tags on the run (round NULL) or on one round
+NOTES_TAGS_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, round INTEGER, "
+    "text TEXT NOT NULL, created_at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS tags (tag TEXT NOT NULL, round INTEGER, created_at REAL NOT NULL)",
+    "CREATE UNIQUE INDEX IF NOT EXISTS tags_key ON tags (tag, IFNULL(round, -1))",
+]
+
 MIGRATIONS: dict[int, list[str]] = {
     2: [
         # issue 17: run record: every start and resume, with its config and environment
@@ -151,6 +159,7 @@ MIGRATIONS: dict[int, list[str]] = {
         "event TEXT NOT NULL, config_toml TEXT, config_json TEXT NOT NULL, environment TEXT)",
         # issue 20: the sandbox isolation that ran a stage's test programs
         "ALTER TABLE stages ADD COLUMN sandbox TEXT",
+        *NOTES_TAGS_SCHEMA,  # issue 19: notes and tags
     ],
 }
 
@@ -670,6 +679,81 @@ class RunStore:
             d["evidence"] = json.loads(d["evidence"]) if d["evidence"] else {}
             out.append(d)
         return out
+
+    # ---- notes and tags (issue 19; an older file opened read-only has neither table) ------
+    def _has_table(self, name: str) -> bool:
+        return (
+            self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
+            ).fetchone()
+            is not None
+        )
+
+    def _ensure_notes_tags(self, c: sqlite3.Connection) -> None:
+        # A file already at schema 2 before these tables existed never reruns MIGRATIONS[2].
+        for stmt in NOTES_TAGS_SCHEMA:
+            c.execute(stmt)
+
+    def add_note(self, text: str, rnd: int | None = None) -> int:
+        """A note on the run (rnd None) or on one round; returns its id."""
+        with self.transaction() as c:
+            self._ensure_notes_tags(c)
+            cur = c.execute(
+                "INSERT INTO notes (round, text, created_at) VALUES (?,?,?)",
+                (rnd, text, time.time()),
+            )
+        return int(cur.lastrowid)
+
+    def delete_note(self, note_id: int) -> bool:
+        if not self._has_table("notes"):
+            return False
+        with self.transaction() as c:
+            return c.execute("DELETE FROM notes WHERE id=?", (note_id,)).rowcount > 0
+
+    def notes(self, rnd: int | None = None, run_too: bool = True) -> list[dict[str, Any]]:
+        """Notes, oldest first: all of them, or one round's (plus the run's when run_too)."""
+        if not self._has_table("notes"):
+            return []
+        if rnd is None:
+            q, args = "SELECT * FROM notes ORDER BY id", ()
+        else:
+            q = "SELECT * FROM notes WHERE round=?" + (" OR round IS NULL" if run_too else "")
+            q, args = q + " ORDER BY id", (rnd,)
+        return [dict(r) for r in self.conn.execute(q, args)]
+
+    def add_tag(self, tag: str, rnd: int | None = None) -> bool:
+        """Tag the run (rnd None) or a round; False when it had the tag already."""
+        with self.transaction() as c:
+            self._ensure_notes_tags(c)
+            cur = c.execute(
+                "INSERT OR IGNORE INTO tags (tag, round, created_at) VALUES (?,?,?)",
+                (tag, rnd, time.time()),
+            )
+        return cur.rowcount > 0
+
+    def remove_tag(self, tag: str, rnd: int | None = None) -> bool:
+        if not self._has_table("tags"):
+            return False
+        with self.transaction() as c:
+            return (
+                c.execute(
+                    "DELETE FROM tags WHERE tag=? AND IFNULL(round, -1)=IFNULL(?, -1)", (tag, rnd)
+                ).rowcount
+                > 0
+            )
+
+    def tags(self, rnd: int | None = None, all_rounds: bool = False) -> list[str]:
+        """The run's tags (rnd None), one round's, or every tag (all_rounds), sorted."""
+        if not self._has_table("tags"):
+            return []
+        if all_rounds:
+            q, args = "SELECT DISTINCT tag FROM tags ORDER BY tag", ()
+        else:
+            q, args = (
+                "SELECT tag FROM tags WHERE IFNULL(round, -1)=IFNULL(?, -1) ORDER BY tag",
+                (rnd,),
+            )
+        return [r[0] for r in self.conn.execute(q, args)]
 
     def data_version(self) -> int:
         """Changes when another connection commits: a cheap poll for readers."""

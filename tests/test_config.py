@@ -180,6 +180,8 @@ def test_vllm_cpu_keys_are_unset_by_default_and_take_booleans():
     with pytest.raises(SSDError, match=r"\[vllm\] enforce_eager must be true or false"):
         loads_config(MINIMAL + "[vllm]\nenforce_eager = 'auto'\n")
     assert config_from_json(cfg.to_json(), Path(".")) == cfg
+
+
 def test_a_config_rewritten_for_its_run_folder_means_the_same_there(tmp_path):
     from ssd_tui.config import PATH_KEYS, config_for_run_folder, path_of
 

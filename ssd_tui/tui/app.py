@@ -90,8 +90,10 @@ class SSDApp(App[None]):
         poll_interval: float = 0.5,
         examples_dir: Path | None = None,
         autostart_rounds: int | None = None,
+        open_sweep: Path | None = None,
     ) -> None:
         super().__init__()
+        self.open_sweep = Path(open_sweep) if open_sweep else None  # issue 19
         self.runs_dir = Path(runs_dir)
         self.open_db = Path(open_db) if open_db else None
         self.review = [Path(p) for p in review] if review else []
@@ -121,6 +123,12 @@ class SSDApp(App[None]):
                 self.push_screen(CompareScreen(self.review[0], self.review[1]))
             return
         self.push_screen(StartScreen())
+        if self.open_sweep is not None:
+            from ssd_tui.tui.screens.overlay import OverlayScreen
+            from ssd_tui.tui.workbench import sweep_runs
+
+            title, runs = sweep_runs(self.open_sweep)
+            self.push_screen(OverlayScreen(runs, title))
         if self.open_db is not None:
             self.push_screen(
                 DashboardScreen(
@@ -208,10 +216,12 @@ def run_app(
     review: list[Path] | None = None,
     start_config: Path | None = None,
     autostart_rounds: int | None = None,
+    open_sweep: Path | None = None,
 ) -> None:
-    """Open the app on `runs_dir`; `open_db` attaches to one run (live or finished);
-    `review` opens exported/finished run DBs read-only (two: compared round by round);
-    `autostart_rounds` starts the engine on `open_db` up to that round, unless done."""
+    """Open the app on `runs_dir`; `open_sweep` overlays a sweep folder's runs; `open_db`
+    attaches to one run (live or finished); `review` opens exported/finished run DBs read-only
+    (two: compared round by round); `autostart_rounds` starts the engine on `open_db` up to
+    that round, unless done."""
     opened = []
     if review:
         # Exports may be gzipped (.db.gz): review a decompressed temporary copy, removed
@@ -227,6 +237,7 @@ def run_app(
             review=review,
             start_config=start_config,
             autostart_rounds=autostart_rounds,
+            open_sweep=open_sweep,
         ).run()
     finally:
         for store in opened:

@@ -129,6 +129,10 @@ class DashboardScreen(Screen):
         Binding("l", "engine_log", "Log", tooltip="the engine's output (RUN_DIR/engine.log)"),
         Binding("c", "series", "Series", tooltip="choose the chart's series (toggle list)"),
         Binding("f", "chart_view", "Probe", tooltip="chart: pass rates ↔ the fork/lock probe"),
+        # issue 19: the workbench screens
+        Binding("t", "train_curves", "Loss/lr", tooltip="training loss and learning rate per step"),
+        Binding("n", "notes", "Notes", tooltip="notes and tags of the run and its rounds"),
+        Binding("slash", "search", "Search", key_display="/", tooltip="find samples by text"),
         Binding("escape", "back", "Back"),
         # Reached only when the engine key itself is disabled or hidden (review, no config,
         # an engine already running): says why instead of doing nothing.
@@ -542,6 +546,22 @@ class DashboardScreen(Screen):
                 note=f"warning [{w['rule']}] round {w['round']}: {w['message']}",
             )
         )
+
+    # ---- issue 19: workbench screens -------------------------------------------------------------
+    def action_train_curves(self) -> None:
+        from ssd_tui.tui.screens.train_curves import TrainCurvesScreen
+
+        self.app.push_screen(TrainCurvesScreen(self.ref))
+
+    def action_notes(self) -> None:
+        from ssd_tui.tui.screens.notes import NotesScreen
+
+        self.app.push_screen(NotesScreen(self.ref, self.query_one(RoundsTable).current_round))
+
+    def action_search(self) -> None:
+        from ssd_tui.tui.screens.search import SearchScreen
+
+        self.app.push_screen(SearchScreen([(self.ref.db_path, self.ref.run_dir.name)]))
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:

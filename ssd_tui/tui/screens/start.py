@@ -1,4 +1,5 @@
-"""Start screen: the runs in the runs folder; open one, or create a new one."""
+"""Start screen: the runs (and sweeps) in the runs folder; open one, overlay several, or
+create a new one."""
 
 from __future__ import annotations
 
@@ -36,18 +37,35 @@ class StartScreen(Screen):
             priority=True,
         ),
         Binding("n", "new_run", "New run", tooltip="create a run from an example config"),
+        Binding("space", "mark", "Mark", tooltip="mark the highlighted run for an overlay"),
+        Binding(
+            "c",
+            "overlay",
+            "Overlay",
+            tooltip="pass@1 of the marked runs (or of every run listed) on one chart",
+        ),
         Binding("r", "refresh", "Refresh"),
         Binding("q", "app.quit", "Quit"),
     ]
 
     class Listed(Message):
-        def __init__(self, runs: list[RunListing]) -> None:
+        def __init__(
+            self,
+            runs: list[RunListing],
+            sweeps: list[Path] | None = None,
+            tags: dict[Path, list[str]] | None = None,
+        ) -> None:
             super().__init__()
             self.runs = runs
+            self.sweeps = sweeps or []
+            self.tags = tags or {}
 
     def __init__(self) -> None:
         super().__init__()
         self.runs: list[RunListing] = []
+        self.sweeps: list[Path] = []  # sweep folders, listed first (issue 19)
+        self.marked: set[Path] = set()
+        self.tags: dict[Path, list[str]] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -85,25 +103,35 @@ class StartScreen(Screen):
 
     @work(thread=True, exclusive=True, group="list-runs")
     def _list(self, runs_dir: Path) -> None:
-        self.post_message(self.Listed(list_runs(runs_dir)))
+        from ssd_tui.tui.workbench import run_tags, sweep_folders
+
+        runs = list_runs(runs_dir)
+        self.post_message(self.Listed(runs, sweep_folders(runs_dir), run_tags(runs)))
 
     def on_start_screen_listed(self, message: Listed) -> None:
         if message.runs == self.runs and self.runs:
             return  # unchanged: keep the table (and its cursor) as it is
         self.runs = message.runs
+        self.sweeps = message.sweeps
+        self.tags = message.tags
         table = self.query_one("#runs", DataTable)
         row = table.cursor_row
         table.clear()
         now = self.app.clock()
+        for folder in self.sweeps:
+            table.add_row(
+                Text(f"▸ {folder.name}", style="bold magenta"),
+                Text("sweep: enter overlays its runs", style="dim"),
+                "",
+                "",
+                "",
+                Text("sweep", style="magenta"),
+                key=f"sweep:{folder}",
+            )
         for r in self.runs:
             planned = f"/{r.rounds_planned}" if r.rounds_planned is not None else ""
-            # A folder named apart from its run (the demo set aside as demo.<date-time>)
-            # shows the folder too: two rows both named "demo" could not be told apart.
-            name = Text(r.name, style="bold")
-            if r.run_dir.name != r.name:
-                name.append(f" {r.run_dir.name}", style="dim")
             table.add_row(
-                name,
+                self._name_cell(r),
                 Text(r.model or "–", overflow="ellipsis"),
                 f"{r.rounds_done}{planned}",
                 Text(fmt_pct(r.best_pass1), justify="right"),
@@ -111,27 +139,80 @@ class StartScreen(Screen):
                 Text(r.state, style=STATE_STYLE.get(r.state, "")),
                 key=str(r.run_dir),
             )
-        if self.runs:
-            table.move_cursor(row=min(max(row, 0), len(self.runs) - 1))
+        if self.runs or self.sweeps:
+            table.move_cursor(row=min(max(row, 0), len(self.runs) + len(self.sweeps) - 1))
         self._show_error()
 
     @on(DataTable.RowHighlighted, "#runs")
     def _show_error(self) -> None:
         r = self.current
-        text: str | Text = EMPTY_HINT if not self.runs else ""
+        text: str | Text = EMPTY_HINT if not (self.runs or self.sweeps) else ""
         if r is not None and r.error:
             text = Text(r.error, style="red")
         self.query_one("#run-error", Static).update(text)
 
+    def _name_cell(self, r: RunListing) -> Text:
+        mark = "● " if r.run_dir in self.marked else ""
+        cell = Text(mark + r.name, style="bold")
+        # A folder named apart from its run (the demo set aside as demo.<date-time>)
+        # shows the folder too: two rows both named "demo" could not be told apart.
+        if r.run_dir.name != r.name:
+            cell.append(f" {r.run_dir.name}", style="dim")
+        if tags := self.tags.get(r.run_dir):
+            cell.append(" " + " ".join(f"#{t}" for t in tags), style="italic cyan")
+        return cell
+
     @property
     def current(self) -> RunListing | None:
         table = self.query_one("#runs", DataTable)
-        if not self.runs or table.cursor_row < 0 or table.cursor_row >= len(self.runs):
+        i = table.cursor_row - len(self.sweeps)
+        if not self.runs or i < 0 or i >= len(self.runs):
             return None
-        return self.runs[table.cursor_row]
+        return self.runs[i]
+
+    @property
+    def current_sweep(self) -> Path | None:
+        row = self.query_one("#runs", DataTable).cursor_row
+        return self.sweeps[row] if 0 <= row < len(self.sweeps) else None
+
+    def action_mark(self) -> None:
+        r = self.current
+        if r is None:
+            return
+        self.marked ^= {r.run_dir}
+        table = self.query_one("#runs", DataTable)
+        table.update_cell(str(r.run_dir), "run", self._name_cell(r))
+        table.move_cursor(row=table.cursor_row + 1)
+
+    def action_overlay(self) -> None:
+        from ssd_tui.tui.screens.overlay import OverlayScreen
+        from ssd_tui.tui.workbench import picked_runs
+
+        picked = [r for r in self.runs if r.run_dir in self.marked] or self.runs
+        dbs = [r.db_path for r in picked if r.db_path.exists()]
+        if not dbs:
+            self.notify("no run with a database to overlay", severity="warning")
+            return
+        what = "marked" if self.marked else "listed"
+        self.app.push_screen(OverlayScreen(picked_runs(dbs), f"{len(dbs)} {what} runs"))
+
+    def _open_sweep(self, folder: Path) -> None:
+        from ssd_tui.errors import SSDError
+        from ssd_tui.tui.screens.overlay import OverlayScreen
+        from ssd_tui.tui.workbench import sweep_runs
+
+        try:
+            title, runs = sweep_runs(folder)
+        except SSDError as e:
+            self.notify(str(e), severity="error")
+            return
+        self.app.push_screen(OverlayScreen(runs, title))
 
     @on(DataTable.RowSelected, "#runs")
     def action_open_run(self) -> None:
+        if (folder := self.current_sweep) is not None:
+            self._open_sweep(folder)
+            return
         r = self.current
         if r is None:
             return

@@ -1,0 +1,188 @@
+"""The workbench screens, driven for real (App.run_test + Pilot): a sweep overlaid from the
+start screen (and its screenshot), runs picked and overlaid, training curves, notes and
+tags, and sample search opening the sample view and the diff."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import test_tui_support as support
+from test_tui_support import SIZE, make_app, screen_name, text_of, until
+
+from ssd_tui.store import RunStore
+from ssd_tui.tui.synthetic_sweep import build_sweep
+
+pytestmark = pytest.mark.anyio
+ws, template_run, anyio_backend = support.ws, support.template_run, support.anyio_backend
+
+
+@pytest.fixture
+def sweep_ws(ws: Path) -> Path:
+    build_sweep(ws / "runs" / "sweep-demo", temperatures=(0.5, 0.8), seeds=2, rounds=3)
+    return ws
+
+
+async def test_sweep_overlay_from_the_start_screen(sweep_ws):
+    app = make_app(sweep_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "StartScreen" and app.screen.sweeps)
+        assert [p.name for p in app.screen.sweeps] == ["sweep-demo"]
+        await pilot.press("enter")  # the sweep is the first row
+        await until(pilot, lambda: screen_name(app) == "OverlayScreen" and app.screen.data)
+        screen = app.screen
+        from ssd_tui.tui.widgets.overlay_chart import OverlayChart
+
+        state = screen.query_one(OverlayChart).state
+        assert [s.label for s in state.series] == ["temperature=0.5", "temperature=0.8"]
+        s0 = state.series[0]
+        assert s0.n == 2 and [p[0] for p in s0.points] == [0, 1, 2, 3]
+        assert s0.points[1][2] is not None and s0.points[1][2] > 0  # a ± sd band
+        assert state.baseline == pytest.approx(0.5025)  # T=0.6: 0.5 and 0.505 over the seeds
+        legend = text_of(screen.query_one("#ov-legend"))
+        assert "temperature=0.5" in legend and "2 seeds" in legend
+        # The summary table: the setting's mean ± sd per round, as `ssd-tui sweep` prints it.
+        summary = screen.query_one("#ov-summary")
+        assert summary.row_count == 2
+        assert "±" in str(summary.get_row_at(0)[2])
+        # Hide a setting (the highlighted run's), show every run, then jump into a run.
+        await pilot.press("space")
+        assert screen.query_one(OverlayChart).state.series[0].hidden
+        await pilot.press("space", "m")
+        state = screen.query_one(OverlayChart).state
+        assert not state.series[0].hidden and len(state.extra) == 4 and not state.bands
+        plot = screen.query_one("OverlayPlot")
+        await until(pilot, lambda: plot.drawn_state == state, what="the redrawn picture")
+        await pilot.press("down", "enter")
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        assert app.screen.ref.db_path.parent.name == "temperature-0.5_seed-1"
+
+
+async def test_marked_runs_are_overlaid(sweep_ws):
+    app = make_app(sweep_ws)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "StartScreen" and len(app.screen.runs) == 2)
+        await pilot.press("down", "space")  # mark demo-run (row 1: after the sweep row)
+        assert len(app.screen.marked) == 1
+        await pilot.press("c")
+        await until(pilot, lambda: screen_name(app) == "OverlayScreen" and app.screen.data)
+        state = app.screen.query_one("OverlayChart").state
+        assert [s.label for s in state.series] == ["demo-run"]
+        await pilot.press("escape")
+        await until(pilot, lambda: screen_name(app) == "StartScreen")
+        await pilot.press("up", "space")  # unmark it: nothing marked overlays every run listed
+        assert not app.screen.marked
+        await pilot.press("c")
+        await until(pilot, lambda: screen_name(app) == "OverlayScreen" and app.screen.data)
+        assert sorted(r.label for r in app.screen.runs) == ["demo-run", "other-run"]
+
+
+def test_snapshot_sweep_overlay(sweep_ws, snap_compare):
+    app = make_app(sweep_ws, poll_interval=3600, open_sweep=sweep_ws / "runs" / "sweep-demo")
+
+    async def run_before(pilot):
+        await until(pilot, lambda: screen_name(app) == "OverlayScreen" and app.screen.data)
+        plot = app.screen.query_one("OverlayPlot")  # drawn in a worker: wait for the picture
+        await until(pilot, lambda: plot.drawn_state == plot.state and plot.state.series)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
+async def test_training_curves_from_the_dashboard(sweep_ws):
+    db = sweep_ws / "runs" / "sweep-demo" / "temperature-0.5_seed-0" / "run.db"
+    app = make_app(sweep_ws, open_db=db)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        await pilot.press("t")
+        await until(pilot, lambda: screen_name(app) == "TrainCurvesScreen" and app.screen.train_log)
+        from ssd_tui.tui.widgets.train_chart import TrainPlot, global_steps
+
+        plot = app.screen.query_one(TrainPlot)
+        assert sorted(plot.steps_log) == [1, 2, 3] and len(plot.steps_log[1]) == 6
+        # Rounds one after another on one step axis.
+        steps = global_steps(plot.steps_log)
+        assert [s for s, _, _ in steps[2]] == list(range(6, 12))
+        legend = text_of(app.screen.query_one("#train-legend"))
+        assert "round 1 loss  1.067 → " in legend and "learning rate" in legend
+        await pilot.press("right_square_bracket")
+        assert plot.shown_round == 1
+        assert "round 1" in text_of(app.screen.query_one("#train-head"))
+
+
+async def test_notes_and_tags_in_the_app(ws):
+    db = ws / "runs" / "other-run" / "run.db"
+    app = make_app(ws, open_db=db)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        await until(pilot, lambda: app.screen.snapshot is not None)
+        await pilot.press("n")
+        await until(pilot, lambda: screen_name(app) == "NotesScreen")
+        screen = app.screen
+        await pilot.press(*"too few steps", "enter")
+        await until(pilot, lambda: screen.query_one("#notes-table").row_count == 1, what="note")
+        await pilot.press("ctrl+t", *"good-lr flaky", "enter")
+        await until(pilot, lambda: "good-lr" in text_of(screen.query_one("#tags-line")))
+        await pilot.press(*"-flaky", "enter")
+        await until(pilot, lambda: "flaky" not in text_of(screen.query_one("#tags-line")))
+        # A bad round number is one line, nothing written.
+        screen.query_one("#note-round").value = ""
+        screen.query_one("#note-round").insert_text_at_cursor("9")
+        await pilot.press("ctrl+n", *"x", "enter")
+        await until(pilot, lambda: "round 9" in text_of(screen.query_one("#notes-status")))
+    store = RunStore.open(db, readonly=True)
+    notes = store.notes()
+    assert [n["text"] for n in notes] == ["too few steps"]
+    assert store.tags(notes[0]["round"]) == ["good-lr"]
+    store.close()
+
+
+async def test_notes_are_read_only_in_review(ws):
+    db = ws / "runs" / "other-run" / "run.db"
+    store = RunStore.open(db)
+    store.add_note("from the CLI")
+    store.close()
+    app = make_app(ws, review=[db])
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        await pilot.press("n")
+        await until(pilot, lambda: screen_name(app) == "NotesScreen")
+        await until(pilot, lambda: app.screen.query_one("#notes-table").row_count == 1)
+        assert not app.screen.query("Input")
+
+
+async def test_search_opens_the_sample_view_and_the_diff(ws):
+    db = ws / "runs" / "demo-run" / "run.db"
+    app = make_app(ws, open_db=db)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        await pilot.press("slash")
+        await until(pilot, lambda: screen_name(app) == "SearchScreen")
+        screen = app.screen
+        await pilot.press(*"total += 1", "enter")
+        await until(pilot, lambda: screen.hits, what="hits")
+        status = text_of(screen.query_one("#search-status"))
+        store = RunStore.open(db, readonly=True)
+        want = store.conn.execute(
+            "SELECT COUNT(*) FROM samples WHERE instr(completion, 'total += 1') > 0"
+        ).fetchone()[0]
+        store.close()
+        assert want > 0 and status.startswith(f"{want} sample(s) hold 'total += 1'")
+        assert all(h.status in (None, "error") for h in screen.hits)  # synthetic: 'total' errors
+        first = screen.hits[0]
+        await pilot.press("enter")
+        await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen")
+        assert first.sample_id in app.screen.filter.sample_ids
+        assert "search 'total += 1'" in app.screen.note
+        await pilot.press("escape")
+        await until(pilot, lambda: screen_name(app) == "SearchScreen")
+        await pilot.press("d")
+        await until(pilot, lambda: screen_name(app) == "DiffScreen")
+        assert app.screen.b_id == first.sample_id
+        await pilot.press("escape")
+        # An FTS5 query with a syntax error: one line, in red, no hits.
+        await pilot.press("slash", "ctrl+a", "ctrl+k", *'fts:total AND ("', "enter")
+        await until(
+            pilot, lambda: "not a valid FTS5 query" in text_of(screen.query_one("#search-status"))
+        )
+        assert screen.hits == []
