@@ -708,7 +708,8 @@ def _set_string_values(text: str, values: dict[tuple[str, str], str]) -> str | N
     return "\n".join(lines) + "\n"
 
 
-def _toml_value(v: Any) -> str:
+def toml_value(v: Any) -> str:
+    """A plain value (bool, number, string, list) as a TOML literal."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -716,7 +717,7 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, str):
         return json.dumps(v, ensure_ascii=False)
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     raise SSDError(f"cannot write {v!r} to TOML")
 
 
@@ -725,7 +726,7 @@ def dump_toml(data: dict[str, dict[str, Any]], header: str = "") -> str:
     lines = [f"# {ln}" for ln in header.splitlines()] + ([""] if header else [])
     for section, table in data.items():
         lines.append(f"[{section}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
+        lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
         lines.append("")
     return "\n".join(lines)
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ssd_tui.config import _SECTION_TYPES, loads_config, parse_config
+from ssd_tui.config import _SECTION_TYPES, dump_toml, loads_config, parse_config
 from ssd_tui.errors import SSDError
 from ssd_tui.store import RunStore
 
@@ -181,20 +181,6 @@ def run_label(setting: dict[str, Any], seed: int) -> str:
     return "_".join([*parts, f"seed-{seed}"])
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise SSDError(f"cannot write {v!r} to TOML")
-
-
 def _absolute(value: str, base: Path) -> str:
     """A relative path that exists beside the base config, made absolute; a named problem
     set ('humaneval') or a hub id stays as it is."""
@@ -217,12 +203,9 @@ def run_config_text(sweep: Sweep, run: SweepRun) -> str:
         data.setdefault(s, {})[k] = value
     data.setdefault("run", {}).update(name=run.label, dir=".", seed=run.seed)
     ordered = {"run": data.pop("run"), **data}
-    lines = [f"# run {run.label} of the sweep in {sweep.folder} (written by ssd-tui sweep)", ""]
-    for section, table in ordered.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items()]
-        lines.append("")
-    return "\n".join(lines)
+    return dump_toml(
+        ordered, header=f"run {run.label} of the sweep in {sweep.folder} (written by ssd-tui sweep)"
+    )
 
 
 def plan(

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ssd_tui.config import RunConfig, config_from_json, load_config
+from ssd_tui.config import RunConfig, config_from_json, dump_toml, load_config, toml_value
 from ssd_tui.errors import SSDError
 from ssd_tui.store import RunStore, unpack
 from ssd_tui.tui.process import engine_pid
@@ -897,7 +897,7 @@ def form_values(example: dict[str, dict[str, Any]], example_dir: Path) -> dict[s
                 # Shown relative to the current directory only when it exists (so that
                 # reading it back cannot mistake it for a hub id); else absolute.
                 v = display_path(resolved) if Path(resolved).exists() else resolved
-        out[field_id(f)] = v if isinstance(v, str) else _toml_value(v)
+        out[field_id(f)] = v if isinstance(v, str) else toml_value(v)
     return out
 
 
@@ -936,28 +936,6 @@ def resolve_path_value(raw: str, base: Path, key: str) -> str:
     if raw.count("/") == 1:  # shaped like a hub id ("org/name"), as the engine reads it
         return raw
     return str((base / p).resolve())
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v) if isinstance(v, float) else str(v)
-    if isinstance(v, str):
-        return json.dumps(v, ensure_ascii=False)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise SSDError(f"cannot write {v!r} to TOML")
-
-
-def dump_toml(data: dict[str, dict[str, Any]], header: str = "") -> str:
-    lines = [f"# {ln}" for ln in header.splitlines()] + ([""] if header else [])
-    for section, table in data.items():
-        lines.append(f"[{section}]")
-        for k, v in table.items():
-            lines.append(f"{k} = {_toml_value(v)}")
-        lines.append("")
-    return "\n".join(lines)
 
 
 def build_run_config(
