@@ -1141,8 +1141,9 @@ def _attempt(
         return None
     config = marshal.dumps({**cfg, "nonce": nonce})
     out, timed_out = _pump(server, ours, config, limits, start, cg.cpu_s if cg else None)
-    if not timed_out and not out.status and not server.alive():
-        return None
+    reported = {"wait", "expired", "setup_error"} & _status_report(out.status).keys()
+    if not timed_out and not reported and not server.alive():
+        return None  # the server died under it: run it again
     if cg is not None:
         out.oom_kills, out.cgroup_cpu = cg.oom_kills(), cg.cpu_s()
     return _classify(out, timed_out, nonce, limits, time.monotonic() - start)
