@@ -760,7 +760,8 @@ def _remove_stale(setup: _CgroupSetup) -> None:
         with contextlib.suppress(OSError):
             for name in os.listdir(parent):
                 m = re.fullmatch(_CGROUP_PREFIX + r"(\d+)-\d+", name)
-                if m and not _alive(int(m[1])):
+                # our own pid too: a dead engine's that had it (we have made none yet)
+                if m and (int(m[1]) == os.getpid() or not _alive(int(m[1]))):
                     with contextlib.suppress(OSError):
                         os.rmdir(os.path.join(parent, name))
 
