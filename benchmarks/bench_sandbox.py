@@ -282,6 +282,30 @@ def startup_profile(reps: int) -> list[tuple[str, float, float]]:
     ]
 
 
+def cgroup_cost(blocks: int, per_block: int = 50) -> dict[str, tuple[float, float]]:
+    """Wall and CPU ms per sequential `pass` program in root mode, with a cgroup per program
+    and without, alternating blocks (ABBA...) so that the load hits both alike: medians."""
+    mode = sandbox.isolation()
+    runs = {
+        "with a cgroup": lambda: sandbox._run("pass", sandbox.Limits(), 0, mode, cgroup=True),
+        "without": lambda: sandbox._run("pass", sandbox.Limits(), 0, mode, cgroup=False),
+    }
+    out: dict[str, list[tuple[float, float]]] = {k: [] for k in runs}
+    for fn in runs.values():
+        fn()  # the server, the probe
+    for b in range(blocks):
+        order = list(runs) if b % 2 == 0 else list(runs)[::-1]
+        for name in order:
+            t, c = time.perf_counter(), cpu_s()
+            for _ in range(per_block):
+                runs[name]()
+            out[name].append(((time.perf_counter() - t) / per_block, (cpu_s() - c) / per_block))
+    return {
+        k: (1000 * statistics.median(w for w, _ in v), 1000 * statistics.median(c for _, c in v))
+        for k, v in out.items()
+    }
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -296,6 +320,13 @@ def main() -> None:
     ap.add_argument("--no-profile", action="store_true", help="skip the start-up profile")
     ap.add_argument("--loops", type=int, help="keep only this many infinite-loop samples")
     ap.add_argument(
+        "--cgroup-cost",
+        type=int,
+        metavar="BLOCKS",
+        help="only measure what a cgroup per program costs: BLOCKS alternating blocks of 50 "
+        "sequential `pass` programs with and without one",
+    )
+    ap.add_argument(
         "--one-batch",
         action="store_true",
         help="one set, loops first (each side pays the timeout inside the set), instead of "
@@ -303,6 +334,12 @@ def main() -> None:
     )
     a = ap.parse_args()
     reps = a.reps or (2 if a.quick else 3)
+    if a.cgroup_cost:
+        print(f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores")
+        for name, (ms, cpu_ms) in cgroup_cost(a.cgroup_cost).items():
+            print(f"root mode, {name:14s}: {ms:6.2f} ms wall, {cpu_ms:6.2f} ms CPU per program")
+        print(f"load average {os.getloadavg()[0]:.2f} (1 min)")
+        return
 
     problems = load_humaneval()
     if a.quick:

@@ -64,6 +64,7 @@ MESSAGE_CHARS = 300  # ExecResult.message is one line of at most this many chara
 _CHANNEL_CAP = 65536  # bytes kept from the status and result channels
 _DRAIN_GRACE_S = 5.0  # after a kill, how long we wait for the pipes to close
 _ASK_GRACE_S = 0.5  # after asking the init to end its namespace, before we kill it
+_SETUP_S = 20.0  # how long setting up a sandbox may take on top of the timeout
 _ENV = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "LANG": "C.UTF-8",
@@ -329,6 +330,9 @@ def init(boot):
                 os.chown(workdir, cfg["uid"], cfg["uid"])
     except OSError as e:
         setup_error(e)
+    # The program's clock starts now: setting up (the cgroup move above can wait on a
+    # kernel lock for seconds on a busy machine) is not the program's time.
+    os.write(STATUS_FD, b'{"ready": 1}\n')
     pid = os.fork()
     if pid == 0:
         try:
@@ -756,7 +760,8 @@ def _remove_stale(setup: _CgroupSetup) -> None:
         with contextlib.suppress(OSError):
             for name in os.listdir(parent):
                 m = re.fullmatch(_CGROUP_PREFIX + r"(\d+)-\d+", name)
-                if m and not _alive(int(m[1])):
+                # our own pid too: a dead engine's that had it (we have made none yet)
+                if m and (int(m[1]) == os.getpid() or not _alive(int(m[1]))):
                     with contextlib.suppress(OSError):
                         os.rmdir(os.path.join(parent, name))
 
@@ -1137,8 +1142,9 @@ def _attempt(
         return None
     config = marshal.dumps({**cfg, "nonce": nonce})
     out, timed_out = _pump(server, ours, config, limits, start, cg.cpu_s if cg else None)
-    if not timed_out and not out.status and not server.alive():
-        return None
+    reported = {"wait", "expired", "setup_error"} & _status_report(out.status).keys()
+    if not timed_out and not reported and not server.alive():
+        return None  # the server died under it: run it again
     if cg is not None:
         out.oom_kills, out.cgroup_cpu = cg.oom_kills(), cg.cpu_s()
     return _classify(out, timed_out, nonce, limits, time.monotonic() - start)
@@ -1185,14 +1191,14 @@ def _pump(
     os.set_blocking(in_fd, False)
     sel.register(in_fd, selectors.EVENT_WRITE)
     pending = memoryview(config)
-    deadline = start + limits.timeout_s
+    deadline = start + _SETUP_S + limits.timeout_s  # until the init says it is ready
     timed_out = cpu_exceeded = False
     kills = 0  # kill requests sent: the first asks the init, the second kills it
     exited_at = None  # when the init closed the status pipe: it has exited
     # The program cannot use cpu_s of CPU before cpu_s / cores of wall time: look then (a
     # short program never pays a read), and again when what is left could be used up.
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpu_check = start + limits.cpu_s / (cores or 1) if cpu_used else math.inf
+    cpu_check = math.inf  # from when the program starts
     try:
         while sel.get_map():
             now = time.monotonic()
@@ -1228,6 +1234,11 @@ def _pump(
                     if key.fd == status_r:
                         exited_at = time.monotonic()
                 elif chunk:
+                    if key.fd == status_r and not bufs[status_r] and not kills:
+                        # the init's first word, "ready": the program starts now
+                        deadline = time.monotonic() + limits.timeout_s
+                        if cpu_used:
+                            cpu_check = time.monotonic() + limits.cpu_s / (cores or 1)
                     room = max(0, caps[key.fd] - len(bufs[key.fd]))
                     bufs[key.fd] += chunk[:room]
                     dropped[key.fd] += len(chunk) - len(chunk[:room])

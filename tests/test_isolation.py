@@ -94,3 +94,16 @@ async def test_an_opted_in_run_shows_its_sandbox_in_db_app_report_and_export(
         shown = lambda: Text.from_markup(text_of(head)).plain  # noqa: E731
         await until(pilot, lambda: "sandbox root" in shown(), what="the sandbox shown")
         assert " · T_eval 1 · sandbox root · " in shown()
+
+
+def test_a_stage_resumed_under_another_sandbox_keeps_both(tmp_path) -> None:
+    store = RunStore.open(tmp_path / "run.db", create=True)
+    try:
+        store.plan_round(0, ["evaluate", "analyse"])
+        for label in ("root+cgroup-v1", "root+cgroup-v1", "none"):
+            store.note_sandbox(0, "evaluate", label)
+        assert store.stage(0, "evaluate")["sandbox"] == "root+cgroup-v1, none"
+        assert store.stage(0, "analyse")["sandbox"] is None
+        assert store.sandbox_labels() == ["root+cgroup-v1", "none"]
+    finally:
+        store.close()
