@@ -412,6 +412,22 @@ async def test_demo_tui_starts_the_engine_and_shows_the_verdict(ws, monkeypatch)
         assert text_of(dash.query_one("#verdict")).strip() == f"so far: {want}"
 
 
+def test_demo_tui_hands_the_plan_to_the_app(monkeypatch):
+    """`ssd-tui demo --tui` asks the app to start the demo's engine up to its plan's last
+    round (or --rounds). The terminal UI is replaced by a recorder here (it needs a
+    terminal); the app's side is tested above."""
+    from ssd_tui import cli
+    from ssd_tui.config import load_config
+
+    calls = []
+    monkeypatch.setattr("ssd_tui.tui.app.run_app", lambda **kw: calls.append(kw))
+    assert cli.main(["demo", "--tui"]) == 0
+    assert cli.main(["demo", "--tui", "--rounds", "5"]) == 0
+    plan = load_config(cli.DEMO_CONFIG).run.rounds
+    assert [c["autostart_rounds"] for c in calls] == [plan, 5]
+    assert calls[0]["open_db"] == load_config(cli.DEMO_CONFIG).db_path
+
+
 async def test_warning_panel_and_jump_to_samples(ws):
     app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
     async with app.run_test(size=SIZE) as pilot:
