@@ -73,7 +73,11 @@ def truncate_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tenso
         kth = z.topk(top_k, dim=-1).values[..., -1:]
         z = z.masked_fill(z < kth, -math.inf)
     if params.top_p < 1.0:
-        z_sort, idx = z.sort(dim=-1, descending=False)
+        # Sort only the candidates min-p and top-k left (the rest are -inf and carry no
+        # mass): with top-k 20 that is 20 values, not the whole vocabulary, every step.
+        n = int(torch.isfinite(z).sum(dim=-1).max())
+        z_sort, idx = z.topk(max(n, 1), dim=-1)
+        z_sort, idx = z_sort.flip(-1), idx.flip(-1)  # ascending, as vLLM sorts
         cum = torch.softmax(z_sort, dim=-1).cumsum(dim=-1)
         cut = cum <= 1.0 - params.top_p
         cut[..., -1] = False  # the top token always stays
