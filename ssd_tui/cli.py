@@ -177,6 +177,27 @@ def _check_counts(args: argparse.Namespace) -> None:
             raise SSDError(f"--{flag} must be ≥ {lowest} (got {value})")
 
 
+def with_sandbox_override(cfg: Any, args: argparse.Namespace) -> Any:
+    """``--sandbox MODE`` (or SSD_TUI_SANDBOX) in place of the config's ``[sandbox]
+    isolation``. The choice goes into the environment too, so the engines this process
+    starts (vLLM's stage processes, the app's) get the same; the run DB records it (the
+    stored config and, per stage, the mode that ran)."""
+    from dataclasses import replace
+
+    from ssd_tui.config import ISOLATION_ENV, ISOLATION_POLICIES
+
+    mode = getattr(args, "sandbox", None) or os.environ.get(ISOLATION_ENV)
+    if not mode:
+        return cfg
+    if mode not in ISOLATION_POLICIES:
+        raise SSDError(
+            f"{ISOLATION_ENV}={mode!r}: the sandbox isolation must be one of "
+            f"{', '.join(ISOLATION_POLICIES)}"
+        )
+    os.environ[ISOLATION_ENV] = mode
+    return replace(cfg, sandbox=replace(cfg.sandbox, isolation=mode))
+
+
 def save_run_config(cfg: Any, config: str | Path, text: str) -> Path:
     """Keep the run's config in its folder (RUN_DIR/config.toml, what the app and a later
     `ssd-tui run RUN_DIR/config.toml` use), rewritten so that it works from there
@@ -203,7 +224,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ssd_tui.store import RunStore
 
     _check_counts(args)
-    cfg = load_config(args.config)
+    file_cfg = load_config(args.config)  # what the file says: its copy in the run folder
+    cfg = with_sandbox_override(file_cfg, args)
     threads = args.threads or cfg.run.threads or os.cpu_count() or 1
     import torch
 
@@ -221,7 +243,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         text = Path(args.config).read_text(encoding="utf-8")
         pipe = Pipeline(cfg, store, rep, config_toml=text)
         pipe.prepare()
-        save_run_config(cfg, args.config, text)
+        save_run_config(file_cfg, args.config, text)
         install_signal_handlers(pipe)
         rep.console.print(
             f"[bold]{cfg.run.name}[/]: {pipe.model_path} · {len(pipe.train_problems)} training prompts · "
@@ -336,6 +358,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"the previous demo run is kept in {moved}")
     if args.tui:
         from ssd_tui.tui.app import run_app
+
+        with_sandbox_override(cfg, args)  # the engine the app starts inherits the choice
 
         # The app starts the demo's engine itself (unless its rounds are done already).
         rounds = args.rounds if args.rounds is not None else cfg.run.rounds
@@ -707,6 +731,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="torch CPU threads (default: [run] threads, else all cores)",
     )
+    r.add_argument(
+        "--sandbox",
+        choices=("strict", "auto", "userns", "none"),
+        help="sandbox isolation for the generated programs, in place of [sandbox] isolation "
+        "(default strict: root, namespaces, an unprivileged uid, a cgroup per program; "
+        "not root? --sandbox auto, after reading docs/sandbox.md)",
+    )
     r.set_defaults(func=cmd_run)
 
     d = command(
@@ -719,6 +750,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  ssd-tui demo                                  in the terminal\n"
         "  ssd-tui demo --tui                            watch it in the app\n"
         "  ssd-tui demo --fresh                          start over (keeps the old run aside)\n"
+        "  ssd-tui demo --sandbox auto                   not root: accept a weaker sandbox (docs/sandbox.md)\n"
         "  ssd-tui open runs/demo/run.db                 look at it afterwards\n",
     )
     d.add_argument("--tui", action="store_true", help="watch it in the app instead of the terminal")
@@ -730,6 +762,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rounds", type=int, help="rounds to run (default: the demo config's)")
     d.add_argument("--stages", type=int, help=argparse.SUPPRESS)
     d.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
+    d.add_argument(
+        "--sandbox",
+        choices=("strict", "auto", "userns", "none"),
+        help="sandbox isolation for the generated programs, in place of [sandbox] isolation "
+        "(default strict: root, namespaces, an unprivileged uid, a cgroup per program; "
+        "not root? --sandbox auto, after reading docs/sandbox.md)",
+    )
     d.set_defaults(func=cmd_demo)
 
     c = command(

@@ -33,6 +33,10 @@ CHAT_STOP = ("\n```\n",)
 
 # issue 20: what `[sandbox] isolation` accepts; ssd_tui/sandbox.py applies it.
 ISOLATION_POLICIES = ("strict", "auto", "userns", "none")
+#: Overrides ``[sandbox] isolation`` for `ssd-tui run`/`demo` and every engine they (or the
+#: app) start: what `--sandbox MODE` sets, so a user who is not root can opt in without
+#: editing a config (the demo's ships in the package).
+ISOLATION_ENV = "SSD_TUI_SANDBOX"
 
 
 def weaker_than_strict(label: str) -> bool:

@@ -553,7 +553,8 @@ serve()
 DENY_ENV = "SSD_TUI_SANDBOX_DENY"
 _OPT_IN = (
     'to accept weaker isolation set [sandbox] isolation = "auto" (or "userns", "none") in '
-    "the run's config; docs/sandbox.md says what each allows"
+    "the run's config, or pass --sandbox auto to ssd-tui run/demo (SSD_TUI_SANDBOX=auto for "
+    "engines the app starts); docs/sandbox.md says what each allows"
 )
 
 

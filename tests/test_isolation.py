@@ -56,6 +56,27 @@ def test_a_weaker_sandbox_stops_the_run_with_one_line(tmp_path, tiny_model_dir, 
             assert c.execute("SELECT COUNT(*) FROM verdicts").fetchone() == (0,)
 
 
+def test_the_cli_opt_in_runs_without_editing_the_config(tmp_path, tiny_model_dir, monkeypatch):
+    """A user who is not root cannot edit the demo's packaged config: `--sandbox auto`
+    (or SSD_TUI_SANDBOX, which it sets for the engines started after it) opts in."""
+    write_problems(tmp_path)
+    config = write_config(tmp_path, tiny_model_dir, rounds=0)
+    monkeypatch.setenv(sandbox.DENY_ENV, "root")
+    refused = run_cli(config)
+    assert refused.returncode == 2 and "pass --sandbox auto" in refused.stderr
+    bad = run_cli(config, "--sandbox", "loose")
+    assert bad.returncode == 2 and "invalid choice: 'loose'" in bad.stderr
+    r = run_cli(config, "--sandbox", "auto")
+    assert r.returncode == 0, r.stderr
+    db = tmp_path / "run" / "run.db"
+    assert _stage_sandbox(db)[(0, "evaluate")].startswith(("userns", "none"))
+    with sqlite3.connect(db) as c:  # the opt-in is on record in the stored config
+        (cfg,) = c.execute("SELECT config_json FROM runs").fetchone()
+        assert '"isolation": "auto"' in cfg
+    monkeypatch.setenv("SSD_TUI_SANDBOX", "auto")  # the app's engines inherit this
+    assert run_cli(config).returncode == 0
+
+
 @pytest.mark.anyio
 async def test_an_opted_in_run_shows_its_sandbox_in_db_app_report_and_export(
     tmp_path, tiny_model_dir, monkeypatch
