@@ -740,6 +740,8 @@ async def test_help_title_names_the_screen_for_people(ws):
     app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        dash = app.screen
+        await until(pilot, lambda: dash.snapshot is not None)  # `b` waits for the rounds
         await pilot.press("b")
         await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen")
         assert isinstance(app.screen, SampleBrowserScreen)

@@ -141,6 +141,9 @@ class SampleBrowserScreen(Screen):
         self.rounds: list[int] = []
         self.marked: dict[str, Any] | None = None
         self._debounce: Timer | None = None
+        # The problem row a jump moves to: highlights of other rows before the cursor gets
+        # there (the reload's own, under load) must not clear the jump's sample filter.
+        self._moving_to: int | None = None
         self._had_row = False
         self._detail_timer: Timer | None = None
 
@@ -195,6 +198,7 @@ class SampleBrowserScreen(Screen):
             # Set the filter before the cursor: the highlight it causes is then a no-op.
             self.filter = replace(self.filter, problem_id=self.problems[target - 1]["id"])
             self.want_problem = None
+            self._moving_to = target
             self._reload_samples()
         t = self.query_one("#problems", PagedTable)
         t.reload()
@@ -207,6 +211,10 @@ class SampleBrowserScreen(Screen):
         event.stop()
         if event.row is None or event.index != event.table.cursor_row:
             return  # not loaded yet, or stale: the cursor has moved on since
+        if self._moving_to is not None:
+            if event.index != self._moving_to:
+                return  # a highlight from before the jump's move
+            self._moving_to = None
         if self._debounce is not None:
             self._debounce.stop()
             self._debounce = None
