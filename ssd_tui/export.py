@@ -7,7 +7,8 @@ Two formats (see docs/export.md, whose schema section is generated from this mod
   a ``descriptions`` table (what each table and column means), ``export_*`` keys in
   ``meta``, and a Datasette ``<name>.metadata.json`` written beside the file.
 * **JSONL** (``.jsonl`` / ``.jsonl.gz``): one JSON object per sample, flat, plain JSON
-  types, readable with ``datasets.load_dataset("json", data_files=...)``.
+  types, readable with ``datasets.load_dataset("json", data_files=...)``; the run's
+  reproducibility record and config history go beside it in ``<name>.record.json``.
 
 Consistency with a run that is still being written: a SQLite export first copies the
 source with SQLite's online backup API in a single step, which reads one committed
@@ -834,9 +835,35 @@ def _write_jsonl(
                 raw.flush()
                 os.fsync(raw.fileno())
             os.replace(tmp, final)
+        _write_record_json(store, final)  # same snapshot as the rows
     finally:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+
+
+def _write_record_json(store: RunStore, final: Path) -> Path:
+    """``<name>.record.json`` beside a JSONL export: the run's reproducibility record (meta),
+    its config and every start and resume. A JSONL file holds samples only (one flat object a
+    line, so dataset loaders read it), so the record travels beside it."""
+    from ssd_tui.record import config_history, run_record
+
+    stem = final.name.removesuffix(".gz").removesuffix(".jsonl")
+    info = store.run_info() or {}
+    has_history = store.conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='config_history'"
+    ).fetchone()
+    doc = {
+        "run": info.get("name"),
+        "schema_version": store.meta("schema_version"),
+        "record": run_record(store),
+        "config_toml": info.get("config_toml"),
+        "config_history": config_history(store) if has_history else [],
+    }
+    path = final.with_name(stem + ".record.json")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
 
 
 def _witness_ids(conn: sqlite3.Connection, where: str, args: tuple) -> list[int]:

@@ -272,7 +272,7 @@ def test_help_and_gitignore_know_where_default_exports_land(
     export_run(run_db, round=2)
     export_run(run_db, jsonl=True, compress=True)
     written = sorted(p.name for p in tmp_path.iterdir())
-    assert len(written) == 3 and all(p.parent == tmp_path for p in tmp_path.iterdir())
+    assert len(written) == 4 and all(p.parent == tmp_path for p in tmp_path.iterdir())
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
     for name in written:  # exports land in the checkout when run from there: not for git
@@ -383,6 +383,23 @@ def test_jsonl_matches_the_store(run_db: Path, tmp_path: Path, compress: bool) -
             s["duration_s"],
         )
     assert {r["verdict"] for r in rows if r["purpose"] == "train"} == {None}
+
+
+def test_jsonl_export_carries_the_run_record_beside_it(run_db: Path, tmp_path: Path) -> None:
+    src = RunStore.open(run_db)
+    src.set_meta("ssd_tui_version", "9.9.9-test")
+    src.conn.execute(
+        "INSERT INTO config_history (ts, event, config_toml, config_json, environment) "
+        "VALUES (1.0, 'start', 'x = 1', '{}', '{}')"
+    )
+    src.conn.commit()
+    src.close()
+    out = export_run(run_db, tmp_path / "r1.jsonl.gz", round=1, jsonl=True, compress=True)
+    doc = json.loads((tmp_path / "r1.record.json").read_text())
+    assert out.name == "r1.jsonl.gz" and doc["run"] == "demo run"
+    assert doc["record"]["ssd_tui_version"] == "9.9.9-test"
+    assert [h["event"] for h in doc["config_history"]] == ["start"]
+    assert doc["schema_version"] == str(SCHEMA_VERSION)
 
 
 def test_jsonl_whole_run_and_non_finite_numbers(tmp_path: Path) -> None:
