@@ -370,6 +370,42 @@ async def test_stepping_keys_start_the_engine_with_the_right_targets(ws, monkeyp
     assert calls == [("config.toml", 3, 1), ("config.toml", 3, None), ("config.toml", 4, None)]
 
 
+async def test_engine_keys_wait_for_the_first_read_of_the_run(ws, monkeypatch):
+    """CI caught it: `r` pressed before the dashboard's first poll started `--rounds 0` on a
+    run whose rounds 0-2 are done (the target came from no rounds at all). Until the run has
+    been read the engine keys are disabled; once read, `r` targets round 3."""
+    import threading
+
+    from ssd_tui.tui.data import RunReader
+    from ssd_tui.tui.process import EngineProcess
+
+    calls = []
+    monkeypatch.setattr(
+        EngineProcess, "start", lambda self, c, rounds=None, stages=None: calls.append(rounds) or 9
+    )
+    release = threading.Event()
+    real_snapshot = RunReader.snapshot
+
+    def held_snapshot(self, after, now):
+        release.wait(20)  # the first read is slow (a big DB, a busy disk)
+        return real_snapshot(self, after, now)
+
+    monkeypatch.setattr(RunReader, "snapshot", held_snapshot)
+    app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        dash = app.screen
+        assert dash.check_action("next_round", ()) is None
+        await pilot.press("r")
+        await pilot.pause(0.3)
+        assert calls == []
+        release.set()
+        await until(pilot, lambda: dash.check_action("next_round", ()) is True, what="r enabled")
+        await pilot.press("r")
+        await until(pilot, lambda: calls, what="the engine start")
+    assert calls == [3]
+
+
 async def test_demo_tui_starts_the_engine_and_shows_the_verdict(ws, monkeypatch):
     """Issue 18 item 7: `ssd-tui demo --tui` (autostart_rounds) starts the engine up to the
     plan's last round on a new run, leaves a run alone whose rounds are done, and the

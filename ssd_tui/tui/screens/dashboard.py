@@ -166,6 +166,9 @@ class DashboardScreen(Screen):
         self._dv: int | None = None
         self._last_event = 0
         self._polling = False
+        # s/r/u target the next unfinished round, which only the first poll knows: until it
+        # arrives they are disabled, or an early `r` would start `--rounds 0` on a done run.
+        self._polled = False
         self._log_size = -1
         self._title_set = False
         self._autostart = ref.autostart_rounds if not ref.review else None
@@ -241,7 +244,8 @@ class DashboardScreen(Screen):
                 f"[red]cannot read {escape(display_path(self.ref.db_path))}: {escape(msg.error)}[/]"
             )
             return
-        engine_changed = msg.engine_pid != self.engine_pid
+        engine_changed = msg.engine_pid != self.engine_pid or not self._polled
+        self._polled = True
         self.engine_pid = msg.engine_pid
         self.engine_since = msg.engine_since
         if msg.exit_code is not None and self.engine.proc is not None:
@@ -400,7 +404,11 @@ class DashboardScreen(Screen):
             if action in ENGINE_START:
                 return (
                     None
-                    if (self.engine_pid is not None or self.ref.engine_config is None)
+                    if (
+                        self.engine_pid is not None
+                        or self.ref.engine_config is None
+                        or not self._polled
+                    )
                     else True
                 )
             return True if self.engine_pid is not None else None
@@ -424,6 +432,8 @@ class DashboardScreen(Screen):
             return f"an engine is already running (pid {self.engine_pid}): p pauses, x stops it"
         if self.ref.engine_config is None:
             return f"no config.toml in {display_path(self.ref.run_dir)}: the engine needs one"
+        if not self._polled:
+            return "still reading the run database: try again in a moment"
         return "no engine is running (s, r or u starts one)"
 
     def _start(self, rounds: int | None = None, stages: int | None = None) -> None:
