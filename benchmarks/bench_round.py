@@ -4,6 +4,8 @@
     python benchmarks/bench_round.py --quick      # 16 train prompts, 4 eval problems (~1 min)
     python benchmarks/bench_round.py --omp-ab     # and again with OMP_WAIT_POLICY=ACTIVE
     python benchmarks/bench_round.py --config examples/demo.toml --model PATH --keep /tmp/br
+    .venv-vllm/bin/python benchmarks/bench_round.py --config examples/qwen-coder-0.5b-cpu.toml \
+        --engines hf,vllm --max-train 16 --max-eval 20      # both engines, side by side
 
 Copies the config into a temporary folder (paths made absolute, `dir` pointed at the
 temporary run folder, `rounds = 1`), runs `ssd-tui run` on it as a user would, then reads
@@ -13,7 +15,9 @@ Peers measured in the same run: each stage's share of the round, and the sample 
 tokens/s (from the DB's token counts) beside the total; with `--omp-ab`, the same run
 again with OMP_WAIT_POLICY=ACTIVE (torch's OpenMP threads then spin instead of sleeping
 while they wait: the default before `ssd-tui` set PASSIVE at its entry point, and what
-costs most when other work shares the cores). The whole run (round 0
+costs most when other work shares the cores); with `--engines hf,vllm`, the same round on
+each sampler engine (run it with the vLLM environment's python, so both engines use the
+same transformers and torch). The whole run (round 0
 + `rounds` rounds of the original config) is extrapolated from round 0 and round 1.
 
 Needs assets/demo-model (trained by `python -m ssd_tui.demo.pretrain`); `--model PATH`
@@ -42,8 +46,17 @@ ROOT = Path(__file__).resolve().parents[1]
 PATH_KEYS = ("dir", "path", "train_prompts", "benchmark")
 
 
-def copy_config(src: Path, run_dir: Path, model: Path | None, quick: bool) -> str:
+def copy_config(
+    src: Path,
+    run_dir: Path,
+    model: Path | None,
+    quick: bool,
+    max_train: int = 0,
+    max_eval: int = 0,
+) -> str:
     """The config's text with absolute paths, our run folder and rounds = 1."""
+    if quick:
+        max_train, max_eval = max_train or 16, max_eval or 4
     out = []
     section = ""
     for line in src.read_text().splitlines():
@@ -61,19 +74,30 @@ def copy_config(src: Path, run_dir: Path, model: Path | None, quick: bool) -> st
                 value = str((src.parent / value).resolve())
             line = f'{m.group(1)}{key}{m.group(3)}"{value}"{m.group(5)}'
         line = re.sub(r"^(\s*rounds\s*=\s*)\d+", r"\g<1>1", line)
-        if quick:
-            line = re.sub(r"^(\s*max_train_prompts\s*=\s*)\d+", r"\g<1>16", line)
-            line = re.sub(r"^(\s*max_eval_problems\s*=\s*)\d+", r"\g<1>4", line)
+        if max_train:
+            line = re.sub(r"^(\s*max_train_prompts\s*=\s*)\d+", rf"\g<1>{max_train}", line)
+        if max_eval:
+            line = re.sub(r"^(\s*max_eval_problems\s*=\s*)\d+", rf"\g<1>{max_eval}", line)
         out.append(line)
     return "\n".join(out) + "\n"
 
 
-def run_once(work: Path, cfg_text: str, name: str, env: dict[str, str]) -> dict:
+def with_engine(cfg_text: str, engine: str | None) -> str:
+    """The config text with `[run] engine` set (None: as it is)."""
+    if engine is None:
+        return cfg_text
+    text, n = re.subn(r"(?m)^engine\s*=.*$", f'engine = "{engine}"', cfg_text)
+    return text if n else re.sub(r"(?m)^\[run\]$", f'[run]\nengine = "{engine}"', cfg_text, count=1)
+
+
+def run_once(
+    work: Path, cfg_text: str, name: str, env: dict[str, str], engine: str | None = None
+) -> dict:
     """`ssd-tui run` on the config copy in work/name; the stages table, read back."""
     run_dir = work / name / "run"
     cfg = work / name / "demo.toml"
     cfg.parent.mkdir(parents=True, exist_ok=True)
-    cfg.write_text(cfg_text.replace("@RUN_DIR@", str(run_dir)))
+    cfg.write_text(with_engine(cfg_text, engine).replace("@RUN_DIR@", str(run_dir)))
     cmd = [sys.executable, "-m", "ssd_tui", "run", str(cfg)]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
@@ -120,6 +144,9 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="run in this folder and keep it")
     ap.add_argument("--omp-ab", action="store_true",
                     help="also run with OMP_WAIT_POLICY=ACTIVE (spinning) and compare")  # fmt: skip
+    ap.add_argument("--engines", help="comma-separated sampler engines to compare, e.g. hf,vllm")
+    ap.add_argument("--max-train", type=int, default=0, help="max_train_prompts for the copy")
+    ap.add_argument("--max-eval", type=int, default=0, help="max_eval_problems for the copy")
     a = ap.parse_args()
     original = tomllib.loads(a.config.read_text())
     model = a.model or (a.config.parent / original["model"]["path"]).resolve()
@@ -129,39 +156,42 @@ def main() -> None:
         sys.exit(2)
     work = a.keep or Path(tempfile.mkdtemp(prefix="bench-round-"))
     work.mkdir(parents=True, exist_ok=True)
-    cfg_text = copy_config(a.config, Path("@RUN_DIR@"), a.model, a.quick)
+    cfg_text = copy_config(a.config, Path("@RUN_DIR@"), a.model, a.quick, a.max_train, a.max_eval)
     omp = os.environ.get("OMP_WAIT_POLICY")
-    variants = [("as-is", {})]
+    variants: list[tuple[str, dict[str, str], str | None]] = [("as-is", {}, None)]
+    if a.engines:
+        variants = [(e, {}, e) for e in a.engines.split(",")]
     if a.omp_ab:
-        variants.append(("active", {"OMP_WAIT_POLICY": "ACTIVE"}))
+        variants.append(("active", {"OMP_WAIT_POLICY": "ACTIVE"}, None))
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores; "
           f"OMP_WAIT_POLICY={omp or '(unset: ssd-tui sets PASSIVE)'}")  # fmt: skip
     print(f"config: copy of {a.config} (rounds = 1{', quick sizes' if a.quick else ''}); "
           f"model {model}")  # fmt: skip
     try:
         results = {}
-        for name, env in variants:
-            r = run_once(work, cfg_text, name, env)
+        for name, env, engine in variants:
+            r = run_once(work, cfg_text, name, env, engine)
             results[name] = r
             label = " ".join(f"{k}={v}" for k, v in env.items())
             print(f"$ {label + ' ' if label else ''}{' '.join(r['cmd'])}".replace(str(work), "TMP"))
             print(f"  {r['wall']:.1f}s wall (load {r['load']:.2f})")
-        base = results["as-is"]
-        head = f"{'round':>5s}  {'stage':22s}{'seconds':>9s}{'share':>8s}"
-        if a.omp_ab:
-            head += f"{'ACTIVE s':>11s}{'ACTIVE/as-is':>15s}"
+        first, *others = [v[0] for v in variants]
+        base = results[first]
+        head = f"{'round':>5s}  {'stage':22s}{first + ' s':>9s}{'share':>8s}"
+        for o in others:
+            head += f"{o + ' s':>11s}{o + '/' + first:>15s}"
         print("\n" + head)
         for (rnd, stage), secs in base["rows"].items():
             line = f"{rnd:5d}  {stage:22s}{secs:9.1f}{secs / base['per_round'][rnd]:8.1%}"
-            if a.omp_ab:
-                other = results["active"]["rows"].get((rnd, stage), 0.0)
-                line += f"{other:11.1f}{other / max(secs, 1e-3):14.1f}x"
+            for o in others:
+                other = results[o]["rows"].get((rnd, stage), 0.0)
+                line += f"{other:11.1f}{other / max(secs, 1e-3):14.2f}x"
             print(line)
         for rnd, total in base["per_round"].items():
             line = f"{rnd:5d}  {'total':22s}{total:9.1f}{'':8s}"
-            if a.omp_ab:
-                other = results["active"]["per_round"][rnd]
-                line += f"{other:11.1f}{other / total:14.1f}x"
+            for o in others:
+                other = results[o]["per_round"].get(rnd, 0.0)
+                line += f"{other:11.1f}{other / total:14.2f}x"
             print(line)
         n, tokens = base["train"]
         sample_s = base["rows"].get((1, "sample"))

@@ -139,7 +139,8 @@ _LOCK_ENV = "SSD_TUI_LOCK_HELD_BY"
 
 
 def _run_stage_per_process(args: argparse.Namespace, cfg: Any) -> int:
-    """vLLM: each stage in a fresh process, so the sampler's GPU memory is free for training.
+    """vLLM on a GPU: each stage in a fresh process, so the sampler's GPU memory is free for
+    training (on a CPU one engine serves the whole run: EngineChoice.per_stage_processes).
 
     The stages are resumable, so this is a loop over `run --stages 1`; the parent holds
     the run lock for the whole loop and tells its children so.
@@ -220,7 +221,14 @@ def save_run_config(cfg: Any, config: str | Path, text: str) -> Path:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from ssd_tui.config import load_config
-    from ssd_tui.pipeline import Pipeline, RunLock, StopRequested, install_signal_handlers
+    from ssd_tui.engine.choose import choose_engine
+    from ssd_tui.pipeline import (
+        Pipeline,
+        RunLock,
+        StopRequested,
+        install_signal_handlers,
+        resolve_model_path,
+    )
     from ssd_tui.store import RunStore
 
     _check_counts(args)
@@ -236,12 +244,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not held_by_parent:
         lock.acquire()
     try:
-        if cfg.run.engine == "vllm" and not held_by_parent:
+        choice = choose_engine(cfg, resolve_model_path(cfg))
+        if choice.per_stage_processes and not held_by_parent:
             return _run_stage_per_process(args, cfg)
         store = RunStore.open(cfg.db_path, create=True)
         rep = RichReporter()
         text = Path(args.config).read_text(encoding="utf-8")
-        pipe = Pipeline(cfg, store, rep, config_toml=text)
+        pipe = Pipeline(cfg, store, rep, config_toml=text, engine=choice)
         pipe.prepare()
         save_run_config(file_cfg, args.config, text)
         install_signal_handlers(pipe)
@@ -399,7 +408,11 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(
         f"ok: model {model}; {len(train)} training prompts; {len(evals)} eval problems; run folder {cfg.run_dir}"
     )
-    if cfg.run.engine == "vllm":
+    from ssd_tui.engine.choose import choose_engine
+
+    choice = choose_engine(cfg, str(model))
+    print(f"ok: {choice.line()}")
+    if choice.name == "vllm":
         from ssd_tui.engine.vllm import vllm_report
 
         print(f"ok: {vllm_report(cfg, str(model))}")

@@ -73,7 +73,12 @@ class RunSection:
     dir: str = _opt("run folder (run.db, adapters/); relative to this file", default="")
     seed: int = _opt("seed for sampling and training", _at_least(0), default=0)
     rounds: int = _opt("SSD rounds to run after round 0 (the base model)", _at_least(0), default=3)
-    engine: str = _opt("sampler engine", _one_of("hf", "vllm"), default="hf")
+    engine: str = _opt(
+        "sampler engine: auto = vLLM where installed and it pays off (a model of 100M+ "
+        "parameters, or a GPU), else transformers (hf); the choice is printed and stored",
+        _one_of("auto", "hf", "vllm"),
+        default="auto",
+    )
     threads: int = _opt("CPU threads for torch; 0 = all cores", _at_least(0), default=0)
 
 
@@ -134,7 +139,12 @@ class SamplingSection:
 
 @dataclass(frozen=True)
 class EvalSection:
-    temperature: float = _opt("T_eval", _between(0.0, 5.0, lo_open=True), default=0.8)
+    temperature: float = _opt(
+        "T_eval; 0 = greedy decoding (the arg-max: how most published pass@1 figures are "
+        "measured; one answer per problem, so samples_per_problem = 1 and k = [1] suffice)",
+        _between(0.0, 5.0),
+        default=0.8,
+    )
     top_k: int = _opt("top-k truncation; 0 = off", _at_least(0), default=0)
     top_p: float = _opt(
         "top-p truncation; 1.0 = off", _between(0.0, 1.0, lo_open=True), default=0.95
@@ -573,6 +583,9 @@ def loads_config(text: str, source: str = "config", base_dir: Path | None = None
 # an archived or moved folder is still the same run).
 RESUMABLE_KEYS = (
     "run.rounds",
+    # The engine draws the samples but does not change what they are (the same truncated
+    # distribution, engine/truncation.py); each stage records the engine that ran it.
+    "run.engine",
     "run.dir",
     "run.threads",
     "vllm.tensor_parallel_size",

@@ -107,6 +107,9 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "config opted into (root, userns, none, each +cgroup-vN where cgroups worked); "
             '"a, b" when resumed under another; NULL for stages that run no programs '
             "(docs/sandbox.md).",
+            "engine": 'Sampler engine that drew the stage\'s samples: "hf" or "vllm on cpu" / '
+            '"vllm on cuda" ([run] engine, auto resolved); "a, b" when resumed on another; '
+            "NULL for stages that sample nothing (train, analyse) and in older files.",
         },
     ),
     "problems": (

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from ssd_tui import record
 from ssd_tui.config import RunConfig, config_diff, config_from_json, looks_like_hub_id
 from ssd_tui.engine.base import Sampler, SamplingParams
+from ssd_tui.engine.choose import EngineChoice, choose_engine
 from ssd_tui.errors import ConfigChangedError, SSDError
 from ssd_tui.problems import Problem, load_problem_set
 from ssd_tui.prompting import chat_messages, extraction_rule, program_for
@@ -163,6 +164,7 @@ class Pipeline:
         reporter: Reporter | None = None,
         make_sampler: Callable[[str | None], Sampler] | None = None,
         config_toml: str = "",
+        engine: EngineChoice | None = None,
     ):
         self.cfg = cfg
         self.store = store
@@ -179,6 +181,7 @@ class Pipeline:
         self.eval_problems: list[Problem] = []
         self._ids: dict[str, dict[str, int]] = {}
         self.isolation: Isolation | None = None  # issue 20: what runs the test programs
+        self.engine = engine  # issue 16: [run] engine resolved (auto), set by prepare()
 
     # ---- set-up --------------------------------------------------------------------
     def prepare(self) -> None:
@@ -186,6 +189,8 @@ class Pipeline:
         cfg = self.cfg
         # issue 20: a sandbox weaker than asked for stops the run here, not a log line later
         self.isolation = choose_isolation(cfg.sandbox.isolation)
+        if self.engine is None:
+            self.engine = choose_engine(cfg, self.model_path)
         self.eval_problems = load_problem_set(
             cfg.data.benchmark,
             cfg.base_dir,
@@ -233,6 +238,8 @@ class Pipeline:
         self._ids["eval"] = self.store.add_problems("eval", self.eval_problems)
         if self.train_problems:
             self._ids["train"] = self.store.add_problems("train", self.train_problems)
+        self.store.log(self.engine.line())
+        self.rep.message(self.engine.line())
 
     def _prompt_record(self) -> dict[str, str]:
         """The prompt as the model sees it, and the answer → program rule (the run record)."""
@@ -249,9 +256,14 @@ class Pipeline:
             "extraction_rule": extraction_rule(self.cfg.model.prompt_style),
         }
 
+    def _engine_choice(self) -> EngineChoice:
+        if self.engine is None:
+            self.engine = choose_engine(self.cfg, self.model_path)
+        return self.engine
+
     def _default_sampler(self, adapter: str | None) -> Sampler:
         cfg = self.cfg
-        if cfg.run.engine == "vllm":
+        if self._engine_choice().name == "vllm":
             from ssd_tui.engine.vllm import VLLMSampler
 
             return VLLMSampler(self.model_path, adapter=adapter, cfg=cfg)
@@ -269,10 +281,26 @@ class Pipeline:
         """The sampler for a model (base ⊕ adapter); reloaded only when the adapter changes."""
         if self._sampler is not None and self._sampler_adapter == adapter:
             return self._sampler
+        if self._sampler is not None and self._keeps_engine():
+            # One vLLM engine serves the whole run on a CPU: switch the LoRA adapter in it
+            # (a fresh LoRA id) instead of paying another ~20-35 s engine start.
+            self._sampler.set_adapter(adapter)
+            self._sampler_adapter = adapter
+            return self._sampler
         self.release_sampler()
         self._sampler = self.make_sampler(adapter)
         self._sampler_adapter = adapter
         return self._sampler
+
+    def _keeps_engine(self) -> bool:
+        """vLLM on a CPU stays up across stages and adapters (its RAM is not needed by the
+        trainer); on a GPU each stage is its own process (EngineChoice.per_stage_processes)."""
+        choice = self._engine_choice()
+        return (
+            choice.name == "vllm"
+            and not choice.per_stage_processes
+            and hasattr(self._sampler, "set_adapter")
+        )
 
     def release_sampler(self) -> None:
         if self._sampler is not None:
@@ -412,7 +440,8 @@ class Pipeline:
             raise SSDError(f"round {rnd}: every sample was empty, a stub{cut}; nothing to train on")
         out = cfg.run_dir / "adapters" / f"round-{rnd:03d}"
         init = self.adapter_of(rnd - 1)
-        self.release_sampler()  # hand the device to the trainer
+        if not self._keeps_engine():
+            self.release_sampler()  # hand the device (and its memory) to the trainer
         self._progress(rnd, "train", 0, 0, "loading model")
         trainer = HFTrainer(
             self.model_path,
@@ -485,6 +514,10 @@ class Pipeline:
     ) -> None:
         """Sample `params.n` completions per problem in fixed batches, writing each batch whole."""
         ids = self._ids[purpose]
+        choice = self._engine_choice()
+        self.store.note_engine(
+            rnd, stage, f"{choice.name} on {choice.platform}" if choice.platform else choice.name
+        )
         have = self.store.sample_keys(rnd, purpose, params.temperature)
         n = params.n
         total = len(problems) * n

@@ -159,6 +159,8 @@ MIGRATIONS: dict[int, list[str]] = {
         "event TEXT NOT NULL, config_toml TEXT, config_json TEXT NOT NULL, environment TEXT)",
         # issue 20: the sandbox isolation that ran a stage's test programs
         "ALTER TABLE stages ADD COLUMN sandbox TEXT",
+        # issue 16: the sampler engine that ran a stage ("hf", "vllm on cpu", …)
+        "ALTER TABLE stages ADD COLUMN engine TEXT",
         *NOTES_TAGS_SCHEMA,  # issue 19: notes and tags
     ],
 }
@@ -414,25 +416,40 @@ class RunStore:
     def note_sandbox(self, rnd: int, stage: str, label: str) -> None:
         """Record the isolation that runs a stage's test programs; a stage resumed under
         another one keeps both, in order ("root+cgroup-v1, none")."""
+        self._note_stage(rnd, stage, "sandbox", label)
+
+    def note_engine(self, rnd: int, stage: str, label: str) -> None:
+        """Record the engine that samples in a stage ("hf", "vllm on cpu"); a stage resumed
+        on another engine keeps both, in order."""
+        self._note_stage(rnd, stage, "engine", label)
+
+    def _note_stage(self, rnd: int, stage: str, column: str, label: str) -> None:
         with self.transaction() as c:
             row = c.execute(
-                "SELECT sandbox FROM stages WHERE round=? AND stage=?", (rnd, stage)
+                f"SELECT {column} FROM stages WHERE round=? AND stage=?", (rnd, stage)
             ).fetchone()
             seen = [x for x in ((row[0] if row else None) or "").split(", ") if x]
             if label not in seen:
                 c.execute(
-                    "UPDATE stages SET sandbox=? WHERE round=? AND stage=?",
+                    f"UPDATE stages SET {column}=? WHERE round=? AND stage=?",
                     (", ".join([*seen, label]), rnd, stage),
                 )
 
     def sandbox_labels(self) -> list[str]:
         """Every isolation that ran test programs in this run, in stage order (none recorded
         in files from before issue 20)."""
+        return self._stage_labels("sandbox")
+
+    def engine_labels(self) -> list[str]:
+        """Every engine that sampled in this run, in stage order (none in older files)."""
+        return self._stage_labels("engine")
+
+    def _stage_labels(self, column: str) -> list[str]:
         cols = {r[1] for r in self.conn.execute("PRAGMA table_info(stages)")}
-        if "sandbox" not in cols:
+        if column not in cols:
             return []
         out: list[str] = []
-        q = "SELECT sandbox FROM stages WHERE sandbox IS NOT NULL ORDER BY round, position"
+        q = f"SELECT {column} FROM stages WHERE {column} IS NOT NULL ORDER BY round, position"
         for (value,) in self.conn.execute(q):
             out += [x for x in value.split(", ") if x and x not in out]
         return out

@@ -60,7 +60,7 @@ def test_sampling_params_follow_the_config():
         ("[lora]\nr = 0\n", "[lora] r must be ≥ 1"),
         ("[eval]\nk = [1, 50]\n", "[eval] k value 50 must be between 1 and samples_per_problem"),
         ("[bogus]\nx = 1\n", "c.toml:7: [bogus]: unknown section"),
-        ("[run]\nengine = 'tpu'\n", "[run] engine must be one of 'hf', 'vllm'"),
+        ("[run]\nengine = 'tpu'\n", "[run] engine must be one of 'auto', 'hf', 'vllm'"),
         ("[sampling]\nstop = 'x'\n", "[sampling] stop must be a list"),
     ],
 )

@@ -184,6 +184,14 @@ def test_cpu_env_uses_every_allowed_core() -> None:
     assert cpu_env(2, [5, 3, 9])["VLLM_CPU_OMP_THREADS_BIND"] == "3,5"  # [run] threads = 2
 
 
+def test_cpu_env_gives_each_tensor_parallel_rank_its_cores() -> None:
+    """Issue 16: vLLM's CPU backend binds rank i to the i-th '|'-separated group."""
+    assert cpu_env(0, [0, 1], ranks=2)["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"
+    assert cpu_env(0, [0, 1, 2, 3, 4], ranks=2)["VLLM_CPU_OMP_THREADS_BIND"] == "0,1|2,3,4"
+    with pytest.raises(SSDError, match=r"tensor_parallel_size = 3 needs a core per rank"):
+        cpu_env(0, [0, 1], ranks=3)
+
+
 def test_head_dim_is_checked_for_the_cpu_backend(tiny_model_dir: Path) -> None:
     """Finding 4: vLLM's CPU attention takes head sizes 32, 64, 80, …, not 16."""
     demo = Path(__file__).resolve().parent.parent / "assets" / "demo-model"

@@ -217,3 +217,29 @@ def test_batch_seeds_depend_on_identity_only():
     assert derive_seed(0, 1, "train", 1.0, 3) == derive_seed(0, 1, "train", 1.0, 3)
     assert derive_seed(0, 1, "train", 1.0, 3) != derive_seed(0, 1, "train", 1.0, 4)
     assert derive_seed(0, 1, "train", 1.0, 3) != derive_seed(1, 1, "train", 1.0, 3)
+
+
+def test_greedy_evaluation_t_eval_0(tmp_path, tiny_model_dir):
+    """Issue 16: T_eval = 0 is greedy decoding, the way published pass@1 figures are taken.
+    The config accepts it (T_train = 0 stays refused: SSD needs samples), every sample of a
+    problem is the arg-max answer, so pass@k = pass@1, and the engine is on record."""
+    from ssd_tui.errors import SSDError
+
+    write_problems(tmp_path)
+    config = write_config(tmp_path, tiny_model_dir, rounds=0, eval__temperature=0.0)
+    cfg = load_config(config)
+    assert cfg.eval.temperature == 0.0
+    store = RunStore.open(cfg.db_path, create=True)
+    pipe = Pipeline(cfg, store)
+    pipe.prepare()
+    assert pipe.run() == "done"
+    pipe.release_sampler()
+    by_problem: dict[int, set[str]] = {}
+    for s in store.samples():
+        by_problem.setdefault(s["problem_id"], set()).add(s["completion"])
+        assert max(store.token_stats(s["id"])["tail_mass"], default=0.0) < 1.0
+    assert len(by_problem) == 3 and all(len(v) == 1 for v in by_problem.values())
+    assert store.metric(0, "pass@1") == store.metric(0, "pass@2")
+    assert store.engine_labels() == ["hf"]  # auto without vLLM, or a model this small
+    with pytest.raises(SSDError, match=r"\[sampling\] temperature must be in \(0"):
+        load_config(write_config(tmp_path, tiny_model_dir, sampling__temperature=0.0))

@@ -309,8 +309,8 @@ def test_lora_serving_and_a_live_adapter_switch(
 # ----------------------------------------------------------------------------- the CLI
 
 
-def _ssd(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def _ssd(*args: str, cwd: Path, **env_extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **env_extra}
     return subprocess.run(
         [sys.executable, "-m", "ssd_tui", *args],
         cwd=cwd,
@@ -345,7 +345,8 @@ def test_check_reports_vllm_and_a_full_two_round_run(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert f"ok: vLLM {vllm.__version__} on cpu: KV cache" in r.stdout
 
-    r = _ssd("run", str(cfg), "--rounds", "2", cwd=tmp_path)
+    # (vLLM's INFO log names each engine start; ssd-tui sets WARNING unless told)
+    r = _ssd("run", str(cfg), "--rounds", "2", cwd=tmp_path, VLLM_LOGGING_LEVEL="INFO")
     assert r.returncode == 0, r.stderr[-3000:]
     conn = sqlite3.connect(tmp_path / "run" / "run.db")
     q = conn.execute
@@ -373,3 +374,26 @@ def test_check_reports_vllm_and_a_full_two_round_run(tmp_path: Path) -> None:
     ).fetchone()
     assert stats[0] == stats[1] == q("SELECT COUNT(*) FROM samples").fetchone()[0]
     assert engine_core_pids() == set()
+    # Issue 16: on a CPU one engine serves the whole run (sample and evaluate of three
+    # rounds, three models) with adapters switched in it, and every sampling stage says so.
+    starts = r.stderr.count("Initializing a V1 LLM engine")
+    assert starts == 1, r.stderr[-3000:]
+    engines = q("SELECT stage, engine FROM stages WHERE stage IN ('sample', 'evaluate')")
+    assert {e for _, e in engines} == {"vllm on cpu"}
+
+
+@pytest.mark.slow
+def test_tensor_parallel_2_on_the_cpu_backend(model32: Path) -> None:
+    """Issue 16: `[vllm] tensor_parallel_size = 2` executed, not only configured: vLLM's CPU
+    backend shards the model over two ranks (one core each, "0|1"), and the greedy answers
+    and their log-probs are the single engine's. Slow (two engines): `-m "vllm and slow"`."""
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=10, stop=())
+    with VLLMSampler(str(model32), cfg=_cfg()) as one:
+        want = one.generate(PROMPTS, greedy)
+    assert wait_gone(engine_core_pids()) == set()
+    with VLLMSampler(str(model32), cfg=_cfg("tensor_parallel_size = 2\n")) as two:
+        assert two.engine_kwargs()["tensor_parallel_size"] == 2
+        got = two.generate(PROMPTS, greedy)
+    for w, g in zip(want, got, strict=True):
+        assert g[0].token_ids == w[0].token_ids
+        assert g[0].logprobs == pytest.approx(w[0].logprobs, abs=1e-4)

@@ -14,6 +14,7 @@ See docs/engine.md for the exact conventions (truncation order, stop strings, se
 
 from __future__ import annotations
 
+import copy
 import gc
 import inspect
 import math
@@ -319,7 +320,9 @@ class HFSampler:
         for i, ids in enumerate(encoded):
             if not ids:
                 raise SSDError(f"prompt {i} is empty after tokenisation")
-        rows = [(i, j) for i in range(len(prompts)) for j in range(params.n)]
+        # Greedy decoding gives the same answer n times: decode it once and copy (as vLLM).
+        n_decode = 1 if is_greedy(params) else params.n
+        rows = [(i, j) for i in range(len(prompts)) for j in range(n_decode)]
         # Group rows of similar prompt length to waste less compute on padding; the sort
         # is stable, so the order (and with it the random stream) is deterministic.
         rows.sort(key=lambda r: len(encoded[r[0]]))
@@ -342,6 +345,11 @@ class HFSampler:
                 )
                 for (i, j), comp in zip(batch, comps, strict=True):
                     out[i][j] = comp
+        for per in out:
+            for j in range(n_decode, params.n):
+                per[j] = copy.deepcopy(per[0])
+        if progress is not None and n_decode < params.n:
+            progress(len(prompts) * params.n, len(prompts) * params.n)
         return [[c for c in per if c is not None] for per in out]
 
     def close(self) -> None:

@@ -327,19 +327,28 @@ def cpu_kvcache_gib(configured: float, free_gib: float | None) -> float:
     return float(max(lo, min(hi, int(free_gib / 4))))
 
 
-def cpu_env(threads: int, allowed: Sequence[int] | None = None) -> dict[str, str]:
-    """Environment for vLLM's CPU worker: ``threads`` cores (0 = all this process may use).
+def cpu_env(threads: int, allowed: Sequence[int] | None = None, ranks: int = 1) -> dict[str, str]:
+    """Environment for vLLM's CPU workers: ``threads`` cores (0 = all this process may use),
+    split into ``ranks`` contiguous groups, one per tensor-parallel rank ("0|1").
 
     By default vLLM reserves one core per worker for its scheduler and binds the worker
     to the rest: on a 2-core machine, one core. The scheduler mostly waits, so none is
-    reserved here and the worker is bound to the cores ``[run] threads`` asks for.
+    reserved here and the workers are bound to the cores ``[run] threads`` asks for.
     """
     cpus = sorted(allowed if allowed is not None else os.sched_getaffinity(0))
     if threads > 0:
         cpus = cpus[:threads]
+    if ranks > len(cpus):
+        raise SSDError(
+            f"[vllm] tensor_parallel_size = {ranks} needs a core per rank on vLLM's CPU "
+            f"backend; {len(cpus)} allowed here ([run] threads)"
+        )
+    per = len(cpus) // ranks
+    groups = [cpus[i * per : (i + 1) * per] for i in range(ranks)]
+    groups[-1] += cpus[ranks * per :]
     return {
         "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-        "VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in cpus),
+        "VLLM_CPU_OMP_THREADS_BIND": "|".join(",".join(map(str, g)) for g in groups),
     }
 
 
@@ -469,7 +478,9 @@ def vllm_report(cfg: RunConfig, model_path: str) -> str:
             f"[vllm] cpu_kvcache_gib = {gib:g} is more than the free RAM ({free:.1f} GiB): "
             "vLLM would refuse to start"
         )
-    cores = cpu_env(cfg.run.threads)["VLLM_CPU_OMP_THREADS_BIND"]
+    cores = cpu_env(cfg.run.threads, ranks=cfg.vllm.tensor_parallel_size)[
+        "VLLM_CPU_OMP_THREADS_BIND"
+    ]
     room = f" of {free:.1f} GiB free" if free is not None else ""
     return (
         f"vLLM {version} on cpu: KV cache {gib:g} GiB{room}, enforce_eager "
@@ -624,7 +635,8 @@ class VLLMSampler:
     merely asks for a sampler (the analysis looks for ``.model``, which this one has not)
     costs no GPU time. ``close()`` drops the engine; GPU memory is reliably free only
     when the process exits, which is why ``ssd-tui run`` runs each stage in a fresh
-    process with this engine (docs/gpu.md).
+    process with this engine on a GPU; on a CPU one engine serves the whole run, adapters
+    switched with ``set_adapter`` (docs/gpu.md).
     """
 
     def __init__(
@@ -706,7 +718,9 @@ class VLLMSampler:
         return engine_kwargs(
             self.cfg,
             self.model_path,
-            enable_lora=self.lora_request is not None,
+            # A run with SSD rounds serves adapters later: start with LoRA on, so one engine
+            # serves round 0's base model and every adapter after it (no restart).
+            enable_lora=self.lora_request is not None or self.cfg.run.rounds > 0,
             max_lora_rank=self.max_lora_rank,
             max_logprobs=self._max_logprobs(),
             cpu=cpu,
@@ -721,7 +735,7 @@ class VLLMSampler:
         check_version(version)
         check_engine_kwargs(kwargs, _engine_fields(self._vllm), version)
         if self.platform == "cpu":
-            apply_env(cpu_env(self.cfg.run.threads))
+            apply_env(cpu_env(self.cfg.run.threads, ranks=self.cfg.vllm.tensor_parallel_size))
         try:
             self._llm = self._vllm.LLM(**kwargs)
         except (*refusal_types(self._vllm), RuntimeError) as exc:

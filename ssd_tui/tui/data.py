@@ -267,6 +267,7 @@ class Snapshot:
     diversity_name: str = ""
     provisional: tuple[int, float] | None = None  # pass@1 so far of a round being evaluated
     sandbox: list[str] = field(default_factory=list)  # isolations that ran its tests (issue 20)
+    engines: list[str] = field(default_factory=list)  # sampler engines that drew (issue 16)
     verdict: str | None = None  # SSD vs the temperature-only baseline (the CLI's line)
     probe: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # fork/lock stats
     last_stage_start: float | None = None  # the latest started_at of any stage
@@ -502,6 +503,7 @@ class RunReader:
                 diversity_name=div_name,
                 provisional=provisional,
                 sandbox=s.sandbox_labels(),
+                engines=s.engine_labels(),
                 verdict=baseline_verdict(s, cfg),
                 probe=self._probe_series(t_eval),
                 last_stage_start=max((x.started_at for x in stages if x.started_at), default=None),

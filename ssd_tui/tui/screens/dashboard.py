@@ -327,9 +327,10 @@ class DashboardScreen(Screen):
         self.sub_title = f"{snap.model}"
         weak = any(weaker_than_strict(x) for x in snap.sandbox)  # issue 20: which sandbox ran
         sandbox = f" · [{'b red' if weak else 'dim'}]sandbox {', '.join(snap.sandbox)}[/]"
+        engines = f" · [dim]{escape(', '.join(snap.engines))}[/]" if snap.engines else ""
         self.query_one("#run-head", Static).update(
             f"[b]{escape(snap.name)}[/b] · {escape(snap.model)} · T_eval {snap.t_eval:g}"
-            f"{sandbox if snap.sandbox else ''} · [dim]{escape(mode)}[/]"
+            f"{engines}{sandbox if snap.sandbox else ''} · [dim]{escape(mode)}[/]"
         )
         self._show_verdict(snap)
         table = self.query_one(RoundsTable)
