@@ -149,8 +149,9 @@ def main() -> None:
     ap.add_argument("--max-eval", type=int, default=0, help="max_eval_problems for the copy")
     a = ap.parse_args()
     original = tomllib.loads(a.config.read_text())
-    model = a.model or (a.config.parent / original["model"]["path"]).resolve()
-    if not (model / "config.json").exists():
+    raw = Path(os.path.expanduser(original["model"]["path"]))
+    model = a.model or (a.config.parent / raw).resolve()
+    if not model.exists():  # a folder with config.json, or one `ssd-tui models get` made
         print(f"no model at {model}: the demo model is trained with "
               "`python -m ssd_tui.demo.pretrain --out assets/demo-model`; nothing measured")  # fmt: skip
         sys.exit(2)

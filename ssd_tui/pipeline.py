@@ -538,7 +538,14 @@ class Pipeline:
             if loading:  # loaded: back to "generating" for the batches
                 loading = False
                 self._progress(rnd, stage, done, total, detail)
+            starts = getattr(sampler, "engine_starts", 0)
             outs = sampler.generate([self.render(p) for p in batch], replace(params, seed=seed))
+            if getattr(sampler, "engine_starts", 0) > starts:  # vLLM: an engine start is news
+                self.store.log(
+                    f"round {rnd}: vLLM engine started in {sampler.last_start_s:.0f}s",
+                    rnd=rnd,
+                    stage=stage,
+                )
             rows = [
                 SampleRow(
                     rnd,

@@ -10,6 +10,7 @@ what the CPU build cannot show: the engine settings of the GPU platform (CUDA gr
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -182,6 +183,20 @@ def test_cpu_env_uses_every_allowed_core() -> None:
         "VLLM_CPU_OMP_THREADS_BIND": "0,1",
     }
     assert cpu_env(2, [5, 3, 9])["VLLM_CPU_OMP_THREADS_BIND"] == "3,5"  # [run] threads = 2
+
+
+def test_apply_env_replaces_its_own_values_never_the_users(monkeypatch) -> None:
+    """A second engine in one process (tensor_parallel_size 2 after 1) needs "0|1" where
+    the first set "0,1"; a value the user exported stays."""
+    from ssd_tui.engine.vllm import apply_env
+
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")  # the user's
+    apply_env(cpu_env(0, [0, 1]))
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0,1"
+    assert apply_env(cpu_env(0, [0, 1], ranks=2)) == {"VLLM_CPU_OMP_THREADS_BIND": "0|1"}
+    assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"
+    assert os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"
 
 
 def test_cpu_env_gives_each_tensor_parallel_rank_its_cores() -> None:

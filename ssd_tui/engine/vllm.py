@@ -30,6 +30,7 @@ import hashlib
 import importlib
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -352,6 +353,11 @@ def cpu_env(threads: int, allowed: Sequence[int] | None = None, ranks: int = 1) 
     }
 
 
+# What apply_env set, so a later engine in this process (another tensor_parallel_size, other
+# threads) replaces our own earlier values but never the user's.
+_APPLIED_ENV: dict[str, str] = {}
+
+
 def apply_env(env: dict[str, str]) -> dict[str, str]:
     """Set ``env`` in ``os.environ`` where the user has not set it; return what was set.
 
@@ -359,9 +365,9 @@ def apply_env(env: dict[str, str]) -> dict[str, str]:
     """
     applied = {}
     for key, value in env.items():
-        if key not in os.environ:
+        if key not in os.environ or os.environ[key] == _APPLIED_ENV.get(key):
             os.environ[key] = value
-            applied[key] = value
+            _APPLIED_ENV[key] = applied[key] = value
     return applied
 
 
@@ -662,6 +668,8 @@ class VLLMSampler:
         self._ids = LoraIds()
         self._llm: Any = None
         self._engine_has_lora = False
+        self.engine_starts = 0  # engines started by this sampler, and the last one's seconds
+        self.last_start_s = 0.0
         self.adapter: Path | None = None
         self.lora_request: Any = None
         self.set_adapter(adapter)
@@ -736,10 +744,13 @@ class VLLMSampler:
         check_engine_kwargs(kwargs, _engine_fields(self._vllm), version)
         if self.platform == "cpu":
             apply_env(cpu_env(self.cfg.run.threads, ranks=self.cfg.vllm.tensor_parallel_size))
+        t0 = time.monotonic()
         try:
             self._llm = self._vllm.LLM(**kwargs)
         except (*refusal_types(self._vllm), RuntimeError) as exc:
             raise SSDError(refusal_message(f"to start on {self.model_path}", exc)) from None
+        self.engine_starts += 1
+        self.last_start_s = time.monotonic() - t0
         self._engine_has_lora = bool(kwargs.get("enable_lora"))
         return self._llm
 
