@@ -122,7 +122,11 @@ class SSDApp(App[None]):
             else:
                 self.push_screen(CompareScreen(self.review[0], self.review[1]))
             return
-        self.push_screen(StartScreen())
+        if self.open_sweep is None or self.open_db is not None:
+            # An overlay opened alone has no runs list under it: `esc` makes one then.
+            # Mounting it underneath cost a second screen's layout, listing and footer at
+            # start-up (benchmarks/bench_overlay.py).
+            self.push_screen(StartScreen())
         if self.open_sweep is not None:
             from ssd_tui.tui.screens.overlay import OverlayScreen
             from ssd_tui.tui.workbench import sweep_runs
