@@ -7,8 +7,11 @@ The sweep is synthetic (`ssd_tui.tui.synthetic_sweep.build_sweep`: real run DBs 
 metrics rows and training logs the overlay reads). Measured with the real app
 (`App.run_test`, 140×45):
 
-1. open: from creating the app with `open_sweep` to the overlay screen showing the data
-   (runs read in a thread worker, tables filled, chart drawn);
+1. open, in this process (modules imported): from creating the app with `open_sweep` to the overlay screen showing the data
+   (runs read in a thread worker, tables filled), then to the chart's picture of it at its
+   final size (built in a thread worker; how many pictures were built until then);
+   And in a fresh process per start (`--cold`), as `ssd-tui open SWEEP_DIR` starts:
+   interpreter, imports, app, to the chart drawn; the peer to the runs list;
 2. reading alone: `load_overlay` (what the worker does), median;
 3. redraw: pressing `m` (mean ± sd per setting ↔ every run: 6 means + 12 runs + bands):
    until the key is handled (the UI thread is free for the next key), and until the new
@@ -23,6 +26,7 @@ import argparse
 import asyncio
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +39,9 @@ from ssd_tui.tui.synthetic_sweep import build_sweep  # noqa: E402
 from ssd_tui.tui.workbench import load_overlay, sweep_runs  # noqa: E402
 
 
-async def one_open(folder: Path) -> tuple[float, float, list[float], list[float], list[float]]:
+async def one_open(
+    folder: Path, builds: list[int]
+) -> tuple[float, float, list[float], list[float], list[float]]:
     t0 = time.perf_counter()
     app = SSDApp(folder.parent, open_sweep=folder, poll_interval=3600)
     async with app.run_test(size=(140, 45)) as pilot:
@@ -44,9 +50,10 @@ async def one_open(folder: Path) -> tuple[float, float, list[float], list[float]
         await pilot.pause()
         opened = time.perf_counter() - t0
         plot = app.screen.query_one("OverlayPlot")
-        while plot.drawn_state != plot.state:
+        while not plot.picture_is_current:  # of the data, at the chart's final size
             await pilot.pause(0.005)
         drawn = time.perf_counter() - t0
+        builds.append(plot.builds)
         presses, pictures, renders = [], [], []
         for _ in range(20):
             t1 = time.perf_counter()
@@ -73,6 +80,37 @@ async def bare_start(folder: Path) -> float:
         return time.perf_counter() - t0
 
 
+async def first_picture(folder: Path, overlay: bool) -> None:
+    """One start to the first full picture: the overlay's chart of the data at its size, or
+    (the peer) the runs list."""
+    app = SSDApp(folder.parent, open_sweep=folder if overlay else None, poll_interval=3600)
+    async with app.run_test(size=(140, 45)) as pilot:
+        if overlay:
+            while not (type(app.screen).__name__ == "OverlayScreen" and app.screen.data):
+                await pilot.pause(0.005)
+            plot = app.screen.query_one("OverlayPlot")
+            while not plot.picture_is_current:
+                await pilot.pause(0.005)
+        else:
+            while not (type(app.screen).__name__ == "StartScreen" and app.screen.sweeps):
+                await pilot.pause(0.005)
+        await pilot.pause()
+
+
+def cold_start(folder: Path, overlay: bool) -> float:
+    """A fresh Python process, as `ssd-tui open SWEEP_DIR` (or `ssd-tui`) starts: interpreter,
+    imports and app, to the first full picture. Wall time from spawning it."""
+    t0 = time.time()
+    what = "overlay" if overlay else "runs"
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", what, str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return float(out.split()[-1]) - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -81,7 +119,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--cold", type=int, default=3, help="fresh-process starts of each kind")
+    ap.add_argument("--child", nargs=2, metavar=("overlay|runs", "SWEEP"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.child:  # a cold start (see cold_start): print when the picture was complete
+        asyncio.run(first_picture(Path(args.child[1]), args.child[0] == "overlay"))
+        print(time.time())
+        return
     temps = tuple(round(0.4 + 0.2 * i, 1) for i in range(args.settings))
     folder = build_sweep(
         Path(tempfile.mkdtemp(prefix="bench-overlay-")) / "sweep", temps, args.seeds, args.rounds
@@ -97,25 +141,34 @@ def main() -> None:
         t0 = time.perf_counter()
         load_overlay(runs, title)
         reads.append(time.perf_counter() - t0)
-    opens, draws, presses, pictures, renders, bare = [], [], [], [], [], []
+    opens, draws, presses, pictures, renders, bare, builds = [], [], [], [], [], [], []
     for _ in range(args.trials):
         bare.append(asyncio.run(bare_start(folder)))
-        o, d, p, pic, r = asyncio.run(one_open(folder))
+        o, d, p, pic, r = asyncio.run(one_open(folder, builds))
         opens.append(o)
         draws.append(d)
         presses += p
         pictures += pic
         renders += r
+    cold, cold_bare = [], []
+    for _ in range(args.cold):
+        cold_bare.append(cold_start(folder, overlay=False))
+        cold.append(cold_start(folder, overlay=True))
     ms = lambda xs: f"median {1e3 * statistics.median(xs):.0f} ms, max {1e3 * max(xs):.0f} ms"  # noqa: E731
     print(f"peer: app start to the runs list on screen:    {ms(bare)} over {args.trials} starts")
     print(f"app start to the overlay's tables on screen:   {ms(opens)} over {args.trials} starts")
     print(f"app start to the chart drawn too:              {ms(draws)}")
+    print(f"chart pictures built until then (plotext):   {builds}")
+    if args.cold:
+        print(f"fresh process (imports too), peer: runs list:  {ms(cold_bare)} over {args.cold}")
+        print(f"fresh process (imports too): overlay drawn:    {ms(cold)} over {args.cold}")
     print(f"reading the {n} runs (load_overlay, a worker): {ms(reads)}")
     print(
         f"press m: key handled, UI free again:           {ms(presses)} over {len(presses)} presses"
     )
     print(f"press m: new picture of every curve on screen: {ms(pictures)} (built in a worker)")
     print(f"chart's lines on the UI thread (render_line):      {ms(renders)}")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end")
 
 
 if __name__ == "__main__":

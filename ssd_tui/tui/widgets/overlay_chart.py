@@ -73,6 +73,12 @@ class OverlayPlot(PlotextPlot):
         """The state of the picture on screen (None before the first one)."""
         return self._picture_key[0] if self._picture_key else None
 
+    @property
+    def picture_is_current(self) -> bool:
+        """The picture on screen is of the current state, at the current size."""
+        key = self._picture_key
+        return key is not None and key[:3] == (self.state, self.size.width, self.size.height)
+
     def render_line(self, y: int) -> Strip:
         """The built picture's line y (lines are made once per picture, in the worker; a
         plotext picture as one Text would be re-split into lines at every repaint)."""
