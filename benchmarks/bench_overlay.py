@@ -11,7 +11,10 @@ metrics rows and training logs the overlay reads). Measured with the real app
    (runs read in a thread worker, tables filled), then to the chart's picture of it at its
    final size (built in a thread worker; how many pictures were built until then);
    And in a fresh process per start (`--cold`), as `ssd-tui open SWEEP_DIR` starts:
-   interpreter, imports, app, to the chart drawn; the peer to the runs list;
+   interpreter, imports, app, to the chart drawn; the peer to the runs list. Besides wall
+   time, the process's CPU time (all threads) until then: on a shared, busy machine the
+   wall time is mostly waiting for a core, the CPU time is what an idle one would need
+   (the workers overlap the UI thread only where they release the GIL);
 2. reading alone: `load_overlay` (what the worker does), median;
 3. redraw: pressing `m` (mean ± sd per setting ↔ every run: 6 means + 12 runs + bands):
    until the key is handled (the UI thread is free for the next key), and until the new
@@ -40,9 +43,9 @@ from ssd_tui.tui.workbench import load_overlay, sweep_runs  # noqa: E402
 
 
 async def one_open(
-    folder: Path, builds: list[int]
+    folder: Path, builds: list[int], cpu: list[float]
 ) -> tuple[float, float, list[float], list[float], list[float]]:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     app = SSDApp(folder.parent, open_sweep=folder, poll_interval=3600)
     async with app.run_test(size=(140, 45)) as pilot:
         while not (type(app.screen).__name__ == "OverlayScreen" and app.screen.data):
@@ -53,6 +56,7 @@ async def one_open(
         while not plot.picture_is_current:  # of the data, at the chart's final size
             await pilot.pause(0.005)
         drawn = time.perf_counter() - t0
+        cpu.append(time.process_time() - c0)  # every thread of the process
         builds.append(plot.builds)
         presses, pictures, renders = [], [], []
         for _ in range(20):
@@ -69,14 +73,15 @@ async def one_open(
     return opened, drawn, presses, pictures, renders
 
 
-async def bare_start(folder: Path) -> float:
+async def bare_start(folder: Path, cpu: list[float]) -> float:
     """The peer: the same app started on the sweep's parent folder, to its runs list."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     app = SSDApp(folder.parent, poll_interval=3600)
     async with app.run_test(size=(140, 45)) as pilot:
         while not (type(app.screen).__name__ == "StartScreen" and app.screen.sweeps):
             await pilot.pause(0.005)
         await pilot.pause()
+        cpu.append(time.process_time() - c0)
         return time.perf_counter() - t0
 
 
@@ -97,9 +102,10 @@ async def first_picture(folder: Path, overlay: bool) -> None:
         await pilot.pause()
 
 
-def cold_start(folder: Path, overlay: bool) -> float:
+def cold_start(folder: Path, overlay: bool) -> tuple[float, float]:
     """A fresh Python process, as `ssd-tui open SWEEP_DIR` (or `ssd-tui`) starts: interpreter,
-    imports and app, to the first full picture. Wall time from spawning it."""
+    imports and app, to the first full picture. Wall time from spawning it, and the CPU
+    time of the process (all its threads) until then."""
     t0 = time.time()
     what = "overlay" if overlay else "runs"
     out = subprocess.run(
@@ -108,7 +114,8 @@ def cold_start(folder: Path, overlay: bool) -> float:
         text=True,
         check=True,
     ).stdout
-    return float(out.split()[-1]) - t0
+    end, cpu = out.split()[-2:]
+    return float(end) - t0, float(cpu)
 
 
 def main() -> None:
@@ -124,7 +131,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.child:  # a cold start (see cold_start): print when the picture was complete
         asyncio.run(first_picture(Path(args.child[1]), args.child[0] == "overlay"))
-        print(time.time())
+        print(time.time(), time.process_time())
         return
     temps = tuple(round(0.4 + 0.2 * i, 1) for i in range(args.settings))
     folder = build_sweep(
@@ -142,15 +149,16 @@ def main() -> None:
         load_overlay(runs, title)
         reads.append(time.perf_counter() - t0)
     opens, draws, presses, pictures, renders, bare, builds = [], [], [], [], [], [], []
+    cpu, cpu_bare = [], []
     for _ in range(args.trials):
-        bare.append(asyncio.run(bare_start(folder)))
-        o, d, p, pic, r = asyncio.run(one_open(folder, builds))
+        bare.append(asyncio.run(bare_start(folder, cpu_bare)))
+        o, d, p, pic, r = asyncio.run(one_open(folder, builds, cpu))
         opens.append(o)
         draws.append(d)
         presses += p
         pictures += pic
         renders += r
-    cold, cold_bare = [], []
+    cold, cold_bare = [], []  # (wall, CPU) each
     for _ in range(args.cold):
         cold_bare.append(cold_start(folder, overlay=False))
         cold.append(cold_start(folder, overlay=True))
@@ -158,10 +166,15 @@ def main() -> None:
     print(f"peer: app start to the runs list on screen:    {ms(bare)} over {args.trials} starts")
     print(f"app start to the overlay's tables on screen:   {ms(opens)} over {args.trials} starts")
     print(f"app start to the chart drawn too:              {ms(draws)}")
+    print(f"  CPU time until then (all threads):           {ms(cpu)}; peer {ms(cpu_bare)}")
     print(f"chart pictures built until then (plotext):   {builds}")
     if args.cold:
-        print(f"fresh process (imports too), peer: runs list:  {ms(cold_bare)} over {args.cold}")
-        print(f"fresh process (imports too): overlay drawn:    {ms(cold)} over {args.cold}")
+        wall, cpus = zip(*cold_bare, strict=True)
+        print(f"fresh process (imports too), peer: runs list:  {ms(wall)} over {args.cold}")
+        print(f"  its CPU time:                                {ms(cpus)}")
+        wall, cpus = zip(*cold, strict=True)
+        print(f"fresh process (imports too): overlay drawn:    {ms(wall)} over {args.cold}")
+        print(f"  its CPU time:                                {ms(cpus)}")
     print(f"reading the {n} runs (load_overlay, a worker): {ms(reads)}")
     print(
         f"press m: key handled, UI free again:           {ms(presses)} over {len(presses)} presses"
