@@ -8,6 +8,7 @@ Per-token statistics are packed little-endian arrays (int32 ids, float32 values)
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlite_utils
 
 from ssd_tui.errors import SSDError
 
@@ -213,7 +213,15 @@ class RunStore:
         self.conn = conn
         self.path = path
         self.readonly = readonly
-        self.db = sqlite_utils.Database(conn)
+
+    @functools.cached_property
+    def db(self) -> Any:
+        """sqlite-utils' `Database` on this connection, made on first use: importing
+        sqlite-utils imports pandas where it is installed, 1-2 s of every app start
+        for an object nothing opened by the app uses (benchmarks/bench_overlay.py)."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
 
     # ---- opening --------------------------------------------------------------------
     @classmethod

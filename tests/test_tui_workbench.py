@@ -77,6 +77,30 @@ async def test_marked_runs_are_overlaid(sweep_ws):
         assert sorted(r.label for r in app.screen.runs) == ["demo-run", "other-run"]
 
 
+async def test_sweep_opened_directly(sweep_ws):
+    """`ssd-tui open SWEEP_DIR`: the overlay alone, its chart built once at its final size
+    (the tables' rows are there before the runs are read), a footer that is not rebuilt on a
+    focus change that shows the same keys; esc makes the runs list."""
+    app = make_app(sweep_ws, poll_interval=3600, open_sweep=sweep_ws / "runs" / "sweep-demo")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "OverlayScreen" and app.screen.data)
+        assert [type(s).__name__ for s in app.screen_stack[1:]] == ["OverlayScreen"]
+        plot = app.screen.query_one("OverlayPlot")
+        await until(pilot, lambda: plot.drawn_state == plot.state, what="the picture")
+        await pilot.pause()
+        assert plot.builds == 1
+        footer = app.screen.query_one("Footer")
+        keys = list(footer.query("FooterKey"))
+        assert {k.description for k in keys} >= {"Open run", "Show/hide", "Back"}
+        await pilot.press("tab")  # the summary table: the same keys
+        assert app.screen.focused.id == "ov-summary"
+        await pilot.pause()
+        assert list(footer.query("FooterKey")) == keys
+        await pilot.press("escape")
+        await until(pilot, lambda: screen_name(app) == "StartScreen" and app.screen.sweeps)
+        assert [p.name for p in app.screen.sweeps] == ["sweep-demo"]
+
+
 def test_snapshot_sweep_overlay(sweep_ws, snap_compare):
     app = make_app(sweep_ws, poll_interval=3600, open_sweep=sweep_ws / "runs" / "sweep-demo")
 

@@ -16,9 +16,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Header, Static
 
 from ssd_tui.sweep import fmt_mean_sd
+from ssd_tui.tui.widgets.keys_footer import KeysFooter
 from ssd_tui.tui.widgets.overlay_chart import OverlayChart, OverlayState, Series
 from ssd_tui.tui.workbench import PALETTE, OverlayData, OverlayRun, load_overlay, rgb
 
@@ -48,7 +49,13 @@ class OverlayScreen(Screen):
     SUB_TITLE = "runs overlaid"
     AUTO_FOCUS = "#ov-runs"
     BINDINGS = [
-        Binding("enter", "open_run", "Open run", tooltip="the highlighted run's dashboard"),
+        Binding(
+            "enter",
+            "open_run",
+            "Open run",
+            tooltip="the highlighted run's dashboard",
+            priority=True,  # over the table's own enter: shown in the footer
+        ),
         Binding(
             "space",
             "toggle_series",
@@ -88,10 +95,43 @@ class OverlayScreen(Screen):
         yield OverlayChart(id="ov-chart")
         yield DataTable(id="ov-summary", cursor_type="row", zebra_stripes=True)
         yield DataTable(id="ov-runs", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.action_refresh()
+        self._fill_placeholders()
+
+    def _fill_placeholders(self) -> None:
+        """The tables' rows before the runs are read (names, settings and seeds are known):
+        the tables have their final heights from the first paint, so the chart above them
+        is laid out once and its picture built once, at its final size."""
+        colors = {g: PALETTE[i % len(PALETTE)] for i, g in enumerate(self._groups())}
+        summary = self._setting_columns(self.query_one("#ov-summary", DataTable))
+        summary.add_column("reading…", width=14)
+        for g, color in colors.items():
+            summary.add_row(Text(g, style=rgb(color)), "…", key=g)
+        table = self._run_columns(self.query_one("#ov-runs", DataTable))
+        for run in self.runs:
+            name = Text(run.label, style=rgb(colors[run.group]))
+            table.add_row(name, run.group, str(run.seed), key=str(run.db))
+
+    def _groups(self) -> list[str]:
+        """The settings in order (as `load_overlay` makes its groups)."""
+        return list(dict.fromkeys(r.group for r in self.runs))
+
+    @staticmethod
+    def _setting_columns(table: DataTable) -> DataTable:
+        table.clear(columns=True)
+        table.add_column("setting", width=30)
+        return table
+
+    @staticmethod
+    def _run_columns(table: DataTable) -> DataTable:
+        table.clear(columns=True)
+        table.add_column("run", width=34)
+        table.add_column("setting", width=24)
+        table.add_column("seed", width=5)
+        return table
 
     def action_refresh(self) -> None:
         self._load(list(self.runs), self.head)
@@ -117,9 +157,7 @@ class OverlayScreen(Screen):
         rounds = sorted({r for g in data.groups for r in g.rounds})
         ks = [k for k in sorted({k for g in data.groups for k in g.ks}) if k != 1]
         last = rounds[-1] if rounds else 0
-        summary = self.query_one("#ov-summary", DataTable)
-        summary.clear(columns=True)
-        summary.add_column("setting", width=30)
+        summary = self._setting_columns(self.query_one("#ov-summary", DataTable))
         for r in rounds:
             summary.add_column(f"r{r} pass@1", width=14)
         for k in ks:
@@ -138,10 +176,7 @@ class OverlayScreen(Screen):
             )
         table = self.query_one("#ov-runs", DataTable)
         row = table.cursor_row
-        table.clear(columns=True)
-        table.add_column("run", width=34)
-        table.add_column("setting", width=24)
-        table.add_column("seed", width=5)
+        self._run_columns(table)
         for r in rounds:
             table.add_column(f"r{r}", width=6)
         colors = {g.label: PALETTE[i % len(PALETTE)] for i, g in enumerate(data.groups)}
@@ -198,5 +233,9 @@ class OverlayScreen(Screen):
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:
             self.app.pop_screen()
-        else:
+        elif self.app.review_mode:
             self.app.exit()
+        else:  # opened directly (`ssd-tui open SWEEP_DIR`): the runs list, made now
+            from ssd_tui.tui.screens.start import StartScreen
+
+            self.app.switch_screen(StartScreen())

@@ -54,15 +54,18 @@ class OverlayPlot(PlotextPlot):
         self._picture: list[Strip] = []  # one line each, built with the picture
         self._picture_key: tuple | None = None  # (state, width, height, theme) it was built for
         self._building: tuple | None = None
+        self._fed = False  # no picture before the first state handed down
+        self.builds = 0  # pictures built (benchmarks/bench_overlay.py prints it)
 
     def on_mount(self) -> None:
         super().on_mount()
         self.refresh()
 
     def set_state(self, state: OverlayState) -> None:
-        if state == self.state:
+        if state == self.state and self._fed:
             return
-        self.state = state
+        self.state, self._fed = state, True
+        self._maybe_build()  # now, not at the next paint: the worker starts ~a frame sooner
         self.refresh()
 
     @property
@@ -70,18 +73,37 @@ class OverlayPlot(PlotextPlot):
         """The state of the picture on screen (None before the first one)."""
         return self._picture_key[0] if self._picture_key else None
 
+    @property
+    def picture_is_current(self) -> bool:
+        """The picture on screen is of the current state, at the current size."""
+        key = self._picture_key
+        return key is not None and key[:3] == (self.state, self.size.width, self.size.height)
+
     def render_line(self, y: int) -> Strip:
         """The built picture's line y (lines are made once per picture, in the worker; a
         plotext picture as one Text would be re-split into lines at every repaint)."""
-        key = (self.state, self.size.width, self.size.height, self.app.theme)
-        if key != self._picture_key and key != self._building and self.size.width > 0:
-            self._building = key
-            self._build(key)
+        self._maybe_build()
         if y < len(self._picture):
             return self._picture[y]
         return Strip.blank(self.size.width, self.rich_style)
 
-    @work(thread=True, exclusive=True, group="overlay-plot")
+    def _maybe_build(self) -> None:
+        key = (self.state, self.size.width, self.size.height, self.app.theme)
+        # One build at a time, the latest wins: a key that changes while one is built
+        # (the tables below fill, the layout settles) is built when that one is done
+        # (`_built` repaints). Builds side by side would share one plotext figure, and
+        # each costs 30-100 ms of CPU the first paint waits for. Nothing to draw before
+        # the first data.
+        if (
+            key != self._picture_key
+            and self._building is None
+            and self.size.width > 0
+            and self._fed
+        ):
+            self._building = key
+            self._build(key)
+
+    @work(thread=True, group="overlay-plot")
     def _build(self, key: tuple) -> None:
         state, width, height, theme = key
         plt = self.plt
@@ -98,8 +120,8 @@ class OverlayPlot(PlotextPlot):
 
     def _built(self, key: tuple, picture: list[Strip]) -> None:
         self._picture, self._picture_key = picture, key
-        if self._building == key:
-            self._building = None
+        self.builds += 1
+        self._building = None
         self.refresh()
 
     def replot(self, state: OverlayState | None = None) -> None:
