@@ -65,7 +65,14 @@ class Timed(Pipeline):
         return n
 
 
+def max_model_len(model: Path, want: int = 1024) -> int:
+    """``want``, or less where the model's positions end (vLLM refuses more)."""
+    conf = json.loads((model / "config.json").read_text())
+    return min(want, int(conf.get("max_position_embeddings") or want))
+
+
 def write_config(folder: Path, a: argparse.Namespace) -> Path:
+    model = Path(a.model).expanduser().resolve()
     text = f"""
 [run]
 name = "bench"
@@ -73,7 +80,7 @@ dir = "{folder / "run"}"
 engine = "{a.engine}"
 threads = 0
 [model]
-path = "{Path(a.model).expanduser().resolve()}"
+path = "{model}"
 dtype = "{a.dtype}"
 [data]
 train_prompts = "{DEMO / "train_prompts.jsonl"}"
@@ -87,7 +94,7 @@ samples_per_prompt = {a.n}
 max_new_tokens = {a.max_new_tokens}
 batch_size = {a.batch}
 [vllm]
-max_model_len = 1024
+max_model_len = {max_model_len(model)}
 """
     path = folder / "bench.toml"
     path.write_text(text)

@@ -525,7 +525,8 @@ class Pipeline:
         adapter: str | None,
         problems: Sequence[Problem],
     ) -> int:
-        """Exact statistics for the samples stored without them (vLLM's); returns how many.
+        """Exact statistics for the samples stored without them (vLLM's); returns how many
+        were written.
 
         One teacher-forced pass of base ⊕ ``adapter`` over each sample's stored tokens
         (``probe.score_token_ids``, the probe's scoring code) gives log p, the entropy of the
@@ -556,7 +557,7 @@ class Pipeline:
         # Same prompt and similar length side by side: little padding in a batch.
         todo.sort(key=lambda r: (len(prompts[r["problem_id"]]), len(r["token_ids"]), r["id"]))
         lengths = [len(prompts[r["problem_id"]]) + len(r["token_ids"]) for r in todo]
-        total, done = len(todo), 0
+        total, done, written = len(todo), 0, 0
         self._progress(rnd, stage, 0, total, "token statistics")
         for batch in batches_by_tokens(lengths, STATS_BATCH_TOKENS):
             self._check_stop()
@@ -569,7 +570,7 @@ class Pipeline:
                     SamplingParams(*key),
                     batch_size=len(group),
                 )
-                self.store.set_token_stats(
+                written += self.store.set_token_stats(
                     [
                         (r["id"], st["logprobs"], st["entropies"], st["tail_mass"])
                         for r, st in zip(group, stats, strict=True)
@@ -577,7 +578,7 @@ class Pipeline:
                 )
             done += len(rows)
             self._progress(rnd, stage, done, total, "token statistics")
-        return total
+        return written
 
     # ---- shared work -------------------------------------------------------------------------
     def _generate(
