@@ -29,6 +29,9 @@ from ssd_tui.sandbox import Isolation, choose_isolation
 from ssd_tui.store import RunStore, SampleRow, dir_sha256
 
 VERDICT_BATCH = 32  # test programs per transaction
+# Prompt + completion tokens per forward pass of the exact-statistics pass (issue 16): its
+# logits are (tokens × vocabulary) floats, 2048 × Qwen's 152k ≈ 1.2 GB in float32.
+STATS_BATCH_TOKENS = 2048
 
 
 class StopRequested(Exception):
@@ -182,6 +185,8 @@ class Pipeline:
         self._ids: dict[str, dict[str, int]] = {}
         self.isolation: Isolation | None = None  # issue 20: what runs the test programs
         self.engine = engine  # issue 16: [run] engine resolved (auto), set by prepare()
+        # issue 16: (adapter, transformers model) for teacher-forced passes beside vLLM
+        self._scoring: tuple[str | None, Any] | None = None
 
     # ---- set-up --------------------------------------------------------------------
     def prepare(self) -> None:
@@ -471,26 +476,29 @@ class Pipeline:
     def stage_analyse(self, rnd: int) -> None:
         from ssd_tui import analysis  # part of every build: a failure here is an error, not a skip
 
-        scorer = self._scorer(rnd)
-        by_name = {p.id: p for p in self.eval_problems}
+        try:
+            # Eval samples an older version stored without exact statistics (a no-op else).
+            self.fill_token_stats(
+                rnd, "analyse", "eval", None, self.adapter_of(rnd), self.eval_problems
+            )
+            scorer = self._scorer(rnd)
+            by_name = {p.id: p for p in self.eval_problems}
 
-        def render_row(row: dict[str, Any]) -> str:
-            p = by_name.get(row["name"])
-            return self.render(p) if p else row["prompt"]
+            def render_row(row: dict[str, Any]) -> str:
+                p = by_name.get(row["name"])
+                return self.render(p) if p else row["prompt"]
 
-        warnings = analysis.analyse_round(self.store, rnd, self.cfg, scorer, render=render_row)
+            warnings = analysis.analyse_round(self.store, rnd, self.cfg, scorer, render=render_row)
+        finally:
+            self.release_scoring_model()
         for w in warnings:
             self.store.log(
                 f"round {rnd}: warning [{w['rule']}] {w['message']}", "warning", rnd, "analyse"
             )
 
     def _scorer(self, rnd: int):
-        """Teacher-forced scoring with round `rnd`'s model, when the engine can do it."""
-        sampler = self.sampler(self.adapter_of(rnd))
-        model = getattr(sampler, "model", None)
-        tok = getattr(sampler, "tokenizer", None)
-        if model is None or tok is None:
-            return None
+        """Teacher-forced scoring with round `rnd`'s model (any engine: see scoring_model)."""
+        model, tok = self.scoring_model(self.adapter_of(rnd))
         from ssd_tui.probe import score_completions
 
         params = self.cfg.eval_sampling(seed=0)
@@ -499,6 +507,107 @@ class Pipeline:
         return lambda prompts, completions: score_completions(
             model, tok, prompts, completions, params, train_params=train_params
         )
+
+    # ---- exact token statistics (issue 16) ------------------------------------------------
+    def scoring_model(self, adapter: str | None) -> tuple[Any, Any]:
+        """(model, tokenizer) of base ⊕ ``adapter`` in transformers, for teacher-forced passes.
+
+        The live sampler's own model when it has one (the transformers engine); otherwise
+        (vLLM) a transformers model loaded beside it, kept until ``release_scoring_model``.
+        On a GPU the sampler is released first: vLLM holds ``gpu_memory_utilization`` of
+        the device, and the scoring model needs its weights and the pass's logits
+        (docs/gpu.md). On the CPU both stay, so the engine is not restarted.
+        """
+        held = self._scoring
+        if held is not None and held[0] == adapter:
+            return held[1].model, held[1].tokenizer
+        sampler = self.sampler(adapter)
+        model = getattr(sampler, "model", None)
+        if model is not None:  # the transformers sampler: it is the scoring model
+            return model, sampler.tokenizer
+        self.release_scoring_model()
+        from ssd_tui.engine.hf import HFSampler, resolve_device
+
+        if resolve_device(self.cfg.model.device).type == "cuda":
+            self.release_sampler()
+        scoring = HFSampler(
+            self.model_path,
+            adapter=Path(adapter) if adapter else None,
+            dtype=self.cfg.model.dtype,
+            device=self.cfg.model.device,
+        )
+        self._scoring = (adapter, scoring)
+        return scoring.model, scoring.tokenizer
+
+    def release_scoring_model(self) -> None:
+        """Free the transformers model ``scoring_model`` loaded beside a vLLM sampler."""
+        if self._scoring is not None:
+            self._scoring[1].close()
+        self._scoring = None
+
+    def fill_token_stats(
+        self,
+        rnd: int,
+        stage: str,
+        purpose: str,
+        temperature: float | None,
+        adapter: str | None,
+        problems: Sequence[Problem],
+    ) -> int:
+        """Exact statistics for the samples stored without them (vLLM's); returns how many
+        were written.
+
+        One teacher-forced pass of base ⊕ ``adapter`` over each sample's stored tokens
+        (``probe.score_token_ids``, the probe's scoring code) gives log p, the entropy of the
+        full distribution (T = 1) and the mass outside the sample's own truncation set,
+        exactly as the transformers sampler records them while decoding. Each batch is
+        written in one transaction and only where the statistics are still missing, so a
+        kill -9 loses at most the batch in flight and a rerun scores only the rest.
+        """
+        from ssd_tui.probe import batches_by_tokens, score_token_ids
+
+        ids = self._ids[purpose]
+        by_pid = {ids[p.id]: p for p in problems if p.id in ids}
+        todo = [
+            r
+            for r in self.store.samples_without_stats(rnd, purpose, temperature)
+            if r["problem_id"] in by_pid
+        ]
+        if not todo:
+            return 0
+        from ssd_tui.engine.hf import encode_prompt
+
+        model, tok = self.scoring_model(adapter)
+        prompts: dict[int, list[int]] = {}
+        for r in todo:
+            pid = r["problem_id"]
+            if pid not in prompts:
+                prompts[pid] = encode_prompt(tok, self.render(by_pid[pid]))
+        # Same prompt and similar length side by side: little padding in a batch.
+        todo.sort(key=lambda r: (len(prompts[r["problem_id"]]), len(r["token_ids"]), r["id"]))
+        lengths = [len(prompts[r["problem_id"]]) + len(r["token_ids"]) for r in todo]
+        total, done, written = len(todo), 0, 0
+        self._progress(rnd, stage, 0, total, "token statistics")
+        for batch in batches_by_tokens(lengths, STATS_BATCH_TOKENS):
+            self._check_stop()
+            rows = [todo[i] for i in batch]
+            for key, group in _by_params(rows).items():
+                stats = score_token_ids(
+                    model,
+                    [prompts[r["problem_id"]] for r in group],
+                    [r["token_ids"] for r in group],
+                    SamplingParams(*key),
+                    batch_size=len(group),
+                )
+                written += self.store.set_token_stats(
+                    [
+                        (r["id"], st["logprobs"], st["entropies"], st["tail_mass"])
+                        for r, st in zip(group, stats, strict=True)
+                    ]
+                )
+            done += len(rows)
+            self._progress(rnd, stage, done, total, "token statistics")
+        return written
 
     # ---- shared work -------------------------------------------------------------------------
     def _generate(
@@ -569,6 +678,11 @@ class Pipeline:
             ]
             done += self.store.add_samples(rows)
             self._progress(rnd, stage, done, total, detail)
+        # Engines that do not record every statistic exactly (vLLM): one pass fills them in.
+        try:
+            self.fill_token_stats(rnd, stage, purpose, params.temperature, adapter, problems)
+        finally:
+            self.release_scoring_model()
 
     def _evaluate(self, rnd: int, stage: str, temperature: float, label: str = "") -> None:
         from ssd_tui.evaluate import check_samples, summarize
@@ -627,6 +741,14 @@ class Pipeline:
         out["eval samples"] = self.store.count_samples(rnd, "eval", t)
         out["seconds"] = {s["stage"]: s["seconds"] for s in self.store.stages(rnd)}
         return out
+
+
+def _by_params(rows: Sequence[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    """Rows grouped by their truncation settings (temperature, top_k, top_p, min_p)."""
+    out: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault((r["temperature"], r["top_k"], r["top_p"], r["min_p"]), []).append(r)
+    return out
 
 
 def install_signal_handlers(pipe: Pipeline) -> None:

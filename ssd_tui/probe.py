@@ -30,7 +30,13 @@ from ssd_tui.engine.base import SamplingParams
 from ssd_tui.engine.hf import encode_prompt
 from ssd_tui.engine.truncation import tail_mass, truncation_mask
 
-__all__ = ["position_stats", "score_completions", "truncation_mask"]
+__all__ = [
+    "batches_by_tokens",
+    "position_stats",
+    "score_completions",
+    "score_token_ids",
+    "truncation_mask",
+]
 
 # Positions scored at once: bounds the (positions × vocab) float32 temporaries
 # (several per chunk; with a 150k vocab, 64 positions ≈ 40 MB each).
@@ -103,6 +109,60 @@ def score_completions(
     if len(prompts) != len(completions):
         raise ValueError("prompts and completions must have the same length")
     encoded = [_encode(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
+    return _score_encoded(model, encoded, params, batch_size, train_params)
+
+
+def score_token_ids(
+    model,
+    prompt_ids: Sequence[Sequence[int]],
+    completion_ids: Sequence[Sequence[int]],
+    params: SamplingParams,
+    batch_size: int = 8,
+) -> list[dict[str, np.ndarray]]:
+    """``score_completions`` on token ids as a sampler produced them (nothing re-tokenised).
+
+    The exact statistics of stored samples: position i is scored given the prompt and the
+    completion's first i tokens, which is what the sampler's step i saw, so ``logprobs``,
+    ``entropies`` and ``tail_mass`` (outside ``params``' kept set) are the numbers the
+    transformers sampler records while decoding. ``offsets`` are -1 (no text here).
+    """
+    if len(prompt_ids) != len(completion_ids):
+        raise ValueError("prompt_ids and completion_ids must have the same length")
+    encoded = []
+    for p, c in zip(prompt_ids, completion_ids, strict=True):
+        if not p:  # samplers refuse empty prompts: there is no position to predict from
+            raise ValueError("a prompt has no tokens")
+        encoded.append(_Encoded([int(t) for t in p], [int(t) for t in c], [-1] * len(c)))
+    return _score_encoded(model, encoded, params, batch_size)
+
+
+def batches_by_tokens(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Consecutive index runs whose padded size (rows × longest) stays within ``max_tokens``.
+
+    A forward pass computes vocabulary-wide logits for every position it keeps, so a
+    token budget, not a row count, bounds its memory (one row alone may exceed it).
+    """
+    out: list[list[int]] = []
+    batch: list[int] = []
+    longest = 0
+    for i, n in enumerate(lengths):
+        if batch and (len(batch) + 1) * max(longest, n) > max_tokens:
+            out.append(batch)
+            batch, longest = [], 0
+        batch.append(i)
+        longest = max(longest, n)
+    if batch:
+        out.append(batch)
+    return out
+
+
+def _score_encoded(
+    model,
+    encoded: list[_Encoded],
+    params: SamplingParams,
+    batch_size: int,
+    train_params: SamplingParams | None = None,
+) -> list[dict[str, np.ndarray]]:
     # Longest first: rows of similar length share a batch, so little padding is computed.
     order = sorted(range(len(encoded)), key=lambda i: -_length(encoded[i]))
     results: list[dict[str, np.ndarray] | None] = [None] * len(encoded)

@@ -587,6 +587,66 @@ class RunStore:
             "tail_mass": unpack(row["tail_mass"]),
         }
 
+    # issue 16: exact token statistics filled in after sampling (no schema change: a sample
+    # with tokens and a NULL mean_entropy has not been scored yet).
+    def samples_without_stats(
+        self, rnd: int, purpose: str, temperature: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Samples with tokens but no exact statistics (NULL ``mean_entropy``), in id order.
+
+        Each row: id, problem_id, temperature, top_k, top_p, min_p, token_ids (int32 array).
+        """
+        q = (
+            "SELECT s.id, s.problem_id, s.temperature, s.top_k, s.top_p, s.min_p, t.token_ids "
+            "FROM samples s JOIN token_stats t ON t.sample_id = s.id WHERE s.round=? AND "
+            "s.purpose=? AND s.mean_entropy IS NULL AND s.n_tokens > 0"
+        )
+        args: list[Any] = [rnd, purpose]
+        if temperature is not None:
+            q += " AND s.temperature=?"
+            args.append(temperature)
+        rows = []
+        for r in self.conn.execute(q + " ORDER BY s.id", args):
+            row = dict(r)
+            row["token_ids"] = unpack(row["token_ids"], "<i4")
+            rows.append(row)
+        return rows
+
+    def set_token_stats(
+        self, stats: Sequence[tuple[int, Sequence[float], Sequence[float], Sequence[float]]]
+    ) -> int:
+        """Write exact statistics (sample id, logprobs, entropies, tail_mass) in one transaction.
+
+        Only samples still without them (NULL ``mean_entropy``) are written, and the arrays
+        must match the stored tokens: a replayed batch changes nothing. Returns how many
+        were written.
+        """
+        written = 0
+        with self.transaction() as c:
+            for sid, logprobs, entropies, tails in stats:
+                n = c.execute(
+                    "SELECT n_tokens FROM samples WHERE id=? AND mean_entropy IS NULL", (sid,)
+                ).fetchone()
+                if n is None:
+                    continue
+                if not n[0] == len(logprobs) == len(entropies) == len(tails):
+                    raise ValueError(f"sample {sid}: statistics do not match its {n[0]} tokens")
+                c.execute(
+                    "UPDATE samples SET logprob_sum=?, mean_entropy=?, mean_tail_mass=? WHERE id=?",
+                    (
+                        float(np.sum(np.asarray(logprobs, dtype=np.float64))),
+                        float(np.mean(np.asarray(entropies, dtype=np.float64))),
+                        float(np.mean(np.asarray(tails, dtype=np.float64))),
+                        sid,
+                    ),
+                )
+                c.execute(
+                    "UPDATE token_stats SET logprobs=?, entropies=?, tail_mass=? WHERE sample_id=?",
+                    (pack(logprobs), pack(entropies), pack(tails), sid),
+                )
+                written += 1
+        return written
+
     def count_samples(self, rnd: int, purpose: str, temperature: float | None = None) -> int:
         q = "SELECT COUNT(*) FROM samples WHERE round=? AND purpose=?"
         args: list[Any] = [rnd, purpose]

@@ -431,13 +431,16 @@ def test_pipeline_runs_a_round_on_the_fake(
     assert len(lora_starts) == 1 and lora_starts[0]["max_lora_rank"] == 8  # auto from r = 4
     served = {e[2:] for e in fake.EVENTS if e[0] == "generate"}
     assert served == {(1, str(adapter))}  # round 1's evaluate: base ⊕ round 1's adapter
-    train_rows = store.conn.execute(
+    rows = store.conn.execute(
         "SELECT t.token_ids, t.logprobs, t.entropies, t.tail_mass, s.n_tokens, s.mean_entropy "
-        "FROM samples s JOIN token_stats t ON t.sample_id = s.id WHERE s.purpose = 'train'"
+        "FROM samples s JOIN token_stats t ON t.sample_id = s.id"
     ).fetchall()
-    for ids, lps, ents, tails, n, mean_h in train_rows:
+    assert len(rows) == 4 * 2 + 3 * 2 * 2
+    for ids, lps, ents, tails, n, mean_h in rows:  # issue 16: the exact-statistics pass
         assert len(unpack(ids, "<i4")) == n == len(unpack(lps)) == len(unpack(tails))
-        assert len(unpack(ents)) == 0 and mean_h is None  # entropies: absent, not guessed
+        assert len(unpack(ents)) == n and mean_h == pytest.approx(unpack(ents).mean(), abs=1e-5)
+    probe = {(r["round"], r["name"]) for r in store.metrics("probe")}  # fork/lock, both rounds
+    assert {(0, "n_fork"), (0, "n_lock"), (1, "fork_entropy"), (1, "lock_tail_mass")} <= probe
     assert adapter.is_dir() and (adapter / "adapter_config.json").is_file()
     store.close()
 

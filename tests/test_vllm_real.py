@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 vllm = pytest.importorskip("vllm", reason="needs vLLM (README: vLLM on a CPU)")
@@ -221,6 +222,74 @@ def test_stored_tail_mass_is_exact(
     assert known >= 4  # of 6 samples: most are determined
 
 
+# ----------------------------------------------------------------------------- exact stats
+
+
+def _exact_stats(model_dir: Path, tok, outs, params: SamplingParams) -> list[dict]:
+    """The pipeline's exact-statistics pass (issue 16) on these samples, by transformers."""
+    from ssd_tui.engine.hf import HFSampler, encode_prompt
+    from ssd_tui.probe import score_token_ids
+
+    prompt_ids = [encode_prompt(tok, p) for p, per in zip(PROMPTS, outs, strict=True) for _ in per]
+    ids = [c.token_ids for per in outs for c in per]
+    with HFSampler(str(model_dir)) as hf:
+        return score_token_ids(hf.model, prompt_ids, ids, params, batch_size=4)
+
+
+def test_exact_stats_of_vllm_samples_equal_the_hf_engines(
+    sampler: VLLMSampler, model32: Path
+) -> None:
+    """Greedy: both engines draw the same tokens, so the stats the pass gives vLLM's samples
+    must be the ones the transformers engine recorded while decoding them."""
+    from ssd_tui.engine.hf import HFSampler
+
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=12, stop=())
+    outs = sampler.generate(PROMPTS, greedy)
+    assert all(c.entropies == [] for per in outs for c in per)  # what vLLM gives: none
+    with HFSampler(str(model32)) as hf:
+        want = [c for per in hf.generate(PROMPTS, greedy) for c in per]
+    got = _exact_stats(model32, sampler.tokenizer, outs, greedy)
+    for g, w in zip(got, want, strict=True):
+        assert list(g["token_ids"]) == w.token_ids
+        np.testing.assert_allclose(g["logprobs"], w.logprobs, atol=1e-4)
+        np.testing.assert_allclose(g["entropies"], w.entropies, atol=1e-4)
+        np.testing.assert_allclose(g["tail_mass"], w.tail_mass, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(1.2, 0, 0.95, 0.0, max_new_tokens=12, n=3, stop=(), seed=7),  # top-p only
+        SamplingParams(0.8, 20, 0.8, 0.0, max_new_tokens=12, n=3, stop=(), seed=7),  # the demo's
+    ],
+    ids=["top-p", "top-k+top-p"],
+)
+def test_every_vllm_sample_gets_exact_stats(
+    sampler: VLLMSampler, model32: Path, params: SamplingParams
+) -> None:
+    """Where the top-N log-probs leave the tail undetermined (top-p), the pass still gives
+    every sample its stats: log p equal to vLLM's own, entropy and tail mass equal to a
+    float64 re-scoring with vLLM V1's kept set, and the sampled token inside that set."""
+    from ssd_tui.engine.hf import encode_prompt
+
+    outs = sampler.generate(PROMPTS, params)
+    got = _exact_stats(model32, sampler.tokenizer, outs, params)
+    comps = [c for per in outs for c in per]
+    assert len(got) == len(comps) == 9
+    for prompt_i, (c, g) in enumerate(zip(comps, got, strict=True)):
+        n = len(c.token_ids)
+        assert n and len(g["entropies"]) == len(g["tail_mass"]) == n
+        np.testing.assert_allclose(g["logprobs"], c.logprobs, atol=1e-4)  # vLLM's raw log-probs
+        prompt_ids = encode_prompt(sampler.tokenizer, PROMPTS[prompt_i // 3])
+        logp = _rescore(model32, prompt_ids, c.token_ids)
+        for i in range(n):
+            keep = _v1_kept(logp[i], params)
+            assert keep[c.token_ids[i]]
+            p = logp[i].exp()
+            assert g["tail_mass"][i] == pytest.approx(float(1 - p[keep].sum()), abs=1e-4)
+            assert g["entropies"][i] == pytest.approx(float(-(p * logp[i]).sum()), abs=1e-4)
+
+
 # ----------------------------------------------------------------------------- refusals
 
 
@@ -368,10 +437,16 @@ def test_check_reports_vllm_and_a_full_two_round_run(tmp_path: Path) -> None:
         )
         assert {row[0] for row in names} >= {"pass@1", "pass@2"}
     stats = q(
-        "SELECT COUNT(*), SUM(length(t.logprobs) > 0) FROM token_stats t "
-        "JOIN samples s ON s.id = t.sample_id"
+        "SELECT COUNT(*), SUM(length(t.logprobs) > 0), SUM(length(t.entropies) = 4 * s.n_tokens "
+        "AND length(t.tail_mass) = 4 * s.n_tokens AND s.mean_entropy IS NOT NULL "
+        "AND s.mean_tail_mass IS NOT NULL) FROM token_stats t JOIN samples s ON s.id = t.sample_id"
     ).fetchone()
-    assert stats[0] == stats[1] == q("SELECT COUNT(*) FROM samples").fetchone()[0]
+    # issue 16: every sample has exact stats (the pass after sampling), none dropped
+    assert stats[0] == stats[1] == stats[2] == q("SELECT COUNT(*) FROM samples").fetchone()[0]
+    probe = q("SELECT round, name FROM metrics WHERE purpose = 'probe'").fetchall()
+    for rnd in (0, 1, 2):  # the probe's fork/lock metrics, as on the transformers engine
+        assert {(rnd, "n_fork"), (rnd, "n_lock")} <= set(probe)
+    assert {(1, "fork_entropy"), (2, "lock_tail_mass")} <= set(probe)
     assert engine_core_pids() == set()
     # Issue 16: on a CPU one engine serves the whole run (sample and evaluate of three
     # rounds, three models) with adapters switched in it, and every sampling stage says so.

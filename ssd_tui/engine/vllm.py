@@ -19,6 +19,11 @@ What the numbers mean under vLLM (docs/gpu.md has the full account):
 - ``entropies``: always empty. The entropy of the full distribution needs every token's
   probability, which vLLM does not return at a sane cost; a top-N estimate is biased low
   by an amount that shrinks as SSD sharpens the model, so it would fake a trend.
+
+In a run none of this is what gets stored: a sample without entropies is filled in by the
+pipeline's exact-statistics pass (``Pipeline.fill_token_stats``, a teacher-forced pass of
+the same model in transformers), so every sample has exact log-probs, entropies and tail
+mass whatever the engine (docs/gpu.md).
 """
 
 from __future__ import annotations
