@@ -383,8 +383,18 @@ def test_engine_starts_lazily_with_raw_logprobs(fake, sampler: VLLMSampler) -> N
     sampler.generate(PROMPTS[:1], SamplingParams(max_new_tokens=2))
     (start,) = [e for e in fake.EVENTS if e[0] == "start"]
     kw = start[2]
-    assert kw["logprobs_mode"] == "raw_logprobs" and "enable_lora" not in kw
+    assert kw["logprobs_mode"] == "raw_logprobs"
     assert kw["max_logprobs"] == 20  # config tops: sampling top_k 0, eval top_k 0
+    # A run with SSD rounds will serve adapters: LoRA is on from the first engine, so the
+    # base model and every adapter after it share one engine (issue 16)
+    assert kw["enable_lora"] is True and kw["max_loras"] == 1
+
+
+def test_a_run_without_rounds_starts_without_lora(fake, tiny_model_dir: Path) -> None:
+    with VLLMSampler(str(tiny_model_dir), cfg=_cfg("[run]\nrounds = 0\n")) as s:
+        s.generate(PROMPTS[:1], SamplingParams(max_new_tokens=2))
+    (start,) = [e for e in fake.EVENTS if e[0] == "start"]
+    assert "enable_lora" not in start[2]
 
 
 def test_close_hands_the_device_back(fake, sampler: VLLMSampler) -> None:
@@ -427,8 +437,11 @@ def test_pipeline_runs_a_round_on_the_fake(
     assert store.count_samples(1, "train") == 4 * 2
     assert store.count_samples(1, "eval", 1.0) == 3 * 2
     adapter = cfg.run_dir / "adapters" / "round-001"
-    lora_starts = [e[2] for e in fake.EVENTS if e[0] == "start" and e[2].get("enable_lora")]
-    assert len(lora_starts) == 1 and lora_starts[0]["max_lora_rank"] == 8  # auto from r = 4
+    # GPU semantics (the fake): released for training, so one engine before and one after,
+    # each with LoRA on (a run with rounds serves adapters) at rank 8 (auto from r = 4)
+    starts = [e[2] for e in fake.EVENTS if e[0] == "start"]
+    assert len(starts) == 2 and all(s.get("enable_lora") for s in starts)
+    assert {s["max_lora_rank"] for s in starts} == {8}
     served = {e[2:] for e in fake.EVENTS if e[0] == "generate"}
     assert served == {(1, str(adapter))}  # round 1's evaluate: base ⊕ round 1's adapter
     rows = store.conn.execute(
