@@ -190,6 +190,23 @@ class TrainSection:
         _one_of("keep", "drop"),
         default="keep",
     )
+    # issue 16: how the step is computed; the examples of each optimiser step and its
+    # update stay the same (docs/engine.md).
+    group_by_length: bool = _opt(
+        "split each optimiser step's examples into forward passes of similar length (less "
+        "padding, same update); false = chunks of batch_size in the shuffled order",
+        default=True,
+    )
+    autocast: str = _opt(
+        "bf16 autocast of the training forward pass: 'auto' (on a CPU with native bf16, "
+        "AVX512-BF16 or AMX; never on GPUs, where [model] dtype decides), 'bf16' or 'off'",
+        _one_of("auto", "bf16", "off"),
+        default="auto",
+    )
+    gradient_checkpointing: bool = _opt(
+        "recompute activations in the backward pass: less memory per example, ~30 % more time",
+        default=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -383,7 +400,15 @@ class RunConfig:
     def train_settings(self) -> TrainSettings:
         t = self.train
         return TrainSettings(
-            t.learning_rate, t.epochs, t.batch_size, t.grad_accum, t.max_length, self.run.seed
+            t.learning_rate,
+            t.epochs,
+            t.batch_size,
+            t.grad_accum,
+            t.max_length,
+            self.run.seed,
+            group_by_length=t.group_by_length,
+            autocast=t.autocast,
+            gradient_checkpointing=t.gradient_checkpointing,
         )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
