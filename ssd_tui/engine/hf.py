@@ -616,17 +616,25 @@ def train_autocast(setting: str, device: torch.device) -> torch.dtype | None:
     raise SSDError(f"unknown train autocast {setting!r}; choose auto, off or bf16")
 
 
-def _dist_world() -> tuple[int, int]:
+def _dist_world(device: torch.device) -> tuple[int, int]:
     """(rank, world size) when started by ``accelerate launch`` / torchrun, else (0, 1).
 
-    accelerate's PartialState joins the process group the launcher set up (gloo on CPU,
-    NCCL on GPUs).
+    accelerate's PartialState joins the process group the launcher set up: gloo on CPU,
+    NCCL on GPUs. On a machine without GPUs it must be told ``cpu=True``: otherwise
+    (accelerate 1.15, torch 2.13) it reports one process of rank 0 in *every* process,
+    which would train the whole data on each rank and save the adapter twice at once.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
         return 0, 1
     from accelerate import PartialState
 
-    state = PartialState()
+    state = PartialState(cpu=device.type == "cpu")
+    if state.num_processes != world:
+        raise SSDError(
+            f"launched as {world} processes but accelerate sees {state.num_processes} "
+            f"({state.distributed_type}); launch with torchrun or accelerate launch --multi_gpu"
+        )
     return state.process_index, state.num_processes
 
 
@@ -805,7 +813,7 @@ class HFTrainer:
         total_steps = s.epochs * steps_per_epoch
         warmup = int(round(s.warmup_ratio * total_steps))
         self.history = []
-        rank, world = _dist_world()
+        rank, world = _dist_world(self.device)
 
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         if self.device_map == "auto" and devices:
