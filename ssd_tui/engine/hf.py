@@ -557,40 +557,23 @@ def completion_loss_sum(
     )
 
 
-# A forward pass may carry padding up to this share of its real tokens before the step's
-# examples go into another pass (group_by_length): padded positions cost full compute.
-_PAD_SLACK = 0.1
-
 Feature = tuple[list[int], int]  # (input ids, prompt length)
 
 
 def plan_passes(features: Sequence[Feature], batch_size: int, group: bool) -> list[list[Feature]]:
     """Split one optimiser step's examples into forward passes of at most ``batch_size`` rows.
 
-    Ungrouped: consecutive chunks in the (seeded) order. Grouped: longest first, and a pass
-    is closed early when one more row would make its padding exceed ``_PAD_SLACK`` of its
-    real tokens. Either way the step sees the same examples and its loss is normalised by
-    the step's tokens, so the update is the same (a test checks it); grouping only removes
-    padded compute. Sorting is stable, so equal lengths keep the seeded order.
+    Ungrouped: consecutive chunks in the (seeded) order. Grouped: the same number of
+    chunks of the same sizes, taken longest first, so rows of similar length share a pass
+    and little is padded. Either way the step sees the same examples and its loss is
+    normalised by the step's tokens, so the update is the same (a test checks it).
+    Grouping never adds a pass: on a tiny model each pass's fixed cost outweighs padding.
+    With ``grad_accum = 1`` a step is one pass and grouping changes nothing. Sorting is
+    stable, so equal lengths keep the seeded order.
     """
-    if not group:
-        return [list(features[k : k + batch_size]) for k in range(0, len(features), batch_size)]
-    passes: list[list[Feature]] = []
-    cur: list[Feature] = []
-    real = 0
-    for f in sorted(features, key=lambda f: -len(f[0])):
-        n = len(f[0])
-        if cur:
-            width = len(cur[0][0])  # the longest row of the pass: every row is padded to it
-            padded = (len(cur) + 1) * width
-            if len(cur) == batch_size or padded - (real + n) > _PAD_SLACK * (real + n):
-                passes.append(cur)
-                cur, real = [], 0
-        cur.append(f)
-        real += n
-    if cur:
-        passes.append(cur)
-    return passes
+    if group:
+        features = sorted(features, key=lambda f: -len(f[0]))
+    return [list(features[k : k + batch_size]) for k in range(0, len(features), batch_size)]
 
 
 def cpu_has_native_bf16() -> bool:
