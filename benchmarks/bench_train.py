@@ -15,7 +15,8 @@ process, modes alternating (A B B A ...) so a change in the machine's load hits 
 - ``bf16`` (with --bf16): ``after`` plus ``[train] autocast = "bf16"``.
 - ``ckpt`` (with --ckpt): ``after`` plus ``[train] gradient_checkpointing = true``.
 
-Printed per mode: median s/example, the padded share of the computed tokens, and the first
+Printed per mode: median wall s/example, median CPU s/example (this process's CPU time:
+steadier than wall time on a shared machine), the padded share of the computed tokens, and the first
 and last step's loss (``before`` and ``after`` take the same steps: same loss).
 """
 
@@ -100,27 +101,31 @@ def main() -> None:
     feats = probe._encode(tok, data)
     per_step = args.batch_size * args.grad_accum
     times: dict[str, list[float]] = {m: [] for m in names}
+    cpu: dict[str, list[float]] = {m: [] for m in names}
     losses: dict[str, tuple[float, float]] = {}
     print(f"{len(feats)} examples, {sum(len(f[0]) for f in feats)} tokens; load {os.getloadavg()}")
     for mode in order:
         trainer = HFTrainer(model, lora, modes[mode])
         with tempfile.TemporaryDirectory() as d:
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             trainer.train(data, Path(d) / "a")
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
         times[mode].append(dt / len(feats))
+        cpu[mode].append(dc / len(feats))
         losses[mode] = (trainer.history[0]["loss"], trainer.history[-1]["loss"])
-        print(f"  {mode:6} {dt / len(feats):.3f} s/example", flush=True)
+        print(f"  {mode:6} {dt / len(feats):.3f} s/example, CPU {dc / len(feats):.3f}", flush=True)
     print(
         f"\n{model}: batch {args.batch_size} × accum {args.grad_accum}, max_length "
         f"{args.max_length}; load {os.getloadavg()[0]:.1f}"
     )
-    print(f"{'mode':8}{'s/example':>11}{'padding':>9}{'loss first':>12}{'loss last':>11}")
+    head = f"{'mode':8}{'s/example':>11}{'CPU s/ex':>10}{'padding':>9}"
+    print(head + f"{'loss first':>12}{'loss last':>11}")
     for m in names:
         group = modes[m].group_by_length
         pad = padding_share(probe, feats, per_step, group)
         first, last = losses[m]
-        print(f"{m:8}{statistics.median(times[m]):>11.3f}{pad:>9.0%}{first:>12.4f}{last:>11.4f}")
+        row = f"{m:8}{statistics.median(times[m]):>11.3f}{statistics.median(cpu[m]):>10.3f}"
+        print(row + f"{pad:>9.0%}{first:>12.4f}{last:>11.4f}")
     b, a = statistics.median(times["before"]), statistics.median(times["after"])
     print(f"after / before: {a / b:.2f}×")
 
