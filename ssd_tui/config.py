@@ -200,6 +200,24 @@ class TrainSection:
         _one_of("keep", "drop"),
         default="keep",
     )
+    # issue 16: how the step is computed; the examples of each optimiser step and its
+    # update stay the same (docs/engine.md).
+    group_by_length: bool = _opt(
+        "run each optimiser step's examples longest first, so passes hold similar lengths "
+        "(less padding when grad_accum > 1, same update); false = the shuffled order",
+        default=True,
+    )
+    autocast: str = _opt(
+        "bf16 autocast of the training forward pass: 'auto' (on a CPU with native bf16, "
+        "AVX512-BF16 or AMX; never on GPUs, where [model] dtype decides), 'bf16' or 'off'",
+        _one_of("auto", "bf16", "off"),
+        default="auto",
+    )
+    gradient_checkpointing: bool = _opt(
+        "recompute activations in the backward pass: less memory per example, one more "
+        "forward pass of time (~1.4× the LoRA step)",
+        default=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -393,7 +411,15 @@ class RunConfig:
     def train_settings(self) -> TrainSettings:
         t = self.train
         return TrainSettings(
-            t.learning_rate, t.epochs, t.batch_size, t.grad_accum, t.max_length, self.run.seed
+            t.learning_rate,
+            t.epochs,
+            t.batch_size,
+            t.grad_accum,
+            t.max_length,
+            self.run.seed,
+            group_by_length=t.group_by_length,
+            autocast=t.autocast,
+            gradient_checkpointing=t.gradient_checkpointing,
         )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -595,6 +621,8 @@ RESUMABLE_KEYS = (
     "vllm.enable_prefix_caching",
     "vllm.enable_chunked_prefill",
     "vllm.cpu_kvcache_gib",
+    "train.group_by_length",  # issue 16: how a step is computed, not what it computes
+    "train.gradient_checkpointing",
     "sandbox.isolation",  # a run refused under "strict" must be resumable once opted in
 )
 

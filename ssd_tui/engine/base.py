@@ -67,6 +67,10 @@ class TrainSettings:
     seed: int = 0
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
+    # issue 16: compute choices; none changes which examples an optimiser step sees.
+    group_by_length: bool = True
+    autocast: str = "auto"
+    gradient_checkpointing: bool = False
 
 
 class Sampler(Protocol):

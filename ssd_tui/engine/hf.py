@@ -18,6 +18,7 @@ import copy
 import gc
 import inspect
 import math
+import os
 import re
 import shutil
 from collections.abc import Callable, Sequence
@@ -300,6 +301,19 @@ class HFSampler:
         self._cache_kw = "cache" if "cache" in fwd else "past_key_values"
         self._has_logits_to_keep = "logits_to_keep" in fwd
 
+    @staticmethod
+    def _checkpoint_activations(model: Any) -> None:
+        """Recompute each layer's activations in the backward pass instead of keeping them.
+
+        Non-reentrant checkpointing works with frozen inputs (LoRA) without
+        ``enable_input_require_grads``. transformers 5 renamed the method.
+        """
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
     # -- public API ------------------------------------------------------------------
 
     def generate(
@@ -551,6 +565,86 @@ def completion_loss_sum(
     )
 
 
+Feature = tuple[list[int], int]  # (input ids, prompt length)
+
+
+def plan_passes(features: Sequence[Feature], batch_size: int, group: bool) -> list[list[Feature]]:
+    """Split one optimiser step's examples into forward passes of at most ``batch_size`` rows.
+
+    Ungrouped: consecutive chunks in the (seeded) order. Grouped: the same number of
+    chunks of the same sizes, taken longest first, so rows of similar length share a pass
+    and little is padded. Either way the step sees the same examples and its loss is
+    normalised by the step's tokens, so the update is the same (a test checks it).
+    Grouping never adds a pass: on a tiny model each pass's fixed cost outweighs padding.
+    With ``grad_accum = 1`` a step is one pass and grouping changes nothing. Sorting is
+    stable, so equal lengths keep the seeded order.
+    """
+    if group:
+        features = sorted(features, key=lambda f: -len(f[0]))
+    return [list(features[k : k + batch_size]) for k in range(0, len(features), batch_size)]
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: the CPUs where bf16 matmuls are faster than fp32 ones."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def train_autocast(setting: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the training forward pass, or None for none.
+
+    ``auto`` is bf16 on a CPU with native bf16 matmuls and nothing elsewhere: on a CPU
+    without them bf16 is emulated and slower than fp32, and on a GPU ``[model] dtype``
+    already chooses the precision.
+    """
+    if setting == "off":
+        return None
+    if setting == "bf16":
+        return torch.bfloat16
+    if setting == "auto":
+        return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
+    raise SSDError(f"unknown train autocast {setting!r}; choose auto, off or bf16")
+
+
+def _dist_world(device: torch.device) -> tuple[int, int]:
+    """(rank, world size) when started by ``accelerate launch`` / torchrun, else (0, 1).
+
+    accelerate's PartialState joins the process group the launcher set up: gloo on CPU,
+    NCCL on GPUs. On a machine without GPUs it must be told ``cpu=True``: otherwise
+    (accelerate 1.15, torch 2.13) it reports one process of rank 0 in *every* process,
+    which would train the whole data on each rank and save the adapter twice at once.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    from accelerate import PartialState
+
+    state = PartialState(cpu=device.type == "cpu")
+    if state.num_processes != world:
+        raise SSDError(
+            f"launched as {world} processes but accelerate sees {state.num_processes} "
+            f"({state.distributed_type}); launch with torchrun or accelerate launch --multi_gpu"
+        )
+    return state.process_index, state.num_processes
+
+
+def _all_reduce_grads(params: list[torch.nn.Parameter], total: torch.Tensor) -> None:
+    """Sum the LoRA gradients and the loss over the ranks, in one flat message each.
+
+    A rank with no pass this step contributes zeros. Summing (not DDP's averaging) keeps
+    the step's token normalisation: the result is the single-process gradient.
+    """
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    torch.distributed.all_reduce(flat)
+    torch.distributed.all_reduce(total)
+    offset = 0
+    for p, g in zip(params, grads, strict=True):
+        p.grad = flat[offset : offset + g.numel()].view_as(g).clone()
+        offset += g.numel()
+
+
 class HFTrainer:
     """LoRA fine-tuning with plain cross-entropy on completion tokens.
 
@@ -576,12 +670,13 @@ class HFTrainer:
             if getattr(train, name) < 1:
                 raise SSDError(f"train.{name} must be at least 1, got {getattr(train, name)}")
         _torch_dtype(dtype)
+        self.device = resolve_device(device)
+        self.autocast = train_autocast(train.autocast, self.device)
         self.model_path = model_path
         self.lora = lora
         self.settings = train
         self.dtype = dtype
         self.device_map = device  # "auto": the model is sharded over the GPUs
-        self.device = resolve_device(device)
         self.schedule = schedule
         self.min_lr_ratio = min_lr_ratio
         self.max_grad_norm = max_grad_norm
@@ -590,7 +685,7 @@ class HFTrainer:
 
     # -- data ------------------------------------------------------------------------
 
-    def _encode(self, tokenizer: Any, examples: Sequence[Example]) -> list[tuple[list[int], int]]:
+    def _encode(self, tokenizer: Any, examples: Sequence[Example]) -> list[Feature]:
         """(input ids, prompt length) per example; prompt and completion tokenised apart.
 
         Separate tokenisation keeps the prompt tokens exactly those the sampler
@@ -620,7 +715,7 @@ class HFTrainer:
 
     @staticmethod
     def _collate(
-        features: list[tuple[list[int], int]], pad_id: int
+        features: list[Feature], pad_id: int
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         width = max(len(ids) for ids, _ in features)
         input_ids = torch.full((len(features), width), pad_id, dtype=torch.long)
@@ -672,6 +767,19 @@ class HFTrainer:
         )
         return get_peft_model(base, config)
 
+    @staticmethod
+    def _checkpoint_activations(model: Any) -> None:
+        """Recompute each layer's activations in the backward pass instead of keeping them.
+
+        Non-reentrant checkpointing works with frozen inputs (LoRA) without
+        ``enable_input_require_grads``. transformers 5 renamed the method.
+        """
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
     # -- public API ------------------------------------------------------------------
 
     def train(
@@ -691,11 +799,12 @@ class HFTrainer:
                 f"no training examples: {len(examples)} given, {self.skipped} with no "
                 f"completion token within max_length={s.max_length}"
             )
-        micro_per_epoch = math.ceil(len(features) / s.batch_size)
-        steps_per_epoch = math.ceil(micro_per_epoch / s.grad_accum)
+        per_step = s.batch_size * s.grad_accum  # examples per optimiser step
+        steps_per_epoch = math.ceil(len(features) / per_step)
         total_steps = s.epochs * steps_per_epoch
         warmup = int(round(s.warmup_ratio * total_steps))
         self.history = []
+        rank, world = _dist_world(self.device)
 
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         if self.device_map == "auto" and devices:
@@ -704,6 +813,8 @@ class HFTrainer:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(s.seed)
             model = self._peft_model(init_adapter)
+            if s.gradient_checkpointing:
+                self._checkpoint_activations(model)
             model.train()
             params = [p for p in model.parameters() if p.requires_grad]
             optim = torch.optim.AdamW(params, lr=s.learning_rate, weight_decay=s.weight_decay)
@@ -711,22 +822,23 @@ class HFTrainer:
             step = 0
             for _epoch in range(s.epochs):
                 order = torch.randperm(len(features), generator=shuffle).tolist()
-                micro = [
-                    [features[i] for i in order[k : k + s.batch_size]]
-                    for k in range(0, len(order), s.batch_size)
-                ]
-                for g in range(0, len(micro), s.grad_accum):
+                for k in range(0, len(order), per_step):
                     lr = s.learning_rate * self._lr_factor(step, total_steps, warmup)
                     for group in optim.param_groups:
                         group["lr"] = lr
+                    batch = [features[i] for i in order[k : k + per_step]]
+                    passes = plan_passes(batch, s.batch_size, s.group_by_length)
                     loss = self._optimiser_step(
-                        model, optim, params, micro[g : g + s.grad_accum], tokenizer.pad_token_id
+                        model, optim, params, passes, tokenizer.pad_token_id, rank, world
                     )
                     step += 1
                     self.history.append({"step": step, "loss": loss, "lr": lr})
                     if progress is not None:
                         progress(step, total_steps)
-            self._save(model, out_dir)
+            if rank == 0:
+                self._save(model, out_dir)
+            if world > 1:
+                torch.distributed.barrier()  # the adapter exists before any rank returns
         del model, optim, params
         _free_memory()
         return out_dir
@@ -736,35 +848,56 @@ class HFTrainer:
         model: Any,
         optim: torch.optim.Optimizer,
         params: list[torch.nn.Parameter],
-        micro_batches: list[list[tuple[list[int], int]]],
+        passes: list[list[Feature]],
         pad_id: int,
+        rank: int = 0,
+        world: int = 1,
     ) -> float:
-        """One optimiser step over ``micro_batches``; returns the mean token loss.
+        """One optimiser step over the forward ``passes``; returns the mean token loss.
 
-        The loss is normalised by the completion tokens of the whole step, so gradient
-        accumulation gives the same update as one big batch.
+        With ``world`` > 1 processes each takes every world-th pass, and the summed
+        gradients and loss are all-reduced: every rank then takes the same step, the
+        single-process one (a slow test checks it).
         """
-        batches = [self._collate(mb, pad_id) for mb in micro_batches]
-        # Tokens that are predicted: labels shifted by one, so the first label never counts.
-        n_tokens = sum(int((labels[:, 1:] != -100).sum()) for _, _, labels in batches)
-        base = getattr(model, "get_base_model", lambda: model)()
-        can_cut = "logits_to_keep" in inspect.signature(base.forward).parameters
-        total = 0.0
-        for input_ids, attn, labels in batches:
-            loss_sum = completion_loss_sum(
-                model,
-                input_ids.to(self.device),
-                attn.to(self.device),
-                labels.to(self.device),
-                cut_prompt_logits=can_cut,
-            )
-            (loss_sum / n_tokens).backward()
-            total += float(loss_sum.detach())
+        total, n_tokens = self.accumulate(model, passes[rank::world], passes, pad_id)
+        if world > 1:
+            _all_reduce_grads(params, total)
         if self.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, self.max_grad_norm)
         optim.step()
         optim.zero_grad(set_to_none=True)
-        return total / n_tokens
+        return float(total) / n_tokens
+
+    def accumulate(
+        self, model: Any, mine: list[list[Feature]], step: list[list[Feature]], pad_id: int
+    ) -> tuple[torch.Tensor, int]:
+        """Forward and backward over the passes ``mine`` of the optimiser step ``step``.
+
+        Adds to the parameters' ``.grad``; returns (summed loss of ``mine``, completion
+        tokens of ``step``). The loss is normalised by the tokens of the whole step, so
+        gradient accumulation, any split into passes, or a share per process gives the
+        same update as one big batch.
+        """
+        # Tokens that are predicted: labels shifted by one, so the first label never counts.
+        # Every rank knows every pass, so the normaliser needs no communication.
+        n_tokens = sum(len(ids) - max(n_prompt, 1) for p in step for ids, n_prompt in p)
+        base = getattr(model, "get_base_model", lambda: model)()
+        can_cut = "logits_to_keep" in inspect.signature(base.forward).parameters
+        total = torch.zeros((), dtype=torch.float64)
+        for mb in mine:
+            input_ids, attn, labels = self._collate(mb, pad_id)
+            cast = self.autocast
+            with torch.autocast(self.device.type, dtype=cast or torch.bfloat16, enabled=bool(cast)):
+                loss_sum = completion_loss_sum(
+                    model,
+                    input_ids.to(self.device),
+                    attn.to(self.device),
+                    labels.to(self.device),
+                    cut_prompt_logits=can_cut,
+                )
+            (loss_sum / n_tokens).backward()
+            total += float(loss_sum.detach())
+        return total, n_tokens
 
     @staticmethod
     def _save(model: Any, out_dir: Path) -> None:
