@@ -390,11 +390,16 @@ def test_engine_starts_lazily_with_raw_logprobs(fake, sampler: VLLMSampler) -> N
     assert kw["enable_lora"] is True and kw["max_loras"] == 1
 
 
-def test_a_run_without_rounds_starts_without_lora(fake, tiny_model_dir: Path) -> None:
+def test_a_run_without_rounds_starts_without_lora(
+    fake, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """…and an adapter given to such an engine later stops it, to restart with LoRA."""
     with VLLMSampler(str(tiny_model_dir), cfg=_cfg("[run]\nrounds = 0\n")) as s:
         s.generate(PROMPTS[:1], SamplingParams(max_new_tokens=2))
-    (start,) = [e for e in fake.EVENTS if e[0] == "start"]
-    assert "enable_lora" not in start[2]
+        (start,) = [e for e in fake.EVENTS if e[0] == "start"]
+        assert "enable_lora" not in start[2] and fake.LIVE
+        s.set_adapter(_adapter(tmp_path / "round-001"))
+        assert not fake.LIVE and s.engine_kwargs()["enable_lora"] is True
 
 
 def test_close_hands_the_device_back(fake, sampler: VLLMSampler) -> None:
