@@ -114,7 +114,7 @@ async def test_an_opted_in_run_shows_its_sandbox_in_db_app_report_and_export(
         head = app.screen.query_one("#run-head")
         shown = lambda: Text.from_markup(text_of(head)).plain  # noqa: E731
         await until(pilot, lambda: "sandbox root" in shown(), what="the sandbox shown")
-        assert " · T_eval 1 · sandbox root · " in shown()
+        assert " · T_eval 1 · hf · sandbox root · " in shown()
 
 
 def test_a_stage_resumed_under_another_sandbox_keeps_both(tmp_path) -> None:
