@@ -194,8 +194,7 @@ class Pipeline:
         cfg = self.cfg
         # issue 20: a sandbox weaker than asked for stops the run here, not a log line later
         self.isolation = choose_isolation(cfg.sandbox.isolation)
-        if self.engine is None:
-            self.engine = choose_engine(cfg, self.model_path)
+        self._engine_choice()
         self.eval_problems = load_problem_set(
             cfg.data.benchmark,
             cfg.base_dir,
@@ -243,8 +242,9 @@ class Pipeline:
         self._ids["eval"] = self.store.add_problems("eval", self.eval_problems)
         if self.train_problems:
             self._ids["train"] = self.store.add_problems("train", self.train_problems)
-        self.store.log(self.engine.line())
-        self.rep.message(self.engine.line())
+        line = self._engine_choice().line()
+        self.store.log(line)
+        self.rep.message(line)
 
     def _prompt_record(self) -> dict[str, str]:
         """The prompt as the model sees it, and the answer → program rule (the run record)."""
@@ -521,10 +521,11 @@ class Pipeline:
         held = self._scoring
         if held is not None and held[0] == adapter:
             return held[1].model, held[1].tokenizer
-        sampler = self.sampler(adapter)
-        model = getattr(sampler, "model", None)
-        if model is not None:  # the transformers sampler: it is the scoring model
-            return model, sampler.tokenizer
+        if self._engine_choice().name == "hf":  # the transformers sampler is the scoring model
+            sampler = self.sampler(adapter)
+            model = getattr(sampler, "model", None)
+            if model is not None:
+                return model, sampler.tokenizer
         self.release_scoring_model()
         from ssd_tui.engine.hf import HFSampler, resolve_device
 

@@ -301,19 +301,6 @@ class HFSampler:
         self._cache_kw = "cache" if "cache" in fwd else "past_key_values"
         self._has_logits_to_keep = "logits_to_keep" in fwd
 
-    @staticmethod
-    def _checkpoint_activations(model: Any) -> None:
-        """Recompute each layer's activations in the backward pass instead of keeping them.
-
-        Non-reentrant checkpointing works with frozen inputs (LoRA) without
-        ``enable_input_require_grads``. transformers 5 renamed the method.
-        """
-        kwargs = {"use_reentrant": False}
-        if hasattr(model, "activation_checkpointing_enable"):
-            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
     # -- public API ------------------------------------------------------------------
 
     def generate(
