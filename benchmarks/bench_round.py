@@ -113,13 +113,27 @@ def run_once(
     for s in stages:
         rnd, stage, secs = s["round"], s["stage"], s["seconds"]
         per_round[rnd] = per_round.get(rnd, 0.0) + secs
-        if stage in ("evaluate", "baseline"):
+        # The sampling stages split at the last sample written and at the end of the exact
+        # token-statistics pass (vLLM runs only; its event is logged when it ends).
+        purpose = "eval" if stage in ("evaluate", "baseline") else "train"
+        if stage in ("evaluate", "baseline", "sample"):
             last = db.execute(
-                "SELECT MAX(created_at) FROM samples WHERE round=? AND purpose='eval'", (rnd,)
+                "SELECT MAX(created_at) FROM samples WHERE round=? AND purpose=?", (rnd, purpose)
             ).fetchone()[0]
             gen = max(0.0, min(secs, (last or s["started_at"]) - s["started_at"]))
+            stats_end = db.execute(
+                "SELECT MAX(ts) FROM events WHERE round=? AND stage=? AND message LIKE "
+                "'%exact token statistics%'",
+                (rnd, stage),
+            ).fetchone()[0]
+            stats = max(0.0, min(secs - gen, (stats_end or 0) - (last or 0)))
             rows[(rnd, f"{stage}: generate")] = gen
-            rows[(rnd, f"{stage}: test")] = secs - gen
+            if stats > 0:
+                rows[(rnd, f"{stage}: token stats")] = stats
+            if stage != "sample":
+                rows[(rnd, f"{stage}: test")] = secs - gen - stats
+            elif secs - gen - stats > 0.5:
+                rows[(rnd, f"{stage}: rest")] = secs - gen - stats
         else:
             rows[(rnd, stage)] = secs
     tokens = db.execute(
@@ -182,7 +196,10 @@ def main() -> None:
         for o in others:
             head += f"{o + ' s':>11s}{o + '/' + first:>15s}"
         print("\n" + head)
-        for (rnd, stage), secs in base["rows"].items():
+        keys = list(dict.fromkeys(k for r in results.values() for k in r["rows"]))
+        keys.sort(key=lambda k: k[0])  # by round, each engine's stage order kept
+        for rnd, stage in keys:
+            secs = base["rows"].get((rnd, stage), 0.0)
             line = f"{rnd:5d}  {stage:22s}{secs:9.1f}{secs / base['per_round'][rnd]:8.1%}"
             for o in others:
                 other = results[o]["rows"].get((rnd, stage), 0.0)
@@ -194,11 +211,12 @@ def main() -> None:
                 other = results[o]["per_round"].get(rnd, 0.0)
                 line += f"{other:11.1f}{other / total:14.2f}x"
             print(line)
-        n, tokens = base["train"]
-        sample_s = base["rows"].get((1, "sample"))
-        if n and sample_s:
-            print(f"\nround 1 sample stage: {n} samples, {tokens:,} tokens, "
-                  f"{tokens / sample_s:,.0f} tok/s (bench_sampler.py measures the sampler alone)")  # fmt: skip
+        for name, r in results.items():
+            n, tokens = r["train"]
+            sample_s = r["rows"].get((1, "sample: generate"))
+            if n and sample_s:
+                print(f"{name}: round 1 sampling: {n} samples, {tokens:,} tokens, "
+                      f"{tokens / sample_s:,.1f} tok/s")  # fmt: skip
         count, durations = base["tests"]
         test_s = base["rows"].get((1, "evaluate: test"))
         if count and test_s:

@@ -14,13 +14,14 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
+from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from ssd_tui import record
 from ssd_tui.config import RunConfig, config_diff, config_from_json, looks_like_hub_id
-from ssd_tui.engine.base import Sampler, SamplingParams
+from ssd_tui.engine.base import Completion, Sampler, SamplingParams, generate_batches
 from ssd_tui.engine.choose import EngineChoice, choose_engine
 from ssd_tui.errors import ConfigChangedError, SSDError
 from ssd_tui.problems import Problem, load_problem_set
@@ -588,6 +589,7 @@ class Pipeline:
         todo.sort(key=lambda r: (len(prompts[r["problem_id"]]), len(r["token_ids"]), r["id"]))
         lengths = [len(prompts[r["problem_id"]]) + len(r["token_ids"]) for r in todo]
         total, done, written = len(todo), 0, 0
+        t0 = time.monotonic()
         self._progress(rnd, stage, 0, total, "token statistics")
         for batch in batches_by_tokens(lengths, STATS_BATCH_TOKENS):
             self._check_stop()
@@ -608,6 +610,13 @@ class Pipeline:
                 )
             done += len(rows)
             self._progress(rnd, stage, done, total, "token statistics")
+        # The pass's own line: its cost beside the sampling's (benchmarks/bench_round.py reads it).
+        self.store.log(
+            f"round {rnd}: exact token statistics of {written} {purpose} samples in "
+            f"{time.monotonic() - t0:.0f}s",
+            rnd=rnd,
+            stage=stage,
+        )
         return written
 
     # ---- shared work -------------------------------------------------------------------------
@@ -638,52 +647,78 @@ class Pipeline:
         # Loading the model takes seconds: say so (the app shows it) until the first batch.
         self._progress(rnd, stage, done, total, f"loading model · {detail}" if loading else detail)
         style = self.cfg.model.prompt_style
+        # A batch's seed comes from its place in the whole list, so a resumed stage redraws
+        # exactly the batches a killed one lost.
+        todo, seeds = [], []
         for b in range(0, len(problems), batch_size):
             batch = problems[b : b + batch_size]
-            if all((ids[p.id], j) in have for p in batch for j in range(n)):
-                continue
+            if not all((ids[p.id], j) in have for p in batch for j in range(n)):
+                todo.append(batch)
+                seeds.append(
+                    derive_seed(
+                        self.cfg.run.seed, rnd, purpose, params.temperature, b // batch_size
+                    )
+                )
+        if todo:
             self._check_stop()
-            seed = derive_seed(self.cfg.run.seed, rnd, purpose, params.temperature, b // batch_size)
             sampler = self.sampler(adapter)
-            if loading:  # loaded: back to "generating" for the batches
-                loading = False
-                self._progress(rnd, stage, done, total, detail)
             starts = getattr(sampler, "engine_starts", 0)
-            outs = sampler.generate([self.render(p) for p in batch], replace(params, seed=seed))
-            if getattr(sampler, "engine_starts", 0) > starts:  # vLLM: an engine start is news
-                self.store.log(
-                    f"round {rnd}: vLLM engine started in {sampler.last_start_s:.0f}s",
-                    rnd=rnd,
-                    stage=stage,
-                )
-            rows = [
-                SampleRow(
-                    rnd,
-                    purpose,
-                    ids[p.id],
-                    j,
-                    params.temperature,
-                    params.top_k,
-                    params.top_p,
-                    params.min_p,
-                    c.text,
-                    program_for(p, c.text, style) if purpose == "eval" else None,
-                    c.finish_reason,
-                    c.token_ids,
-                    c.logprobs,
-                    c.entropies,
-                    c.tail_mass,
-                )
-                for p, comps in zip(batch, outs, strict=True)
-                for j, c in enumerate(comps)
+            work = [
+                ([self.render(p) for p in batch], replace(params, seed=seed))
+                for batch, seed in zip(todo, seeds, strict=True)
             ]
-            done += self.store.add_samples(rows)
-            self._progress(rnd, stage, done, total, detail)
+            with closing(generate_batches(sampler, work)) as stream:
+                for i, outs in stream:
+                    if getattr(sampler, "engine_starts", 0) > starts:  # vLLM: a start is news
+                        starts = sampler.engine_starts
+                        self.store.log(
+                            f"round {rnd}: vLLM engine started in {sampler.last_start_s:.0f}s",
+                            rnd=rnd,
+                            stage=stage,
+                        )
+                    done += self.store.add_samples(
+                        [
+                            self._sample_row(rnd, purpose, ids[p.id], j, params, p, c, style)
+                            for p, comps in zip(todo[i], outs, strict=True)
+                            for j, c in enumerate(comps)
+                        ]
+                    )
+                    self._progress(rnd, stage, done, total, detail)
+                    self._check_stop()
         # Engines that do not record every statistic exactly (vLLM): one pass fills them in.
         try:
             self.fill_token_stats(rnd, stage, purpose, params.temperature, adapter, problems)
         finally:
             self.release_scoring_model()
+
+    @staticmethod
+    def _sample_row(
+        rnd: int,
+        purpose: str,
+        problem_id: int,
+        j: int,
+        params: SamplingParams,
+        p: Problem,
+        c: Completion,
+        style: str,
+    ) -> SampleRow:
+        return SampleRow(
+            rnd,
+            purpose,
+            problem_id,
+            j,
+            params.temperature,
+            params.top_k,
+            params.top_p,
+            params.min_p,
+            c.text,
+            program_for(p, c.text, style) if purpose == "eval" else None,
+            c.finish_reason,
+            c.token_ids,
+            c.logprobs,
+            c.entropies,
+            c.tail_mass,
+        )
 
     def _evaluate(self, rnd: int, stage: str, temperature: float, label: str = "") -> None:
         from ssd_tui.evaluate import check_samples, summarize

@@ -13,6 +13,9 @@ tests compare two independent implementations):
 - ``LLM(**kwargs)`` validates its kwargs against ``EngineArgs`` and records them;
   ``generate(prompts, sampling_params, use_tqdm=..., lora_request=...)`` decodes with a
   real (tiny) transformers model, one full forward per token (no KV cache);
+  ``llm_engine.add_request / step / abort_request`` queue the same work, and each
+  ``step`` finishes the oldest queued request (V1 returns only finished ones for
+  ``RequestOutputKind.FINAL_ONLY``, with the caller's request id);
 - truncation in V1's order: temperature, min-p, top-k (ties with the k-th kept), top-p
   (transcribed from V1's ascending-cumsum code); a per-request ``torch.Generator`` seeded
   with ``seed + j`` for the j-th of n samples (V1's ``ParentRequest``);
@@ -32,6 +35,7 @@ resets and cleanups in order; ``LIVE`` holds the engines not yet garbage-collect
 
 from __future__ import annotations
 
+import enum
 import sys
 import types
 import weakref
@@ -140,6 +144,13 @@ class SamplingParams:
         )
         self.skip_special_tokens = skip_special_tokens
         self.include_stop_str_in_output = include_stop_str_in_output
+        self.output_kind = RequestOutputKind.CUMULATIVE
+
+
+class RequestOutputKind(enum.Enum):
+    CUMULATIVE = 0
+    DELTA = 1
+    FINAL_ONLY = 2
 
 
 @dataclass
@@ -175,6 +186,7 @@ class LLM:
         gen_eos = getattr(self.base.generation_config, "eos_token_id", None)
         eos |= set(gen_eos) if isinstance(gen_eos, list) else {gen_eos}
         self.eos_ids = {e for e in eos if e is not None}
+        self.llm_engine = _Engine(self)
         EVENTS.append(("start", self.id, dict(kwargs)))
         LIVE.add(self)
 
@@ -220,22 +232,32 @@ class LLM:
         self.calls.append({"n_prompts": len(prompts), "lora": lora_request})
         if lora_request is not None:
             EVENTS.append(("generate", self.id, lora_request.lora_int_id, lora_request.lora_path))
-        out = []
-        for i, (prompt, sp) in enumerate(zip(prompts, sampling_params, strict=True)):
-            if sp.logprobs is not None and sp.logprobs > self.args.max_logprobs:
-                raise ValueError(
-                    f"Requested sample logprobs of {sp.logprobs}, which is greater than max allowed: {self.args.max_logprobs}"
-                )
-            ids = list(prompt["prompt_token_ids"])
-            if self.args.max_model_len and len(ids) >= self.args.max_model_len:
-                raise ValueError(
-                    f"The decoder prompt (length {len(ids)}) is longer than the maximum "
-                    f"model length of {self.args.max_model_len}."
-                )
-            comps = [self._sample(model, ids, sp, j) for j in range(sp.n)]
-            out.append(RequestOutput(str(i), None, ids, comps))
+        out = [
+            self._request(str(i), prompt, sp, model)
+            for i, (prompt, sp) in enumerate(zip(prompts, sampling_params, strict=True))
+        ]
         self.last_outputs = out
         return out
+
+    def _check(self, prompt: dict[str, list[int]], sp: SamplingParams) -> None:
+        if sp.logprobs is not None and sp.logprobs > self.args.max_logprobs:
+            raise ValueError(
+                f"Requested sample logprobs of {sp.logprobs}, which is greater than max allowed: {self.args.max_logprobs}"
+            )
+        n = len(prompt["prompt_token_ids"])
+        if self.args.max_model_len and n >= self.args.max_model_len:
+            raise ValueError(
+                f"The decoder prompt (length {n}) is longer than the maximum "
+                f"model length of {self.args.max_model_len}."
+            )
+
+    def _request(
+        self, rid: str, prompt: dict[str, list[int]], sp: SamplingParams, model: Any
+    ) -> RequestOutput:
+        self._check(prompt, sp)
+        ids = list(prompt["prompt_token_ids"])
+        comps = [self._sample(model, ids, sp, j) for j in range(sp.n)]
+        return RequestOutput(rid, None, ids, comps)
 
     @torch.inference_mode()
     def _sample(
@@ -322,6 +344,49 @@ class LLM:
         return torch.isfinite(z)
 
 
+class _Engine:
+    """``LLM.llm_engine``: the request queue (V1's ``LLMEngine`` calls, FINAL_ONLY outputs)."""
+
+    def __init__(self, llm: LLM) -> None:
+        self.llm = llm
+        self.queue: list[tuple[str, str, dict[str, list[int]], SamplingParams, Any]] = []
+        self.aborted: list[str] = []
+
+    def add_request(
+        self,
+        request_id: str,
+        prompt: dict[str, list[int]],
+        params: SamplingParams,
+        lora_request: LoRARequest | None = None,
+    ) -> str:
+        if params.output_kind is not RequestOutputKind.FINAL_ONLY:
+            raise NotImplementedError("the fake returns finished outputs only (FINAL_ONLY)")
+        self.llm._check(prompt, params)
+        self.llm._model(lora_request)  # "LoRA is not enabled!" at once, as V1's processor
+        self.llm.calls.append({"n_prompts": 1, "lora": lora_request})
+        if lora_request is not None:
+            EVENTS.append(
+                ("generate", self.llm.id, lora_request.lora_int_id, lora_request.lora_path)
+            )
+        internal = f"{request_id}-fake"
+        self.queue.append((request_id, internal, prompt, params, lora_request))
+        return internal
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.queue)
+
+    def step(self) -> list[RequestOutput]:
+        if not self.queue:
+            return []
+        rid, _, prompt, params, lora = self.queue.pop(0)
+        return [self.llm._request(rid, prompt, params, self.llm._model(lora))]
+
+    def abort_request(self, request_ids: list[str], internal: bool = False) -> None:
+        key = 1 if internal else 0
+        self.aborted += request_ids
+        self.queue = [q for q in self.queue if q[key] not in set(request_ids)]
+
+
 def install(monkeypatch: Any) -> types.ModuleType:
     """Make ``import vllm`` (and the submodules ssd_tui uses) give this fake; returns it."""
     me = sys.modules[__name__]
@@ -333,7 +398,11 @@ def install(monkeypatch: Any) -> types.ModuleType:
     parallel_state = types.ModuleType("vllm.distributed.parallel_state")
     parallel_state.cleanup_dist_env_and_memory = cleanup_dist_env_and_memory
     dist.parallel_state = parallel_state
+    sampling_params = types.ModuleType("vllm.sampling_params")
+    sampling_params.RequestOutputKind = RequestOutputKind
+    sampling_params.SamplingParams = SamplingParams
     for name, mod in {
+        "vllm.sampling_params": sampling_params,
         "vllm": me,
         "vllm.lora": lora,
         "vllm.lora.request": lora_request,

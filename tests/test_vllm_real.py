@@ -322,6 +322,40 @@ def test_seeded_batch_longer_than_a_step_keeps_the_engine_alive(sampler: VLLMSam
     assert len(outs) == len(prompts) and all(per[0].token_ids for per in outs)
 
 
+def test_batches_share_the_engine_but_not_their_samples(
+    sampler: VLLMSampler, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 16: many batches are decoded at once (a bounded queue) and each is yielded
+    whole; a batch's samples are those it gets alone (its prompts' own seeds)."""
+    prompts = [f"# case {i}\n{PROMPTS[i % 3]}" for i in range(10)]
+    work = [
+        (prompts[b : b + 2], SamplingParams(1.0, 0, 1.0, 0.0, max_new_tokens=8, n=2, seed=b))
+        for b in range(0, 10, 2)
+    ]
+    monkeypatch.setattr(sampler, "in_flight", lambda: 8)  # sequences: prompts × n
+    engine = sampler._engine().llm_engine
+    queued: list[int] = []
+    step = engine.step
+    monkeypatch.setattr(
+        engine, "step", lambda: queued.append(engine.get_num_unfinished_requests()) or step()
+    )
+    streamed = dict(sampler.generate_batches(work))
+    monkeypatch.setattr(engine, "step", step)
+    assert sorted(streamed) == [0, 1, 2, 3, 4]
+    assert max(queued) == 8  # two batches of 2 prompts × n 2 in flight, never a third
+    for i, (ps, params) in enumerate(work):
+        alone = sampler.generate(ps, params)
+        assert [[c.token_ids for c in per] for per in streamed[i]] == [
+            [c.token_ids for c in per] for per in alone
+        ]
+    # closed after its first batch: the rest is aborted, the engine is idle and serves on
+    stream = sampler.generate_batches(work)
+    next(stream)
+    stream.close()
+    assert not engine.has_unfinished_requests()
+    assert sampler.generate(PROMPTS[:1], SamplingParams(max_new_tokens=2))[0][0].token_ids
+
+
 # ----------------------------------------------------------------------------- LoRA, close
 
 

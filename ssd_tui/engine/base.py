@@ -7,7 +7,7 @@ so the sampler and the trainer see exactly the same prompt text.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -86,6 +86,22 @@ class Sampler(Protocol):
     def close(self) -> None:
         """Free the model (and GPU memory) so a trainer can take the device."""
         ...
+
+
+def generate_batches(
+    sampler: Sampler, batches: Sequence[tuple[Sequence[str], SamplingParams]]
+) -> Iterator[tuple[int, list[list[Completion]]]]:
+    """``(i, completions of batch i)`` for each batch, as each is done.
+
+    An engine with its own scheduler (vLLM) decodes many batches at once and yields them in
+    the order they finish; any other sampler decodes them one after the other.
+    """
+    own = getattr(sampler, "generate_batches", None)
+    if own is not None:
+        yield from own(batches)
+        return
+    for i, (prompts, params) in enumerate(batches):
+        yield i, sampler.generate(prompts, params)
 
 
 class Trainer(Protocol):

@@ -36,7 +36,7 @@ import importlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -673,6 +673,7 @@ class VLLMSampler:
         self._ids = LoraIds()
         self._llm: Any = None
         self._engine_has_lora = False
+        self._requests = 0  # our request ids: "ssd-<n>", unique for the sampler's life
         self.engine_starts = 0  # engines started by this sampler, and the last one's seconds
         self.last_start_s = 0.0
         self.adapter: Path | None = None
@@ -772,50 +773,120 @@ class VLLMSampler:
         params: SamplingParams,
         progress: Progress | None = None,
     ) -> list[list[Completion]]:
-        """``params.n`` completions per prompt, in prompt order (one ``LLM.generate`` call)."""
-        from ssd_tui.engine.hf import encode_prompt
-
-        _check_params(params)
-        # Token ids, not text: vLLM would add a BOS the chat template already wrote, and
-        # the trainer must see exactly the prompt tokens the sampler conditioned on.
-        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
-        for i, ids in enumerate(encoded):
-            if not ids:
-                raise SSDError(f"prompt {i} is empty after tokenisation")
-        greedy = params.temperature < GREEDY_EPS
-        n_req = 1 if greedy else params.n  # vLLM refuses n > 1 for greedy decoding
-        n_top = top_logprobs_wanted(self.cfg.vllm.logprobs, params.top_k)
-        refused = refusal_types(self._vllm)
-        try:
-            requests = [
-                self._vllm.SamplingParams(**sampling_kwargs(params, n_req, n_top, seed))
-                for seed in prompt_seeds(params.seed, len(prompts))
-            ]
-        except refused as exc:
-            raise SSDError(refusal_message("the sampling settings", exc)) from None
-        # No local name for the engine: vLLM keeps exceptions (of optional imports) whose
-        # tracebacks hold this frame, and a local would keep the engine alive after close().
-        try:
-            outputs = self._engine().generate(
-                [{"prompt_token_ids": ids} for ids in encoded],
-                requests,
-                use_tqdm=False,
-                lora_request=self.lora_request,
-            )
-        except refused as exc:  # e.g. a prompt longer than max_model_len
-            raise SSDError(refusal_message("a request", exc)) from None
-        result = []
-        for out in outputs:
-            comps = [
-                to_completion(o, params, n_top, self._decode, self.vocab_size)
-                for o in sorted(out.outputs, key=lambda o: o.index)
-            ]
-            if greedy:  # greedy samples are identical: copy instead of recomputing
-                comps = [comps[0]] + [copy.deepcopy(comps[0]) for _ in range(params.n - 1)]
-            result.append(comps)
+        """``params.n`` completions per prompt, in prompt order."""
+        [(_, result)] = list(self.generate_batches([(prompts, params)]))
         if progress is not None:
             progress(len(prompts) * params.n, len(prompts) * params.n)
         return result
+
+    def in_flight(self) -> int:
+        """Sequences one ``generate_batches`` keeps queued: ``[vllm] max_num_seqs``, or a
+        default that keeps the cores busy (on CPU the step is compute-bound from ~32 rows;
+        a GPU wants hundreds)."""
+        configured = self.cfg.vllm.max_num_seqs
+        return configured if configured > 0 else (64 if self.platform == "cpu" else 256)
+
+    def generate_batches(
+        self, batches: Sequence[tuple[Sequence[str], SamplingParams]]
+    ) -> Iterator[tuple[int, list[list[Completion]]]]:
+        """Continuous batching over many batches: yields ``(i, completions of batch i)`` as
+        soon as batch i's last request is done, in the order batches finish.
+
+        Requests are queued a batch at a time while at most ``in_flight()`` sequences
+        (prompts × n) are unfinished, so vLLM decodes up to that many rows at once (one batch of 8 left
+        most of a CPU's compute idle, and each batch waited for its longest sample) while
+        a batch is still written whole as soon as it is done. A batch's samples do not
+        depend on what it shares the engine with: every prompt has its own seed.
+        Closing the iterator early aborts what is still queued.
+        """
+        from ssd_tui.engine.hf import encode_prompt
+
+        refused = refusal_types(self._vllm)
+        final_only = importlib.import_module("vllm.sampling_params").RequestOutputKind.FINAL_ONLY
+        work = []
+        for prompts, params in batches:
+            _check_params(params)
+            # Token ids, not text: vLLM would add a BOS the chat template already wrote,
+            # and the trainer must see exactly the prompt tokens the sampler conditioned on.
+            encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+            for i, ids in enumerate(encoded):
+                if not ids:
+                    raise SSDError(f"prompt {i} is empty after tokenisation")
+            greedy = params.temperature < GREEDY_EPS
+            n_req = 1 if greedy else params.n  # vLLM refuses n > 1 for greedy decoding
+            n_top = top_logprobs_wanted(self.cfg.vllm.logprobs, params.top_k)
+            try:
+                requests = [
+                    self._vllm.SamplingParams(**sampling_kwargs(params, n_req, n_top, seed))
+                    for seed in prompt_seeds(params.seed, len(prompts))
+                ]
+            except refused as exc:
+                raise SSDError(refusal_message("the sampling settings", exc)) from None
+            for r in requests:  # only the finished output, as LLM.generate asks for
+                r.output_kind = final_only
+            work.append((encoded, requests, params, n_top, greedy))
+
+        window = self.in_flight()
+        owner: dict[str, tuple[int, int]] = {}  # our request id -> (batch, prompt)
+        engine_ids: dict[str, str] = {}  # our request id -> the engine's (for an abort)
+        done: dict[int, list[Any]] = {}
+        left: dict[int, int] = {}
+        queued = rows = 0  # batches queued so far; sequences in flight
+        # No local name for the engine: vLLM keeps exceptions (of optional imports) whose
+        # tracebacks hold this frame, and a local would keep the engine alive after close().
+        try:
+            while queued < len(work) or owner:
+                while queued < len(work) and (
+                    not owner or rows + len(work[queued][0]) * work[queued][1][0].n <= window
+                ):
+                    encoded, requests, *_ = work[queued]
+                    rows += len(encoded) * requests[0].n
+                    done[queued], left[queued] = [None] * len(encoded), len(encoded)
+                    for i, (ids, req) in enumerate(zip(encoded, requests, strict=True)):
+                        rid = f"ssd-{self._requests}"
+                        self._requests += 1
+                        try:
+                            engine_ids[rid] = self._engine().llm_engine.add_request(
+                                rid, {"prompt_token_ids": ids}, req, lora_request=self.lora_request
+                            )
+                        except refused as exc:  # e.g. a prompt longer than max_model_len
+                            raise SSDError(refusal_message("a request", exc)) from None
+                        owner[rid] = (queued, i)
+                    queued += 1
+                for out in self._engine().llm_engine.step():
+                    if not out.finished:
+                        continue
+                    b, i = owner.pop(out.request_id)
+                    engine_ids.pop(out.request_id, None)
+                    rows -= len(out.outputs)
+                    _, _, params, n_top, greedy = work[b]
+                    comps = [
+                        to_completion(o, params, n_top, self._decode, self.vocab_size)
+                        for o in sorted(out.outputs, key=lambda o: o.index)
+                    ]
+                    if greedy:  # greedy samples are identical: copy instead of recomputing
+                        comps += [copy.deepcopy(comps[0]) for _ in range(params.n - 1)]
+                    done[b][i] = comps
+                    left[b] -= 1
+                    if left[b] == 0:
+                        del left[b]
+                        yield b, done.pop(b)
+        except refused as exc:  # a request the engine refused while it ran
+            raise SSDError(refusal_message("a request", exc)) from None
+        finally:
+            if owner and self._llm is not None:
+                self._abort(list(owner), [engine_ids.get(r) for r in owner])
+
+    def _abort(self, ours: list[str], theirs: list[str | None]) -> None:
+        """Drop queued requests (a stopped stage), so the next stage starts on an idle engine."""
+        engine = self._llm.llm_engine
+        try:
+            if all(theirs):
+                engine.abort_request(theirs, internal=True)
+                return
+        except TypeError:  # a vLLM whose abort_request takes only its caller's ids
+            pass
+        engine.abort_request(ours)
 
     def _shutdown(self) -> None:
         llm, self._llm = self._llm, None
