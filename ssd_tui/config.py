@@ -299,7 +299,10 @@ class VllmSection:
         default=0,
     )
     max_num_seqs: int = _opt(
-        "sequences decoded at once; 0 = vLLM's default", _at_least(0), default=0
+        "sequences decoded at once, and how many a stage keeps queued across its batches "
+        "(0 = vLLM's own limit; 64 queued on a CPU, 256 on a GPU)",
+        _at_least(0),
+        default=0,
     )
     max_lora_rank: int = _opt(
         "largest LoRA rank the engine can serve; 0 = the smallest of 8, 16, 32, 64, 128, 256, "
