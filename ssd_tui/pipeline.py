@@ -649,23 +649,26 @@ class Pipeline:
         style = self.cfg.model.prompt_style
         # A batch's seed comes from its place in the whole list, so a resumed stage redraws
         # exactly the batches a killed one lost.
-        todo, seeds = [], []
-        for b in range(0, len(problems), batch_size):
-            batch = problems[b : b + batch_size]
-            if not all((ids[p.id], j) in have for p in batch for j in range(n)):
-                todo.append(batch)
-                seeds.append(
-                    derive_seed(
-                        self.cfg.run.seed, rnd, purpose, params.temperature, b // batch_size
-                    )
-                )
+        todo = [
+            (problems[b : b + batch_size], b // batch_size)
+            for b in range(0, len(problems), batch_size)
+            if not all(
+                (ids[p.id], j) in have for p in problems[b : b + batch_size] for j in range(n)
+            )
+        ]
         if todo:
             self._check_stop()
             sampler = self.sampler(adapter)
+            if loading:  # loaded: back to "generating" for the batches
+                self._progress(rnd, stage, done, total, detail)
             starts = getattr(sampler, "engine_starts", 0)
+            seed = self.cfg.run.seed
             work = [
-                ([self.render(p) for p in batch], replace(params, seed=seed))
-                for batch, seed in zip(todo, seeds, strict=True)
+                (
+                    [self.render(p) for p in batch],
+                    replace(params, seed=derive_seed(seed, rnd, purpose, params.temperature, k)),
+                )
+                for batch, k in todo
             ]
             with closing(generate_batches(sampler, work)) as stream:
                 for i, outs in stream:
@@ -679,7 +682,7 @@ class Pipeline:
                     done += self.store.add_samples(
                         [
                             self._sample_row(rnd, purpose, ids[p.id], j, params, p, c, style)
-                            for p, comps in zip(todo[i], outs, strict=True)
+                            for p, comps in zip(todo[i][0], outs, strict=True)
                             for j, c in enumerate(comps)
                         ]
                     )

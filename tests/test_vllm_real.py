@@ -348,6 +348,7 @@ def test_batches_share_the_engine_but_not_their_samples(
         assert [[c.token_ids for c in per] for per in streamed[i]] == [
             [c.token_ids for c in per] for per in alone
         ]
+    assert sampler.generate([], SamplingParams(max_new_tokens=2)) == []  # nothing to decode
     # closed after its first batch: the rest is aborted, the engine is idle and serves on
     stream = sampler.generate_batches(work)
     next(stream)

@@ -824,7 +824,7 @@ class VLLMSampler:
                 raise SSDError(refusal_message("the sampling settings", exc)) from None
             for r in requests:  # only the finished output, as LLM.generate asks for
                 r.output_kind = final_only
-            work.append((encoded, requests, params, n_top, greedy))
+            work.append((encoded, requests, params, n_top, greedy, n_req))
 
         window = self.in_flight()
         owner: dict[str, tuple[int, int]] = {}  # our request id -> (batch, prompt)
@@ -837,10 +837,14 @@ class VLLMSampler:
         try:
             while queued < len(work) or owner:
                 while queued < len(work) and (
-                    not owner or rows + len(work[queued][0]) * work[queued][1][0].n <= window
+                    not owner or rows + len(work[queued][0]) * work[queued][5] <= window
                 ):
-                    encoded, requests, *_ = work[queued]
-                    rows += len(encoded) * requests[0].n
+                    encoded, requests, *_, seqs = work[queued]
+                    if not encoded:  # nothing to decode: done at once
+                        queued += 1
+                        yield queued - 1, []
+                        continue
+                    rows += len(encoded) * seqs
                     done[queued], left[queued] = [None] * len(encoded), len(encoded)
                     for i, (ids, req) in enumerate(zip(encoded, requests, strict=True)):
                         rid = f"ssd-{self._requests}"
@@ -853,13 +857,19 @@ class VLLMSampler:
                             raise SSDError(refusal_message("a request", exc)) from None
                         owner[rid] = (queued, i)
                     queued += 1
-                for out in self._engine().llm_engine.step():
+                if not owner:  # only empty batches were left: step() would wait for ever
+                    continue
+                try:
+                    outputs = self._engine().llm_engine.step()
+                except refused as exc:  # a request the engine refused while it ran
+                    raise SSDError(refusal_message("a request", exc)) from None
+                for out in outputs:
                     if not out.finished:
                         continue
                     b, i = owner.pop(out.request_id)
                     engine_ids.pop(out.request_id, None)
                     rows -= len(out.outputs)
-                    _, _, params, n_top, greedy = work[b]
+                    _, _, params, n_top, greedy, _ = work[b]
                     comps = [
                         to_completion(o, params, n_top, self._decode, self.vocab_size)
                         for o in sorted(out.outputs, key=lambda o: o.index)
@@ -871,8 +881,6 @@ class VLLMSampler:
                     if left[b] == 0:
                         del left[b]
                         yield b, done.pop(b)
-        except refused as exc:  # a request the engine refused while it ran
-            raise SSDError(refusal_message("a request", exc)) from None
         finally:
             if owner and self._llm is not None:
                 self._abort(list(owner), [engine_ids.get(r) for r in owner])
