@@ -447,3 +447,60 @@ def test_empty_and_odd_input() -> None:
     assert suspect_reasons("x = 1\x00") == []  # null byte: ast refuses it, the regex does not
     deep = "x = " + "(" * 5000 + "1" + ")" * 5000  # too deep for the parser
     assert suspect_reasons(deep) == []
+
+
+def test_the_evaluate_stage_stores_the_reasons_beside_the_verdict(tmp_path, monkeypatch) -> None:
+    """The pipeline's evaluate stage flags the stored program of each judged sample (no
+    model, no sandbox: the samples are in the store already and the tests are faked)."""
+    from types import SimpleNamespace
+
+    from runkit import write_config, write_problems
+
+    import ssd_tui.evaluate as evaluate
+    from ssd_tui.config import load_config
+    from ssd_tui.evaluate import Verdict
+    from ssd_tui.pipeline import Pipeline
+    from ssd_tui.problems import load_jsonl
+    from ssd_tui.store import RunStore, SampleRow
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    write_problems(tmp_path)
+    cfg = load_config(write_config(tmp_path, model))
+    store = RunStore.open(cfg.db_path, create=True)
+    problems = load_jsonl(tmp_path / "eval.jsonl")
+    ids = store.add_problems("eval", problems)
+    t = cfg.eval.temperature
+    codes = [
+        "def add(a, b):\n    return a + b\n",
+        "import sys\ndef add(a, b):\n    return sys._getframe(1).f_locals['expected']\n",
+        "import atexit, os\natexit.register(os._exit, 0)\n",
+    ]
+    store.add_samples(
+        [
+            SampleRow(0, "eval", ids["add"], j, t, 0, 1.0, 0.0, c, c, "stop", [], [], [], [])
+            for j, c in enumerate(codes)
+        ]
+        + [SampleRow(0, "eval", ids["neg"], 0, t, 0, 1.0, 0.0, "", None, "stop", [], [], [], [])]
+    )
+
+    def fake_check(items, *a, **kw):
+        for i, _ in enumerate(items):
+            yield i, Verdict("passed", "", 0.01)
+
+    monkeypatch.setattr(evaluate, "check_samples", fake_check)
+    monkeypatch.setattr(Pipeline, "_generate", lambda self, *a, **kw: None)
+    pipe = Pipeline(cfg, store)
+    pipe._ids = {"eval": ids}
+    pipe.eval_problems = problems
+    pipe.isolation = SimpleNamespace(label="fake")
+    pipe._evaluate(0, "evaluate", t)
+    got = [(s["code"], s["status"], s["suspect"]) for s in store.samples(0, "eval")]
+    assert got == [
+        (codes[0], "passed", None),
+        (codes[1], "passed", "frames"),
+        (codes[2], "passed", "atexit,exit"),
+        (None, "passed", None),  # no program: nothing to flag
+    ]
+    store.close()
