@@ -288,7 +288,10 @@ def test_schema2_file_reads_as_not_suspect_and_migrates(tmp_path):
     assert s.meta("schema_version") == str(SCHEMA_VERSION) == "3"
     assert s.has_column("verdicts", "suspect")
     s.add_verdicts([(2, "failed", "AssertionError", 0.2, "gc")])
-    assert [(r["status"], r["suspect"]) for r in s.samples()] == [("passed", None), ("failed", "gc")]
+    assert [(r["status"], r["suspect"]) for r in s.samples()] == [
+        ("passed", None),
+        ("failed", "gc"),
+    ]
     s.close()
     s = RunStore.open(path)  # a second open has nothing left to do
     assert s.meta("schema_version") == "3"
