@@ -21,18 +21,15 @@ import re
 
 #: Every reason `suspect_reasons` can give, with what it means (docs, the app's detail pane).
 REASONS: dict[str, str] = {
-    "atexit": "registers code to run at interpreter exit (atexit)",
+    "atexit": "registers code to run at interpreter exit, after the tests (atexit)",
     "builtins": "replaces built-ins (builtins.X = …, __builtins__[…] = …, setattr(builtins, …))",
-    "bytecode": "reads compiled code (co_consts, co_code, co_names, dis), e.g. a test's "
-    "expected value",
+    "bytecode": "reads compiled code (co_consts, co_code, dis), e.g. a test's expected value",
     "ctypes": "uses ctypes, which can rewrite the interpreter's memory",
     "eq": "defines an __eq__ that is always true (or a __ne__ that is always false)",
-    "exit": "ends the process around the tests (os._exit, an exit at module level)",
-    "frames": "reads stack frames (sys._getframe, inspect.currentframe/stack, f_back, "
-    "f_locals, tb_frame), e.g. the test's locals",
+    "exit": "ends the process before the tests can fail (os._exit, an exit at module level)",
+    "frames": "reads the callers' stack frames (sys._getframe, inspect.stack, f_back, f_locals)",
     "gc": "searches live objects (gc.get_objects, get_referrers, get_referents)",
-    "trace": "installs a trace or profile hook (sys.settrace, sys.setprofile, "
-    "threading.settrace, sys.monitoring, f_trace)",
+    "trace": "installs a trace or profile hook (sys.settrace, setprofile, sys.monitoring)",
 }
 
 # Qualified names, after import aliases are resolved; a name also covers its members
