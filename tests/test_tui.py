@@ -989,6 +989,34 @@ def test_paging_is_stable_and_complete(ws):
     r.close()
 
 
+def test_a_run_from_before_schema_3_reads_as_without_suspects(tmp_path):
+    """Opened read-only (the app, a review), a schema-2 file has no verdicts.suspect: no
+    counts, an empty suspect filter, rows without reasons."""
+    import sqlite3
+
+    from ssd_tui.tui.data import RunReader
+
+    if sqlite3.sqlite_version_info < (3, 35):
+        pytest.skip("ALTER TABLE DROP COLUMN needs SQLite 3.35")
+    db = build_run(tmp_path / "old", name="old")
+    c = sqlite3.connect(db)
+    c.execute("DROP INDEX verdicts_suspect")
+    c.execute("ALTER TABLE verdicts DROP COLUMN suspect")
+    c.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    c.commit()
+    c.close()
+    r = RunReader(db)
+    snap = r.snapshot(0, NOW_TS)
+    assert snap is not None and {row.suspect for row in snap.rounds} == {0}
+    assert r.count_samples(SampleFilter(suspect=True)) == 0
+    assert r.sample_page(SampleFilter(suspect=True), 0, 10) == []
+    page = r.sample_page(SampleFilter(round=2), 0, 40)
+    assert page and {row["suspect"] for row in page} == {None}
+    detail = r.sample(page[0]["id"])
+    assert detail is not None and detail.row["suspect"] is None
+    r.close()
+
+
 def test_evidence_targets_and_next_round():
     probs, ids = evidence_targets(
         {
