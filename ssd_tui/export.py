@@ -48,6 +48,7 @@ from ssd_tui import __version__
 from ssd_tui.errors import SSDError
 from ssd_tui.record import RECORD_KEYS
 from ssd_tui.store import RunStore
+from ssd_tui.suspect import REASONS
 
 # ---- the one place where the export format is described ---------------------------------
 
@@ -174,6 +175,11 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "message": "Last line of the failure or error, if any, then the test line it "
             "stopped at, e.g. 'AssertionError (test line 3: assert candidate(2) == 4)'.",
             "duration_s": "Wall time of the test run (seconds).",
+            "suspect": "Why the program looks like it games the tests, read from its source "
+            "(ssd_tui/suspect.py): comma-separated reasons among "
+            + ", ".join(REASONS)
+            + " (docs/analysis.md says what each means); NULL when nothing looks like it, "
+            "and in files from before schema 3. A flag only: the status is the tests'.",
         },
     ),
     "metrics": (
@@ -291,6 +297,8 @@ JSONL_FIELDS: dict[str, str] = {
     "verdict_message": "Last line of the failure or error and the test line it stopped at, "
     "or null.",
     "verdict_duration_s": "Wall time of the test run (seconds), or null.",
+    "verdict_suspect": "Why the program looks like it games the tests (verdicts.suspect: "
+    'comma-separated reasons such as "frames,trace"), or null when nothing does.',
 }
 
 #: Keys of the meta table. schema_version, created_at and the record come from the source run.
@@ -336,6 +344,7 @@ _JSONL_SQL: dict[str, str] = {
     "verdict": "v.status",
     "verdict_message": "v.message",
     "verdict_duration_s": "v.duration_s",
+    "verdict_suspect": "v.suspect",  # "NULL" in files from before schema 3 (_jsonl_sql)
 }
 _JSONL_FROM = (
     "FROM samples s JOIN problems p ON p.id = s.problem_id "
@@ -793,13 +802,14 @@ def _write_jsonl(
     store: RunStore, final: Path, rnd: int | None, compress: bool, run_name: str
 ) -> None:
     assert ["run", *_JSONL_SQL] == list(JSONL_FIELDS), "JSONL_FIELDS and _JSONL_SQL disagree"
+    fields = _jsonl_sql(store)
     where, args = ("WHERE s.round = ?", (rnd,)) if rnd is not None else ("", ())
-    select = ", ".join(f"{e} AS {n}" for n, e in _JSONL_SQL.items())
+    select = ", ".join(f"{e} AS {n}" for n, e in fields.items())
     conn = store.conn
     # One read transaction: the witness lookup and the rows come from the same snapshot.
     conn.execute("BEGIN")
     try:
-        first = _witness_ids(conn, where, args)
+        first = _witness_ids(conn, fields, where, args)
         with _temp_beside(final, "jsonl") as tmp:
             with open(tmp, "wb") as raw:
                 sink: Any = (
@@ -825,7 +835,7 @@ def _write_jsonl(
                     buf: list[str] = []
                     for row in itertools.chain(head, (r for r in rest if r[0] not in skip)):
                         obj = {"run": run_name}
-                        obj.update(zip(_JSONL_SQL, map(_plain, row), strict=True))
+                        obj.update(zip(fields, map(_plain, row), strict=True))
                         buf.append(json.dumps(obj, ensure_ascii=False))
                         if len(buf) >= 1000:
                             sink.write(("\n".join(buf) + "\n").encode("utf-8"))
@@ -869,7 +879,15 @@ def _write_record_json(store: RunStore, final: Path) -> Path:
     return path
 
 
-def _witness_ids(conn: sqlite3.Connection, where: str, args: tuple) -> list[int]:
+def _jsonl_sql(store: RunStore) -> dict[str, str]:
+    """`_JSONL_SQL` for this file: a column its schema lacks (an older run, read-only) is
+    written as null."""
+    return {**_JSONL_SQL, "verdict_suspect": store.suspect_sql()}
+
+
+def _witness_ids(
+    conn: sqlite3.Connection, fields: dict[str, str], where: str, args: tuple
+) -> list[int]:
     """Samples to write first so that every field that is ever non-null is non-null early.
 
     Readers infer column types from the first lines (🤗 Datasets: the first 10 MB); a
@@ -877,19 +895,19 @@ def _witness_ids(conn: sqlite3.Connection, where: str, args: tuple) -> list[int]
     all passed) fails to load. When the first sample in key order lacks a field that some
     other sample has, that other sample goes first: at most one per field, usually none.
     """
-    select = ", ".join(f"{e} AS {n}" for n, e in _JSONL_SQL.items())
+    select = ", ".join(f"{e} AS {n}" for n, e in fields.items())
     first = conn.execute(f"SELECT {select} {_JSONL_FROM} {where} {_JSONL_ORDER} LIMIT 1", args)
     row = first.fetchone()
     if row is None:
         return []
-    missing = [n for n, v in zip(_JSONL_SQL, row, strict=True) if _plain(v) is None]
+    missing = [n for n, v in zip(fields, row, strict=True) if _plain(v) is None]
     if not missing:
         return []
 
     def present(expr: str) -> str:  # non-null once written (infinities are written as null)
         return f"{expr} IS NOT NULL AND {expr} NOT IN (9e999, -9e999)"
 
-    agg = ", ".join(f"MIN(CASE WHEN {present(_JSONL_SQL[n])} THEN s.id END)" for n in missing)
+    agg = ", ".join(f"MIN(CASE WHEN {present(fields[n])} THEN s.id END)" for n in missing)
     found = conn.execute(f"SELECT {agg} {_JSONL_FROM} {where}", args).fetchone()
     return sorted({i for i in found if i is not None})
 

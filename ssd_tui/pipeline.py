@@ -28,6 +28,7 @@ from ssd_tui.problems import Problem, load_problem_set
 from ssd_tui.prompting import chat_messages, extraction_rule, program_for
 from ssd_tui.sandbox import Isolation, choose_isolation
 from ssd_tui.store import RunStore, SampleRow, dir_sha256
+from ssd_tui.suspect import suspect_reasons
 
 VERDICT_BATCH = 32  # test programs per transaction
 # Prompt + completion tokens per forward pass of the exact-statistics pass (issue 16): its
@@ -758,8 +759,15 @@ class Pipeline:
             self._check_stop()
             chunk = todo[i : i + VERDICT_BATCH]
             items = [(by_pid[r["problem_id"]], r["code"] or "") for r in chunk]
+            # Flagged, never failed: the verdict is the tests' (suspect.py); ~0.1 ms a program.
             verdicts = [
-                (chunk[j]["id"], v.status, v.message, v.duration_s)
+                (
+                    chunk[j]["id"],
+                    v.status,
+                    v.message,
+                    v.duration_s,
+                    ",".join(suspect_reasons(chunk[j]["code"])) or None,
+                )
                 for j, v in check_samples(items, limits, workers, iso=iso)
             ]
             self.store.add_verdicts(verdicts)

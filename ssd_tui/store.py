@@ -24,7 +24,7 @@ import numpy as np
 
 from ssd_tui.errors import SSDError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -162,6 +162,15 @@ MIGRATIONS: dict[int, list[str]] = {
         # issue 16: the sampler engine that ran a stage ("hf", "vllm on cpu", …)
         "ALTER TABLE stages ADD COLUMN engine TEXT",
         *NOTES_TAGS_SCHEMA,  # issue 19: notes and tags
+    ],
+    3: [
+        # suspect samples: why a program looks like it games the tests (ssd_tui/suspect.py),
+        # comma-separated reasons; NULL when it does not (and in rows judged before)
+        "ALTER TABLE verdicts ADD COLUMN suspect TEXT",
+        # Suspects are few: a partial index makes counting and listing them cheap in a
+        # run of a million verdicts, at no cost for the clean ones.
+        "CREATE INDEX IF NOT EXISTS verdicts_suspect ON verdicts (sample_id) "
+        "WHERE suspect IS NOT NULL",
     ],
 }
 
@@ -561,7 +570,8 @@ class RunStore:
         cond = " WHERE " + " AND ".join(where) if where else ""
         order = " ORDER BY s.round, s.purpose, s.temperature, s.problem_id, s.sample_idx"
         q = (
-            "SELECT s.*, p.name AS problem, p.difficulty, v.status, v.message, v.duration_s FROM samples s "
+            "SELECT s.*, p.name AS problem, p.difficulty, v.status, v.message, v.duration_s, "
+            f"{self.suspect_sql()} AS suspect FROM samples s "
             "JOIN problems p ON p.id = s.problem_id LEFT JOIN verdicts v ON v.sample_id = s.id"
         )
         if limit is None:
@@ -664,9 +674,28 @@ class RunStore:
         )
         return [dict(r) for r in rows]
 
-    def add_verdicts(self, rows: Iterable[tuple[int, str, str, float]]) -> None:
+    def add_verdicts(
+        self,
+        rows: Iterable[tuple[int, str, str, float] | tuple[int, str, str, float, str | None]],
+    ) -> None:
+        """Write verdicts: (sample id, status, message, duration_s[, suspect]). ``suspect``:
+        the comma-separated `ssd_tui.suspect` reasons, or None (or "") for a clean program."""
+        values = [(*r[:4], (r[4] or None) if len(r) > 4 else None) for r in rows]
         with self.transaction() as c:
-            c.executemany("INSERT OR IGNORE INTO verdicts VALUES (?,?,?,?)", list(rows))
+            c.executemany(
+                "INSERT OR IGNORE INTO verdicts (sample_id, status, message, duration_s, suspect) "
+                "VALUES (?,?,?,?,?)",
+                values,
+            )
+
+    def has_column(self, table: str, column: str) -> bool:
+        """Whether ``table`` has ``column``: a file of an older schema opened read-only lacks
+        what later migrations add (asked each time: its writer may migrate it meanwhile)."""
+        return any(r[1] == column for r in self.conn.execute(f"PRAGMA table_info({table})"))
+
+    def suspect_sql(self, alias: str = "v") -> str:
+        """SQL for a verdict's suspect reasons, "NULL" in a file from before schema 3."""
+        return f"{alias}.suspect" if self.has_column("verdicts", "suspect") else "NULL"
 
     def pass_counts(self, rnd: int, temperature: float) -> list[tuple[str, str | None, int, int]]:
         """(problem, difficulty, n, passed) per eval problem of a round, at one temperature."""

@@ -116,8 +116,9 @@ def build_run(path: Path, rounds: int = 2, n_train: int = 4, n_eval: int = 3, k:
                         ("passed", "failed", "error", "timeout")[int(rng.integers(0, 4))],
                         "msg",
                         0.01,
+                        "frames,trace" if i % 3 == 0 else None,  # the first in key order too
                     )
-                    for r in s.unjudged(rnd, T_EVAL)
+                    for i, r in enumerate(s.unjudged(rnd, T_EVAL))
                 ]
                 s.add_verdicts(verdicts)
                 passed = sum(v[1] == "passed" for v in verdicts) / len(verdicts)
@@ -382,7 +383,27 @@ def test_jsonl_matches_the_store(run_db: Path, tmp_path: Path, compress: bool) -
             s["message"],
             s["duration_s"],
         )
+        assert r["verdict_suspect"] == s["suspect"]
     assert {r["verdict"] for r in rows if r["purpose"] == "train"} == {None}
+    assert {r["verdict_suspect"] for r in rows} == {None, "frames,trace"}
+
+
+def test_a_file_from_before_schema_3_exports_no_suspects(run_db: Path, tmp_path: Path) -> None:
+    """A schema-2 run (no verdicts.suspect) still exports: verdict_suspect is null."""
+    if sqlite3.sqlite_version_info < (3, 35):
+        pytest.skip("ALTER TABLE DROP COLUMN needs SQLite 3.35")
+    old = tmp_path / "old.db"
+    src = RunStore.open(run_db, readonly=True)
+    src.conn.backup(c := sqlite3.connect(old))
+    src.close()
+    c.execute("DROP INDEX verdicts_suspect")
+    c.execute("ALTER TABLE verdicts DROP COLUMN suspect")
+    c.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    c.commit()
+    c.close()
+    rows = _read_jsonl(export_run(old, tmp_path / "old.jsonl", round=1, jsonl=True))
+    assert rows and {r["verdict_suspect"] for r in rows} == {None}
+    assert {r["verdict"] for r in rows} - {None}  # the verdicts themselves are there
 
 
 def test_jsonl_export_carries_the_run_record_beside_it(run_db: Path, tmp_path: Path) -> None:

@@ -229,3 +229,70 @@ def test_reader_sees_whole_batches_while_a_writer_writes(tmp_path):
     t.join()
     assert all(n % batch == 0 for n in seen)
     assert reader.count_samples(0, "eval") == 300
+
+
+def test_verdicts_carry_suspect_reasons(store):
+    ids = store.add_problems("eval", [_problem("a")])
+    store.add_samples([_row(ids["a"], j) for j in range(3)])
+    todo = store.unjudged(0, 0.8)
+    store.add_verdicts(
+        [
+            (todo[0]["id"], "passed", "", 0.1, "frames,trace"),
+            (todo[1]["id"], "failed", "AssertionError", 0.1, ""),  # "" is stored as clean
+            (todo[2]["id"], "passed", "", 0.1),  # the old 4-tuple still works
+        ]
+    )
+    assert [s["suspect"] for s in store.samples(0, "eval")] == ["frames,trace", None, None]
+    plan = " ".join(
+        r[3]
+        for r in store.conn.execute(
+            "EXPLAIN QUERY PLAN SELECT COUNT(*) FROM verdicts WHERE suspect IS NOT NULL"
+        )
+    )
+    assert "verdicts_suspect" in plan  # the partial index serves the suspect counts
+
+
+def _schema2_db(path):
+    """A run database as schema 2 wrote it: SCHEMA, then the steps up to 2, one verdict."""
+    import ssd_tui.store as store_mod
+
+    c = sqlite3.connect(path)
+    for stmt in store_mod.SCHEMA.split(";\n"):
+        if stmt.strip():
+            c.execute(stmt)
+    for stmt in store_mod.MIGRATIONS[2]:
+        c.execute(stmt)
+    c.execute("INSERT INTO meta VALUES ('schema_version', '2'), ('created_at', '0')")
+    c.execute("INSERT INTO problems (purpose, name, prompt) VALUES ('eval', 'a', 'def a():\n')")
+    for j in (0, 1):
+        c.execute(
+            "INSERT INTO samples (round, purpose, problem_id, sample_idx, temperature, top_k, "
+            "top_p, min_p, completion, code, n_tokens, created_at) "
+            "VALUES (0, 'eval', 1, ?, 0.8, 0, 1.0, 0.0, 'x', 'x', 1, 0)",
+            (j,),
+        )
+    c.execute("INSERT INTO verdicts VALUES (1, 'passed', '', 0.1)")  # as add_verdicts did
+    c.commit()
+    assert "suspect" not in {r[1] for r in c.execute("PRAGMA table_info(verdicts)")}
+    c.close()
+
+
+def test_schema2_file_reads_as_not_suspect_and_migrates(tmp_path):
+    path = tmp_path / "v2.db"
+    _schema2_db(path)
+    ro = RunStore.open(path, readonly=True)  # read-only: left as it is, read all the same
+    assert not ro.has_column("verdicts", "suspect") and ro.meta("schema_version") == "2"
+    assert [(s["status"], s["suspect"]) for s in ro.samples()] == [("passed", None), (None, None)]
+    ro.close()
+    s = RunStore.open(path)  # writable: migrated to schema 3
+    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "3"
+    assert s.has_column("verdicts", "suspect")
+    s.add_verdicts([(2, "failed", "AssertionError", 0.2, "gc")])
+    assert [(r["status"], r["suspect"]) for r in s.samples()] == [
+        ("passed", None),
+        ("failed", "gc"),
+    ]
+    s.close()
+    s = RunStore.open(path)  # a second open has nothing left to do
+    assert s.meta("schema_version") == "3"
+    s.close()

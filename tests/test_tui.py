@@ -625,6 +625,51 @@ async def test_sample_filters_and_token_view(ws):
         await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen")
 
 
+async def test_suspect_samples_are_counted_filtered_and_explained(ws):
+    """The synthetic run flags one sample in round 1 and two in round 2 (synthetic.CHEATS):
+    the rounds table counts them, ! lists only them, ⚑ marks them, the detail says why."""
+    from ssd_tui.suspect import REASONS
+    from ssd_tui.tui.screens.samples import _verdict
+    from ssd_tui.tui.widgets.rounds_table import RoundsTable
+
+    app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        await until(pilot, lambda: app.screen.snapshot is not None)
+        assert {r.round: r.suspect for r in app.screen.snapshot.rounds} == {0: 0, 1: 1, 2: 2, 3: 0}
+        rounds = app.screen.query_one(RoundsTable)
+        await until(pilot, lambda: rounds.row_count == 4)
+        assert [str(rounds.get_cell(str(r), "⚑")) for r in range(4)] == ["", "1", "2", ""]
+        app.screen.action_browse(round=2)
+        await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen")
+        browser = app.screen
+        table = browser.query_one("#samples")
+        await until(pilot, lambda: table.total == 32, what="round 2: 24 eval + 8 train")
+        shown = {b.binding.action for b in browser.active_bindings.values() if b.binding.show}
+        assert "suspect" in shown  # in the footer
+        await pilot.press("exclamation_mark")
+        await until(pilot, lambda: table.total == 2 and table.row(1) is not None)
+        assert [table.row(i)["suspect"] for i in range(2)] == ["frames", "gc,trace"]
+        assert all(str(_verdict(table.row(i))).endswith(" ⚑") for i in range(2))
+        assert "round 2, suspect" in text_of(browser.query_one("#browse-head"))
+        view = browser.query_one("#sample")
+        await pilot.press("down")
+        await until(
+            pilot,
+            lambda: view.detail is not None and view.detail.row["id"] == table.row(1)["id"],
+            what="the second suspect's detail",
+        )
+        head = text_of(view.query_one("#sample-head"))
+        assert "suspect: looks like it games the tests" in head
+        assert f"gc: {REASONS['gc']}" in head and f"trace: {REASONS['trace']}" in head
+        assert "sys.settrace(None)" in view.detail.row["code"]
+        await pilot.press("left_square_bracket")  # round 1: its one suspect
+        await until(pilot, lambda: browser.filter.round == 1 and table.total == 1)
+        await pilot.press("exclamation_mark")  # and back to every sample
+        await until(pilot, lambda: table.total == 32 and not browser.filter.suspect)
+        assert str(_verdict({"status": "passed", "suspect": None})) == "passed"
+
+
 async def test_token_view_probe_rounds_use_exact_top1(ws):
     """When analysis re-scored a round-0 sample with later models (probe_stats), the token
     view can show each round's view of it, classified with the exact top-1."""
@@ -941,6 +986,34 @@ def test_paging_is_stable_and_complete(ws):
     store = RunStore.open(ws / "runs" / "demo-run" / "run.db", readonly=True)
     assert pages == [s["id"] for s in store.samples()]
     store.close()
+    r.close()
+
+
+def test_a_run_from_before_schema_3_reads_as_without_suspects(tmp_path):
+    """Opened read-only (the app, a review), a schema-2 file has no verdicts.suspect: no
+    counts, an empty suspect filter, rows without reasons."""
+    import sqlite3
+
+    from ssd_tui.tui.data import RunReader
+
+    if sqlite3.sqlite_version_info < (3, 35):
+        pytest.skip("ALTER TABLE DROP COLUMN needs SQLite 3.35")
+    db = build_run(tmp_path / "old", name="old")
+    c = sqlite3.connect(db)
+    c.execute("DROP INDEX verdicts_suspect")
+    c.execute("ALTER TABLE verdicts DROP COLUMN suspect")
+    c.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    c.commit()
+    c.close()
+    r = RunReader(db)
+    snap = r.snapshot(0, NOW_TS)
+    assert snap is not None and {row.suspect for row in snap.rounds} == {0}
+    assert r.count_samples(SampleFilter(suspect=True)) == 0
+    assert r.sample_page(SampleFilter(suspect=True), 0, 10) == []
+    page = r.sample_page(SampleFilter(round=2), 0, 40)
+    assert page and {row["suspect"] for row in page} == {None}
+    detail = r.sample(page[0]["id"])
+    assert detail is not None and detail.row["suspect"] is None
     r.close()
 
 

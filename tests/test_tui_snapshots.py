@@ -121,6 +121,35 @@ def test_snapshot_samples(ws, snap_compare):
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
+def test_snapshot_samples_suspect(ws, snap_compare):
+    """! in round 2: its two suspect samples, ⚑ beside their verdicts, the reasons under
+    the highlighted one's verdict."""
+    app = app_for(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+
+    async def run_before(pilot):
+        dash = await open_dashboard(pilot)
+        dash.action_browse(round=2)
+        await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen")
+        browser = app.screen
+        table = browser.query_one("#samples")
+        view = browser.query_one("#sample")
+        await until(pilot, lambda: table.total == 32, what="round 2's samples")
+        await pilot.press("exclamation_mark")
+        await until(pilot, lambda: table.total == 2 and all(table.row(i) for i in range(2)))
+        await pilot.press("down")
+        await until(
+            pilot,
+            lambda: view.detail is not None and view.detail.row["id"] == table.row(1)["id"],
+            what="the second suspect's detail",
+        )
+        probs = browser.query_one("#problems")
+        await until(pilot, lambda: probs.total == 15 and probs.row(14) is not None)
+        await pilot.pause(0.3)  # past the problem list's debounce
+        await quiet(pilot)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
+
+
 @pytest.mark.parametrize("mode", ["split", "unified"])
 def test_snapshot_diff(ws, snap_compare, mode):
     app = app_for(ws, open_db=ws / "runs" / "demo-run" / "run.db")

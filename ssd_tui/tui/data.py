@@ -33,6 +33,12 @@ from ssd_tui.tui.process import engine_pid
 # Metric names tried (in order) for the rounds table's "diversity" column.
 DIVERSITY_METRICS = ("distinct_2", "unique_share")
 DIFFICULTY_ORDER = ("easy", "medium", "hard")
+# Samples with a flagged verdict (store.py writes NULL for a clean one; "" from another writer
+# counts as clean too). Asked as a list of ids from the partial index verdicts_suspect: as a
+# join, SQLite walks every sample instead (36 ms against 0.1 ms at 120k samples).
+_SUSPECT_IDS = (
+    "s.id IN (SELECT v.sample_id FROM verdicts v WHERE v.suspect IS NOT NULL AND v.suspect != '')"
+)
 
 
 # ---- formatting helpers (shared by screens) ----------------------------------------------
@@ -176,6 +182,7 @@ class RoundRow:
     diversity: float | None
     seconds: float
     warnings: int
+    suspect: int = 0  # judged samples flagged as looking like they game the tests
 
 
 @dataclass
@@ -281,6 +288,7 @@ class SampleFilter:
     problem_id: int | None = None
     status: str | None = None  # verdict status
     sample_ids: tuple[int, ...] | None = None
+    suspect: bool = False  # only samples whose program looks like it games the tests
 
     def describe(self) -> str:
         parts = []
@@ -290,6 +298,8 @@ class SampleFilter:
             parts.append(self.purpose)
         if self.status:
             parts.append(self.status)
+        if self.suspect:
+            parts.append("suspect")
         if self.sample_ids is not None:
             parts.append(f"{len(self.sample_ids)} flagged samples")
         return ", ".join(parts) or "all samples"
@@ -401,6 +411,7 @@ class RunReader:
                 )
             ]
             warnings = s.warnings()
+            suspects = self._suspect_counts()
             by_round_warn: dict[int, int] = {}
             for w in warnings:
                 by_round_warn[w["round"]] = by_round_warn.get(w["round"], 0) + 1
@@ -435,6 +446,7 @@ class RunReader:
                         at_t.get((rnd, div_name, "all")) if div_name else None,
                         seconds,
                         by_round_warn.get(rnd, 0),
+                        suspects.get(rnd, 0),
                     )
                 )
             curve: dict[str, list[tuple[int, float]]] = {}
@@ -525,6 +537,18 @@ class RunReader:
             by.setdefault(name, {})[rnd] = value
         return {name: sorted(pts.items()) for name, pts in by.items()}
 
+    def _suspect_counts(self) -> dict[int, int]:
+        """Suspect samples per round (every temperature: what `b` then `!` lists). The
+        partial index on flagged verdicts keeps this cheap however many verdicts a run has."""
+        s = self.store
+        assert s is not None
+        if not s.has_column("verdicts", "suspect"):
+            return {}  # a file from before schema 3, opened read-only
+        rows = s.conn.execute(
+            f"SELECT s.round, COUNT(*) FROM samples s WHERE {_SUSPECT_IDS} GROUP BY s.round"
+        )
+        return {r[0]: r[1] for r in rows}
+
     def _count_round(self, rnd: int, done: bool) -> int:
         if rnd in self._done_counts:
             return self._done_counts[rnd]
@@ -570,8 +594,7 @@ class RunReader:
             s = self.store
             return [] if s is None else [r["round"] for r in s.rounds()]
 
-    @staticmethod
-    def _where(f: SampleFilter) -> tuple[str, list[Any], bool]:
+    def _where(self, f: SampleFilter) -> tuple[str, list[Any], bool]:
         where, args = [], []
         for col, val in (
             ("s.round", f.round),
@@ -586,32 +609,36 @@ class RunReader:
             where.append("v.status=?")
             args.append(f.status)
             join = True
+        if f.suspect:
+            s = self.store
+            has = s is not None and s.has_column("verdicts", "suspect")
+            where.append(_SUSPECT_IDS if has else "0")  # an older file has no suspects
         if f.sample_ids is not None:
             where.append(f"s.id IN ({','.join('?' * len(f.sample_ids)) or 'NULL'})")
             args += list(f.sample_ids)
         return (" WHERE " + " AND ".join(where)) if where else "", args, join
 
     def count_samples(self, f: SampleFilter) -> int:
-        where, args, join = self._where(f)
-        q = (
-            "SELECT COUNT(*) FROM samples s"
-            + (" JOIN verdicts v ON v.sample_id = s.id" if join else "")
-            + where
-        )
         with self._lock:
+            where, args, join = self._where(f)
+            q = (
+                "SELECT COUNT(*) FROM samples s"
+                + (" JOIN verdicts v ON v.sample_id = s.id" if join else "")
+                + where
+            )
             s = self.store
             return 0 if s is None else s.conn.execute(q, args).fetchone()[0]
 
     def sample_page(self, f: SampleFilter, offset: int, limit: int) -> list[dict[str, Any]]:
         """A page of samples in key order: ids from an index first, then those rows."""
-        where, args, join = self._where(f)
-        q = (
-            "SELECT s.id FROM samples s"
-            + (" JOIN verdicts v ON v.sample_id = s.id" if join else "")
-            + where
-            + " ORDER BY s.round, s.purpose, s.temperature, s.problem_id, s.sample_idx LIMIT ? OFFSET ?"
-        )
         with self._lock:
+            where, args, join = self._where(f)
+            q = (
+                "SELECT s.id FROM samples s"
+                + (" JOIN verdicts v ON v.sample_id = s.id" if join else "")
+                + where
+                + " ORDER BY s.round, s.purpose, s.temperature, s.problem_id, s.sample_idx LIMIT ? OFFSET ?"
+            )
             s = self.store
             if s is None:
                 return []
@@ -620,8 +647,8 @@ class RunReader:
                 return []
             rows = s.conn.execute(
                 "SELECT s.id, s.round, s.purpose, s.temperature, s.sample_idx, s.n_tokens, "
-                "s.finish_reason, s.mean_entropy, p.name AS problem, p.difficulty, v.status "
-                "FROM samples s JOIN problems p ON p.id = s.problem_id "
+                "s.finish_reason, s.mean_entropy, p.name AS problem, p.difficulty, v.status, "
+                f"{s.suspect_sql()} AS suspect FROM samples s JOIN problems p ON p.id = s.problem_id "
                 "LEFT JOIN verdicts v ON v.sample_id = s.id "
                 f"WHERE s.id IN ({','.join('?' * len(ids))})",
                 ids,
@@ -636,7 +663,7 @@ class RunReader:
                 return None
             r = s.conn.execute(
                 "SELECT s.*, p.name AS problem, p.difficulty, p.prompt, p.tests, v.status, "
-                "v.message, v.duration_s FROM samples s JOIN problems p ON p.id = s.problem_id "
+                f"v.message, v.duration_s, {s.suspect_sql()} AS suspect FROM samples s JOIN problems p ON p.id = s.problem_id "
                 "LEFT JOIN verdicts v ON v.sample_id = s.id WHERE s.id=?",
                 (sample_id,),
             ).fetchone()

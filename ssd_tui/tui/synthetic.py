@@ -20,6 +20,7 @@ import numpy as np
 from ssd_tui.config import loads_config
 from ssd_tui.passk import pass_at_k
 from ssd_tui.store import RunStore, SampleRow
+from ssd_tui.suspect import suspect_reasons
 
 # Every timestamp in a synthetic run is BASE_TS + a fixed offset; tests run the app with
 # a clock pinned at NOW_TS so relative times ("2 min ago", ETA) never change.
@@ -144,6 +145,22 @@ def _sample_rows(rnd, purpose, pid, name, n, temperature, rng, code=True, tokens
     return rows
 
 
+# Suspect samples (programs that look like they game the tests): (round, problem, sample
+# index) of evaluate's samples at T_eval → what is appended to the tested program. Only
+# that program changes (not the completion nor its tokens; the verdict, read from the
+# program by _verdict, neither), so every other number of the synthetic run stays as it was.
+_FRAMES_CHEAT = (
+    "\nimport sys\n\n\nclass _Expected:\n    def __eq__(self, other):\n"
+    "        return sys._getframe(1).f_locals.get('expected') == other\n"
+)
+CHEATS = {
+    (1, "longest_run", 1): _FRAMES_CHEAT,
+    (2, "longest_run", 1): _FRAMES_CHEAT,
+    (2, "merge_intervals", 2): "\nimport gc\nimport sys\n\nsys.settrace(None)\n"
+    "_objects = gc.get_objects()\n",
+}
+
+
 def _verdict(sample_id: int, rnd: int, code: str) -> tuple[int, str, str, float]:
     if "pass\n" in code:
         return (sample_id, "failed", "AssertionError: expected [1, 2] got None", 0.05)
@@ -152,6 +169,10 @@ def _verdict(sample_id: int, rnd: int, code: str) -> tuple[int, str, str, float]
     if (sample_id + rnd) % 5 == 0:
         return (sample_id, "timeout", "timed out after 10.0 s", 10.0)
     return (sample_id, "passed", "", 0.03)
+
+
+def _suspect(code: str | None) -> str | None:
+    return ",".join(suspect_reasons(code)) or None  # as the pipeline writes it
 
 
 def _metrics_for(store: RunStore, rnd: int, temperature: float, ks=(1, 4)) -> None:
@@ -177,9 +198,11 @@ def build_run(
     running_round: bool = True,
     warnings: bool = True,
     write_config: bool = True,
+    suspects: bool = True,
 ) -> Path:
     """A small, realistic run: rounds 0..rounds_done done, then (optionally) a round whose
-    `sample` stage is half way. Returns the DB path. Deterministic."""
+    `sample` stage is half way. Returns the DB path. Deterministic. With `suspects`, the
+    samples of `CHEATS` are flagged as looking like they game the tests."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     text = CONFIG_TEMPLATE.format(
@@ -227,10 +250,16 @@ def build_run(
                 for t in temps:
                     rows = []
                     for pname, _d in EVAL_PROBLEMS:
-                        rows += _sample_rows(rnd, "eval", eval_ids[pname], pname, 4, t, rng)
+                        new = _sample_rows(rnd, "eval", eval_ids[pname], pname, 4, t, rng)
+                        for row in new if stage == "evaluate" and suspects else []:
+                            extra = CHEATS.get((rnd, pname, row.sample_idx), "")
+                            row.code = (row.code or "") + extra
+                        rows += new
                     store.add_samples(rows)
                     todo = store.unjudged(rnd, t)
-                    store.add_verdicts(_verdict(r["id"], rnd, r["code"]) for r in todo)
+                    store.add_verdicts(
+                        (*_verdict(r["id"], rnd, r["code"]), _suspect(r["code"])) for r in todo
+                    )
                     _metrics_for(store, rnd, t)
                 store.progress(rnd, stage, 24, 24, "testing")
             elif stage == "train":
@@ -368,7 +397,8 @@ def build_large(path: Path, n_samples: int, n_problems: int = 500, batch: int = 
         c = store.conn
         with store.transaction():
             c.execute(
-                "INSERT OR IGNORE INTO verdicts SELECT id, CASE WHEN id % 3 = 0 THEN 'passed' ELSE 'failed' END, "
+                "INSERT OR IGNORE INTO verdicts (sample_id, status, message, duration_s) "
+                "SELECT id, CASE WHEN id % 3 = 0 THEN 'passed' ELSE 'failed' END, "
                 "'', 0.01 FROM samples WHERE round=?",
                 (rnd,),
             )

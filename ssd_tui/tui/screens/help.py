@@ -23,13 +23,16 @@ Dashboard: s runs the next stage, r finishes the next round, u runs up to round 
 (`ssd-tui run --rounds N`: round 0 is the base model, rounds 1..N are SSD rounds);
 p pauses after the current stage (SIGUSR1), x stops between batches (SIGINT, resumable).
 Rounds with a ⚠ badge have mode-collapse warnings: w shows them with their evidence,
-j jumps to the samples behind the selected one. The chart: c chooses its series
-(per-difficulty ones start hidden), f switches to the fork/lock probe (one panel per
-statistic: entropies in nats, masses as probabilities, each on its own y-axis).
+j jumps to the samples behind the selected one. The ⚑ column counts a round's suspect
+samples: programs whose source looks like it games the tests (a flag, not a verdict).
+The chart: c chooses its series (per-difficulty ones start hidden), f switches to the
+fork/lock probe (one panel per statistic: entropies in nats, masses as probabilities,
+each on its own y-axis).
 
-Samples: [ and ] change the round, v the verdict filter, o eval/train; m marks a
-sample as A, d diffs A (default: the same sample index one round earlier) with the
-highlighted one; t shows its tokens.
+Samples: [ and ] change the round, v the verdict filter, ! shows suspect samples only
+(⚑ beside the verdict, the reasons under it), o eval/train; m marks a sample as A,
+d diffs A (default: the same sample index one round earlier) with the highlighted one;
+t shows its tokens.
 
 Tokens: colour = entropy of the full next-token distribution (nats). A fork is a
 position with entropy ≥ [analysis] fork_entropy; a lock one whose sampled token had

@@ -23,7 +23,13 @@ from textual.widgets import Footer, Header, Static
 from ssd_tui.tui.app import RunRef
 from ssd_tui.tui.data import RunReader, SampleDetail, SampleFilter, fmt_float
 from ssd_tui.tui.widgets.paged_table import Column, PagedTable
-from ssd_tui.tui.widgets.sample_view import VERDICT_STYLE, SampleView, describe
+from ssd_tui.tui.widgets.sample_view import (
+    SUSPECT_MARK,
+    SUSPECT_STYLE,
+    VERDICT_STYLE,
+    SampleView,
+    describe,
+)
 
 VERDICTS = (None, "passed", "failed", "error", "timeout")
 PURPOSES = (None, "eval", "train")
@@ -31,7 +37,10 @@ PURPOSES = (None, "eval", "train")
 
 def _verdict(row: dict[str, Any]) -> Text:
     s = row.get("status")
-    return Text(s or "–", style=VERDICT_STYLE.get(s, ""))
+    text = Text(s or "–", style=VERDICT_STYLE.get(s, ""))
+    if row.get("suspect"):  # looks like it games the tests: the reasons are in the detail
+        text.append(f" {SUSPECT_MARK}", style=SUSPECT_STYLE)
+    return text
 
 
 def _pass_cell(row: dict[str, Any]) -> Text:
@@ -70,7 +79,7 @@ SAMPLE_COLUMNS = [
     Column("temperature", "T", 4, "right", lambda r: f"{r['temperature']:g}"),
     Column("problem", "problem", 18),
     Column("sample_idx", "#", 4, "right"),
-    Column("status", "verdict", 8, "left", _verdict),
+    Column("status", "verdict", 9, "left", _verdict),  # "timeout ⚑"
     Column("n_tokens", "tokens", 6, "right"),
     Column("mean_entropy", "H̄", 5, "right", lambda r: fmt_float(r.get("mean_entropy"))),
 ]
@@ -104,6 +113,13 @@ class SampleBrowserScreen(Screen):
             tooltip="the next round (or all rounds)",
         ),
         Binding("v", "verdict", "Verdict filter", tooltip="all, passed, failed, error, timeout"),
+        Binding(
+            "exclamation_mark",
+            "suspect",
+            "Suspect",
+            key_display="!",
+            tooltip="only samples whose program looks like it games the tests (⚑), or all",
+        ),
         Binding("o", "purpose", "Eval/train", tooltip="all samples, eval only, training only"),
         Binding("a", "all_problems", "All problems", tooltip="clear the problem filter"),
         Binding("tab", "app.focus_next", "Next pane", show=False),
@@ -161,7 +177,7 @@ class SampleBrowserScreen(Screen):
             with Vertical(id="sample-pane"):
                 yield PagedTable(SAMPLE_COLUMNS, self._count, self._page, id="samples")
                 yield SampleView(id="sample")
-        yield Footer()
+        yield Footer(compact=True)  # every key fits in 140 columns
 
     def on_mount(self) -> None:
         self._load_problems()
@@ -329,6 +345,10 @@ class SampleBrowserScreen(Screen):
     def action_verdict(self) -> None:
         i = VERDICTS.index(self.filter.status) if self.filter.status in VERDICTS else 0
         self.filter = replace(self.filter, status=VERDICTS[(i + 1) % len(VERDICTS)])
+        self._reload_samples()
+
+    def action_suspect(self) -> None:
+        self.filter = replace(self.filter, suspect=not self.filter.suspect)
         self._reload_samples()
 
     def action_purpose(self) -> None:

@@ -35,10 +35,11 @@ class RoundsTable(DataTable):
         "diversity",
         "duration",
         "⚠",
+        "⚑",  # suspect samples: programs that look like they game the tests
     )
     # Fixed widths: Textual's DataTable caches cell renders without their width, so columns
     # that grow after a first render would stay cut ("analy"); fixed ones never change.
-    WIDTHS = (5, 8, 11, 6, 6, 8, 9, 8, 3)
+    WIDTHS = (5, 8, 11, 6, 6, 8, 9, 8, 3, 4)
 
     def __init__(self, **kw) -> None:
         super().__init__(cursor_type="row", zebra_stripes=True, **kw)
@@ -56,6 +57,10 @@ class RoundsTable(DataTable):
     def cells(r: RoundRow) -> list:
         status = Text(r.status, style=STATUS_STYLE.get(r.status, ""))
         badge = Text(f"⚠ {r.warnings}", style="bold black on yellow") if r.warnings else Text("")
+        flagged = r.suspect if r.suspect < 10_000 else f"{r.suspect // 1000}k"  # fits in 4
+        suspect = (
+            Text(f"{flagged}", style="bold magenta", justify="right") if r.suspect else Text("")
+        )
         return [
             Text(str(r.round), justify="right"),
             r.stage,
@@ -66,6 +71,7 @@ class RoundsTable(DataTable):
             Text(fmt_float(r.diversity), justify="right"),
             Text(fmt_duration(r.seconds), justify="right"),
             badge,
+            suspect,
         ]
 
     def update_rounds(self, rounds: list[RoundRow]) -> None:

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
+from ssd_tui.suspect import REASONS
 from ssd_tui.tui.data import SampleDetail
 
 VERDICT_STYLE = {
@@ -17,6 +18,21 @@ VERDICT_STYLE = {
     "timeout": "bold yellow",
     None: "dim",
 }
+SUSPECT_MARK = "⚑"  # a sample whose program looks like it games the tests (ssd_tui/suspect.py)
+SUSPECT_STYLE = "bold magenta"
+
+
+def suspect_text(reasons: str | None) -> Text | None:
+    """The line under the verdict of a suspect sample: each reason and what it means."""
+    names = [x for x in (reasons or "").split(",") if x]
+    if not names:
+        return None
+    text = Text(f"{SUSPECT_MARK} suspect: looks like it games the tests", style=SUSPECT_STYLE)
+    for name in names:
+        text.append(f"\n  {name}", style=SUSPECT_STYLE)
+        if name in REASONS:  # a reason from a newer ssd-tui is shown by name alone
+            text.append(f": {REASONS[name]}", style="magenta")
+    return text
 
 
 def verdict_text(status: str | None) -> Text:
@@ -64,6 +80,9 @@ class SampleView(VerticalScroll):
         ]
         if r.get("message"):
             parts.append(Text(r["message"].rstrip(), style="red"))
+        flagged = suspect_text(r.get("suspect"))
+        if flagged is not None:
+            parts.append(flagged)
         head.update(Group(*parts))
         program = r["code"] if r.get("code") else detail.prompt + r["completion"]
         code.update(
