@@ -755,6 +755,7 @@ class Pipeline:
             memory_mb=cfg.eval.memory_mb,
         )
         workers = cfg.eval.workers or os.cpu_count() or 1
+        hide = self._unseen()
         for i in range(0, len(todo), VERDICT_BATCH):
             self._check_stop()
             chunk = todo[i : i + VERDICT_BATCH]
@@ -768,7 +769,7 @@ class Pipeline:
                     v.duration_s,
                     ",".join(suspect_reasons(chunk[j]["code"])) or None,
                 )
-                for j, v in check_samples(items, limits, workers, iso=iso)
+                for j, v in check_samples(items, limits, workers, iso=iso, hide=hide)
             ]
             self.store.add_verdicts(verdicts)
             done += len(verdicts)
@@ -777,6 +778,20 @@ class Pipeline:
         metrics = summarize(counts, cfg.eval.k)
         metrics.setdefault("all", {})["samples"] = float(sum(n for _, _, n, _ in counts))
         self.store.set_metrics(rnd, "eval", temperature, metrics)
+
+    def _unseen(self) -> list[str]:
+        """What the test programs must not read even where the sandbox shows the folder it
+        lies in (a package's data): the run's folder and its problem files."""
+        from ssd_tui.leetcode import LEETCODE, leetcode_source
+        from ssd_tui.problems import HUMANEVAL
+
+        paths = [str(self.store.path.parent)]
+        for source in {p.source for p in (*self.eval_problems, *self.train_problems)}:
+            if source == LEETCODE:
+                paths.append(str(leetcode_source()))
+            elif source and source != HUMANEVAL:  # HumanEval's file is never shown
+                paths.append(source)
+        return paths
 
     # ---- summaries -------------------------------------------------------------------------
     def round_summary(self, rnd: int) -> dict[str, Any]:

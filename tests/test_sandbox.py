@@ -704,6 +704,7 @@ def test_without_pidfds_the_server_still_gives_every_verdict(monkeypatch, tmp_pa
 def fresh_detection(monkeypatch):
     """Detection as a new process would do it (the results are cached per process)."""
     monkeypatch.setattr(sandbox, "_probes", {})
+    monkeypatch.setattr(sandbox, "_no_filter", {})
     monkeypatch.setattr(sandbox, "_cgroup_setup", None)
 
 
@@ -711,6 +712,7 @@ def fresh_detection(monkeypatch):
     ("deny", "cause", "fallback"),
     [
         ("cgroup", "(no cgroup per program: cgroups disabled by SSD_TUI_SANDBOX_DENY", "root"),
+        ("seccomp", "(no seccomp filter: seccomp disabled by SSD_TUI_SANDBOX_DENY", "root"),
         ("root", "(root mode disabled by SSD_TUI_SANDBOX_DENY (a test hook))", "userns"),
         ("root,userns", "(root mode disabled by SSD_TUI_SANDBOX_DENY", "none"),
     ],
@@ -722,6 +724,7 @@ def test_strict_refuses_a_weaker_sandbox_and_auto_takes_it(
         pytest.skip("needs the root mode to force weaker ones")
     monkeypatch.setenv(sandbox.DENY_ENV, deny)
     monkeypatch.setattr(sandbox, "_probes", {})
+    monkeypatch.setattr(sandbox, "_no_filter", {})
     monkeypatch.setattr(sandbox, "_cgroup_setup", None)
     with pytest.raises(SSDError) as e:
         sandbox.choose_isolation("strict")

@@ -428,3 +428,43 @@ def test_a_program_out_of_memory_leaves_the_kernel_log_alone() -> None:
     prefix = f"{sandbox._CGROUP_PREFIX}{os.getpid()}-"
     new = [line for line in after[len(before) - 5 :] if line not in before]
     assert [line for line in new if prefix in line or "Killed process" in line] == []
+
+
+def test_an_evaluate_stage_with_crashers_ends_and_its_resume_too(tmp_path, monkeypatch) -> None:
+    """The stage used to die on these programs, and its resume again on the same unjudged
+    sample: now every sample is judged and stored once, and a rerun has nothing to do."""
+    from runkit import write_config, write_problems
+
+    from ssd_tui.config import load_config
+    from ssd_tui.pipeline import Pipeline
+    from ssd_tui.problems import load_jsonl
+    from ssd_tui.store import RunStore, SampleRow
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    write_problems(tmp_path)
+    cfg = load_config(write_config(tmp_path, model))
+    store = RunStore.open(cfg.db_path, create=True)
+    problems = load_jsonl(tmp_path / "eval.jsonl")
+    ids = store.add_problems("eval", problems)
+    t = cfg.eval.temperature
+    codes = [GOOD + "\n", *(c + "\n" + GOOD for c in CRASHERS.values())]
+    rows = [
+        SampleRow(0, "eval", ids["add"], j, t, 0, 1.0, 0.0, c, c, "stop", [], [], [], [])
+        for j, c in enumerate(codes)
+    ]
+    store.add_samples(rows)
+    monkeypatch.setattr(Pipeline, "_generate", lambda self, *a, **kw: None)
+    pipe = Pipeline(cfg, store)
+    pipe._ids = {"eval": ids}
+    pipe.eval_problems = problems
+    pipe.isolation = sandbox.choose_isolation("auto")
+    pipe._evaluate(0, "evaluate", t)
+    got = [(s["sample_idx"], s["status"]) for s in store.samples(0, "eval")]
+    assert len(got) == len(codes) and got[0] == (0, "passed")
+    assert all(status in ("error", "failed") for _, status in got[1:])
+    assert store.unjudged(0, t) == []
+    pipe._evaluate(0, "evaluate", t)  # the resume: nothing left, nothing raised
+    assert [(s["sample_idx"], s["status"]) for s in store.samples(0, "eval")] == got
+    store.close()
