@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ssd_tui.export import export_run  # noqa: E402
-from ssd_tui.store import RunStore, SampleRow  # noqa: E402
+from ssd_tui.outputs.export import export_run  # noqa: E402
+from ssd_tui.store.run_store import RunStore, SampleRow  # noqa: E402
 
 ROUNDS = 3
 EVAL_PROBLEMS, EVAL_N = 164, 20

@@ -3,7 +3,7 @@ redraw of 12 curves holds the UI thread (i.e. blocks input).
 
     python benchmarks/bench_overlay.py [--settings 6] [--seeds 2] [--rounds 5] [--trials 5]
 
-The sweep is synthetic (`ssd_tui.tui.synthetic_sweep.build_sweep`: real run DBs with the
+The sweep is synthetic (`fixtures.synthetic_sweep.build_sweep`: real run DBs with the
 metrics rows and training logs the overlay reads). Measured with the real app
 (`App.run_test`, 140×45):
 
@@ -36,9 +36,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # fixtures
+
+from fixtures.synthetic_sweep import build_sweep  # noqa: E402
 
 from ssd_tui.tui.app import SSDApp  # noqa: E402
-from ssd_tui.tui.synthetic_sweep import build_sweep  # noqa: E402
 from ssd_tui.tui.workbench import load_overlay, sweep_runs  # noqa: E402
 
 

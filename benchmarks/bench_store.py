@@ -37,7 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ssd_tui.store import RunStore, SampleRow, pack  # noqa: E402
+from ssd_tui.store.run_store import RunStore, SampleRow, pack  # noqa: E402
 
 EVAL_PROBLEMS, EVAL_N, T_EVAL, T_TRAIN = 164, 20, 0.6, 1.1
 TRAIN_PROBLEMS = 10_000

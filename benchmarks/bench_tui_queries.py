@@ -6,7 +6,7 @@ app opening and scrolling it.
     python benchmarks/bench_tui_queries.py --no-app        # queries only
 
 The DB is built once (synthetic: 6 rounds, 500 eval problems, verdicts, token stats,
-metrics) with `ssd_tui.tui.synthetic.build_large` and reused while it exists.
+metrics) with `fixtures.synthetic.build_large` and reused while it exists.
 Every query the app runs for the rounds table, the runs list and the sample browser
 must use an index (no `SCAN samples` without one); the script fails if one does not.
 Numbers are printed, not asserted: they depend on the machine.
@@ -21,9 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-from ssd_tui.store import RunStore
-from ssd_tui.tui.data import RunReader, SampleFilter, read_listing
-from ssd_tui.tui.synthetic import build_large
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # fixtures
+
+from fixtures.synthetic import build_large  # noqa: E402
+
+from ssd_tui.store.run_store import RunStore  # noqa: E402
+from ssd_tui.tui.data import RunReader, SampleFilter, read_listing  # noqa: E402
 
 
 def timed(fn, repeat: int = 3) -> tuple[float, object]:

@@ -147,7 +147,7 @@ def _run_stage_per_process(args: argparse.Namespace, cfg: Any) -> int:
     """
     import subprocess
 
-    from ssd_tui.store import RunStore
+    from ssd_tui.store.run_store import RunStore
 
     env = {**os.environ, _LOCK_ENV: str(os.getpid())}
     budget = args.stages
@@ -222,14 +222,14 @@ def save_run_config(cfg: Any, config: str | Path, text: str) -> Path:
 def cmd_run(args: argparse.Namespace) -> int:
     from ssd_tui.config import load_config
     from ssd_tui.engine.choose import choose_engine
-    from ssd_tui.pipeline import (
+    from ssd_tui.runs.pipeline import (
         Pipeline,
         RunLock,
         StopRequested,
         install_signal_handlers,
         resolve_model_path,
     )
-    from ssd_tui.store import RunStore
+    from ssd_tui.store.run_store import RunStore
 
     _check_counts(args)
     file_cfg = load_config(args.config)  # what the file says: its copy in the run folder
@@ -281,7 +281,7 @@ def baseline_verdict(store: Any, cfg: Any) -> str | None:
 
     The CLI prints it when a run ends; the app's dashboard shows the same line.
     """
-    from ssd_tui.analysis import compare_baseline
+    from ssd_tui.analysis.rounds import compare_baseline
 
     cmp = compare_baseline(store, cfg)
     if not cmp:
@@ -314,7 +314,7 @@ def set_aside(run_dir: Path) -> Path | None:
     Nothing is deleted. Refused while an engine is running on it. Returns the new path,
     or None when there was nothing to move.
     """
-    from ssd_tui.pipeline import engine_pid
+    from ssd_tui.runs.pipeline import engine_pid
 
     run_dir = Path(run_dir)
     if not run_dir.exists():
@@ -336,7 +336,7 @@ def set_aside(run_dir: Path) -> Path | None:
 def _rename_run(run_dir: Path) -> None:
     """Give a set-aside run its folder's name in its DB: the app lists runs by that name,
     and two runs both called `demo` could not be told apart."""
-    from ssd_tui.store import RunStore
+    from ssd_tui.store.run_store import RunStore
 
     db = run_dir / "run.db"
     if not db.exists():
@@ -387,8 +387,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from ssd_tui.config import load_config
-    from ssd_tui.pipeline import resolve_model_path
-    from ssd_tui.problems import load_problem_set
+    from ssd_tui.problems.sets import load_problem_set
+    from ssd_tui.runs.pipeline import resolve_model_path
 
     cfg = load_config(args.config)
     model = resolve_model_path(cfg)
@@ -434,8 +434,8 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 def cmd_open(args: argparse.Namespace) -> int:
-    from ssd_tui import sweep as sw
-    from ssd_tui.export import export_info, open_export
+    from ssd_tui.outputs.export import export_info, open_export
+    from ssd_tui.runs import sweep as sw
 
     if Path(args.db).is_dir() and sw.is_sweep(Path(args.db)):  # a sweep: its runs overlaid
         sw.load(Path(args.db))  # clear errors before the app starts
@@ -460,7 +460,7 @@ def cmd_open(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from ssd_tui.export import open_export
+    from ssd_tui.outputs.export import open_export
 
     for f in args.files:
         open_export(Path(f)).close()
@@ -471,7 +471,7 @@ def cmd_review(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ssd_tui.export import export_run
+    from ssd_tui.outputs.export import export_run
 
     if args.tensorboard:
         return _export_tensorboard(args)
@@ -493,7 +493,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ssd_tui import sweep as sw
+    from ssd_tui.runs import sweep as sw
 
     plan = sw.plan(
         Path(args.config),
@@ -517,7 +517,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _export_tensorboard(args: argparse.Namespace) -> int:
     """`export RUN.db|SWEEP_DIR --tensorboard DIR`: event files, one TensorBoard run per run."""
-    from ssd_tui.tensorboard_export import export_tensorboard
+    from ssd_tui.outputs.tensorboard import export_tensorboard
 
     if args.round is not None or args.all or args.jsonl or args.compress or args.out:
         raise SSDError("--tensorboard DIR exports the whole run; give it without other options")
@@ -539,8 +539,8 @@ def _check_round(store: Any, rnd: int | None) -> None:
 
 def _writable_run(db: str) -> Any:
     """A run DB opened for a small write (notes, tags); an export is refused."""
-    from ssd_tui.export import export_info
-    from ssd_tui.store import RunStore
+    from ssd_tui.outputs.export import export_info
+    from ssd_tui.store.run_store import RunStore
 
     store = RunStore.open(db)
     if export_info(store) is not None:
@@ -565,7 +565,7 @@ def cmd_note(args: argparse.Namespace) -> int:
 
 def cmd_notes(args: argparse.Namespace) -> int:
     """List a run's notes and tags (read-only: works on exports and live runs)."""
-    from ssd_tui.store import RunStore
+    from ssd_tui.store.run_store import RunStore
 
     store = RunStore.open(args.db, readonly=True)
     try:
@@ -606,7 +606,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 def run_dbs(path: Path) -> list[tuple[Path, str]]:
     """A run DB, or every started run of a sweep folder: [(db, label)]."""
-    from ssd_tui import sweep as sw
+    from ssd_tui.runs import sweep as sw
 
     if path.is_dir() and sw.is_sweep(path):
         plan = sw.load(path)
@@ -623,7 +623,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ssd_tui.search import search_many
+    from ssd_tui.store.search import search_many
 
     hits, total = search_many(
         run_dbs(Path(args.db)),
@@ -670,8 +670,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ssd_tui.report import missing_chart_library, print_report, write_report
-    from ssd_tui.store import RunStore
+    from ssd_tui.outputs.report import missing_chart_library, print_report, write_report
+    from ssd_tui.store.run_store import RunStore
 
     store = RunStore.open(args.db, readonly=True)
     print_report(store, Console())
@@ -682,7 +682,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from ssd_tui.rundiff import diff_paths
+    from ssd_tui.runs.diff import diff_paths
 
     d, lines = diff_paths(args.a, args.b)
     print("\n".join(lines))

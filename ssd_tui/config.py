@@ -31,7 +31,7 @@ else:  # pragma: no cover
 DEFAULT_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 CHAT_STOP = ("\n```\n",)
 
-# issue 20: what `[sandbox] isolation` accepts; ssd_tui/sandbox.py applies it.
+# issue 20: what `[sandbox] isolation` accepts; ssd_tui/evaluation/sandbox.py applies it.
 ISOLATION_POLICIES = ("strict", "auto", "userns", "none")
 #: Overrides ``[sandbox] isolation`` for `ssd-tui run`/`demo` and every engine they (or the
 #: app) start: what `--sandbox MODE` sets, so a user who is not root can opt in without
@@ -673,7 +673,7 @@ def path_of(cfg: RunConfig, section: str, key: str) -> Path | None:
     if not raw:
         return None
     if section == "data":
-        from ssd_tui.problems import is_named_problem_set
+        from ssd_tui.problems.sets import is_named_problem_set
 
         return None if is_named_problem_set(raw) else cfg.resolve(raw)
     local = cfg.resolve(raw)

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssd_tui import analysis as an
+from ssd_tui.analysis import rounds as an
 from ssd_tui.config import AnalysisSection, RunConfig
-from ssd_tui.store import RunStore, SampleRow
+from ssd_tui.store.run_store import RunStore, SampleRow
 
 T_EVAL = 0.8
 T_TRAIN = 1.0

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "ssd_tui"
-UI_FORBIDDEN = ("ssd_tui.pipeline", "ssd_tui.engine", "ssd_tui.sandbox", "ssd_tui.evaluate")
+UI_FORBIDDEN = ("ssd_tui.runs.pipeline", "ssd_tui.engine", "ssd_tui.evaluation.sandbox", "ssd_tui.evaluation.check")
 
 
 def _module_name(path: Path) -> str:
@@ -84,13 +84,13 @@ def test_the_checker_sees_relative_and_aliased_imports(tmp_path):
         "from ..pipeline import Pipeline\nimport textual.app as t\nfrom . import data\n"
     )
     names = imports_of(fake, module="ssd_tui.tui.probe")
-    assert "ssd_tui.pipeline" in names and "textual.app" in names and "ssd_tui.tui.data" in names
+    assert "ssd_tui.runs.pipeline" in names and "textual.app" in names and "ssd_tui.tui.data" in names
 
 
 def test_cli_and_store_load_without_textual():
     """Importing the CLI (and what `ssd-tui run` imports first) loads no textual module."""
     code = (
-        "import sys, ssd_tui.cli, ssd_tui.store, ssd_tui.config, ssd_tui.tui.data, ssd_tui.tui.process;"
+        "import sys, ssd_tui.cli, ssd_tui.store.run_store, ssd_tui.config, ssd_tui.tui.data, ssd_tui.tui.process;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'textual_plotext'));"
         "print(bad); sys.exit(1 if bad else 0)"
     )

@@ -10,11 +10,11 @@ import pytest
 from runkit import write_config, write_problems
 
 from ssd_tui.config import load_config
-from ssd_tui.export import export_run, open_export
-from ssd_tui.pipeline import Pipeline
-from ssd_tui.record import RECORD_KEYS, config_history
-from ssd_tui.rundiff import diff_paths
-from ssd_tui.store import RunStore
+from ssd_tui.outputs.export import export_run, open_export
+from ssd_tui.runs.diff import diff_paths
+from ssd_tui.runs.pipeline import Pipeline
+from ssd_tui.runs.record import RECORD_KEYS, config_history
+from ssd_tui.store.run_store import RunStore
 
 
 def _run(folder, model, **over):

@@ -418,8 +418,8 @@ def test_pipeline_runs_a_round_on_the_fake(
 ) -> None:
     """Round 0 and round 1 with engine = "vllm": same bookkeeping as the HF engine."""
     from ssd_tui.engine import hf
-    from ssd_tui.pipeline import Pipeline
-    from ssd_tui.store import RunStore, unpack
+    from ssd_tui.runs.pipeline import Pipeline
+    from ssd_tui.store.run_store import RunStore, unpack
 
     write_problems(tmp_path, n_train=4)
     cfg = load_config(write_config(tmp_path, tiny_model_dir, rounds=1, run__engine="vllm"))

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from ssd_tui.errors import SSDError
-from ssd_tui.evaluate import Verdict, build_program, check_samples, pass_at_k, summarize
-from ssd_tui.problems import Problem, load_humaneval
-from ssd_tui.sandbox import Limits
+from ssd_tui.evaluation.check import Verdict, build_program, check_samples, pass_at_k, summarize
+from ssd_tui.evaluation.sandbox import Limits
+from ssd_tui.problems.sets import Problem, load_humaneval
 
 ADD = Problem(
     id="add",
@@ -61,7 +61,7 @@ def test_verdicts_for_each_kind_of_sample() -> None:
 
 
 def test_the_failing_test_line_is_the_innermost_one_in_the_tests() -> None:
-    from ssd_tui.evaluate import failing_test_line, tests_first_line
+    from ssd_tui.evaluation.check import failing_test_line, tests_first_line
 
     codes = [
         # the solution's own assert fails, under the tests' second assert

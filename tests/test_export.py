@@ -1,4 +1,4 @@
-"""Export of rounds and runs (ssd_tui.export): formats, consistency, round trips, bad input."""
+"""Export of rounds and runs (ssd_tui.outputs.export): formats, consistency, round trips, bad input."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssd_tui import export as ex
 from ssd_tui.errors import SSDError
-from ssd_tui.export import (
+from ssd_tui.outputs import export as ex
+from ssd_tui.outputs.export import (
     JSONL_FIELDS,
     META_KEYS,
     TABLES,
@@ -28,7 +28,7 @@ from ssd_tui.export import (
     export_run,
     open_export,
 )
-from ssd_tui.store import SCHEMA_VERSION, RunStore, SampleRow
+from ssd_tui.store.run_store import SCHEMA_VERSION, RunStore, SampleRow
 
 ROOT = Path(__file__).resolve().parents[1]
 T_TRAIN, T_EVAL = 1.1, 0.6
@@ -327,7 +327,7 @@ def test_docs_are_generated_from_the_module() -> None:
     text = (ROOT / "docs" / "export.md").read_text(encoding="utf-8")
     section = text.split(ex.DOCS_BEGIN, 1)[1].split(ex.DOCS_END, 1)[0]
     assert section.strip() == ex.docs_markdown().strip(), (
-        "docs/export.md is stale: run `python -m ssd_tui.export docs/export.md`"
+        "docs/export.md is stale: run `python -m ssd_tui.outputs.export docs/export.md`"
     )
     for key in META_KEYS:
         assert f"`{key}`" in section

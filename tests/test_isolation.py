@@ -16,10 +16,10 @@ from rich.text import Text
 from runkit import run_cli, write_config, write_problems
 from test_tui_support import SIZE, screen_name, text_of, until
 
-from ssd_tui import sandbox
-from ssd_tui.export import export_run
-from ssd_tui.report import collect
-from ssd_tui.store import RunStore
+from ssd_tui.evaluation import sandbox
+from ssd_tui.outputs.export import export_run
+from ssd_tui.outputs.report import collect
+from ssd_tui.store.run_store import RunStore
 from ssd_tui.tui.app import SSDApp
 
 pytestmark = pytest.mark.skipif(

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from ssd_tui import leetcode
 from ssd_tui.errors import SSDError
-from ssd_tui.evaluate import check_samples
-from ssd_tui.leetcode import load_leetcode, load_leetcode_spec, problem_from_json
-from ssd_tui.prompting import instruction, program_for
-from ssd_tui.sandbox import Limits
+from ssd_tui.evaluation.check import check_samples
+from ssd_tui.evaluation.sandbox import Limits
+from ssd_tui.problems import leetcode
+from ssd_tui.problems.leetcode import load_leetcode, load_leetcode_spec, problem_from_json
+from ssd_tui.problems.prompting import instruction, program_for
 
 LIMITS = Limits(timeout_s=10, cpu_s=10, memory_mb=1024)
 

@@ -362,9 +362,9 @@ def test_real_model_solves_a_humaneval_problem_greedily() -> None:
     from ssd_tui.config import CHAT_STOP, ModelSection
     from ssd_tui.engine.base import SamplingParams
     from ssd_tui.engine.hf import HFSampler, render_prompt
-    from ssd_tui.evaluate import check_samples
-    from ssd_tui.problems import load_humaneval
-    from ssd_tui.prompting import chat_messages, program_for
+    from ssd_tui.evaluation.check import check_samples
+    from ssd_tui.problems.prompting import chat_messages, program_for
+    from ssd_tui.problems.sets import load_humaneval
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     problem = load_humaneval()[0]  # has_close_elements

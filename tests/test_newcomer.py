@@ -18,7 +18,7 @@ import pytest
 import test_tui_support as support
 from test_tui_support import SIZE, screen_name, until
 
-from ssd_tui.store import RunStore
+from ssd_tui.store.run_store import RunStore
 
 anyio_backend = support.anyio_backend
 pytestmark = pytest.mark.anyio

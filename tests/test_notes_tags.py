@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ssd_tui.export import export_run
-from ssd_tui.store import RunStore
-from ssd_tui.tui.synthetic import build_run
+from fixtures.synthetic import build_run
+
+from ssd_tui.outputs.export import export_run
+from ssd_tui.store.run_store import RunStore
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

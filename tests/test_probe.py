@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from ssd_tui import analysis as an
+from ssd_tui.analysis import rounds as an
+from ssd_tui.analysis.probe import position_stats, score_completions, truncation_mask
 from ssd_tui.config import AnalysisSection, EvalSection, RunConfig
 from ssd_tui.engine.base import SamplingParams
-from ssd_tui.probe import position_stats, score_completions, truncation_mask
-from ssd_tui.store import RunStore, SampleRow
+from ssd_tui.store.run_store import RunStore, SampleRow
 
 PROMPTS = [
     "def add(a, b):\n",

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ssd_tui.config import CHAT_STOP
-from ssd_tui.problems import Problem, load_humaneval
-from ssd_tui.prompting import (
+from ssd_tui.problems.prompting import (
     HUMANEVAL_INSTRUCTION,
     chat_messages,
     code_outline,
@@ -15,6 +14,7 @@ from ssd_tui.prompting import (
     instruction,
     program_for,
 )
+from ssd_tui.problems.sets import Problem, load_humaneval
 
 HE = Problem(
     id="HumanEval/0",

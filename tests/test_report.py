@@ -19,9 +19,9 @@ from test_analysis import (
     set_pass,
 )
 
-from ssd_tui import analysis as an
-from ssd_tui import report
-from ssd_tui.store import RunStore
+from ssd_tui.analysis import rounds as an
+from ssd_tui.outputs import report
+from ssd_tui.store.run_store import RunStore
 
 
 @pytest.fixture

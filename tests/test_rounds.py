@@ -15,11 +15,12 @@ import pytest
 import torch
 from runkit import run_cli, write_config, write_problems
 
-from ssd_tui import analysis, record
+from ssd_tui.analysis import rounds as analysis
 from ssd_tui.config import load_config
 from ssd_tui.errors import SSDError
-from ssd_tui.pipeline import Pipeline, derive_seed
-from ssd_tui.store import RunStore, file_sha256
+from ssd_tui.runs import record
+from ssd_tui.runs.pipeline import Pipeline, derive_seed
+from ssd_tui.store.run_store import RunStore, file_sha256
 
 
 @pytest.fixture(scope="module")
@@ -205,13 +206,13 @@ def test_an_analysis_failure_fails_the_stage(two_rounds, monkeypatch):
     _, _, cfg, store = two_rounds
     pipe = Pipeline(cfg, store)
     pipe.prepare()
-    import ssd_tui
+    import ssd_tui.analysis
 
-    monkeypatch.setitem(sys.modules, "ssd_tui.analysis", None)  # import fails…
-    monkeypatch.delattr(ssd_tui, "analysis")  # …also for `from ssd_tui import analysis`
+    monkeypatch.setitem(sys.modules, "ssd_tui.analysis.rounds", None)  # import fails…
+    monkeypatch.delattr(ssd_tui.analysis, "rounds")  # …also for `from ssd_tui.analysis import rounds`
     with pytest.raises(ImportError):
         pipe._run_stage(0, "analyse")
     assert store.stage(0, "analyse")["status"] == "failed"
     msgs = [e["message"] for e in store.events(limit=10_000)]
     # ModuleNotFoundError, an ImportError
-    assert any("analyse failed:" in m and "ssd_tui.analysis" in m for m in msgs), msgs[-3:]
+    assert any("analyse failed:" in m and "ssd_tui.analysis.rounds" in m for m in msgs), msgs[-3:]

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from ssd_tui import sandbox
 from ssd_tui.errors import SSDError
-from ssd_tui.sandbox import ExecResult, Limits, isolation, run_many, run_program
+from ssd_tui.evaluation import sandbox
+from ssd_tui.evaluation.sandbox import ExecResult, Limits, isolation, run_many, run_program
 
 FAST = Limits(timeout_s=5, cpu_s=5)
 isolated = pytest.mark.skipif(
@@ -496,7 +496,7 @@ def test_sandbox_dies_soon_after_its_caller_is_killed() -> None:
 
 
 CALLER = """
-from ssd_tui.sandbox import Limits, isolation, run_program
+from ssd_tui.evaluation.sandbox import Limits, isolation, run_program
 isolation()
 print("probed", flush=True)
 run_program("import os, time\\nos.fork()\\ntime.sleep(100)", Limits(timeout_s=1.5), slot=7)
@@ -638,7 +638,7 @@ def test_nothing_of_a_program_is_left_when_the_call_returns() -> None:
 # until told to stop (a file appears), so some of its processes always run as sandbox uids.
 OTHER = """
 import os, sys
-from ssd_tui.sandbox import Limits, run_many
+from ssd_tui.evaluation.sandbox import Limits, run_many
 prog = "import os, time\\nfor _ in range(3):\\n    if os.fork() == 0:\\n        break\\ntime.sleep(1)"
 print("started", flush=True)
 while not os.path.exists(sys.argv[1]):

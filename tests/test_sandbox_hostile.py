@@ -20,11 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ssd_tui import sandbox
 from ssd_tui.errors import SSDError
-from ssd_tui.evaluate import GRADER_FAILURES_IN_A_ROW, check_samples, failing_test_line
-from ssd_tui.problems import Problem
-from ssd_tui.sandbox import ExecResult, Limits, isolation, run_program
+from ssd_tui.evaluation import sandbox
+from ssd_tui.evaluation.check import GRADER_FAILURES_IN_A_ROW, check_samples, failing_test_line
+from ssd_tui.evaluation.sandbox import ExecResult, Limits, isolation, run_program
+from ssd_tui.problems.sets import Problem
 
 FAST = Limits(timeout_s=5, cpu_s=5)
 CHECKOUT = Path(__file__).resolve().parents[1]
@@ -436,9 +436,9 @@ def test_an_evaluate_stage_with_crashers_ends_and_its_resume_too(tmp_path, monke
     from runkit import write_config, write_problems
 
     from ssd_tui.config import load_config
-    from ssd_tui.pipeline import Pipeline
-    from ssd_tui.problems import load_jsonl
-    from ssd_tui.store import RunStore, SampleRow
+    from ssd_tui.problems.sets import load_jsonl
+    from ssd_tui.runs.pipeline import Pipeline
+    from ssd_tui.store.run_store import RunStore, SampleRow
 
     model = tmp_path / "model"
     model.mkdir()

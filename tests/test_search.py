@@ -11,8 +11,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ssd_tui.config import RunConfig
-from ssd_tui.search import index_path, search
-from ssd_tui.store import RunStore, SampleRow
+from ssd_tui.store.run_store import RunStore, SampleRow
+from ssd_tui.store.search import index_path, search
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from runkit import write_config, write_problems
 
+from ssd_tui.analysis.probe import batches_by_tokens, score_token_ids
 from ssd_tui.config import load_config
 from ssd_tui.engine.base import SamplingParams
 from ssd_tui.engine.hf import HFSampler, encode_prompt
-from ssd_tui.pipeline import Pipeline
-from ssd_tui.probe import batches_by_tokens, score_token_ids
-from ssd_tui.store import RunStore, unpack
+from ssd_tui.runs.pipeline import Pipeline
+from ssd_tui.store.run_store import RunStore, unpack
 
 PROMPTS = ["def add(a, b):\n", "import os\n\nclass Box:\n", "for i in range("]
 
@@ -115,9 +115,9 @@ def _filled(db: Path) -> dict[int, tuple]:
 # Runs the pass one sample per batch, slowed after each commit so the test can kill it inside.
 SLOW_PASS = """
 import sys, time
-from ssd_tui import pipeline
+from ssd_tui.runs import pipeline
 from ssd_tui.config import load_config
-from ssd_tui.store import RunStore
+from ssd_tui.store.run_store import RunStore
 
 real = RunStore.set_token_stats
 def slow(self, stats):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ssd_tui.errors import SSDError
-from ssd_tui.store import SCHEMA_VERSION, RunStore, SampleRow
+from ssd_tui.store.run_store import SCHEMA_VERSION, RunStore, SampleRow
 
 
 def _problem(name):
@@ -156,7 +156,7 @@ def test_newer_schema_is_refused(tmp_path):
 
 
 def test_older_schema_is_upgraded_on_a_writable_open_only(tmp_path, monkeypatch):
-    import ssd_tui.store as store_mod
+    import ssd_tui.store.run_store as store_mod
 
     s = RunStore.open(tmp_path / "r.db", create=True)
     s.set_meta("schema_version", "1")
@@ -254,7 +254,7 @@ def test_verdicts_carry_suspect_reasons(store):
 
 def _schema2_db(path):
     """A run database as schema 2 wrote it: SCHEMA, then the steps up to 2, one verdict."""
-    import ssd_tui.store as store_mod
+    import ssd_tui.store.run_store as store_mod
 
     c = sqlite3.connect(path)
     for stmt in store_mod.SCHEMA.split(";\n"):

@@ -7,9 +7,9 @@ from textwrap import dedent
 
 import pytest
 
-from ssd_tui.evaluate import build_program
-from ssd_tui.problems import Problem, load_humaneval, load_jsonl
-from ssd_tui.suspect import REASONS, suspect_reasons
+from ssd_tui.evaluation.check import build_program
+from ssd_tui.evaluation.suspect import REASONS, suspect_reasons
+from ssd_tui.problems.sets import Problem, load_humaneval, load_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -456,12 +456,12 @@ def test_the_evaluate_stage_stores_the_reasons_beside_the_verdict(tmp_path, monk
 
     from runkit import write_config, write_problems
 
-    import ssd_tui.evaluate as evaluate
+    import ssd_tui.evaluation.check as evaluate
     from ssd_tui.config import load_config
-    from ssd_tui.evaluate import Verdict
-    from ssd_tui.pipeline import Pipeline
-    from ssd_tui.problems import load_jsonl
-    from ssd_tui.store import RunStore, SampleRow
+    from ssd_tui.evaluation.check import Verdict
+    from ssd_tui.problems.sets import load_jsonl
+    from ssd_tui.runs.pipeline import Pipeline
+    from ssd_tui.store.run_store import RunStore, SampleRow
 
     model = tmp_path / "model"
     model.mkdir()

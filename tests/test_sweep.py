@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from ssd_tui import sweep as sw
 from ssd_tui.config import load_config
 from ssd_tui.errors import SSDError
-from ssd_tui.pipeline import engine_pid
-from ssd_tui.store import RunStore
+from ssd_tui.runs import sweep as sw
+from ssd_tui.runs.pipeline import engine_pid
+from ssd_tui.store.run_store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "examples" / "demo.toml"

@@ -10,8 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from ssd_tui.tui.synthetic import build_run
+from fixtures.synthetic import build_run
 
 pytest.importorskip("tensorboardX")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")

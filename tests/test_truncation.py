@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
+from ssd_tui.analysis.probe import position_stats
 from ssd_tui.engine.base import SamplingParams
 from ssd_tui.engine.hf import pick_tokens
 from ssd_tui.engine.truncation import kept_prefix, tail_mass_from_top, truncation_mask
-from ssd_tui.probe import position_stats
 from tests.vllm_reference import apply_top_k_top_p, vllm_kept, vllm_processed_logits
 
 GRID = [

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import test_tui_support as support
+from fixtures.synthetic import NOW_TS, build_run
 from test_tui_support import SIZE, fake_engine, make_app, screen_name, text_of, until
 
 from ssd_tui.config import load_config
 from ssd_tui.errors import SSDError
-from ssd_tui.store import RunStore
+from ssd_tui.store.run_store import RunStore
 from ssd_tui.tui.commands import ScreenCommands
 from ssd_tui.tui.data import (
     SampleFilter,
@@ -23,7 +24,6 @@ from ssd_tui.tui.data import (
     evidence_targets,
     next_round_target,
 )
-from ssd_tui.tui.synthetic import NOW_TS, build_run
 
 pytestmark = pytest.mark.anyio
 # The shared fixtures (a workspace with two runs and an example config; the anyio backend).
@@ -628,7 +628,7 @@ async def test_sample_filters_and_token_view(ws):
 async def test_suspect_samples_are_counted_filtered_and_explained(ws):
     """The synthetic run flags one sample in round 1 and two in round 2 (synthetic.CHEATS):
     the rounds table counts them, ! lists only them, ⚑ marks them, the detail says why."""
-    from ssd_tui.suspect import REASONS
+    from ssd_tui.evaluation.suspect import REASONS
     from ssd_tui.tui.screens.samples import _verdict
     from ssd_tui.tui.widgets.rounds_table import RoundsTable
 
@@ -675,8 +675,8 @@ async def test_token_view_probe_rounds_use_exact_top1(ws):
     view can show each round's view of it, classified with the exact top-1."""
     import numpy as np
 
-    from ssd_tui.analysis import PROBE_TABLE_SQL
-    from ssd_tui.store import pack
+    from ssd_tui.analysis.rounds import PROBE_TABLE_SQL
+    from ssd_tui.store.run_store import pack
 
     db = ws / "runs" / "demo-run" / "run.db"
     store = RunStore.open(db)
@@ -867,7 +867,7 @@ async def test_review_mode_offers_no_engine_actions(ws):
 async def test_review_of_an_export_says_engine_keys_are_read_only_and_writes_nothing(ws):
     """Issue 18 item 8: on an export, s (and the other engine keys) say that a review is
     read-only instead of doing nothing, and the file stays byte-identical."""
-    from ssd_tui.export import export_run
+    from ssd_tui.outputs.export import export_run
 
     export = export_run(ws / "runs" / "demo-run" / "run.db", ws / "r2.db", round=2)
     before = export.read_bytes()
@@ -914,7 +914,7 @@ def test_open_leaves_rejected_files_and_exports_untouched(ws, monkeypatch):
     import sys
 
     from ssd_tui import cli
-    from ssd_tui.export import export_run
+    from ssd_tui.outputs.export import export_run
 
     empty = ws / "empty.db"
     empty.write_bytes(b"")
@@ -1033,7 +1033,7 @@ def test_evidence_targets_and_next_round():
 
 async def test_big_run_scrolls_without_blocking(ws):
     """Jump to the end of a 20k-sample list: the count and the last page arrive from workers."""
-    from ssd_tui.tui.synthetic import build_large
+    from fixtures.synthetic import build_large
 
     db = build_large(ws / "big" / "run.db", 20_000, n_problems=100, batch=20_000)
     app = make_app(ws, open_db=db)

@@ -16,8 +16,8 @@ ws, template_run, anyio_backend = support.ws, support.template_run, support.anyi
 pytestmark = [
     pytest.mark.anyio,
     pytest.mark.skipif(
-        importlib.util.find_spec("ssd_tui.pipeline") is None,
-        reason="the engine (ssd_tui.pipeline, `ssd-tui run`) is not written yet",
+        importlib.util.find_spec("ssd_tui.runs.pipeline") is None,
+        reason="the engine (ssd_tui.runs.pipeline, `ssd-tui run`) is not written yet",
     ),
 ]
 
@@ -113,7 +113,7 @@ async def test_step_one_real_stage_through_the_engine_process(ws, tiny_model_dir
         await until(
             pilot, lambda: str(table.get_cell("0", "status")) == "paused", what="round 0 paused"
         )
-        from ssd_tui.store import RunStore
+        from ssd_tui.store.run_store import RunStore
 
         store = RunStore.open(run_dir / "run.db", readonly=True)
         stages = {s["stage"]: s["status"] for s in store.stages(0)}
@@ -130,7 +130,7 @@ async def test_step_one_real_stage_through_the_engine_process(ws, tiny_model_dir
 async def test_dashboard_follows_a_second_engine_that_is_stopped(ws, tiny_model_dir):
     """Issue 18 item 9: s (one stage), s (the next), x (stop it): the dashboard shows the
     stopped stage and every event the engines wrote; the start screen lists the run."""
-    from ssd_tui.store import RunStore
+    from ssd_tui.store.run_store import RunStore
 
     run_dir = ws / "runs" / "step"
     cfg = _write_run(run_dir, tiny_model_dir)

@@ -222,7 +222,7 @@ CURVE_SIZE = (150, 42)  # the size the issue-18 curve report was made at
 def test_snapshot_curve_one_round(ws, snap_compare):
     """A one-round run: its points are drawn with their values (a line needs two), the
     y-axis fits them, and the legend is in the border, outside the data."""
-    from ssd_tui.tui.synthetic import build_run
+    from fixtures.synthetic import build_run
 
     run = build_run(
         ws / "runs" / "one", name="one", rounds_done=0, running_round=False, warnings=False

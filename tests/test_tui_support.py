@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from fixtures.synthetic import NOW_TS, build_run
 
 from ssd_tui.tui.app import SSDApp
-from ssd_tui.tui.synthetic import NOW_TS, build_run
 
 SIZE = (140, 45)
 

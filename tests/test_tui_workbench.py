@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import test_tui_support as support
+from fixtures.synthetic_sweep import build_sweep
 from test_tui_support import SIZE, make_app, screen_name, text_of, until
 
-from ssd_tui.store import RunStore
-from ssd_tui.tui.synthetic_sweep import build_sweep
+from ssd_tui.store.run_store import RunStore
 
 pytestmark = pytest.mark.anyio
 ws, template_run, anyio_backend = support.ws, support.template_run, support.anyio_backend

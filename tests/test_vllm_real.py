@@ -227,8 +227,8 @@ def test_stored_tail_mass_is_exact(
 
 def _exact_stats(model_dir: Path, tok, outs, params: SamplingParams) -> list[dict]:
     """The pipeline's exact-statistics pass (issue 16) on these samples, by transformers."""
+    from ssd_tui.analysis.probe import score_token_ids
     from ssd_tui.engine.hf import HFSampler, encode_prompt
-    from ssd_tui.probe import score_token_ids
 
     prompt_ids = [encode_prompt(tok, p) for p, per in zip(PROMPTS, outs, strict=True) for _ in per]
     ids = [c.token_ids for per in outs for c in per]

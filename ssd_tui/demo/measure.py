@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ssd_tui.passk import pass_at_k
+from ssd_tui.evaluation.passk import pass_at_k
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see pretrain.py
 

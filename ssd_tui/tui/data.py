@@ -27,7 +27,7 @@ from typing import Any
 
 from ssd_tui.config import RunConfig, config_from_json, dump_toml, load_config, toml_value
 from ssd_tui.errors import SSDError
-from ssd_tui.store import RunStore, unpack
+from ssd_tui.store.run_store import RunStore, unpack
 from ssd_tui.tui.process import engine_pid
 
 # Metric names tried (in order) for the rounds table's "diversity" column.
@@ -773,7 +773,7 @@ class RunReader:
 
 def classify(entropy: float, top1: float, fork_entropy: float, lock_top1: float) -> str:
     """Fork / lock class of one position, with the thresholds of `[analysis]`, and the
-    precedence of `ssd_tui.analysis.classify_positions` (lock wins when both hold).
+    precedence of `ssd_tui.analysis.rounds.classify_positions` (lock wins when both hold).
 
     lock: top-1 probability ≥ `lock_top1`. For a sample's own statistics the store keeps
     p(sampled token), not the top-1's, so `top1` is then p(sampled token): a lower bound.

@@ -1,7 +1,7 @@
 """Reads for the workbench screens (overlay of many runs, training curves, notes, search).
 
 No textual here: everything runs in thread workers. Runs are read through
-`ssd_tui.sweep` (the same numbers as `ssd-tui sweep`'s table) and `RunStore`.
+`ssd_tui.runs.sweep` (the same numbers as `ssd-tui sweep`'s table) and `RunStore`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ssd_tui import sweep as sw
 from ssd_tui.errors import SSDError
-from ssd_tui.store import RunStore
+from ssd_tui.runs import sweep as sw
+from ssd_tui.store.run_store import RunStore
 
 # 12 distinct colours (RGB, for plotext and rich alike): the overlay's series, in order.
 PALETTE: list[tuple[int, int, int]] = [

@@ -74,7 +74,7 @@ class CompareScreen(Screen):
 
     def _settings(self) -> list[str]:
         """Config / environment / problem-set / record differences (as `ssd-tui diff`)."""
-        from ssd_tui.rundiff import diff_paths, setting_lines
+        from ssd_tui.runs.diff import diff_paths, setting_lines
 
         try:
             d, _ = diff_paths(*self.paths)

@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
-from ssd_tui.sweep import fmt_mean_sd
+from ssd_tui.runs.sweep import fmt_mean_sd
 from ssd_tui.tui.widgets.keys_footer import KeysFooter
 from ssd_tui.tui.widgets.overlay_chart import OverlayChart, OverlayState, Series
 from ssd_tui.tui.workbench import PALETTE, OverlayData, OverlayRun, load_overlay, rgb

@@ -1,6 +1,6 @@
 """Search samples by text across rounds (and the runs of a sweep), with their verdicts.
 
-Type the text and press enter: the exact text, case-sensitive (`ssd_tui.search`); start
+Type the text and press enter: the exact text, case-sensitive (`ssd_tui.store.search`); start
 it with `fts:` for an SQLite FTS5 query. Enter on a hit opens the sample view on that
 run's hits; `d` diffs the hit with the same sample one round earlier.
 """
@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from ssd_tui.errors import SSDError
-from ssd_tui.search import Hit, search_many
+from ssd_tui.store.search import Hit, search_many
 from ssd_tui.tui.widgets.sample_view import VERDICT_STYLE
 
 

@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from ssd_tui.suspect import REASONS
+from ssd_tui.evaluation.suspect import REASONS
 from ssd_tui.tui.data import SampleDetail
 
 VERDICT_STYLE = {
@@ -18,7 +18,7 @@ VERDICT_STYLE = {
     "timeout": "bold yellow",
     None: "dim",
 }
-SUSPECT_MARK = "⚑"  # a sample whose program looks like it games the tests (ssd_tui/suspect.py)
+SUSPECT_MARK = "⚑"  # a sample whose program looks like it games the tests (ssd_tui/evaluation/suspect.py)
 SUSPECT_STYLE = "bold magenta"
 
 

@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from ssd_tui.config import AnalysisSection, RunConfig
-from ssd_tui.passk import pass_at_k  # re-exported for readers of this module
-from ssd_tui.prompting import extract_code
-from ssd_tui.store import RunStore, pack, unpack
+from ssd_tui.evaluation.passk import pass_at_k  # re-exported for readers of this module
+from ssd_tui.problems.prompting import extract_code
+from ssd_tui.store.run_store import RunStore, pack, unpack
 
 Scorer = Callable[[list[str], list[str]], list[dict[str, np.ndarray]]]
 Render = Callable[[dict[str, Any]], str]

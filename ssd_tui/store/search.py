@@ -28,7 +28,7 @@ from typing import Any
 import sqlite_utils
 
 from ssd_tui.errors import SSDError
-from ssd_tui.store import RunStore
+from ssd_tui.store.run_store import RunStore
 
 _CHUNK = 5000
 _WORD = re.compile(r"\w+", re.UNICODE)

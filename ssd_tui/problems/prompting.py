@@ -32,7 +32,7 @@ from __future__ import annotations
 import ast
 import re
 
-from ssd_tui.problems import Problem
+from ssd_tui.problems.sets import Problem
 
 # ```lang [info]\n body ``` — the closing fence must start a line; a last block may be unclosed.
 _FENCE = re.compile(
@@ -230,7 +230,7 @@ def _drop_main_guard(code: str) -> str:
 
 
 def program_for(problem: Problem, completion: str, style: str) -> str:
-    """The program a sample stands for (the tests are appended by ``ssd_tui.evaluate``).
+    """The program a sample stands for (the tests are appended by ``ssd_tui.evaluation.check``).
 
     Chat style: the extracted code, with the prompt's top-level imports in front (HumanEval's
     ``from typing import List``; LeetCode's prelude, the imports LeetCode's own judge

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from ssd_tui.errors import SSDError
-from ssd_tui.record import ENV_KEYS, run_record
-from ssd_tui.store import RunStore
+from ssd_tui.runs.record import ENV_KEYS, run_record
+from ssd_tui.store.run_store import RunStore
 
 # Record keys compared besides the environment (model_files is only a cache stamp; the
 # problem sets are compared by content, not by where their files lay).
@@ -71,7 +71,7 @@ def _problem_sets(record: dict[str, str]) -> dict[str, str]:
 
 def _metrics(store: RunStore) -> dict[tuple[int, str], float | None]:
     """Round → headline metric at T_eval: pass@k, the probe's KeptMass, diversity."""
-    from ssd_tui.analysis import round_summary
+    from ssd_tui.analysis.rounds import round_summary
     from ssd_tui.config import config_from_json
 
     info = store.run_info()
@@ -151,7 +151,7 @@ def format_diff(d: RunDiff, a: str, b: str) -> list[str]:
 
 def diff_paths(a: str | Path, b: str | Path) -> tuple[RunDiff, list[str]]:
     """Compare two run folders, run DBs or exports (.db.gz too), read-only."""
-    from ssd_tui.export import open_export
+    from ssd_tui.outputs.export import open_export
 
     pa, pb = resolve_db(a), resolve_db(b)
     sa = open_export(pa)

@@ -1,6 +1,6 @@
 """The sandbox's fork server: a clean interpreter that starts each untrusted program.
 
-``ssd_tui.sandbox`` runs this file as a script (``python -I -S sandbox_server.py``), one
+``ssd_tui.evaluation.sandbox`` runs this file as a script (``python -I -S sandbox_server.py``), one
 server per concurrently running program; it must therefore import nothing but the standard
 library (and ``pyseccomp`` from the site-packages directories it is told about). It never
 runs program code itself: every program runs in a fresh fork of it, so nothing a program

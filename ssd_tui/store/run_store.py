@@ -164,7 +164,7 @@ MIGRATIONS: dict[int, list[str]] = {
         *NOTES_TAGS_SCHEMA,  # issue 19: notes and tags
     ],
     3: [
-        # suspect samples: why a program looks like it games the tests (ssd_tui/suspect.py),
+        # suspect samples: why a program looks like it games the tests (ssd_tui/evaluation/suspect.py),
         # comma-separated reasons; NULL when it does not (and in rows judged before)
         "ALTER TABLE verdicts ADD COLUMN suspect TEXT",
         # Suspects are few: a partial index makes counting and listing them cheap in a
@@ -679,7 +679,7 @@ class RunStore:
         rows: Iterable[tuple[int, str, str, float] | tuple[int, str, str, float, str | None]],
     ) -> None:
         """Write verdicts: (sample id, status, message, duration_s[, suspect]). ``suspect``:
-        the comma-separated `ssd_tui.suspect` reasons, or None (or "") for a clean program."""
+        the comma-separated `ssd_tui.evaluation.suspect` reasons, or None (or "") for a clean program."""
         values = [(*r[:4], (r[4] or None) if len(r) > 4 else None) for r in rows]
         with self.transaction() as c:
             c.executemany(

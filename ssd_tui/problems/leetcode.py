@@ -16,7 +16,7 @@ Two uses, one deterministic split (``load_leetcode``):
 - ``"train"``: SSD training prompts: every other problem (design classes, trees and
   linked lists included: a training prompt needs no tests), never one from ``"eval"``.
 
-How a LeetCode problem fits the HumanEval-style evaluation (``ssd_tui.evaluate``):
+How a LeetCode problem fits the HumanEval-style evaluation (``ssd_tui.evaluation.check``):
 ``entry_point`` is ``"Solution"``, the program is the model's code (which defines
 ``class Solution``), and ``tests`` defines ``check(candidate)``, which runs the package's
 own ``run_*``/``assert_*`` helpers on every test case with ``candidate`` as the class, so
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from ssd_tui.errors import SSDError
-from ssd_tui.problems import Problem
+from ssd_tui.problems.sets import Problem
 
 __all__ = [
     "LEETCODE",

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from ssd_tui.errors import SSDError
-from ssd_tui.passk import pass_at_k  # the one pass@k (re-exported)
-from ssd_tui.problems import DIFFICULTIES, Problem
-from ssd_tui.sandbox import ExecResult, Isolation, Limits, run_many
+from ssd_tui.evaluation.passk import pass_at_k  # the one pass@k (re-exported)
+from ssd_tui.evaluation.sandbox import ExecResult, Isolation, Limits, run_many
+from ssd_tui.problems.sets import DIFFICULTIES, Problem
 
 STATUSES = ("passed", "failed", "error", "timeout")
 

@@ -22,9 +22,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from ssd_tui import analysis as an
+from ssd_tui.analysis import rounds as an
 from ssd_tui.config import RunConfig, config_from_json, weaker_than_strict
-from ssd_tui.store import RunStore
+from ssd_tui.store.run_store import RunStore
 
 
 @dataclass

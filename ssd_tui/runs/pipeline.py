@@ -19,16 +19,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from ssd_tui import record
 from ssd_tui.config import RunConfig, config_diff, config_from_json, looks_like_hub_id
 from ssd_tui.engine.base import Completion, Sampler, SamplingParams, generate_batches
 from ssd_tui.engine.choose import EngineChoice, choose_engine
 from ssd_tui.errors import ConfigChangedError, SSDError
-from ssd_tui.problems import Problem, load_problem_set
-from ssd_tui.prompting import chat_messages, extraction_rule, program_for
-from ssd_tui.sandbox import Isolation, choose_isolation
-from ssd_tui.store import RunStore, SampleRow, dir_sha256
-from ssd_tui.suspect import suspect_reasons
+from ssd_tui.evaluation.sandbox import Isolation, choose_isolation
+from ssd_tui.evaluation.suspect import suspect_reasons
+from ssd_tui.problems.prompting import chat_messages, extraction_rule, program_for
+from ssd_tui.problems.sets import Problem, load_problem_set
+from ssd_tui.runs import record
+from ssd_tui.store.run_store import RunStore, SampleRow, dir_sha256
 
 VERDICT_BATCH = 32  # test programs per transaction
 # Prompt + completion tokens per forward pass of the exact-statistics pass (issue 16): its
@@ -476,7 +476,9 @@ class Pipeline:
             self._evaluate(rnd, "baseline", t, label=f"T={t} ({i + 1}/{len(temps)})")
 
     def stage_analyse(self, rnd: int) -> None:
-        from ssd_tui import analysis  # part of every build: a failure here is an error, not a skip
+        from ssd_tui.analysis import (
+            rounds as analysis,  # part of every build: a failure here is an error, not a skip
+        )
 
         try:
             # Eval samples an older version stored without exact statistics (a no-op else).
@@ -501,7 +503,7 @@ class Pipeline:
     def _scorer(self, rnd: int):
         """Teacher-forced scoring with round `rnd`'s model (any engine: see scoring_model)."""
         model, tok = self.scoring_model(self.adapter_of(rnd))
-        from ssd_tui.probe import score_completions
+        from ssd_tui.analysis.probe import score_completions
 
         params = self.cfg.eval_sampling(seed=0)
         # The paper's KeptMass is measured against the *training* truncation set.
@@ -567,7 +569,7 @@ class Pipeline:
         written in one transaction and only where the statistics are still missing, so a
         kill -9 loses at most the batch in flight and a rerun scores only the rest.
         """
-        from ssd_tui.probe import batches_by_tokens, score_token_ids
+        from ssd_tui.analysis.probe import batches_by_tokens, score_token_ids
 
         ids = self._ids[purpose]
         by_pid = {ids[p.id]: p for p in problems if p.id in ids}
@@ -725,8 +727,8 @@ class Pipeline:
         )
 
     def _evaluate(self, rnd: int, stage: str, temperature: float, label: str = "") -> None:
-        from ssd_tui.evaluate import check_samples, summarize
-        from ssd_tui.sandbox import Limits
+        from ssd_tui.evaluation.check import check_samples, summarize
+        from ssd_tui.evaluation.sandbox import Limits
 
         cfg = self.cfg
         iso = self.isolation or choose_isolation(cfg.sandbox.isolation)
@@ -782,8 +784,8 @@ class Pipeline:
     def _unseen(self) -> list[str]:
         """What the test programs must not read even where the sandbox shows the folder it
         lies in (a package's data): the run's folder and its problem files."""
-        from ssd_tui.leetcode import LEETCODE, leetcode_source
-        from ssd_tui.problems import HUMANEVAL
+        from ssd_tui.problems.leetcode import LEETCODE, leetcode_source
+        from ssd_tui.problems.sets import HUMANEVAL
 
         paths = [str(self.store.path.parent)]
         for source in {p.source for p in (*self.eval_problems, *self.train_problems)}:

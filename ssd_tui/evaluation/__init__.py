@@ -1,0 +1,1 @@
+"""Judging programs: the sandbox, test programs and verdicts, pass@k, suspect samples."""

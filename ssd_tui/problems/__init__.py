@@ -1,0 +1,1 @@
+"""Problem sets: HumanEval, our JSONL format, LeetCode; problem -> prompt, answer -> program."""

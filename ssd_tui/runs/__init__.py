@@ -1,0 +1,1 @@
+"""Driving runs: starting, locking and stepping them; the pipeline, sweeps, the record, diffs."""
