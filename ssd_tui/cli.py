@@ -276,26 +276,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         lock.release()
 
 
-def baseline_verdict(store: Any, cfg: Any) -> str | None:
-    """SSD against tuning T_eval alone, in one line (None until both are measured).
-
-    The CLI prints it when a run ends; the app's dashboard shows the same line.
-    """
-    from ssd_tui.analysis.rounds import compare_baseline
-
-    cmp = compare_baseline(store, cfg)
-    if not cmp:
-        return None
-    verb = "beats" if cmp["gain"] > 0 else "does not beat"
-    return (
-        f"SSD {verb} the temperature-only baseline: best round {cmp['ssd_round']} pass@1 "
-        f"{cmp['ssd_pass@1']:.3f} vs the base model at T_eval={cmp['baseline_temperature']:g} "
-        f"{cmp['baseline_pass@1']:.3f} ({cmp['gain']:+.3f})"
-    )
-
-
 def _verdict(store: Any, cfg: Any) -> list[str]:
     """What a finished run says, in two lines: SSD against tuning T_eval alone, and warnings."""
+    from ssd_tui.analysis.verdict import baseline_verdict
+
     verdict = baseline_verdict(store, cfg)
     lines = [verdict] if verdict else []
     warnings = store.warnings()
@@ -387,7 +371,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from ssd_tui.config import load_config
-    from ssd_tui.problems.sets import load_problem_set
+    from ssd_tui.problems.load import load_problem_set
     from ssd_tui.runs.pipeline import resolve_model_path
 
     cfg = load_config(args.config)

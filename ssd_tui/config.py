@@ -673,7 +673,7 @@ def path_of(cfg: RunConfig, section: str, key: str) -> Path | None:
     if not raw:
         return None
     if section == "data":
-        from ssd_tui.problems.sets import is_named_problem_set
+        from ssd_tui.problems.load import is_named_problem_set
 
         return None if is_named_problem_set(raw) else cfg.resolve(raw)
     local = cfg.resolve(raw)

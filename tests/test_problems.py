@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ssd_tui.errors import SSDError
-from ssd_tui.problems.sets import Problem, load_humaneval, load_jsonl, load_problem_set
+from ssd_tui.problems.load import load_problem_set
+from ssd_tui.problems.sets import Problem, load_humaneval, load_jsonl
 
 GOOD = {
     "id": "add",

@@ -410,7 +410,7 @@ async def test_demo_tui_starts_the_engine_and_shows_the_verdict(ws, monkeypatch)
     """Issue 18 item 7: `ssd-tui demo --tui` (autostart_rounds) starts the engine up to the
     plan's last round on a new run, leaves a run alone whose rounds are done, and the
     dashboard shows the CLI's baseline verdict line."""
-    from ssd_tui.cli import baseline_verdict
+    from ssd_tui.analysis.verdict import baseline_verdict
     from ssd_tui.tui.process import EngineProcess
 
     calls = []

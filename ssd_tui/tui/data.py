@@ -495,7 +495,7 @@ class RunReader:
             else:
                 events = s.events(after_event_id, limit=500)
             last_id = events[-1]["id"] if events else after_event_id
-            from ssd_tui.cli import baseline_verdict  # the line `ssd-tui run` ends with
+            from ssd_tui.analysis.verdict import baseline_verdict  # `ssd-tui run` ends with it
 
             return Snapshot(
                 data_version=data_version,
