@@ -93,7 +93,7 @@ async def test_an_opted_in_run_shows_its_sandbox_in_db_app_report_and_export(
     db = tmp_path / "run" / "run.db"
 
     stages = _stage_sandbox(db)
-    assert stages[(0, "evaluate")] == "root"  # what ran: namespaces, no cgroup
+    assert stages[(0, "evaluate")] == "root+seccomp"  # what ran: namespaces, no cgroup
     assert stages[(0, "analyse")] is None  # runs no programs
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0] > 0
@@ -103,10 +103,10 @@ async def test_an_opted_in_run_shows_its_sandbox_in_db_app_report_and_export(
         facts = dict(collect(store).facts)
     finally:
         store.close()
-    assert facts["sandbox isolation"] == "root (weaker than strict: see docs/sandbox.md)"
+    assert facts["sandbox isolation"] == "root+seccomp (weaker than strict: see docs/sandbox.md)"
 
     exported = export_run(db, tmp_path / "export.db")
-    assert _stage_sandbox(exported)[(0, "evaluate")] == "root"
+    assert _stage_sandbox(exported)[(0, "evaluate")] == "root+seccomp"
 
     app = SSDApp(tmp_path / "run", open_db=db, poll_interval=0.1)
     async with app.run_test(size=SIZE) as pilot:
@@ -114,7 +114,7 @@ async def test_an_opted_in_run_shows_its_sandbox_in_db_app_report_and_export(
         head = app.screen.query_one("#run-head")
         shown = lambda: Text.from_markup(text_of(head)).plain  # noqa: E731
         await until(pilot, lambda: "sandbox root" in shown(), what="the sandbox shown")
-        assert " · T_eval 1 · hf · sandbox root · " in shown()
+        assert " · T_eval 1 · hf · sandbox root+seccomp · " in shown()
 
 
 def test_a_stage_resumed_under_another_sandbox_keeps_both(tmp_path) -> None:

@@ -897,92 +897,138 @@ def _pump(
     result. Output beyond the cap is read and thrown away, so the program never blocks on
     a full pipe and we never hold more than the cap in memory. Returns (output, timed_out).
     """
-    fds = list(fds)  # what is still ours to close
-    in_fd, out_fd, err_fd, status_r, result_r = fds
-    caps = {out_fd: limits.output_bytes, err_fd: limits.output_bytes}
-    caps |= {status_r: _CHANNEL_CAP, result_r: _CHANNEL_CAP}
-    bufs = {fd: bytearray() for fd in caps}
-    dropped = dict.fromkeys(caps, 0)
-    sel = selectors.DefaultSelector()
-    for fd in caps:
-        os.set_blocking(fd, False)
-        sel.register(fd, selectors.EVENT_READ)
-    os.set_blocking(in_fd, False)
-    sel.register(in_fd, selectors.EVENT_WRITE)
-    if cg is not None and cg.oom_fd is not None:
-        sel.register(cg.oom_fd, selectors.EVENT_READ)
-    cpu_used = cg.cpu_s if cg is not None else None
-    pending = memoryview(config)
-    deadline = start + _SETUP_S + limits.timeout_s  # until the init says it is ready
-    timed_out = cpu_exceeded = out_of_memory = False
-    kills = 0  # kill requests sent: the first asks the init, the second kills it
-    exited_at = None  # when the init closed the status pipe: it has exited
-    # The program cannot use cpu_s of CPU before cpu_s / cores of wall time: look then (a
-    # short program never pays a read), and again when what is left could be used up.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpu_check = math.inf  # from when the program starts
+    pump = _Pump(server, fds, config, limits, start, cg)
     try:
-        while sel.get_map():
-            now = time.monotonic()
-            if exited_at is not None and now > exited_at + 1.0:
-                break  # without namespaces an escaped grandchild may hold the pipes open
-            if now >= cpu_check and not kills and cpu_used:
-                used = cpu_used() or 0.0
-                cpu_check = now + max(0.05, (limits.cpu_s - used) / (cores or 1))
-                if used >= limits.cpu_s:
-                    cpu_exceeded, kills = exited_at is None, 1
-                    server.kill_program()
-                    deadline = now + _ASK_GRACE_S
-            if now >= deadline:
-                if kills == 2:
-                    server.stop()  # it did not kill the program in time: the hard way
-                    break
-                if kills == 0:
-                    timed_out = exited_at is None
-                kills += 1
-                server.kill_program()
-                deadline = now + (_ASK_GRACE_S if kills == 1 else _DRAIN_GRACE_S)
-            wait = min(deadline, cpu_check) - now
-            for key, _ in sel.select(timeout=max(0.0, min(wait, 0.5))):
-                if key.fd == in_fd:
-                    pending = _feed(in_fd, pending)
-                    if not pending:  # all written: the init reads to end of file
-                        sel.unregister(in_fd)
-                        os.close(fds.pop(0))
-                    continue
-                if cg is not None and key.fd == cg.oom_fd:
-                    # Its processes wait at the memory limit: end them all at once (the
-                    # init could need memory to do it itself).
-                    sel.unregister(key.fd)
-                    out_of_memory = exited_at is None
-                    server.kill_program(now=True)
-                    kills, deadline = 2, time.monotonic() + _DRAIN_GRACE_S
-                    continue
-                chunk = _read(key.fd)
-                if chunk == b"":
-                    sel.unregister(key.fd)
-                    if key.fd == status_r:
-                        exited_at = time.monotonic()
-                        if cg is not None and cg.oom_fd in sel.get_map():
-                            sel.unregister(cg.oom_fd)  # nothing of it is left to run out
-                elif chunk:
-                    if key.fd == status_r and not bufs[status_r] and not kills:
-                        # the init's first word, "ready": the program starts now
-                        deadline = time.monotonic() + limits.timeout_s
-                        if cpu_used:
-                            cpu_check = time.monotonic() + limits.cpu_s / (cores or 1)
-                    room = max(0, caps[key.fd] - len(bufs[key.fd]))
-                    bufs[key.fd] += chunk[:room]
-                    dropped[key.fd] += len(chunk) - len(chunk[:room])
+        pump.loop()
     finally:
-        sel.close()
-        for fd in fds:
+        pump.close()
+    return pump.output(), pump.timed_out
+
+
+class _Pump:
+    """The state of one program's watch: its pipes, deadlines and kills (see _pump)."""
+
+    def __init__(
+        self,
+        server: _Server,
+        fds: list[int],
+        config: bytes,
+        limits: Limits,
+        start: float,
+        cg: _ProgramCgroup | None,
+    ) -> None:
+        self.server, self.limits, self.cg = server, limits, cg
+        self.fds = list(fds)  # what is still ours to close
+        self.in_fd, self.out_fd, self.err_fd, self.status_r, self.result_r = fds
+        self.caps = {self.out_fd: limits.output_bytes, self.err_fd: limits.output_bytes,
+                     self.status_r: _CHANNEL_CAP, self.result_r: _CHANNEL_CAP}  # fmt: skip
+        self.bufs = {fd: bytearray() for fd in self.caps}
+        self.dropped = dict.fromkeys(self.caps, 0)
+        self.sel = selectors.DefaultSelector()
+        for fd in self.caps:
+            os.set_blocking(fd, False)
+            self.sel.register(fd, selectors.EVENT_READ)
+        os.set_blocking(self.in_fd, False)
+        self.sel.register(self.in_fd, selectors.EVENT_WRITE)
+        self.oom_fd = cg.oom_fd if cg is not None else None
+        if self.oom_fd is not None:
+            self.sel.register(self.oom_fd, selectors.EVENT_READ)
+        self.pending = memoryview(config)
+        self.deadline = start + _SETUP_S + limits.timeout_s  # until the init says it is ready
+        self.timed_out = self.cpu_exceeded = self.out_of_memory = False
+        self.kills = 0  # kill requests sent: the first asks the init, the second kills it
+        self.exited_at: float | None = None  # when the init closed the status pipe
+        # The program cannot use cpu_s of CPU before cpu_s / cores of wall time: look then
+        # (a short program never pays a read), and again when what is left could be used up.
+        affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        self.cores = (len(affinity) if affinity else os.cpu_count()) or 1
+        self.cpu_check = math.inf  # from when the program starts
+
+    def loop(self) -> None:
+        while self.sel.get_map():
+            now = time.monotonic()
+            if self.exited_at is not None and now > self.exited_at + 1.0:
+                return  # without namespaces an escaped grandchild may hold the pipes open
+            if now >= self.cpu_check and not self.kills and self.cg is not None:
+                self._check_cpu(now)
+            if now >= self.deadline and self._past_deadline(now):
+                return
+            wait = min(self.deadline, self.cpu_check) - now
+            for key, _ in self.sel.select(timeout=max(0.0, min(wait, 0.5))):
+                self._ready(key.fd)
+
+    def _check_cpu(self, now: float) -> None:
+        """Kill the program once its processes together used ``cpu_s``."""
+        assert self.cg is not None
+        used = self.cg.cpu_s() or 0.0
+        self.cpu_check = now + max(0.05, (self.limits.cpu_s - used) / self.cores)
+        if used >= self.limits.cpu_s:
+            self.cpu_exceeded, self.kills = self.exited_at is None, 1
+            self.server.kill_program()
+            self.deadline = now + _ASK_GRACE_S
+
+    def _past_deadline(self, now: float) -> bool:
+        """The timeout, then the escalation: ask the init, kill it, kill the server. True
+        when there is nothing left to wait for."""
+        if self.kills == 2:
+            self.server.stop()  # it did not kill the program in time: the hard way
+            return True
+        if self.kills == 0:
+            self.timed_out = self.exited_at is None
+        self.kills += 1
+        self.server.kill_program()
+        self.deadline = now + (_ASK_GRACE_S if self.kills == 1 else _DRAIN_GRACE_S)
+        return False
+
+    def _ready(self, fd: int) -> None:
+        if fd == self.in_fd:
+            self.pending = _feed(fd, self.pending)
+            if not self.pending:  # all written: the init reads to end of file
+                self.sel.unregister(fd)
+                os.close(self.fds.pop(0))
+        elif fd == self.oom_fd:
+            # Its processes wait at the memory limit: end them all at once (the init could
+            # need memory to do it itself).
+            self.sel.unregister(fd)
+            self.out_of_memory = self.exited_at is None
+            self.server.kill_program(now=True)
+            self.kills, self.deadline = 2, time.monotonic() + _DRAIN_GRACE_S
+        else:
+            chunk = _read(fd)
+            if chunk == b"":
+                self._closed(fd)
+            elif chunk:
+                self._keep(fd, chunk)
+
+    def _closed(self, fd: int) -> None:
+        self.sel.unregister(fd)
+        if fd == self.status_r:
+            self.exited_at = time.monotonic()
+            if self.oom_fd is not None and self.oom_fd in self.sel.get_map():
+                self.sel.unregister(self.oom_fd)  # nothing of it is left to run out
+
+    def _keep(self, fd: int, chunk: bytes) -> None:
+        if fd == self.status_r and not self.bufs[fd] and not self.kills:
+            # the init's first word, "ready": the program starts now
+            self.deadline = time.monotonic() + self.limits.timeout_s
+            if self.cg is not None:
+                self.cpu_check = time.monotonic() + self.limits.cpu_s / self.cores
+        room = max(0, self.caps[fd] - len(self.bufs[fd]))
+        self.bufs[fd] += chunk[:room]
+        self.dropped[fd] += len(chunk) - len(chunk[:room])
+
+    def close(self) -> None:
+        self.sel.close()
+        for fd in self.fds:
             os.close(fd)
-    output = _Output(
-        bytes(bufs[out_fd]), bytes(bufs[err_fd]), bytes(bufs[status_r]), bytes(bufs[result_r]),
-        dropped[out_fd], dropped[err_fd], cpu_exceeded, out_of_memory=out_of_memory,
-    )  # fmt: skip
-    return output, timed_out
+
+    def output(self) -> _Output:
+        b, d = self.bufs, self.dropped
+        return _Output(
+            bytes(b[self.out_fd]), bytes(b[self.err_fd]), bytes(b[self.status_r]),
+            bytes(b[self.result_r]), d[self.out_fd], d[self.err_fd], self.cpu_exceeded,
+            out_of_memory=self.out_of_memory,
+        )  # fmt: skip
 
 
 def _feed(fd: int, pending: memoryview) -> memoryview:
