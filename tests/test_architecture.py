@@ -1,8 +1,12 @@
 """Import contracts between the packages (checked on the source, with `ast`).
 
-1. Only `ssd_tui/tui/` imports textual (Harlequin-style): the engine, the CLI and the
+1. Imports point down only: each package imports only from the layers below it
+   (``LAYERS``, docs/architecture.md), and no module imports itself back through others
+   (no cycle). Imports inside functions and under ``if TYPE_CHECKING:`` count: they are
+   the real graph.
+2. Only `ssd_tui/tui/` imports textual (Harlequin-style): the engine, the CLI and the
    libraries load without it, and `ssd-tui run` never pays for a UI.
-2. The UI never runs engine code in its own process: `ssd_tui/tui/` does not import
+3. The UI never runs engine code in its own process: `ssd_tui/tui/` does not import
    the pipeline, the engines, the sandbox or the evaluator. It reads the store and
    starts `ssd-tui run` as a separate process.
 """
@@ -15,7 +19,29 @@ import sys
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "ssd_tui"
-UI_FORBIDDEN = ("ssd_tui.runs.pipeline", "ssd_tui.engine", "ssd_tui.evaluation.sandbox", "ssd_tui.evaluation.check")
+UI_FORBIDDEN = (
+    "ssd_tui.runs.pipeline",
+    "ssd_tui.engine",
+    "ssd_tui.evaluation.sandbox",
+    "ssd_tui.evaluation.sandbox_server",
+    "ssd_tui.evaluation.check",
+)
+#: The layers, bottom to top: a module may import its own layer and the ones below.
+LAYERS = (
+    ("ssd_tui", "ssd_tui.errors"),  # the package's face (__version__) and the one error
+    ("ssd_tui.engine",),  # computes: samplers, the trainer, truncation
+    ("ssd_tui.models",),  # real models, prepared offline
+    ("ssd_tui.problems",),  # feeds: problem sets, prompts, answer -> program
+    ("ssd_tui.config",),
+    ("ssd_tui.store",),  # owns every SQL line
+    ("ssd_tui.evaluation",),  # judges: the sandbox, verdicts, pass@k, suspect samples
+    ("ssd_tui.demo",),  # the demo's problem family and model
+    ("ssd_tui.analysis",),  # reads rounds
+    ("ssd_tui.runs",),  # drives: the runner, the pipeline, sweeps, the record, diffs
+    ("ssd_tui.outputs",),  # leaves: reports, exports, TensorBoard
+    ("ssd_tui.tui",),  # shows
+    ("ssd_tui.cli", "ssd_tui.__main__"),  # parses and dispatches
+)
 
 
 def _module_name(path: Path) -> str:
@@ -55,6 +81,117 @@ def _files(under: Path) -> list[Path]:
     return sorted(p for p in under.rglob("*.py") if "__pycache__" not in p.parts)
 
 
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in _files(PKG)}
+
+
+def _graph() -> dict[str, set[str]]:
+    """module -> the modules of ours it imports (a name resolved to its longest module)."""
+    modules = _modules()
+
+    def owner(name: str) -> str | None:
+        parts = name.split(".")
+        for n in range(len(parts), 0, -1):
+            if ".".join(parts[:n]) in modules:
+                return ".".join(parts[:n])
+        return None
+
+    graph: dict[str, set[str]] = {}
+    for mod, path in modules.items():
+        targets = {owner(n) for n in imports_of(path, mod) if _is(n, "ssd_tui")}
+        graph[mod] = {t for t in targets if t and t != mod}
+    return graph
+
+
+def _layer(mod: str) -> int:
+    best = -1, -1  # (prefix length, layer)
+    for i, tops in enumerate(LAYERS):
+        for top in tops:
+            if _is(mod, top) and len(top) > best[0]:
+                best = len(top), i
+    assert best[1] >= 0, f"{mod} is in no layer of LAYERS: add it"
+    return best[1]
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycle():
+    found = cycles(_graph())
+    assert not found, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in found)
+
+
+def test_imports_point_down_the_layers():
+    offenders = [
+        f"{mod} (layer {_layer(mod)}) imports {dep} (layer {_layer(dep)})"
+        for mod, deps in sorted(_graph().items())
+        for dep in sorted(deps)
+        if _layer(dep) > _layer(mod)
+    ]
+    assert not offenders, "imports that point up:\n" + "\n".join(offenders)
+
+
+def test_the_engine_imports_only_itself_and_errors():
+    offenders = [
+        f"{mod} imports {dep}"
+        for mod, deps in sorted(_graph().items())
+        if _is(mod, "ssd_tui.engine")
+        for dep in sorted(deps)
+        if not (_is(dep, "ssd_tui.engine") or dep in ("ssd_tui", "ssd_tui.errors"))
+    ]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_tui_never_imports_the_cli():
+    offenders = [
+        f"{mod} imports {dep}"
+        for mod, deps in sorted(_graph().items())
+        if _is(mod, "ssd_tui.tui")
+        for dep in deps
+        if _is(dep, "ssd_tui.cli")
+    ]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_the_graph_checks_would_catch_a_cycle_and_an_upward_import():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+    assert _layer("ssd_tui.store.run_store") < _layer("ssd_tui.analysis.rounds")
+    assert _layer("ssd_tui.engine.vllm") < _layer("ssd_tui.config")
+
+
 def test_only_the_tui_package_imports_textual():
     ui = PKG / "tui"
     offenders = [
@@ -84,7 +221,7 @@ def test_the_checker_sees_relative_and_aliased_imports(tmp_path):
         "from ..pipeline import Pipeline\nimport textual.app as t\nfrom . import data\n"
     )
     names = imports_of(fake, module="ssd_tui.tui.probe")
-    assert "ssd_tui.runs.pipeline" in names and "textual.app" in names and "ssd_tui.tui.data" in names
+    assert "ssd_tui.pipeline" in names and "textual.app" in names and "ssd_tui.tui.data" in names
 
 
 def test_cli_and_store_load_without_textual():
