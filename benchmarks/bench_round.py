@@ -1,11 +1,16 @@
-"""Where a demo round's time goes: `ssd-tui run` on a copy of examples/demo.toml.
+"""Where a round's time goes: `ssd-tui run` on a copy of a config; or, with --stats-pass, the
+exact-statistics pass against the sampling it follows, in one sample stage.
 
     python benchmarks/bench_round.py              # the demo config, rounds = 1 (round 0 + round 1)
     python benchmarks/bench_round.py --quick      # 16 train prompts, 4 eval problems (~1 min)
     python benchmarks/bench_round.py --omp-ab     # and again with OMP_WAIT_POLICY=ACTIVE
     python benchmarks/bench_round.py --config examples/demo.toml --model PATH --keep /tmp/br
-    .venv-vllm/bin/python benchmarks/bench_round.py --config examples/qwen-coder-0.5b-cpu.toml \
+    .venv-vllm/bin/python benchmarks/bench_round.py --config examples/qwen-coder-0.5b-cpu.toml \\
         --engines hf,vllm --max-train 16 --max-eval 20      # both engines, side by side
+    python benchmarks/bench_round.py --stats-pass             # the pass, demo model, HF engine
+    python benchmarks/bench_round.py --stats-pass --quick     # 4 prompts, 16 new tokens
+    .venv-vllm/bin/python benchmarks/bench_round.py --stats-pass --engines vllm \\
+        --model ~/.cache/ssd-tui/models/gguf/<id>              # the pass under vLLM, Qwen
 
 Copies the config into a temporary folder (paths made absolute, `dir` pointed at the
 temporary run folder, `rounds = 1`), runs `ssd-tui run` on it as a user would, then reads
@@ -22,11 +27,28 @@ same transformers and torch). The whole run (round 0
 
 Needs assets/demo-model (trained by `python -m ssd_tui.demo.pretrain`); `--model PATH`
 points the copy at another model folder.
+
+--stats-pass: a throw-away run (the demo's training prompts, completion style; its own
+config, not --config) and the pipeline's own sample path (``Pipeline._generate``:
+sampling in batches, then ``fill_token_stats``), in this process, timing its parts:
+
+- engine start (vLLM: the first ``generate``; HF: loading the model), paid once per engine;
+- sampling: the batches, with their tokens/s;
+- the pass: loading the transformers scoring model (base, no adapter here) and the
+  teacher-forced scoring of every sample (under vLLM every sample lacks entropies; under
+  the HF engine the pass finds nothing to do, so it is run once more on blanked stats to
+  show what it would cost).
+
+Printed as one JSON object (tokens, seconds, tokens/s, pass / sampling, threads, load).
+Defaults: 16 prompts (`--max-train`), one sample each, 128 new tokens, T 1.2 / top-k 20 /
+top-p 0.95, batch 16, float32, the HF engine (`--engines` names one engine here), every
+core this process may use, OMP_WAIT_POLICY=PASSIVE unless set (as ssd-tui's entry point).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -44,6 +66,7 @@ except ImportError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 PATH_KEYS = ("dir", "path", "train_prompts", "benchmark")
+DEMO = ROOT / "assets" / "demo"
 
 
 def copy_config(
@@ -148,6 +171,139 @@ def run_once(
             "train": tuple(tokens), "tests": tuple(tests), "load": os.getloadavg()[0]}  # fmt: skip
 
 
+# --stats-pass ------------------------------------------------------------------------
+
+
+def max_model_len(model: Path, want: int = 1024) -> int:
+    """``want``, or less where the model's positions end (vLLM refuses more)."""
+    conf = json.loads((model / "config.json").read_text())
+    return min(want, int(conf.get("max_position_embeddings") or want))
+
+
+def stats_config(folder: Path, a: argparse.Namespace, model: Path, engine: str) -> Path:
+    """The throw-away run's config: the demo's training prompts, the sampling options."""
+    text = f"""
+[run]
+name = "bench"
+dir = "{folder / "run"}"
+engine = "{engine}"
+threads = 0
+[model]
+path = "{model}"
+dtype = "{a.dtype}"
+[data]
+train_prompts = "{DEMO / "train_prompts.jsonl"}"
+benchmark = "{DEMO / "eval.jsonl"}"
+max_train_prompts = {a.max_train}
+[sampling]
+temperature = {a.temperature}
+top_k = {a.top_k}
+top_p = {a.top_p}
+samples_per_prompt = {a.n}
+max_new_tokens = {a.max_new_tokens}
+batch_size = {a.batch}
+[vllm]
+max_model_len = {max_model_len(model)}
+"""
+    path = folder / "bench.toml"
+    path.write_text(text)
+    return path
+
+
+def stats_pass(a: argparse.Namespace, model: Path, engine: str) -> dict:
+    """One sample stage through ``Pipeline._generate``, its parts timed."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as ssd-tui's entry point sets it
+    sys.path.insert(0, str(ROOT))
+    import torch
+
+    from ssd_tui.config import load_config
+    from ssd_tui.engine.base import SamplingParams
+    from ssd_tui.engine.hf import encode_prompt, load_tokenizer
+    from ssd_tui.runs.pipeline import STATS_BATCH_TOKENS, Pipeline
+    from ssd_tui.store.run_store import RunStore
+
+    class Timed(Pipeline):
+        """The pipeline, with the time spent loading and running the pass recorded."""
+
+        load_s = 0.0
+        pass_s = 0.0
+        scored = 0
+
+        def scoring_model(self, adapter):
+            t = time.perf_counter()
+            out = super().scoring_model(adapter)
+            self.load_s += time.perf_counter() - t
+            return out
+
+        def fill_token_stats(self, *args, **kwargs):
+            t, load = time.perf_counter(), self.load_s
+            n = super().fill_token_stats(*args, **kwargs)
+            self.pass_s += time.perf_counter() - t - (self.load_s - load)
+            self.scored += n
+            return n
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    work = a.keep or Path(tempfile.mkdtemp(prefix="bench-stats-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        cfg = load_config(stats_config(work, a, model, engine))
+        store = RunStore.open(cfg.db_path, create=True)
+        pipe = Timed(cfg, store)
+        pipe.prepare()
+        params = cfg.train_sampling(seed=cfg.run.seed)
+        problems = pipe.train_problems
+
+        t = time.perf_counter()  # engine start: load (HF) or the first generate (vLLM)
+        pipe.sampler(None).generate([problems[0].prompt], SamplingParams(max_new_tokens=1))
+        start_s = time.perf_counter() - t
+
+        t = time.perf_counter()
+        pipe._generate(1, "sample", "train", problems, params, None, a.batch)
+        total_s = time.perf_counter() - t
+        sample_s = total_s - pipe.pass_s - pipe.load_s
+        rows = store.conn.execute(
+            "SELECT COUNT(*), SUM(n_tokens), COUNT(mean_entropy) FROM samples"
+        ).fetchone()
+        n_samples, n_tokens, with_stats = rows[0], rows[1] or 0, rows[2]
+        ran_in_stage = pipe.scored > 0
+        if not ran_in_stage:  # HF engine: stats exist; blank them to time the pass anyway
+            pipe.release_sampler()
+            store.conn.execute("UPDATE samples SET mean_entropy = NULL")
+            store.conn.commit()
+            pipe.fill_token_stats(1, "sample", "train", params.temperature, None, problems)
+            pipe.release_scoring_model()
+        tok = load_tokenizer(pipe.model_path)  # prompts are stored as text: count their tokens
+        prompt_tokens = sum(len(encode_prompt(tok, p.prompt)) for p in problems) * a.n
+        pipe.release_sampler()
+        store.close()
+    finally:
+        if a.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    return {
+        "model": model.name,
+        "engine": engine,
+        "samples": n_samples,
+        "generated_tokens": n_tokens,
+        "prompt_tokens": prompt_tokens,
+        "with_stats_after_stage": with_stats,
+        "pass_ran_in_stage": ran_in_stage,
+        "engine_start_s": round(start_s, 1),
+        "sampling_s": round(sample_s, 1),
+        "sampling_tok_s": round(n_tokens / sample_s, 1) if sample_s > 0 else None,
+        "pass_model_load_s": round(pipe.load_s, 1),
+        "pass_s": round(pipe.pass_s, 1),
+        "pass_tok_s": round(n_tokens / pipe.pass_s, 1) if pipe.pass_s > 0 else None,
+        "pass_over_sampling": round(pipe.pass_s / sample_s, 3) if sample_s > 0 else None,
+        "stats_batch_tokens": STATS_BATCH_TOKENS,
+        "threads": torch.get_num_threads(),
+        "load_avg": os.getloadavg()[0],
+    }
+
+
+# the round ---------------------------------------------------------------------------
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -161,7 +317,33 @@ def main() -> None:
     ap.add_argument("--engines", help="comma-separated sampler engines to compare, e.g. hf,vllm")
     ap.add_argument("--max-train", type=int, default=0, help="max_train_prompts for the copy")
     ap.add_argument("--max-eval", type=int, default=0, help="max_eval_problems for the copy")
+    sp = ap.add_argument_group(
+        "--stats-pass (also: --engines ONE, default hf; --model, default the demo model; "
+        "--max-train, prompts, default 16; --quick: 4 prompts, 16 new tokens; --keep)"
+    )
+    sp.add_argument("--stats-pass", action="store_true",
+                    help="time the exact-statistics pass against sampling, one sample stage")  # fmt: skip
+    sp.add_argument("--dtype", default="float32")
+    sp.add_argument("--n", type=int, default=1, help="samples per prompt")
+    sp.add_argument("--max-new-tokens", type=int, help="(128; 16 with --quick)")
+    sp.add_argument("--batch", type=int, default=16)
+    sp.add_argument("--temperature", type=float, default=1.2)
+    sp.add_argument("--top-k", type=int, default=20)
+    sp.add_argument("--top-p", type=float, default=0.95)
     a = ap.parse_args()
+    if a.model is not None:
+        a.model = a.model.expanduser()
+    if a.stats_pass:
+        engines = (a.engines or "hf").split(",")
+        if len(engines) != 1 or engines[0] not in ("hf", "vllm"):
+            ap.error("--stats-pass measures one engine: --engines hf or --engines vllm")
+        if a.omp_ab:
+            ap.error("--omp-ab is for the round, not --stats-pass")
+        a.max_train = a.max_train or (4 if a.quick else 16)
+        a.max_new_tokens = a.max_new_tokens or (16 if a.quick else 128)
+        model = (a.model or ROOT / "assets" / "demo-model").resolve()
+        print(json.dumps(stats_pass(a, model, engines[0]), indent=1))
+        return
     original = tomllib.loads(a.config.read_text())
     raw = Path(os.path.expanduser(original["model"]["path"]))
     model = a.model or (a.config.parent / raw).resolve()

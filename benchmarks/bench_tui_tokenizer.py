@@ -1,6 +1,6 @@
 """The token view's first load: the run's tokenizer through `tokenizers` (what the app
 uses for a model folder with a tokenizer.json) against `transformers.AutoTokenizer`
-(what it used before, issue 18 item 11: "loading tokens…" for 4-5.5 s).
+(what it used before, when the view showed "loading tokens…" for 4-5.5 s).
 
 Each load runs in a fresh Python process (imports included, as the app pays them once),
 interleaved (ours, peer, peer, ours, ...); the median of the repetitions is printed.

@@ -4,7 +4,7 @@
 off; otherwise transformers. "Pays off" is measured, not guessed (benchmarks/README.md,
 2 cores): on Qwen2.5-Coder-0.5B vLLM's CPU build samples ~3× faster than transformers
 (94–112 vs 30–40 tokens/s, bf16 on a CPU with native bf16), and a whole round runs 1.46×
-faster on a CPU without it (float32, §11, with the exact-statistics pass vLLM's samples
+faster on a CPU without it (float32, §4b, with the exact-statistics pass vLLM's samples
 need); but on the 1.4M-parameter demo model it is slower (3.5k vs 4.8k tokens/s) and its
 ~20 s engine start comes on top. So below ``MIN_VLLM_PARAMS``
 parameters auto keeps transformers. On a GPU vLLM pays off for any real model.
