@@ -27,7 +27,8 @@ from fixtures.synthetic import build_large  # noqa: E402
 
 from ssd_tui.store.reads import RunReader, SampleFilter  # noqa: E402
 from ssd_tui.store.run_store import RunStore  # noqa: E402
-from ssd_tui.tui.views import read_listing, snapshot  # noqa: E402
+from ssd_tui.tui.listing import read_listing  # noqa: E402
+from ssd_tui.tui.views import snapshot  # noqa: E402
 
 
 def timed(fn, repeat: int = 3) -> tuple[float, object]:

@@ -59,7 +59,7 @@ def test_listing_of_extended_archived_and_starting_runs(ws):
     """A run extended past its plan counts against the extended plan (not "4/3"); a folder
     named apart from its run shows both names; a run.db an engine is still creating is
     "running", not "unreadable"."""
-    from ssd_tui.tui.views import list_runs, read_listing
+    from ssd_tui.tui.listing import list_runs, read_listing
 
     build_run(ws / "runs" / "long", name="long", rounds_done=4, running_round=False)
     build_run(ws / "runs" / "demo-run.20260101-120000", rounds_done=1, running_round=False)

@@ -1,6 +1,7 @@
-"""What the screens show, composed in their thread workers: the store's rows
-(`ssd_tui.store.reads`), the analysis' rules (round state, fork/lock classes, the
-verdict) and whether an engine holds the run (`ssd_tui.tui.process`). No textual here.
+"""What the dashboard, the compare view and the token view show, composed in their
+thread workers: the store's rows (`ssd_tui.store.reads`), the analysis' rules (round
+state, fork/lock classes, the verdict) and whether an engine holds the run
+(`ssd_tui.tui.process`). No textual here.
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,15 +17,7 @@ from ssd_tui.analysis.positions import KINDS, classify_positions
 from ssd_tui.analysis.round_state import round_state
 from ssd_tui.analysis.verdict import baseline_verdict
 from ssd_tui.config import AnalysisSection
-from ssd_tui.store.reads import (
-    DashboardRows,
-    RoundRow,
-    RunListing,
-    RunReader,
-    StageRow,
-    TokenStats,
-    run_listing,
-)
+from ssd_tui.store.reads import DashboardRows, RoundRow, RunReader, StageRow, TokenStats
 from ssd_tui.tui.process import engine_pid
 
 # Metric names tried (in order) for the rounds table's "diversity" column.
@@ -33,29 +25,6 @@ DIVERSITY_COLUMN = ("distinct_2", "unique_share")
 DIFFICULTY_ORDER = ("easy", "medium", "hard")
 
 Points = list[tuple[int, float]]
-
-
-# ---- the runs folder ------------------------------------------------------------------------
-def read_listing(run_dir: Path) -> RunListing:
-    """One run of the runs folder; a run an engine holds is 'running' (also while the
-    database it is creating cannot be read yet)."""
-    pid = engine_pid(run_dir / "run.db") if (run_dir / "run.db").exists() else None
-    item = run_listing(run_dir)
-    if pid is not None and item.state != "new":
-        item.engine_pid, item.state, item.error = pid, "running", ""
-    return item
-
-
-def list_runs(runs_dir: Path) -> list[RunListing]:
-    """Every subfolder of `runs_dir` with a run.db (or a config.toml not yet started)."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        return []
-    out = []
-    for d in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
-        if (d / "run.db").exists() or (d / "config.toml").exists():
-            out.append(read_listing(d))
-    return out
 
 
 # ---- the dashboard --------------------------------------------------------------------------

@@ -17,9 +17,9 @@ from textual.widgets import DataTable, Footer, Header, Static
 from ssd_tui.errors import SSDError
 from ssd_tui.store.reads import RunListing
 from ssd_tui.tui.data import display_path, fmt_ago, fmt_pct
+from ssd_tui.tui.listing import list_runs
 from ssd_tui.tui.messages import OpenDashboard, OpenNewRun, OpenOverlay
 from ssd_tui.tui.refs import RunRef
-from ssd_tui.tui.views import list_runs
 from ssd_tui.tui.workbench import picked_runs, run_tags, sweep_folders, sweep_runs
 
 REFRESH_S = 3.0
