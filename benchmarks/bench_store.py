@@ -214,7 +214,7 @@ def build_db(db: Path, total: int, rounds: int, pool: Pool, batch: int = 512) ->
 
 
 def two_step_page(s: RunStore, offset: int, limit: int = 50) -> list[dict]:
-    """The app's page (tui/data.py sample_page): keys from the index, then rows by id."""
+    """The app's page (store/reads.py sample_page): keys from the index, then rows by id."""
     ids = [r[0] for r in s.conn.execute(
         "SELECT s.id FROM samples s ORDER BY s.round, s.purpose, s.temperature, s.problem_id, "
         "s.sample_idx LIMIT ? OFFSET ?", (limit, offset))]  # fmt: skip

@@ -25,8 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # fixtur
 
 from fixtures.synthetic import build_large  # noqa: E402
 
+from ssd_tui.store.reads import RunReader, SampleFilter  # noqa: E402
 from ssd_tui.store.run_store import RunStore  # noqa: E402
-from ssd_tui.tui.data import RunReader, SampleFilter, read_listing  # noqa: E402
+from ssd_tui.tui.listing import read_listing  # noqa: E402
+from ssd_tui.tui.views import snapshot  # noqa: E402
 
 
 def timed(fn, repeat: int = 3) -> tuple[float, object]:
@@ -42,7 +44,7 @@ def plan(conn, sql: str, args=()) -> list[str]:
     return [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args)]
 
 
-# The app's queries on the samples table (see ssd_tui/tui/data.py), with typical arguments.
+# The app's queries on the samples table (see ssd_tui/store/reads.py), with typical arguments.
 QUERIES = [
     ("rounds table: samples per round", "SELECT COUNT(*) FROM samples WHERE round=?", (3,)),
     ("rounds table: stages", "SELECT * FROM stages ORDER BY round, position", ()),
@@ -120,9 +122,9 @@ def bench_queries(db: Path) -> None:
     print("\n== timings (median of 3, warm cache) ==")
     n_rounds = 6
     r = RunReader(db)
-    t, snap = timed(lambda: RunReader(db).snapshot(0, time.time()), 1)
+    t, snap = timed(lambda: snapshot(RunReader(db), 0, time.time()), 1)
     print(f"dashboard snapshot, cold reader (rounds table, curve, events): {t * 1000:8.1f} ms")
-    t, snap = timed(lambda: r.snapshot(0, time.time()))
+    t, snap = timed(lambda: snapshot(r, 0, time.time()))
     print(f"dashboard snapshot, warm (done rounds' counts cached):         {t * 1000:8.1f} ms")
     assert snap is not None and len(snap.rounds) == n_rounds
     t, _ = timed(lambda: read_listing(db.parent), 1)
@@ -190,8 +192,6 @@ async def bench_app(db: Path) -> None:
         app.set_interval(0.01, tick)
         await wait(lambda: type(app.screen).__name__ == "DashboardScreen" and app.screen.snapshot)
         report("open the run: dashboard, rounds table, curve", t_start)
-
-        from ssd_tui.tui.data import SampleFilter
 
         t0 = time.perf_counter()
         app.screen.action_browse(round=None)

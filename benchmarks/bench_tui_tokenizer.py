@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 OURS = """
 import time; t = time.perf_counter()
-from ssd_tui.tui.app import _load_tokenizer
-tok = _load_tokenizer({model!r}); tok.decode([1])
+from ssd_tui.tui.refs import load_tokenizer
+tok = load_tokenizer({model!r}); tok.decode([1])
 print(time.perf_counter() - t)
 """
 PEER = """

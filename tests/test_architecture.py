@@ -227,7 +227,7 @@ def test_the_checker_sees_relative_and_aliased_imports(tmp_path):
 def test_cli_and_store_load_without_textual():
     """Importing the CLI (and what `ssd-tui run` imports first) loads no textual module."""
     code = (
-        "import sys, ssd_tui.cli, ssd_tui.store.run_store, ssd_tui.config, ssd_tui.tui.data, ssd_tui.tui.process;"
+        "import sys, ssd_tui.cli, ssd_tui.store.run_store, ssd_tui.store.reads, ssd_tui.config, ssd_tui.tui.data, ssd_tui.tui.process;"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'textual_plotext'));"
         "print(bad); sys.exit(1 if bad else 0)"
     )

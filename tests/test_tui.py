@@ -7,23 +7,21 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import test_tui_support as support
 from fixtures.synthetic import NOW_TS, build_run
 from test_tui_support import SIZE, fake_engine, make_app, screen_name, text_of, until
 
-from ssd_tui.config import load_config
+from ssd_tui.analysis.evidence import evidence_targets
+from ssd_tui.analysis.positions import KINDS, classify_positions
+from ssd_tui.analysis.round_state import next_round_target
+from ssd_tui.config import AnalysisSection, load_config
 from ssd_tui.errors import SSDError
+from ssd_tui.store.reads import SampleFilter
 from ssd_tui.store.run_store import RunStore
 from ssd_tui.tui.commands import ScreenCommands
-from ssd_tui.tui.data import (
-    SampleFilter,
-    build_run_config,
-    check_new_run,
-    classify,
-    evidence_targets,
-    next_round_target,
-)
+from ssd_tui.tui.new_run_form import build_run_config, check_new_run
 
 pytestmark = pytest.mark.anyio
 # The shared fixtures (a workspace with two runs and an example config; the anyio backend).
@@ -61,7 +59,7 @@ def test_listing_of_extended_archived_and_starting_runs(ws):
     """A run extended past its plan counts against the extended plan (not "4/3"); a folder
     named apart from its run shows both names; a run.db an engine is still creating is
     "running", not "unreadable"."""
-    from ssd_tui.tui.data import list_runs, read_listing
+    from ssd_tui.tui.listing import list_runs, read_listing
 
     build_run(ws / "runs" / "long", name="long", rounds_done=4, running_round=False)
     build_run(ws / "runs" / "demo-run.20260101-120000", rounds_done=1, running_round=False)
@@ -132,7 +130,7 @@ async def test_new_run_form_validates_like_the_cli_and_creates_the_config(ws):
 def test_paths_in_a_new_config(tmp_path):
     """Example paths resolve against the example's folder, typed ones against the current
     directory; named problem sets and hub ids stay as they are."""
-    from ssd_tui.tui.data import resolve_path_value as r
+    from ssd_tui.tui.new_run_form import resolve_path_value as r
 
     (tmp_path / "m").mkdir()
     assert r("m", tmp_path, "path") == str(tmp_path / "m")
@@ -299,7 +297,7 @@ async def test_dashboard_progress_rate_and_eta_of_a_running_stage(ws):
 def test_stage_fraction_never_goes_back_across_temperatures_and_phases():
     """Issue 18 item 11: the bar went 53 % → 43 % → 0 % as the baseline restarted its
     done/total for each temperature and for testing after generating."""
-    from ssd_tui.tui.data import StageRow
+    from ssd_tui.store.reads import StageRow
 
     steps = [("loading model · generating", 0)]  # as the engine writes them, in order
     steps += [(phase, done) for phase in ("generating", "testing") for done in (0, 5, 10)]
@@ -376,7 +374,7 @@ async def test_engine_keys_wait_for_the_first_read_of_the_run(ws, monkeypatch):
     been read the engine keys are disabled; once read, `r` targets round 3."""
     import threading
 
-    from ssd_tui.tui.data import RunReader
+    from ssd_tui.tui import views
     from ssd_tui.tui.process import EngineProcess
 
     calls = []
@@ -384,13 +382,13 @@ async def test_engine_keys_wait_for_the_first_read_of_the_run(ws, monkeypatch):
         EngineProcess, "start", lambda self, c, rounds=None, stages=None: calls.append(rounds) or 9
     )
     release = threading.Event()
-    real_snapshot = RunReader.snapshot
+    real_snapshot = views.snapshot
 
     def held_snapshot(self, after, now):
         release.wait(20)  # the first read is slow (a big DB, a busy disk)
         return real_snapshot(self, after, now)
 
-    monkeypatch.setattr(RunReader, "snapshot", held_snapshot)
+    monkeypatch.setattr(views, "snapshot", held_snapshot)
     app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: screen_name(app) == "DashboardScreen")
@@ -612,10 +610,9 @@ async def test_sample_filters_and_token_view(ws):
         stats = store.token_stats(sid)
         store.close()
         assert len(tok.rows) == len(stats["token_ids"])
-        kinds = [
-            classify(float(h), float(pow(2.718281828459045, lp)), 1.0, 0.9)
-            for h, lp in zip(stats["entropies"], stats["logprobs"], strict=False)
-        ]
+        entropies = np.array([float(h) for h in stats["entropies"]])
+        top1 = np.array([float(pow(2.718281828459045, lp)) for lp in stats["logprobs"]])
+        kinds = [KINDS[c] for c in classify_positions(entropies, top1, AnalysisSection())]
         assert [r.kind for r in tok.rows] == kinds
         if "fork" in kinds:
             await pilot.press("f")
@@ -702,7 +699,7 @@ async def test_token_view_probe_rounds_use_exact_top1(ws):
                 ),
             )
     store.close()
-    from ssd_tui.tui.app import RunRef
+    from ssd_tui.tui.refs import RunRef
     from ssd_tui.tui.screens.tokens import TokenScreen
 
     app = make_app(ws, open_db=db)
@@ -741,7 +738,7 @@ async def test_token_view_decodes_with_the_run_tokenizer(ws, tiny_model_dir):
     app = make_app(ws, open_db=db)
     async with app.run_test(size=SIZE) as pilot:
         await until(pilot, lambda: screen_name(app) == "DashboardScreen")
-        from ssd_tui.tui.app import RunRef
+        from ssd_tui.tui.refs import RunRef
         from ssd_tui.tui.screens.tokens import TokenScreen
 
         app.push_screen(TokenScreen(RunRef(db), 1))
@@ -977,7 +974,7 @@ async def test_review_two_files_compares_round_by_round(ws):
 
 # ---- data layer ---------------------------------------------------------------------------------------------------
 def test_paging_is_stable_and_complete(ws):
-    from ssd_tui.tui.data import RunReader
+    from ssd_tui.store.reads import RunReader
 
     r = RunReader(ws / "runs" / "demo-run" / "run.db")
     f = SampleFilter()
@@ -994,7 +991,8 @@ def test_a_run_from_before_schema_3_reads_as_without_suspects(tmp_path):
     counts, an empty suspect filter, rows without reasons."""
     import sqlite3
 
-    from ssd_tui.tui.data import RunReader
+    from ssd_tui.store.reads import RunReader
+    from ssd_tui.tui.views import snapshot
 
     if sqlite3.sqlite_version_info < (3, 35):
         pytest.skip("ALTER TABLE DROP COLUMN needs SQLite 3.35")
@@ -1006,7 +1004,7 @@ def test_a_run_from_before_schema_3_reads_as_without_suspects(tmp_path):
     c.commit()
     c.close()
     r = RunReader(db)
-    snap = r.snapshot(0, NOW_TS)
+    snap = snapshot(r, 0, NOW_TS)
     assert snap is not None and {row.suspect for row in snap.rounds} == {0}
     assert r.count_samples(SampleFilter(suspect=True)) == 0
     assert r.sample_page(SampleFilter(suspect=True), 0, 10) == []

@@ -3,7 +3,6 @@ as a separate process on a tiny random model; the dashboard follows the run DB i
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,13 +12,7 @@ from test_tui_support import SIZE, make_app, screen_name, until
 
 ws, template_run, anyio_backend = support.ws, support.template_run, support.anyio_backend
 
-pytestmark = [
-    pytest.mark.anyio,
-    pytest.mark.skipif(
-        importlib.util.find_spec("ssd_tui.runs.pipeline") is None,
-        reason="the engine (ssd_tui.runs.pipeline, `ssd-tui run`) is not written yet",
-    ),
-]
+pytestmark = pytest.mark.anyio
 
 DEMO = Path(__file__).resolve().parent.parent / "assets" / "demo"
 

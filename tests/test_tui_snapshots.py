@@ -12,7 +12,7 @@ import pytest
 import test_tui_support as support
 from test_tui_support import SIZE, fake_engine, make_app, screen_name, until
 
-from ssd_tui.tui.app import RunRef
+from ssd_tui.tui.refs import RunRef
 
 ws, template_run = support.ws, support.template_run
 

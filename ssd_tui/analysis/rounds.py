@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from ssd_tui.analysis.positions import FORK, LOCK, classify_positions
 from ssd_tui.config import AnalysisSection, RunConfig
 from ssd_tui.evaluation.passk import pass_at_k  # re-exported for readers of this module
 from ssd_tui.problems.prompting import extract_code
@@ -63,7 +64,6 @@ PROBE_METRICS = (
     "n_positions",
     "n_probe",
 )
-FORK, LOCK = 1, 2  # position classes; 0 = neither
 MAX_IDS = 20  # sample ids / problems listed in a warning's evidence
 MAX_PERIOD = 64  # longest repeated unit (tokens) the loop detector looks for
 EPS = 1e-9
@@ -448,20 +448,6 @@ def probe_series(store: RunStore, sample_id: int) -> dict[int, dict[str, np.ndar
         "SELECT round FROM probe_stats WHERE sample_id=? ORDER BY round", (sample_id,)
     )
     return {r[0]: probe_stats(store, r[0], sample_id)[sample_id] for r in rounds.fetchall()}
-
-
-def classify_positions(
-    entropies: np.ndarray, top1: np.ndarray, acfg: AnalysisSection
-) -> np.ndarray:
-    """int8 per position: 2 = lock (top-1 ≥ lock_top1), 1 = fork (entropy ≥ fork_entropy), 0 = neither.
-
-    Lock wins when both hold: a confident top token over a long flat tail of distractors
-    can have high entropy, and that is exactly the paper's lock (a precision position).
-    """
-    classes = np.zeros(len(entropies), dtype=np.int8)
-    classes[np.asarray(entropies) >= acfg.fork_entropy] = FORK
-    classes[np.asarray(top1) >= acfg.lock_top1] = LOCK
-    return classes
 
 
 def _probe_rows(store: RunStore, cfg: RunConfig) -> list[dict[str, Any]]:

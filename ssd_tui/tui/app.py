@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,55 +16,22 @@ from textual.app import App
 from textual.binding import Binding
 
 from ssd_tui.tui.commands import ScreenCommands
+from ssd_tui.tui.data import display_path
+from ssd_tui.tui.messages import (
+    ChooseSeries,
+    GoBack,
+    OpenDashboard,
+    OpenDiff,
+    OpenNewRun,
+    OpenNotes,
+    OpenOverlay,
+    OpenSamples,
+    OpenSearch,
+    OpenTokens,
+    OpenTrainCurves,
+)
 from ssd_tui.tui.process import EngineProcess
-
-
-@dataclass
-class RunRef:
-    """What a dashboard shows: a run DB, its folder, and how the engine is started."""
-
-    db_path: Path
-    review: bool = False
-    config_path: Path | None = None  # config for `ssd-tui run`; RUN_DIR/config.toml by default
-    autostart_rounds: int | None = None  # start `ssd-tui run --rounds N` on opening (the demo)
-
-    @property
-    def run_dir(self) -> Path:
-        return self.db_path.parent
-
-    @property
-    def engine_config(self) -> Path | None:
-        own = self.run_dir / "config.toml"
-        if own.exists():
-            return own
-        return self.config_path if self.config_path and self.config_path.exists() else None
-
-
-class _FastTokenizer:
-    """A model folder's `tokenizer.json` through the `tokenizers` library, with the
-    `decode` signature the token view uses (that of a transformers tokenizer)."""
-
-    def __init__(self, path: Path) -> None:
-        from tokenizers import Tokenizer
-
-        self._tok = Tokenizer.from_file(str(path))
-
-    def decode(
-        self,
-        ids: list[int],
-        skip_special_tokens: bool = False,
-        clean_up_tokenization_spaces: bool = False,
-    ) -> str:
-        return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)
-
-
-def _load_tokenizer(model_path: str) -> Any:
-    folder = Path(model_path).expanduser()
-    if (folder / "tokenizer.json").is_file():
-        return _FastTokenizer(folder / "tokenizer.json")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(model_path)
+from ssd_tui.tui.refs import RunRef, load_tokenizer
 
 
 class SSDApp(App[None]):
@@ -93,7 +59,7 @@ class SSDApp(App[None]):
         open_sweep: Path | None = None,
     ) -> None:
         super().__init__()
-        self.open_sweep = Path(open_sweep) if open_sweep else None  # issue 19
+        self.open_sweep = Path(open_sweep) if open_sweep else None
         self.runs_dir = Path(runs_dir)
         self.open_db = Path(open_db) if open_db else None
         self.review = [Path(p) for p in review] if review else []
@@ -164,7 +130,7 @@ class SSDApp(App[None]):
         """
         with self._tokenizer_lock:
             if model_path not in self._tokenizers:
-                self._tokenizers[model_path] = _load_tokenizer(model_path)
+                self._tokenizers[model_path] = load_tokenizer(model_path)
             return self._tokenizers[model_path]
 
     def preload_tokenizer(self, model_path: str) -> None:
@@ -186,8 +152,6 @@ class SSDApp(App[None]):
     ) -> str | None:
         """Save a screenshot where a folder exists, and say where (Textual's default,
         ~/Downloads, is often missing: "Failed to save screenshot")."""
-        from ssd_tui.tui.data import display_path
-
         folder = Path(path) if path else self._screenshot_folder()
         try:
             saved = self.save_screenshot(filename, str(folder), time_format)
@@ -217,6 +181,79 @@ class SSDApp(App[None]):
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.screen))
+
+    # ---- navigation: what screens ask for (ssd_tui.tui.messages) ------------------------------
+    # Each screen's module is imported here, when it is first shown, as in on_mount.
+    def on_open_dashboard(self, msg: OpenDashboard) -> None:
+        from ssd_tui.tui.screens.dashboard import DashboardScreen
+
+        if msg.replace:
+            self.switch_screen(DashboardScreen(msg.ref))
+        else:
+            self.push_screen(DashboardScreen(msg.ref))
+
+    def on_open_samples(self, msg: OpenSamples) -> None:
+        from ssd_tui.tui.screens.samples import SampleBrowserScreen
+
+        self.push_screen(
+            SampleBrowserScreen(
+                msg.ref,
+                round=msg.round,
+                problem=msg.problem,
+                sample_ids=msg.sample_ids,
+                note=msg.note,
+            )
+        )
+
+    def on_open_diff(self, msg: OpenDiff) -> None:
+        from ssd_tui.tui.screens.diff import DiffScreen
+
+        self.push_screen(DiffScreen(msg.ref, a_id=msg.a_id, b_id=msg.b_id))
+
+    def on_open_tokens(self, msg: OpenTokens) -> None:
+        from ssd_tui.tui.screens.tokens import TokenScreen
+
+        self.push_screen(TokenScreen(msg.ref, msg.sample_id))
+
+    def on_open_search(self, msg: OpenSearch) -> None:
+        from ssd_tui.tui.screens.search import SearchScreen
+
+        self.push_screen(SearchScreen(msg.dbs))
+
+    def on_open_overlay(self, msg: OpenOverlay) -> None:
+        from ssd_tui.tui.screens.overlay import OverlayScreen
+
+        self.push_screen(OverlayScreen(msg.runs, msg.title))
+
+    def on_open_new_run(self, msg: OpenNewRun) -> None:
+        from ssd_tui.tui.screens.new_run import NewRunScreen
+
+        self.push_screen(NewRunScreen())
+
+    def on_open_train_curves(self, msg: OpenTrainCurves) -> None:
+        from ssd_tui.tui.screens.train_curves import TrainCurvesScreen
+
+        self.push_screen(TrainCurvesScreen(msg.ref))
+
+    def on_open_notes(self, msg: OpenNotes) -> None:
+        from ssd_tui.tui.screens.notes import NotesScreen
+
+        self.push_screen(NotesScreen(msg.ref, msg.round))
+
+    def on_choose_series(self, msg: ChooseSeries) -> None:
+        from ssd_tui.tui.screens.series import SeriesScreen
+
+        self.push_screen(SeriesScreen(msg.names, msg.hidden), msg.done)
+
+    def on_go_back(self, msg: GoBack) -> None:
+        if len(self.screen_stack) > 2:
+            self.pop_screen()
+        elif self.review_mode:
+            self.exit()
+        else:
+            from ssd_tui.tui.screens.start import StartScreen
+
+            self.switch_screen(StartScreen())
 
 
 def run_app(

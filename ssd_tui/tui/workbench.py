@@ -1,4 +1,4 @@
-"""Reads for the workbench screens (overlay of many runs, training curves, notes, search).
+"""Reads for the workbench screens (overlay of many runs, notes and tags, the runs list's tags).
 
 No textual here: everything runs in thread workers. Runs are read through
 `ssd_tui.runs.sweep` (the same numbers as `ssd-tui sweep`'s table) and `RunStore`.
@@ -123,21 +123,6 @@ def load_overlay(runs: list[OverlayRun], title: str = "") -> OverlayData:
         summary.label = g
         groups.append(summary)
     return OverlayData(runs, curves, groups, errors, title)
-
-
-# ---- training log ---------------------------------------------------------------------------
-def train_log(db: Path) -> dict[int, list[tuple[int, float | None, float | None]]]:
-    """round → [(step, loss, lr)] from the run's train_log."""
-    store = RunStore.open(db, readonly=True)
-    try:
-        out: dict[int, list[tuple[int, float | None, float | None]]] = {}
-        for rnd, step, loss, lr in store.conn.execute(
-            "SELECT round, step, loss, lr FROM train_log ORDER BY round, step"
-        ):
-            out.setdefault(rnd, []).append((step, loss, lr))
-        return out
-    finally:
-        store.close()
 
 
 # ---- notes and tags -------------------------------------------------------------------------

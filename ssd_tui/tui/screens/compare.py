@@ -12,8 +12,12 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from ssd_tui.tui.app import RunRef
-from ssd_tui.tui.data import RunReader, Snapshot, display_path, fmt_pct
+from ssd_tui.runs.diff import diff_paths, setting_lines
+from ssd_tui.store.reads import RunReader
+from ssd_tui.tui.data import display_path, fmt_pct
+from ssd_tui.tui.messages import OpenDashboard
+from ssd_tui.tui.refs import RunRef
+from ssd_tui.tui.views import Snapshot, snapshot
 from ssd_tui.tui.widgets.curve import PassCurve
 
 
@@ -63,7 +67,7 @@ class CompareScreen(Screen):
         for p in self.paths:
             reader = RunReader(p)
             try:
-                snaps.append(reader.snapshot(0, self.app.clock()))
+                snaps.append(snapshot(reader, 0, self.app.clock()))
                 errors.append("" if snaps[-1] else f"{p}: not a run database")
             except Exception as e:  # noqa: BLE001
                 snaps.append(None)
@@ -74,8 +78,6 @@ class CompareScreen(Screen):
 
     def _settings(self) -> list[str]:
         """Config / environment / problem-set / record differences (as `ssd-tui diff`)."""
-        from ssd_tui.runs.diff import diff_paths, setting_lines
-
         try:
             d, _ = diff_paths(*self.paths)
         except Exception as e:  # noqa: BLE001 - shown, not raised: the table still loads
@@ -141,6 +143,4 @@ class CompareScreen(Screen):
         self.query_one(PassCurve).set_data(series)
 
     def action_open(self, which: int) -> None:
-        from ssd_tui.tui.screens.dashboard import DashboardScreen
-
-        self.app.push_screen(DashboardScreen(RunRef(self.paths[which].resolve(), review=True)))
+        self.post_message(OpenDashboard(RunRef(self.paths[which].resolve(), review=True)))

@@ -9,6 +9,7 @@ crash shows up as a notification and an 'interrupted' stage, never as a frozen U
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from rich.markup import escape
@@ -30,16 +31,21 @@ from textual.widgets import (
     TabPane,
 )
 
+from ssd_tui.analysis.evidence import evidence_targets
+from ssd_tui.analysis.round_state import next_round_target
 from ssd_tui.config import weaker_than_strict
-from ssd_tui.tui.app import RunRef
-from ssd_tui.tui.data import (
-    RunReader,
-    Snapshot,
-    StageRow,
-    display_path,
-    evidence_targets,
-    next_round_target,
+from ssd_tui.store.reads import RunReader, StageRow
+from ssd_tui.tui import views
+from ssd_tui.tui.data import display_path
+from ssd_tui.tui.messages import (
+    ChooseSeries,
+    GoBack,
+    OpenNotes,
+    OpenSamples,
+    OpenSearch,
+    OpenTrainCurves,
 )
+from ssd_tui.tui.refs import RunRef
 from ssd_tui.tui.widgets.curve import PassCurve
 from ssd_tui.tui.widgets.event_log import EventLog
 from ssd_tui.tui.widgets.rounds_table import RoundsTable
@@ -52,8 +58,6 @@ ENGINE_SIGNAL = {"pause", "stop"}
 
 def explain_exit(code: int, tail: list[str]) -> str:
     """One line for an engine that ended badly: its signal, or its own error line."""
-    import signal
-
     if code < 0:
         try:
             name = signal.Signals(-code).name
@@ -129,7 +133,6 @@ class DashboardScreen(Screen):
         Binding("l", "engine_log", "Log", tooltip="the engine's output (RUN_DIR/engine.log)"),
         Binding("c", "series", "Series", tooltip="choose the chart's series (toggle list)"),
         Binding("f", "chart_view", "Probe", tooltip="chart: pass rates ↔ the fork/lock probe"),
-        # issue 19: the workbench screens
         Binding("t", "train_curves", "Loss/lr", tooltip="training loss and learning rate per step"),
         Binding("n", "notes", "Notes", tooltip="notes and tags of the run and its rounds"),
         Binding("slash", "search", "Search", key_display="/", tooltip="find samples by text"),
@@ -142,7 +145,7 @@ class DashboardScreen(Screen):
     class Polled(Message):
         def __init__(
             self,
-            snapshot: Snapshot | None,
+            snapshot: views.Snapshot | None,
             engine_pid: int | None,
             exit_code: int | None,
             log_lines: list[str] | None,
@@ -161,7 +164,7 @@ class DashboardScreen(Screen):
         super().__init__()
         self.ref = ref
         self.reader = RunReader(ref.db_path, fallback_config=ref.config_path)
-        self.snapshot: Snapshot | None = None
+        self.snapshot: views.Snapshot | None = None
         self.engine_pid: int | None = None
         self._dv: int | None = None
         self._last_event = 0
@@ -226,7 +229,7 @@ class DashboardScreen(Screen):
             dv = self.reader.data_version()
             snap = None
             if dv is None or dv != last_dv or pid != self.engine_pid:
-                snap = self.reader.snapshot(last_event, self.app.clock())
+                snap = views.snapshot(self.reader, last_event, self.app.clock())
             size = engine.log_path.stat().st_size if engine.log_path.exists() else -1
             lines = engine.log_tail(200) if size != self._log_size else None
             self._log_size = size
@@ -317,7 +320,7 @@ class DashboardScreen(Screen):
         self.query_one("#progress", StageProgress).show([], text)
 
     # ---- snapshot → widgets ---------------------------------------------------------------------
-    def apply(self, snap: Snapshot) -> None:
+    def apply(self, snap: views.Snapshot) -> None:
         first = self.snapshot is None
         self.snapshot = snap
         self._dv = snap.data_version
@@ -325,7 +328,7 @@ class DashboardScreen(Screen):
         self.title = f"{snap.name}"
         mode = "review (read-only)" if self.ref.review else display_path(self.ref.run_dir)
         self.sub_title = f"{snap.model}"
-        weak = any(weaker_than_strict(x) for x in snap.sandbox)  # issue 20: which sandbox ran
+        weak = any(weaker_than_strict(x) for x in snap.sandbox)
         sandbox = f" · [{'b red' if weak else 'dim'}]sandbox {', '.join(snap.sandbox)}[/]"
         engines = f" · [dim]{escape(', '.join(snap.engines))}[/]" if snap.engines else ""
         self.query_one("#run-head", Static).update(
@@ -352,7 +355,7 @@ class DashboardScreen(Screen):
         )
         self.refresh_bindings()
 
-    def _show_verdict(self, snap: Snapshot) -> None:
+    def _show_verdict(self, snap: views.Snapshot) -> None:
         """The line the CLI prints when a run ends (SSD vs the temperature-only baseline);
         'so far' until the run's planned rounds are done."""
         verdict = self.query_one("#verdict", Static)
@@ -373,7 +376,7 @@ class DashboardScreen(Screen):
         running: list[StageRow] = snap.running if self.engine_pid is not None else []
         self.query_one(StageProgress).show(running, self._idle_text(snap))
 
-    def _idle_text(self, snap: Snapshot) -> str:
+    def _idle_text(self, snap: views.Snapshot) -> str:
         if self.ref.review:
             return "review: read-only, no engine actions"
         stale = [s for s in snap.running]
@@ -495,10 +498,8 @@ class DashboardScreen(Screen):
 
     # ---- navigation ---------------------------------------------------------------------------------
     def action_browse(self, round: int | None = None) -> None:
-        from ssd_tui.tui.screens.samples import SampleBrowserScreen
-
         rnd = self.query_one(RoundsTable).current_round if round is None else round
-        self.app.push_screen(SampleBrowserScreen(self.ref, round=rnd))
+        self.post_message(OpenSamples(self.ref, round=rnd))
 
     @on(RoundsTable.RowSelected, "#rounds")
     def _round_selected(self) -> None:
@@ -521,15 +522,13 @@ class DashboardScreen(Screen):
         self._show_tab("tab-log", "#engine-log")
 
     def action_series(self) -> None:
-        from ssd_tui.tui.screens.series import SeriesScreen
-
         curve = self.query_one(PassCurve)
 
         def done(hidden: set[str] | None) -> None:
             if hidden is not None:
                 curve.set_hidden(hidden)
 
-        self.app.push_screen(SeriesScreen(curve.names(), curve.hidden), done)
+        self.post_message(ChooseSeries(curve.names(), curve.hidden, done))
 
     def action_chart_view(self) -> None:
         curve = self.query_one(PassCurve)
@@ -545,11 +544,9 @@ class DashboardScreen(Screen):
         self._jump(event.warning)
 
     def _jump(self, w: dict) -> None:
-        from ssd_tui.tui.screens.samples import SampleBrowserScreen
-
         problems, ids = evidence_targets(w["evidence"])
-        self.app.push_screen(
-            SampleBrowserScreen(
+        self.post_message(
+            OpenSamples(
                 self.ref,
                 round=w["round"],
                 problem=problems[0] if problems else None,
@@ -558,28 +555,15 @@ class DashboardScreen(Screen):
             )
         )
 
-    # ---- issue 19: workbench screens -------------------------------------------------------------
+    # ---- the workbench screens -------------------------------------------------------------------
     def action_train_curves(self) -> None:
-        from ssd_tui.tui.screens.train_curves import TrainCurvesScreen
-
-        self.app.push_screen(TrainCurvesScreen(self.ref))
+        self.post_message(OpenTrainCurves(self.ref))
 
     def action_notes(self) -> None:
-        from ssd_tui.tui.screens.notes import NotesScreen
-
-        self.app.push_screen(NotesScreen(self.ref, self.query_one(RoundsTable).current_round))
+        self.post_message(OpenNotes(self.ref, self.query_one(RoundsTable).current_round))
 
     def action_search(self) -> None:
-        from ssd_tui.tui.screens.search import SearchScreen
-
-        self.app.push_screen(SearchScreen([(self.ref.db_path, self.ref.run_dir.name)]))
+        self.post_message(OpenSearch([(self.ref.db_path, self.ref.run_dir.name)]))
 
     def action_back(self) -> None:
-        if len(self.app.screen_stack) > 2:
-            self.app.pop_screen()
-        elif self.app.review_mode:
-            self.app.exit()
-        else:
-            from ssd_tui.tui.screens.start import StartScreen
-
-            self.app.switch_screen(StartScreen())
+        self.post_message(GoBack())

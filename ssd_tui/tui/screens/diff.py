@@ -12,8 +12,8 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from ssd_tui.tui.app import RunRef
-from ssd_tui.tui.data import RunReader, SampleDetail
+from ssd_tui.store.reads import RunReader, SampleDetail
+from ssd_tui.tui.refs import RunRef
 from ssd_tui.tui.widgets.diff_view import DiffView
 from ssd_tui.tui.widgets.sample_view import describe, verdict_text
 

@@ -22,11 +22,12 @@ from textual.widgets import Button, Footer, Header, Input, Label, Select, Static
 
 from ssd_tui.config import RunConfig
 from ssd_tui.errors import SSDError
-from ssd_tui.tui.data import (
+from ssd_tui.tui.data import display_path
+from ssd_tui.tui.messages import OpenDashboard
+from ssd_tui.tui.new_run_form import (
     FORM_FIELDS,
     build_run_config,
     check_new_run,
-    display_path,
     example_configs,
     example_dirs,
     field_id,
@@ -34,6 +35,7 @@ from ssd_tui.tui.data import (
     read_example,
     write_new_run,
 )
+from ssd_tui.tui.refs import RunRef
 
 
 def _help(section: str, key: str) -> str:
@@ -204,11 +206,8 @@ class NewRunScreen(Screen):
                 self.query_one(f"#{bad}", Input).focus()
             return
         path = write_new_run(self.target, self.text)
-        from ssd_tui.tui.app import RunRef
-        from ssd_tui.tui.screens.dashboard import DashboardScreen
-
         self.notify(f"wrote {display_path(path)}", title="Run created", markup=False)
-        self.app.switch_screen(DashboardScreen(RunRef((path.parent / "run.db").resolve())))
+        self.post_message(OpenDashboard(RunRef((path.parent / "run.db").resolve()), replace=True))
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

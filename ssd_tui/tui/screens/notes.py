@@ -18,6 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from ssd_tui.errors import SSDError
+from ssd_tui.tui.refs import RunRef
 from ssd_tui.tui.workbench import NotesData, read_notes, write_note, write_tags
 
 
@@ -44,7 +45,7 @@ class NotesScreen(Screen):
             super().__init__()
             self.data, self.error = data, error
 
-    def __init__(self, ref, round: int | None = None) -> None:
+    def __init__(self, ref: RunRef, round: int | None = None) -> None:
         super().__init__()
         self.ref = ref
         self.title = ref.db_path.parent.name

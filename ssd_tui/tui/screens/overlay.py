@@ -19,6 +19,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Header, Static
 
 from ssd_tui.runs.sweep import fmt_mean_sd
+from ssd_tui.tui.messages import GoBack, OpenDashboard, OpenSearch
+from ssd_tui.tui.refs import RunRef
 from ssd_tui.tui.widgets.keys_footer import KeysFooter
 from ssd_tui.tui.widgets.overlay_chart import OverlayChart, OverlayState, Series
 from ssd_tui.tui.workbench import PALETTE, OverlayData, OverlayRun, load_overlay, rgb
@@ -207,11 +209,8 @@ class OverlayScreen(Screen):
         run = self.current
         if run is None:
             return
-        from ssd_tui.tui.app import RunRef
-        from ssd_tui.tui.screens.dashboard import DashboardScreen
-
-        self.app.push_screen(
-            DashboardScreen(RunRef(Path(run.db).resolve(), review=self.app.review_mode))
+        self.post_message(
+            OpenDashboard(RunRef(Path(run.db).resolve(), review=self.app.review_mode))
         )
 
     def action_toggle_series(self) -> None:
@@ -226,16 +225,8 @@ class OverlayScreen(Screen):
         self._redraw()
 
     def action_search(self) -> None:
-        from ssd_tui.tui.screens.search import SearchScreen
-
-        self.app.push_screen(SearchScreen([(r.db, r.label) for r in self.runs]))
+        self.post_message(OpenSearch([(r.db, r.label) for r in self.runs]))
 
     def action_back(self) -> None:
-        if len(self.app.screen_stack) > 2:
-            self.app.pop_screen()
-        elif self.app.review_mode:
-            self.app.exit()
-        else:  # opened directly (`ssd-tui open SWEEP_DIR`): the runs list, made now
-            from ssd_tui.tui.screens.start import StartScreen
-
-            self.app.switch_screen(StartScreen())
+        # Opened directly (`ssd-tui open SWEEP_DIR`), nothing is under it: the runs list.
+        self.post_message(GoBack())

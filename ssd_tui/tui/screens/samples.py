@@ -20,8 +20,10 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import Footer, Header, Static
 
-from ssd_tui.tui.app import RunRef
-from ssd_tui.tui.data import RunReader, SampleDetail, SampleFilter, fmt_float
+from ssd_tui.store.reads import RunReader, SampleDetail, SampleFilter
+from ssd_tui.tui.data import fmt_float
+from ssd_tui.tui.messages import OpenDiff, OpenTokens
+from ssd_tui.tui.refs import RunRef
 from ssd_tui.tui.widgets.paged_table import Column, PagedTable
 from ssd_tui.tui.widgets.sample_view import (
     SUSPECT_MARK,
@@ -320,17 +322,13 @@ class SampleBrowserScreen(Screen):
         row = self.current
         if row is None:
             return
-        from ssd_tui.tui.screens.diff import DiffScreen
-
         a = self.marked["id"] if self.marked and self.marked["id"] != row["id"] else None
-        self.app.push_screen(DiffScreen(self.ref, a_id=a, b_id=row["id"]))
+        self.post_message(OpenDiff(self.ref, a_id=a, b_id=row["id"]))
 
     def action_tokens(self) -> None:
         row = self.current
         if row is not None:
-            from ssd_tui.tui.screens.tokens import TokenScreen
-
-            self.app.push_screen(TokenScreen(self.ref, row["id"]))
+            self.post_message(OpenTokens(self.ref, row["id"]))
 
     def action_round(self, step: int) -> None:
         options: list[int | None] = [None, *self.rounds]

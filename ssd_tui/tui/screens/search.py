@@ -19,6 +19,8 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from ssd_tui.errors import SSDError
 from ssd_tui.store.search import Hit, search_many
+from ssd_tui.tui.messages import OpenDiff, OpenSamples
+from ssd_tui.tui.refs import RunRef
 from ssd_tui.tui.widgets.sample_view import VERDICT_STYLE
 
 
@@ -126,9 +128,7 @@ class SearchScreen(Screen):
             return None
         return self.hits[table.cursor_row]
 
-    def _ref(self, hit: Hit):
-        from ssd_tui.tui.app import RunRef
-
+    def _ref(self, hit: Hit) -> RunRef:
         return RunRef(hit.db.resolve(), review=self.app.review_mode)
 
     @on(DataTable.RowSelected, "#search-hits")
@@ -136,11 +136,9 @@ class SearchScreen(Screen):
         hit = self.current
         if hit is None:
             return
-        from ssd_tui.tui.screens.samples import SampleBrowserScreen
-
         same_run = tuple(h.sample_id for h in self.hits if h.db == hit.db)
-        self.app.push_screen(
-            SampleBrowserScreen(
+        self.post_message(
+            OpenSamples(
                 self._ref(hit),
                 sample_ids=same_run,
                 note=f"search {self.query_one(Input).value!r}: {len(same_run)} hit(s) in this run",
@@ -150,9 +148,7 @@ class SearchScreen(Screen):
     def action_diff(self) -> None:
         hit = self.current
         if hit is not None:
-            from ssd_tui.tui.screens.diff import DiffScreen
-
-            self.app.push_screen(DiffScreen(self._ref(hit), a_id=None, b_id=hit.sample_id))
+            self.post_message(OpenDiff(self._ref(hit), a_id=None, b_id=hit.sample_id))
 
     def action_focus_input(self) -> None:
         self.query_one(Input).focus()

@@ -14,7 +14,13 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from ssd_tui.tui.data import RunListing, display_path, fmt_ago, fmt_pct, list_runs
+from ssd_tui.errors import SSDError
+from ssd_tui.store.reads import RunListing
+from ssd_tui.tui.data import display_path, fmt_ago, fmt_pct
+from ssd_tui.tui.listing import list_runs
+from ssd_tui.tui.messages import OpenDashboard, OpenNewRun, OpenOverlay
+from ssd_tui.tui.refs import RunRef
+from ssd_tui.tui.workbench import picked_runs, run_tags, sweep_folders, sweep_runs
 
 REFRESH_S = 3.0
 EMPTY_HINT = (
@@ -63,7 +69,7 @@ class StartScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.runs: list[RunListing] = []
-        self.sweeps: list[Path] = []  # sweep folders, listed first (issue 19)
+        self.sweeps: list[Path] = []  # sweep folders, listed first
         self.marked: set[Path] = set()
         self.tags: dict[Path, list[str]] = {}
 
@@ -103,8 +109,6 @@ class StartScreen(Screen):
 
     @work(thread=True, exclusive=True, group="list-runs")
     def _list(self, runs_dir: Path) -> None:
-        from ssd_tui.tui.workbench import run_tags, sweep_folders
-
         runs = list_runs(runs_dir)
         self.post_message(self.Listed(runs, sweep_folders(runs_dir), run_tags(runs)))
 
@@ -185,28 +189,21 @@ class StartScreen(Screen):
         table.move_cursor(row=table.cursor_row + 1)
 
     def action_overlay(self) -> None:
-        from ssd_tui.tui.screens.overlay import OverlayScreen
-        from ssd_tui.tui.workbench import picked_runs
-
         picked = [r for r in self.runs if r.run_dir in self.marked] or self.runs
         dbs = [r.db_path for r in picked if r.db_path.exists()]
         if not dbs:
             self.notify("no run with a database to overlay", severity="warning")
             return
         what = "marked" if self.marked else "listed"
-        self.app.push_screen(OverlayScreen(picked_runs(dbs), f"{len(dbs)} {what} runs"))
+        self.post_message(OpenOverlay(picked_runs(dbs), f"{len(dbs)} {what} runs"))
 
     def _open_sweep(self, folder: Path) -> None:
-        from ssd_tui.errors import SSDError
-        from ssd_tui.tui.screens.overlay import OverlayScreen
-        from ssd_tui.tui.workbench import sweep_runs
-
         try:
             title, runs = sweep_runs(folder)
         except SSDError as e:
             self.notify(str(e), severity="error")
             return
-        self.app.push_screen(OverlayScreen(runs, title))
+        self.post_message(OpenOverlay(runs, title))
 
     @on(DataTable.RowSelected, "#runs")
     def action_open_run(self) -> None:
@@ -216,12 +213,7 @@ class StartScreen(Screen):
         r = self.current
         if r is None:
             return
-        from ssd_tui.tui.app import RunRef
-        from ssd_tui.tui.screens.dashboard import DashboardScreen
-
-        self.app.push_screen(DashboardScreen(RunRef(r.db_path.resolve())))
+        self.post_message(OpenDashboard(RunRef(r.db_path.resolve())))
 
     def action_new_run(self) -> None:
-        from ssd_tui.tui.screens.new_run import NewRunScreen
-
-        self.app.push_screen(NewRunScreen())
+        self.post_message(OpenNewRun())

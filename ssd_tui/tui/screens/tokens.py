@@ -1,14 +1,15 @@
 """A sample's tokens coloured by entropy, with fork and lock positions marked.
 
 fork = entropy ≥ `[analysis] fork_entropy`; lock = p(sampled token) ≥ `[analysis]
-lock_top1` (see `ssd_tui.tui.data.classify`). Tokens are decoded with the run's
-tokenizer when `transformers.AutoTokenizer` can load it from the model path (in a
+lock_top1` (see `ssd_tui.analysis.positions.classify_positions`). Tokens are decoded
+with the run's tokenizer when one loads from the model path (`ssd_tui.tui.refs`, in a
 worker); otherwise token ids are shown.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 from rich.text import Text
 from textual import work
@@ -19,8 +20,9 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
-from ssd_tui.tui.app import RunRef
-from ssd_tui.tui.data import RunReader, SampleDetail, TokenRow
+from ssd_tui.store.reads import RunReader, SampleDetail
+from ssd_tui.tui.refs import RunRef
+from ssd_tui.tui.views import TokenRow, token_rows
 from ssd_tui.tui.widgets.paged_table import Column, PagedTable
 from ssd_tui.tui.widgets.sample_view import describe, verdict_text
 from ssd_tui.tui.widgets.token_view import legend, token_text
@@ -41,8 +43,6 @@ TOKEN_COLUMNS = [
 
 def _loadable(model: str) -> bool:
     """A local folder, or something shaped like a hub id (tried from the local cache)."""
-    from pathlib import Path
-
     if Path(model).expanduser().exists():
         return True
     return model.count("/") == 1 and not model.startswith((".", "/", "~"))
@@ -138,7 +138,7 @@ class TokenScreen(Screen):
                     None,
                     f"token ids shown: tokenizer not loadable from {model} ({type(e).__name__})",
                 )
-        rows, summary = self.reader.token_rows(self.sample_id, decode, self.view)
+        rows, summary = token_rows(self.reader, self.sample_id, decode, self.view)
         self.post_message(self.Loaded(detail, rows, summary, note, views))
 
     def on_token_screen_loaded(self, msg: Loaded) -> None:

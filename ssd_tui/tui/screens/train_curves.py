@@ -10,8 +10,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Static
 
 from ssd_tui.errors import SSDError
+from ssd_tui.store.reads import train_log
+from ssd_tui.tui.refs import RunRef
 from ssd_tui.tui.widgets.train_chart import TrainChart
-from ssd_tui.tui.workbench import train_log
 
 
 class TrainCurvesScreen(Screen):
@@ -40,7 +41,7 @@ class TrainCurvesScreen(Screen):
             super().__init__()
             self.rows, self.error = log, error
 
-    def __init__(self, ref, round: int | None = None) -> None:
+    def __init__(self, ref: RunRef, round: int | None = None) -> None:
         super().__init__()
         self.ref = ref
         self.title = ref.db_path.parent.name

@@ -127,10 +127,6 @@ class PagedTable(ScrollView, can_focus=True):
     def on_mount(self) -> None:
         self.reload()
 
-    def set_source(self, count: Callable[[], int], page: Callable[[int, int], list[Row]]) -> None:
-        self._count, self._page = count, page
-        self.reload()
-
     def reload(self, keep_cursor: bool = False) -> None:
         """Forget every cached page and count again (filters changed, or new data)."""
         self._generation += 1

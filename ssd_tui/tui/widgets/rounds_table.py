@@ -5,7 +5,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import DataTable
 
-from ssd_tui.tui.data import RoundRow, fmt_duration, fmt_float, fmt_pct
+from ssd_tui.store.reads import RoundRow
+from ssd_tui.tui.data import fmt_duration, fmt_float, fmt_pct
 
 STATUS_STYLE = {
     "done": "green",

@@ -9,7 +9,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from ssd_tui.evaluation.suspect import REASONS
-from ssd_tui.tui.data import SampleDetail
+from ssd_tui.store.reads import SampleDetail
 
 VERDICT_STYLE = {
     "passed": "bold green",

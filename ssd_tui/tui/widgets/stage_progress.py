@@ -3,13 +3,55 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, ProgressBar
 
-from ssd_tui.tui.data import Progress, StageRow, fmt_duration
+from ssd_tui.store.reads import StageRow
+from ssd_tui.tui.data import fmt_duration
+
+
+@dataclass
+class Progress:
+    """Rate and ETA of a running stage from what the app saw it do (no DB access).
+
+    The rate counts only work the app watched being done: a resumed stage starts with
+    the work of an earlier session already counted in `done`, and dividing that by the
+    time since this session's start showed "240/s · ETA 1s". So: items per second since
+    the first sight of the current phase, and the stage's ETA from its fraction done
+    since the first sight of this stage run.
+    """
+
+    key: tuple[int, str, float | None]  # (round, stage, started_at): one stage run
+    phase: str = ""
+    phase_t0: float = 0.0
+    phase_done0: int = 0
+    t0: float = 0.0
+    fraction0: float | None = None
+
+    @classmethod
+    def first(cls, st: StageRow, now: float) -> Progress:
+        return cls((st.round, st.stage, st.started_at), st.detail, now, st.done, now, st.fraction())
+
+    def update(self, st: StageRow, now: float) -> tuple[float | None, float | None]:
+        """(items per second in this phase, seconds left in the stage), None if unknown."""
+        if (st.round, st.stage, st.started_at) != self.key:
+            self.__dict__.update(Progress.first(st, now).__dict__)
+        if st.detail != self.phase or st.done < self.phase_done0:
+            self.phase, self.phase_t0, self.phase_done0 = st.detail, now, st.done
+        rate = None
+        if now > self.phase_t0 and st.done > self.phase_done0:
+            rate = (st.done - self.phase_done0) / (now - self.phase_t0)
+        eta = None
+        f = st.fraction()
+        if f is not None and self.fraction0 is not None and now > self.t0 and f > self.fraction0:
+            eta = (1.0 - f) * (now - self.t0) / (f - self.fraction0)
+        elif f is not None and self.fraction0 is None:
+            self.t0, self.fraction0 = now, f
+        return rate, eta
 
 
 class StageBar(Horizontal):

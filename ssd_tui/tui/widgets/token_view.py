@@ -8,7 +8,7 @@ from rich.color import Color
 from rich.style import Style
 from rich.text import Text
 
-from ssd_tui.tui.data import TokenRow
+from ssd_tui.tui.views import TokenRow
 
 LOW = Color.from_rgb(90, 140, 220)  # low entropy: cool blue
 MID = Color.from_rgb(230, 200, 80)  # around the fork threshold: yellow

@@ -12,7 +12,8 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
-from ssd_tui.tui.data import evidence_targets, evidence_text
+from ssd_tui.analysis.evidence import evidence_targets
+from ssd_tui.tui.data import evidence_text
 
 
 class WarningsPanel(Horizontal):
