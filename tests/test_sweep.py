@@ -18,7 +18,7 @@ import pytest
 from ssd_tui.config import load_config
 from ssd_tui.errors import SSDError
 from ssd_tui.runs import sweep as sw
-from ssd_tui.runs.pipeline import engine_pid
+from ssd_tui.runs.runner import engine_pid
 from ssd_tui.store.run_store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -27,8 +27,8 @@ from typing import Any
 
 from ssd_tui.config import RunConfig, config_from_json, dump_toml, load_config, toml_value
 from ssd_tui.errors import SSDError
+from ssd_tui.runs.runner import engine_pid
 from ssd_tui.store.run_store import RunStore, unpack
-from ssd_tui.tui.process import engine_pid
 
 # Metric names tried (in order) for the rounds table's "diversity" column.
 DIVERSITY_METRICS = ("distinct_2", "unique_share")
