@@ -208,3 +208,38 @@ def test_the_runner_loads_no_engine_code():
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state == "Z"  # dead, waiting for whoever adopted it to reap it
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_an_engine_run_by_a_sweep_dies_with_it(tmp_path):
+    """kill -9 of the sweep takes its engine down, so no engine is left holding a run."""
+    sweep = (
+        "import sys\n"
+        "from ssd_tui.runs import runner\n"
+        "engine = 'import os, time; print(os.getpid(), flush=True); time.sleep(60)'\n"
+        "runner.run_engine([sys.executable, '-c', engine], die_with_parent=True)\n"
+    )
+    path = os.environ.get("PYTHONPATH", "")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + (os.pathsep + path if path else "")}
+    parent = subprocess.Popen(
+        [sys.executable, "-c", sweep], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert parent.stdout is not None
+        engine = int(parent.stdout.readline())
+        assert not _gone(engine)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.time() + 30
+    while not _gone(engine) and time.time() < deadline:
+        time.sleep(0.05)
+    assert _gone(engine)
