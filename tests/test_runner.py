@@ -1,13 +1,15 @@
 """The runner: the engine's command line, the run lock and its pid, the stage loop, set_aside.
 
-No model is trained here: the engines are stand-ins (a Python one-liner holding the lock,
-a recorded call), so these run in seconds.
+Nothing is trained here. The engines are stand-ins (a Python one-liner holding the lock,
+a recorded call), except in the stage loop's own test: round 0 of the tiny model, one
+stage process after another (about half a minute).
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,8 +17,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from runkit import write_config, write_problems
 
-from ssd_tui.config import ISOLATION_ENV, ISOLATION_POLICIES
+from ssd_tui.config import ISOLATION_ENV, ISOLATION_POLICIES, load_config
 from ssd_tui.errors import SSDError
 from ssd_tui.runs import runner
 
@@ -243,3 +246,17 @@ def test_an_engine_run_by_a_sweep_dies_with_it(tmp_path):
     while not _gone(engine) and time.time() < deadline:
         time.sleep(0.05)
     assert _gone(engine)
+
+
+def test_stage_processes_run_under_the_lock_their_parent_holds(tmp_path, tiny_model_dir):
+    """The stage loop for real, on CPU (vLLM on a GPU uses it): each child runs one stage
+    without taking the lock its parent holds, until the last round is done."""
+    write_problems(tmp_path)
+    config = write_config(tmp_path, tiny_model_dir, rounds=0)
+    cfg = load_config(config)
+    with runner.holding_run(cfg.db_path) as held_by_parent:
+        assert not held_by_parent
+        assert runner.run_stage_per_process(cfg, config, rounds=None, stages=None) == 0
+    with sqlite3.connect(cfg.db_path) as c:
+        stages = c.execute("SELECT round, stage, status FROM stages ORDER BY position").fetchall()
+    assert stages == [(0, "evaluate", "done"), (0, "analyse", "done")]
