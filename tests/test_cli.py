@@ -154,7 +154,7 @@ def test_demo_fresh_sets_the_old_run_aside(project, monkeypatch, capsys):
     # The demo, pointed at a tiny config: one stage, then its config changes (as a newer
     # checkout's demo.toml would): the error names the way out; --fresh keeps the old run.
     from ssd_tui import cli
-    from ssd_tui.runs.pipeline import RunLock
+    from ssd_tui.runs.runner import RunLock
 
     folder, config = project
     monkeypatch.setattr(cli, "DEMO_CONFIG", config)

@@ -12,7 +12,8 @@ import pytest
 from runkit import run_cli, snapshot, write_config, write_problems
 
 from ssd_tui.config import load_config
-from ssd_tui.runs.pipeline import Pipeline, RunLock, derive_seed
+from ssd_tui.runs.pipeline import Pipeline, derive_seed
+from ssd_tui.runs.runner import RunLock
 from ssd_tui.store.run_store import RunStore
 
 

@@ -17,8 +17,8 @@ import pytest
 
 from ssd_tui.config import load_config
 from ssd_tui.errors import SSDError
+from ssd_tui.runs import runner
 from ssd_tui.runs import sweep as sw
-from ssd_tui.runs.pipeline import engine_pid
 from ssd_tui.store.run_store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +85,24 @@ def test_plan_is_the_grid_times_the_seeds(tmp_path: Path) -> None:
     assert rc.run_dir == plan.run_dir(run).resolve()
     assert Path(rc.model.path).is_absolute() and Path(rc.data.benchmark).is_file()
     assert sw.load(plan.folder).runs == plan.runs
+
+
+def test_each_run_is_an_engine_started_through_the_runner(tmp_path: Path, monkeypatch) -> None:
+    """The command line and how it is started, without training: the engine is a stand-in."""
+    cfg = tiny_demo(tmp_path)
+    plan = sw.prepare(sw.plan(cfg, ["sampling.temperature=0.5,0.8"], 1, tmp_path / "sw", rounds=2))
+    calls = []
+    monkeypatch.setattr(runner, "run_engine", lambda cmd, **kw: calls.append((cmd, kw)) or 0)
+    assert sw.run_sweep(plan, threads=3, say=lambda text: None) == 0
+    assert calls == [
+        (
+            runner.engine_command(plan.run_dir(r) / "config.toml", rounds=2, threads=3),
+            {"die_with_parent": True},  # a killed sweep leaves no engine holding a run
+        )
+        for r in plan.runs
+    ]
+    monkeypatch.setattr(runner, "run_engine", lambda cmd, **kw: 130)
+    assert sw.run_sweep(plan, say=lambda text: None) == 130  # interrupted: rerun to resume
 
 
 @pytest.mark.parametrize(
@@ -173,9 +191,9 @@ def test_sweep_survives_kill_9_and_redoes_nothing(tmp_path: Path) -> None:
     proc.wait(timeout=30)
     # The run's engine dies with the sweep: nothing still holds the second run's lock.
     deadline = time.time() + 30
-    while engine_pid(second / "run.db") is not None and time.time() < deadline:
+    while runner.engine_pid(second / "run.db") is not None and time.time() < deadline:
         time.sleep(0.1)
-    assert engine_pid(second / "run.db") is None
+    assert runner.engine_pid(second / "run.db") is None
     done_rows, partial_rows = rows(first / "run.db"), rows(second / "run.db")
     assert done_rows and partial_rows
 

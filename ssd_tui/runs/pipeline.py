@@ -8,7 +8,6 @@ already in the run DB, so rerunning the same command continues where it stopped.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import os
 import signal
@@ -81,56 +80,6 @@ def derive_seed(*parts: Any) -> int:
     """A batch's seed from its identity, so a resumed stage draws what an uninterrupted one would."""
     digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-class RunLock:
-    """One engine per run: an exclusive flock on RUN_DIR/run.db.lock holding the engine's pid."""
-
-    def __init__(self, db_path: Path):
-        self.path = db_path.with_name(db_path.name + ".lock")
-        self.fd: int | None = None
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise SSDError(
-                f"another engine (pid {other}) is already running on {self.path.parent}; "
-                "stop it first, or open the run read-only"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self.fd = fd
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.ftruncate(self.fd, 0)
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-
-def engine_pid(db_path: Path) -> int | None:
-    """The pid of the engine holding the run's lock, or None (for readers like the app)."""
-    lock = db_path.with_name(db_path.name + ".lock")
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-        return int(text) if text.isdigit() else -1
-    else:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return None
-    finally:
-        os.close(fd)
 
 
 def resolve_model_path(cfg: RunConfig) -> str:

@@ -22,7 +22,6 @@ import os
 import re
 import signal
 import statistics
-import subprocess
 import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 from ssd_tui.config import _SECTION_TYPES, dump_toml, loads_config, parse_config
 from ssd_tui.errors import SSDError
+from ssd_tui.runs import runner
 from ssd_tui.store.run_store import RunStore
 
 if sys.version_info >= (3, 11):
@@ -281,6 +281,19 @@ def is_sweep(folder: Path) -> bool:
     return (Path(folder) / MANIFEST).is_file()
 
 
+def run_dbs(path: Path) -> list[tuple[Path, str]]:
+    """A run DB, a run folder, or every started run of a sweep folder: [(db, label)]."""
+    if path.is_dir() and is_sweep(path):
+        sweep = load(path)
+        dbs = [(sweep.db_path(r), r.label) for r in sweep.runs if sweep.db_path(r).exists()]
+        if not dbs:
+            raise SSDError(f"{path}: no run of this sweep has started yet")
+        return dbs
+    if path.is_dir() and (path / "run.db").exists():
+        return [(path / "run.db", path.name)]
+    return [(path, "")]
+
+
 def prepare(sweep: Sweep) -> Sweep:
     """Write the manifest and run configs, or check they match an existing sweep folder.
 
@@ -347,18 +360,6 @@ def run_state(sweep: Sweep, run: SweepRun) -> tuple[str, int]:
     return "partial", len(done)
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """A run's engine dies with the sweep (kill -9 included), so a rerun finds no engine
-    still holding the run's lock. Linux only; elsewhere the engine finishes its run."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
 def run_sweep(sweep: Sweep, threads: int = 0, say: Any = print) -> int:
     """Run every unfinished run in plan order, one engine at a time. Returns an exit status:
     0 when all are done, 130 when interrupted (rerun to resume), else the failing run's."""
@@ -370,13 +371,12 @@ def run_sweep(sweep: Sweep, threads: int = 0, say: Any = print) -> int:
             continue
         verb = "resuming" if state == "partial" else "starting"
         say(f"[{i}/{n}] {run.label}: {verb}")
-        cmd = [sys.executable, "-m", "ssd_tui", "run", str(sweep.run_dir(run) / "config.toml")]
-        if sweep.rounds is not None:
-            cmd += ["--rounds", str(sweep.rounds)]
-        if threads:
-            cmd += ["--threads", str(threads)]
+        cmd = runner.engine_command(
+            sweep.run_dir(run) / "config.toml", rounds=sweep.rounds, threads=threads
+        )
         try:
-            code = subprocess.run(cmd, preexec_fn=_die_with_parent).returncode
+            # The engine dies with the sweep, so a rerun finds no engine holding the run.
+            code = runner.run_engine(cmd, die_with_parent=True)
         except KeyboardInterrupt:
             return 130
         if code == 130 or code == -signal.SIGINT:

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ssd_tui.runs.runner import engine_pid
 from ssd_tui.store.reads import RunListing, run_listing
-from ssd_tui.tui.process import engine_pid
 
 
 def read_listing(run_dir: Path) -> RunListing:

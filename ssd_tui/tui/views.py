@@ -17,8 +17,8 @@ from ssd_tui.analysis.positions import KINDS, classify_positions
 from ssd_tui.analysis.round_state import round_state
 from ssd_tui.analysis.verdict import baseline_verdict
 from ssd_tui.config import AnalysisSection
+from ssd_tui.runs.runner import engine_pid
 from ssd_tui.store.reads import DashboardRows, RoundRow, RunReader, StageRow, TokenStats
-from ssd_tui.tui.process import engine_pid
 
 # Metric names tried (in order) for the rounds table's "diversity" column.
 DIVERSITY_COLUMN = ("distinct_2", "unique_share")
