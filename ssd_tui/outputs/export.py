@@ -225,6 +225,25 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "created_at": "When it was raised (Unix time).",
         },
     ),
+    "probe_stats": (
+        "The fork/lock probe: round 0's evaluation samples at T_eval re-scored under each "
+        "round's model, one row per round and sample, as packed little-endian arrays with one "
+        "entry per token (docs/analysis.md). Empty in a run analysed without a model. An "
+        "export of one round keeps the rows of the samples it holds: every round's rows in "
+        "round 0's export, none in a later round's.",
+        {
+            "round": "Round whose model scored the sample.",
+            "sample_id": "The round-0 evaluation sample scored (samples.id).",
+            "token_ids": "The completion's tokens as the probe tokenised it (int32).",
+            "offsets": "Character start of each token in the completion (int32; -1 unknown).",
+            "logprobs": "log p(token) at T = 1 under this round's model (float32, nats).",
+            "entropies": "Entropy of the full next-token distribution (float32, nats).",
+            "tail_mass": "Probability mass at T = 1 outside T_eval's truncation set (float32).",
+            "top1": "Top-1 probability at T = 1 (float32).",
+            "train_tail_mass": "Probability mass at T = 1 outside T_train's truncation set "
+            "(float32; 1 - the paper's KeptMass); NULL in probes written before it existed.",
+        },
+    ),
     "config_history": (
         "Every start and resume of the run, oldest first, with the config and the environment "
         "of that process (the runs table holds the latest config; the first row here the one "
@@ -239,7 +258,7 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "(JSON; the same keys as the environment keys of meta).",
         },
     ),
-    # issue 19: notes and tags
+    # Notes and tags: what a user wrote on the run or a round.
     "notes": (
         "Notes a user wrote on the run or on one round (`ssd-tui note`, the app). A round's "
         "export holds that round's notes and the run's.",
@@ -304,9 +323,9 @@ JSONL_FIELDS: dict[str, str] = {
 #: Keys of the meta table. schema_version, created_at and the record come from the source run.
 META_KEYS: dict[str, str] = {
     "schema_version": "Version of the run-database schema (the same numbering as ssd-tui's "
-    "store.SCHEMA_VERSION); a reader refuses files from a newer version.",
+    "store.schema.SCHEMA_VERSION); a reader refuses files from a newer version.",
     "created_at": "When the run database was created (Unix time).",
-    # issue 17: the reproducibility record, written when the run starts (ssd_tui/runs/record.py).
+    # The reproducibility record, written when the run starts (ssd_tui/runs/record.py).
     **RECORD_KEYS,
     "export_kind": "round (one round of a run) | run (the whole run).",
     "export_round": "The exported round (empty for a whole-run export).",
