@@ -18,9 +18,10 @@ from runkit import run_cli, write_config, write_problems
 from ssd_tui.analysis import rounds as analysis
 from ssd_tui.config import load_config
 from ssd_tui.errors import SSDError
+from ssd_tui.models import file_sha256
 from ssd_tui.runs import record
 from ssd_tui.runs.pipeline import Pipeline, derive_seed
-from ssd_tui.store.run_store import RunStore, file_sha256
+from ssd_tui.store.run_store import RunStore
 
 
 @pytest.fixture(scope="module")

@@ -33,8 +33,9 @@ from typing import Any
 
 from ssd_tui import __version__
 from ssd_tui.errors import SSDError
+from ssd_tui.models import file_sha256
 from ssd_tui.problems.sets import Problem
-from ssd_tui.store.run_store import RunStore, file_sha256
+from ssd_tui.store.run_store import RunStore
 
 #: meta keys of the record → what each holds (export.META_KEYS documents them from here).
 RECORD_KEYS: dict[str, str] = {

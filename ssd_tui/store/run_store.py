@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -765,12 +764,6 @@ class RunStore:
             )
         return int(cur.lastrowid)
 
-    def delete_note(self, note_id: int) -> bool:
-        if not self._has_table("notes"):
-            return False
-        with self.transaction() as c:
-            return c.execute("DELETE FROM notes WHERE id=?", (note_id,)).rowcount > 0
-
     def notes(self, rnd: int | None = None, run_too: bool = True) -> list[dict[str, Any]]:
         """Notes, oldest first: all of them, or one round's (plus the run's when run_too)."""
         if not self._has_table("notes"):
@@ -874,36 +867,6 @@ class RunStore:
         """Changes when another connection commits: a cheap poll for readers."""
         return self.conn.execute("PRAGMA data_version").fetchone()[0]
 
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def dir_sha256(folder: Path) -> str:
-    """A stable hash of a folder's files (names and contents), for adapters."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(folder)).encode() + b"\0" + file_sha256(p).encode())
-    return h.hexdigest()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 def _probe_blob(stats: dict[str, np.ndarray], key: str, dtype: str) -> bytes | None:
     if key in stats:
