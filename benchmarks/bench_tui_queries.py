@@ -25,10 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # fixtur
 
 from fixtures.synthetic import build_large  # noqa: E402
 
-from ssd_tui.store.reads import RunReader, SampleFilter  # noqa: E402
 from ssd_tui.store.run_store import RunStore  # noqa: E402
-from ssd_tui.tui.listing import read_listing  # noqa: E402
-from ssd_tui.tui.views import snapshot  # noqa: E402
+from ssd_tui.tui.data import RunReader, SampleFilter, read_listing  # noqa: E402
 
 
 def timed(fn, repeat: int = 3) -> tuple[float, object]:
@@ -44,10 +42,27 @@ def plan(conn, sql: str, args=()) -> list[str]:
     return [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args)]
 
 
-# The app's queries on the samples table (see ssd_tui/store/reads.py), with typical arguments.
+def traced(store: RunStore, call) -> list[str]:
+    """The queries a store call runs, as it runs them (arguments filled in by SQLite)."""
+    seen: list[str] = []
+    store.conn.set_trace_callback(seen.append)
+    try:
+        call(store)
+    finally:
+        store.conn.set_trace_callback(None)
+    return [q for q in seen if q.lstrip().upper().startswith(("SELECT", "WITH"))]
+
+
+# The dashboard's reads that the store owns: their plans are those of the store's own queries.
+STORE_CALLS = [
+    ("rounds table: stages", lambda s: s.stages()),
+    ("curve: pass@1 so far (running round)", lambda s: s.pass_counts(5, 0.8)),
+]
+
+# The app's own queries, copied from ssd_tui/tui/data.py with typical arguments (they move into
+# the store with the app's RunReader; then they become STORE_CALLS too).
 QUERIES = [
     ("rounds table: samples per round", "SELECT COUNT(*) FROM samples WHERE round=?", (3,)),
-    ("rounds table: stages", "SELECT * FROM stages ORDER BY round, position", ()),
     (
         "rounds table: metrics",
         "SELECT round, temperature, name, scope, value FROM metrics WHERE purpose='eval'",
@@ -60,14 +75,6 @@ QUERIES = [
         (0.8,),
     ),
     ("runs list: last event", "SELECT ts FROM events ORDER BY id DESC LIMIT 1", ()),
-    (
-        "curve: pass@1 so far (running round)",
-        "SELECT p.name, p.difficulty, COUNT(*) AS n, SUM(v.status='passed') AS c FROM samples s "
-        "JOIN problems p ON p.id = s.problem_id JOIN verdicts v ON v.sample_id = s.id "
-        "WHERE s.round=? AND s.purpose='eval' AND s.temperature=? GROUP BY s.problem_id "
-        "ORDER BY s.problem_id",
-        (5, 0.8),
-    ),
     ("browser: count, all", "SELECT COUNT(*) FROM samples s", ()),
     ("browser: count, one round", "SELECT COUNT(*) FROM samples s WHERE s.round=?", (3,)),
     (
@@ -102,7 +109,8 @@ def check_plans(db: Path) -> bool:
     store = RunStore.open(db, readonly=True)
     ok = True
     print("\n== query plans ==")
-    for name, sql, args in QUERIES:
+    cases = [(name, sql, ()) for name, call in STORE_CALLS for sql in traced(store, call)]
+    for name, sql, args in cases + QUERIES:
         steps = plan(store.conn, sql, args)
         bad = [
             s for s in steps if s.startswith("SCAN s") and "USING" not in s and "COUNT" not in name
@@ -122,9 +130,9 @@ def bench_queries(db: Path) -> None:
     print("\n== timings (median of 3, warm cache) ==")
     n_rounds = 6
     r = RunReader(db)
-    t, snap = timed(lambda: snapshot(RunReader(db), 0, time.time()), 1)
+    t, snap = timed(lambda: RunReader(db).snapshot(0, time.time()), 1)
     print(f"dashboard snapshot, cold reader (rounds table, curve, events): {t * 1000:8.1f} ms")
-    t, snap = timed(lambda: snapshot(r, 0, time.time()))
+    t, snap = timed(lambda: r.snapshot(0, time.time()))
     print(f"dashboard snapshot, warm (done rounds' counts cached):         {t * 1000:8.1f} ms")
     assert snap is not None and len(snap.rounds) == n_rounds
     t, _ = timed(lambda: read_listing(db.parent), 1)
@@ -192,6 +200,8 @@ async def bench_app(db: Path) -> None:
         app.set_interval(0.01, tick)
         await wait(lambda: type(app.screen).__name__ == "DashboardScreen" and app.screen.snapshot)
         report("open the run: dashboard, rounds table, curve", t_start)
+
+        from ssd_tui.tui.data import SampleFilter
 
         t0 = time.perf_counter()
         app.screen.action_browse(round=None)

@@ -47,6 +47,7 @@ __all__ = [
     "check_gguf",
     "convert_gguf",
     "default_cache_dir",
+    "dir_sha256",
     "fetch_model",
     "file_sha256",
     "join_parts",
@@ -171,6 +172,15 @@ def file_sha256(path: Path, progress: Callable[[int, int], None] | None = None) 
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
+    return h.hexdigest()
+
+
+def dir_sha256(folder: Path) -> str:
+    """A stable hash of a folder's files (names and contents), for adapters."""
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode() + b"\0" + file_sha256(p).encode())
     return h.hexdigest()
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from ssd_tui.analysis import rounds as an
 from ssd_tui.config import AnalysisSection, RunConfig
+from ssd_tui.evaluation.passk import pass_at_k
 from ssd_tui.store.run_store import RunStore, SampleRow
 
 T_EVAL = 0.8
@@ -255,7 +256,7 @@ def test_fenced_answers_are_normalised_by_their_code():
 def test_pass_at_k_matches_the_combinatorial_formula():
     for n, c, k in [(5, 1, 1), (5, 1, 5), (5, 0, 1), (10, 3, 5), (10, 8, 3)]:
         expected = 1.0 if n - c < k else 1 - comb(n - c, k) / comb(n, k)
-        assert an.pass_at_k(n, c, k) == pytest.approx(expected)
+        assert pass_at_k(n, c, k) == pytest.approx(expected)
 
 
 # ---- analyse_round: metrics rows and idempotence ------------------------------------------------------
@@ -495,14 +496,14 @@ def test_probe_metrics_on_round_zero_positions(tmp_path):
     assert m["fork_entropy"] == pytest.approx(2.0)
     assert m["lock_tail_mass"] == pytest.approx(0.05)
     assert m["kept_mass"] == pytest.approx(1 - np.mean([0.2, 0.05, 0.2, 0.05, 0.1, 0.1]))
-    stats = an.probe_stats(store, 0)
+    stats = store.probe_stats(0)
     assert len(stats) == 3
     sid = next(iter(stats))
     np.testing.assert_allclose(stats[sid]["entropies"], BASE_H)
     assert (stats[sid]["offsets"] == -1).all()
     an.analyse_round(store, 1, cfg(probe_samples=50), fake_scorer(1.8, 0.01))
-    assert set(an.probe_stats(store, 1)) == set(stats)  # the same probe set, whatever the cap now
-    assert set(an.probe_series(store, sid)) == {0, 1}
+    assert set(store.probe_stats(1)) == set(stats)  # the same probe set, whatever the cap now
+    assert set(store.probe_series(sid)) == {0, 1}
     assert store.metric(1, "lock_tail_mass", "probe") == pytest.approx(0.01)
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from runkit import write_config, write_problems
 
-from ssd_tui.store.run_store import SCHEMA_VERSION, RunStore
+from ssd_tui.store.run_store import RunStore
+from ssd_tui.store.schema import SCHEMA_VERSION
 
 
 def ssd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

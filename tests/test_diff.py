@@ -13,7 +13,7 @@ from ssd_tui.config import load_config
 from ssd_tui.outputs.export import export_run, open_export
 from ssd_tui.runs.diff import diff_paths
 from ssd_tui.runs.pipeline import Pipeline
-from ssd_tui.runs.record import RECORD_KEYS, config_history
+from ssd_tui.runs.record import RECORD_KEYS
 from ssd_tui.store.run_store import RunStore
 
 
@@ -65,7 +65,7 @@ def test_a_run_equals_itself_and_its_export(runs, tmp_path):
     exported = open_export(out)
     meta = dict(exported.conn.execute("SELECT key, value FROM meta").fetchall())
     assert set(RECORD_KEYS) <= set(meta) and len(meta["model_sha256"]) == 64
-    assert [h["event"] for h in config_history(exported)] == ["start"]
+    assert [h["event"] for h in exported.config_history()] == ["start"]
     exported.close()
     d, lines = diff_paths(a, out)
     assert d.identical, lines

@@ -28,7 +28,8 @@ from ssd_tui.outputs.export import (
     export_run,
     open_export,
 )
-from ssd_tui.store.run_store import SCHEMA_VERSION, RunStore, SampleRow
+from ssd_tui.store.run_store import RunStore, SampleRow
+from ssd_tui.store.schema import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 T_TRAIN, T_EVAL = 1.1, 0.6

@@ -81,9 +81,13 @@ def test_bad_note_and_tag_input(tmp_path: Path) -> None:
 
 
 def test_a_file_made_before_the_tables_gets_them_on_first_write(tmp_path: Path) -> None:
+    """Files that reached schema 2 before notes and tags were part of it lack the tables."""
     db = build_run(tmp_path / "run", rounds_done=0, running_round=False)
     c = sqlite3.connect(db)
-    c.executescript("DROP TABLE notes; DROP TABLE tags;")
+    c.executescript(
+        "DROP TABLE notes; DROP TABLE tags; "
+        "UPDATE meta SET value = '3' WHERE key = 'schema_version';"
+    )
     c.close()
     store = RunStore.open(db, readonly=True)
     assert store.notes() == [] and store.tags() == []  # a reader copes

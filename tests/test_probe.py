@@ -183,7 +183,7 @@ def test_analyse_round_with_a_real_scorer(tiny, tmp_path):
 
     an.analyse_round(store, 0, cfg, scorer)
     an.analyse_round(store, 1, cfg, scorer)  # same model: round 1 must reproduce round 0 exactly
-    base, again = an.probe_stats(store, 0), an.probe_stats(store, 1)
+    base, again = store.probe_stats(0), store.probe_stats(1)
     assert len(base) == len(PROMPTS) * 2 and set(base) == set(again)
     for sid in base:
         for k in base[sid]:

@@ -18,9 +18,10 @@ from runkit import run_cli, write_config, write_problems
 from ssd_tui.analysis import rounds as analysis
 from ssd_tui.config import load_config
 from ssd_tui.errors import SSDError
+from ssd_tui.models import file_sha256
 from ssd_tui.runs import record
 from ssd_tui.runs.pipeline import Pipeline, derive_seed
-from ssd_tui.store.run_store import RunStore, file_sha256
+from ssd_tui.store.run_store import RunStore
 
 
 @pytest.fixture(scope="module")
@@ -129,7 +130,7 @@ def test_baseline_stage_and_the_wired_probe(two_rounds):
     assert store.metric(0, "pass@1", "eval", 0.5) is not None
     assert [p["temperature"] for p in analysis.baseline_curve(store)] == [0.5, 1.0]
     for rnd in (0, 1, 2):
-        scored = analysis.probe_stats(store, rnd)
+        scored = store.probe_stats(rnd)
         assert scored, f"round {rnd} has no probe"
         train_kept = np.concatenate([1.0 - s["train_tail_mass"] for s in scored.values()])
         eval_kept = np.concatenate([1.0 - s["tail_mass"] for s in scored.values()])
@@ -175,7 +176,7 @@ def test_the_record(two_rounds):
     assert trainer["schedule"] == "cosine" and trainer["max_grad_norm"] == 1.0
     assert meta["prompt_example"].startswith("def add(a, b):")  # completion style: the prompt
     assert "prompt + completion" in meta["extraction_rule"]
-    history = record.config_history(store)
+    history = store.config_history()
     assert history[0]["event"] == "start" and history[0]["config_toml"] == config.read_text()
     assert json.loads(history[0]["environment"])["python"] == meta["python"]
 
@@ -187,12 +188,12 @@ def test_resume_appends_history_and_refuses_an_edited_problem_file(tmp_path, tin
     store = RunStore.open(cfg.db_path, create=True)
     for _ in range(2):  # a start, then a resume: the history grows, nothing is overwritten
         Pipeline(cfg, store, config_toml=config.read_text()).prepare()
-    assert [h["event"] for h in record.config_history(store)] == ["start", "resume"]
+    assert [h["event"] for h in store.config_history()] == ["start", "resume"]
     eval_file = tmp_path / "eval.jsonl"
     eval_file.write_text(eval_file.read_text().replace("Return a plus b.", "Add them."))
     with pytest.raises(SSDError, match="eval.jsonl changed since this run started"):
         Pipeline(cfg, store).prepare()
-    assert len(record.config_history(store)) == 2  # a refused resume records nothing
+    assert len(store.config_history()) == 2  # a refused resume records nothing
     store.close()
     r = run_cli(config)
     assert r.returncode == 2

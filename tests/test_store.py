@@ -1,14 +1,20 @@
 """The run database: schema version, idempotent writes, bad files, concurrent readers."""
 
+import hashlib
+import json
+import shutil
 import sqlite3
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from ssd_tui.errors import SSDError
-from ssd_tui.store.run_store import SCHEMA_VERSION, RunStore, SampleRow
+from ssd_tui.store import schema
+from ssd_tui.store.run_store import RunStore, SampleRow
+from ssd_tui.store.schema import SCHEMA_VERSION
 
 
 def _problem(name):
@@ -156,13 +162,11 @@ def test_newer_schema_is_refused(tmp_path):
 
 
 def test_older_schema_is_upgraded_on_a_writable_open_only(tmp_path, monkeypatch):
-    import ssd_tui.store.run_store as store_mod
-
     s = RunStore.open(tmp_path / "r.db", create=True)
     s.set_meta("schema_version", "1")
     s.close()
     monkeypatch.setitem(
-        store_mod.MIGRATIONS,
+        schema.MIGRATIONS,
         SCHEMA_VERSION,
         [
             "CREATE TABLE IF NOT EXISTS added (x INTEGER)",
@@ -254,13 +258,11 @@ def test_verdicts_carry_suspect_reasons(store):
 
 def _schema2_db(path):
     """A run database as schema 2 wrote it: SCHEMA, then the steps up to 2, one verdict."""
-    import ssd_tui.store.run_store as store_mod
-
     c = sqlite3.connect(path)
-    for stmt in store_mod.SCHEMA.split(";\n"):
+    for stmt in schema.SCHEMA.split(";\n"):
         if stmt.strip():
             c.execute(stmt)
-    for stmt in store_mod.MIGRATIONS[2]:
+    for stmt in schema.MIGRATIONS[2]:
         c.execute(stmt)
     c.execute("INSERT INTO meta VALUES ('schema_version', '2'), ('created_at', '0')")
     c.execute("INSERT INTO problems (purpose, name, prompt) VALUES ('eval', 'a', 'def a():\n')")
@@ -284,8 +286,8 @@ def test_schema2_file_reads_as_not_suspect_and_migrates(tmp_path):
     assert not ro.has_column("verdicts", "suspect") and ro.meta("schema_version") == "2"
     assert [(s["status"], s["suspect"]) for s in ro.samples()] == [("passed", None), (None, None)]
     ro.close()
-    s = RunStore.open(path)  # writable: migrated to schema 3
-    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "3"
+    s = RunStore.open(path)  # writable: migrated to the current schema
+    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "4"
     assert s.has_column("verdicts", "suspect")
     s.add_verdicts([(2, "failed", "AssertionError", 0.2, "gc")])
     assert [(r["status"], r["suspect"]) for r in s.samples()] == [
@@ -294,5 +296,113 @@ def test_schema2_file_reads_as_not_suspect_and_migrates(tmp_path):
     ]
     s.close()
     s = RunStore.open(path)  # a second open has nothing left to do
-    assert s.meta("schema_version") == "3"
+    assert s.meta("schema_version") == "4"
     s.close()
+
+
+# A run database written by schema-3 ssd-tui (the synthetic run, analysed with a fake probe,
+# two notes and two tags; the commit that added it says how it was made).
+SCHEMA3_DB = Path(__file__).parent / "fixtures" / "schema3_run.db"
+
+
+def _reads(store):
+    """A digest of what the store reads back from a run, for comparing two opens of it."""
+
+    def h(x):
+        return hashlib.sha256(json.dumps(x, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    probe = {
+        r: {sid: {k: v.tolist() for k, v in d.items()} for sid, d in store.probe_stats(r).items()}
+        for r in range(3)
+    }
+    return {
+        "samples": h(store.samples()),
+        "metrics": h(store.metrics()),
+        "warnings": h(store.warnings()),
+        "notes": h(store.notes()),
+        "tags": h(store.tags(all_rounds=True)),
+        "stages": h(store.stages()),
+        "rounds": h(store.rounds()),
+        "events": h(store.events()),
+        "run": h(store.run_info()),
+        "problems": h(store.problems()),
+        "probe": h(probe),
+        "token_stats_7": h({k: v.tolist() for k, v in store.token_stats(7).items()}),
+    }
+
+
+# What schema-3 ssd-tui read from SCHEMA3_DB (the same digest, computed with that code).
+SCHEMA3_READS = {
+    "samples": "524a9836b8454453",
+    "metrics": "b25cd040a477c515",
+    "warnings": "fb5b996525c98c11",
+    "notes": "bd54c5c10c8e7327",
+    "tags": "8fe6bf18463d43c2",
+    "stages": "7d4a1b198dba7f14",
+    "rounds": "b534d81a9d348962",
+    "events": "784ecc3f05a0c468",
+    "run": "48e5f6c262c8b063",
+    "problems": "ba2dc51fe9adc00d",
+    "probe": "b723e8c7c1d95122",
+    "token_stats_7": "8029e2ea3b60b80e",
+}
+
+
+def _tables(conn):
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def test_a_schema3_file_reads_as_before_and_migrates_to_4(tmp_path):
+    path = tmp_path / "run.db"
+    shutil.copyfile(SCHEMA3_DB, path)
+    ro = RunStore.open(path, readonly=True)  # read-only: left at schema 3, read all the same
+    assert ro.meta("schema_version") == "3"
+    assert _reads(ro) == SCHEMA3_READS
+    ro.close()
+    s = RunStore.open(path)  # writable: migrated
+    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "4"
+    assert {"probe_stats", "notes", "tags", "config_history"} <= _tables(s.conn)
+    assert {k for k, _ in schema.PROBE_BLOBS} <= schema.columns(s.conn, "probe_stats")
+    assert _reads(s) == SCHEMA3_READS  # every old row reads back as before
+    assert len(s.probe_stats(1)) == 24 and set(s.probe_series(min(s.probe_stats(0)))) == {0, 1, 2}
+    s.add_note("after the migration", 2)  # and it is written to as usual
+    s.close()
+    s = RunStore.open(path)  # a second open has nothing left to do
+    assert s.meta("schema_version") == "4" and len(s.notes()) == 3
+    s.close()
+
+
+def test_migration_4_creates_the_probe_table_and_its_late_column(tmp_path):
+    """A schema-3 run analysed without a model has no probe_stats; one probed before the
+    KeptMass column has it without train_tail_mass: both get the whole table."""
+    if sqlite3.sqlite_version_info < (3, 35):
+        pytest.skip("ALTER TABLE DROP COLUMN needs SQLite 3.35")
+    for drop in ("DROP TABLE probe_stats", "ALTER TABLE probe_stats DROP COLUMN train_tail_mass"):
+        path = tmp_path / f"{len(drop)}.db"
+        shutil.copyfile(SCHEMA3_DB, path)
+        c = sqlite3.connect(path)
+        c.execute(drop)
+        c.commit()
+        c.close()
+        ro = RunStore.open(path, readonly=True)  # left as it is, read all the same
+        assert all("train_tail_mass" not in arrays for arrays in ro.probe_stats(0).values())
+        ro.close()
+        s = RunStore.open(path)
+        assert "train_tail_mass" in schema.columns(s.conn, "probe_stats")
+        s.write_probe(3, {1: {k: np.zeros(2) for k, _ in schema.PROBE_BLOBS}})
+        assert set(s.probe_stats(3)[1]) == {k for k, _ in schema.PROBE_BLOBS}
+        s.close()
+
+
+def test_a_file_from_a_newer_schema_is_refused_in_one_line(tmp_path):
+    """The other way round: this ssd-tui refuses a newer file, read-only opens too."""
+    path = tmp_path / "run.db"
+    shutil.copyfile(SCHEMA3_DB, path)
+    c = sqlite3.connect(path)
+    c.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),))
+    c.commit()
+    c.close()
+    for readonly in (False, True):
+        with pytest.raises(SSDError, match="newer ssd-tui") as e:
+            RunStore.open(path, readonly=readonly)
+        assert "\n" not in str(e.value)

@@ -672,12 +672,10 @@ async def test_token_view_probe_rounds_use_exact_top1(ws):
     view can show each round's view of it, classified with the exact top-1."""
     import numpy as np
 
-    from ssd_tui.analysis.rounds import PROBE_TABLE_SQL
     from ssd_tui.store.run_store import pack
 
     db = ws / "runs" / "demo-run" / "run.db"
-    store = RunStore.open(db)
-    store.conn.execute(PROBE_TABLE_SQL)
+    store = RunStore.open(db)  # the schema has the probe_stats table
     ids = [7, 8, 9]
     # position 0: confident (lock), 1: flat (fork), 2: high entropy but a dominant top-1 (lock wins)
     ent, top1 = [0.1, 2.0, 1.5], [0.95, 0.2, 0.93]

@@ -28,9 +28,9 @@ import numpy as np
 
 from ssd_tui.analysis.positions import FORK, LOCK, classify_positions
 from ssd_tui.config import AnalysisSection, RunConfig
-from ssd_tui.evaluation.passk import pass_at_k  # re-exported for readers of this module
+from ssd_tui.evaluation.passk import pass_at_k
 from ssd_tui.problems.prompting import extract_code
-from ssd_tui.store.run_store import RunStore, pack, unpack
+from ssd_tui.store.run_store import RunStore
 
 Scorer = Callable[[list[str], list[str]], list[dict[str, np.ndarray]]]
 Render = Callable[[dict[str, Any]], str]
@@ -67,29 +67,6 @@ PROBE_METRICS = (
 MAX_IDS = 20  # sample ids / problems listed in a warning's evidence
 MAX_PERIOD = 64  # longest repeated unit (tokens) the loop detector looks for
 EPS = 1e-9
-
-PROBE_TABLE_SQL = """
-CREATE TABLE IF NOT EXISTS probe_stats (
-  round INTEGER NOT NULL,
-  sample_id INTEGER NOT NULL REFERENCES samples(id) ON DELETE CASCADE,
-  token_ids BLOB NOT NULL,     -- int32: the completion's tokens as re-tokenised by the probe
-  offsets BLOB NOT NULL,       -- int32: character start of each token in the completion (-1 unknown)
-  logprobs BLOB NOT NULL,      -- float32: log p(token) at T = 1 under this round's model
-  entropies BLOB NOT NULL,     -- float32: entropy of the full distribution (nats)
-  tail_mass BLOB NOT NULL,     -- float32: T = 1 mass outside T_eval's truncation set
-  top1 BLOB NOT NULL,          -- float32: top-1 probability at T = 1
-  train_tail_mass BLOB,        -- float32: T = 1 mass outside T_train's truncation set (issue 17)
-  PRIMARY KEY (round, sample_id)
-)"""
-_PROBE_BLOBS = (
-    ("token_ids", "<i4"),
-    ("offsets", "<i4"),
-    ("logprobs", "<f4"),
-    ("entropies", "<f4"),
-    ("tail_mass", "<f4"),
-    ("top1", "<f4"),
-    ("train_tail_mass", "<f4"),  # absent (NULL) in probes written before it existed
-)
 
 
 # ---- text and programs ---------------------------------------------------------------------
@@ -390,64 +367,16 @@ def _metrics_by_scope(samples: Sequence[_Sample]) -> dict[str, dict[str, float |
 # ---- pass@k --------------------------------------------------------------------------------------
 
 
-def _metric(store: RunStore, rnd: int, name: str, purpose: str, temperature: float) -> float | None:
-    row = store.conn.execute(
-        "SELECT value FROM metrics WHERE round=? AND purpose=? AND name=? AND scope='all' "
-        "AND ABS(temperature - ?) < 1e-6",
-        (rnd, purpose, name, temperature),
-    ).fetchone()
-    return None if row is None else row[0]
-
-
 def pass_rate(store: RunStore, rnd: int, temperature: float, k: int) -> float | None:
     """pass@k from the metrics rows the evaluate stage wrote, else from the verdicts."""
-    v = _metric(store, rnd, f"pass@{k}", "eval", temperature)
+    v = store.metric_at(rnd, f"pass@{k}", "eval", temperature)
     if v is not None:
         return v
     counts = [(n, c) for _, _, n, c in store.pass_counts(rnd, temperature) if n >= k]
     return float(np.mean([pass_at_k(n, c, k) for n, c in counts])) if counts else None
 
 
-# ---- probe storage and fork/lock classification -----------------------------------------------
-
-
-def ensure_probe_table(store: RunStore) -> None:
-    with store.transaction() as c:
-        c.execute(PROBE_TABLE_SQL)
-        cols = {r[1] for r in c.execute("PRAGMA table_info(probe_stats)")}
-        if "train_tail_mass" not in cols:  # a probe table from before the column existed
-            c.execute("ALTER TABLE probe_stats ADD COLUMN train_tail_mass BLOB")
-
-
-def _has_probe_table(store: RunStore) -> bool:
-    q = "SELECT 1 FROM sqlite_master WHERE type='table' AND name='probe_stats'"
-    return store.conn.execute(q).fetchone() is not None
-
-
-def probe_stats(
-    store: RunStore, rnd: int, sample_id: int | None = None
-) -> dict[int, dict[str, np.ndarray]]:
-    """sample_id → per-token arrays of one round's probe (empty when there is none)."""
-    if not _has_probe_table(store):
-        return {}
-    q = "SELECT * FROM probe_stats WHERE round=?" + (" AND sample_id=?" if sample_id else "")
-    args = (rnd, sample_id) if sample_id else (rnd,)
-    return {
-        r["sample_id"]: {
-            k: unpack(r[k], dt) for k, dt in _PROBE_BLOBS if k in r.keys() and r[k] is not None
-        }
-        for r in store.conn.execute(q + " ORDER BY sample_id", args)
-    }
-
-
-def probe_series(store: RunStore, sample_id: int) -> dict[int, dict[str, np.ndarray]]:
-    """round → per-token arrays of one probe sample, for drawing it across rounds."""
-    if not _has_probe_table(store):
-        return {}
-    rounds = store.conn.execute(
-        "SELECT round FROM probe_stats WHERE sample_id=? ORDER BY round", (sample_id,)
-    )
-    return {r[0]: probe_stats(store, r[0], sample_id)[sample_id] for r in rounds.fetchall()}
+# ---- fork/lock classification and the probe -----------------------------------------------
 
 
 def _probe_rows(store: RunStore, cfg: RunConfig) -> list[dict[str, Any]]:
@@ -457,12 +386,9 @@ def _probe_rows(store: RunStore, cfg: RunConfig) -> list[dict[str, Any]]:
         for r in store.samples(0, "eval")
         if math.isclose(r["temperature"], cfg.eval.temperature, abs_tol=1e-6)
     ]
-    if _has_probe_table(store):  # once classified, later rounds score exactly that set
-        fixed = {
-            r[0] for r in store.conn.execute("SELECT sample_id FROM probe_stats WHERE round=0")
-        }
-        if fixed:
-            return [r for r in rows if r["id"] in fixed]
+    fixed = store.probe_sample_ids(0)  # once classified, later rounds score exactly that set
+    if fixed:
+        return [r for r in rows if r["id"] in fixed]
     rows.sort(key=lambda r: (r["sample_idx"], r["problem_id"]))
     cap = cfg.analysis.probe_samples
     return rows[:cap] if cap else rows
@@ -472,40 +398,12 @@ def _run_probe(
     store: RunStore, rnd: int, cfg: RunConfig, scorer: Scorer, render: Render
 ) -> dict[int, dict[str, np.ndarray]]:
     rows = _probe_rows(store, cfg)
-    if rnd > 0 and not probe_stats(store, 0):
+    if rnd > 0 and not store.probe_stats(0):
         return {}  # nothing to classify positions by: round 0 was analysed without a scorer
     problems = {p["id"]: p for p in store.problems("eval")}
     prompts = [render(problems[r["problem_id"]]) for r in rows]
     scored = scorer(prompts, [r["completion"] for r in rows]) if rows else []
     return {r["id"]: s for r, s in zip(rows, scored, strict=True)}
-
-
-def _probe_array(stats: dict[str, np.ndarray], key: str) -> np.ndarray:
-    if key in stats:
-        return np.asarray(stats[key])
-    # Offsets are optional for a scorer: -1 = unknown, one per token.
-    return np.full(len(stats["entropies"]), -1)
-
-
-def _probe_blob(stats: dict[str, np.ndarray], key: str, dtype: str) -> bytes | None:
-    if key == "train_tail_mass" and key not in stats:
-        return None  # a scorer without the training settings
-    return pack(_probe_array(stats, key), dtype)
-
-
-def _write_probe(store: RunStore, rnd: int, scored: dict[int, dict[str, np.ndarray]]) -> None:
-    ensure_probe_table(store)
-    cols = ", ".join(k for k, _ in _PROBE_BLOBS)
-    marks = ",".join("?" * (len(_PROBE_BLOBS) + 2))
-    with store.transaction() as c:
-        c.execute("DELETE FROM probe_stats WHERE round=?", (rnd,))
-        c.executemany(
-            f"INSERT INTO probe_stats (round, sample_id, {cols}) VALUES ({marks})",
-            [
-                (rnd, sid, *(_probe_blob(s, k, dt) for k, dt in _PROBE_BLOBS))
-                for sid, s in scored.items()
-            ],
-        )
 
 
 def _mean(values: list[np.ndarray]) -> float | None:
@@ -575,13 +473,7 @@ class _Context:
     def temperature(self, rnd: int, purpose: str) -> float | None:
         """The DB temperature of a round's samples at T_eval (eval) or T_train (train)."""
         want = self.cfg.eval.temperature if purpose == "eval" else self.cfg.sampling.temperature
-        temps = [
-            r[0]
-            for r in self.store.conn.execute(
-                "SELECT DISTINCT temperature FROM samples WHERE round=? AND purpose=?",
-                (rnd, purpose),
-            )
-        ]
+        temps = self.store.sample_temperatures(rnd, purpose)
         close = [t for t in temps if math.isclose(t, want, abs_tol=1e-6)]
         if close:
             return close[0]
@@ -590,11 +482,8 @@ class _Context:
 
     def rounds_with(self, purpose: str) -> list[int]:
         """Rounds up to this one that have samples of a purpose at its main temperature."""
-        rows = self.store.conn.execute(
-            "SELECT DISTINCT round FROM samples WHERE purpose=? AND round<=? ORDER BY round",
-            (purpose, self.rnd),
-        )
-        return [r[0] for r in rows if self.temperature(r[0], purpose) is not None]
+        rounds = self.store.rounds_with_samples(purpose, self.rnd)
+        return [r for r in rounds if self.temperature(r, purpose) is not None]
 
     def samples(self, rnd: int, purpose: str) -> list[_Sample]:
         t = self.temperature(rnd, purpose)
@@ -611,7 +500,7 @@ class _Context:
         t = self.temperature(rnd, purpose)
         if t is None:
             return None
-        v = _metric(self.store, rnd, name, purpose, t)
+        v = self.store.metric_at(rnd, name, purpose, t)
         if v is None and name in DIVERSITY_METRICS:
             v = _diversity(self.samples(rnd, purpose)).get(name)
         return v
@@ -781,15 +670,15 @@ def rule_fork_entropy_collapse(ctx: _Context) -> dict[str, Any] | None:
     if ctx.rnd == 0:
         return None
     t = ctx.cfg.eval.temperature
-    h0 = _metric(ctx.store, 0, "fork_entropy", "probe", t)
-    h = _metric(ctx.store, ctx.rnd, "fork_entropy", "probe", t)
+    h0 = ctx.store.metric_at(0, "fork_entropy", "probe", t)
+    h = ctx.store.metric_at(ctx.rnd, "fork_entropy", "probe", t)
     if not h0 or h is None:
         return None
     drop = (h0 - h) / h0
     if drop <= ctx.acfg.max_fork_entropy_drop:
         return None
     ids = _probe_samples_losing_entropy(ctx)
-    names = _sample_problems(ctx.store, ids)
+    names = ctx.store.problem_names(ids)[:MAX_IDS]
     return _warning(
         ctx.rnd,
         "fork_entropy_collapse",
@@ -800,7 +689,7 @@ def rule_fork_entropy_collapse(ctx: _Context) -> dict[str, Any] | None:
             "rounds": [0, ctx.rnd],
             "values": [_r(h0), _r(h)],
             "drop": _r(drop),
-            "n_fork": _metric(ctx.store, ctx.rnd, "n_fork", "probe", t),
+            "n_fork": ctx.store.metric_at(ctx.rnd, "n_fork", "probe", t),
             "threshold": ctx.acfg.max_fork_entropy_drop,
             "problems": names,
             "sample_ids": ids,
@@ -809,7 +698,7 @@ def rule_fork_entropy_collapse(ctx: _Context) -> dict[str, Any] | None:
 
 
 def _probe_samples_losing_entropy(ctx: _Context) -> list[int]:
-    base, now = probe_stats(ctx.store, 0), probe_stats(ctx.store, ctx.rnd)
+    base, now = ctx.store.probe_stats(0), ctx.store.probe_stats(ctx.rnd)
     drops = []
     for sid, b in base.items():
         s = now.get(sid)
@@ -817,16 +706,6 @@ def _probe_samples_losing_entropy(ctx: _Context) -> list[int]:
         if s is not None and forks.any() and len(s["entropies"]) == len(forks):
             drops.append((float(b["entropies"][forks].mean() - s["entropies"][forks].mean()), sid))
     return [sid for _, sid in sorted(drops, reverse=True)][:MAX_IDS]
-
-
-def _sample_problems(store: RunStore, ids: list[int]) -> list[str]:
-    if not ids:
-        return []
-    q = (
-        "SELECT DISTINCT p.name FROM samples s JOIN problems p ON p.id = s.problem_id "
-        f"WHERE s.id IN ({','.join('?' * len(ids))})"
-    )
-    return [r[0] for r in store.conn.execute(q, ids)][:MAX_IDS]
 
 
 def rule_length_drift(ctx: _Context) -> dict[str, Any] | None:
@@ -964,25 +843,8 @@ def _default_render(problem: dict[str, Any]) -> str:
     return problem["prompt"]
 
 
-def _clear_round(store: RunStore, rnd: int, probe_too: bool) -> None:
-    """Drop what a previous analyse of this round wrote (never the evaluate stage's pass@k)."""
-    names = ",".join("?" * len(DIVERSITY_METRICS))
-    with store.transaction() as c:
-        c.execute("DELETE FROM warnings WHERE round=?", (rnd,))
-        c.execute(
-            f"DELETE FROM metrics WHERE round=? AND purpose IN ('train','eval') AND name IN ({names})",
-            (rnd, *DIVERSITY_METRICS),
-        )
-        if probe_too:
-            c.execute("DELETE FROM metrics WHERE round=? AND purpose='probe'", (rnd,))
-
-
 def _store_diversity(ctx: _Context) -> None:
-    temps = ctx.store.conn.execute(
-        "SELECT DISTINCT purpose, temperature FROM samples WHERE round=? ORDER BY purpose, temperature",
-        (ctx.rnd,),
-    ).fetchall()
-    for purpose, t in temps:
+    for purpose, t in ctx.store.sample_groups(ctx.rnd):
         if purpose not in ("train", "eval"):
             continue
         key = (ctx.rnd, purpose, t)
@@ -1006,11 +868,11 @@ def analyse_round(
     """
     ctx = _Context(store, rnd, cfg)
     scored = _run_probe(store, rnd, cfg, scorer, render) if scorer else {}  # the slow part first
-    _clear_round(store, rnd, probe_too=bool(scored))
+    store.clear_analysis(rnd, DIVERSITY_METRICS, probe_too=bool(scored))
     _store_diversity(ctx)
     if scored:
-        _write_probe(store, rnd, scored)
-        base = scored if rnd == 0 else probe_stats(store, 0)
+        store.write_probe(rnd, scored)
+        base = scored if rnd == 0 else store.probe_stats(0)
         metrics = probe_metrics(base, scored, cfg.analysis)
         store.set_metrics(rnd, "probe", cfg.eval.temperature, {"all": metrics})  # type: ignore[dict-item]
     elif scorer is not None and rnd > 0:
@@ -1032,12 +894,8 @@ def analyse_round(
 
 def baseline_curve(store: RunStore) -> list[dict[str, float]]:
     """Round 0's pass@k at each evaluated temperature: [{'temperature': T, 'pass@1': …, 'pass@5': …}]."""
-    rows = store.conn.execute(
-        "SELECT temperature, name, value FROM metrics WHERE round=0 AND purpose='eval' "
-        "AND scope='all' AND name LIKE 'pass@%' ORDER BY temperature"
-    )
     curve: dict[float, dict[str, float]] = {}
-    for t, name, value in rows:
+    for t, name, value in store.baseline_pass_rows():
         if value is not None:
             curve.setdefault(t, {"temperature": t})[name] = value
     return [curve[t] for t in sorted(curve)]
@@ -1045,12 +903,8 @@ def baseline_curve(store: RunStore) -> list[dict[str, float]]:
 
 def ssd_curve(store: RunStore, temperature: float | None = None) -> list[dict[str, float]]:
     """pass@k of every round at T_eval (any temperature when None): [{'round': r, 'pass@1': …}]."""
-    q = (
-        "SELECT round, temperature, name, value FROM metrics WHERE purpose='eval' AND scope='all' "
-        "AND name LIKE 'pass@%' ORDER BY round"
-    )
     out: dict[int, dict[str, float]] = {}
-    for rnd, t, name, value in store.conn.execute(q):
+    for rnd, t, name, value in store.pass_rows():
         if value is None or (temperature is not None and abs(t - temperature) > 1e-6):
             continue
         out.setdefault(rnd, {"round": rnd, "temperature": t})[name] = value
@@ -1082,15 +936,12 @@ def round_summary(store: RunStore, cfg: RunConfig) -> list[dict[str, Any]]:
     """One row per round with the headline numbers (what the report and the TUI tabulate)."""
     t_eval = cfg.eval.temperature
     ks = sorted(set(cfg.eval.k))
-    rounds = sorted(
-        {r["round"] for r in store.rounds()}
-        | {r[0] for r in store.conn.execute("SELECT DISTINCT round FROM metrics")}
-    )
+    rounds = sorted({r["round"] for r in store.rounds()} | store.metric_rounds())
     out = []
     for rnd in rounds:
         row: dict[str, Any] = {"round": rnd}
         for k in ks:
-            row[f"pass@{k}"] = _metric(store, rnd, f"pass@{k}", "eval", t_eval)
+            row[f"pass@{k}"] = store.metric_at(rnd, f"pass@{k}", "eval", t_eval)
         for name in (
             "distinct_2",
             "unique_share",
@@ -1099,7 +950,7 @@ def round_summary(store: RunStore, cfg: RunConfig) -> list[dict[str, Any]]:
             "loop_share",
             "mean_entropy",
         ):
-            row[f"eval {name}"] = _metric(store, rnd, name, "eval", t_eval)
+            row[f"eval {name}"] = store.metric_at(rnd, name, "eval", t_eval)
         for name in (
             "n_samples",
             "distinct_2",
@@ -1109,7 +960,7 @@ def round_summary(store: RunStore, cfg: RunConfig) -> list[dict[str, Any]]:
             "truncated_samples",  # cut at max_new_tokens (the train stage writes these two)
             "trained_samples",
         ):
-            row[f"train {name}"] = _any_temperature(store, rnd, name, "train")
+            row[f"train {name}"] = store.metric_any_temperature(rnd, name, "train")
         for name in (
             "fork_entropy",
             "lock_tail_mass",
@@ -1120,20 +971,6 @@ def round_summary(store: RunStore, cfg: RunConfig) -> list[dict[str, Any]]:
             "n_fork",
             "n_lock",
         ):
-            row[f"probe {name}"] = _any_temperature(store, rnd, name, "probe")
+            row[f"probe {name}"] = store.metric_any_temperature(rnd, name, "probe")
         out.append(row)
     return out
-
-
-def _any_temperature(store: RunStore, rnd: int, name: str, purpose: str) -> float | None:
-    row = store.conn.execute(
-        "SELECT value FROM metrics WHERE round=? AND purpose=? AND name=? AND scope='all' "
-        "ORDER BY temperature LIMIT 1",
-        (rnd, purpose, name),
-    ).fetchone()
-    return None if row is None else row[0]
-
-
-def metric_names() -> dict[str, Sequence[str]]:
-    """The metric names this module writes, by purpose (for exports and the TUI's legends)."""
-    return {"train": DIVERSITY_METRICS, "eval": DIVERSITY_METRICS, "probe": PROBE_METRICS}

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import itertools
 import json
 import math
 import os
@@ -48,6 +47,9 @@ from ssd_tui import __version__
 from ssd_tui.errors import SSDError
 from ssd_tui.evaluation.suspect import REASONS
 from ssd_tui.runs.record import RECORD_KEYS
+from ssd_tui.store import copy
+from ssd_tui.store.copy import DESCRIPTIONS_TABLE
+from ssd_tui.store.flat_samples import FLAT_SAMPLE_SQL, flat_samples
 from ssd_tui.store.run_store import RunStore
 
 # ---- the one place where the export format is described ---------------------------------
@@ -225,6 +227,25 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "created_at": "When it was raised (Unix time).",
         },
     ),
+    "probe_stats": (
+        "The fork/lock probe: round 0's evaluation samples at T_eval re-scored under each "
+        "round's model, one row per round and sample, as packed little-endian arrays with one "
+        "entry per token (docs/analysis.md). Empty in a run analysed without a model. An "
+        "export of one round keeps the rows of the samples it holds: every round's rows in "
+        "round 0's export, none in a later round's.",
+        {
+            "round": "Round whose model scored the sample.",
+            "sample_id": "The round-0 evaluation sample scored (samples.id).",
+            "token_ids": "The completion's tokens as the probe tokenised it (int32).",
+            "offsets": "Character start of each token in the completion (int32; -1 unknown).",
+            "logprobs": "log p(token) at T = 1 under this round's model (float32, nats).",
+            "entropies": "Entropy of the full next-token distribution (float32, nats).",
+            "tail_mass": "Probability mass at T = 1 outside T_eval's truncation set (float32).",
+            "top1": "Top-1 probability at T = 1 (float32).",
+            "train_tail_mass": "Probability mass at T = 1 outside T_train's truncation set "
+            "(float32; 1 - the paper's KeptMass); NULL in probes written before it existed.",
+        },
+    ),
     "config_history": (
         "Every start and resume of the run, oldest first, with the config and the environment "
         "of that process (the runs table holds the latest config; the first row here the one "
@@ -239,7 +260,7 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "(JSON; the same keys as the environment keys of meta).",
         },
     ),
-    # issue 19: notes and tags
+    # Notes and tags: what a user wrote on the run or a round.
     "notes": (
         "Notes a user wrote on the run or on one round (`ssd-tui note`, the app). A round's "
         "export holds that round's notes and the run's.",
@@ -304,9 +325,9 @@ JSONL_FIELDS: dict[str, str] = {
 #: Keys of the meta table. schema_version, created_at and the record come from the source run.
 META_KEYS: dict[str, str] = {
     "schema_version": "Version of the run-database schema (the same numbering as ssd-tui's "
-    "store.SCHEMA_VERSION); a reader refuses files from a newer version.",
+    "store.schema.SCHEMA_VERSION); a reader refuses files from a newer version.",
     "created_at": "When the run database was created (Unix time).",
-    # issue 17: the reproducibility record, written when the run starts (ssd_tui/runs/record.py).
+    # The reproducibility record, written when the run starts (ssd_tui/runs/record.py).
     **RECORD_KEYS,
     "export_kind": "round (one round of a run) | run (the whole run).",
     "export_round": "The exported round (empty for a whole-run export).",
@@ -315,42 +336,9 @@ META_KEYS: dict[str, str] = {
     "export_ssd_tui_version": "Version of ssd-tui that wrote the export.",
 }
 
-DOCS_TABLE = "descriptions"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _GZIP_MAGIC = b"\x1f\x8b"
 
-# JSONL field → SQL expression (the "run" field is added from runs.name).
-_JSONL_SQL: dict[str, str] = {
-    "sample_id": "s.id",
-    "round": "s.round",
-    "purpose": "s.purpose",
-    "problem_id": "s.problem_id",
-    "problem": "p.name",
-    "difficulty": "p.difficulty",
-    "problem_source": "p.source",
-    "prompt": "p.prompt",
-    "completion": "s.completion",
-    "code": "s.code",
-    "sample_idx": "s.sample_idx",
-    "temperature": "s.temperature",
-    "top_k": "s.top_k",
-    "top_p": "s.top_p",
-    "min_p": "s.min_p",
-    "n_tokens": "s.n_tokens",
-    "logprob_sum": "s.logprob_sum",
-    "mean_entropy": "s.mean_entropy",
-    "mean_tail_mass": "s.mean_tail_mass",
-    "finish_reason": "s.finish_reason",
-    "verdict": "v.status",
-    "verdict_message": "v.message",
-    "verdict_duration_s": "v.duration_s",
-    "verdict_suspect": "v.suspect",  # "NULL" in files from before schema 3 (_jsonl_sql)
-}
-_JSONL_FROM = (
-    "FROM samples s JOIN problems p ON p.id = s.problem_id "
-    "LEFT JOIN verdicts v ON v.sample_id = s.id"
-)
-_JSONL_ORDER = "ORDER BY s.round, s.purpose, s.temperature, s.problem_id, s.sample_idx"
 _GZIP_LEVEL_DB = 1  # token arrays are near-incompressible floats: level 6 is 2x slower, 9% smaller
 _GZIP_LEVEL_TEXT = 6
 # SQLite errors that concern the file being written (disk full, ...), not the source.
@@ -629,46 +617,38 @@ def _fsync(p: Path) -> None:
 # ---- SQLite export ---------------------------------------------------------------------------
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _write_db(store: RunStore, src: Path, final: Path, rnd: int | None, compress: bool) -> None:
+    facts = _export_facts(src, rnd)
     with _temp_beside(final, "snapshot") as snap:
-        conn = sqlite3.connect(snap, isolation_level=None)
-        try:
-            conn.execute("PRAGMA journal_mode=OFF")  # temporary files, renamed when complete
-            conn.execute("PRAGMA synchronous=OFF")
-            # One backup step (pages=-1) copies every page under a single read transaction:
-            # a consistent snapshot of the live run. The source is not read after this.
-            store.conn.backup(conn, pages=-1)
-            _check_intact(conn, src)
+        with copy.open_copy(snap) as conn:
+            damage = copy.snapshot(store, conn)  # the source is not read after this
+            if damage:
+                raise SSDError(
+                    f"{src}: the database is damaged ({damage}); the file may be truncated or "
+                    "damaged"
+                )
             if rnd is None:
-                facts = _finish_export(conn, src, None)
-        finally:
-            conn.close()
+                about = copy.stamp_export(conn, facts, TABLES)
         if rnd is None:
             _place(snap, final, compress)
         else:
             with _temp_beside(final, "round") as part:
-                conn = sqlite3.connect(part, isolation_level=None)
-                try:
-                    _copy_round(conn, snap, rnd)
-                    facts = _finish_export(conn, src, rnd)
-                finally:
-                    conn.close()
+                with copy.open_copy(part) as conn:
+                    copy.copy_round(conn, snap, rnd)
+                    about = copy.stamp_export(conn, facts, TABLES)
                 _place(part, final, compress)
-    _write_metadata_json(final, facts)
+    _write_metadata_json(final, {**facts, **about})
 
 
-def _check_intact(conn: sqlite3.Connection, src: Path) -> None:
-    """A truncated or damaged file can open fine and copy fine; refuse to export it."""
-    first = conn.execute("PRAGMA quick_check(1)").fetchone()[0]
-    if first != "ok":
-        detail = next((ln for ln in first.splitlines() if ln and not ln.startswith("***")), first)
-        raise SSDError(
-            f"{src}: the database is damaged ({detail}); the file may be truncated or damaged"
-        )
+def _export_facts(src: Path, rnd: int | None) -> dict[str, str]:
+    """The export_* keys of ``meta``: what was exported, from where, when, by which ssd-tui."""
+    return {
+        "export_kind": "run" if rnd is None else "round",
+        "export_round": "" if rnd is None else str(rnd),
+        "export_source": str(src.resolve()),
+        "exported_at": repr(time.time()),
+        "export_ssd_tui_version": __version__,
+    }
 
 
 def _place(built: Path, final: Path, compress: bool) -> None:
@@ -680,90 +660,6 @@ def _place(built: Path, final: Path, compress: bool) -> None:
     else:
         _fsync(built)
         os.replace(built, final)
-
-
-def _copy_round(conn: sqlite3.Connection, snap: Path, rnd: int) -> None:
-    """Build a database holding round ``rnd`` of the snapshot, with the snapshot's schema."""
-    c = conn
-    c.execute("PRAGMA journal_mode=OFF")  # a temporary file: renamed into place when complete
-    c.execute("PRAGMA synchronous=OFF")
-    c.execute("ATTACH DATABASE ? AS snap", (str(snap),))
-    objects = c.execute(
-        "SELECT type, name, sql FROM snap.sqlite_master "
-        "WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
-    ).fetchall()
-    tables = [name for typ, name, _ in objects if typ == "table"]
-    c.execute("BEGIN")
-    for typ, _, sql in objects:
-        if typ == "table":
-            c.execute(sql)
-    # samples first: the other tables are selected by the samples kept.
-    for table in sorted(tables, key=lambda t: t != "samples"):
-        cols = {r[1] for r in c.execute(f"PRAGMA snap.table_info({_q(table)})")}
-        if table == "samples":
-            where = "WHERE round = :r"
-        elif table == "problems":
-            where = "WHERE id IN (SELECT problem_id FROM main.samples)"
-        elif "sample_id" in cols:
-            where = "WHERE sample_id IN (SELECT id FROM main.samples)"
-        elif table in ("notes", "tags"):  # issue 19: the round's and the whole run's
-            where = "WHERE round = :r OR round IS NULL"
-        elif "round" in cols:
-            where = "WHERE round = :r"
-        else:
-            where = ""  # meta, runs: the whole table
-        c.execute(
-            f"INSERT INTO main.{_q(table)} SELECT * FROM snap.{_q(table)} {where}", {"r": rnd}
-        )
-    for typ, _, sql in objects:
-        if typ != "table":  # indexes, views, triggers: after the data
-            c.execute(sql)
-    c.execute("COMMIT")
-    c.execute("DETACH DATABASE snap")
-
-
-def _finish_export(conn: sqlite3.Connection, src: Path, rnd: int | None) -> dict[str, Any]:
-    """Add the export's meta keys and the descriptions table; make it a one-file database.
-
-    Returns what metadata.json needs to say about the file.
-    """
-    c = conn
-    # A backup of a WAL database is a WAL database; an export is one self-contained file.
-    c.execute("PRAGMA journal_mode=DELETE")
-    c.execute("BEGIN")
-    facts = {
-        "export_kind": "run" if rnd is None else "round",
-        "export_round": "" if rnd is None else str(rnd),
-        "export_source": str(src.resolve()),
-        "exported_at": repr(time.time()),
-        "export_ssd_tui_version": __version__,
-    }
-    c.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", facts.items())
-    c.execute(f"DROP TABLE IF EXISTS {DOCS_TABLE}")
-    c.execute(
-        f"CREATE TABLE {DOCS_TABLE} (\n"
-        "  table_name TEXT NOT NULL,\n"
-        "  column_name TEXT NOT NULL,                       -- '' = the table itself\n"
-        "  description TEXT NOT NULL,\n"
-        "  PRIMARY KEY (table_name, column_name)\n)"
-    )
-    present = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-    rows = []
-    for table, (what, columns) in TABLES.items():
-        if table in present:
-            rows.append((table, "", what))
-            rows += [(table, col, d) for col, d in columns.items()]
-    c.executemany(f"INSERT INTO {DOCS_TABLE} VALUES (?, ?, ?)", rows)
-    c.execute("COMMIT")
-    run = c.execute("SELECT name, model FROM runs WHERE id = 1").fetchone() or ("?", "?")
-    version = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return {
-        **facts,
-        "run": run[0],
-        "model": run[1],
-        "schema_version": version[0] if version else "?",
-        "tables": present,
-    }
 
 
 def _write_metadata_json(final: Path, facts: dict[str, Any]) -> Path:
@@ -779,7 +675,7 @@ def _write_metadata_json(final: Path, facts: dict[str, Any]) -> Path:
         f"SSD run '{facts['run']}' (model {facts['model']}): {what}, exported by ssd-tui "
         f"{facts['export_ssd_tui_version']} from {facts['export_source']} at {stamp}. "
         f"Schema version {facts['schema_version']}; every column is described in the "
-        f"{DOCS_TABLE} table and in ssd-tui's docs/export.md."
+        f"{DESCRIPTIONS_TABLE} table and in ssd-tui's docs/export.md."
     )
     data = datasette_metadata(db_name, title, description, facts["tables"])
     tmp = meta_path.with_name(f".{meta_path.name}.tmp")
@@ -801,15 +697,11 @@ def _plain(v: Any) -> Any:
 def _write_jsonl(
     store: RunStore, final: Path, rnd: int | None, compress: bool, run_name: str
 ) -> None:
-    assert ["run", *_JSONL_SQL] == list(JSONL_FIELDS), "JSONL_FIELDS and _JSONL_SQL disagree"
-    fields = _jsonl_sql(store)
-    where, args = ("WHERE s.round = ?", (rnd,)) if rnd is not None else ("", ())
-    select = ", ".join(f"{e} AS {n}" for n, e in fields.items())
-    conn = store.conn
-    # One read transaction: the witness lookup and the rows come from the same snapshot.
-    conn.execute("BEGIN")
-    try:
-        first = _witness_ids(conn, fields, where, args)
+    assert ["run", *FLAT_SAMPLE_SQL] == list(JSONL_FIELDS), "JSONL_FIELDS and the store disagree"
+    names = list(FLAT_SAMPLE_SQL)
+    # One read transaction: the witness lookup, the rows and the record share one snapshot.
+    with store.read_snapshot():
+        rows = flat_samples(store, rnd)
         with _temp_beside(final, "jsonl") as tmp:
             with open(tmp, "wb") as raw:
                 sink: Any = (
@@ -823,19 +715,10 @@ def _write_jsonl(
                     else raw
                 )
                 try:
-                    head = conn.execute(
-                        f"SELECT {select} {_JSONL_FROM} WHERE s.id IN "
-                        f"({','.join('?' * len(first))}) {_JSONL_ORDER}",
-                        first,
-                    )
-                    rest = conn.execute(
-                        f"SELECT {select} {_JSONL_FROM} {where} {_JSONL_ORDER}", args
-                    )
-                    skip = set(first)
                     buf: list[str] = []
-                    for row in itertools.chain(head, (r for r in rest if r[0] not in skip)):
+                    for row in rows:
                         obj = {"run": run_name}
-                        obj.update(zip(fields, map(_plain, row), strict=True))
+                        obj.update(zip(names, map(_plain, row), strict=True))
                         buf.append(json.dumps(obj, ensure_ascii=False))
                         if len(buf) >= 1000:
                             sink.write(("\n".join(buf) + "\n").encode("utf-8"))
@@ -848,68 +731,29 @@ def _write_jsonl(
                 raw.flush()
                 os.fsync(raw.fileno())
             os.replace(tmp, final)
-        _write_record_json(store, final)  # same snapshot as the rows
-    finally:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        _write_record_json(store, final)
 
 
 def _write_record_json(store: RunStore, final: Path) -> Path:
     """``<name>.record.json`` beside a JSONL export: the run's reproducibility record (meta),
     its config and every start and resume. A JSONL file holds samples only (one flat object a
     line, so dataset loaders read it), so the record travels beside it."""
-    from ssd_tui.runs.record import config_history, run_record
+    from ssd_tui.runs.record import run_record
 
     stem = final.name.removesuffix(".gz").removesuffix(".jsonl")
     info = store.run_info() or {}
-    has_history = store.conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='config_history'"
-    ).fetchone()
     doc = {
         "run": info.get("name"),
         "schema_version": store.meta("schema_version"),
         "record": run_record(store),
         "config_toml": info.get("config_toml"),
-        "config_history": config_history(store) if has_history else [],
+        "config_history": store.config_history(),
     }
     path = final.with_name(stem + ".record.json")
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
     os.replace(tmp, path)
     return path
-
-
-def _jsonl_sql(store: RunStore) -> dict[str, str]:
-    """`_JSONL_SQL` for this file: a column its schema lacks (an older run, read-only) is
-    written as null."""
-    return {**_JSONL_SQL, "verdict_suspect": store.suspect_sql()}
-
-
-def _witness_ids(
-    conn: sqlite3.Connection, fields: dict[str, str], where: str, args: tuple
-) -> list[int]:
-    """Samples to write first so that every field that is ever non-null is non-null early.
-
-    Readers infer column types from the first lines (🤗 Datasets: the first 10 MB); a
-    field that is null there and a string later (verdict_message when the first samples
-    all passed) fails to load. When the first sample in key order lacks a field that some
-    other sample has, that other sample goes first: at most one per field, usually none.
-    """
-    select = ", ".join(f"{e} AS {n}" for n, e in fields.items())
-    first = conn.execute(f"SELECT {select} {_JSONL_FROM} {where} {_JSONL_ORDER} LIMIT 1", args)
-    row = first.fetchone()
-    if row is None:
-        return []
-    missing = [n for n, v in zip(fields, row, strict=True) if _plain(v) is None]
-    if not missing:
-        return []
-
-    def present(expr: str) -> str:  # non-null once written (infinities are written as null)
-        return f"{expr} IS NOT NULL AND {expr} NOT IN (9e999, -9e999)"
-
-    agg = ", ".join(f"MIN(CASE WHEN {present(fields[n])} THEN s.id END)" for n in missing)
-    found = conn.execute(f"SELECT {agg} {_JSONL_FROM} {where}", args).fetchone()
-    return sorted({i for i in found if i is not None})
 
 
 # ---- docs ------------------------------------------------------------------------------------

@@ -41,10 +41,6 @@ def _writer_class() -> Any:
     return SummaryWriter
 
 
-def _tables(store: RunStore) -> set[str]:
-    return {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-
-
 def _tag(name: str) -> str:
     """TensorBoard tags keep only [A-Za-z0-9_./-] (tensorboardX would turn '@' into '_')."""
     return name.replace("@", "_at_")
@@ -58,11 +54,13 @@ def scalars(store: RunStore) -> list[tuple[str, float, int]]:
     cfg = run_config(store)
     t_eval = cfg.eval.temperature
     out: list[tuple[str, float, int]] = []
-    rows = store.conn.execute(
-        "SELECT round, purpose, temperature, name, scope, value FROM metrics "
-        "WHERE value IS NOT NULL ORDER BY purpose, name, scope, temperature, round"
-    ).fetchall()
-    for rnd, purpose, t, raw_name, scope, value in rows:
+    rows = sorted(
+        (m for m in store.metrics() if m["value"] is not None),
+        key=lambda m: (m["purpose"], m["name"], m["scope"], m["temperature"], m["round"]),
+    )
+    for m in rows:
+        rnd, purpose, t, raw_name = m["round"], m["purpose"], m["temperature"], m["name"]
+        scope, value = m["scope"], m["value"]
         name = _tag(raw_name)
         suffix = "" if scope == "all" else f"/{scope}"
         at_t_eval = abs(t - t_eval) < 1e-6
@@ -75,7 +73,7 @@ def scalars(store: RunStore) -> list[tuple[str, float, int]]:
         elif purpose == "probe":
             out.append((f"probe/{name}{suffix}", value, rnd))
     base = [p["pass@1"] for p in an.baseline_curve(store) if "pass@1" in p]
-    rounds = sorted({r[0] for r in rows})
+    rounds = sorted({m["round"] for m in rows})
     if base:
         out += [("baseline/best_pass_at_1", max(base), rnd) for rnd in rounds]
     out += _train_log(store)
@@ -85,9 +83,7 @@ def scalars(store: RunStore) -> list[tuple[str, float, int]]:
 def _train_log(store: RunStore) -> list[tuple[str, float, int]]:
     out: list[tuple[str, float, int]] = []
     offset, last_round, last_step = 0, None, -1
-    for rnd, step, loss, lr in store.conn.execute(
-        "SELECT round, step, loss, lr FROM train_log ORDER BY round, step"
-    ):
+    for rnd, step, loss, lr in store.train_log():
         if rnd != last_round:
             offset += last_step + 1 if last_round is not None else 0
             last_round = rnd
@@ -101,16 +97,14 @@ def _train_log(store: RunStore) -> list[tuple[str, float, int]]:
 
 
 def _texts(store: RunStore) -> list[tuple[str, str, int]]:
-    """Notes and tags, where the DB has them (issue 19's tables; older files lack them)."""
-    tables = _tables(store)
+    """Notes and tags, where the DB has them (files from before schema 2 lack them)."""
     out: list[tuple[str, str, int]] = []
-    if "notes" in tables:
-        for rnd, text in store.conn.execute("SELECT round, text FROM notes ORDER BY id"):
-            out.append(("notes/run" if rnd is None else f"notes/round-{rnd}", text, rnd or 0))
-    if "tags" in tables:
-        tags = [r[0] for r in store.conn.execute("SELECT tag FROM tags ORDER BY tag")]
-        if tags:
-            out.append(("tags", ", ".join(tags), 0))
+    for note in store.notes():
+        rnd = note["round"]
+        out.append(("notes/run" if rnd is None else f"notes/round-{rnd}", note["text"], rnd or 0))
+    tags = [t["tag"] for t in store.tag_rows()]
+    if tags:
+        out.append(("tags", ", ".join(tags), 0))
     return out
 
 

@@ -24,11 +24,12 @@ from ssd_tui.engine.choose import EngineChoice, choose_engine
 from ssd_tui.errors import ConfigChangedError, SSDError
 from ssd_tui.evaluation.sandbox import Isolation, choose_isolation
 from ssd_tui.evaluation.suspect import suspect_reasons
+from ssd_tui.models import dir_sha256
 from ssd_tui.problems.load import load_problem_set
 from ssd_tui.problems.prompting import chat_messages, extraction_rule, program_for
 from ssd_tui.problems.sets import Problem
 from ssd_tui.runs import record
-from ssd_tui.store.run_store import RunStore, SampleRow, dir_sha256
+from ssd_tui.store.run_store import RunStore, SampleRow
 
 VERDICT_BATCH = 32  # test programs per transaction
 # Prompt + completion tokens per forward pass of the exact-statistics pass (issue 16): its

@@ -27,15 +27,15 @@ import json
 import os
 import platform
 import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ssd_tui import __version__
 from ssd_tui.errors import SSDError
+from ssd_tui.models import file_sha256
 from ssd_tui.problems.sets import Problem
-from ssd_tui.store.run_store import RunStore, file_sha256
+from ssd_tui.store.run_store import RunStore
 
 #: meta keys of the record → what each holds (export.META_KEYS documents them from here).
 RECORD_KEYS: dict[str, str] = {
@@ -277,25 +277,19 @@ def record_start(
     env = environment()
     cached = {"sha256": store.meta("model_sha256"), "files": store.meta("model_files")}
     sha, files = model_hash(model_path, cached)
-    with store.transaction() as c:
-        c.execute(
-            "INSERT INTO config_history (ts, event, config_toml, config_json, environment) "
-            "VALUES (?,?,?,?,?)",
-            (time.time(), event, config_toml, config_json, json.dumps(env, sort_keys=True)),
-        )
-        if event == "start" or store.meta("ssd_tui_version") is None:
-            values = {
-                **env,
-                "problems": json.dumps(problem_sets, sort_keys=True),
-                "trainer": json.dumps(trainer_settings(), sort_keys=True, default=str),
-                **prompt,
-            }
-            c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
-        original = store.meta("model_sha256")
-        changed = bool(sha and original and sha != original)
-        if not changed:  # keep the hash the run started with; refresh the stat cache
-            c.execute("INSERT OR REPLACE INTO meta VALUES ('model_sha256', ?)", (sha,))
-            c.execute("INSERT OR REPLACE INTO meta VALUES ('model_files', ?)", (files,))
+    meta: dict[str, str] = {}
+    if event == "start" or store.meta("ssd_tui_version") is None:
+        meta = {
+            **env,
+            "problems": json.dumps(problem_sets, sort_keys=True),
+            "trainer": json.dumps(trainer_settings(), sort_keys=True, default=str),
+            **prompt,
+        }
+    original = store.meta("model_sha256")
+    changed = bool(sha and original and sha != original)
+    if not changed:  # keep the hash the run started with; refresh the stat cache
+        meta |= {"model_sha256": sha, "model_files": files}
+    store.add_config_history(event, config_toml, config_json, json.dumps(env, sort_keys=True), meta)
     if changed:
         store.log(
             f"model files changed since the run started (sha256 {original[:12]} → {sha[:12]})",
@@ -308,16 +302,6 @@ def stored_problem_sets(store: RunStore) -> dict[str, Any] | None:
 
 
 # ---- reading -------------------------------------------------------------------------------------
-
-
-def config_history(store: RunStore) -> list[dict[str, Any]]:
-    """Every start and resume, oldest first ([] for a database from before the record)."""
-    has = store.conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type='table' AND name='config_history'"
-    ).fetchone()
-    if not has:
-        return []
-    return [dict(r) for r in store.conn.execute("SELECT * FROM config_history ORDER BY id")]
 
 
 def run_record(store: RunStore) -> dict[str, str]:

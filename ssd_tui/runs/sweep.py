@@ -447,13 +447,11 @@ def read_curve(db: Path, label: str = "", seed: int = 0, setting: dict | None = 
         rounds: dict[int, dict[str, float]] = {}
         for point in an.ssd_curve(store, t_eval):
             rounds[point["round"]] = {k: v for k, v in point.items() if k.startswith("pass@")}
-        for row in store.conn.execute(
-            "SELECT round, scope, value FROM metrics WHERE purpose='eval' AND name='pass@1' "
-            "AND scope != 'all' AND ABS(temperature - ?) < 1e-6",
-            (t_eval,),
-        ):
-            if row[2] is not None and row[0] in rounds:
-                rounds[row[0]][row[1]] = row[2]
+        for m in store.metrics("eval", "pass@1"):
+            if m["scope"] == "all" or abs(m["temperature"] - t_eval) >= 1e-6:
+                continue
+            if m["value"] is not None and m["round"] in rounds:
+                rounds[m["round"]][m["scope"]] = m["value"]
         baseline = {
             p["temperature"]: p["pass@1"] for p in an.baseline_curve(store) if "pass@1" in p
         }

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,156 +21,8 @@ from typing import Any
 import numpy as np
 
 from ssd_tui.errors import SSDError
-
-SCHEMA_VERSION = 3
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-CREATE TABLE IF NOT EXISTS runs (
-  id INTEGER PRIMARY KEY,
-  name TEXT NOT NULL,
-  model TEXT NOT NULL,
-  config_toml TEXT,
-  config_json TEXT NOT NULL,
-  base_dir TEXT,
-  created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rounds (
-  round INTEGER PRIMARY KEY,
-  status TEXT NOT NULL DEFAULT 'pending',          -- pending | running | done
-  adapter_path TEXT,
-  adapter_sha256 TEXT,
-  started_at REAL,
-  finished_at REAL
-);
-CREATE TABLE IF NOT EXISTS stages (
-  round INTEGER NOT NULL REFERENCES rounds(round),
-  stage TEXT NOT NULL,                             -- sample | train | evaluate | baseline | analyse
-  position INTEGER NOT NULL,
-  status TEXT NOT NULL DEFAULT 'pending',          -- pending | running | stopped | failed | done
-  detail TEXT,
-  done INTEGER NOT NULL DEFAULT 0,
-  total INTEGER NOT NULL DEFAULT 0,
-  started_at REAL,
-  finished_at REAL,
-  seconds REAL NOT NULL DEFAULT 0,                 -- time spent, summed over resumes
-  PRIMARY KEY (round, stage)
-);
-CREATE TABLE IF NOT EXISTS problems (
-  id INTEGER PRIMARY KEY,
-  purpose TEXT NOT NULL,                           -- train | eval
-  name TEXT NOT NULL,
-  prompt TEXT NOT NULL,
-  tests TEXT,
-  entry_point TEXT,
-  difficulty TEXT,
-  source TEXT,
-  UNIQUE (purpose, name)
-);
-CREATE TABLE IF NOT EXISTS samples (
-  id INTEGER PRIMARY KEY,
-  round INTEGER NOT NULL,                          -- train samples of round k come from model k-1
-  purpose TEXT NOT NULL,                           -- train | eval
-  problem_id INTEGER NOT NULL REFERENCES problems(id),
-  sample_idx INTEGER NOT NULL,
-  temperature REAL NOT NULL,
-  top_k INTEGER NOT NULL,
-  top_p REAL NOT NULL,
-  min_p REAL NOT NULL,
-  completion TEXT NOT NULL,
-  code TEXT,                                       -- the program that is tested (eval)
-  n_tokens INTEGER NOT NULL,
-  logprob_sum REAL,
-  mean_entropy REAL,
-  mean_tail_mass REAL,
-  finish_reason TEXT,
-  created_at REAL NOT NULL,
-  UNIQUE (round, purpose, temperature, problem_id, sample_idx)
-);
-CREATE INDEX IF NOT EXISTS samples_problem ON samples (problem_id, round);
-CREATE TABLE IF NOT EXISTS token_stats (
-  sample_id INTEGER PRIMARY KEY REFERENCES samples(id) ON DELETE CASCADE,
-  token_ids BLOB NOT NULL,                         -- int32 little-endian
-  logprobs BLOB NOT NULL,                          -- float32: log p(token) at T = 1
-  entropies BLOB NOT NULL,                         -- float32: entropy of the full distribution (nats)
-  tail_mass BLOB NOT NULL                          -- float32: mass outside the truncation set
-);
-CREATE TABLE IF NOT EXISTS verdicts (
-  sample_id INTEGER PRIMARY KEY REFERENCES samples(id) ON DELETE CASCADE,
-  status TEXT NOT NULL,                            -- passed | failed | error | timeout
-  message TEXT,
-  duration_s REAL
-);
-CREATE INDEX IF NOT EXISTS verdicts_status ON verdicts (status);
-CREATE TABLE IF NOT EXISTS metrics (
-  round INTEGER NOT NULL,
-  purpose TEXT NOT NULL,                           -- eval | train
-  temperature REAL NOT NULL,
-  name TEXT NOT NULL,                              -- pass@1, pass@5, distinct_2, ...
-  scope TEXT NOT NULL DEFAULT 'all',               -- all | easy | medium | hard
-  value REAL,
-  PRIMARY KEY (round, purpose, temperature, name, scope)
-);
-CREATE TABLE IF NOT EXISTS train_log (
-  round INTEGER NOT NULL,
-  step INTEGER NOT NULL,
-  loss REAL,
-  lr REAL,
-  PRIMARY KEY (round, step)
-);
-CREATE TABLE IF NOT EXISTS events (
-  id INTEGER PRIMARY KEY,
-  ts REAL NOT NULL,
-  round INTEGER,
-  stage TEXT,
-  level TEXT NOT NULL,                             -- info | warning | error
-  message TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS warnings (
-  id INTEGER PRIMARY KEY,
-  round INTEGER NOT NULL,
-  rule TEXT NOT NULL,
-  message TEXT NOT NULL,
-  evidence TEXT,                                   -- JSON
-  created_at REAL NOT NULL,
-  UNIQUE (round, rule)
-);
-"""
-
-#: What changed after schema 1, by the version that brought it. A new database gets SCHEMA and
-#: then every step; a writable open of an older database applies the steps it lacks, in order.
-#: Each statement must be safe to run twice: CREATE ... IF NOT EXISTS, or
-#: "ALTER TABLE t ADD COLUMN c ..." (run only when the column is missing). Readers of an older
-#: file opened read-only must cope with what its version lacks.
-# issue 19: notes and tags on the run (round NULL) or on one round
-NOTES_TAGS_SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, round INTEGER, "
-    "text TEXT NOT NULL, created_at REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS tags (tag TEXT NOT NULL, round INTEGER, created_at REAL NOT NULL)",
-    "CREATE UNIQUE INDEX IF NOT EXISTS tags_key ON tags (tag, IFNULL(round, -1))",
-]
-
-MIGRATIONS: dict[int, list[str]] = {
-    2: [
-        # issue 17: run record: every start and resume, with its config and environment
-        "CREATE TABLE IF NOT EXISTS config_history (id INTEGER PRIMARY KEY, ts REAL NOT NULL, "
-        "event TEXT NOT NULL, config_toml TEXT, config_json TEXT NOT NULL, environment TEXT)",
-        # issue 20: the sandbox isolation that ran a stage's test programs
-        "ALTER TABLE stages ADD COLUMN sandbox TEXT",
-        # issue 16: the sampler engine that ran a stage ("hf", "vllm on cpu", …)
-        "ALTER TABLE stages ADD COLUMN engine TEXT",
-        *NOTES_TAGS_SCHEMA,  # issue 19: notes and tags
-    ],
-    3: [
-        # suspect samples: why a program looks like it games the tests (ssd_tui/evaluation/suspect.py),
-        # comma-separated reasons; NULL when it does not (and in rows judged before)
-        "ALTER TABLE verdicts ADD COLUMN suspect TEXT",
-        # Suspects are few: a partial index makes counting and listing them cheap in a
-        # run of a million verdicts, at no cost for the clean ones.
-        "CREATE INDEX IF NOT EXISTS verdicts_suspect ON verdicts (sample_id) "
-        "WHERE suspect IS NOT NULL",
-    ],
-}
+from ssd_tui.store import schema
+from ssd_tui.store.schema import PROBE_BLOBS, SCHEMA_VERSION
 
 
 def pack(values: Sequence[float] | Sequence[int], dtype: str = "<f4") -> bytes:
@@ -262,15 +112,11 @@ class RunStore:
             c.execute("PRAGMA synchronous=NORMAL")
         c.execute("PRAGMA foreign_keys=ON")
         c.execute("PRAGMA busy_timeout=30000")
-        tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if "meta" not in tables:
+        if not schema.has_table(c, "meta"):
             if not create:
                 raise SSDError(f"{self.path} is not an ssd-tui run database (no meta table)")
             with self.transaction():
-                for stmt in SCHEMA.split(";\n"):
-                    if stmt.strip():
-                        c.execute(stmt)
-                self._migrate(from_version=1)
+                schema.create(c)
                 c.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 c.execute("INSERT INTO meta VALUES ('created_at', ?)", (str(time.time()),))
             return
@@ -287,22 +133,10 @@ class RunStore:
             )
         if version < SCHEMA_VERSION and not self.readonly:
             with self.transaction():
-                self._migrate(from_version=version)
+                schema.migrate(c, from_version=version)
                 c.execute(
                     "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
                 )
-
-    def _migrate(self, from_version: int) -> None:
-        """Apply MIGRATIONS after `from_version` (inside the caller's transaction)."""
-        c = self.conn
-        for version in sorted(v for v in MIGRATIONS if v > from_version):
-            for stmt in MIGRATIONS[version]:
-                m = re.match(r"\s*ALTER TABLE (\w+) ADD COLUMN (\w+)", stmt, re.I)
-                if m:
-                    cols = {r[1] for r in c.execute(f"PRAGMA table_info({m[1]})")}
-                    if m[2] in cols:
-                        continue
-                c.execute(stmt)
 
     def close(self) -> None:
         self.conn.close()
@@ -318,6 +152,18 @@ class RunStore:
             c.execute("ROLLBACK")
             raise
         c.execute("COMMIT")
+
+    @contextmanager
+    def read_snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction: every query inside sees the same committed snapshot, however
+        much the engine writes meanwhile."""
+        c = self.conn
+        c.execute("BEGIN")
+        try:
+            yield c
+        finally:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
 
     # ---- run and config -------------------------------------------------------------
     def init_run(
@@ -355,6 +201,30 @@ class RunStore:
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction() as c:
             c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def add_config_history(
+        self,
+        event: str,
+        config_toml: str,
+        config_json: str,
+        environment: str,
+        meta: dict[str, str],
+    ) -> None:
+        """Append a start or resume to config_history and write ``meta`` keys, in one
+        transaction (the record of a run's start: runs/record.py)."""
+        with self.transaction() as c:
+            c.execute(
+                "INSERT INTO config_history (ts, event, config_toml, config_json, environment) "
+                "VALUES (?,?,?,?,?)",
+                (time.time(), event, config_toml, config_json, environment),
+            )
+            c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", meta.items())
+
+    def config_history(self) -> list[dict[str, Any]]:
+        """Every start and resume, oldest first ([] for a database from before the record)."""
+        if not self._has_table("config_history"):
+            return []
+        return [dict(r) for r in self.conn.execute("SELECT * FROM config_history ORDER BY id")]
 
     # ---- rounds and stages ------------------------------------------------------------
     def plan_round(self, rnd: int, stages: Sequence[str]) -> None:
@@ -454,7 +324,7 @@ class RunStore:
 
     def sandbox_labels(self) -> list[str]:
         """Every isolation that ran test programs in this run, in stage order (none recorded
-        in files from before issue 20)."""
+        in files from before schema 2)."""
         return self._stage_labels("sandbox")
 
     def engine_labels(self) -> list[str]:
@@ -462,8 +332,7 @@ class RunStore:
         return self._stage_labels("engine")
 
     def _stage_labels(self, column: str) -> list[str]:
-        cols = {r[1] for r in self.conn.execute("PRAGMA table_info(stages)")}
-        if column not in cols:
+        if not self.has_column("stages", column):
             return []
         out: list[str] = []
         q = f"SELECT {column} FROM stages WHERE {column} IS NOT NULL ORDER BY round, position"
@@ -597,8 +466,9 @@ class RunStore:
             "tail_mass": unpack(row["tail_mass"]),
         }
 
-    # issue 16: exact token statistics filled in after sampling (no schema change: a sample
-    # with tokens and a NULL mean_entropy has not been scored yet).
+    # Exact token statistics are filled in after sampling for an engine that does not give
+    # them (vLLM, docs/engine.md); nothing in the schema marks it: a sample with tokens and
+    # a NULL mean_entropy has not been scored yet.
     def samples_without_stats(
         self, rnd: int, purpose: str, temperature: float | None = None
     ) -> list[dict[str, Any]]:
@@ -657,6 +527,34 @@ class RunStore:
                 written += 1
         return written
 
+    def sample_temperatures(self, rnd: int, purpose: str) -> list[float]:
+        """The temperatures a round has samples of, for one purpose."""
+        q = "SELECT DISTINCT temperature FROM samples WHERE round=? AND purpose=?"
+        return [r[0] for r in self.conn.execute(q, (rnd, purpose))]
+
+    def sample_groups(self, rnd: int) -> list[tuple[str, float]]:
+        """(purpose, temperature) of each group of a round's samples, sorted."""
+        q = (
+            "SELECT DISTINCT purpose, temperature FROM samples WHERE round=? "
+            "ORDER BY purpose, temperature"
+        )
+        return [(r[0], r[1]) for r in self.conn.execute(q, (rnd,))]
+
+    def rounds_with_samples(self, purpose: str, up_to: int) -> list[int]:
+        """Rounds up to ``up_to`` that have samples of a purpose, in order."""
+        q = "SELECT DISTINCT round FROM samples WHERE purpose=? AND round<=? ORDER BY round"
+        return [r[0] for r in self.conn.execute(q, (purpose, up_to))]
+
+    def problem_names(self, sample_ids: Sequence[int]) -> list[str]:
+        """The names of the problems these samples answer, each once."""
+        if not sample_ids:
+            return []
+        q = (
+            "SELECT DISTINCT p.name FROM samples s JOIN problems p ON p.id = s.problem_id "
+            f"WHERE s.id IN ({','.join('?' * len(sample_ids))})"
+        )
+        return [r[0] for r in self.conn.execute(q, list(sample_ids))]
+
     def count_samples(self, rnd: int, purpose: str, temperature: float | None = None) -> int:
         q = "SELECT COUNT(*) FROM samples WHERE round=? AND purpose=?"
         args: list[Any] = [rnd, purpose]
@@ -691,7 +589,7 @@ class RunStore:
     def has_column(self, table: str, column: str) -> bool:
         """Whether ``table`` has ``column``: a file of an older schema opened read-only lacks
         what later migrations add (asked each time: its writer may migrate it meanwhile)."""
-        return any(r[1] == column for r in self.conn.execute(f"PRAGMA table_info({table})"))
+        return column in schema.columns(self.conn, table)
 
     def suspect_sql(self, alias: str = "v") -> str:
         """SQL for a verdict's suspect reasons, "NULL" in a file from before schema 3."""
@@ -751,6 +649,60 @@ class RunStore:
         row = self.conn.execute(q, args).fetchone()
         return None if row is None else row[0]
 
+    def metric_at(self, rnd: int, name: str, purpose: str, temperature: float) -> float | None:
+        """A metric of scope 'all' at a temperature, within 1e-6 of it (a float read back from
+        a config may differ from the stored one in its last bits)."""
+        row = self.conn.execute(
+            "SELECT value FROM metrics WHERE round=? AND purpose=? AND name=? AND scope='all' "
+            "AND ABS(temperature - ?) < 1e-6",
+            (rnd, purpose, name, temperature),
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def metric_any_temperature(self, rnd: int, name: str, purpose: str) -> float | None:
+        """A metric of scope 'all' at the lowest temperature it has in the round."""
+        row = self.conn.execute(
+            "SELECT value FROM metrics WHERE round=? AND purpose=? AND name=? AND scope='all' "
+            "ORDER BY temperature LIMIT 1",
+            (rnd, purpose, name),
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def baseline_pass_rows(self) -> list[tuple[float, str, float | None]]:
+        """(temperature, name, value) of round 0's pass@k (scope 'all'), by temperature."""
+        rows = self.conn.execute(
+            "SELECT temperature, name, value FROM metrics WHERE round=0 AND purpose='eval' "
+            "AND scope='all' AND name LIKE 'pass@%' ORDER BY temperature"
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    def pass_rows(self) -> list[tuple[int, float, str, float | None]]:
+        """(round, temperature, name, value) of every round's pass@k (scope 'all'), by round."""
+        rows = self.conn.execute(
+            "SELECT round, temperature, name, value FROM metrics WHERE purpose='eval' "
+            "AND scope='all' AND name LIKE 'pass@%' ORDER BY round"
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    def metric_rounds(self) -> set[int]:
+        """Every round that has a metric."""
+        return {r[0] for r in self.conn.execute("SELECT DISTINCT round FROM metrics")}
+
+    def clear_analysis(self, rnd: int, names: Sequence[str], probe_too: bool) -> None:
+        """Drop what an analyse of a round wrote: its warnings, its train and eval metrics
+        called ``names`` (never the evaluate stage's pass@k) and, with ``probe_too``, its
+        probe metrics."""
+        marks = ",".join("?" * len(names))
+        with self.transaction() as c:
+            c.execute("DELETE FROM warnings WHERE round=?", (rnd,))
+            c.execute(
+                "DELETE FROM metrics WHERE round=? AND purpose IN ('train','eval') "
+                f"AND name IN ({marks})",
+                (rnd, *names),
+            )
+            if probe_too:
+                c.execute("DELETE FROM metrics WHERE round=? AND purpose='probe'", (rnd,))
+
     def add_train_log(self, rnd: int, history: Sequence[dict[str, float]]) -> None:
         with self.transaction() as c:
             c.execute("DELETE FROM train_log WHERE round=?", (rnd,))
@@ -758,6 +710,11 @@ class RunStore:
                 "INSERT INTO train_log VALUES (?,?,?,?)",
                 [(rnd, int(h["step"]), h.get("loss"), h.get("lr")) for h in history],
             )
+
+    def train_log(self) -> list[tuple[int, int, float | None, float | None]]:
+        """(round, step, loss, lr) of every optimiser step, in order."""
+        q = "SELECT round, step, loss, lr FROM train_log ORDER BY round, step"
+        return [(r[0], r[1], r[2], r[3]) for r in self.conn.execute(q)]
 
     def log(
         self, message: str, level: str = "info", rnd: int | None = None, stage: str | None = None
@@ -794,35 +751,18 @@ class RunStore:
             out.append(d)
         return out
 
-    # ---- notes and tags (issue 19; an older file opened read-only has neither table) ------
+    # ---- notes and tags (an older file opened read-only may have neither table) ------------
     def _has_table(self, name: str) -> bool:
-        return (
-            self.conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)
-            ).fetchone()
-            is not None
-        )
-
-    def _ensure_notes_tags(self, c: sqlite3.Connection) -> None:
-        # A file already at schema 2 before these tables existed never reruns MIGRATIONS[2].
-        for stmt in NOTES_TAGS_SCHEMA:
-            c.execute(stmt)
+        return schema.has_table(self.conn, name)
 
     def add_note(self, text: str, rnd: int | None = None) -> int:
         """A note on the run (rnd None) or on one round; returns its id."""
         with self.transaction() as c:
-            self._ensure_notes_tags(c)
             cur = c.execute(
                 "INSERT INTO notes (round, text, created_at) VALUES (?,?,?)",
                 (rnd, text, time.time()),
             )
         return int(cur.lastrowid)
-
-    def delete_note(self, note_id: int) -> bool:
-        if not self._has_table("notes"):
-            return False
-        with self.transaction() as c:
-            return c.execute("DELETE FROM notes WHERE id=?", (note_id,)).rowcount > 0
 
     def notes(self, rnd: int | None = None, run_too: bool = True) -> list[dict[str, Any]]:
         """Notes, oldest first: all of them, or one round's (plus the run's when run_too)."""
@@ -838,7 +778,6 @@ class RunStore:
     def add_tag(self, tag: str, rnd: int | None = None) -> bool:
         """Tag the run (rnd None) or a round; False when it had the tag already."""
         with self.transaction() as c:
-            self._ensure_notes_tags(c)
             cur = c.execute(
                 "INSERT OR IGNORE INTO tags (tag, round, created_at) VALUES (?,?,?)",
                 (tag, rnd, time.time()),
@@ -869,37 +808,70 @@ class RunStore:
             )
         return [r[0] for r in self.conn.execute(q, args)]
 
+    def tag_rows(self) -> list[dict[str, Any]]:
+        """Every tag row (tag, round, created_at), by tag: a tag on the run and on a round
+        is two rows."""
+        if not self._has_table("tags"):
+            return []
+        return [dict(r) for r in self.conn.execute("SELECT * FROM tags ORDER BY tag")]
+
+    # ---- the fork/lock probe (analysis/rounds.py; none in an older file opened read-only) --
+    def write_probe(self, rnd: int, scored: dict[int, dict[str, np.ndarray]]) -> None:
+        """Replace a round's probe: sample id -> per-token arrays (PROBE_BLOBS). ``offsets``
+        may be missing (written as -1, unknown), ``train_tail_mass`` too (written as NULL)."""
+        cols = ", ".join(k for k, _ in PROBE_BLOBS)
+        marks = ",".join("?" * (len(PROBE_BLOBS) + 2))
+        with self.transaction() as c:
+            c.execute("DELETE FROM probe_stats WHERE round=?", (rnd,))
+            c.executemany(
+                f"INSERT INTO probe_stats (round, sample_id, {cols}) VALUES ({marks})",
+                [
+                    (rnd, sid, *(_probe_blob(s, k, dt) for k, dt in PROBE_BLOBS))
+                    for sid, s in scored.items()
+                ],
+            )
+
+    def probe_stats(
+        self, rnd: int, sample_id: int | None = None
+    ) -> dict[int, dict[str, np.ndarray]]:
+        """sample_id -> per-token arrays of one round's probe (empty when there is none)."""
+        if not self._has_table("probe_stats"):
+            return {}
+        q = "SELECT * FROM probe_stats WHERE round=?"
+        args: tuple[int, ...] = (rnd,)
+        if sample_id is not None:
+            q, args = q + " AND sample_id=?", (rnd, sample_id)
+        return {
+            r["sample_id"]: {
+                k: unpack(r[k], dt) for k, dt in PROBE_BLOBS if k in r.keys() and r[k] is not None
+            }
+            for r in self.conn.execute(q + " ORDER BY sample_id", args)
+        }
+
+    def probe_series(self, sample_id: int) -> dict[int, dict[str, np.ndarray]]:
+        """round -> per-token arrays of one probe sample, for drawing it across rounds."""
+        if not self._has_table("probe_stats"):
+            return {}
+        q = "SELECT round FROM probe_stats WHERE sample_id=? ORDER BY round"
+        rounds = [r[0] for r in self.conn.execute(q, (sample_id,))]
+        return {rnd: self.probe_stats(rnd, sample_id)[sample_id] for rnd in rounds}
+
+    def probe_sample_ids(self, rnd: int) -> set[int]:
+        """The samples a round's probe scored."""
+        if not self._has_table("probe_stats"):
+            return set()
+        q = "SELECT sample_id FROM probe_stats WHERE round=?"
+        return {r[0] for r in self.conn.execute(q, (rnd,))}
+
     def data_version(self) -> int:
         """Changes when another connection commits: a cheap poll for readers."""
         return self.conn.execute("PRAGMA data_version").fetchone()[0]
 
 
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def dir_sha256(folder: Path) -> str:
-    """A stable hash of a folder's files (names and contents), for adapters."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(folder)).encode() + b"\0" + file_sha256(p).encode())
-    return h.hexdigest()
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _probe_blob(stats: dict[str, np.ndarray], key: str, dtype: str) -> bytes | None:
+    if key in stats:
+        return pack(stats[key], dtype)
+    if key == "train_tail_mass":
+        return None  # a scorer without the training settings
+    # Offsets are optional for a scorer: -1 = unknown, one per token.
+    return pack(np.full(len(stats["entropies"]), -1), dtype)
