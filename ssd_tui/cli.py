@@ -316,8 +316,9 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 
 def cmd_open(args: argparse.Namespace) -> int:
-    from ssd_tui.outputs.export import export_info, open_export
+    from ssd_tui.outputs.export import export_info
     from ssd_tui.runs import sweep as sw
+    from ssd_tui.store.review import open_export
 
     if Path(args.db).is_dir() and sw.is_sweep(Path(args.db)):  # a sweep: its runs overlaid
         sw.load(Path(args.db))  # clear errors before the app starts
@@ -342,7 +343,7 @@ def cmd_open(args: argparse.Namespace) -> int:
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from ssd_tui.outputs.export import open_export
+    from ssd_tui.store.review import open_export
 
     for f in args.files:
         open_export(Path(f)).close()

@@ -263,7 +263,6 @@ SQL_START = re.compile(
 #: Modules whose SQL is on its way into the store, by another change of the same re-layout:
 #: the app's RunReader and its queries move from tui/data.py to store/reads.py, and the
 #: workbench's training-log query becomes `RunStore.train_log()`.
-ALLOWED_FOR_NOW = {"ssd_tui/tui/data.py", "ssd_tui/tui/workbench.py"}
 
 
 def sql_strings(path: Path) -> list[tuple[int, str]]:
@@ -295,10 +294,9 @@ def sql_strings(path: Path) -> list[tuple[int, str]]:
 def test_sql_lives_only_in_the_store():
     store = PKG / "store"
     offenders = [
-        f"{rel}:{line}: {text}"
+        f"{p.relative_to(PKG.parent)}:{line}: {text}"
         for p in _files(PKG)
         if store not in p.parents
-        and (rel := str(p.relative_to(PKG.parent))) not in ALLOWED_FOR_NOW
         for line, text in sql_strings(p)
     ]
     assert not offenders, "SQL outside ssd_tui/store/:\n" + "\n".join(offenders)
@@ -322,9 +320,3 @@ def test_the_sql_checker_catches_a_planted_statement(tmp_path):
         '    return "Update the settings, then select a model from the list"\n'
     )
     assert [line for line, _ in sql_strings(fake)] == [4, 6, 7, 8, 9, 10]
-
-
-def test_what_is_allowed_for_now_still_needs_it():
-    """Once a module's SQL has moved into the store, its exception goes too."""
-    for rel in sorted(ALLOWED_FOR_NOW):
-        assert sql_strings(PKG.parent / rel), f"{rel} holds no SQL now: drop it from ALLOWED_FOR_NOW"

@@ -10,10 +10,11 @@ import pytest
 from runkit import write_config, write_problems
 
 from ssd_tui.config import load_config
-from ssd_tui.outputs.export import export_run, open_export
+from ssd_tui.outputs.export import export_run
 from ssd_tui.runs.diff import diff_paths
 from ssd_tui.runs.pipeline import Pipeline
 from ssd_tui.runs.record import RECORD_KEYS
+from ssd_tui.store.review import open_export
 from ssd_tui.store.run_store import RunStore
 
 

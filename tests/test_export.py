@@ -26,8 +26,8 @@ from ssd_tui.outputs.export import (
     default_out_name,
     export_info,
     export_run,
-    open_export,
 )
+from ssd_tui.store.review import open_export
 from ssd_tui.store.run_store import RunStore, SampleRow
 from ssd_tui.store.schema import SCHEMA_VERSION
 

@@ -34,10 +34,7 @@ import secrets
 import shutil
 import sqlite3
 import sys
-import tempfile
 import time
-import weakref
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +47,7 @@ from ssd_tui.runs.record import RECORD_KEYS
 from ssd_tui.store import copy
 from ssd_tui.store.copy import DESCRIPTIONS_TABLE
 from ssd_tui.store.flat_samples import FLAT_SAMPLE_SQL, flat_samples
+from ssd_tui.store.review import open_export
 from ssd_tui.store.run_store import RunStore
 
 # ---- the one place where the export format is described ---------------------------------
@@ -337,7 +335,6 @@ META_KEYS: dict[str, str] = {
 }
 
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_GZIP_MAGIC = b"\x1f\x8b"
 
 _GZIP_LEVEL_DB = 1  # token arrays are near-incompressible floats: level 6 is 2x slower, 9% smaller
 _GZIP_LEVEL_TEXT = 6
@@ -407,39 +404,6 @@ def export_run(
         except OSError as e:
             raise SSDError(f"cannot write {final}: {e.strerror or e}") from None
     return final
-
-
-def open_export(path: str | Path) -> RunStore:
-    """Open an export (or any run database) read-only for review; ``.db.gz`` is accepted.
-
-    A gzipped file (recognised by its content, not its name) is decompressed into a
-    temporary folder that is removed when the store is closed (or garbage-collected).
-    Raises `SSDError` for a missing, damaged or unsupported file.
-    """
-    p = Path(path)
-    if not _is_gzip(p):
-        return RunStore.open(p, readonly=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix="ssd-tui-review-"))
-    name = p.name[:-3] if p.name.endswith(".gz") else p.name + ".db"
-    tmp = tmpdir / (name or "export.db")
-    try:
-        try:
-            with gzip.open(p, "rb") as f_in, open(tmp, "wb") as f_out:
-                shutil.copyfileobj(f_in, f_out, 1 << 20)
-        except (gzip.BadGzipFile, EOFError, zlib.error) as e:
-            raise SSDError(f"{p} is a damaged gzip file ({e})") from None
-        except OSError as e:
-            raise SSDError(f"cannot decompress {p}: {e.strerror or e}") from None
-        try:
-            store = _TempStore.open(tmp, readonly=True)
-        except SSDError as e:
-            raise SSDError(str(e).replace(str(tmp), str(p))) from None
-    except BaseException:
-        shutil.rmtree(tmpdir, ignore_errors=True)
-        raise
-    store._tmpdir = tmpdir
-    store._cleanup = weakref.finalize(store, shutil.rmtree, tmpdir, True)
-    return store
 
 
 def export_info(store: RunStore) -> ExportInfo | None:
@@ -514,26 +478,6 @@ def update_docs(path: Path) -> bool:
 
 
 # ---- opening ---------------------------------------------------------------------------------
-
-
-class _TempStore(RunStore):
-    """A review store over a decompressed temporary copy; closing it removes the copy."""
-
-    _tmpdir: Path | None = None
-    _cleanup: weakref.finalize | None = None
-
-    def close(self) -> None:
-        super().close()
-        if self._cleanup is not None:
-            self._cleanup()
-
-
-def _is_gzip(p: Path) -> bool:
-    try:
-        with open(p, "rb") as f:
-            return f.read(2) == _GZIP_MAGIC
-    except OSError:
-        return False  # missing, a folder, unreadable: RunStore.open says which
 
 
 @contextlib.contextmanager

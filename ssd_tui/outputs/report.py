@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from ssd_tui.analysis import rounds as an
-from ssd_tui.config import RunConfig, config_from_json, weaker_than_strict
+from ssd_tui.config import RunConfig, weaker_than_strict
+from ssd_tui.store.reads import run_config
 from ssd_tui.store.run_store import RunStore
 
 
@@ -76,14 +77,6 @@ def missing_chart_library() -> str:
     except ImportError:
         return NO_CHARTS
     return ""
-
-
-def run_config(store: RunStore) -> RunConfig:
-    """The run's stored config (defaults when the DB has none, e.g. a bare test DB)."""
-    info = store.run_info()
-    if info and info.get("config_json"):
-        return config_from_json(info["config_json"], Path(info.get("base_dir") or "."))
-    return RunConfig()
 
 
 # ---- collecting ---------------------------------------------------------------------------------------

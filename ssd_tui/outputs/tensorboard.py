@@ -49,7 +49,7 @@ def _tag(name: str) -> str:
 def scalars(store: RunStore) -> list[tuple[str, float, int]]:
     """(tag, value, step) for every scalar the export writes, in a stable order."""
     from ssd_tui.analysis import rounds as an
-    from ssd_tui.outputs.report import run_config
+    from ssd_tui.store.reads import run_config
 
     cfg = run_config(store)
     t_eval = cfg.eval.temperature

@@ -151,7 +151,7 @@ def format_diff(d: RunDiff, a: str, b: str) -> list[str]:
 
 def diff_paths(a: str | Path, b: str | Path) -> tuple[RunDiff, list[str]]:
     """Compare two run folders, run DBs or exports (.db.gz too), read-only."""
-    from ssd_tui.outputs.export import open_export
+    from ssd_tui.store.review import open_export
 
     pa, pb = resolve_db(a), resolve_db(b)
     sa = open_export(pa)

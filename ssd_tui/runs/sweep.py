@@ -438,7 +438,7 @@ DIFFICULTIES = ("easy", "medium", "hard")
 def read_curve(db: Path, label: str = "", seed: int = 0, setting: dict | None = None) -> RunCurve:
     """A run's pass@k per round at T_eval, by difficulty, and its round-0 baseline."""
     from ssd_tui.analysis import rounds as an
-    from ssd_tui.outputs.report import run_config
+    from ssd_tui.store.reads import run_config
 
     store = RunStore.open(db, readonly=True)
     try:

@@ -29,7 +29,7 @@ import numpy as np
 
 from ssd_tui.config import RunConfig, config_from_json, load_config
 from ssd_tui.errors import SSDError
-from ssd_tui.store.run_store import RunStore, unpack
+from ssd_tui.store.run_store import RunStore
 
 T = TypeVar("T")
 
@@ -43,6 +43,14 @@ _SUSPECT_IDS = (
 
 def _open_ro(db: Path) -> RunStore:
     return RunStore.open(db, readonly=True)
+
+
+def run_config(store: RunStore) -> RunConfig:
+    """The run's stored config (defaults when the DB has none, e.g. a bare test DB)."""
+    info = store.run_info()
+    if info and info.get("config_json"):
+        return config_from_json(info["config_json"], Path(info.get("base_dir") or "."))
+    return RunConfig()
 
 
 # ---- the runs folder ------------------------------------------------------------------------
@@ -523,14 +531,7 @@ class RunReader:
         """Rounds whose model re-scored this sample (analysis' probe_stats), if any."""
         with self._lock:
             s = self.store
-            if s is None or not _has_probe_table(s):
-                return []
-            return [
-                r[0]
-                for r in s.conn.execute(
-                    "SELECT round FROM probe_stats WHERE sample_id=? ORDER BY round", (sample_id,)
-                )
-            ]
+            return s.probe_rounds(sample_id) if s is not None else []
 
     def token_stats(self, sample_id: int, probe_round: int | None = None) -> TokenStats | None:
         """The sample's own per-token statistics, recorded when it was generated; with
@@ -543,30 +544,18 @@ class RunReader:
             if probe_round is None:
                 ts = s.token_stats(sample_id)
                 return TokenStats(ts["token_ids"], ts["logprobs"], ts["entropies"], ts["tail_mass"])
-            row = s.conn.execute(
-                "SELECT * FROM probe_stats WHERE round=? AND sample_id=?",
-                (probe_round, sample_id),
-            ).fetchone()
-        if row is None:
+            probe = s.probe_stats(probe_round, sample_id).get(sample_id)
+        if probe is None:
             return None
-        # The paper's KeptMass (training truncation set); absent in older probes.
-        has_train = "train_tail_mass" in row.keys() and row["train_tail_mass"] is not None
         return TokenStats(
-            unpack(row["token_ids"], "<i4"),
-            unpack(row["logprobs"]),
-            unpack(row["entropies"]),
-            unpack(row["tail_mass"]),
-            top1=unpack(row["top1"]),
-            train_tail_mass=unpack(row["train_tail_mass"]) if has_train else None,
+            probe["token_ids"],
+            probe["logprobs"],
+            probe["entropies"],
+            probe["tail_mass"],
+            top1=probe["top1"],
+            # the paper's KeptMass (training truncation set); absent in older probes
+            train_tail_mass=probe.get("train_tail_mass"),
         )
-
-
-def _has_probe_table(s: RunStore) -> bool:
-    return bool(
-        s.conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='probe_stats'"
-        ).fetchone()
-    )
 
 
 # ---- training log ---------------------------------------------------------------------------
@@ -575,9 +564,7 @@ def train_log(db: Path) -> dict[int, list[tuple[int, float | None, float | None]
     store = _open_ro(db)
     try:
         out: dict[int, list[tuple[int, float | None, float | None]]] = {}
-        for rnd, step, loss, lr in store.conn.execute(
-            "SELECT round, step, loss, lr FROM train_log ORDER BY round, step"
-        ):
+        for rnd, step, loss, lr in store.train_log():
             out.setdefault(rnd, []).append((step, loss, lr))
         return out
     finally:

@@ -848,13 +848,18 @@ class RunStore:
             for r in self.conn.execute(q + " ORDER BY sample_id", args)
         }
 
+    def probe_rounds(self, sample_id: int) -> list[int]:
+        """The rounds whose model re-scored this sample (the probe), in order."""
+        if not self._has_table("probe_stats"):
+            return []
+        q = "SELECT round FROM probe_stats WHERE sample_id=? ORDER BY round"
+        return [r[0] for r in self.conn.execute(q, (sample_id,))]
+
     def probe_series(self, sample_id: int) -> dict[int, dict[str, np.ndarray]]:
         """round -> per-token arrays of one probe sample, for drawing it across rounds."""
-        if not self._has_table("probe_stats"):
-            return {}
-        q = "SELECT round FROM probe_stats WHERE sample_id=? ORDER BY round"
-        rounds = [r[0] for r in self.conn.execute(q, (sample_id,))]
-        return {rnd: self.probe_stats(rnd, sample_id)[sample_id] for rnd in rounds}
+        return {
+            rnd: self.probe_stats(rnd, sample_id)[sample_id] for rnd in self.probe_rounds(sample_id)
+        }
 
     def probe_sample_ids(self, rnd: int) -> set[int]:
         """The samples a round's probe scored."""

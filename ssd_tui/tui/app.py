@@ -271,8 +271,8 @@ def run_app(
     opened = []
     if review:
         # Exports may be gzipped (.db.gz): review a decompressed temporary copy, removed
-        # when the app ends (ssd_tui.outputs.export.open_export).
-        from ssd_tui.outputs.export import open_export
+        # when the app ends (ssd_tui.store.review.open_export).
+        from ssd_tui.store.review import open_export
 
         opened = [open_export(Path(p)) for p in review]
         review = [s.path for s in opened]
