@@ -244,7 +244,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not held_by_parent:
         lock.acquire()
     try:
-        choice = choose_engine(cfg, resolve_model_path(cfg))
+        choice = choose_engine(cfg.engine_settings(), resolve_model_path(cfg))
         if choice.per_stage_processes and not held_by_parent:
             return _run_stage_per_process(args, cfg)
         store = RunStore.open(cfg.db_path, create=True)
@@ -394,12 +394,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     from ssd_tui.engine.choose import choose_engine
 
-    choice = choose_engine(cfg, str(model))
+    choice = choose_engine(cfg.engine_settings(), str(model))
     print(f"ok: {choice.line()}")
     if choice.name == "vllm":
         from ssd_tui.engine.vllm import vllm_report
 
-        print(f"ok: {vllm_report(cfg, str(model))}")
+        print(f"ok: {vllm_report(cfg.engine_settings(), str(model))}")
     return 0
 
 
