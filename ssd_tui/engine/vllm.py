@@ -620,6 +620,23 @@ def refusal_message(what: str, exc: BaseException) -> str:
 # --------------------------------------------------------------------------- the sampler
 
 
+@dataclasses.dataclass
+class _Batch:
+    """One batch of a ``generate_batches`` call, ready to queue."""
+
+    encoded: list[list[int]]  # each prompt's token ids
+    requests: list[Any]  # each prompt's vllm.SamplingParams (its own seed)
+    params: SamplingParams
+    n_top: int  # top log-probs asked for per token
+    greedy: bool
+    per_prompt: int  # sequences each prompt decodes: 1 when greedy, else n
+
+    @property
+    def rows(self) -> int:
+        """Sequences the batch keeps in flight."""
+        return len(self.encoded) * self.per_prompt
+
+
 class VLLMSampler:
     """``Sampler`` on vLLM: base model ⊕ at most one LoRA adapter, served by one engine.
 
@@ -778,37 +795,15 @@ class VLLMSampler:
         soon as batch i's last request is done, in the order batches finish.
 
         Requests are queued a batch at a time while at most ``in_flight()`` sequences
-        (prompts × n) are unfinished, so vLLM decodes up to that many rows at once (one batch of 8 left
-        most of a CPU's compute idle, and each batch waited for its longest sample) while
-        a batch is still written whole as soon as it is done. A batch's samples do not
-        depend on what it shares the engine with: every prompt has its own seed.
-        Closing the iterator early aborts what is still queued.
+        (prompts × n) are unfinished, so vLLM decodes up to that many rows at once (one
+        batch of 8 left most of a CPU's compute idle, and each batch waited for its longest
+        sample) while a batch is still written whole as soon as it is done. A batch's
+        samples do not depend on what it shares the engine with: every prompt has its own
+        seed. Closing the iterator early aborts what is still queued.
         """
         refused = refusal_types(self._vllm)
-        final_only = importlib.import_module("vllm.sampling_params").RequestOutputKind.FINAL_ONLY
-        work = []
-        for prompts, params in batches:
-            _check_params(params)
-            # Token ids, not text: vLLM would add a BOS the chat template already wrote,
-            # and the trainer must see exactly the prompt tokens the sampler conditioned on.
-            encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
-            for i, ids in enumerate(encoded):
-                if not ids:
-                    raise SSDError(f"prompt {i} is empty after tokenisation")
-            greedy = params.temperature < GREEDY_EPS
-            n_req = 1 if greedy else params.n  # vLLM refuses n > 1 for greedy decoding
-            n_top = top_logprobs_wanted(self.settings.vllm.logprobs, params.top_k)
-            try:
-                requests = [
-                    self._vllm.SamplingParams(**sampling_kwargs(params, n_req, n_top, seed))
-                    for seed in prompt_seeds(params.seed, len(prompts))
-                ]
-            except refused as exc:
-                raise SSDError(refusal_message("the sampling settings", exc)) from None
-            for r in requests:  # only the finished output, as LLM.generate asks for
-                r.output_kind = final_only
-            work.append((encoded, requests, params, n_top, greedy, n_req))
-
+        # Every batch is checked before the first is queued: a bad one fails the stage at once.
+        work = [self._prepare(prompts, params, refused) for prompts, params in batches]
         window = self.in_flight()
         owner: dict[str, tuple[int, int]] = {}  # our request id -> (batch, prompt)
         engine_ids: dict[str, str] = {}  # our request id -> the engine's (for an abort)
@@ -819,27 +814,15 @@ class VLLMSampler:
         # tracebacks hold this frame, and a local would keep the engine alive after close().
         try:
             while queued < len(work) or owner:
-                while queued < len(work) and (
-                    not owner or rows + len(work[queued][0]) * work[queued][5] <= window
-                ):
-                    encoded, requests, *_, seqs = work[queued]
-                    if not encoded:  # nothing to decode: done at once
-                        queued += 1
-                        yield queued - 1, []
-                        continue
-                    rows += len(encoded) * seqs
-                    done[queued], left[queued] = [None] * len(encoded), len(encoded)
-                    for i, (ids, req) in enumerate(zip(encoded, requests, strict=True)):
-                        rid = f"ssd-{self._requests}"
-                        self._requests += 1
-                        try:
-                            engine_ids[rid] = self._engine().llm_engine.add_request(
-                                rid, {"prompt_token_ids": ids}, req, lora_request=self.lora_request
-                            )
-                        except refused as exc:  # e.g. a prompt longer than max_model_len
-                            raise SSDError(refusal_message("a request", exc)) from None
-                        owner[rid] = (queued, i)
+                while queued < len(work) and (not owner or rows + work[queued].rows <= window):
+                    b, batch = queued, work[queued]
                     queued += 1
+                    if not batch.encoded:  # nothing to decode: done at once
+                        yield b, []
+                        continue
+                    rows += batch.rows
+                    done[b], left[b] = [None] * len(batch.encoded), len(batch.encoded)
+                    self._queue(b, batch, owner, engine_ids, refused)
                 if not owner:  # only empty batches were left: step() would wait for ever
                     continue
                 try:
@@ -852,14 +835,7 @@ class VLLMSampler:
                     b, i = owner.pop(out.request_id)
                     engine_ids.pop(out.request_id, None)
                     rows -= len(out.outputs)
-                    _, _, params, n_top, greedy, _ = work[b]
-                    comps = [
-                        to_completion(o, params, n_top, self._decode, self.vocab_size)
-                        for o in sorted(out.outputs, key=lambda o: o.index)
-                    ]
-                    if greedy:  # greedy samples are identical: copy instead of recomputing
-                        comps += [copy.deepcopy(comps[0]) for _ in range(params.n - 1)]
-                    done[b][i] = comps
+                    done[b][i] = self._completions(out, work[b])
                     left[b] -= 1
                     if left[b] == 0:
                         del left[b]
@@ -867,6 +843,65 @@ class VLLMSampler:
         finally:
             if owner and self._llm is not None:
                 self._abort(list(owner), [engine_ids.get(r) for r in owner])
+
+    def _prepare(
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams,
+        refused: tuple[type[BaseException], ...],
+    ) -> _Batch:
+        """One batch's prompt tokens and vLLM requests, checked before anything is queued."""
+        _check_params(params)
+        # Token ids, not text: vLLM would add a BOS the chat template already wrote,
+        # and the trainer must see exactly the prompt tokens the sampler conditioned on.
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        for i, ids in enumerate(encoded):
+            if not ids:
+                raise SSDError(f"prompt {i} is empty after tokenisation")
+        greedy = params.temperature < GREEDY_EPS
+        n_req = 1 if greedy else params.n  # vLLM refuses n > 1 for greedy decoding
+        n_top = top_logprobs_wanted(self.settings.vllm.logprobs, params.top_k)
+        try:
+            requests = [
+                self._vllm.SamplingParams(**sampling_kwargs(params, n_req, n_top, seed))
+                for seed in prompt_seeds(params.seed, len(prompts))
+            ]
+        except refused as exc:
+            raise SSDError(refusal_message("the sampling settings", exc)) from None
+        final_only = importlib.import_module("vllm.sampling_params").RequestOutputKind.FINAL_ONLY
+        for r in requests:  # only the finished output, as LLM.generate asks for
+            r.output_kind = final_only
+        return _Batch(encoded, requests, params, n_top, greedy, n_req)
+
+    def _queue(
+        self,
+        b: int,
+        batch: _Batch,
+        owner: dict[str, tuple[int, int]],
+        engine_ids: dict[str, str],
+        refused: tuple[type[BaseException], ...],
+    ) -> None:
+        """Add batch ``b``'s requests to the engine under our own ids ("ssd-<n>")."""
+        for i, (ids, req) in enumerate(zip(batch.encoded, batch.requests, strict=True)):
+            rid = f"ssd-{self._requests}"
+            self._requests += 1
+            try:
+                engine_ids[rid] = self._engine().llm_engine.add_request(
+                    rid, {"prompt_token_ids": ids}, req, lora_request=self.lora_request
+                )
+            except refused as exc:  # e.g. a prompt longer than max_model_len
+                raise SSDError(refusal_message("a request", exc)) from None
+            owner[rid] = (b, i)
+
+    def _completions(self, out: Any, batch: _Batch) -> list[Completion]:
+        """A finished request's samples, in the order vLLM numbered them."""
+        comps = [
+            to_completion(o, batch.params, batch.n_top, self._decode, self.vocab_size)
+            for o in sorted(out.outputs, key=lambda o: o.index)
+        ]
+        if batch.greedy:  # greedy samples are identical: copy instead of recomputing
+            comps += [copy.deepcopy(comps[0]) for _ in range(batch.params.n - 1)]
+        return comps
 
     def _abort(self, ours: list[str], theirs: list[str | None]) -> None:
         """Drop queued requests (a stopped stage), so the next stage starts on an idle engine."""
