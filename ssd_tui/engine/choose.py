@@ -247,9 +247,9 @@ class Engines:
         """A transformers model of base ⊕ ``adapter`` and its tokenizer.
 
         The live sampler's own model when it has one (the transformers engine); otherwise
-        (vLLM) a transformers model loaded beside it, kept until ``release_scoring_model``. On a
-        GPU the sampler is released first: vLLM holds ``gpu_memory_utilization`` of the
-        device, and the scoring model needs its weights and the pass's logits
+        (vLLM) a transformers model loaded beside it, kept until ``release_scoring_model``.
+        On a GPU the sampler is released first: vLLM holds ``gpu_memory_utilization`` of
+        the device, and the scoring model needs its weights and the pass's logits
         (docs/gpu.md). On the CPU both stay, so the engine is not restarted.
         """
         held = self._scoring
