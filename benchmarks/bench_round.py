@@ -217,8 +217,8 @@ def stats_pass(a: argparse.Namespace, model: Path, engine: str) -> dict:
     import torch
 
     from ssd_tui.config import load_config
-    from ssd_tui.engine.base import SamplingParams
-    from ssd_tui.engine.hf import encode_prompt, load_tokenizer
+    from ssd_tui.engine.base import SamplingParams, encode_prompt
+    from ssd_tui.engine.hf import load_tokenizer
     from ssd_tui.runs.pipeline import STATS_BATCH_TOKENS, Pipeline
     from ssd_tui.store.run_store import RunStore
 
@@ -229,11 +229,17 @@ def stats_pass(a: argparse.Namespace, model: Path, engine: str) -> dict:
         pass_s = 0.0
         scored = 0
 
-        def scoring_model(self, adapter):
-            t = time.perf_counter()
-            out = super().scoring_model(adapter)
-            self.load_s += time.perf_counter() - t
-            return out
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            load = self.engines.scoring_model
+
+            def timed_load(adapter):
+                t = time.perf_counter()
+                out = load(adapter)
+                self.load_s += time.perf_counter() - t
+                return out
+
+            self.engines.scoring_model = timed_load
 
         def fill_token_stats(self, *args, **kwargs):
             t, load = time.perf_counter(), self.load_s
@@ -254,7 +260,7 @@ def stats_pass(a: argparse.Namespace, model: Path, engine: str) -> dict:
         problems = pipe.train_problems
 
         t = time.perf_counter()  # engine start: load (HF) or the first generate (vLLM)
-        pipe.sampler(None).generate([problems[0].prompt], SamplingParams(max_new_tokens=1))
+        pipe.engines.sampler(None).generate([problems[0].prompt], SamplingParams(max_new_tokens=1))
         start_s = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -271,7 +277,7 @@ def stats_pass(a: argparse.Namespace, model: Path, engine: str) -> dict:
             store.conn.execute("UPDATE samples SET mean_entropy = NULL")
             store.conn.commit()
             pipe.fill_token_stats(1, "sample", "train", params.temperature, None, problems)
-            pipe.release_scoring_model()
+            pipe.engines.release_scoring_model()
         tok = load_tokenizer(pipe.model_path)  # prompts are stored as text: count their tokens
         prompt_tokens = sum(len(encode_prompt(tok, p.prompt)) for p in problems) * a.n
         pipe.release_sampler()

@@ -44,8 +44,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
-from ssd_tui.engine.base import SamplingParams  # noqa: E402
-from ssd_tui.engine.hf import HFSampler, encode_prompt  # noqa: E402
+from ssd_tui.engine.base import SamplingParams, encode_prompt  # noqa: E402
+from ssd_tui.engine.hf import HFSampler  # noqa: E402
 
 DEMO_MODEL = ROOT / "assets" / "demo-model"
 PROMPTS = ROOT / "assets" / "demo" / "train_prompts.jsonl"

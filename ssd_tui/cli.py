@@ -163,7 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     torch.set_num_threads(threads)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     with runner.holding_run(cfg.db_path) as held_by_parent:
-        choice = choose_engine(cfg, resolve_model_path(cfg))
+        choice = choose_engine(cfg.engine_settings(), resolve_model_path(cfg))
         if choice.per_stage_processes and not held_by_parent:
             return runner.run_stage_per_process(
                 cfg,
@@ -292,12 +292,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(
         f"ok: model {model}; {len(train)} training prompts; {len(evals)} eval problems; run folder {cfg.run_dir}"
     )
-    choice = choose_engine(cfg, str(model))
+    choice = choose_engine(cfg.engine_settings(), str(model))
     print(f"ok: {choice.line()}")
     if choice.name == "vllm":
         from ssd_tui.engine.vllm import vllm_report
 
-        print(f"ok: {vllm_report(cfg, str(model))}")
+        print(f"ok: {vllm_report(cfg.engine_settings(), str(model))}")
     return 0
 
 

@@ -17,7 +17,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ssd_tui.engine.base import LoraSettings, SamplingParams, TrainSettings
+from ssd_tui.engine.base import (
+    ENGINES,
+    VLLM_MAX_TEMPERATURE,
+    EngineSettings,
+    LoraSettings,
+    SamplingParams,
+    TrainSettings,
+    VllmSettings,
+)
 from ssd_tui.errors import SSDError
 
 if sys.version_info >= (3, 11):
@@ -31,7 +39,7 @@ else:  # pragma: no cover
 DEFAULT_STOP = ("\ndef ", "\nclass ", "\nif __name__", "\nprint(", "\n#")
 CHAT_STOP = ("\n```\n",)
 
-# issue 20: what `[sandbox] isolation` accepts; ssd_tui/evaluation/sandbox.py applies it.
+# What `[sandbox] isolation` accepts; ssd_tui/evaluation/sandbox.py applies it.
 ISOLATION_POLICIES = ("strict", "auto", "userns", "none")
 #: Overrides ``[sandbox] isolation`` for `ssd-tui run`/`demo` and every engine they (or the
 #: app) start: what `--sandbox MODE` sets, so a user who is not root can opt in without
@@ -77,7 +85,7 @@ class RunSection:
     engine: str = _opt(
         "sampler engine: auto = vLLM where installed and it pays off (a model of 100M+ "
         "parameters, or a GPU), else transformers (hf); the choice is printed and stored",
-        _one_of("auto", "hf", "vllm"),
+        _one_of(*ENGINES),
         default="auto",
     )
     threads: int = _opt("CPU threads for torch; 0 = all cores", _at_least(0), default=0)
@@ -194,15 +202,16 @@ class TrainSection:
     drop_shortest: float = _opt(
         "also drop this share of the shortest completions", _between(0.0, 0.9), default=0.0
     )
-    # issue 17: a sample cut at max_new_tokens never gets an EOS target (docs/engine.md).
+    # A sample cut at max_new_tokens never gets an EOS target: teaching EOS after it would
+    # teach the model to stop mid-program (docs/engine.md).
     truncated: str = _opt(
         "samples cut at [sampling] max_new_tokens: 'keep' (trained on as sampled, no EOS "
         "after them) or 'drop'",
         _one_of("keep", "drop"),
         default="keep",
     )
-    # issue 16: how the step is computed; the examples of each optimiser step and its
-    # update stay the same (docs/engine.md).
+    # How the step is computed; the examples of each optimiser step and its update stay
+    # the same (docs/engine.md).
     group_by_length: bool = _opt(
         "run each optimiser step's examples longest first, so passes hold similar lengths "
         "(less padding when grad_accum > 1, same update); false = the shuffled order",
@@ -325,7 +334,7 @@ class VllmSection:
     enable_prefix_caching: bool = _opt(
         "share the KV cache of a prompt between its n samples", default=True
     )
-    # issue 15: vLLM's CPU backend
+    # Unset or 0 below: what works on vLLM's CPU backend, where the GPU defaults fail.
     enable_chunked_prefill: bool | None = _opt(
         "split long prefills over engine steps; unset = false on vLLM's CPU backend (where a "
         "seeded request whose prefill is split kills the engine), vLLM's default on GPUs",
@@ -343,7 +352,7 @@ class VllmSection:
 class SandboxSection:
     """How test programs are isolated; docs/sandbox.md explains each mode."""
 
-    # issue 20: strict by default, weaker only when asked for
+    # Strict by default: a weaker sandbox runs only when a user asks for it.
     isolation: str = _opt(
         '"strict": root with namespaces, an unprivileged uid and a cgroup per program, or '
         'evaluation stops; "auto": the strongest that works here; "userns", "none": that mode '
@@ -424,6 +433,25 @@ class RunConfig:
             group_by_length=t.group_by_length,
             autocast=t.autocast,
             gradient_checkpointing=t.gradient_checkpointing,
+        )
+
+    def engine_settings(self) -> EngineSettings:
+        """What the engines, and the choice between them, read from this config."""
+        return EngineSettings(
+            engine=self.run.engine,
+            dtype=self.model.dtype,
+            device=self.model.device,
+            seed=self.run.seed,
+            threads=self.run.threads,
+            serves_adapters=self.run.rounds > 0,
+            max_temperature=max(
+                self.sampling.temperature, self.eval.temperature, *self.eval.baseline_temperatures
+            ),
+            top_ks=(self.sampling.top_k, self.eval.top_k),
+            batch_size=max(self.sampling.batch_size, self.eval.batch_size),
+            lora=self.lora_settings(),
+            train=self.train_settings(),
+            vllm=VllmSettings(**dataclasses.asdict(self.vllm)),
         )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -568,9 +596,8 @@ def _check_cross_fields(cfg: RunConfig, where) -> None:
 
 
 def _check_vllm_temperatures(cfg: RunConfig, where) -> None:
-    """The temperature range follows the engine: vLLM refuses T > 2 (issue 15)."""
-    from ssd_tui.engine.vllm import VLLM_MAX_TEMPERATURE
-
+    """The temperature range follows the engine: vLLM refuses T > 2, and a run should
+    say so when its config is read, not when its first stage starts vLLM."""
     keys = [
         ("sampling", "temperature", cfg.sampling.temperature),
         ("eval", "temperature", cfg.eval.temperature),
@@ -625,7 +652,7 @@ RESUMABLE_KEYS = (
     "vllm.enable_prefix_caching",
     "vllm.enable_chunked_prefill",
     "vllm.cpu_kvcache_gib",
-    "train.group_by_length",  # issue 16: how a step is computed, not what it computes
+    "train.group_by_length",  # how a step is computed, not what it computes
     "train.gradient_checkpointing",
     "sandbox.isolation",  # a run refused under "strict" must be resumable once opted in
 )

@@ -9,6 +9,8 @@
 3. The UI never runs engine code in its own process: `ssd_tui/tui/` does not import
    the pipeline, the engines, the sandbox or the evaluator. It reads the store and
    starts `ssd-tui run` as a separate process.
+3. The engine imports nothing above it (it reads `EngineSettings`, never the config), and
+   the pipeline none of its internals (it gets its engines from `engine.choose.Engines`).
 """
 
 from __future__ import annotations
@@ -213,6 +215,22 @@ def test_the_tui_does_not_import_engine_code():
         if any(_is(name, bad) for bad in UI_FORBIDDEN)
     ]
     assert not offenders, "the UI imports engine code:\n" + "\n".join(offenders)
+
+
+def test_the_engine_imports_nothing_above_it():
+    offenders = [
+        f"{p.relative_to(PKG.parent)} imports {name}"
+        for p in _files(PKG / "engine")
+        for name in sorted(imports_of(p))
+        if _is(name, "ssd_tui") and not (_is(name, "ssd_tui.engine") or _is(name, "ssd_tui.errors"))
+    ]
+    assert not offenders, "the engine imports from above it:\n" + "\n".join(offenders)
+
+
+def test_the_pipeline_imports_no_engine_internals():
+    names = imports_of(PKG / "runs" / "pipeline.py")
+    internal = ("ssd_tui.engine.hf", "ssd_tui.engine.vllm", "ssd_tui.engine.truncation")
+    assert not sorted(n for n in names if any(_is(n, m) for m in internal))
 
 
 def test_the_checker_sees_relative_and_aliased_imports(tmp_path):

@@ -1,12 +1,21 @@
 """Run config: valid files load; every bad value is one line naming file, line and key."""
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssd_tui.config import config_diff, config_from_json, load_config, loads_config
+from ssd_tui.config import (
+    RunConfig,
+    VllmSection,
+    config_diff,
+    config_from_json,
+    load_config,
+    loads_config,
+)
+from ssd_tui.engine.base import EngineSettings, LoraSettings, VllmSettings
 from ssd_tui.errors import SSDError
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -165,6 +174,27 @@ def test_temperature_range_follows_the_engine(tmp_path):
             loads_config(vllm + extra, source="c.toml")
         assert key in str(e.value) and "\n" not in str(e.value)
     assert loads_config(vllm + "[eval]\ntemperature = 2.0\n").eval.temperature == 2.0
+
+
+def test_engine_settings_carry_what_the_engines_read():
+    """The engines read EngineSettings, never the config: its defaults are the config's, and
+    the [vllm] section maps onto VllmSettings key for key."""
+    assert RunConfig().engine_settings() == EngineSettings()
+    assert [(f.name, f.default) for f in fields(VllmSection)] == [
+        (f.name, f.default) for f in fields(VllmSettings)
+    ]
+    cfg = loads_config(
+        MINIMAL
+        + '[run]\nengine = "hf"\nrounds = 0\nseed = 7\nthreads = 2\n'
+        + "[sampling]\ntemperature = 1.5\ntop_k = 20\nbatch_size = 4\n"
+        + "[eval]\ntop_k = 5\nbatch_size = 32\nbaseline_temperatures = [0.2, 1.7]\n"
+        + "[lora]\nr = 16\n[vllm]\nlogprobs = 40\nmax_num_seqs = 9\n"
+    )
+    s = cfg.engine_settings()
+    assert (s.engine, s.seed, s.threads, s.serves_adapters) == ("hf", 7, 2, False)
+    assert (s.max_temperature, s.top_ks, s.batch_size) == (1.7, (20, 5), 32)
+    assert s.lora == LoraSettings(r=16) and s.train == cfg.train_settings()
+    assert (s.vllm.logprobs, s.vllm.max_num_seqs) == (40, 9)
 
 
 def test_vllm_cpu_keys_are_unset_by_default_and_take_booleans():

@@ -13,16 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ssd_tui.engine.base import LoraSettings, SamplingParams, TrainSettings
+from ssd_tui.engine.base import LoraSettings, SamplingParams, TrainSettings, encode_prompt
 from ssd_tui.engine.hf import (
     HFSampler,
     HFTrainer,
     completion_loss_sum,
-    encode_prompt,
-    filter_examples,
     load_tokenizer,
     pick_tokens,
-    render_prompt,
 )
 from ssd_tui.errors import SSDError
 from tests.vllm_reference import vllm_kept
@@ -69,20 +66,6 @@ def test_missing_local_path_is_one_line_error(tmp_path: Path) -> None:
         load_tokenizer(str(tmp_path / "nope"))
     with pytest.raises(SSDError, match="not a local folder and not in the Hugging Face cache"):
         load_tokenizer("no-such-org/no-such-model-xyz")
-
-
-def test_render_prompt(tiny_model_dir: Path) -> None:
-    tok = load_tokenizer(str(tiny_model_dir))
-    assert render_prompt(tok, "def f():", use_chat_template=False) == "def f():"
-    text = render_prompt(tok, "write f", use_chat_template=True)
-    assert text == "<|im_start|>user\nwrite f<|im_end|>\n<|im_start|>assistant\n"
-    msgs = [{"role": "system", "content": "Python."}, {"role": "user", "content": "hi"}]
-    assert render_prompt(tok, msgs, use_chat_template=True).startswith("<|im_start|>system\n")
-    tok.chat_template = None
-    with pytest.raises(SSDError, match="no chat template"):
-        render_prompt(tok, "x", use_chat_template=True)
-    with pytest.raises(SSDError):
-        render_prompt(tok, msgs, use_chat_template=False)
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -221,18 +204,6 @@ def test_bad_params_raise(sampler: HFSampler) -> None:
 
 
 # ----------------------------------------------------------------------------- training
-
-
-def test_filter_examples() -> None:
-    ex = [
-        ("p", ""),
-        ("p", "   \n"),
-        ("p", "return 1"),
-        ("p", "x = 1\n\nreturn x"),
-        ("p", "a\nb\nc"),
-    ]
-    assert filter_examples(ex) == [ex[3], ex[4]]
-    assert filter_examples(ex, min_lines=3) == [ex[4]]
 
 
 EXAMPLE = ("def add(a, b):\n", "    return a + b\n\nprint(add(1, 2))\n")

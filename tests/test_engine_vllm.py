@@ -20,7 +20,8 @@ import torch
 from runkit import write_config, write_problems
 
 from ssd_tui.config import load_config, loads_config
-from ssd_tui.engine.base import SamplingParams
+from ssd_tui.engine.base import EngineSettings, SamplingParams, cpu_kvcache_gib
+from ssd_tui.engine.truncation import kept_prefix, tail_mass_from_top
 from ssd_tui.engine.vllm import (
     CPU_HEAD_DIMS,
     MIN_VLLM,
@@ -34,16 +35,13 @@ from ssd_tui.engine.vllm import (
     check_lora_rank,
     check_version,
     cpu_env,
-    cpu_kvcache_gib,
     engine_kwargs,
     import_vllm,
-    kept_prefix,
     model_head_dim,
     prompt_seeds,
     refusal_message,
     refusal_types,
     sampling_kwargs,
-    tail_mass_from_top,
     top_logprobs_wanted,
     trim_to_text,
 )
@@ -74,8 +72,8 @@ def fake(monkeypatch: pytest.MonkeyPatch):
     return fake_vllm.install(monkeypatch)
 
 
-def _cfg(extra: str = "", base_dir: Path | None = None):
-    return loads_config(BASE + extra, base_dir=base_dir)
+def _settings(extra: str = "") -> EngineSettings:
+    return loads_config(BASE + extra).engine_settings()
 
 
 def _lone_line(exc: pytest.ExceptionInfo[SSDError]) -> str:
@@ -94,7 +92,7 @@ def test_missing_vllm_is_a_one_line_error(monkeypatch, tiny_model_dir: Path) -> 
     assert _lone_line(e) == MISSING_VLLM
     assert "CUDA" not in MISSING_VLLM  # vLLM's CPU build runs it too (README)
     with pytest.raises(SSDError, match="pip install 'ssd-tui\\[vllm\\]' on a GPU machine"):
-        VLLMSampler(str(tiny_model_dir), cfg=_cfg())
+        VLLMSampler(str(tiny_model_dir), settings=_settings())
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -136,13 +134,15 @@ def test_prompt_seeds_are_distinct_and_stable() -> None:
 
 
 def test_engine_kwargs_and_unknown_options(fake) -> None:
-    cfg = _cfg("[vllm]\ntensor_parallel_size = 4\nmax_model_len = 4096\nenforce_eager = true\n")
-    kw = engine_kwargs(cfg, "/m", enable_lora=False, max_lora_rank=16, max_logprobs=21)
+    settings = _settings(
+        "[vllm]\ntensor_parallel_size = 4\nmax_model_len = 4096\nenforce_eager = true\n"
+    )
+    kw = engine_kwargs(settings, "/m", enable_lora=False, max_lora_rank=16, max_logprobs=21)
     assert kw["logprobs_mode"] == "raw_logprobs"
     assert kw["tensor_parallel_size"] == 4 and kw["max_model_len"] == 4096
     assert kw["max_logprobs"] == 21 and kw["enforce_eager"] is True
     assert "max_num_seqs" not in kw and "enable_lora" not in kw  # 0 = vLLM's default
-    lora = engine_kwargs(cfg, "/m", enable_lora=True, max_lora_rank=32, max_logprobs=0)
+    lora = engine_kwargs(settings, "/m", enable_lora=True, max_lora_rank=32, max_logprobs=0)
     assert (lora["enable_lora"], lora["max_lora_rank"], lora["max_loras"]) == (True, 32, 1)
     fields = {f for f in fake.EngineArgs.__dataclass_fields__}
     check_engine_kwargs(lora, fields, "x")  # every option exists in vLLM's EngineArgs
@@ -156,16 +156,22 @@ def test_engine_kwargs_and_unknown_options(fake) -> None:
 
 def test_cpu_engine_settings_default_and_override() -> None:
     """Findings 3 and 5: eager, no chunked prefill and a KV cache in GiB on CPU only."""
-    cfg = _cfg()
-    gpu = engine_kwargs(cfg, "/m", enable_lora=False, max_lora_rank=8, max_logprobs=20)
+    settings = _settings()
+    gpu = engine_kwargs(settings, "/m", enable_lora=False, max_lora_rank=8, max_logprobs=20)
     assert gpu["enforce_eager"] is False and "enable_chunked_prefill" not in gpu
     assert "kv_cache_memory_bytes" not in gpu
     cpu = engine_kwargs(
-        cfg, "/m", enable_lora=False, max_lora_rank=8, max_logprobs=20, cpu=True, free_ram_gib=11
+        settings,
+        "/m",
+        enable_lora=False,
+        max_lora_rank=8,
+        max_logprobs=20,
+        cpu=True,
+        free_ram_gib=11,
     )
     assert cpu["enforce_eager"] is True and cpu["enable_chunked_prefill"] is False
     assert cpu["kv_cache_memory_bytes"] == 2 * 2**30  # a quarter of 11 GiB, floored
-    mine = _cfg(
+    mine = _settings(
         "[vllm]\nenforce_eager = false\nenable_chunked_prefill = true\ncpu_kvcache_gib = 3\n"
     )
     kw = engine_kwargs(
@@ -281,11 +287,11 @@ def test_rank_check_names_both_numbers(tmp_path: Path) -> None:
 
 
 def test_rank_checked_when_the_sampler_is_built(fake, tiny_model_dir: Path) -> None:
-    cfg = _cfg("[lora]\nr = 32\n[vllm]\nmax_lora_rank = 16\n")
+    settings = _settings("[lora]\nr = 32\n[vllm]\nmax_lora_rank = 16\n")
     with pytest.raises(SSDError, match="r = 32 is larger than \\[vllm\\] max_lora_rank = 16"):
-        VLLMSampler(str(tiny_model_dir), cfg=cfg)
+        VLLMSampler(str(tiny_model_dir), settings=settings)
     assert not fake.EVENTS  # before any GPU work
-    auto = VLLMSampler(str(tiny_model_dir), cfg=_cfg("[lora]\nr = 32\n"))
+    auto = VLLMSampler(str(tiny_model_dir), settings=_settings("[lora]\nr = 32\n"))
     assert auto.max_lora_rank == 32
 
 
@@ -373,7 +379,7 @@ def test_trim_to_text_keeps_tokens_starting_before_the_cut() -> None:
 
 @pytest.fixture
 def sampler(fake, tiny_model_dir: Path):
-    s = VLLMSampler(str(tiny_model_dir), cfg=_cfg())
+    s = VLLMSampler(str(tiny_model_dir), settings=_settings())
     yield s
     s.close()
 
@@ -394,7 +400,7 @@ def test_a_run_without_rounds_starts_without_lora(
     fake, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     """…and an adapter given to such an engine later stops it, to restart with LoRA."""
-    with VLLMSampler(str(tiny_model_dir), cfg=_cfg("[run]\nrounds = 0\n")) as s:
+    with VLLMSampler(str(tiny_model_dir), settings=_settings("[run]\nrounds = 0\n")) as s:
         s.generate(PROMPTS[:1], SamplingParams(max_new_tokens=2))
         (start,) = [e for e in fake.EVENTS if e[0] == "start"]
         assert "enable_lora" not in start[2] and fake.LIVE

@@ -361,17 +361,15 @@ def test_real_model_solves_a_humaneval_problem_greedily() -> None:
 
     from ssd_tui.config import CHAT_STOP, ModelSection
     from ssd_tui.engine.base import SamplingParams
-    from ssd_tui.engine.hf import HFSampler, render_prompt
+    from ssd_tui.engine.hf import HFSampler
     from ssd_tui.evaluation.check import check_samples
-    from ssd_tui.problems.prompting import chat_messages, program_for
+    from ssd_tui.problems.prompting import program_for, prompt_for
     from ssd_tui.problems.sets import load_humaneval
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     problem = load_humaneval()[0]  # has_close_elements
     with HFSampler(str(REAL), dtype="float32", batch_size=1) as s:
-        prompt = render_prompt(
-            s.tokenizer, chat_messages(problem, ModelSection().system_prompt), True
-        )
+        prompt = prompt_for(problem, "chat", ModelSection().system_prompt, s.tokenizer)
         (c,) = s.generate(
             [prompt], SamplingParams(temperature=0.0, max_new_tokens=256, stop=CHAT_STOP)
         )[0]

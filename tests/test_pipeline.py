@@ -12,7 +12,7 @@ import pytest
 from runkit import run_cli, snapshot, write_config, write_problems
 
 from ssd_tui.config import load_config
-from ssd_tui.runs.pipeline import Pipeline, derive_seed
+from ssd_tui.runs.pipeline import Pipeline, derive_seed, filter_examples
 from ssd_tui.runs.runner import RunLock
 from ssd_tui.store.run_store import RunStore
 
@@ -244,3 +244,15 @@ def test_greedy_evaluation_t_eval_0(tmp_path, tiny_model_dir):
     assert store.engine_labels() == ["hf"]  # auto without vLLM, or a model this small
     with pytest.raises(SSDError, match=r"\[sampling\] temperature must be in \(0"):
         load_config(write_config(tmp_path, tiny_model_dir, sampling__temperature=0.0))
+
+
+def test_filter_examples() -> None:
+    ex = [
+        ("p", ""),
+        ("p", "   \n"),
+        ("p", "return 1"),
+        ("p", "x = 1\n\nreturn x"),
+        ("p", "a\nb\nc"),
+    ]
+    assert filter_examples(ex) == [ex[3], ex[4]]
+    assert filter_examples(ex, min_lines=3) == [ex[4]]

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from ssd_tui.analysis import rounds as an
-from ssd_tui.analysis.probe import position_stats, score_completions, truncation_mask
+from ssd_tui.analysis.probe import position_stats, score_completions
 from ssd_tui.config import AnalysisSection, EvalSection, RunConfig
 from ssd_tui.engine.base import SamplingParams
+from ssd_tui.engine.truncation import truncation_mask
 from ssd_tui.store.run_store import RunStore, SampleRow
 
 PROMPTS = [

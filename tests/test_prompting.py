@@ -3,9 +3,13 @@ Qwen2.5-Coder-0.5B-Instruct outputs, see docs/models.md)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ssd_tui.config import CHAT_STOP
+from ssd_tui.engine.hf import load_tokenizer
+from ssd_tui.errors import SSDError
 from ssd_tui.problems.prompting import (
     HUMANEVAL_INSTRUCTION,
     chat_messages,
@@ -13,6 +17,8 @@ from ssd_tui.problems.prompting import (
     extract_code,
     instruction,
     program_for,
+    prompt_for,
+    render_prompt,
 )
 from ssd_tui.problems.sets import Problem, load_humaneval
 
@@ -312,3 +318,29 @@ def test_asserts_and_calls_at_top_level_are_dropped_but_assignments_stay() -> No
         "add",
     )
     assert code == "TABLE = [i * i for i in range(10)]\n\ndef add(xs):\n    return sum(xs)"
+
+
+# ---------------------------------------------------------------------------- the prompt text
+
+
+def test_render_prompt(tiny_model_dir: Path) -> None:
+    tok = load_tokenizer(str(tiny_model_dir))
+    assert render_prompt(tok, "def f():", use_chat_template=False) == "def f():"
+    text = render_prompt(tok, "write f", use_chat_template=True)
+    assert text == "<|im_start|>user\nwrite f<|im_end|>\n<|im_start|>assistant\n"
+    msgs = [{"role": "system", "content": "Python."}, {"role": "user", "content": "hi"}]
+    assert render_prompt(tok, msgs, use_chat_template=True).startswith("<|im_start|>system\n")
+    tok.chat_template = None
+    with pytest.raises(SSDError, match="no chat template"):
+        render_prompt(tok, "x", use_chat_template=True)
+    with pytest.raises(SSDError):
+        render_prompt(tok, msgs, use_chat_template=False)
+
+
+def test_prompt_for_each_style(tiny_model_dir: Path) -> None:
+    assert prompt_for(HE, "completion", "You are terse.") == HE.prompt  # no tokenizer needed
+    tok = load_tokenizer(str(tiny_model_dir))
+    text = prompt_for(HE, "chat", "You are terse.", tok)
+    assert text == render_prompt(tok, chat_messages(HE, "You are terse."), True)
+    assert text.startswith("<|im_start|>system\nYou are terse.<|im_end|>\n<|im_start|>user\n")
+    assert text.endswith("<|im_start|>assistant\n")

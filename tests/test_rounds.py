@@ -64,7 +64,7 @@ def _regenerate(pipe: Pipeline, rnd: int, purpose: str, adapter: str | None) -> 
             cfg.eval.batch_size,
         )
     seed = derive_seed(cfg.run.seed, rnd, purpose, params.temperature, 0)
-    sampler = pipe.sampler(adapter)
+    sampler = pipe.engines.sampler(adapter)
     outs = sampler.generate([pipe.render(p) for p in problems[:size]], replace(params, seed=seed))
     return [c.text for comps in outs for c in comps]
 

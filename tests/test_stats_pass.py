@@ -21,8 +21,8 @@ from runkit import write_config, write_problems
 
 from ssd_tui.analysis.probe import batches_by_tokens, score_token_ids
 from ssd_tui.config import load_config
-from ssd_tui.engine.base import SamplingParams
-from ssd_tui.engine.hf import HFSampler, encode_prompt
+from ssd_tui.engine.base import SamplingParams, encode_prompt
+from ssd_tui.engine.hf import HFSampler
 from ssd_tui.runs.pipeline import Pipeline
 from ssd_tui.store.run_store import RunStore, unpack
 
@@ -184,5 +184,5 @@ def test_pass_fills_every_sample_and_resumes_after_kill_9(tmp_path: Path, tiny_m
         for got, ref in ((lps, w[3]), (hs, w[4]), (tails, w[5])):
             np.testing.assert_allclose(unpack(got), unpack(ref), atol=1e-4)
     assert pipe.fill_token_stats(0, "evaluate", "eval", 1.0, None, pipe.eval_problems) == 0
-    assert pipe._scoring is None  # the transformers sampler was the scoring model
+    assert pipe.engines._scoring is None  # the transformers sampler was the scoring model
     store.close()

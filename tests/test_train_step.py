@@ -19,8 +19,8 @@ from ssd_tui.engine.hf import HFTrainer, load_tokenizer, plan_passes, train_auto
 from ssd_tui.errors import SSDError
 
 LORA = LoraSettings(r=4, alpha=8, dropout=0.0)
-# float32 (autocast off): the comparisons below hold to 1e-5, which bf16 autocast ("auto"
-# takes it on CPUs with native bf16) does not; the autocast tests set it themselves.
+# float32 unless a test asks for bf16: the exact comparisons hold to 1e-5, which bf16 autocast
+# ("auto" takes it on CPUs with native bf16, such as AMD Zen 4) does not.
 BASE = TrainSettings(
     learning_rate=1e-2, batch_size=4, grad_accum=2, max_length=96, seed=0, autocast="off"
 )

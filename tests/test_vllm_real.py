@@ -30,7 +30,7 @@ from conftest import build_tiny_model  # noqa: E402
 from runkit import write_config  # noqa: E402
 
 from ssd_tui.config import loads_config  # noqa: E402
-from ssd_tui.engine.base import SamplingParams  # noqa: E402
+from ssd_tui.engine.base import EngineSettings, SamplingParams, encode_prompt  # noqa: E402
 from ssd_tui.engine.vllm import VLLMSampler, vllm_platform  # noqa: E402
 from ssd_tui.errors import SSDError  # noqa: E402
 
@@ -52,8 +52,8 @@ max_model_len = 256
 """
 
 
-def _cfg(extra: str = ""):
-    return loads_config(BASE + extra)
+def _settings(extra: str = "") -> EngineSettings:
+    return loads_config(BASE + extra).engine_settings()
 
 
 def _lone_line(exc: pytest.ExceptionInfo[SSDError]) -> str:
@@ -110,7 +110,7 @@ def model32(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sampler(model32: Path):
-    s = VLLMSampler(str(model32), cfg=_cfg())
+    s = VLLMSampler(str(model32), settings=_settings())
     yield s
     s.close()
 
@@ -166,7 +166,7 @@ def test_head_dim_16_is_one_line_before_any_engine(tiny_model_dir: Path) -> None
     """Finding 4: the engine would die in its worker; we say so when the sampler is built."""
     before = engine_core_pids()
     with pytest.raises(SSDError) as e:
-        VLLMSampler(str(tiny_model_dir), cfg=_cfg())
+        VLLMSampler(str(tiny_model_dir), settings=_settings())
     assert "does not support the head size 16" in _lone_line(e)
     assert engine_core_pids() == before
 
@@ -175,8 +175,6 @@ def test_head_dim_16_is_one_line_before_any_engine(tiny_model_dir: Path) -> None
 
 
 def test_logprobs_equal_transformers_rescoring(sampler: VLLMSampler, model32: Path) -> None:
-    from ssd_tui.engine.hf import encode_prompt
-
     params = SamplingParams(1.0, 0, 1.0, 0.0, max_new_tokens=12, n=2, stop=(), seed=5)
     outs = sampler.generate(PROMPTS, params)
     checked = 0
@@ -203,8 +201,6 @@ def test_logprobs_equal_transformers_rescoring(sampler: VLLMSampler, model32: Pa
 def test_stored_tail_mass_is_exact(
     sampler: VLLMSampler, model32: Path, params: SamplingParams
 ) -> None:
-    from ssd_tui.engine.hf import encode_prompt
-
     outs = sampler.generate(PROMPTS, params)
     known = 0
     for prompt, per in zip(PROMPTS, outs, strict=True):
@@ -228,7 +224,7 @@ def test_stored_tail_mass_is_exact(
 def _exact_stats(model_dir: Path, tok, outs, params: SamplingParams) -> list[dict]:
     """The pipeline's exact-statistics pass (issue 16) on these samples, by transformers."""
     from ssd_tui.analysis.probe import score_token_ids
-    from ssd_tui.engine.hf import HFSampler, encode_prompt
+    from ssd_tui.engine.hf import HFSampler
 
     prompt_ids = [encode_prompt(tok, p) for p, per in zip(PROMPTS, outs, strict=True) for _ in per]
     ids = [c.token_ids for per in outs for c in per]
@@ -270,7 +266,6 @@ def test_every_vllm_sample_gets_exact_stats(
     """Where the top-N log-probs leave the tail undetermined (top-p), the pass still gives
     every sample its stats: log p equal to vLLM's own, entropy and tail mass equal to a
     float64 re-scoring with vLLM V1's kept set, and the sampled token inside that set."""
-    from ssd_tui.engine.hf import encode_prompt
 
     outs = sampler.generate(PROMPTS, params)
     got = _exact_stats(model32, sampler.tokenizer, outs, params)
@@ -500,10 +495,10 @@ def test_tensor_parallel_2_on_the_cpu_backend(model32: Path) -> None:
     backend shards the model over two ranks (one core each, "0|1"), and the greedy answers
     and their log-probs are the single engine's. Slow (two engines): `-m "vllm and slow"`."""
     greedy = SamplingParams(temperature=0.0, max_new_tokens=10, stop=())
-    with VLLMSampler(str(model32), cfg=_cfg()) as one:
+    with VLLMSampler(str(model32), settings=_settings()) as one:
         want = one.generate(PROMPTS, greedy)
     assert wait_gone(engine_core_pids()) == set()
-    with VLLMSampler(str(model32), cfg=_cfg("tensor_parallel_size = 2\n")) as two:
+    with VLLMSampler(str(model32), settings=_settings("tensor_parallel_size = 2\n")) as two:
         assert two.engine_kwargs()["tensor_parallel_size"] == 2
         got = two.generate(PROMPTS, greedy)
     for w, g in zip(want, got, strict=True):

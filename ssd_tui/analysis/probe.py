@@ -22,20 +22,19 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from ssd_tui.engine.base import SamplingParams
-from ssd_tui.engine.hf import encode_prompt
-from ssd_tui.engine.truncation import tail_mass, truncation_mask
+from ssd_tui.engine.base import SamplingParams, encode_prompt
+from ssd_tui.engine.truncation import tail_mass
 
 __all__ = [
     "batches_by_tokens",
     "position_stats",
     "score_completions",
     "score_token_ids",
-    "truncation_mask",
 ]
 
 # Positions scored at once: bounds the (positions × vocab) float32 temporaries
@@ -90,8 +89,8 @@ def position_stats(
 
 
 def score_completions(
-    model,
-    tokenizer,
+    model: Any,
+    tokenizer: Any,
     prompts: Sequence[str],
     completions: Sequence[str],
     params: SamplingParams,
@@ -113,7 +112,7 @@ def score_completions(
 
 
 def score_token_ids(
-    model,
+    model: Any,
     prompt_ids: Sequence[Sequence[int]],
     completion_ids: Sequence[Sequence[int]],
     params: SamplingParams,

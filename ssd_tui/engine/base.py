@@ -1,8 +1,12 @@
-"""The two engine protocols: a sampler and a trainer.
+"""The engine protocols (a sampler, a trainer), their settings, and the engine limits.
 
 Everything engine-specific (transformers, vLLM) hides behind these. The pipeline
 renders prompts to final strings (chat template applied) before it calls either,
-so the sampler and the trainer see exactly the same prompt text.
+so the sampler and the trainer see exactly the same prompt text, and ``encode_prompt``
+turns that text into the same tokens for both.
+
+Nothing here imports torch or vLLM, and nothing above the engine: the run config builds
+an ``EngineSettings`` (``RunConfig.engine_settings``) and the engines read only that.
 """
 
 from __future__ import annotations
@@ -10,10 +14,46 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 # progress(done, total): called after each batch / optimiser step.
 Progress = Callable[[int, int], None]
+
+# A training example: (prompt, completion) or (prompt, completion, finished). An unfinished
+# one (cut at max_new_tokens) is trained on without an EOS target after it.
+Example = tuple[str, str] | tuple[str, str, bool]
+
+#: What ``[run] engine`` takes (engine/choose.py resolves "auto").
+ENGINES = ("auto", "hf", "vllm")
+
+#: vLLM refuses temperatures above this (its ``SamplingParams``); the config follows it.
+VLLM_MAX_TEMPERATURE = 2.0
+
+#: The KV cache on vLLM's CPU backend when ``[vllm] cpu_kvcache_gib = 0``: a quarter of the
+#: free RAM, within these bounds (GiB).
+CPU_KVCACHE_GIB = (1, 8)
+
+
+def cpu_kvcache_gib(configured: float, free_gib: float | None) -> float:
+    """``[vllm] cpu_kvcache_gib``; 0 = a quarter of the free RAM, within ``CPU_KVCACHE_GIB``."""
+    if configured > 0:
+        return configured
+    lo, hi = CPU_KVCACHE_GIB
+    if free_gib is None:
+        return lo
+    return float(max(lo, min(hi, int(free_gib / 4))))
+
+
+def encode_prompt(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a rendered prompt, as the samplers, the trainer and the scoring model see it.
+
+    Special tokens (e.g. BOS) are added unless the text already starts with the BOS
+    string, which is the case when a chat template rendered it; otherwise Llama-style
+    models would see two BOS tokens.
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    add_special = not (bos and text.startswith(bos))
+    return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
 
 
 @dataclass(frozen=True)
@@ -67,10 +107,59 @@ class TrainSettings:
     seed: int = 0
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
-    # issue 16: compute choices; none changes which examples an optimiser step sees.
+    # How a step is computed; none of these changes which examples an optimiser step sees.
     group_by_length: bool = True
     autocast: str = "auto"
     gradient_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class VllmSettings:
+    """The vLLM engine's settings: the config's ``[vllm]`` section, key for key (the config
+    holds each key's help and range; docs/gpu.md explains them)."""
+
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int = 0  # 0 = the model's own
+    max_num_seqs: int = 0  # 0 = vLLM's own limit (and our default queue depth)
+    max_lora_rank: int = 0  # 0 = the smallest rank vLLM accepts that holds the LoRA rank
+    logprobs: int = 20  # top-N log-probs per token
+    enforce_eager: bool | None = None  # None: true on vLLM's CPU backend, false on GPUs
+    enable_prefix_caching: bool = True
+    enable_chunked_prefill: bool | None = None  # None: false on the CPU backend, else vLLM's
+    cpu_kvcache_gib: float = 0.0  # 0 = ``cpu_kvcache_gib``'s share of the free RAM
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Everything the engines, and the choice between them, read from a run's config.
+
+    Built by ``RunConfig.engine_settings``; the defaults are the config's defaults.
+    """
+
+    engine: str = "auto"  # one of ENGINES
+    dtype: str = "float32"
+    device: str = "cpu"
+    seed: int = 0
+    threads: int = 0  # CPU threads; 0 = all this process may use
+    # The run trains adapters ([run] rounds > 0), so a sampler will serve them: vLLM starts
+    # with LoRA on and checks the LoRA rank before the first stage.
+    serves_adapters: bool = True
+    max_temperature: float = 1.0  # the highest temperature any stage samples at
+    top_ks: tuple[int, ...] = (0, 0)  # every stage's top-k ([sampling], [eval])
+    batch_size: int = 16  # prompts per transformers decoding batch
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    vllm: VllmSettings = field(default_factory=VllmSettings)
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """A transformers model and its tokenizer, for teacher-forced passes over samples
+    (the exact-statistics pass and the fork/lock probe, analysis/probe.py)."""
+
+    model: Any
+    tokenizer: Any
 
 
 class Sampler(Protocol):
@@ -105,9 +194,12 @@ def generate_batches(
 
 
 class Trainer(Protocol):
+    #: After ``train``: one dict per optimiser step (step, loss, lr).
+    history: list[dict[str, float]]
+
     def train(
         self,
-        examples: Sequence[tuple[str, str] | tuple[str, str, bool]],
+        examples: Sequence[Example],
         out_dir: Path,
         init_adapter: Path | None = None,
         progress: Progress | None = None,

@@ -57,6 +57,7 @@ def history_path(out_dir: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Here, not at the top: the tests write specs without loading torch (~1 s).
     from ssd_tui.engine.hf import HFTrainer, _dist_world
 
     args = list(sys.argv[1:] if argv is None else argv)

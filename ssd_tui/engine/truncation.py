@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -133,57 +134,91 @@ def kept_prefix(
         return None
     p = [math.exp(x) for x in top]
     t = max(params.temperature, VLLM_MIN_TEMPERATURE)
-    a = 1.0 / t
-    rest_count = None if vocab_size is None else max(0, vocab_size - n)
-    # The mass outside the top N, as an interval: float32 log-probs sum with some error.
-    rest = 1.0 - sum(p)
-    slack = 1e-6 + 1e-7 * n
-    rest_lo, rest_hi = max(0.0, rest - slack), max(0.0, rest + slack)
-    if rest_count == 0:
-        rest_lo = rest_hi = 0.0
-    biggest_rest = min(p[-1], rest_hi)  # no token outside the top N is likelier than this
-    # False: tokens outside the top N may still be candidates; True: all of them are cut.
-    rest_cut = rest_count == 0
-    limit = n
-
+    rest = _Rest.of(p, vocab_size)
+    # limit: the visible tokens still kept; rest_cut: every token outside the top N is cut.
+    limit, rest_cut = n, rest.count == 0
     if params.min_p > 0.0:
-        # q_i / q_1 = (p_i / p_1)^a >= min_p  <=>  p_i >= p_1 * min_p^T
-        thr = p[0] * params.min_p**t
-        limit = 0
-        for x in p:
-            if x >= thr * (1 + _MARGIN):
-                limit += 1
-            elif x < thr * (1 - _MARGIN):
-                break
-            else:
-                return None  # on the boundary
-        if limit < n or biggest_rest < thr * (1 - _MARGIN):
-            rest_cut = True
-
+        step = _min_p_step(p, params.min_p**t, rest.biggest)
+        if step is None:
+            return None
+        limit, rest_cut = step[0], rest_cut or step[1]
     k = params.top_k
     if 0 < k and (vocab_size is None or k < vocab_size):
-        if k < limit:  # top-k cuts inside the visible tokens (so k < n)
-            if top[k - 1] - top[k] <= _TIE:
-                return None  # a tie at the k-th token: vLLM keeps every tied token
-            limit, rest_cut = k, True
-        elif rest_cut:
-            pass  # min-p already cut at or before the k-th token
-        elif k == n:
-            rest_cut = True  # exactly the visible tokens (a tie beyond them is not visible)
-        else:
-            return None  # the top-k set reaches beyond the tokens we can see
-
+        step = _top_k_step(top, k, limit, rest_cut)
+        if step is None:
+            return None
+        limit, rest_cut = step
     if params.top_p >= 1.0:
         return limit if rest_cut else None
+    return _top_p_step(p, 1.0 / t, params, limit, rest_cut, rest)
 
+
+@dataclass(slots=True)
+class _Rest:
+    """What the top N log-probs say about the tokens outside them."""
+
+    lo: float  # their T = 1 mass, as an interval: float32 log-probs sum with some error
+    hi: float
+    biggest: float  # no token outside the top N is likelier than this
+    smallest_top: float  # the N-th token's probability
+    count: int | None  # how many there are (None: the vocabulary size is unknown)
+
+    @staticmethod
+    def of(p: list[float], vocab_size: int | None) -> _Rest:
+        n = len(p)
+        count = None if vocab_size is None else max(0, vocab_size - n)
+        rest = 1.0 - sum(p)
+        slack = 1e-6 + 1e-7 * n
+        lo, hi = max(0.0, rest - slack), max(0.0, rest + slack)
+        if count == 0:
+            lo = hi = 0.0
+        return _Rest(lo, hi, min(p[-1], hi), p[-1], count)
+
+
+def _min_p_step(p: list[float], ratio: float, biggest_rest: float) -> tuple[int, bool] | None:
+    """(tokens min-p keeps, whether it cuts every token outside the top N); None on the
+    boundary. q_i / q_1 = (p_i / p_1)^a >= min_p  <=>  p_i >= p_1 * min_p^T = p_1 * ratio."""
+    thr = p[0] * ratio
+    limit = 0
+    for x in p:
+        if x >= thr * (1 + _MARGIN):
+            limit += 1
+        elif x < thr * (1 - _MARGIN):
+            break
+        else:
+            return None  # on the boundary
+    return limit, limit < len(p) or biggest_rest < thr * (1 - _MARGIN)
+
+
+def _top_k_step(
+    top: Sequence[float], k: int, limit: int, rest_cut: bool
+) -> tuple[int, bool] | None:
+    """(tokens kept after top-k, whether every token outside the top N is cut); None when
+    the top-k set is not determined by the visible tokens."""
+    if k < limit:  # top-k cuts inside the visible tokens (so k < n)
+        if top[k - 1] - top[k] <= _TIE:
+            return None  # a tie at the k-th token: vLLM keeps every tied token
+        return k, True
+    if rest_cut:
+        return limit, True  # min-p already cut at or before the k-th token
+    if k == len(top):
+        return limit, True  # exactly the visible tokens (a tie beyond them is not visible)
+    return None  # the top-k set reaches beyond the tokens we can see
+
+
+def _top_p_step(
+    p: list[float], a: float, params: SamplingParams, limit: int, rest_cut: bool, rest: _Rest
+) -> int | None:
+    """Tokens kept after top-p, renormalised over the ``limit`` tokens (and, unless cut,
+    the unseen rest) left by min-p and top-k, at tempered weights p^a."""
     w = [x**a for x in p[:limit]]
     known = sum(w)
     if rest_cut:
         z_lo = z_hi = known
     else:
         # Both bounds grow with the mass, so the interval's ends give the outer bounds.
-        lo = _rest_bounds(rest_lo, min(p[-1], rest_lo), a, rest_count)[0]
-        hi = _rest_bounds(rest_hi, biggest_rest, a, rest_count)[1]
+        lo = _rest_bounds(rest.lo, min(rest.smallest_top, rest.lo), a, rest.count)[0]
+        hi = _rest_bounds(rest.hi, rest.biggest, a, rest.count)[1]
         if params.min_p > 0.0:
             lo = 0.0  # min-p may have cut any of them
         z_lo, z_hi = known + lo, known + hi

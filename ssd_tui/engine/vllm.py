@@ -39,22 +39,27 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ssd_tui.engine.base import Completion, Progress, SamplingParams
+import torch
+
+from ssd_tui.engine.base import (
+    Completion,
+    EngineSettings,
+    Progress,
+    SamplingParams,
+    cpu_kvcache_gib,
+    encode_prompt,
+)
 
 # The tail-mass reconstruction lives with the one truncation rule (engine/truncation.py).
-from ssd_tui.engine.truncation import GREEDY_EPS, kept_prefix, tail_mass_from_top
+from ssd_tui.engine.truncation import GREEDY_EPS, tail_mass_from_top
 from ssd_tui.errors import SSDError
-
-if TYPE_CHECKING:
-    from ssd_tui.config import RunConfig
 
 __all__ = [
     "CPU_HEAD_DIMS",
     "MISSING_VLLM",
     "MIN_VLLM",
-    "VLLM_MAX_TEMPERATURE",
     "LoraIds",
     "VLLMSampler",
     "adapter_rank",
@@ -64,7 +69,6 @@ __all__ = [
     "check_version",
     "cpu_env",
     "cpu_head_dims",
-    "cpu_kvcache_gib",
     "free_ram_gib",
     "max_logprobs_for",
     "model_head_dim",
@@ -73,11 +77,9 @@ __all__ = [
     "check_lora_rank",
     "engine_kwargs",
     "import_vllm",
-    "kept_prefix",
     "max_lora_rank_for",
     "prompt_seeds",
     "sampling_kwargs",
-    "tail_mass_from_top",
     "to_completion",
     "top_logprobs_wanted",
     "trim_to_text",
@@ -94,16 +96,9 @@ MISSING_VLLM = (
 # pyproject.toml's ``vllm`` extra has the same bound (a test checks).
 MIN_VLLM = "0.10.0"
 
-# vLLM refuses temperatures above this (``SamplingParams``); the config follows it.
-VLLM_MAX_TEMPERATURE = 2.0
-
 # Head sizes vLLM's CPU attention takes (CPUAttentionBackend.get_supported_head_sizes in
 # 0.32); used only when the installed vLLM does not say.
 CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
-
-# The KV cache on vLLM's CPU backend when [vllm] cpu_kvcache_gib = 0: a quarter of the
-# free RAM, within these bounds (GiB).
-CPU_KVCACHE_GIB = (1, 8)
 
 # Ranks every vLLM release since 0.6 accepts up to 64; 128/256/512 came later. "auto" picks
 # the smallest that holds [lora] r, so small ranks work on any version.
@@ -260,7 +255,7 @@ def sampling_kwargs(params: SamplingParams, n: int, n_logprobs: int, seed: int) 
 
 
 def engine_kwargs(
-    cfg: RunConfig,
+    settings: EngineSettings,
     model_path: str,
     *,
     enable_lora: bool,
@@ -274,11 +269,11 @@ def engine_kwargs(
     ``cpu``: vLLM runs on its CPU backend, where unset ``[vllm]`` keys get the settings that
     work there (eager, no chunked prefill, a KV cache in GiB that fits the free RAM).
     """
-    v = cfg.vllm
+    v = settings.vllm
     kw: dict[str, Any] = {
         "model": model_path,
-        "dtype": cfg.model.dtype,
-        "seed": cfg.run.seed,
+        "dtype": settings.dtype,
+        "seed": settings.seed,
         "tensor_parallel_size": v.tensor_parallel_size,
         # On CPU, vLLM would read this as a share of the RAM for its KV cache; the cache is
         # sized by kv_cache_memory_bytes there instead.
@@ -321,16 +316,6 @@ def free_ram_gib() -> float | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
-
-
-def cpu_kvcache_gib(configured: float, free_gib: float | None) -> float:
-    """``[vllm] cpu_kvcache_gib``; 0 = a quarter of the free RAM, within ``CPU_KVCACHE_GIB``."""
-    if configured > 0:
-        return configured
-    lo, hi = CPU_KVCACHE_GIB
-    if free_gib is None:
-        return lo
-    return float(max(lo, min(hi, int(free_gib / 4))))
 
 
 def cpu_env(threads: int, allowed: Sequence[int] | None = None, ranks: int = 1) -> dict[str, str]:
@@ -446,15 +431,12 @@ def vllm_platform(vllm: ModuleType) -> str:
     return str(getattr(platform, "device_type", "") or "unknown")
 
 
-def max_logprobs_for(cfg: RunConfig) -> int:
+def max_logprobs_for(settings: EngineSettings) -> int:
     """The engine's ``max_logprobs``: the most top log-probs a stage of this run asks for."""
-    return max(
-        top_logprobs_wanted(cfg.vllm.logprobs, cfg.sampling.top_k),
-        top_logprobs_wanted(cfg.vllm.logprobs, cfg.eval.top_k),
-    )
+    return max(top_logprobs_wanted(settings.vllm.logprobs, k) for k in settings.top_ks)
 
 
-def vllm_report(cfg: RunConfig, model_path: str) -> str:
+def vllm_report(settings: EngineSettings, model_path: str) -> str:
     """``ssd-tui check``'s line on vLLM: which one, on which platform, and that it will run
     this config; a one-line SSDError naming the problem when it will not."""
     vllm = import_vllm()
@@ -464,16 +446,16 @@ def vllm_report(cfg: RunConfig, model_path: str) -> str:
     cpu = platform == "cpu"
     if cpu:
         check_head_dim(model_path, cpu_head_dims())
-    rank = max_lora_rank_for(cfg.vllm.max_lora_rank, cfg.lora.r)
-    if cfg.run.rounds > 0:
-        check_lora_rank(rank, cfg.lora.r)
+    rank = max_lora_rank_for(settings.vllm.max_lora_rank, settings.lora.r)
+    if settings.serves_adapters:
+        check_lora_rank(rank, settings.lora.r)
     free = free_ram_gib() if cpu else None
     kw = engine_kwargs(
-        cfg,
+        settings,
         model_path,
-        enable_lora=cfg.run.rounds > 0,
+        enable_lora=settings.serves_adapters,
         max_lora_rank=rank,
-        max_logprobs=max_logprobs_for(cfg),
+        max_logprobs=max_logprobs_for(settings),
         cpu=cpu,
         free_ram_gib=free,
     )
@@ -489,7 +471,7 @@ def vllm_report(cfg: RunConfig, model_path: str) -> str:
             f"[vllm] cpu_kvcache_gib = {gib:g} is more than the free RAM ({free:.1f} GiB): "
             "vLLM would refuse to start"
         )
-    cores = cpu_env(cfg.run.threads, ranks=cfg.vllm.tensor_parallel_size)[
+    cores = cpu_env(settings.threads, ranks=settings.vllm.tensor_parallel_size)[
         "VLLM_CPU_OMP_THREADS_BIND"
     ]
     room = f" of {free:.1f} GiB free" if free is not None else ""
@@ -638,12 +620,29 @@ def refusal_message(what: str, exc: BaseException) -> str:
 # --------------------------------------------------------------------------- the sampler
 
 
+@dataclasses.dataclass
+class _Batch:
+    """One batch of a ``generate_batches`` call, ready to queue."""
+
+    encoded: list[list[int]]  # each prompt's token ids
+    requests: list[Any]  # each prompt's vllm.SamplingParams (its own seed)
+    params: SamplingParams
+    n_top: int  # top log-probs asked for per token
+    greedy: bool
+    per_prompt: int  # sequences each prompt decodes: 1 when greedy, else n
+
+    @property
+    def rows(self) -> int:
+        """Sequences the batch keeps in flight."""
+        return len(self.encoded) * self.per_prompt
+
+
 class VLLMSampler:
     """``Sampler`` on vLLM: base model ⊕ at most one LoRA adapter, served by one engine.
 
     The engine starts on the first ``generate`` (not in ``__init__``): building the
-    sampler only loads the tokenizer and checks the LoRA ranks, so a pipeline stage that
-    merely asks for a sampler (the analysis looks for ``.model``, which this one has not)
+    sampler only loads the tokenizer and checks the LoRA ranks, so a stage that merely asks
+    for a sampler (``Engines.scoring_model`` looks for ``.model``, which this one has not)
     costs no GPU time. ``close()`` drops the engine; GPU memory is reliably free only
     when the process exits, which is why ``ssd-tui run`` runs each stage in a fresh
     process with this engine on a GPU; on a CPU one engine serves the whole run, adapters
@@ -654,22 +653,25 @@ class VLLMSampler:
         self,
         model_path: str,
         adapter: str | Path | None = None,
-        cfg: RunConfig | None = None,
+        settings: EngineSettings | None = None,
     ) -> None:
-        from ssd_tui.config import RunConfig
+        # Here, not at the top: engine/hf.py imports torch (~1 s), which `ssd-tui check`
+        # (vllm_report, vllm_platform) does not need.
         from ssd_tui.engine.hf import load_tokenizer
 
         self._vllm = import_vllm()
-        self.cfg = cfg if cfg is not None else RunConfig()
+        self.settings = settings if settings is not None else EngineSettings()
         self.model_path = model_path
         self.platform = vllm_platform(self._vllm)
         if self.platform == "cpu":  # before any stage starts an engine that would die of it
             check_head_dim(model_path, cpu_head_dims())
         self.tokenizer = load_tokenizer(model_path)
         self.vocab_size = self._vocab_size()
-        self.max_lora_rank = max_lora_rank_for(self.cfg.vllm.max_lora_rank, self.cfg.lora.r)
-        if self.cfg.run.rounds > 0:
-            check_lora_rank(self.max_lora_rank, self.cfg.lora.r)
+        self.max_lora_rank = max_lora_rank_for(
+            self.settings.vllm.max_lora_rank, self.settings.lora.r
+        )
+        if self.settings.serves_adapters:
+            check_lora_rank(self.max_lora_rank, self.settings.lora.r)
         self._ids = LoraIds()
         self._llm: Any = None
         self._engine_has_lora = False
@@ -693,7 +695,7 @@ class VLLMSampler:
         path = None
         if adapter is not None:
             path = Path(adapter)
-            check_lora_rank(self.max_lora_rank, self.cfg.lora.r, path)
+            check_lora_rank(self.max_lora_rank, self.settings.lora.r, path)
             lora_id = self._ids.id_for(path)
             request_cls = importlib.import_module("vllm.lora.request").LoRARequest
             request = request_cls(
@@ -725,16 +727,16 @@ class VLLMSampler:
         return size
 
     def _max_logprobs(self) -> int:
-        return max_logprobs_for(self.cfg)
+        return max_logprobs_for(self.settings)
 
     def engine_kwargs(self) -> dict[str, Any]:
         cpu = self.platform == "cpu"
         return engine_kwargs(
-            self.cfg,
+            self.settings,
             self.model_path,
             # A run with SSD rounds serves adapters later: start with LoRA on, so one engine
             # serves round 0's base model and every adapter after it (no restart).
-            enable_lora=self.lora_request is not None or self.cfg.run.rounds > 0,
+            enable_lora=self.lora_request is not None or self.settings.serves_adapters,
             max_lora_rank=self.max_lora_rank,
             max_logprobs=self._max_logprobs(),
             cpu=cpu,
@@ -749,7 +751,7 @@ class VLLMSampler:
         check_version(version)
         check_engine_kwargs(kwargs, _engine_fields(self._vllm), version)
         if self.platform == "cpu":
-            apply_env(cpu_env(self.cfg.run.threads, ranks=self.cfg.vllm.tensor_parallel_size))
+            apply_env(cpu_env(self.settings.threads, ranks=self.settings.vllm.tensor_parallel_size))
         t0 = time.monotonic()
         try:
             self._llm = self._vllm.LLM(**kwargs)
@@ -783,7 +785,7 @@ class VLLMSampler:
         """Sequences one ``generate_batches`` keeps queued: ``[vllm] max_num_seqs``, or a
         default that keeps the cores busy (on CPU the step is compute-bound from ~32 rows;
         a GPU wants hundreds)."""
-        configured = self.cfg.vllm.max_num_seqs
+        configured = self.settings.vllm.max_num_seqs
         return configured if configured > 0 else (64 if self.platform == "cpu" else 256)
 
     def generate_batches(
@@ -793,39 +795,15 @@ class VLLMSampler:
         soon as batch i's last request is done, in the order batches finish.
 
         Requests are queued a batch at a time while at most ``in_flight()`` sequences
-        (prompts × n) are unfinished, so vLLM decodes up to that many rows at once (one batch of 8 left
-        most of a CPU's compute idle, and each batch waited for its longest sample) while
-        a batch is still written whole as soon as it is done. A batch's samples do not
-        depend on what it shares the engine with: every prompt has its own seed.
-        Closing the iterator early aborts what is still queued.
+        (prompts × n) are unfinished, so vLLM decodes up to that many rows at once (one
+        batch of 8 left most of a CPU's compute idle, and each batch waited for its longest
+        sample) while a batch is still written whole as soon as it is done. A batch's
+        samples do not depend on what it shares the engine with: every prompt has its own
+        seed. Closing the iterator early aborts what is still queued.
         """
-        from ssd_tui.engine.hf import encode_prompt
-
         refused = refusal_types(self._vllm)
-        final_only = importlib.import_module("vllm.sampling_params").RequestOutputKind.FINAL_ONLY
-        work = []
-        for prompts, params in batches:
-            _check_params(params)
-            # Token ids, not text: vLLM would add a BOS the chat template already wrote,
-            # and the trainer must see exactly the prompt tokens the sampler conditioned on.
-            encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
-            for i, ids in enumerate(encoded):
-                if not ids:
-                    raise SSDError(f"prompt {i} is empty after tokenisation")
-            greedy = params.temperature < GREEDY_EPS
-            n_req = 1 if greedy else params.n  # vLLM refuses n > 1 for greedy decoding
-            n_top = top_logprobs_wanted(self.cfg.vllm.logprobs, params.top_k)
-            try:
-                requests = [
-                    self._vllm.SamplingParams(**sampling_kwargs(params, n_req, n_top, seed))
-                    for seed in prompt_seeds(params.seed, len(prompts))
-                ]
-            except refused as exc:
-                raise SSDError(refusal_message("the sampling settings", exc)) from None
-            for r in requests:  # only the finished output, as LLM.generate asks for
-                r.output_kind = final_only
-            work.append((encoded, requests, params, n_top, greedy, n_req))
-
+        # Every batch is checked before the first is queued: a bad one fails the stage at once.
+        work = [self._prepare(prompts, params, refused) for prompts, params in batches]
         window = self.in_flight()
         owner: dict[str, tuple[int, int]] = {}  # our request id -> (batch, prompt)
         engine_ids: dict[str, str] = {}  # our request id -> the engine's (for an abort)
@@ -836,27 +814,15 @@ class VLLMSampler:
         # tracebacks hold this frame, and a local would keep the engine alive after close().
         try:
             while queued < len(work) or owner:
-                while queued < len(work) and (
-                    not owner or rows + len(work[queued][0]) * work[queued][5] <= window
-                ):
-                    encoded, requests, *_, seqs = work[queued]
-                    if not encoded:  # nothing to decode: done at once
-                        queued += 1
-                        yield queued - 1, []
-                        continue
-                    rows += len(encoded) * seqs
-                    done[queued], left[queued] = [None] * len(encoded), len(encoded)
-                    for i, (ids, req) in enumerate(zip(encoded, requests, strict=True)):
-                        rid = f"ssd-{self._requests}"
-                        self._requests += 1
-                        try:
-                            engine_ids[rid] = self._engine().llm_engine.add_request(
-                                rid, {"prompt_token_ids": ids}, req, lora_request=self.lora_request
-                            )
-                        except refused as exc:  # e.g. a prompt longer than max_model_len
-                            raise SSDError(refusal_message("a request", exc)) from None
-                        owner[rid] = (queued, i)
+                while queued < len(work) and (not owner or rows + work[queued].rows <= window):
+                    b, batch = queued, work[queued]
                     queued += 1
+                    if not batch.encoded:  # nothing to decode: done at once
+                        yield b, []
+                        continue
+                    rows += batch.rows
+                    done[b], left[b] = [None] * len(batch.encoded), len(batch.encoded)
+                    self._queue(b, batch, owner, engine_ids, refused)
                 if not owner:  # only empty batches were left: step() would wait for ever
                     continue
                 try:
@@ -869,14 +835,7 @@ class VLLMSampler:
                     b, i = owner.pop(out.request_id)
                     engine_ids.pop(out.request_id, None)
                     rows -= len(out.outputs)
-                    _, _, params, n_top, greedy, _ = work[b]
-                    comps = [
-                        to_completion(o, params, n_top, self._decode, self.vocab_size)
-                        for o in sorted(out.outputs, key=lambda o: o.index)
-                    ]
-                    if greedy:  # greedy samples are identical: copy instead of recomputing
-                        comps += [copy.deepcopy(comps[0]) for _ in range(params.n - 1)]
-                    done[b][i] = comps
+                    done[b][i] = self._completions(out, work[b])
                     left[b] -= 1
                     if left[b] == 0:
                         del left[b]
@@ -884,6 +843,65 @@ class VLLMSampler:
         finally:
             if owner and self._llm is not None:
                 self._abort(list(owner), [engine_ids.get(r) for r in owner])
+
+    def _prepare(
+        self,
+        prompts: Sequence[str],
+        params: SamplingParams,
+        refused: tuple[type[BaseException], ...],
+    ) -> _Batch:
+        """One batch's prompt tokens and vLLM requests, checked before anything is queued."""
+        _check_params(params)
+        # Token ids, not text: vLLM would add a BOS the chat template already wrote,
+        # and the trainer must see exactly the prompt tokens the sampler conditioned on.
+        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+        for i, ids in enumerate(encoded):
+            if not ids:
+                raise SSDError(f"prompt {i} is empty after tokenisation")
+        greedy = params.temperature < GREEDY_EPS
+        n_req = 1 if greedy else params.n  # vLLM refuses n > 1 for greedy decoding
+        n_top = top_logprobs_wanted(self.settings.vllm.logprobs, params.top_k)
+        try:
+            requests = [
+                self._vllm.SamplingParams(**sampling_kwargs(params, n_req, n_top, seed))
+                for seed in prompt_seeds(params.seed, len(prompts))
+            ]
+        except refused as exc:
+            raise SSDError(refusal_message("the sampling settings", exc)) from None
+        final_only = importlib.import_module("vllm.sampling_params").RequestOutputKind.FINAL_ONLY
+        for r in requests:  # only the finished output, as LLM.generate asks for
+            r.output_kind = final_only
+        return _Batch(encoded, requests, params, n_top, greedy, n_req)
+
+    def _queue(
+        self,
+        b: int,
+        batch: _Batch,
+        owner: dict[str, tuple[int, int]],
+        engine_ids: dict[str, str],
+        refused: tuple[type[BaseException], ...],
+    ) -> None:
+        """Add batch ``b``'s requests to the engine under our own ids ("ssd-<n>")."""
+        for i, (ids, req) in enumerate(zip(batch.encoded, batch.requests, strict=True)):
+            rid = f"ssd-{self._requests}"
+            self._requests += 1
+            try:
+                engine_ids[rid] = self._engine().llm_engine.add_request(
+                    rid, {"prompt_token_ids": ids}, req, lora_request=self.lora_request
+                )
+            except refused as exc:  # e.g. a prompt longer than max_model_len
+                raise SSDError(refusal_message("a request", exc)) from None
+            owner[rid] = (b, i)
+
+    def _completions(self, out: Any, batch: _Batch) -> list[Completion]:
+        """A finished request's samples, in the order vLLM numbered them."""
+        comps = [
+            to_completion(o, batch.params, batch.n_top, self._decode, self.vocab_size)
+            for o in sorted(out.outputs, key=lambda o: o.index)
+        ]
+        if batch.greedy:  # greedy samples are identical: copy instead of recomputing
+            comps += [copy.deepcopy(comps[0]) for _ in range(batch.params.n - 1)]
+        return comps
 
     def _abort(self, ours: list[str], theirs: list[str | None]) -> None:
         """Drop queued requests (a stopped stage), so the next stage starts on an idle engine."""
@@ -916,13 +934,8 @@ class VLLMSampler:
         except Exception:  # noqa: BLE001 - absent or failing in some versions; harmless
             pass
         gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def close(self) -> None:
         """Drop the engine (a later ``generate`` starts a new one)."""

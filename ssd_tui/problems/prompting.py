@@ -1,5 +1,9 @@
 """Problem → prompt, and model answer → the program that is tested.
 
+``prompt_for`` gives the final prompt text the samplers and the trainer get (the engine
+turns it into tokens with one BOS rule, ``engine.base.encode_prompt``); ``program_for``
+the program a sample stands for.
+
 Two styles (``[model] prompt_style``):
 
 - ``completion``: the model continues the problem's code prefix (signature +
@@ -31,7 +35,9 @@ from __future__ import annotations
 
 import ast
 import re
+from typing import Any
 
+from ssd_tui.errors import SSDError
 from ssd_tui.problems.sets import Problem
 
 # ```lang [info]\n body ``` — the closing fence must start a line; a last block may be unclosed.
@@ -52,6 +58,37 @@ STARTER_INSTRUCTION = (
 
 
 # ---------------------------------------------------------------------------- prompts
+
+
+def prompt_for(problem: Problem, style: str, system_prompt: str, tokenizer: Any = None) -> str:
+    """The prompt the model is given for ``problem``: its code prefix (completion style),
+    or the chat messages through the model's chat template (chat style, which needs the
+    model's ``tokenizer``)."""
+    if style == "completion":
+        return problem.prompt
+    return render_prompt(tokenizer, chat_messages(problem, system_prompt), True)
+
+
+def render_prompt(tokenizer: Any, prompt: str | list[dict], use_chat_template: bool) -> str:
+    """Turn a raw prompt or chat messages into the final prompt string.
+
+    With ``use_chat_template`` a plain string becomes one user message; the template is
+    applied with ``add_generation_prompt=True`` so the text ends where the answer starts.
+    """
+    if not use_chat_template:
+        if isinstance(prompt, str):
+            return prompt
+        raise SSDError("chat messages need a chat template (set use_chat_template)")
+    if not getattr(tokenizer, "chat_template", None):
+        raise SSDError(
+            "use_chat_template is set but the tokenizer has no chat template "
+            "(use a completion-style prompt for a base model)"
+        )
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    if not isinstance(text, str):  # defensive: some versions return a list for batches
+        raise SSDError("chat template did not render to a string")
+    return text
 
 
 def chat_messages(problem: Problem, system_prompt: str) -> list[dict[str, str]]:

@@ -19,21 +19,28 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ssd_tui.config import RunConfig, config_diff, config_from_json, looks_like_hub_id
-from ssd_tui.engine.base import Completion, Sampler, SamplingParams, generate_batches
-from ssd_tui.engine.choose import EngineChoice, choose_engine
+from ssd_tui.engine.base import (
+    Completion,
+    Example,
+    Sampler,
+    SamplingParams,
+    encode_prompt,
+    generate_batches,
+)
+from ssd_tui.engine.choose import EngineChoice, Engines
 from ssd_tui.errors import ConfigChangedError, SSDError
 from ssd_tui.evaluation.sandbox import Isolation, choose_isolation
 from ssd_tui.evaluation.suspect import suspect_reasons
 from ssd_tui.models import dir_sha256
 from ssd_tui.problems.load import load_problem_set
-from ssd_tui.problems.prompting import chat_messages, extraction_rule, program_for
+from ssd_tui.problems.prompting import extraction_rule, program_for, prompt_for
 from ssd_tui.problems.sets import Problem
 from ssd_tui.runs import record
 from ssd_tui.store.run_store import RunStore, SampleRow
 
 VERDICT_BATCH = 32  # test programs per transaction
-# Prompt + completion tokens per forward pass of the exact-statistics pass (issue 16): its
-# logits are (tokens × vocabulary) floats, 2048 × Qwen's 152k ≈ 1.2 GB in float32.
+# Prompt + completion tokens per forward pass of the exact-statistics pass: its logits are
+# (tokens × vocabulary) floats, 2048 × Qwen's 152k ≈ 1.2 GB in float32.
 STATS_BATCH_TOKENS = 2048
 
 
@@ -126,28 +133,23 @@ class Pipeline:
         self.store = store
         self.rep = reporter or NullReporter()
         self.model_path = resolve_model_path(cfg)
-        self.make_sampler = make_sampler or self._default_sampler
-        self._sampler: Sampler | None = None
-        self._sampler_adapter: str | None = "<none>"
-        self._tokenizer = None
+        # ``engine``: the choice when the caller made it already; else made on first use.
+        self.engines = Engines(cfg.engine_settings(), self.model_path, engine, make_sampler)
         self.stop_now = False
         self.stop_after_stage = False
         self.config_toml = config_toml
         self.train_problems: list[Problem] = []
         self.eval_problems: list[Problem] = []
         self._ids: dict[str, dict[str, int]] = {}
-        self.isolation: Isolation | None = None  # issue 20: what runs the test programs
-        self.engine = engine  # issue 16: [run] engine resolved (auto), set by prepare()
-        # issue 16: (adapter, transformers model) for teacher-forced passes beside vLLM
-        self._scoring: tuple[str | None, Any] | None = None
+        self.isolation: Isolation | None = None  # what runs the test programs
 
     # ---- set-up --------------------------------------------------------------------
     def prepare(self) -> None:
         """Load problem sets and check the stored config; raise SSDError before any work."""
         cfg = self.cfg
-        # issue 20: a sandbox weaker than asked for stops the run here, not a log line later
+        # A sandbox weaker than asked for stops the run here, not a log line later.
         self.isolation = choose_isolation(cfg.sandbox.isolation)
-        self._engine_choice()
+        choice = self.engines.choice  # an engine that cannot run here stops the run here too
         self.eval_problems = load_problem_set(
             cfg.data.benchmark,
             cfg.base_dir,
@@ -195,7 +197,7 @@ class Pipeline:
         self._ids["eval"] = self.store.add_problems("eval", self.eval_problems)
         if self.train_problems:
             self._ids["train"] = self.store.add_problems("train", self.train_problems)
-        line = self._engine_choice().line()
+        line = choice.line()
         self.store.log(line)
         self.rep.message(line)
 
@@ -203,8 +205,7 @@ class Pipeline:
         """The prompt as the model sees it, and the answer → program rule (the run record)."""
         template = ""
         if self.cfg.model.prompt_style == "chat":
-            self.render(self.eval_problems[0])  # loads the tokenizer
-            template = str(getattr(self._tokenizer, "chat_template", "") or "")
+            template = str(getattr(self.engines.tokenizer(), "chat_template", "") or "")
         return {
             "prompt_template": template,
             "system_prompt": self.cfg.model.system_prompt
@@ -214,68 +215,15 @@ class Pipeline:
             "extraction_rule": extraction_rule(self.cfg.model.prompt_style),
         }
 
-    def _engine_choice(self) -> EngineChoice:
-        if self.engine is None:
-            self.engine = choose_engine(self.cfg, self.model_path)
-        return self.engine
-
-    def _default_sampler(self, adapter: str | None) -> Sampler:
-        cfg = self.cfg
-        if self._engine_choice().name == "vllm":
-            from ssd_tui.engine.vllm import VLLMSampler
-
-            return VLLMSampler(self.model_path, adapter=adapter, cfg=cfg)
-        from ssd_tui.engine.hf import HFSampler
-
-        return HFSampler(
-            self.model_path,
-            adapter=Path(adapter) if adapter else None,
-            dtype=cfg.model.dtype,
-            device=cfg.model.device,
-            batch_size=max(cfg.sampling.batch_size, cfg.eval.batch_size),
-        )
-
-    def sampler(self, adapter: str | None) -> Sampler:
-        """The sampler for a model (base ⊕ adapter); reloaded only when the adapter changes."""
-        if self._sampler is not None and self._sampler_adapter == adapter:
-            return self._sampler
-        if self._sampler is not None and self._keeps_engine():
-            # One vLLM engine serves the whole run on a CPU: switch the LoRA adapter in it
-            # (a fresh LoRA id) instead of paying another ~20-35 s engine start.
-            self._sampler.set_adapter(adapter)
-            self._sampler_adapter = adapter
-            return self._sampler
-        self.release_sampler()
-        self._sampler = self.make_sampler(adapter)
-        self._sampler_adapter = adapter
-        return self._sampler
-
-    def _keeps_engine(self) -> bool:
-        """vLLM on a CPU stays up across stages and adapters (its RAM is not needed by the
-        trainer); on a GPU each stage is its own process (EngineChoice.per_stage_processes)."""
-        choice = self._engine_choice()
-        return (
-            choice.name == "vllm"
-            and not choice.per_stage_processes
-            and hasattr(self._sampler, "set_adapter")
-        )
-
     def release_sampler(self) -> None:
-        if self._sampler is not None:
-            self._sampler.close()
-        self._sampler = None
-        self._sampler_adapter = "<none>"
+        """Free the sampler's model and device (between commands, and at the end of a run)."""
+        self.engines.release_sampler()
 
     def render(self, problem: Problem) -> str:
-        if self.cfg.model.prompt_style == "completion":
-            return problem.prompt
-        from ssd_tui.engine.hf import load_tokenizer, render_prompt
-
-        if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.model_path)
-        return render_prompt(
-            self._tokenizer, chat_messages(problem, self.cfg.model.system_prompt), True
-        )
+        """The prompt text the sampler and the trainer get for ``problem``."""
+        style = self.cfg.model.prompt_style
+        tokenizer = self.engines.tokenizer() if style == "chat" else None
+        return prompt_for(problem, style, self.cfg.model.system_prompt, tokenizer)
 
     def adapter_of(self, rnd: int) -> str | None:
         """Round k's model is base ⊕ round k's adapter (round 0: the base model)."""
@@ -351,8 +299,6 @@ class Pipeline:
     def train_examples(self, rnd: int) -> tuple[list[tuple[str, str, bool]], int]:
         """Round ``rnd``'s training examples (prompt, completion, finished) and how many of
         the round's samples were cut at max_new_tokens (a cut one gets no EOS target)."""
-        from ssd_tui.engine.hf import filter_examples
-
         cfg = self.cfg
         by_id = {p.id: p for p in self.train_problems}
         rows = [r for r in self.store.samples(rnd, "train") if r["problem"] in by_id]
@@ -369,8 +315,6 @@ class Pipeline:
         return kept, n_cut
 
     def stage_train(self, rnd: int) -> None:
-        from ssd_tui.engine.hf import HFTrainer
-
         cfg = self.cfg
         kept, n_cut = self.train_examples(rnd)
         total = self.store.count_samples(rnd, "train")
@@ -398,16 +342,8 @@ class Pipeline:
             raise SSDError(f"round {rnd}: every sample was empty, a stub{cut}; nothing to train on")
         out = cfg.run_dir / "adapters" / f"round-{rnd:03d}"
         init = self.adapter_of(rnd - 1)
-        if not self._keeps_engine():
-            self.release_sampler()  # hand the device (and its memory) to the trainer
         self._progress(rnd, "train", 0, 0, "loading model")
-        trainer = HFTrainer(
-            self.model_path,
-            cfg.lora_settings(),
-            cfg.train_settings(),
-            cfg.model.dtype,
-            cfg.model.device,
-        )
+        trainer = self.engines.trainer()  # the sampler hands it the device
         self.rep.stage_start(rnd, "train", 0, 0)
 
         def progress(step: int, total: int) -> None:
@@ -445,62 +381,32 @@ class Pipeline:
 
             warnings = analysis.analyse_round(self.store, rnd, self.cfg, scorer, render=render_row)
         finally:
-            self.release_scoring_model()
+            self.engines.release_scoring_model()
         for w in warnings:
             self.store.log(
                 f"round {rnd}: warning [{w['rule']}] {w['message']}", "warning", rnd, "analyse"
             )
 
-    def _scorer(self, rnd: int):
-        """Teacher-forced scoring with round `rnd`'s model (any engine: see scoring_model)."""
-        model, tok = self.scoring_model(self.adapter_of(rnd))
+    def _scorer(self, rnd: int) -> Callable[[list[str], list[str]], list[dict[str, Any]]]:
+        """Teacher-forced scoring with round `rnd`'s model (any engine: Engines.scoring_model)."""
+        # Here, not at the top: the probe imports torch (~1 s), and `ssd-tui check` imports
+        # this module without needing it.
         from ssd_tui.analysis.probe import score_completions
 
+        scoring = self.engines.scoring_model(self.adapter_of(rnd))
         params = self.cfg.eval_sampling(seed=0)
         # The paper's KeptMass is measured against the *training* truncation set.
         train_params = self.cfg.train_sampling(seed=0)
         return lambda prompts, completions: score_completions(
-            model, tok, prompts, completions, params, train_params=train_params
+            scoring.model,
+            scoring.tokenizer,
+            prompts,
+            completions,
+            params,
+            train_params=train_params,
         )
 
-    # ---- exact token statistics (issue 16) ------------------------------------------------
-    def scoring_model(self, adapter: str | None) -> tuple[Any, Any]:
-        """(model, tokenizer) of base ⊕ ``adapter`` in transformers, for teacher-forced passes.
-
-        The live sampler's own model when it has one (the transformers engine); otherwise
-        (vLLM) a transformers model loaded beside it, kept until ``release_scoring_model``.
-        On a GPU the sampler is released first: vLLM holds ``gpu_memory_utilization`` of
-        the device, and the scoring model needs its weights and the pass's logits
-        (docs/gpu.md). On the CPU both stay, so the engine is not restarted.
-        """
-        held = self._scoring
-        if held is not None and held[0] == adapter:
-            return held[1].model, held[1].tokenizer
-        if self._engine_choice().name == "hf":  # the transformers sampler is the scoring model
-            sampler = self.sampler(adapter)
-            model = getattr(sampler, "model", None)
-            if model is not None:
-                return model, sampler.tokenizer
-        self.release_scoring_model()
-        from ssd_tui.engine.hf import HFSampler, resolve_device
-
-        if resolve_device(self.cfg.model.device).type == "cuda":
-            self.release_sampler()
-        scoring = HFSampler(
-            self.model_path,
-            adapter=Path(adapter) if adapter else None,
-            dtype=self.cfg.model.dtype,
-            device=self.cfg.model.device,
-        )
-        self._scoring = (adapter, scoring)
-        return scoring.model, scoring.tokenizer
-
-    def release_scoring_model(self) -> None:
-        """Free the transformers model ``scoring_model`` loaded beside a vLLM sampler."""
-        if self._scoring is not None:
-            self._scoring[1].close()
-        self._scoring = None
-
+    # ---- exact token statistics ---------------------------------------------------------
     def fill_token_stats(
         self,
         rnd: int,
@@ -520,7 +426,7 @@ class Pipeline:
         written in one transaction and only where the statistics are still missing, so a
         kill -9 loses at most the batch in flight and a rerun scores only the rest.
         """
-        from ssd_tui.analysis.probe import batches_by_tokens, score_token_ids
+        from ssd_tui.analysis.probe import batches_by_tokens, score_token_ids  # torch: see _scorer
 
         ids = self._ids[purpose]
         by_pid = {ids[p.id]: p for p in problems if p.id in ids}
@@ -531,14 +437,12 @@ class Pipeline:
         ]
         if not todo:
             return 0
-        from ssd_tui.engine.hf import encode_prompt
-
-        model, tok = self.scoring_model(adapter)
+        scoring = self.engines.scoring_model(adapter)
         prompts: dict[int, list[int]] = {}
         for r in todo:
             pid = r["problem_id"]
             if pid not in prompts:
-                prompts[pid] = encode_prompt(tok, self.render(by_pid[pid]))
+                prompts[pid] = encode_prompt(scoring.tokenizer, self.render(by_pid[pid]))
         # Same prompt and similar length side by side: little padding in a batch.
         todo.sort(key=lambda r: (len(prompts[r["problem_id"]]), len(r["token_ids"]), r["id"]))
         lengths = [len(prompts[r["problem_id"]]) + len(r["token_ids"]) for r in todo]
@@ -550,7 +454,7 @@ class Pipeline:
             rows = [todo[i] for i in batch]
             for key, group in _by_params(rows).items():
                 stats = score_token_ids(
-                    model,
+                    scoring.model,
                     [prompts[r["problem_id"]] for r in group],
                     [r["token_ids"] for r in group],
                     SamplingParams(*key),
@@ -587,7 +491,7 @@ class Pipeline:
     ) -> None:
         """Sample `params.n` completions per problem in fixed batches, writing each batch whole."""
         ids = self._ids[purpose]
-        choice = self._engine_choice()
+        choice = self.engines.choice
         self.store.note_engine(
             rnd, stage, f"{choice.name} on {choice.platform}" if choice.platform else choice.name
         )
@@ -597,7 +501,7 @@ class Pipeline:
         done = sum(1 for p in problems for j in range(n) if (ids[p.id], j) in have)
         detail = f"generating {label}".strip()
         self.rep.stage_start(rnd, stage, total, done)
-        loading = done < total and (self._sampler is None or self._sampler_adapter != adapter)
+        loading = done < total and not self.engines.holds_sampler(adapter)
         # Loading the model takes seconds: say so (the app shows it) until the first batch.
         self._progress(rnd, stage, done, total, f"loading model · {detail}" if loading else detail)
         style = self.cfg.model.prompt_style
@@ -612,10 +516,10 @@ class Pipeline:
         ]
         if todo:
             self._check_stop()
-            sampler = self.sampler(adapter)
+            sampler = self.engines.sampler(adapter)
             if loading:  # loaded: back to "generating" for the batches
                 self._progress(rnd, stage, done, total, detail)
-            starts = getattr(sampler, "engine_starts", 0)
+            starts, _ = self.engines.engine_starts()
             seed = self.cfg.run.seed
             work = [
                 (
@@ -626,13 +530,10 @@ class Pipeline:
             ]
             with closing(generate_batches(sampler, work)) as stream:
                 for i, outs in stream:
-                    if getattr(sampler, "engine_starts", 0) > starts:  # vLLM: a start is news
-                        starts = sampler.engine_starts
-                        self.store.log(
-                            f"round {rnd}: vLLM engine started in {sampler.last_start_s:.0f}s",
-                            rnd=rnd,
-                            stage=stage,
-                        )
+                    count, line = self.engines.engine_starts()
+                    if count > starts:  # an engine start (vLLM's) is news
+                        starts = count
+                        self.store.log(f"round {rnd}: {line}", rnd=rnd, stage=stage)
                     done += self.store.add_samples(
                         [
                             self._sample_row(rnd, purpose, ids[p.id], j, params, p, c, style)
@@ -646,7 +547,7 @@ class Pipeline:
         try:
             self.fill_token_stats(rnd, stage, purpose, params.temperature, adapter, problems)
         finally:
-            self.release_scoring_model()
+            self.engines.release_scoring_model()
 
     @staticmethod
     def _sample_row(
@@ -756,6 +657,20 @@ class Pipeline:
         out["eval samples"] = self.store.count_samples(rnd, "eval", t)
         out["seconds"] = {s["stage"]: s["seconds"] for s in self.store.stages(rnd)}
         return out
+
+
+def filter_examples(examples: Sequence[Example], min_lines: int = 2) -> list[Example]:
+    """Drop empty completions and single-line stubs (fewer than ``min_lines`` non-blank lines).
+
+    The only filter SSD applies: there is no correctness signal.
+    """
+    kept = []
+    for example in examples:
+        completion = example[1]
+        lines = [ln for ln in completion.splitlines() if ln.strip()]
+        if completion.strip() and len(lines) >= min_lines:
+            kept.append(example)
+    return kept
 
 
 def _by_params(rows: Sequence[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
