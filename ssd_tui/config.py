@@ -700,6 +700,8 @@ def path_of(cfg: RunConfig, section: str, key: str) -> Path | None:
     if not raw:
         return None
     if section == "data":
+        # Here, not at the top: it loads the LeetCode reader (~20 ms) that a config
+        # without a `leetcode` spec never needs, and the app imports this module at start.
         from ssd_tui.problems.load import is_named_problem_set
 
         return None if is_named_problem_set(raw) else cfg.resolve(raw)

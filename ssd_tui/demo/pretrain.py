@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ssd_tui.demo import tasks
 from ssd_tui.demo.tasks import DEFAULT_BUG_RATE
 
 # On a shared machine, OpenMP threads that spin while waiting for a descheduled peer
@@ -64,8 +65,6 @@ class PretrainSettings:
 
 def build_corpus(seed: int, bug_rate: float) -> list[str]:
     """The pretraining documents (text without EOS), in training order."""
-    from ssd_tui.demo import tasks
-
     return [doc for _, doc in tasks.pretraining_documents(seed, bug_rate)]
 
 

@@ -43,7 +43,7 @@ from typing import Any
 from ssd_tui import __version__
 from ssd_tui.errors import SSDError
 from ssd_tui.evaluation.suspect import REASONS
-from ssd_tui.runs.record import RECORD_KEYS
+from ssd_tui.runs.record import RECORD_KEYS, run_record
 from ssd_tui.store import copy
 from ssd_tui.store.copy import DESCRIPTIONS_TABLE
 from ssd_tui.store.flat_samples import FLAT_SAMPLE_SQL, flat_samples
@@ -345,7 +345,6 @@ _WRITE_ERRORS = ("SQLITE_FULL", "SQLITE_CANTOPEN", "SQLITE_READONLY")
 @dataclass(frozen=True)
 class ExportInfo:
     """What an export file says about itself (its export_* meta keys)."""
-
     kind: str  # "round" | "run"
     round: int | None
     source: str
@@ -444,7 +443,6 @@ def datasette_metadata(
 
 def docs_markdown() -> str:
     """The generated part of docs/export.md: every table, column, meta key and JSONL field."""
-
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
@@ -682,7 +680,6 @@ def _write_record_json(store: RunStore, final: Path) -> Path:
     """``<name>.record.json`` beside a JSONL export: the run's reproducibility record (meta),
     its config and every start and resume. A JSONL file holds samples only (one flat object a
     line, so dataset loaders read it), so the record travels beside it."""
-    from ssd_tui.runs.record import run_record
 
     stem = final.name.removesuffix(".gz").removesuffix(".jsonl")
     info = store.run_info() or {}

@@ -25,7 +25,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ssd_tui.analysis import rounds as an
 from ssd_tui.errors import SSDError
+from ssd_tui.store.reads import run_config
 from ssd_tui.store.run_store import RunStore
 
 EVENTS_PREFIX = "events.out.tfevents."
@@ -48,9 +50,6 @@ def _tag(name: str) -> str:
 
 def scalars(store: RunStore) -> list[tuple[str, float, int]]:
     """(tag, value, step) for every scalar the export writes, in a stable order."""
-    from ssd_tui.analysis import rounds as an
-    from ssd_tui.store.reads import run_config
-
     cfg = run_config(store)
     t_eval = cfg.eval.temperature
     out: list[tuple[str, float, int]] = []

@@ -101,6 +101,7 @@ def leetcode_source() -> Path:
             folder = Path(loc).parent / PROBLEMS_SUBDIR
             if folder.is_dir():
                 return folder
+    # Here: models.py costs ~20 ms to import, and only this fallback needs it.
     from ssd_tui.models import LEETCODE_REQUIREMENT, data_cache_dir, find_wheel
 
     wheel = find_wheel(LEETCODE_REQUIREMENT, data_cache_dir())

@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ssd_tui.analysis.rounds import round_summary
+from ssd_tui.config import config_from_json
 from ssd_tui.errors import SSDError
 from ssd_tui.runs.record import ENV_KEYS, run_record
+from ssd_tui.store.review import open_export
 from ssd_tui.store.run_store import RunStore
 
 # Record keys compared besides the environment (model_files is only a cache stamp; the
@@ -31,7 +34,6 @@ _RECORD_KEYS = (
 @dataclass
 class RunDiff:
     """Differences as (section, key, A, B); ``metrics`` holds every round's row of both."""
-
     differences: list[tuple[str, str, str, str]] = field(default_factory=list)
     metrics: list[tuple[int, str, float | None, float | None]] = field(default_factory=list)
 
@@ -71,9 +73,6 @@ def _problem_sets(record: dict[str, str]) -> dict[str, str]:
 
 def _metrics(store: RunStore) -> dict[tuple[int, str], float | None]:
     """Round → headline metric at T_eval: pass@k, the probe's KeptMass, diversity."""
-    from ssd_tui.analysis.rounds import round_summary
-    from ssd_tui.config import config_from_json
-
     info = store.run_info()
     if info is None:
         return {}
@@ -151,8 +150,6 @@ def format_diff(d: RunDiff, a: str, b: str) -> list[str]:
 
 def diff_paths(a: str | Path, b: str | Path) -> tuple[RunDiff, list[str]]:
     """Compare two run folders, run DBs or exports (.db.gz too), read-only."""
-    from ssd_tui.store.review import open_export
-
     pa, pb = resolve_db(a), resolve_db(b)
     sa = open_export(pa)
     try:

@@ -29,12 +29,14 @@ from ssd_tui.engine.base import (
 )
 from ssd_tui.engine.choose import EngineChoice, Engines
 from ssd_tui.errors import ConfigChangedError, SSDError
-from ssd_tui.evaluation.sandbox import Isolation, choose_isolation
+from ssd_tui.evaluation.check import check_samples, summarize
+from ssd_tui.evaluation.sandbox import Isolation, Limits, choose_isolation
 from ssd_tui.evaluation.suspect import suspect_reasons
-from ssd_tui.models import dir_sha256
+from ssd_tui.models import dir_sha256, prepare_model_path
+from ssd_tui.problems.leetcode import LEETCODE, leetcode_source
 from ssd_tui.problems.load import load_problem_set
 from ssd_tui.problems.prompting import extraction_rule, program_for, prompt_for
-from ssd_tui.problems.sets import Problem
+from ssd_tui.problems.sets import HUMANEVAL, Problem
 from ssd_tui.runs import record
 from ssd_tui.store.run_store import RunStore, SampleRow
 
@@ -95,8 +97,6 @@ def resolve_model_path(cfg: RunConfig) -> str:
     raw = cfg.model.path
     local = cfg.resolve(raw)
     if cfg.model.gguf_file:  # converted once to a cached safetensors folder (docs/models.md)
-        from ssd_tui.models import prepare_model_path
-
         return str(prepare_model_path(local, cfg.model.gguf_file))
     if local.exists():
         if not (local / "config.json").exists():
@@ -363,9 +363,9 @@ class Pipeline:
             self._evaluate(rnd, "baseline", t, label=f"T={t} ({i + 1}/{len(temps)})")
 
     def stage_analyse(self, rnd: int) -> None:
-        from ssd_tui.analysis import (
-            rounds as analysis,  # part of every build: a failure here is an error, not a skip
-        )
+        # Imported here, each time: an analysis that cannot even be imported must fail this
+        # stage (an error the run records), never the whole engine before it starts.
+        from ssd_tui.analysis import rounds as analysis
 
         try:
             # Eval samples an older version stored without exact statistics (a no-op else).
@@ -579,9 +579,6 @@ class Pipeline:
         )
 
     def _evaluate(self, rnd: int, stage: str, temperature: float, label: str = "") -> None:
-        from ssd_tui.evaluation.check import check_samples, summarize
-        from ssd_tui.evaluation.sandbox import Limits
-
         cfg = self.cfg
         iso = self.isolation or choose_isolation(cfg.sandbox.isolation)
         self.store.note_sandbox(rnd, stage, iso.label)
@@ -636,9 +633,6 @@ class Pipeline:
     def _unseen(self) -> list[str]:
         """What the test programs must not read even where the sandbox shows the folder it
         lies in (a package's data): the run's folder and its problem files."""
-        from ssd_tui.problems.leetcode import LEETCODE, leetcode_source
-        from ssd_tui.problems.sets import HUMANEVAL
-
         paths = [str(self.store.path.parent)]
         for source in {p.source for p in (*self.eval_problems, *self.train_problems)}:
             if source == LEETCODE:

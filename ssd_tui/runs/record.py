@@ -236,7 +236,7 @@ def check_problems(stored: dict[str, Any], now: dict[str, Any]) -> None:
 
 def trainer_settings() -> dict[str, Any]:
     """The HFTrainer settings the config does not set, read from its signature (no copy)."""
-    from ssd_tui.engine.hf import HFTrainer
+    from ssd_tui.engine.hf import HFTrainer  # here: it imports torch (~1 s)
 
     fixed = {
         name: p.default

@@ -437,6 +437,8 @@ DIFFICULTIES = ("easy", "medium", "hard")
 
 def read_curve(db: Path, label: str = "", seed: int = 0, setting: dict | None = None) -> RunCurve:
     """A run's pass@k per round at T_eval, by difficulty, and its round-0 baseline."""
+    # Here, not at the top: the app's start screen imports this module (through the
+    # workbench) and the analysis costs it 18-38 ms it does not need until a sweep opens.
     from ssd_tui.analysis import rounds as an
     from ssd_tui.store.reads import run_config
 
