@@ -412,35 +412,12 @@ def _export_tensorboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_round(store: Any, rnd: int | None) -> None:
-    if rnd is None:
-        return
-    rounds = [r["round"] for r in store.rounds()]
-    if rnd not in rounds:
-        have = f"rounds {rounds[0]}–{rounds[-1]}" if rounds else "no rounds yet"
-        raise SSDError(f"--round {rnd}: this run has {have}")
-
-
-def _writable_run(db: str) -> Any:
-    """A run DB opened for a small write (notes, tags); an export is refused."""
-    from ssd_tui.outputs.export import export_info
+def cmd_note(args: argparse.Namespace) -> int:
     from ssd_tui.store.run_store import RunStore
 
-    store = RunStore.open(db)
-    if export_info(store) is not None:
-        store.close()
-        raise SSDError(f"{db} is an export (read-only review); add notes and tags to the run DB")
-    return store
-
-
-def cmd_note(args: argparse.Namespace) -> int:
-    text = " ".join(args.text).strip()
-    if not text:
-        raise SSDError("the note is empty")
-    store = _writable_run(args.db)
+    store = RunStore.open(args.db)
     try:
-        _check_round(store, args.round)
-        note_id = store.add_note(text, args.round)
+        note_id = store.add_note(" ".join(args.text), args.round)
     finally:
         store.close()
     print(f"note #{note_id} added")
@@ -469,14 +446,10 @@ def cmd_notes(args: argparse.Namespace) -> int:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    import re
+    from ssd_tui.store.run_store import RunStore
 
-    for tag in args.tags:
-        if not re.fullmatch(r"[^\s,]{1,64}", tag):
-            raise SSDError(f"tag {tag!r}: 1–64 characters, no spaces or commas")
-    store = _writable_run(args.db)
+    store = RunStore.open(args.db)
     try:
-        _check_round(store, args.round)
         for tag in args.tags:
             if args.remove:
                 store.remove_tag(tag, args.round)

@@ -71,7 +71,7 @@ def test_notes_and_tags_through_the_cli_and_exports(tmp_path: Path) -> None:
 def test_bad_note_and_tag_input(tmp_path: Path) -> None:
     db = build_run(tmp_path / "run", rounds_done=1, running_round=False)
     for args, message in (
-        (("note", str(db), "--round", "7", "x"), "--round 7: this run has rounds 0–1"),
+        (("note", str(db), "--round", "7", "x"), "round 7: this run has rounds 0–1"),
         (("note", str(db), "  "), "the note is empty"),
         (("tag", str(db), "two words"), "tag 'two words': 1–64 characters, no spaces or commas"),
     ):
@@ -96,4 +96,30 @@ def test_a_file_made_before_the_tables_gets_them_on_first_write(tmp_path: Path) 
     assert cli("tag", str(db), "t1").returncode == 0
     store = RunStore.open(db, readonly=True)
     assert [n["text"] for n in store.notes()] == ["hello"] and store.tags() == ["t1"]
+    store.close()
+
+
+def test_the_app_and_the_cli_share_one_rule(tmp_path: Path) -> None:
+    """The app's note and tag writers go through the same checks as the CLI's (they used to
+    accept a tag with a space or on a round the run lacks, and wrote into exports)."""
+    import pytest
+
+    from ssd_tui.errors import SSDError
+    from ssd_tui.tui.workbench import write_note, write_tags
+
+    db = build_run(tmp_path / "run", rounds_done=1, running_round=False)
+    for write, message in (
+        (lambda: write_tags(db, ["a b"], None), "no spaces or commas"),
+        (lambda: write_tags(db, ["x"], 9), "round 9: this run has rounds 0–1"),
+        (lambda: write_note(db, "   ", None), "the note is empty"),
+    ):
+        with pytest.raises(SSDError, match=message):
+            write()
+    whole = export_run(db, tmp_path / "export.db")
+    with pytest.raises(SSDError, match="is an export"):
+        write_note(whole, "x", None)
+    with pytest.raises(SSDError, match="is an export"):
+        write_tags(whole, ["x"], None)
+    store = RunStore.open(db, readonly=True)
+    assert store.notes() == [] and store.tags() == [] and store.tags(9) == []
     store.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,6 +24,9 @@ import numpy as np
 from ssd_tui.errors import SSDError
 from ssd_tui.store import schema
 from ssd_tui.store.schema import PROBE_BLOBS, SCHEMA_VERSION
+
+#: A tag: 1-64 characters, no spaces or commas (they separate tags in exports and lists).
+TAG_RE = re.compile(r"[^\s,]{1,64}")
 
 
 def pack(values: Sequence[float] | Sequence[int], dtype: str = "<f4") -> bytes:
@@ -755,8 +759,26 @@ class RunStore:
     def _has_table(self, name: str) -> bool:
         return schema.has_table(self.conn, name)
 
+    def _check_annotation(self, rnd: int | None) -> None:
+        """Notes and tags go on a run DB, on the run or one of its rounds."""
+        if self.meta("export_kind") is not None:
+            raise SSDError(
+                f"{self.path} is an export (read-only review); add notes and tags to the run DB"
+            )
+        if rnd is None:
+            return
+        rounds = [r["round"] for r in self.rounds()]
+        if rnd not in rounds:
+            have = f"rounds {rounds[0]}–{rounds[-1]}" if rounds else "no rounds yet"
+            raise SSDError(f"round {rnd}: this run has {have}")
+
     def add_note(self, text: str, rnd: int | None = None) -> int:
-        """A note on the run (rnd None) or on one round; returns its id."""
+        """A note on the run (rnd None) or on one round; returns its id. SSDError for an
+        empty note, a round the run does not have, or an export (a read-only review)."""
+        text = text.strip()
+        if not text:
+            raise SSDError("the note is empty")
+        self._check_annotation(rnd)
         with self.transaction() as c:
             cur = c.execute(
                 "INSERT INTO notes (round, text, created_at) VALUES (?,?,?)",
@@ -776,7 +798,12 @@ class RunStore:
         return [dict(r) for r in self.conn.execute(q, args)]
 
     def add_tag(self, tag: str, rnd: int | None = None) -> bool:
-        """Tag the run (rnd None) or a round; False when it had the tag already."""
+        """Tag the run (rnd None) or a round; False when it had the tag already. SSDError
+        for a tag that is not 1-64 characters without spaces or commas (the exports' and
+        the runs list's separators), a round the run does not have, or an export."""
+        if not TAG_RE.fullmatch(tag):
+            raise SSDError(f"tag {tag!r}: 1–64 characters, no spaces or commas")
+        self._check_annotation(rnd)
         with self.transaction() as c:
             cur = c.execute(
                 "INSERT OR IGNORE INTO tags (tag, round, created_at) VALUES (?,?,?)",
