@@ -487,31 +487,16 @@ def _hits_table(hits: list[Any]) -> Any:
     """Search hits as a rich table, with a run column when they come from several runs."""
     from rich.table import Table
 
+    from ssd_tui.store.search import HIT_COLUMNS, RUN_COLUMN, hit_cells
+
     table = Table(header_style="bold", box=None)
     many = any(h.run for h in hits)
-    for col in (["run"] if many else []) + [
-        "id",
-        "round",
-        "purpose",
-        "T",
-        "problem",
-        "verdict",
-        "line",
-    ]:
+    for col, _ in ([RUN_COLUMN] if many else []) + list(HIT_COLUMNS):
         table.add_column(
             col, no_wrap=col != "line", overflow="fold" if col == "line" else "ellipsis"
         )
     for h in hits:
-        table.add_row(
-            *([h.run] if many else []),
-            str(h.sample_id),
-            str(h.round),
-            h.purpose,
-            f"{h.temperature:g}",
-            f"{h.problem}[{h.sample_idx}]",
-            h.status or "–",
-            h.line,
-        )
+        table.add_row(*hit_cells(h, many))
     return table
 
 

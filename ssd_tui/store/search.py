@@ -51,6 +51,33 @@ class Hit:
     run: str = ""
 
 
+#: A hits table's columns as the app and `ssd-tui search` both show them: (name, width),
+#: after a "run" column when the hits come from several runs.
+HIT_COLUMNS = (
+    ("id", 7),
+    ("round", 5),
+    ("purpose", 7),
+    ("T", 4),
+    ("problem", 22),
+    ("verdict", 8),
+    ("line", 60),
+)
+RUN_COLUMN = ("run", 28)
+
+
+def hit_cells(hit: Hit, with_run: bool) -> list[str]:
+    """One hit's row, column by column (HIT_COLUMNS, after RUN_COLUMN ``with_run``)."""
+    return ([hit.run] if with_run else []) + [
+        str(hit.sample_id),
+        str(hit.round),
+        hit.purpose,
+        f"{hit.temperature:g}",
+        f"{hit.problem}[{hit.sample_idx}]",
+        hit.status or "–",
+        hit.line,
+    ]
+
+
 def index_path(db: Path) -> Path:
     db = Path(db).resolve()
     if os.access(db.parent, os.W_OK):

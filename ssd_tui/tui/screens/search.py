@@ -18,7 +18,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from ssd_tui.errors import SSDError
-from ssd_tui.store.search import Hit, search_many
+from ssd_tui.store.search import HIT_COLUMNS, RUN_COLUMN, Hit, hit_cells, search_many
 from ssd_tui.tui.messages import OpenDiff, OpenSamples
 from ssd_tui.tui.refs import RunRef
 from ssd_tui.tui.widgets.sample_view import VERDICT_STYLE
@@ -61,17 +61,7 @@ class SearchScreen(Screen):
 
     def on_mount(self) -> None:
         table = self.query_one("#search-hits", DataTable)
-        if len(self.dbs) > 1:
-            table.add_column("run", width=28)
-        for name, width in (
-            ("id", 7),
-            ("rnd", 3),
-            ("purpose", 7),
-            ("T", 4),
-            ("problem", 22),
-            ("verdict", 8),
-            ("line", 60),
-        ):
+        for name, width in ([RUN_COLUMN] if len(self.dbs) > 1 else []) + list(HIT_COLUMNS):
             table.add_column(name, width=width)
         if self.query_text:
             self._submit(self.query_text)
@@ -106,18 +96,11 @@ class SearchScreen(Screen):
         more = f" (first {len(msg.hits)})" if msg.total > len(msg.hits) else ""
         status.update(f"{msg.total} sample(s) hold {msg.query!r}{more}")
         many = len(self.dbs) > 1
+        verdict = len(HIT_COLUMNS) - 2 + many  # the verdict cell, styled by its status
         for i, h in enumerate(msg.hits):
-            table.add_row(
-                *([h.run] if many else []),
-                str(h.sample_id),
-                str(h.round),
-                h.purpose,
-                f"{h.temperature:g}",
-                f"{h.problem}[{h.sample_idx}]",
-                Text(h.status or "–", style=VERDICT_STYLE.get(h.status, "")),
-                h.line,
-                key=str(i),
-            )
+            cells: list[str | Text] = list(hit_cells(h, many))
+            cells[verdict] = Text(str(cells[verdict]), style=VERDICT_STYLE.get(h.status, ""))
+            table.add_row(*cells, key=str(i))
         if msg.hits:
             table.focus()
 
