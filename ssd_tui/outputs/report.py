@@ -112,8 +112,8 @@ def _facts(store: RunStore, cfg: RunConfig, info: dict[str, Any]) -> list[tuple[
         ("rounds", str(len(an.round_summary(store, cfg)))),
         ("T_train / top-k / top-p", f"{s.temperature} / {s.top_k} / {s.top_p}"),
         ("T_eval / top-k / top-p", f"{e.temperature} / {e.top_k} / {e.top_p}"),
-        ("sampler engine", ", ".join(store.engine_labels()) or "—"),  # issue 16
-        ("sandbox isolation", _sandbox_fact(store.sandbox_labels())),  # issue 20
+        ("sampler engine", ", ".join(store.engine_labels()) or "—"),
+        ("sandbox isolation", _sandbox_fact(store.sandbox_labels())),
     ]
     cmp = an.compare_baseline(store, cfg)
     if cmp:

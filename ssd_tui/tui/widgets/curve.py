@@ -1,7 +1,7 @@
 """Charts across rounds (textual-plotext): pass@1 / pass@k with per-difficulty series and
 the temperature-only baseline, or the fork/lock probe statistics.
 
-What keeps them readable in a small terminal (issue 18 item 6, issue 19):
+What keeps them readable in a small terminal:
 
 * the legend is the widget's bottom border, outside the data, in the series' colours;
 * series can be toggled (`hidden`); per-difficulty series start hidden, so their dots
