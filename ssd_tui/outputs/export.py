@@ -44,8 +44,8 @@ from ssd_tui import __version__
 from ssd_tui.errors import SSDError
 from ssd_tui.evaluation.suspect import REASONS
 from ssd_tui.runs.record import RECORD_KEYS, run_record
-from ssd_tui.store import copy
-from ssd_tui.store.copy import DESCRIPTIONS_TABLE
+from ssd_tui.store import export_db
+from ssd_tui.store.export_db import DESCRIPTIONS_TABLE
 from ssd_tui.store.flat_samples import FLAT_SAMPLE_SQL, flat_samples
 from ssd_tui.store.review import open_export
 from ssd_tui.store.run_store import RunStore
@@ -562,22 +562,22 @@ def _fsync(p: Path) -> None:
 def _write_db(store: RunStore, src: Path, final: Path, rnd: int | None, compress: bool) -> None:
     facts = _export_facts(src, rnd)
     with _temp_beside(final, "snapshot") as snap:
-        with copy.open_copy(snap) as conn:
-            damage = copy.snapshot(store, conn)  # the source is not read after this
+        with export_db.open_copy(snap) as conn:
+            damage = export_db.snapshot(store, conn)  # the source is not read after this
             if damage:
                 raise SSDError(
                     f"{src}: the database is damaged ({damage}); the file may be truncated or "
                     "damaged"
                 )
             if rnd is None:
-                about = copy.stamp_export(conn, facts, TABLES)
+                about = export_db.stamp_export(conn, facts, TABLES)
         if rnd is None:
             _place(snap, final, compress)
         else:
             with _temp_beside(final, "round") as part:
-                with copy.open_copy(part) as conn:
-                    copy.copy_round(conn, snap, rnd)
-                    about = copy.stamp_export(conn, facts, TABLES)
+                with export_db.open_copy(part) as conn:
+                    export_db.copy_round(conn, snap, rnd)
+                    about = export_db.stamp_export(conn, facts, TABLES)
                 _place(part, final, compress)
     _write_metadata_json(final, {**facts, **about})
 
