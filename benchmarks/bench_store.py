@@ -37,6 +37,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ssd_tui.store.reads import RunReader, SampleFilter  # noqa: E402
 from ssd_tui.store.run_store import RunStore, SampleRow, pack  # noqa: E402
 
 EVAL_PROBLEMS, EVAL_N, T_EVAL, T_TRAIN = 164, 20, 0.6, 1.1
@@ -213,44 +214,20 @@ def build_db(db: Path, total: int, rounds: int, pool: Pool, batch: int = 512) ->
 # ---------------------------------------------------------------------------- queries
 
 
-def two_step_page(s: RunStore, offset: int, limit: int = 50) -> list[dict]:
-    """The app's page (store/reads.py sample_page): keys from the index, then rows by id."""
-    ids = [r[0] for r in s.conn.execute(
-        "SELECT s.id FROM samples s ORDER BY s.round, s.purpose, s.temperature, s.problem_id, "
-        "s.sample_idx LIMIT ? OFFSET ?", (limit, offset))]  # fmt: skip
-    rows = s.conn.execute(
-        "SELECT s.*, p.name AS problem, p.difficulty, v.status, v.message, v.duration_s FROM samples s "
-        "JOIN problems p ON p.id = s.problem_id LEFT JOIN verdicts v ON v.sample_id = s.id "
-        f"WHERE s.id IN ({','.join('?' * len(ids))})",
-        ids,
-    )
-    by_id = {r["id"]: dict(r) for r in rows}
-    return [by_id[i] for i in ids]
-
-
-def rounds_summary(s: RunStore) -> list[tuple]:
-    """The dashboard's rounds table: rounds, stages, eval metrics, samples per round."""
-    rounds = s.rounds()
-    stages = s.stages()
-    metrics = s.metrics("eval")
-    counts = [
-        s.conn.execute("SELECT COUNT(*) FROM samples WHERE round=?", (r["round"],)).fetchone()[0]
-        for r in rounds
-    ]
-    return [rounds, stages, metrics, counts]
-
-
 def query_cases(s: RunStore) -> list[tuple[str, Callable[[], object]]]:
-    total = s.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0]
+    total = s.conn.execute("SELECT COUNT(*) FROM samples").fetchone()[0]  # bookkeeping
     last = max(r["round"] for r in s.rounds())
     in_round = s.count_samples(last, "train")
+    app = RunReader(s.path)  # the app's reads of the same file (store/reads.py)
     return [
-        ("rounds table (rounds+stages+metrics+counts)", lambda: rounds_summary(s)),
-        ("  of which: samples per round (COUNT x rounds)", lambda: rounds_summary(s)[3]),
+        ("rounds table (the app's dashboard rows)", lambda: app.dashboard_rows(0)),
         ("samples(limit=50, offset=0)", lambda: s.samples(limit=50, offset=0)),
         ("samples(limit=50, offset=total/2)", lambda: s.samples(limit=50, offset=total // 2)),
         ("samples(limit=50, offset=total-50)", lambda: s.samples(limit=50, offset=total - 50)),
-        ("  peer: two-step page, offset=total-50", lambda: two_step_page(s, total - 50)),
+        (
+            "  the app's page, offset=total-50",
+            lambda: app.sample_page(SampleFilter(), total - 50, 50),
+        ),
         (
             f"samples(round={last}, train, 50, offset=half)",
             lambda: s.samples(last, "train", limit=50, offset=in_round // 2),

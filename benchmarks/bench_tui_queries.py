@@ -25,8 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # fixtur
 
 from fixtures.synthetic import build_large  # noqa: E402
 
+from ssd_tui.store.reads import RunReader, SampleFilter, run_listing  # noqa: E402
 from ssd_tui.store.run_store import RunStore  # noqa: E402
-from ssd_tui.tui.data import RunReader, SampleFilter, read_listing  # noqa: E402
+from ssd_tui.tui.listing import read_listing  # noqa: E402
+from ssd_tui.tui.views import snapshot  # noqa: E402
 
 
 def timed(fn, repeat: int = 3) -> tuple[float, object]:
@@ -42,87 +44,50 @@ def plan(conn, sql: str, args=()) -> list[str]:
     return [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args)]
 
 
-def traced(store: RunStore, call) -> list[str]:
-    """The queries a store call runs, as it runs them (arguments filled in by SQLite)."""
+def traced(conn, call) -> list[str]:
+    """The queries a call runs on ``conn``, as it runs them (arguments filled in by SQLite)."""
     seen: list[str] = []
-    store.conn.set_trace_callback(seen.append)
+    conn.set_trace_callback(seen.append)
     try:
-        call(store)
+        call()
     finally:
-        store.conn.set_trace_callback(None)
+        conn.set_trace_callback(None)
     return [q for q in seen if q.lstrip().upper().startswith(("SELECT", "WITH"))]
 
 
-# The dashboard's reads that the store owns: their plans are those of the store's own queries.
-STORE_CALLS = [
-    ("rounds table: stages", lambda s: s.stages()),
-    ("curve: pass@1 so far (running round)", lambda s: s.pass_counts(5, 0.8)),
-]
-
-# The app's own queries, copied from ssd_tui/tui/data.py with typical arguments (they move into
-# the store with the app's RunReader; then they become STORE_CALLS too).
-QUERIES = [
-    ("rounds table: samples per round", "SELECT COUNT(*) FROM samples WHERE round=?", (3,)),
-    (
-        "rounds table: metrics",
-        "SELECT round, temperature, name, scope, value FROM metrics WHERE purpose='eval'",
-        (),
-    ),
-    (
-        "runs list: best pass@1",
-        "SELECT MAX(value) FROM metrics WHERE purpose='eval' AND name='pass@1' AND scope='all' "
-        "AND temperature=?",
-        (0.8,),
-    ),
-    ("runs list: last event", "SELECT ts FROM events ORDER BY id DESC LIMIT 1", ()),
-    ("browser: count, all", "SELECT COUNT(*) FROM samples s", ()),
-    ("browser: count, one round", "SELECT COUNT(*) FROM samples s WHERE s.round=?", (3,)),
-    (
-        "browser: page ids, all",
-        "SELECT s.id FROM samples s ORDER BY s.round, s.purpose, s.temperature, s.problem_id, "
-        "s.sample_idx LIMIT ? OFFSET ?",
-        (100, 500_000),
-    ),
-    (
-        "browser: page ids, one problem",
-        "SELECT s.id FROM samples s WHERE s.problem_id=? ORDER BY s.round, s.purpose, "
-        "s.temperature, s.problem_id, s.sample_idx LIMIT ? OFFSET ?",
-        (7, 100, 0),
-    ),
-    (
-        "browser: page rows by id",
-        "SELECT s.id, s.round, p.name, v.status FROM samples s JOIN problems p ON p.id = "
-        "s.problem_id LEFT JOIN verdicts v ON v.sample_id = s.id WHERE s.id IN (1,2,3)",
-        (),
-    ),
-    (
-        "browser: problems with pass counts",
-        "SELECT s.problem_id, COUNT(*), SUM(v.status='passed') FROM samples s JOIN verdicts v ON "
-        "v.sample_id = s.id WHERE s.round=? AND s.purpose='eval' AND s.temperature=? "
-        "GROUP BY s.problem_id",
-        (3, 0.8),
-    ),
-]
+# What the app asks of a big run, through the store's own functions: the plans checked are
+# those of the queries the app really runs (typical arguments), not copies of them.
+def _calls(db: Path, reader: RunReader) -> list[tuple[str, object]]:
+    f_round, f_problem = SampleFilter(round=3), SampleFilter(problem_id=7)
+    return [
+        ("dashboard rows (rounds table, curve, events)", lambda: reader.dashboard_rows(0)),
+        ("runs list entry", lambda: run_listing(db.parent)),
+        ("browser: count, all", lambda: reader.count_samples(SampleFilter())),
+        ("browser: count, one round", lambda: reader.count_samples(f_round)),
+        ("browser: a page deep in, all", lambda: reader.sample_page(SampleFilter(), 500_000, 100)),
+        ("browser: a page, one problem", lambda: reader.sample_page(f_problem, 0, 100)),
+        ("browser: problems with pass counts", lambda: reader.problems(3)),
+    ]
 
 
 def check_plans(db: Path) -> bool:
-    store = RunStore.open(db, readonly=True)
+    reader = RunReader(db)
+    store = reader.store
+    assert store is not None, f"cannot read {db}"
     ok = True
     print("\n== query plans ==")
-    cases = [(name, sql, ()) for name, call in STORE_CALLS for sql in traced(store, call)]
-    for name, sql, args in cases + QUERIES:
-        steps = plan(store.conn, sql, args)
-        bad = [
-            s for s in steps if s.startswith("SCAN s") and "USING" not in s and "COUNT" not in name
-        ]
-        bad += [s for s in steps if s.startswith("SCAN samples") and "INDEX" not in s]
-        bad = [s for s in bad if "COVERING INDEX" not in s]
-        mark = "ok " if not bad else "BAD"
-        ok &= not bad
-        print(f"[{mark}] {name}")
-        for s in steps:
-            print(f"        {s}")
-    store.close()
+    for name, call in _calls(db, reader):
+        for sql in traced(store.conn, call):
+            steps = plan(store.conn, sql)
+            bad = [s for s in steps if s.startswith("SCAN s") and "USING" not in s]
+            bad += [s for s in steps if s.startswith("SCAN samples") and "INDEX" not in s]
+            bad = [s for s in bad if "COVERING INDEX" not in s and "COUNT" not in sql.upper()]
+            mark = "ok " if not bad else "BAD"
+            ok &= not bad
+            print(f"[{mark}] {name}: {' '.join(sql.split())[:90]}")
+            for step in steps:
+                print(f"        {step}")
+    reader.close()
     return ok
 
 
@@ -130,9 +95,9 @@ def bench_queries(db: Path) -> None:
     print("\n== timings (median of 3, warm cache) ==")
     n_rounds = 6
     r = RunReader(db)
-    t, snap = timed(lambda: RunReader(db).snapshot(0, time.time()), 1)
+    t, snap = timed(lambda: snapshot(RunReader(db), 0, time.time()), 1)
     print(f"dashboard snapshot, cold reader (rounds table, curve, events): {t * 1000:8.1f} ms")
-    t, snap = timed(lambda: r.snapshot(0, time.time()))
+    t, snap = timed(lambda: snapshot(r, 0, time.time()))
     print(f"dashboard snapshot, warm (done rounds' counts cached):         {t * 1000:8.1f} ms")
     assert snap is not None and len(snap.rounds) == n_rounds
     t, _ = timed(lambda: read_listing(db.parent), 1)
