@@ -165,6 +165,48 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _optimizer(model, s: PretrainSettings):
+    import torch
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": s.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.95))
+
+
+def _lr_at(step: int, s: PretrainSettings) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr_ratio`` of the peak."""
+    if step < s.warmup:
+        return s.lr * (step + 1) / s.warmup
+    frac = (step - s.warmup) / max(1, s.steps - s.warmup)
+    return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def _tensors(batch: list[list[int]], pad: int):
+    import torch
+
+    x = torch.tensor(batch)
+    labels = x.clone()
+    labels[x == pad] = -100
+    return x, labels
+
+
+def _val_loss(model, val_seqs: list[list[int]], batch_size: int, pad: int) -> float:
+    import torch
+
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for i in range(0, len(val_seqs), batch_size):
+            x, y = _tensors(val_seqs[i : i + batch_size], pad)
+            losses.append(model(input_ids=x, labels=y).loss.item())
+    model.train()
+    return sum(losses) / len(losses)
+
+
 def pretrain(out: Path, s: PretrainSettings, log_every: int = 10) -> dict:
     """Build corpus, tokenizer and model; train; save to ``out``; return the training log."""
     import torch
@@ -187,38 +229,7 @@ def pretrain(out: Path, s: PretrainSettings, log_every: int = 10) -> dict:
     val_seqs = pack(val, s.seq_len, tok.pad_token_id, random.Random(0))
     model = make_model(tok, s)
     n_params = sum(p.numel() for p in model.parameters())
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": s.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=s.lr,
-        betas=(0.9, 0.95),
-    )
-
-    def lr_at(step: int) -> float:
-        if step < s.warmup:
-            return s.lr * (step + 1) / s.warmup
-        frac = (step - s.warmup) / max(1, s.steps - s.warmup)
-        return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
-
-    def tensors(batch: list[list[int]]):
-        x = torch.tensor(batch)
-        labels = x.clone()
-        labels[x == tok.pad_token_id] = -100
-        return x, labels
-
-    @torch.no_grad()
-    def val_loss() -> float:
-        model.eval()
-        losses = []
-        for i in range(0, len(val_seqs), s.batch_size):
-            x, y = tensors(val_seqs[i : i + s.batch_size])
-            losses.append(model(input_ids=x, labels=y).loss.item())
-        model.train()
-        return sum(losses) / len(losses)
+    opt = _optimizer(model, s)
 
     print(
         f"corpus {len(texts)} docs, {n_tokens} train tokens in {len(seqs)} sequences "
@@ -245,8 +256,8 @@ def pretrain(out: Path, s: PretrainSettings, log_every: int = 10) -> dict:
     run = 0.0
     for step in range(s.steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
-        x, y = tensors(next(batches))
+            g["lr"] = _lr_at(step, s)
+        x, y = _tensors(next(batches), tok.pad_token_id)
         loss = model(input_ids=x, labels=y).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -259,7 +270,7 @@ def pretrain(out: Path, s: PretrainSettings, log_every: int = 10) -> dict:
             print(f"step {step + 1}/{s.steps} loss {run / log_every:.4f} ({el:.0f}s)", flush=True)
             run = 0.0
         if (step + 1) % 100 == 0 or step + 1 == s.steps:
-            v = val_loss()
+            v = _val_loss(model, val_seqs, s.batch_size, tok.pad_token_id)
             log["val_loss"].append([step + 1, round(v, 4)])
             print(f"step {step + 1} val loss {v:.4f}", flush=True)
     log["train_seconds"] = round(time.time() - t_train, 1)
