@@ -477,6 +477,34 @@ def _eos_ids(tok: Any, gguf: Path) -> list[int]:
     return sorted(ids)
 
 
+def _load_gguf(gguf: Path, log: Log, t0: float) -> tuple[Any, Any]:
+    """The tokenizer and the dequantized float32 model of a GGUF file."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        log(f"  tokenizer read ({time.time() - t0:.0f}s); dequantizing the weights…")
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+    except (ValueError, KeyError, OSError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SSDError(f"transformers cannot load {gguf.name}: {first}") from None
+    # transformers >= 5 loads GGUF through a quantizer that refuses to save; on CPU it has
+    # already unpacked every weight into a dense tensor. Make sure, then drop it.
+    packed = [n for n, m in model.named_modules() if "gguf" in type(m).__name__.lower()]
+    if packed:
+        raise SSDError(
+            f"transformers kept {len(packed)} layers of {gguf.name} packed (e.g. {packed[0]}); "
+            "convert on a CPU-only machine"
+        )
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    return tok, model
+
+
 def convert_gguf(
     gguf: Path, out_dir: Path, dtype: str = "bfloat16", log: Log = _stderr, sha256: str = ""
 ) -> Path:
@@ -494,7 +522,6 @@ def convert_gguf(
         ) from None
     import torch
     import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = {
         "bfloat16": torch.bfloat16,
@@ -510,26 +537,7 @@ def convert_gguf(
     tmp = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        try:
-            tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            log(f"  tokenizer read ({time.time() - t0:.0f}s); dequantizing the weights…")
-            model = AutoModelForCausalLM.from_pretrained(
-                str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
-            )
-        except (ValueError, KeyError, OSError, RuntimeError) as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise SSDError(f"transformers cannot load {gguf.name}: {first}") from None
-        # transformers >= 5 loads GGUF through a quantizer that refuses to save; on CPU it
-        # has already unpacked every weight into a dense tensor. Make sure, then drop it.
-        packed = [n for n, m in model.named_modules() if "gguf" in type(m).__name__.lower()]
-        if packed:
-            raise SSDError(
-                f"transformers kept {len(packed)} layers of {gguf.name} packed (e.g. {packed[0]}); "
-                "convert on a CPU-only machine"
-            )
-        quantizer = getattr(model, "hf_quantizer", None)
-        if quantizer is not None:
-            quantizer.remove_quantization_config(model)
+        tok, model = _load_gguf(gguf, log, t0)
         model = model.to(torch_dtype)
         model.config.dtype = torch_dtype
         eos = _eos_ids(tok, gguf)
