@@ -684,74 +684,108 @@ def _render_numeric(key: Key, var: Variant, nm: dict[str, str]) -> Lines:
     hi = f"{p}" if bug == "bound" else f"{p} + 1"  # range(1, n) is the classic slip
     cmp_max = (agg == "max") != (bug == "cmp")  # the comparison a max (or a buggy min) needs
     fn = "max" if cmp_max else "min"
-
+    parts = _Numeric(template, agg, var, nm, bug, x, p, acc, y, pred, mp is not None, mapped,
+                     hi, cmp_max, fn)  # fmt: skip
     if style.startswith("loop-"):
-        kind = style[5:]
-        out: Lines = []
-        init = {"sum": "0", "count": "0", "list": "[]", "prod": "1", "max": "None", "min": "None"}[
-            agg
-        ]
-        if bug == "init":
-            init = {"sum": "1", "count": "1", "prod": "0", "max": "0", "min": "0"}[agg]
-        out.append((1, f"{acc} = {init}"))
-        tail: Lines = []
-        if template == "list":
-            if kind == "for":
-                out.append((1, f"for {x} in {p}:"))
-            elif kind == "index":
-                out += [(1, f"for {nm['i']} in range(len({p})):"), (2, f"{x} = {p}[{nm['i']}]")]
-            else:
-                i = nm["i"]
-                out += [(1, f"{i} = 0"), (1, f"while {i} < len({p}):"), (2, f"{x} = {p}[{i}]")]
-                tail = [(2, f"{i} += 1")]
-        elif template == "range":
-            if kind == "for":
-                out.append((1, f"for {x} in range(1, {hi}):"))
-            else:
-                op = "<" if bug == "bound" else "<="
-                out += [(1, f"{x} = 1"), (1, f"while {x} {op} {p}:")]
-                tail = [(2, f"{x} += 1")]
-        else:  # digits
-            if kind == "while":
-                lo = "9" if bug == "bound" else "0"  # drops the leading digit
-                out += [(1, f"while {p} > {lo}:"), (2, f"{x} = {p} % 10")]
-                tail = [(2, f"{p} //= 10")]
-            else:
-                out += [(1, f"for {nm['ch']} in str({p}):"), (2, f"{x} = int({nm['ch']})")]
-        d = 2
-        if pred:
-            out.append((2, f"if {pred}:"))
-            d = 3
-        if agg in ("max", "min"):
-            val = x
-            if mp:
-                out.append((d, f"{y} = {mapped}"))
-                val = y
-            op = ">" if cmp_max else "<"
-            init_none = init == "None"
-            cond = f"{acc} is None or {val} {op} {acc}" if init_none else f"{val} {op} {acc}"
-            out += [(d, f"if {cond}:"), (d + 1, f"{acc} = {val}")]
-        elif agg == "list":
-            out.append((d, f"{acc}.append({mapped})"))
-        else:
-            amount = {"sum": mapped, "count": "1", "prod": mapped}[agg]
-            if bug == "count_x":
-                amount = x
-            sym = "*" if agg == "prod" else "+"
-            if var.aug:
-                out.append((d, f"{acc} {sym}= {amount}"))
-            else:
-                # Parenthesize a compound right side: total = total + (x * 3) reads right.
-                rhs = f"({amount})" if " " in amount else amount
-                out.append((d, f"{acc} = {acc} {sym} {rhs}"))
-        if bug == "early":
-            out.append((2, f"return {acc}"))  # one indent too deep: returns after one item
-        out += tail
-        if bug != "early":
-            out.append((1, f"return {acc}"))
-        return out
+        return _numeric_loop(parts, style[5:])
+    return _numeric_expression(parts, style, key)
 
-    # Comprehensions and builtins.
+
+@dataclass(frozen=True)
+class _Numeric:
+    """What both spellings of a numeric task share: its key, variant, names and pieces."""
+
+    template: str
+    agg: str
+    var: Variant
+    nm: dict[str, str]
+    bug: str | None
+    x: str
+    p: str
+    acc: str
+    y: str
+    pred: str | None
+    has_map: bool
+    mapped: str
+    hi: str
+    cmp_max: bool
+    fn: str
+
+
+def _numeric_loop(n: _Numeric, kind: str) -> Lines:
+    """A loop that accumulates (kind: for, index, while)."""
+    template, agg, var, nm, bug = n.template, n.agg, n.var, n.nm, n.bug
+    x, p, acc, y, pred, mapped, hi, cmp_max = n.x, n.p, n.acc, n.y, n.pred, n.mapped, n.hi, n.cmp_max
+    mp = n.has_map
+    out: Lines = []
+    init = {"sum": "0", "count": "0", "list": "[]", "prod": "1", "max": "None", "min": "None"}[
+        agg
+    ]
+    if bug == "init":
+        init = {"sum": "1", "count": "1", "prod": "0", "max": "0", "min": "0"}[agg]
+    out.append((1, f"{acc} = {init}"))
+    tail: Lines = []
+    if template == "list":
+        if kind == "for":
+            out.append((1, f"for {x} in {p}:"))
+        elif kind == "index":
+            out += [(1, f"for {nm['i']} in range(len({p})):"), (2, f"{x} = {p}[{nm['i']}]")]
+        else:
+            i = nm["i"]
+            out += [(1, f"{i} = 0"), (1, f"while {i} < len({p}):"), (2, f"{x} = {p}[{i}]")]
+            tail = [(2, f"{i} += 1")]
+    elif template == "range":
+        if kind == "for":
+            out.append((1, f"for {x} in range(1, {hi}):"))
+        else:
+            op = "<" if bug == "bound" else "<="
+            out += [(1, f"{x} = 1"), (1, f"while {x} {op} {p}:")]
+            tail = [(2, f"{x} += 1")]
+    else:  # digits
+        if kind == "while":
+            lo = "9" if bug == "bound" else "0"  # drops the leading digit
+            out += [(1, f"while {p} > {lo}:"), (2, f"{x} = {p} % 10")]
+            tail = [(2, f"{p} //= 10")]
+        else:
+            out += [(1, f"for {nm['ch']} in str({p}):"), (2, f"{x} = int({nm['ch']})")]
+    d = 2
+    if pred:
+        out.append((2, f"if {pred}:"))
+        d = 3
+    if agg in ("max", "min"):
+        val = x
+        if mp:
+            out.append((d, f"{y} = {mapped}"))
+            val = y
+        op = ">" if cmp_max else "<"
+        init_none = init == "None"
+        cond = f"{acc} is None or {val} {op} {acc}" if init_none else f"{val} {op} {acc}"
+        out += [(d, f"if {cond}:"), (d + 1, f"{acc} = {val}")]
+    elif agg == "list":
+        out.append((d, f"{acc}.append({mapped})"))
+    else:
+        amount = {"sum": mapped, "count": "1", "prod": mapped}[agg]
+        if bug == "count_x":
+            amount = x
+        sym = "*" if agg == "prod" else "+"
+        if var.aug:
+            out.append((d, f"{acc} {sym}= {amount}"))
+        else:
+            # Parenthesize a compound right side: total = total + (x * 3) reads right.
+            rhs = f"({amount})" if " " in amount else amount
+            out.append((d, f"{acc} = {acc} {sym} {rhs}"))
+    if bug == "early":
+        out.append((2, f"return {acc}"))  # one indent too deep: returns after one item
+    out += tail
+    if bug != "early":
+        out.append((1, f"return {acc}"))
+    return out
+
+
+def _numeric_expression(n: _Numeric, style: str, key: Key) -> Lines:
+    """A comprehension, a generator or a builtin."""
+    template, agg, var, nm = n.template, n.agg, n.var, n.nm
+    x, p, pred, mapped, hi, fn = n.x, n.p, n.pred, n.mapped, n.hi, n.fn
     pre: Lines = []
     if template == "list":
         source = f"for {x} in {p}"
@@ -803,6 +837,8 @@ def _render_numeric(key: Key, var: Variant, nm: dict[str, str]) -> Lines:
     raise ValueError(f"unknown style {style!r} for {key}")
 
 
+
+
 def _negate(expr: str) -> str:
     """The negation of a character test, spelled the way a person would write it."""
     if expr.startswith("not "):
@@ -818,8 +854,6 @@ def _render_string(key: Key, var: Variant, nm: dict[str, str]) -> Lines:
     _, op, spec = key
     cp = char_pred(spec)
     bug = var.bug[0] if var.bug else None
-    c, p, i, res, cnt = nm["c"], nm["p"], nm["i"], nm["str"], nm["count"]
-    style = var.style
 
     def pos(v: str) -> str:
         return _spell(cp.code, cp.wrong, var.pred_alt, var.bug, "pred").replace("{v}", v)
@@ -828,62 +862,103 @@ def _render_string(key: Key, var: Variant, nm: dict[str, str]) -> Lines:
         return _negate(pos(v))
 
     lit = json.dumps(cp.literal)
+    t = _Strings(nm, bug, var.style, lit, pos, neg)
     if op == "count":
-        if style == "method":
-            return [(1, f"return {p}.count({lit})")]
-        if style == "gen":
-            return [(1, f"return sum(1 for {c} in {p} if {pos(c)})")]
-        if style == "len":
-            return [(1, f"return len([{c} for {c} in {p} if {pos(c)}])")]
-        out: Lines = [(1, f"{cnt} = {1 if bug == 'init' else 0}")]
-        if style == "loop":
-            out += [(1, f"for {c} in {p}:"), (2, f"if {pos(c)}:"), (3, f"{cnt} += 1")]
-            tail: Lines = []
-        else:
-            out += [
-                (1, f"{i} = 0"),
-                (1, f"while {i} < len({p}):"),
-                (2, f"if {pos(f'{p}[{i}]')}:"),
-                (3, f"{cnt} += 1"),
-            ]
-            tail = [(2, f"{i} += 1")]
-        if bug == "early":
-            return out + [(2, f"return {cnt}")] + tail
-        return out + tail + [(1, f"return {cnt}")]
-
+        return _string_count(t)
     if op in ("keep", "remove"):
-        keep = (op == "keep") != (bug == "flip")
-        if style == "method":
-            return [(1, f'return {p}.replace({lit}, "")')]
-        test = pos(c) if keep else neg(c)
-        if style == "join":
-            return [(1, f'return "".join({c} for {c} in {p} if {test})')]
-        if style == "joinlist":
-            return [(1, f'return "".join([{c} for {c} in {p} if {test}])')]
-        return [
-            (1, f'{res} = ""'),
-            (1, f"for {c} in {p}:"),
-            (2, f"if {test}:"),
-            (3, f"{res} += {c}"),
-            (1, f"return {res}"),
-        ]
-
+        return _string_filter(t, keep=(op == "keep") != (bug == "flip"))
     if op == "mask":
-        star, keep_c = ('"*"', c) if bug != "swap" else (c, '"*"')
-        if style == "method":
-            return [(1, f'return {p}.replace({lit}, "*")')]
-        if style == "join":
-            return [(1, f'return "".join({star} if {pos(c)} else {keep_c} for {c} in {p})')]
-        return [
-            (1, f'{res} = ""'),
-            (1, f"for {c} in {p}:"),
-            (2, f"if {pos(c)}:"),
-            (3, f"{res} += {star}"),
-            (2, "else:"),
-            (3, f"{res} += {keep_c}"),
-            (1, f"return {res}"),
-        ]
+        return _string_mask(t)
+    return _string_find(t, op)
 
+
+@dataclass(frozen=True)
+class _Strings:
+    """What every spelling of a string task uses: names, bug, style, the test of a char."""
+
+    nm: dict[str, str]
+    bug: str | None
+    style: str
+    lit: str  # the character class as a literal, for str methods
+    pos: Callable[[str], str]  # the test of a character, as code
+    neg: Callable[[str], str]  # its negation
+
+
+def _string_count(t: _Strings) -> Lines:
+    """How many characters pass the test."""
+    bug, style, lit, pos = t.bug, t.style, t.lit, t.pos
+    nm = t.nm
+    c, p, i, cnt = nm["c"], nm["p"], nm["i"], nm["count"]
+    if style == "method":
+        return [(1, f"return {p}.count({lit})")]
+    if style == "gen":
+        return [(1, f"return sum(1 for {c} in {p} if {pos(c)})")]
+    if style == "len":
+        return [(1, f"return len([{c} for {c} in {p} if {pos(c)}])")]
+    out: Lines = [(1, f"{cnt} = {1 if bug == 'init' else 0}")]
+    if style == "loop":
+        out += [(1, f"for {c} in {p}:"), (2, f"if {pos(c)}:"), (3, f"{cnt} += 1")]
+        tail: Lines = []
+    else:
+        out += [
+            (1, f"{i} = 0"),
+            (1, f"while {i} < len({p}):"),
+            (2, f"if {pos(f'{p}[{i}]')}:"),
+            (3, f"{cnt} += 1"),
+        ]
+        tail = [(2, f"{i} += 1")]
+    if bug == "early":
+        return out + [(2, f"return {cnt}")] + tail
+    return out + tail + [(1, f"return {cnt}")]
+
+
+def _string_filter(t: _Strings, keep: bool) -> Lines:
+    """The string with the characters that pass the test kept (or removed)."""
+    style, lit, pos, neg = t.style, t.lit, t.pos, t.neg
+    nm = t.nm
+    c, p, res = nm["c"], nm["p"], nm["str"]
+    if style == "method":
+        return [(1, f'return {p}.replace({lit}, "")')]
+    test = pos(c) if keep else neg(c)
+    if style == "join":
+        return [(1, f'return "".join({c} for {c} in {p} if {test})')]
+    if style == "joinlist":
+        return [(1, f'return "".join([{c} for {c} in {p} if {test}])')]
+    return [
+        (1, f'{res} = ""'),
+        (1, f"for {c} in {p}:"),
+        (2, f"if {test}:"),
+        (3, f"{res} += {c}"),
+        (1, f"return {res}"),
+    ]
+
+
+def _string_mask(t: _Strings) -> Lines:
+    """The string with the characters that pass the test masked."""
+    bug, style, lit, pos = t.bug, t.style, t.lit, t.pos
+    nm = t.nm
+    c, p, res = nm["c"], nm["p"], nm["str"]
+    star, keep_c = ('"*"', c) if bug != "swap" else (c, '"*"')
+    if style == "method":
+        return [(1, f'return {p}.replace({lit}, "*")')]
+    if style == "join":
+        return [(1, f'return "".join({star} if {pos(c)} else {keep_c} for {c} in {p})')]
+    return [
+        (1, f'{res} = ""'),
+        (1, f"for {c} in {p}:"),
+        (2, f"if {pos(c)}:"),
+        (3, f"{res} += {star}"),
+        (2, "else:"),
+        (3, f"{res} += {keep_c}"),
+        (1, f"return {res}"),
+    ]
+
+
+def _string_find(t: _Strings, op: str) -> Lines:
+    """Where the first (or last) character that passes the test is."""
+    bug, style, lit, pos = t.bug, t.style, t.lit, t.pos
+    nm = t.nm
+    c, p, i, res = nm["c"], nm["p"], nm["i"], nm["str"]
     found = f"{i} + 1" if bug == "off" else i
     missing = "0" if bug == "default" else "-1"
     if style == "method":
