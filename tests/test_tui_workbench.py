@@ -134,6 +134,51 @@ async def test_training_curves_from_the_dashboard(sweep_ws):
         assert "round 1" in text_of(app.screen.query_one("#train-head"))
 
 
+def shown(app, widget) -> bool:
+    """The widget is on screen: what the terminal shows at its centre is the widget (or a
+    part of it)."""
+    region = widget.region
+    if not region.area or not app.screen.region.contains_region(region):
+        return False
+    hit = app.get_widget_at(*region.center)[0]
+    return hit is widget or widget in hit.ancestors
+
+
+@pytest.mark.parametrize("size", [(120, 35), (160, 45), (200, 60)])
+async def test_the_note_box_is_shown_labelled_and_on_the_run(ws, size):
+    """The note box used to be laid out past the right edge (the round field, unlabelled
+    and prefilled with the dashboard's highlighted round 0, took the whole row): typed text
+    was invisible and a note meant for the run landed on round 0."""
+    db = ws / "runs" / "other-run" / "run.db"
+    app = make_app(ws, open_db=db)
+    async with app.run_test(size=size) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        await until(pilot, lambda: app.screen.snapshot is not None)
+        await pilot.press("n")
+        await until(pilot, lambda: screen_name(app) == "NotesScreen")
+        screen = app.screen
+        await pilot.pause()
+        note = screen.query_one("#note-text")
+        assert shown(app, note) and app.focused is note
+        target = screen.query_one("#note-target")
+        assert shown(app, target)
+        assert screen.target is None and text_of(target.query_one("SelectCurrent #label")) == "the run"
+        labels = [text_of(w) for w in screen.query(".note-label")]
+        assert labels[:2] == ["note on", "note"]
+        await pilot.press(*"a run note")
+        assert note.value == "a run note" and shown(app, note)
+        await pilot.press("enter")
+        status = screen.query_one("#notes-status")
+        await until(pilot, lambda: "saved" in text_of(status), what="saved")
+        assert text_of(status).strip() == "saved note on the run: a run note"
+        table = screen.query_one("#notes-table")
+        await until(pilot, lambda: table.row_count == 1, what="listed")
+        assert table.get_row_at(table.cursor_row)[2:] == ["run", "a run note"]
+    store = RunStore.open(db, readonly=True)
+    assert [(n["round"], n["text"]) for n in store.notes()] == [(None, "a run note")]
+    store.close()
+
+
 async def test_notes_and_tags_in_the_app(ws):
     db = ws / "runs" / "other-run" / "run.db"
     app = make_app(ws, open_db=db)
@@ -143,21 +188,27 @@ async def test_notes_and_tags_in_the_app(ws):
         await pilot.press("n")
         await until(pilot, lambda: screen_name(app) == "NotesScreen")
         screen = app.screen
-        await pilot.press(*"too few steps", "enter")
+        target = screen.query_one("#note-target")
+        # The target offers every round of the run by name, once they are read.
+        await until(pilot, lambda: len(target._options) == 3, what="the rounds")
+        await pilot.press("ctrl+o", "enter", "down", "down", "enter")  # the run → round 1
+        await until(pilot, lambda: screen.target == 1, what="round 1 chosen")
+        assert screen.query_one("#note-text").placeholder == "a note on round 1 (enter saves)"
+        await pilot.press("ctrl+n", *"too few steps", "enter")
         await until(pilot, lambda: screen.query_one("#notes-table").row_count == 1, what="note")
+        assert "saved note on round 1: too few steps" in text_of(screen.query_one("#notes-status"))
         await pilot.press("ctrl+t", *"good-lr flaky", "enter")
         await until(pilot, lambda: "good-lr" in text_of(screen.query_one("#tags-line")))
+        assert "round 1: flaky good-lr" in text_of(screen.query_one("#tags-line"))
         await pilot.press(*"-flaky", "enter")
         await until(pilot, lambda: "flaky" not in text_of(screen.query_one("#tags-line")))
-        # A bad round number is one line, nothing written.
-        screen.query_one("#note-round").value = ""
-        screen.query_one("#note-round").insert_text_at_cursor("9")
-        await pilot.press("ctrl+n", *"x", "enter")
-        await until(pilot, lambda: "round 9" in text_of(screen.query_one("#notes-status")))
+        # An empty note is one line, nothing written.
+        await pilot.press("ctrl+n", "space", "enter")
+        await until(pilot, lambda: "empty" in text_of(screen.query_one("#notes-status")))
     store = RunStore.open(db, readonly=True)
     notes = store.notes()
-    assert [n["text"] for n in notes] == ["too few steps"]
-    assert store.tags(notes[0]["round"]) == ["good-lr"]
+    assert [(n["round"], n["text"]) for n in notes] == [(1, "too few steps")]
+    assert store.tags(1) == ["good-lr"] and store.tags() == []
     store.close()
 
 

@@ -88,7 +88,7 @@ class OpenTrainCurves(Message):
 
 
 class OpenNotes(Message):
-    """A run's notes and tags, a note's round preset to `round`."""
+    """A run's notes and tags; a new note is on round `round` unless changed (None: the run)."""
 
     def __init__(self, ref: RunRef, round: int | None) -> None:
         super().__init__()

@@ -148,10 +148,11 @@ def read_notes(db: Path) -> NotesData:
         store.close()
 
 
-def write_note(db: Path, text: str, rnd: int | None) -> None:
+def write_note(db: Path, text: str, rnd: int | None) -> int:
+    """A note on the run (rnd None) or a round; returns the note's id."""
     store = RunStore.open(db)
     try:
-        store.add_note(text, rnd)
+        return store.add_note(text, rnd)
     finally:
         store.close()
 

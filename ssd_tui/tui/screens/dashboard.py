@@ -560,7 +560,10 @@ class DashboardScreen(Screen):
         self.post_message(OpenTrainCurves(self.ref))
 
     def action_notes(self) -> None:
-        self.post_message(OpenNotes(self.ref, self.query_one(RoundsTable).current_round))
+        # On the run: the rounds table always highlights a row (round 0 when the dashboard
+        # opens), so its cursor is no sign the user meant a round; the notes screen offers
+        # every round by name.
+        self.post_message(OpenNotes(self.ref, None))
 
     def action_search(self) -> None:
         self.post_message(OpenSearch([(self.ref.db_path, self.ref.run_dir.name)]))

@@ -1,7 +1,9 @@
 """Notes and tags of a run (and its rounds): read them, add a note, add or remove tags.
 
 Written to the run DB in a small transaction (beside a running engine: WAL); an export
-under review is read-only, so the inputs are hidden there.
+under review is read-only, so the inputs are hidden there. What a note or tag is on (the
+run, or one round) is a labelled choice above the note, the run unless the opener names a
+round: a note meant for the run must never land on a round unasked.
 """
 
 from __future__ import annotations
@@ -12,31 +14,29 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Header, Input, Static
+from textual.widgets import DataTable, Footer, Header, Input, Label, Select, Static
 
 from ssd_tui.errors import SSDError
 from ssd_tui.tui.refs import RunRef
 from ssd_tui.tui.workbench import NotesData, read_notes, write_note, write_tags
 
+RUN = "run"  # the note target "the whole run" (a Select value; rounds are their numbers)
 
-def parse_round(raw: str) -> int | None:
-    raw = raw.strip()
-    if not raw:
-        return None
-    if not raw.isdigit():
-        raise SSDError(f"round {raw!r}: a round number, or empty for the whole run")
-    return int(raw)
+
+def target_label(rnd: int | None) -> str:
+    return "the run" if rnd is None else f"round {rnd}"
 
 
 class NotesScreen(Screen):
     SUB_TITLE = "notes and tags"
     AUTO_FOCUS = "#note-text"
     BINDINGS = [
-        Binding("ctrl+t", "focus_tags", "Tags", tooltip="add tags (space-separated; -tag removes)"),
+        Binding("ctrl+o", "focus_target", "Note on", tooltip="the run, or one of its rounds"),
         Binding("ctrl+n", "focus_note", "Note", tooltip="write a note"),
+        Binding("ctrl+t", "focus_tags", "Tags", tooltip="add tags (space-separated; -tag removes)"),
         Binding("escape", "back", "Back"),
     ]
 
@@ -46,31 +46,53 @@ class NotesScreen(Screen):
             self.data, self.error = data, error
 
     def __init__(self, ref: RunRef, round: int | None = None) -> None:
+        """`round`: the target a note starts on (None: the run)."""
         super().__init__()
         self.ref = ref
         self.title = ref.db_path.parent.name
         self.round = round
+        self._saved_id: int | None = None  # the note just saved: highlighted when listed
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="tags-line")
         yield DataTable(id="notes-table", cursor_type="row", zebra_stripes=True)
         if not self.ref.review:
-            with Horizontal(id="note-row"):
-                yield Input(
-                    "" if self.round is None else str(self.round),
-                    placeholder="round",
-                    id="note-round",
-                    type="integer",
-                )
-                yield Input(
-                    placeholder="a note (enter saves); round empty = the whole run", id="note-text"
-                )
-            yield Input(
-                placeholder="tags, space-separated (enter saves; -tag removes)", id="tag-input"
-            )
+            with Vertical(id="note-form"):
+                with Horizontal(classes="note-row"):
+                    yield Label("note on", classes="note-label")
+                    yield Select(
+                        self._targets([] if self.round is None else [self.round]),
+                        value=self._value(self.round),
+                        allow_blank=False,
+                        id="note-target",
+                    )
+                    yield Static(
+                        "the run, or one round (ctrl+o); tags go there too",
+                        classes="note-help",
+                    )
+                with Horizontal(classes="note-row"):
+                    yield Label("note", classes="note-label")
+                    yield Input(placeholder=self._note_hint(self.round), id="note-text")
+                with Horizontal(classes="note-row"):
+                    yield Label("tags", classes="note-label")
+                    yield Input(
+                        placeholder="space-separated (enter saves; -tag removes)", id="tag-input"
+                    )
         yield Static("", id="notes-status")
         yield Footer()
+
+    @staticmethod
+    def _value(rnd: int | None) -> str:
+        return RUN if rnd is None else str(rnd)
+
+    @classmethod
+    def _targets(cls, rounds: list[int]) -> list[tuple[str, str]]:
+        return [(target_label(None), RUN)] + [(target_label(r), cls._value(r)) for r in rounds]
+
+    @staticmethod
+    def _note_hint(rnd: int | None) -> str:
+        return f"a note on {target_label(rnd)} (enter saves)"
 
     def on_mount(self) -> None:
         table = self.query_one("#notes-table", DataTable)
@@ -108,46 +130,63 @@ class NotesScreen(Screen):
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(n["created_at"])),
                 "run" if n["round"] is None else f"round {n['round']}",
                 n["text"],
+                key=str(n["id"]),
             )
+        if self._saved_id is not None and str(self._saved_id) in table.rows:
+            table.move_cursor(row=table.get_row_index(str(self._saved_id)))
+        if not self.ref.review:
+            target = self.query_one("#note-target", Select)
+            keep = target.value
+            target.set_options(self._targets(d.rounds))
+            if any(v == keep for _label, v in self._targets(d.rounds)):
+                target.value = keep
 
-    def _round(self) -> int | None:
-        return parse_round(self.query_one("#note-round", Input).value)
+    @property
+    def target(self) -> int | None:
+        """The round a note or tags go to (None: the run)."""
+        value = self.query_one("#note-target", Select).value
+        return None if value in (RUN, Select.NULL) else int(str(value))
+
+    @on(Select.Changed, "#note-target")
+    def _target_changed(self) -> None:
+        self.query_one("#note-text", Input).placeholder = self._note_hint(self.target)
 
     @on(Input.Submitted, "#note-text")
     def _add_note(self, event: Input.Submitted) -> None:
-        self._write("note", event.value)
+        self._save("note", event.value, self.target)
 
     @on(Input.Submitted, "#tag-input")
     def _add_tags(self, event: Input.Submitted) -> None:
-        self._write("tags", event.value)
-
-    def _write(self, what: str, value: str) -> None:
-        try:
-            rnd = self._round()
-        except SSDError as e:
-            self.query_one("#notes-status", Static).update(Text(str(e), style="red"))
-            return
-        self._save(what, value, rnd)
+        self._save("tags", event.value, self.target)
 
     @work(thread=True, exclusive=True, group="notes-write")
     def _save(self, what: str, value: str, rnd: int | None) -> None:
         try:
             if what == "note":
-                write_note(self.ref.db_path, value, rnd)
+                saved = write_note(self.ref.db_path, value, rnd)
             else:
                 write_tags(self.ref.db_path, value.split(), rnd)
+                saved = None
         except SSDError as e:
             self.app.call_from_thread(
                 self.query_one("#notes-status", Static).update, Text(str(e), style="red")
             )
             return
-        self.app.call_from_thread(self._saved, what)
+        self.app.call_from_thread(self._saved, what, value, rnd, saved)
 
-    def _saved(self, what: str) -> None:
+    def _saved(self, what: str, value: str, rnd: int | None, note_id: int | None) -> None:
         field = "#note-text" if what == "note" else "#tag-input"
         self.query_one(field, Input).value = ""
-        self.query_one("#notes-status", Static).update(f"{what} saved")
+        self._saved_id = note_id
+        shown = value.strip() if what == "note" else " ".join(value.split())
+        status = Text(f"saved {'note' if what == 'note' else 'tags'} on {target_label(rnd)}: ")
+        status.append(shown, style="bold")
+        self.query_one("#notes-status", Static).update(status)
         self._load()
+
+    def action_focus_target(self) -> None:
+        if not self.ref.review:
+            self.query_one("#note-target", Select).focus()
 
     def action_focus_tags(self) -> None:
         if not self.ref.review:
