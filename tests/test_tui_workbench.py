@@ -162,7 +162,9 @@ async def test_the_note_box_is_shown_labelled_and_on_the_run(ws, size):
         assert shown(app, note) and app.focused is note
         target = screen.query_one("#note-target")
         assert shown(app, target)
-        assert screen.target is None and text_of(target.query_one("SelectCurrent #label")) == "the run"
+        assert (
+            screen.target is None and text_of(target.query_one("SelectCurrent #label")) == "the run"
+        )
         labels = [text_of(w) for w in screen.query(".note-label")]
         assert labels[:2] == ["note on", "note"]
         await pilot.press(*"a run note")
