@@ -580,6 +580,78 @@ async def test_default_diff_is_against_the_previous_round(ws):
         assert (a["problem"], a["sample_idx"]) == (b["problem"], b["sample_idx"])
 
 
+async def open_round(app, pilot, rnd: int):
+    """The dashboard's sample browser on round `rnd`, its first sample loaded."""
+    await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+    await until(pilot, lambda: app.screen.snapshot is not None)
+    app.screen.action_browse(round=rnd)
+    await until(pilot, lambda: screen_name(app) == "SampleBrowserScreen")
+    browser = app.screen
+    table = browser.query_one("#samples")
+    await until(pilot, lambda: table.current is not None, what="first sample")
+    return browser, table
+
+
+async def test_default_diff_compares_like_with_like(ws):
+    """d on round 1's sample at T_eval 0.8 used to open round 0's sample at T 0.6, a
+    temperature-only baseline sample (the first of round 0 with the same sample index)."""
+    app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        browser, table = await open_round(app, pilot, 1)
+        await pilot.press("down", "down", "down", "down", "down")  # sample index 1
+        await until(pilot, lambda: table.current is not None and table.cursor_row == 5)
+        b_row = table.current
+        await pilot.press("d")
+        await until(pilot, lambda: screen_name(app) == "DiffScreen" and app.screen.a is not None)
+        diff = app.screen
+        a, b = diff.a.row, diff.b.row
+        assert b["id"] == b_row["id"] and (b["round"], b["temperature"]) == (1, 0.8)
+        key = ("problem", "sample_idx", "purpose", "temperature")
+        assert a["round"] == 0 and [a[k] for k in key] == [b[k] for k in key]
+        head = text_of(diff.query_one("#diff-head"))
+        assert "same problem, sample index, purpose and T" in head
+        # [ ] step B through like samples only: the same problem, purpose and temperature.
+        assert {(c["purpose"], c["temperature"]) for c in diff.candidates} == {("eval", 0.8)}
+
+
+async def test_diff_says_when_there_is_no_like_sample(ws):
+    """Round 1's training samples have no counterpart in round 0 (which trains nothing):
+    the diff says so rather than compare with an evaluation sample."""
+    app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        browser, table = await open_round(app, pilot, 1)
+        await pilot.press("o", "o")  # training samples only
+        await until(pilot, lambda: table.total == 8 and table.current is not None)
+        b_id = table.current["id"]
+        await pilot.press("d")
+        await until(pilot, lambda: screen_name(app) == "DiffScreen" and app.screen.b is not None)
+        diff = app.screen
+        assert diff.a is None and diff.b.row["id"] == b_id
+        head = text_of(diff.query_one("#diff-head"))
+        assert "round 0 has no train sample of train_00 #0 at T 1.6" in head
+        assert "m marks a sample as A" in head
+
+
+async def test_sample_list_shows_t_eval_first_and_filters_by_temperature(ws):
+    """Round 0's list used to start with the baseline's samples at T 0.6; it starts on the
+    run's own T_eval, and T steps through every temperature."""
+    app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        browser, table = await open_round(app, pilot, 0)
+        await until(pilot, lambda: table.total == 24 and table.row(23) is not None)
+        assert {table.row(i)["temperature"] for i in range(24)} == {0.8}
+        head = text_of(browser.query_one("#browse-head"))
+        assert "eval at T 0.8 (T_eval)" in head and "T: other temperatures" in head
+        seen = []
+        for _ in range(4):
+            await pilot.press("T")
+            await until(pilot, lambda: table.total is not None and table.current is not None)
+            seen.append((browser.filter.eval_temperature, table.total))
+        assert seen == [(None, 72), (0.6, 24), (1.0, 24), (0.8, 24)]
+        # The T column says where each sample came from.
+        assert any(c.label == "T" for c in table.columns)
+
+
 async def test_sample_filters_and_token_view(ws):
     app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
     async with app.run_test(size=SIZE) as pilot:
@@ -648,7 +720,9 @@ async def test_suspect_samples_are_counted_filtered_and_explained(ws):
         await until(pilot, lambda: table.total == 2 and table.row(1) is not None)
         assert [table.row(i)["suspect"] for i in range(2)] == ["frames", "gc,trace"]
         assert all(str(_verdict(table.row(i))).endswith(" ⚑") for i in range(2))
-        assert "round 2, suspect" in text_of(browser.query_one("#browse-head"))
+        assert "round 2, eval at T 0.8 (T_eval), suspect" in text_of(
+            browser.query_one("#browse-head")
+        )
         view = browser.query_one("#sample")
         await pilot.press("down")
         await until(

@@ -204,13 +204,20 @@ class SampleFilter:
     status: str | None = None  # verdict status
     sample_ids: tuple[int, ...] | None = None
     suspect: bool = False  # only samples whose program looks like it games the tests
+    # Evaluation samples at this temperature only (round 0 also holds the temperature-only
+    # baseline's); training samples stay, each round's drawn at its one T_train.
+    eval_temperature: float | None = None
 
-    def describe(self) -> str:
+    def describe(self, t_eval: float | None = None) -> str:
+        """In words; `t_eval` names the run's own evaluation temperature as such."""
         parts = []
         if self.round is not None:
             parts.append(f"round {self.round}")
         if self.purpose:
             parts.append(self.purpose)
+        if self.eval_temperature is not None:
+            own = " (T_eval)" if self.eval_temperature == t_eval else ""
+            parts.append(f"eval at T {self.eval_temperature:g}{own}")
         if self.status:
             parts.append(self.status)
         if self.suspect:
@@ -445,6 +452,9 @@ class RunReader:
             if val is not None:
                 where.append(f"{col}=?")
                 args.append(val)
+        if f.eval_temperature is not None:
+            where.append("(s.purpose != 'eval' OR s.temperature = ?)")
+            args.append(f.eval_temperature)
         join = False
         if f.status:
             where.append("v.status=?")
@@ -514,17 +524,34 @@ class RunReader:
             return SampleDetail(row=row, prompt=row.pop("prompt"), tests=row.pop("tests"))
 
     def same_problem(self, sample_id: int, limit: int = 400) -> list[dict[str, Any]]:
-        """Other samples of the same problem and purpose (all rounds), for picking a diff."""
+        """Samples like this one in every round, for stepping a diff's B: the same problem
+        and purpose, and for an evaluation sample the same temperature."""
         with self._lock:
             s = self.store
             if s is None:
                 return []
             r = s.conn.execute(
-                "SELECT problem_id, purpose FROM samples WHERE id=?", (sample_id,)
+                "SELECT problem_id, purpose, temperature FROM samples WHERE id=?", (sample_id,)
             ).fetchone()
             if r is None:
                 return []
-            return self.sample_page(SampleFilter(problem_id=r[0], purpose=r[1]), 0, limit)
+            like = SampleFilter(problem_id=r[0], purpose=r[1], eval_temperature=r[2])
+            return self.sample_page(like, 0, limit)
+
+    def counterpart(self, sample_id: int, rnd: int) -> int | None:
+        """The sample of round `rnd` with this one's problem, sample index, purpose and
+        temperature (the samples' natural key), if there is one: what a diff compares."""
+        with self._lock:
+            s = self.store
+            if s is None:
+                return None
+            row = s.conn.execute(
+                "SELECT o.id FROM samples a JOIN samples o ON o.round = ? "
+                "AND o.purpose = a.purpose AND o.temperature = a.temperature "
+                "AND o.problem_id = a.problem_id AND o.sample_idx = a.sample_idx WHERE a.id = ?",
+                (rnd, sample_id),
+            ).fetchone()
+            return None if row is None else row[0]
 
     # ---- tokens ---------------------------------------------------------------------------
     def probe_rounds(self, sample_id: int) -> list[int]:

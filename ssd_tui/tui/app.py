@@ -202,6 +202,7 @@ class SSDApp(App[None]):
                 problem=msg.problem,
                 sample_ids=msg.sample_ids,
                 note=msg.note,
+                eval_temperature=msg.eval_temperature,
             )
         )
 

@@ -28,7 +28,8 @@ class OpenDashboard(Message):
 
 
 class OpenSamples(Message):
-    """The sample browser on a run, filtered to a round, a problem or given samples."""
+    """The sample browser on a run, filtered to a round, a problem or given samples, and
+    to evaluation samples at `eval_temperature` (None: every temperature)."""
 
     def __init__(
         self,
@@ -37,10 +38,12 @@ class OpenSamples(Message):
         problem: str | None = None,
         sample_ids: tuple[int, ...] | None = None,
         note: str = "",
+        eval_temperature: float | None = None,
     ) -> None:
         super().__init__()
         self.ref, self.round, self.problem = ref, round, problem
         self.sample_ids, self.note = sample_ids, note
+        self.eval_temperature = eval_temperature
 
 
 class OpenDiff(Message):

@@ -499,7 +499,10 @@ class DashboardScreen(Screen):
     # ---- navigation ---------------------------------------------------------------------------------
     def action_browse(self, round: int | None = None) -> None:
         rnd = self.query_one(RoundsTable).current_round if round is None else round
-        self.post_message(OpenSamples(self.ref, round=rnd))
+        # The run's own evaluation samples first: round 0 also holds the temperature-only
+        # baseline's, at other temperatures (the browser's T shows those).
+        t_eval = self.snapshot.t_eval if self.snapshot else None
+        self.post_message(OpenSamples(self.ref, round=rnd, eval_temperature=t_eval))
 
     @on(RoundsTable.RowSelected, "#rounds")
     def _round_selected(self) -> None:

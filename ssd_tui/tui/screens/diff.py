@@ -1,4 +1,10 @@
-"""Diff two samples (same problem, any rounds): side by side or unified."""
+"""Diff two samples (same problem, any rounds): side by side or unified.
+
+With no A chosen, A is B's counterpart one round earlier: the same problem, sample index,
+purpose and temperature, so one more SSD round is the only difference (round 0 also holds
+the temperature-only baseline's samples at other temperatures: never a like one). Where
+there is none, the screen says so instead of picking another sample.
+"""
 
 from __future__ import annotations
 
@@ -35,10 +41,14 @@ class DiffScreen(Screen):
 
     class Loaded(Message):
         def __init__(
-            self, a: SampleDetail | None, b: SampleDetail | None, candidates: list[dict[str, Any]]
+            self,
+            a: SampleDetail | None,
+            b: SampleDetail | None,
+            candidates: list[dict[str, Any]],
+            missing: str = "",
         ) -> None:
             super().__init__()
-            self.a, self.b, self.candidates = a, b, candidates
+            self.a, self.b, self.candidates, self.missing = a, b, candidates, missing
 
     def __init__(self, ref: RunRef, a_id: int | None, b_id: int) -> None:
         super().__init__()
@@ -65,47 +75,78 @@ class DiffScreen(Screen):
     def _load(self, a_id: int | None, b_id: int) -> None:
         b = self.reader.sample(b_id)
         cands = self.reader.same_problem(b_id) if b else []
+        missing = ""
         if a_id is None and b is not None:
-            # Default A: the same problem and sample index one round earlier, else another sample.
-            prev = [
-                c
-                for c in cands
-                if c["round"] == b.row["round"] - 1 and c["sample_idx"] == b.row["sample_idx"]
-            ]
-            other = [c for c in cands if c["id"] != b_id]
-            pick = (prev or other or [None])[0]
-            a_id = pick["id"] if pick else None
+            r = b.row
+            if r["round"] == 0:
+                missing = "round 0 is the first round: no earlier sample"
+            else:
+                a_id = self.reader.counterpart(b_id, r["round"] - 1)
+                if a_id is None:
+                    missing = (
+                        f"round {r['round'] - 1} has no {r['purpose']} sample of {r['problem']} "
+                        f"#{r['sample_idx']} at T {r['temperature']:g}"
+                    )
         a = self.reader.sample(a_id) if a_id is not None else None
-        self.post_message(self.Loaded(a, b, cands))
+        self.post_message(self.Loaded(a, b, cands, missing))
 
     def on_diff_screen_loaded(self, msg: Loaded) -> None:
         self.a, self.b, self.candidates = msg.a, msg.b, msg.candidates
         head = self.query_one("#diff-head", Static)
         view = self.query_one(DiffView)
-        if self.b is None or self.a is None:
-            head.update("nothing to compare: this problem has a single sample")
+        if self.b is None:
+            head.update(f"sample #{self.b_id} not found")
             return
-        self.a_id, self.b_id = self.a.row["id"], self.b.row["id"]
-        ra, rb = self.a.row, self.b.row
+        rb = self.b.row
+        self.b_id = rb["id"]
+        steps = (
+            f"   ([ ] step B through {len(self.candidates)} samples of this problem, "
+            f"{rb['purpose']}"
+            + (f" at T {rb['temperature']:g})" if rb["purpose"] == "eval" else ")")
+        )
+        b_line = Text.assemble(
+            ("B ", "bold green"), describe(rb), " ", verdict_text(rb["status"]), (steps, "dim")
+        )
+        if self.a is None:
+            head.update(
+                Text.assemble(
+                    ("no A: ", "bold red"),
+                    msg.missing or "no sample to compare with",
+                    (
+                        " (a diff compares like with like: the same problem, sample index, "
+                        "purpose and T, one round earlier); m marks a sample as A in the "
+                        "sample list\n",
+                        "dim",
+                    ),
+                    b_line,
+                )
+            )
+            view.clear()
+            return
+        ra = self.a.row
+        self.a_id = ra["id"]
+        like = all(ra[k] == rb[k] for k in ("problem", "sample_idx", "purpose", "temperature"))
         head.update(
             Text.assemble(
                 ("A ", "bold red"),
                 describe(ra),
                 " ",
                 verdict_text(ra["status"]),
+                (
+                    "   (same problem, sample index, purpose and T)"
+                    if like
+                    else "   (marked: not the same sample key as B)",
+                    "dim",
+                ),
                 "\n",
-                ("B ", "bold green"),
-                describe(rb),
-                " ",
-                verdict_text(rb["status"]),
-                (f"   ([ ] step B through {len(self.candidates)} samples of this problem)", "dim"),
+                b_line,
             )
         )
         view.show(
             program(self.a),
             program(self.b),
-            f"A #{ra['id']} (round {ra['round']})",
-            f"B #{rb['id']} (round {rb['round']})",
+            f"A #{ra['id']} (round {ra['round']}, T {ra['temperature']:g})",
+            f"B #{rb['id']} (round {rb['round']}, T {rb['temperature']:g})",
         )
 
     def action_toggle_mode(self) -> None:

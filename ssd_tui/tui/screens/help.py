@@ -30,8 +30,11 @@ fork/lock probe (one panel per statistic: entropies in nats, masses as probabili
 each on its own y-axis).
 
 Samples: [ and ] change the round, v the verdict filter, ! shows suspect samples only
-(⚑ beside the verdict, the reasons under it), o eval/train; m marks a sample as A,
-d diffs A (default: the same sample index one round earlier) with the highlighted one;
+(⚑ beside the verdict, the reasons under it), o eval/train; the list starts on the run's
+own evaluation samples at T_eval (round 0 also holds the temperature-only baseline's at
+other temperatures): T shows every temperature, then each one; the T column says which.
+m marks a sample as A, d diffs A with the highlighted one (no A marked: the same problem,
+sample index, purpose and T one round earlier, or a line saying there is none);
 t shows its tokens.
 
 Tokens: colour = entropy of the full next-token distribution (nats). A fork is a

@@ -114,7 +114,7 @@ class SampleBrowserScreen(Screen):
             key_display="]",
             tooltip="the next round (or all rounds)",
         ),
-        Binding("v", "verdict", "Verdict filter", tooltip="all, passed, failed, error, timeout"),
+        Binding("v", "verdict", "Verdict", tooltip="all, passed, failed, error, timeout"),
         Binding(
             "exclamation_mark",
             "suspect",
@@ -123,16 +123,28 @@ class SampleBrowserScreen(Screen):
             tooltip="only samples whose program looks like it games the tests (⚑), or all",
         ),
         Binding("o", "purpose", "Eval/train", tooltip="all samples, eval only, training only"),
+        Binding(
+            "T",
+            "temperature",
+            "Temp",
+            tooltip="eval samples at T_eval, at every temperature, at each baseline temperature",
+        ),
         Binding("a", "all_problems", "All problems", tooltip="clear the problem filter"),
         Binding("tab", "app.focus_next", "Next pane", show=False),
         Binding("escape", "back", "Back"),
     ]
 
     class ProblemsLoaded(Message):
-        def __init__(self, problems: list[dict[str, Any]], rounds: list[int]) -> None:
+        def __init__(
+            self,
+            problems: list[dict[str, Any]],
+            rounds: list[int],
+            temperatures: list[float] | None = None,
+        ) -> None:
             super().__init__()
             self.problems = problems
             self.rounds = rounds
+            self.temperatures = temperatures  # T_eval first, then the baseline's (config)
 
     class DetailLoaded(Message):
         def __init__(self, detail: SampleDetail | None) -> None:
@@ -146,12 +158,18 @@ class SampleBrowserScreen(Screen):
         problem: str | None = None,
         sample_ids: tuple[int, ...] | None = None,
         note: str = "",
+        eval_temperature: float | None = None,
     ) -> None:
         super().__init__()
         self.ref = ref
         self.title = ref.db_path.parent.name
         self.reader = RunReader(ref.db_path)
-        self.filter = SampleFilter(round=round, sample_ids=sample_ids)
+        self.filter = SampleFilter(
+            round=round, sample_ids=sample_ids, eval_temperature=eval_temperature
+        )
+        # The run's evaluation temperatures, T_eval first (from its config, in a worker):
+        # until they are read, T switches between the one given and every temperature.
+        self.temperatures: list[float] = [] if eval_temperature is None else [eval_temperature]
         self.want_problem = problem
         self.note = note
         self.problems: list[dict[str, Any]] = []
@@ -198,13 +216,20 @@ class SampleBrowserScreen(Screen):
     # ---- problems -----------------------------------------------------------------------------------
     @work(thread=True, exclusive=True, group="problems")
     def _load_problems(self) -> None:
+        cfg = self.reader.config()
+        temps = [cfg.eval.temperature, *cfg.eval.baseline_temperatures] if cfg else None
         self.post_message(
-            self.ProblemsLoaded(self.reader.problems(self.filter.round), self.reader.rounds())
+            self.ProblemsLoaded(
+                self.reader.problems(self.filter.round), self.reader.rounds(), temps
+            )
         )
 
     def on_sample_browser_screen_problems_loaded(self, msg: ProblemsLoaded) -> None:
         self.problems = msg.problems
         self.rounds = msg.rounds
+        if msg.temperatures:
+            self.temperatures = list(dict.fromkeys(msg.temperatures))
+            self._update_head()
         # A virtual list too: a run may have ten thousand training prompts.
         self.problem_rows = [ALL_PROBLEMS, *self.problems]
         target = 0
@@ -251,7 +276,8 @@ class SampleBrowserScreen(Screen):
 
     def _update_head(self) -> None:
         f = self.filter
-        parts = [f.describe()]
+        t_eval = self.temperatures[0] if self.temperatures else None
+        parts = [f.describe(t_eval)]
         if f.problem_id is not None:
             name = next(
                 (p["name"] for p in self.problems if p["id"] == f.problem_id), f"#{f.problem_id}"
@@ -260,6 +286,16 @@ class SampleBrowserScreen(Screen):
         if self.marked is not None:
             parts.append(f"A = #{self.marked['id']}")
         text = Text(" · ".join(parts), style="bold")
+        if f.eval_temperature is None and t_eval is not None:
+            text.append(
+                f"   every temperature (T: one at a time; T_eval is {t_eval:g})", style="dim"
+            )
+        elif f.eval_temperature != t_eval and t_eval is not None:
+            text.append("   the temperature-only baseline's (T: the next temperature)", style="dim")
+        elif len(self.temperatures) > 1 and f.round in (None, 0):
+            # Only round 0 holds the temperature-only baseline's samples.
+            others = ", ".join(f"{t:g}" for t in sorted(self.temperatures[1:]))
+            text.append(f"   T: other temperatures (the baseline's {others})", style="dim")
         if self.note:
             text.append("\n" + self.note, style="yellow")
         self.query_one("#browse-head", Static).update(text)
@@ -352,6 +388,15 @@ class SampleBrowserScreen(Screen):
     def action_purpose(self) -> None:
         i = PURPOSES.index(self.filter.purpose) if self.filter.purpose in PURPOSES else 0
         self.filter = replace(self.filter, purpose=PURPOSES[(i + 1) % len(PURPOSES)])
+        self._reload_samples()
+
+    def action_temperature(self) -> None:
+        """T_eval → every temperature → each other temperature of the run, in order."""
+        first, rest = self.temperatures[:1], sorted(self.temperatures[1:])
+        options: list[float | None] = [*first, None, *rest]
+        now = self.filter.eval_temperature
+        i = options.index(now) if now in options else -1
+        self.filter = replace(self.filter, eval_temperature=options[(i + 1) % len(options)])
         self._reload_samples()
 
     def action_all_problems(self) -> None:

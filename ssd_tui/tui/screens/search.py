@@ -2,7 +2,8 @@
 
 Type the text and press enter: the exact text, case-sensitive (`ssd_tui.store.search`); start
 it with `fts:` for an SQLite FTS5 query. Enter on a hit opens the sample view on that
-run's hits; `d` diffs the hit with the same sample one round earlier.
+run's hits; `d` diffs the hit with the same sample one round earlier (same problem, sample
+index, purpose and temperature).
 """
 
 from __future__ import annotations

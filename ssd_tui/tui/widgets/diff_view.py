@@ -117,11 +117,17 @@ class DiffView(VerticalScroll):
         self.a, self.b, self.label_a, self.label_b = a, b, label_a, label_b
         self._render_diff()
 
+    def clear(self) -> None:
+        """Nothing to compare: an empty view (the screen's head says why)."""
+        self.a = self.b = ""
+        if self.is_mounted:
+            self.query_one("#diff-body", Static).update("")
+
     def watch_mode(self) -> None:
         self._render_diff()
 
     def _render_diff(self) -> None:
-        if not self.is_mounted:
+        if not self.is_mounted or not (self.a or self.b):
             return
         fn = side_by_side if self.mode == "split" else unified_diff
         self.query_one("#diff-body", Static).update(fn(self.a, self.b, self.label_a, self.label_b))
