@@ -506,6 +506,41 @@ async def test_tab_keys_switch_tabs_after_the_warnings_table_had_focus(ws):
             assert (tabs.active, app.focused.id) == (tab, focused), key
 
 
+async def test_jump_without_warnings_says_so(ws):
+    """j on a run with no warnings used to do nothing and say nothing."""
+    app = make_app(ws, open_db=ws / "runs" / "other-run" / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        await until(pilot, lambda: app.screen.snapshot is not None)
+        assert not app.screen.snapshot.warnings
+        await pilot.press("j")
+        await until(pilot, lambda: app._notifications, what="a notification")
+        (note,) = list(app._notifications)
+        assert note.message.startswith("no collapse warnings in this run")
+        assert screen_name(app) == "DashboardScreen"
+
+
+async def test_engine_log_tab_says_why_it_is_empty(ws):
+    """A run started from the shell has no RUN_DIR/engine.log: the tab used to be blank."""
+    run = ws / "runs" / "demo-run"
+    assert not (run / "engine.log").exists()
+    app = make_app(ws, open_db=run / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        await until(pilot, lambda: app.screen.snapshot is not None)
+        await pilot.press("l")
+        log = app.screen.query_one("#engine-log")
+        await until(pilot, lambda: log.lines, what="a line in the Engine log tab")
+        text = " ".join(str(s.text) for s in log.lines)
+        assert "no engine log (runs/demo-run/engine.log)" in text
+        assert "writes to the terminal that started it" in text
+        assert "Events tab (e)" in text
+        # Once the app's own engine writes the log, the log replaces the hint.
+        (run / "engine.log").write_text("$ ssd-tui run config.toml\nround 3: sample\n")
+        await until(pilot, lambda: "round 3: sample" in " ".join(str(s.text) for s in log.lines))
+        assert "no engine log" not in " ".join(str(s.text) for s in log.lines)
+
+
 async def test_engine_crash_is_reported_and_the_app_keeps_working(ws):
     """Start the real engine CLI on a config whose model does not exist: it exits with an
     error; the app notifies, shows the log, and stays usable."""

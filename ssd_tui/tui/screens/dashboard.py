@@ -140,6 +140,7 @@ class DashboardScreen(Screen):
         # Reached only when the engine key itself is disabled or hidden (review, no config,
         # an engine already running): says why instead of doing nothing.
         Binding("s,r,u,p,x", "engine_unavailable", show=False),
+        Binding("j", "no_jump", show=False),  # the same for j on a run without warnings
     ]
 
     class Polled(Message):
@@ -172,7 +173,7 @@ class DashboardScreen(Screen):
         # s/r/u target the next unfinished round, which only the first poll knows: until it
         # arrives they are disabled, or an early `r` would start `--rounds 0` on a done run.
         self._polled = False
-        self._log_size = -1
+        self._log_size = -2  # never read: the first poll fills the Engine log tab
         self._title_set = False
         self._autostart = ref.autostart_rounds if not ref.review else None
         self.engine_since: float | None = None
@@ -256,7 +257,7 @@ class DashboardScreen(Screen):
         if msg.log_lines is not None:
             log = self.query_one("#engine-log", RichLog)
             log.clear()
-            for ln in msg.log_lines:
+            for ln in msg.log_lines or self._no_log_text():
                 log.write(ln)
         if msg.snapshot is not None:
             self.apply(msg.snapshot)
@@ -303,6 +304,19 @@ class DashboardScreen(Screen):
             )
             self.query_one("#events", EventLog).add_lines([f"engine failed: {why}"], "bold red")
         self.refresh_bindings()
+
+    def _no_log_text(self) -> list[Text]:
+        """Why the Engine log tab is empty: only an engine the app starts writes there."""
+        return [
+            Text(line, style="dim")
+            for line in (
+                f"no engine log ({display_path(self.engine.log_path)}): the app writes one "
+                "when its keys (s, r, u) start the engine.",
+                "An engine started from a shell (ssd-tui run, ssd-tui demo) writes to the "
+                "terminal that started it.",
+                "The run's own events (stages, progress, warnings) are in the Events tab (e).",
+            )
+        ]
 
     def _show_no_db(self) -> None:
         cfg = self.ref.engine_config
@@ -400,7 +414,7 @@ class DashboardScreen(Screen):
 
     # ---- bindings ---------------------------------------------------------------------------------
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "engine_unavailable":
+        if action in ("engine_unavailable", "no_jump"):
             return True
         if action in ENGINE_START | ENGINE_SIGNAL:
             if self.ref.review:
@@ -536,6 +550,15 @@ class DashboardScreen(Screen):
     def action_chart_view(self) -> None:
         curve = self.query_one(PassCurve)
         curve.set_view("pass" if curve.view == "probe" else "probe")
+
+    def action_no_jump(self) -> None:
+        text = (
+            "still reading the run database: try again in a moment"
+            if self.snapshot is None
+            else "no collapse warnings in this run (yet): j opens the samples behind a "
+            "warning once an analyse stage raises one"
+        )
+        self.notify(text, title="Jump", markup=False)
 
     def action_jump(self) -> None:
         w = self.query_one(WarningsPanel).current
