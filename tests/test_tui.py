@@ -11,7 +11,17 @@ import numpy as np
 import pytest
 import test_tui_support as support
 from fixtures.synthetic import NOW_TS, build_run
-from test_tui_support import SIZE, fake_engine, make_app, screen_name, text_of, until
+from test_tui_support import (
+    SIZE,
+    chart_lines,
+    fake_engine,
+    has_braille,
+    make_app,
+    marks_on_ticks,
+    screen_name,
+    text_of,
+    until,
+)
 
 from ssd_tui.analysis.evidence import evidence_targets
 from ssd_tui.analysis.positions import KINDS, classify_positions
@@ -238,6 +248,118 @@ async def test_curve_series_toggles_fitted_axis_and_probe_axes(ws):
         assert 1.3 < fork[1] < 2.5  # nats
         await pilot.press("f")
         assert curve.view == "pass"
+
+
+async def test_curve_is_drawn_in_braille_with_a_marker_on_each_measured_round(ws):
+    """The lines were staircases of half blocks with nothing marking the measured rounds:
+    braille lines (2 x 4 dots a cell), ● on each round's pass@1, ◆ on its pass@k, in the
+    column of the round's tick."""
+    app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+    async with app.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        curve = app.screen.query_one("#curve")
+        await until(pilot, lambda: len(curve.points("pass@1")) == 3, what="3 rounds")
+        await pilot.pause()
+        lines = chart_lines(curve)
+        assert has_braille(lines)
+        assert not any(ch in line for line in lines for ch in "▀▄▖▗▘▝▚▞")  # no half blocks
+        for glyph in "●◆":  # pass@1, pass@4: rounds 0, 1, 2, each on its tick
+            assert marks_on_ticks(lines, glyph) == [(c, 1) for c, _ in marks_on_ticks(lines, glyph)]
+            assert len(marks_on_ticks(lines, glyph)) == 3
+        assert "● pass@1" in text_of_markup(curve.border_subtitle)
+
+
+def test_marks_sit_on_the_braille_line_and_ticks_under_them():
+    """plotext rounds a braille dot (2 x 4 a cell) and a one-cell marker or tick (1 x 1)
+    differently: scattered markers sat up to a row off the line through them, ticks a
+    column beside their points. Each mark replaces a dot of the line itself, in the
+    column of its tick."""
+    from plotext._figure import _figure_class
+    from rich.text import Text
+
+    from ssd_tui.tui.widgets.plot_marks import Mark, Panel, marked
+
+    xs, ys = [0, 1, 2, 3], [0.98604, 0.98561, 0.98431, 0.98387]  # close values: the hard case
+    for width, height in ((32, 9), (40, 12), (64, 20)):
+        fig = _figure_class()
+        fig.plotsize(width, height)
+        fig.theme("clear")
+        fig.plot(xs, ys, marker="braille")
+        fig.xticks(xs)
+        fig.xlim(-0.2, 3.2)
+        fig.ylim(0.9835, 0.9865)
+        panel = Panel(
+            (-0.2, 3.2),
+            (0.9835, 0.9865),
+            [Mark(x, y, "●", "red") for x, y in zip(xs, ys, strict=True)],
+            xs,
+            fig,
+        )
+        picture = marked(Text.from_ansi(fig.build()), [panel], fig.build)
+        lines, plain = picture.plain.split("\n"), Text.from_ansi(fig.build()).plain.split("\n")
+        at = [(r, c) for r, line in enumerate(lines) for c, ch in enumerate(line) if ch == "●"]
+        assert len(at) == 4
+        assert all(0x2801 <= ord(plain[r][c]) < 0x2900 for r, c in at)  # a dot of the line
+        assert sorted(c for _r, c in at) == [c for c, _n in marks_on_ticks(lines, "●")]
+
+
+def text_of_markup(markup: str) -> str:
+    from rich.text import Text
+
+    return Text.from_markup(markup).plain
+
+
+PROBE_8 = {  # what the demo's analyse stage writes (n_fork, n_lock are not charted)
+    "fork_entropy": (1.81, 1.72, 1.53),
+    "lock_tail_mass": (0.009, 0.0087, 0.0081),
+    "lock_top1": (0.9911, 0.9918, 0.9920),
+    "kept_mass": (0.986, 0.9856, 0.9843),
+    "train_kept_mass": (0.963, 0.966, 0.971),
+    "lock_train_kept_mass": (0.9909, 0.9919, 0.9921),
+    "fork_train_kept_mass": (0.808, 0.814, 0.839),
+    "mean_logprob": (-0.2, -0.19, -0.25),
+}
+
+
+async def test_probe_chart_is_readable_at_160_by_45(ws):
+    """8 statistics used to share the chart as 8 panels of 1-2 rows, one y label each, the
+    legend cut, and mean_logprob (0 to -0.125) labelled as a probability."""
+    db = ws / "runs" / "demo-run" / "run.db"
+    store = RunStore.open(db)
+    for rnd in range(3):
+        store.set_metrics(rnd, "probe", 0.8, {"all": {k: v[rnd] for k, v in PROBE_8.items()}})
+    store.close()
+    app = make_app(ws, open_db=db)
+    async with app.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        curve = app.screen.query_one("#curve")
+        await until(pilot, lambda: len(curve.probe.get("mean_logprob", [])) == 3)
+        pages: list[str] = []
+        for _ in range(4):
+            await pilot.press("f")
+            await pilot.pause()
+            if curve.view == "pass":
+                break
+            lines = chart_lines(curve)
+            text = "\n".join(lines)
+            axes = [r for r, line in enumerate(lines) if "└" in line]
+            frames = [r for r, line in enumerate(lines) if "┌" in line]
+            assert axes and len(axes) == len(frames)
+            for top, bottom in zip(frames, axes, strict=True):
+                assert bottom - top - 1 >= 5  # data rows a panel
+                ticks = [line.count("┤") for line in lines[top + 1 : bottom]]
+                assert sum(ticks) >= 3 * lines[top].count("┌")  # y labels, each panel
+            assert has_braille(lines) and "●" in text
+            legend = text_of_markup(curve.border_subtitle)
+            assert len(legend) + 6 <= curve.outer_size.width  # the legend is not cut
+            pages.append(text)
+        assert curve.view == "pass" and len(pages) >= 2
+        shown = "\n".join(pages)
+        assert "(p)" not in shown
+        assert "log-prob (nats)" in shown  # mean_logprob's y-axis
+        for name in PROBE_8:
+            assert name in shown  # every statistic on some page, each titled
+        assert "fork_entropy (nats)" in shown and "kept_mass (probability)" in shown
 
 
 async def test_pass_at_k_column_is_empty_when_only_pass_at_1_is_measured(ws):
@@ -774,6 +896,26 @@ async def test_suspect_samples_are_counted_filtered_and_explained(ws):
         await pilot.press("exclamation_mark")  # and back to every sample
         await until(pilot, lambda: table.total == 32 and not browser.filter.suspect)
         assert str(_verdict({"status": "passed", "suspect": None})) == "passed"
+
+
+async def test_token_view_says_p_is_the_t1_distribution(ws):
+    """p(token) is the token's probability in the full next-token distribution at T = 1
+    (engine/hf.py pick_tokens), not the probability it was sampled with: the header said
+    neither."""
+    app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        from ssd_tui.tui.refs import RunRef
+        from ssd_tui.tui.screens.tokens import TokenScreen
+
+        app.push_screen(TokenScreen(RunRef(app.screen.ref.db_path), 122))
+        await until(pilot, lambda: screen_name(app) == "TokenScreen" and app.screen.rows)
+        tok = app.screen
+        head = text_of(tok.query_one("#tok-head"))
+        assert "p(T=1): the token's probability in the full distribution at T = 1" in head
+        assert "untruncated, not the one it was sampled with (T 0.8, truncated)" in head
+        labels = [c.label for c in tok.query_one("#tok-table").columns]
+        assert "p(T=1)" in labels and "p(token)" not in labels
 
 
 async def test_token_view_probe_rounds_use_exact_top1(ws):

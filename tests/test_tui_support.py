@@ -124,3 +124,36 @@ def screen_name(app) -> str:
     if not screen.is_mounted or not (screen.query("Footer") or isinstance(screen, ModalScreen)):
         return "(mounting)"
     return type(screen).__name__
+
+
+BRAILLE = range(0x2801, 0x2900)  # the braille cells with at least one dot
+
+
+def chart_lines(widget) -> list[str]:
+    """What a chart shows, as plain lines: a plotext widget's picture as rendered (the
+    overlay's, built in its worker)."""
+    picture = getattr(widget, "_picture", None)
+    if picture is not None:
+        return ["".join(seg.text for seg in strip) for strip in picture]
+    return widget.render().plain.split("\n")
+
+
+def marks_on_ticks(lines: list[str], glyph: str) -> list[tuple[int, int]]:
+    """For each x tick (┬) of each plot's axis line: the number of `glyph` marks in the
+    tick's column of that plot's data area, as (column, marks)."""
+    out = []
+    for r, line in enumerate(lines):
+        if "└" not in line or "┬" not in line:
+            continue
+        top = r - 1
+        left = line.index("└")
+        while top > 0 and lines[top][left : left + 1] != "┌":
+            top -= 1
+        for c, ch in enumerate(line):
+            if ch == "┬":
+                out.append((c, sum(lines[y][c : c + 1] == glyph for y in range(top + 1, r))))
+    return out
+
+
+def has_braille(lines: list[str]) -> bool:
+    return any(ord(ch) in BRAILLE for line in lines for ch in line)

@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 import test_tui_support as support
 from fixtures.synthetic_sweep import build_sweep
-from test_tui_support import SIZE, make_app, screen_name, text_of, until
+from test_tui_support import (
+    SIZE,
+    chart_lines,
+    has_braille,
+    make_app,
+    marks_on_ticks,
+    screen_name,
+    text_of,
+    until,
+)
 
 from ssd_tui.store.run_store import RunStore
 
@@ -113,6 +122,24 @@ def test_snapshot_sweep_overlay(sweep_ws, snap_compare):
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
 
+async def test_overlay_lines_are_braille_with_a_marker_on_each_measured_round(sweep_ws):
+    """At 160x45 the overlay drew a straight line between two measured rounds as a
+    staircase of half blocks, nothing marking the measured rounds."""
+    app = make_app(sweep_ws, open_sweep=sweep_ws / "runs" / "sweep-demo")
+    async with app.run_test(size=(160, 45)) as pilot:
+        await until(pilot, lambda: screen_name(app) == "OverlayScreen" and app.screen.data)
+        plot = app.screen.query_one("OverlayPlot")
+        await until(pilot, lambda: plot.picture_is_current and plot.state.series, what="picture")
+        lines = chart_lines(plot)
+        assert has_braille(lines)
+        assert not any(ch in line for line in lines for ch in "▀▄▖▗▘▝▚▞")
+        # Two settings, rounds 0-3: a ● in every round's column (one where both start at
+        # round 0's same pass@1), and 2 a round after.
+        marks = marks_on_ticks(lines, "●")
+        assert [n for _c, n in marks][1:] == [2, 2, 2] and marks[0][1] >= 1
+        assert "─●─ temperature=0.5" in text_of(app.screen.query_one("#ov-legend"))
+
+
 async def test_training_curves_from_the_dashboard(sweep_ws):
     db = sweep_ws / "runs" / "sweep-demo" / "temperature-0.5_seed-0" / "run.db"
     app = make_app(sweep_ws, open_db=db)
@@ -129,6 +156,12 @@ async def test_training_curves_from_the_dashboard(sweep_ws):
         assert [s for s, _, _ in steps[2]] == list(range(6, 12))
         legend = text_of(app.screen.query_one("#train-legend"))
         assert "round 1 loss  1.067 → " in legend and "learning rate" in legend
+        # Braille lines; 18 steps fit their marks apart: one ● on every logged step.
+        await pilot.pause()
+        lines = chart_lines(plot)
+        assert has_braille(lines) and not any("▄" in line or "▀" in line for line in lines)
+        assert sum(line.count("●") for line in lines) == 18
+        assert "─●─ round 1 loss" in legend
         await pilot.press("right_square_bracket")
         assert plot.shown_round == 1
         assert "round 1" in text_of(app.screen.query_one("#train-head"))

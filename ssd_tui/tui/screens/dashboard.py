@@ -132,7 +132,12 @@ class DashboardScreen(Screen):
         Binding("e", "events", "Events", tooltip="the run's event log"),
         Binding("l", "engine_log", "Log", tooltip="the engine's output (RUN_DIR/engine.log)"),
         Binding("c", "series", "Series", tooltip="choose the chart's series (toggle list)"),
-        Binding("f", "chart_view", "Probe", tooltip="chart: pass rates ↔ the fork/lock probe"),
+        Binding(
+            "f",
+            "chart_view",
+            "Probe",
+            tooltip="chart: pass rates → the fork/lock probe, page by page → pass rates",
+        ),
         Binding("t", "train_curves", "Loss/lr", tooltip="training loss and learning rate per step"),
         Binding("n", "notes", "Notes", tooltip="notes and tags of the run and its rounds"),
         Binding("slash", "search", "Search", key_display="/", tooltip="find samples by text"),
@@ -548,8 +553,7 @@ class DashboardScreen(Screen):
         self.post_message(ChooseSeries(curve.names(), curve.hidden, done))
 
     def action_chart_view(self) -> None:
-        curve = self.query_one(PassCurve)
-        curve.set_view("pass" if curve.view == "probe" else "probe")
+        self.query_one(PassCurve).next_view()
 
     def action_no_jump(self) -> None:
         text = (

@@ -25,9 +25,10 @@ p pauses after the current stage (SIGUSR1), x stops between batches (SIGINT, res
 Rounds with a ⚠ badge have mode-collapse warnings: w shows them with their evidence,
 j jumps to the samples behind the selected one. The ⚑ column counts a round's suspect
 samples: programs whose source looks like it games the tests (a flag, not a verdict).
-The chart: c chooses its series (per-difficulty ones start hidden), f switches to the
-fork/lock probe (one panel per statistic: entropies in nats, masses as probabilities,
-each on its own y-axis).
+The chart: lines in braille, a marker on every measured round (● pass@1, ◆ pass@k);
+c chooses its series (per-difficulty ones start hidden), f steps to the fork/lock probe
+(one panel per statistic, each on its own y-axis in its unit: entropies and log-probs in
+nats, masses as probabilities), a page of panels at a time, and back.
 
 Samples: [ and ] change the round, v the verdict filter, ! shows suspect samples only
 (⚑ beside the verdict, the reasons under it), o eval/train; the list starts on the run's
@@ -37,9 +38,11 @@ m marks a sample as A, d diffs A with the highlighted one (no A marked: the same
 sample index, purpose and T one round earlier, or a line saying there is none);
 t shows its tokens.
 
-Tokens: colour = entropy of the full next-token distribution (nats). A fork is a
-position with entropy ≥ [analysis] fork_entropy; a lock one whose sampled token had
-p ≥ [analysis] lock_top1 (so it was the top-1 token, with at least that mass).
+Tokens: colour = entropy of the full next-token distribution (nats). p(T=1) is the
+token's probability in that distribution (T = 1, before truncation), not the one it was
+sampled with. A fork is a position with entropy ≥ [analysis] fork_entropy; a lock one
+whose sampled token had p(T=1) ≥ [analysis] lock_top1 (so it was the top-1 token, with
+at least that mass).
 
 Every key is also in the command palette (ctrl+p)."""
 

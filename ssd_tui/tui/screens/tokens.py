@@ -32,7 +32,7 @@ TOKEN_COLUMNS = [
     Column("index", "#", 5, "right"),
     Column("text", "token", 24, "left", lambda r: repr(r["text"])[1:-1]),
     Column("token_id", "id", 7, "right"),
-    Column("prob", "p(token)", 8, "right", lambda r: f"{r['prob']:.3f}"),
+    Column("prob", "p(T=1)", 8, "right", lambda r: f"{r['prob']:.3f}"),
     Column("entropy", "entropy", 8, "right", lambda r: f"{r['entropy']:.3f}"),
     Column("tail", "tail mass", 9, "right", lambda r: f"{r['tail']:.3f}"),
     Column(
@@ -168,7 +168,7 @@ class TokenScreen(Screen):
                 (f"   {msg.note}", "dim"),
                 "\n",
                 (
-                    "as sampled (lock: p(token) ≥ threshold, a lower bound of top-1)"
+                    "as sampled (lock: p(T=1) ≥ threshold, a lower bound of top-1)"
                     if self.view is None
                     else f"re-scored by round {self.view}'s model (probe: exact top-1)",
                     "italic",
@@ -177,6 +177,13 @@ class TokenScreen(Screen):
                     f"   [ ] also: {', '.join('as sampled' if v is None else f'round {v}' for v in self.views)}"
                     if len(self.views) > 1
                     else "",
+                    "dim",
+                ),
+                "\n",
+                (
+                    "p(T=1): the token's probability in the full distribution at T = 1, "
+                    f"untruncated, not the one it was sampled with (T {r['temperature']:g}, "
+                    "truncated)",
                     "dim",
                 ),
             )

@@ -8,8 +8,11 @@ What keeps them readable in a small terminal:
   never cover the pass@1 / pass@k lines;
 * the y-axis fits the data shown (with a margin), not a fixed 0-100;
 * a single round is drawn as points labelled with their values (a line needs two);
-* probe statistics keep their units apart: entropies (nats) on the left axis,
-  probabilities and masses on the right axis, each fitted to its own data.
+* lines are drawn in braille (2 x 4 dots a cell: a straight line between two rounds is
+  a line, not a staircase of half blocks), with a marker on every measured round;
+* probe statistics get a panel each, with its own fitted y-axis labelled in its unit
+  (entropies and log-probabilities in nats, masses as probabilities), as many panels a
+  page as leave each one readable rows; `f` steps through the pages.
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ from __future__ import annotations
 from typing import Any
 
 from rich.markup import escape
+from rich.text import Text
+from textual.app import RenderResult
 from textual_plotext import PlotextPlot
+
+from ssd_tui.tui.widgets.plot_marks import Mark, Panel, marked
 
 # Plotext colour names; pass@1 first and brightest.
 SERIES_COLORS = {
@@ -48,6 +55,10 @@ def rgb(name: str) -> tuple[int, int, int]:
 
 PROBE_COLORS = ("magenta", "green", "yellow", "orange", "blue", "red")
 BASELINE = "baseline"  # the toggle name of the temperature-only baseline line
+LINE = "braille"  # plotext's marker for lines: 2 x 4 dots a cell
+# A probe panel's least size (cells), title, frame, tick labels and unit included: room
+# for 4 rows of data (16 braille dots, 3 y tick labels) and the labels of a few rounds.
+PANEL_ROWS, PANEL_COLS = 9, 28
 
 
 def is_scope_series(name: str) -> bool:
@@ -58,11 +69,30 @@ def is_scope_series(name: str) -> bool:
 
 
 def probe_axis(name: str) -> str | None:
-    """Which y-axis a probe statistic belongs on: entropies in nats on the left,
-    probabilities and masses on the right; counts are not charted (None)."""
+    """Which y-axis a probe statistic belongs on: entropies and log-probabilities (nats)
+    on the left, probabilities and masses on the right; counts are not charted (None)."""
     if name.startswith("n_"):
         return None
-    return "left" if "entropy" in name else "right"
+    return "left" if "entropy" in name or "logprob" in name else "right"
+
+
+def probe_unit(name: str) -> tuple[str, float, float]:
+    """A charted probe statistic's unit and the range its values can take."""
+    if "logprob" in name:
+        return "log-prob, nats", float("-inf"), 0.0
+    if "entropy" in name:
+        return "nats", 0.0, float("inf")
+    return "probability", 0.0, 1.0
+
+
+def series_mark(name: str) -> str:
+    """The marker on a series' measured rounds: pass@1 ●, pass@k ◆, a difficulty •
+    (run B of a comparison: ▲, ■)."""
+    if is_scope_series(name):
+        return "•"
+    if name.startswith("B "):  # review: the second run's marks differ in shape too
+        return "▲" if name.endswith("pass@1") else "■"
+    return "●" if name.endswith("pass@1") else "◆"
 
 
 def fitted_range(values: list[float], lo: float, hi: float, pad: float) -> tuple[float, float]:
@@ -97,12 +127,24 @@ class PassCurve(PlotextPlot):
         self.baseline: tuple[float, float] | None = None
         self.provisional: tuple[int, float] | None = None
         self.view = "pass"
+        self.probe_page = 0  # the probe view's page of panels
         self.hidden: set[str] = set()
         self._seen: set[str] = set()  # series named before: their toggle state is the user's
+        self._panels: list[Panel] = []  # the markers on measured rounds, one list a plot
 
     def on_mount(self) -> None:
         super().on_mount()
         self.replot()
+
+    def render(self) -> RenderResult:
+        picture = super().render()  # sized and themed for the widget
+        if not isinstance(picture, Text):
+            return picture
+        return marked(picture, self._panels, self.plt.build)
+
+    def on_resize(self) -> None:
+        if self.view == "probe":  # how many panels fit a page depends on the size
+            self.replot()
 
     def points(self, name: str = "pass@1") -> list[tuple[int, float]]:
         return list(self.series.get(name, []))
@@ -150,9 +192,34 @@ class PassCurve(PlotextPlot):
         self.hidden ^= {name}
         self.replot()
 
-    def set_view(self, view: str) -> None:
-        self.view = view
+    def set_view(self, view: str, page: int = 0) -> None:
+        self.view, self.probe_page = view, page
         self.replot()
+
+    def next_view(self) -> None:
+        """pass rates → each page of the probe → pass rates."""
+        if self.view == "pass":
+            self.set_view("probe")
+        elif self.probe_page + 1 < self.probe_layout()[2]:
+            self.set_view("probe", self.probe_page + 1)
+        else:
+            self.set_view("pass")
+
+    def _probe_panels(self) -> list[tuple[str, list[tuple[int, float]]]]:
+        return [
+            (name, pts)
+            for name, pts in self.probe.items()
+            if pts and probe_axis(name) and name not in self.hidden
+        ]
+
+    def probe_layout(self) -> tuple[int, int, int]:
+        """(rows, columns) of panels a page, and the number of pages, at the widget's size:
+        as many panels as leave each PANEL_ROWS x PANEL_COLS cells, at least one."""
+        n = len(self._probe_panels())
+        width, height = self.size.width or 80, self.size.height or 20
+        cols = max(1, min(n, width // PANEL_COLS))
+        rows = max(1, min((n + cols - 1) // cols, height // PANEL_ROWS))
+        return rows, cols, max(1, -(-n // (rows * cols)))
 
     def _color(self, name: str) -> str:
         if name[:2] in ("A ", "B "):  # review: two runs compared
@@ -173,6 +240,7 @@ class PassCurve(PlotextPlot):
     def replot(self) -> None:
         plt = self.plt
         plt.clear_figure()  # also drops the probe view's panels
+        self._panels = []
         if self.view == "probe":
             self.border_subtitle = self._plot_probe()
         else:
@@ -180,24 +248,35 @@ class PassCurve(PlotextPlot):
             plt.xlabel("round")
         self.refresh()
 
-    def _x_axis(self, rounds: set[int], fig: Any = None) -> None:
+    def _x_axis(self, rounds: set[int], fig: Any = None) -> tuple[tuple[float, float], list[float]]:
+        """Ticks on the rounds; returns the x-limits and the ticks set."""
         fig = fig or self.plt
         if not rounds:
-            return
+            return (0.0, 1.0), []
         lo, hi = min(rounds), max(rounds)
-        fig.xticks(list(range(lo, hi + 1)))
-        if hi > lo:
-            fig.xlim(lo - 0.2, hi + 0.2)
-        else:  # one round: points in the middle, with room for their labels
-            fig.xlim(lo - 1, lo + 1)
+        ticks: list[float] = list(range(lo, hi + 1))
+        fig.xticks(ticks)
+        # One round: its points in the middle, with room for their labels.
+        lim = (lo - 0.2, hi + 0.2) if hi > lo else (lo - 1.0, lo + 1.0)
+        fig.xlim(*lim)
+        return lim, ticks
 
     def _draw(
-        self, xs: list[int], ys: list[float], color: str, marker: str, label: str, fig: Any = None
+        self,
+        xs: list[int],
+        ys: list[float],
+        color: str,
+        marker: str,
+        label: str,
+        fig: Any = None,
+        marks: list[Mark] | None = None,
     ) -> None:
-        """A line, or (one point) a marker labelled with its value: a line needs two."""
+        """A braille line with `marker` on each point (added to `marks`, put in place when
+        the picture is rendered), or (one point) the marker labelled with its value: a line
+        needs two."""
         fig = fig or self.plt
         if len(xs) == 1:
-            fig.scatter(xs, ys, color=rgb(color), marker="●")
+            fig.scatter(xs, ys, color=rgb(color), marker=marker)
             fig.text(
                 label,
                 xs[0] + 0.12,
@@ -207,7 +286,12 @@ class PassCurve(PlotextPlot):
                 alignment="left",
             )
         else:
-            fig.plot(xs, ys, color=rgb(color), marker=marker)
+            fig.plot(xs, ys, color=rgb(color), marker=LINE)
+            if marks is not None:
+                marks += [
+                    Mark(x, y, marker, RGB.get(color, RGB["white"]))
+                    for x, y in zip(xs, ys, strict=True)
+                ]
 
     def _canvas(self) -> tuple[int, int, int] | None:
         """The plot's background (a text label's own would be white)."""
@@ -238,71 +322,90 @@ class PassCurve(PlotextPlot):
             base_legend.append(self._legend_item(f"base (T {t:g}) {100 * v:.1f}%", "gray", "┄"))
         # Drawn last = drawn on top: the difficulty dots first, pass@1 last.
         shown.sort(key=lambda item: (not is_scope_series(item[0]), item[0].endswith("pass@1")))
+        marks: list[Mark] = []
         for name, pts in shown:
             xs = [p[0] for p in pts]
             ys = [100.0 * p[1] for p in pts]
             values += ys
-            color = self._color(name)
-            scope = is_scope_series(name)
-            marker = "dot" if scope else "hd"
-            self._draw(xs, ys, color, marker, f"{ys[0]:.1f}%")
+            self._draw(xs, ys, self._color(name), series_mark(name), f"{ys[0]:.1f}%", None, marks)
         # The legend lists the headline series first; a difficulty by its name alone.
         for name, _pts in sorted(shown, key=lambda item: is_scope_series(item[0])):
             scope = is_scope_series(name)
             short = name.rsplit(" ", 1)[-1] if scope and name[:2] not in ("A ", "B ") else name
-            legend.append(self._legend_item(short, self._color(name), "•" if scope else "━"))
+            legend.append(self._legend_item(short, self._color(name), series_mark(name)))
         if self.provisional is not None:
             rnd, v = self.provisional
             values.append(100.0 * v)
             self.plt.scatter([rnd], [100.0 * v], color=rgb("cyan"), marker="x")
             legend.append(self._legend_item("pass@1 so far", "cyan", "x"))
         legend += base_legend
-        self._x_axis(rounds)
+        xlim, ticks = self._x_axis(rounds)
         # Up to 102 %: a series at 100 % drawn on the frame's top row would be hidden.
         lo, hi = fitted_range(values, 0.0, 102.0, pad=5.0)
         self.plt.ylim(lo, hi)
+        self._panels = [Panel(xlim, (lo, hi), marks, ticks, self.plt)]
         self.plt.ylabel("%")
         hidden = [n for n in self.names() if n in self.hidden]
         return self._legend(legend, hidden)
 
     def _plot_probe(self) -> str:
-        """One small panel per statistic, each with its own fitted y-axis: a lock tail
-        mass of 0.01 next to a kept mass of 0.95 (same unit) would be flat at 0 on one."""
-        self.border_title = "fork / lock probe by round (each panel its own y-axis)"
+        """One panel per statistic, each with its own fitted y-axis in its unit: a lock
+        tail mass of 0.01 next to a kept mass of 0.95 (same unit) would be flat at 0 on one.
+        A page holds the panels that fit with readable rows; the rest are on later pages."""
         plt = self.plt
         rounds: set[int] = {x for pts in self.probe.values() for x, _ in pts}
-        panels = [
-            (name, pts)
-            for name, pts in self.probe.items()
-            if pts and probe_axis(name) and name not in self.hidden
-        ]
+        panels = self._probe_panels()
+        hidden = [n for n in self.names() if n in self.hidden]
         if not panels:
+            self.border_title = "fork / lock probe by round"
             plt.title("no fork/lock probe yet (each round's analyse stage writes it)")
             self._x_axis(rounds)
-            return self._legend([], [n for n in self.names() if n in self.hidden])
-        cols = 1 if len(panels) == 1 else 2
-        rows = (len(panels) + cols - 1) // cols
+            return self._legend([], hidden)
+        rows, cols, pages = self.probe_layout()
+        self.probe_page = min(self.probe_page, pages - 1)
+        first = self.probe_page * rows * cols
+        page = panels[first : first + rows * cols]
+        rows = -(-len(page) // cols)
+        self.border_title = (
+            f"fork / lock probe by round, page {self.probe_page + 1}/{pages}"
+            if pages > 1
+            else "fork / lock probe by round"
+        )
         plt.subplots(rows, cols)
-        legend = []
-        for i, (name, pts) in enumerate(panels):
+        room = (self.size.width or 80) // cols - 9  # a title wider than its panel is dropped
+        for i, (name, pts) in enumerate(page):
             fig = plt.subplot(i // cols + 1, i % cols + 1)
-            unit = "nats" if probe_axis(name) == "left" else "p"
-            color = PROBE_COLORS[self.names().index(name) % len(PROBE_COLORS)]
-            xs, ys = [p[0] for p in pts], [p[1] for p in pts]
-            fig.title(f"{name} ({unit})")
-            self._draw(xs, ys, color, "hd", f"{ys[0]:.3g}", fig)
-            self._x_axis(rounds, fig)
-            span = max(ys) - min(ys)
-            pad = max(0.05 * max(abs(v) for v in ys), 1e-4) if span == 0 else 0.0
-            lo, hi = fitted_range(ys, 0.0, float("inf") if unit == "nats" else 1.0, pad=pad)
-            fig.ylim(lo, hi)
-            legend.append(self._legend_item(f"{name} ({unit})", color, "━"))
-        for j in range(len(panels), rows * cols):  # an empty slot of the grid: no frame
+            self._probe_panel(fig, name, pts, rounds, room)
+        for j in range(len(page), rows * cols):  # an empty slot of the grid: no frame
             empty = plt.subplot(j // cols + 1, j % cols + 1)
             empty.frame(False)
             empty.xaxes(False, False)
             empty.yaxes(False, False)
-        return self._legend(legend, [n for n in self.names() if n in self.hidden])
+        more = "f: next page" if self.probe_page + 1 < pages else "f: pass rates"
+        shown = f"{first + 1}–{first + len(page)} of {len(panels)} · {more}"
+        return self._legend([f"[dim]{shown}[/]"], hidden)
+
+    def _probe_panel(
+        self, fig: Any, name: str, pts: list[tuple[int, float]], rounds: set[int], room: int
+    ) -> None:
+        """One statistic's panel: its name (and unit, where it fits) as the title, the unit
+        under the y-axis."""
+        unit, lo, hi = probe_unit(name)
+        color = PROBE_COLORS[self.names().index(name) % len(PROBE_COLORS)]
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        title = f"{name} ({unit})"
+        if len(title) > room:
+            title = name if len(name) <= room else name[: max(1, room - 1)] + "…"
+        fig.title(title)
+        marks: list[Mark] = []
+        self._draw(xs, ys, color, "●", f"{ys[0]:.3g}", fig, marks)
+        xlim, ticks = self._x_axis(rounds, fig)
+        span = max(ys) - min(ys)
+        pad = max(0.05 * max(abs(v) for v in ys), 1e-4) if span == 0 else 0.0
+        ylim = fitted_range(ys, lo, hi, pad=pad)
+        fig.ylim(*ylim)
+        fig.ylabel(unit.replace(", nats", " (nats)"))
+        self._panels.append(Panel(xlim, ylim, marks, ticks, fig))
 
     @staticmethod
     def _legend_item(name: str, color: str, mark: str) -> str:

@@ -17,7 +17,10 @@ from textual.strip import Strip
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
+from ssd_tui.tui.widgets.plot_marks import Mark, Panel, marked
+
 Color = tuple[int, int, int]
+LINE = "braille"  # plotext's marker for lines: 2 x 4 dots a cell, not a staircase of blocks
 
 
 @dataclass(frozen=True)
@@ -110,11 +113,12 @@ class OverlayPlot(PlotextPlot):
         plt.plotsize(width, height)
         plt._set_size(width, height)
         plt.theme(self._get_plotext_theme_name(theme))
-        self.replot(state)
+        panel = self.replot(state)
         console = self.app.console
+        text = marked(Text.from_ansi(plt.build()), [panel], plt.build)
         picture = [
             Strip(list(line.render(console)), line.cell_len).adjust_cell_length(width)
-            for line in Text.from_ansi(plt.build()).split("\n", allow_blank=True)[:height]
+            for line in text.split("\n", allow_blank=True)[:height]
         ]
         self.app.call_from_thread(self._built, key, picture)
 
@@ -124,8 +128,10 @@ class OverlayPlot(PlotextPlot):
         self._building = None
         self.refresh()
 
-    def replot(self, state: OverlayState | None = None) -> None:
-        """Set up the plotext figure for `state` (in the build worker)."""
+    def replot(self, state: OverlayState | None = None) -> Panel:
+        """Set up the plotext figure for `state` (in the build worker); returns the markers
+        of the measured rounds (● a setting's mean, • a single run), to put in place on the
+        built picture (`place_marks`)."""
         state = state or self.state
         plt = self.plt
         plt.clear_data()
@@ -134,10 +140,16 @@ class OverlayPlot(PlotextPlot):
         extra = [s for s in state.extra if not s.hidden and s.points]
         rounds = {p[0] for s in shown + extra for p in s.points}
         values: list[float] = []
+        marks: list[Mark] = []
+        if state.baseline is not None and rounds:  # first: the lines cross it, not under it
+            lo, hi = min(rounds), max(rounds)
+            values.append(100 * state.baseline)
+            plt.plot([lo, max(hi, lo + 1)], [100 * state.baseline] * 2, color="gray", marker="-")
         for s in extra:  # every run, thin
             xs, ys = [p[0] for p in s.points], [100 * p[1] for p in s.points]
             values += ys
-            plt.plot(xs, ys, color=s.color, marker="dot")
+            plt.plot(xs, ys, color=s.color, marker=LINE)
+            marks += _marks(xs, ys, "•", s.color)
         if state.bands:  # bands first: the means are drawn over them
             for s in shown:
                 if any(p[2] for p in s.points):
@@ -152,17 +164,24 @@ class OverlayPlot(PlotextPlot):
             if len(xs) == 1:  # one round: a point, not an invisible line
                 plt.scatter(xs, ys, color=s.color, marker="●")
             else:
-                plt.plot(xs, ys, color=s.color, marker="hd")
-        if state.baseline is not None and rounds:
-            lo, hi = min(rounds), max(rounds)
-            values.append(100 * state.baseline)
-            plt.plot([lo, max(hi, lo + 1)], [100 * state.baseline] * 2, color="gray", marker="-")
+                plt.plot(xs, ys, color=s.color, marker=LINE)
+                marks += _marks(xs, ys, "●", s.color)
+        xlim, ticks = (0.0, 1.0), []
         if rounds:
             lo, hi = min(rounds), max(rounds)
-            plt.xticks(list(range(lo, hi + 1)))
-            plt.xlim(lo - 0.2, hi + 0.2 if hi > lo else lo + 1)
-        plt.ylim(*fit_range(values))
+            ticks = list(range(lo, hi + 1))
+            plt.xticks(ticks)
+            xlim = (lo - 0.2, hi + 0.2 if hi > lo else lo + 1)
+            plt.xlim(*xlim)
+        ylim = fit_range(values)
+        plt.ylim(*ylim)
         plt.xlabel("round")
+        return Panel(xlim, ylim, marks, ticks, plt)
+
+
+def _marks(xs: list[int], ys: list[float], glyph: str, color: Color) -> list[Mark]:
+    style = "rgb({},{},{})".format(*color)
+    return [Mark(x, y, glyph, style) for x, y in zip(xs, ys, strict=True)]
 
 
 def fit_range(values: list[float], pad: float = 0.1, least: float = 5.0) -> tuple[float, float]:
@@ -184,7 +203,7 @@ def legend_text(state: OverlayState) -> Text:
     """The legend, drawn beside the plot (never over the data)."""
     out = Text()
     for i, s in enumerate(state.series):
-        mark = "  " if s.hidden else "━━"
+        mark = "   " if s.hidden else "─●─"  # the line and its marker on measured rounds
         out.append(f"{mark} ", style="rgb({},{},{})".format(*s.color))
         out.append(s.label, style="dim strike" if s.hidden else "")
         if s.n > 1:

@@ -56,5 +56,5 @@ def legend(fork_entropy: float, lock_top1: float) -> Text:
     t.append(" fork ", style=Style.parse("bold underline " + FORK_BG))
     t.append(f" entropy ≥ {fork_entropy:g}   ")
     t.append(" lock ", style=Style.parse(LOCK_BG))
-    t.append(f" p(token) ≥ {lock_top1:g}")
+    t.append(f" p(T=1) ≥ {lock_top1:g}")
     return t
