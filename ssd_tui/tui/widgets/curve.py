@@ -366,11 +366,11 @@ class PassCurve(PlotextPlot):
         first = self.probe_page * rows * cols
         page = panels[first : first + rows * cols]
         rows = -(-len(page) // cols)
-        self.border_title = (
-            f"fork / lock probe by round, page {self.probe_page + 1}/{pages}"
-            if pages > 1
-            else "fork / lock probe by round"
-        )
+        at = f"{self.probe_page + 1}/{pages}" if pages > 1 else ""
+        title = "fork / lock probe by round" + (f", page {at}" if at else "")
+        # Narrow (a 120-column dashboard): the short forms, never a cut one.
+        narrow = len(title) + 6 > (self.size.width or 80)
+        self.border_title = f"probe {at}".strip() if narrow else title
         plt.subplots(rows, cols)
         room = (self.size.width or 80) // cols - 9  # a title wider than its panel is dropped
         for i, (name, pts) in enumerate(page):
@@ -381,9 +381,14 @@ class PassCurve(PlotextPlot):
             empty.frame(False)
             empty.xaxes(False, False)
             empty.yaxes(False, False)
-        more = "f: next page" if self.probe_page + 1 < pages else "f: pass rates"
-        shown = f"{first + 1}–{first + len(page)} of {len(panels)} · {more}"
-        return self._legend([f"[dim]{shown}[/]"], hidden)
+        last = self.probe_page + 1 == pages
+        shown = f"{first + 1}" + (f"–{first + len(page)}" if len(page) > 1 else "")
+        more = (
+            ("f: pass rates" if last else "f: next page")
+            if not narrow
+            else "f: " + ("back" if last else "next")
+        )
+        return self._legend([f"[dim]{shown} of {len(panels)} · {more}[/]"], hidden)
 
     def _probe_panel(
         self, fig: Any, name: str, pts: list[tuple[int, float]], rounds: set[int], room: int
