@@ -247,6 +247,25 @@ async def test_notes_and_tags_in_the_app(ws):
     store.close()
 
 
+async def test_notes_opened_on_a_round_start_on_it(ws):
+    """An opener that is about one round (OpenNotes with its round) presets that round,
+    kept when the run's rounds are read."""
+    from ssd_tui.tui.messages import OpenNotes
+    from ssd_tui.tui.refs import RunRef
+
+    db = ws / "runs" / "other-run" / "run.db"
+    app = make_app(ws, open_db=db)
+    async with app.run_test(size=SIZE) as pilot:
+        await until(pilot, lambda: screen_name(app) == "DashboardScreen")
+        app.post_message(OpenNotes(RunRef(db.resolve()), 1))
+        await until(pilot, lambda: screen_name(app) == "NotesScreen")
+        screen = app.screen
+        target = screen.query_one("#note-target")
+        await until(pilot, lambda: len(target._options) == 3, what="the rounds")
+        assert screen.target == 1
+        assert screen.query_one("#note-text").placeholder == "a note on round 1 (enter saves)"
+
+
 async def test_notes_are_read_only_in_review(ws):
     db = ws / "runs" / "other-run" / "run.db"
     store = RunStore.open(db)
