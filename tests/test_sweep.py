@@ -94,12 +94,19 @@ def test_each_run_is_an_engine_started_through_the_runner(tmp_path: Path, monkey
     calls = []
     monkeypatch.setattr(runner, "run_engine", lambda cmd, **kw: calls.append((cmd, kw)) or 0)
     assert sw.run_sweep(plan, threads=3, say=lambda text: None) == 0
+    first = plan.run_dir(plan.runs[0]).resolve()
     assert calls == [
         (
-            runner.engine_command(plan.run_dir(r) / "config.toml", rounds=2, threads=3),
+            runner.engine_command(
+                plan.run_dir(r) / "config.toml",
+                rounds=2,
+                threads=3,
+                # T_train acts after round 0: the second run takes the first one's round 0
+                round0_from=None if i == 0 else first,
+            ),
             {"die_with_parent": True},  # a killed sweep leaves no engine holding a run
         )
-        for r in plan.runs
+        for i, r in enumerate(plan.runs)
     ]
     monkeypatch.setattr(runner, "run_engine", lambda cmd, **kw: 130)
     assert sw.run_sweep(plan, say=lambda text: None) == 130  # interrupted: rerun to resume
