@@ -156,6 +156,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     _check_counts(args)
     lineage = _lineage_args(args)
     file_cfg = load_config(args.config)  # what the file says: its copy in the run folder
+    if parent := lineage.get("branch_from"):
+        from ssd_tui.runs.branch import branch_of
+
+        if file_cfg.run_dir.resolve() == branch_of(parent, args.round).parent.parent:
+            raise SSDError(f"--from {parent}: the branch needs a run folder of its own ([run] dir)")
     sandbox = runner.sandbox_choice(args.sandbox)
     cfg = runner.with_sandbox(file_cfg, sandbox)
     threads = args.threads or cfg.run.threads or os.cpu_count() or 1
@@ -191,9 +196,10 @@ def _lineage_args(args: argparse.Namespace) -> dict[str, Any]:
             "--from and --round0-from exclude each other: a branch's round 0 is its parent's"
         )
     if branch_from is not None:
-        from ssd_tui.runs.branch import branch_of
+        from ssd_tui.runs.branch import branch_of, parent_round
 
-        branch_of(branch_from, rnd)  # a wrong --from fails here, before any run folder is made
+        # A wrong --from or --round fails here, before any run folder is made.
+        parent_round(branch_of(branch_from, rnd))
         return {"branch_from": branch_from, "branch_round": rnd}
     return {"round0_from": round0_from} if round0_from else {}
 

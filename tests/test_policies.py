@@ -330,9 +330,14 @@ POLICIES = {
     "anchor+fresh": {
         "rounds__data": "anchor", "rounds__anchor_share": 0.5, "rounds__adapter": "fresh",
     },
-    # Every length change counts as drift: round 1's rules fire, and the base model (round
-    # 0, no worse than a tiny random model's round 1) is the best round to go back to.
-    "rollback": {"control__on_collapse": "rollback", "analysis__max_length_drift": 0.0},
+    # Every length change counts as drift, and a stop at "e" makes eval lengths vary: round
+    # 1's rules fire, and the base model (round 0, no worse than a tiny random model's
+    # round 1) is the best round to go back to.
+    "rollback": {
+        "control__on_collapse": "rollback",
+        "analysis__max_length_drift": 0.0,
+        "eval__stop": ["e", "\ndef "],
+    },
 }
 
 

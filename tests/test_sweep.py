@@ -232,3 +232,44 @@ def test_sweep_survives_kill_9_and_redoes_nothing(tmp_path: Path) -> None:
     assert rows(second / "run.db") == after
     manifest = json.loads((out / "sweep.json").read_text())
     assert [r["label"] for r in manifest["runs"]] == [first.name, second.name]
+
+
+# ---- round 0 computed once per distinct round-0 input --------------------------------------------
+@pytest.mark.timeout(1800)
+def test_a_sweep_over_t_train_computes_round_0_once(tmp_path: Path, tiny_model_dir) -> None:
+    """Four T_train points share one round 0 (evaluate and the temperature-only baseline
+    computed by the first run, reused by the other three, each saying where from), and
+    every run ends with the numbers it has alone."""
+    from runkit import run_cli, snapshot, write_config, write_problems
+
+    write_problems(tmp_path, n_train=4)
+    common = {"eval__baseline_temperatures": [0.5], "train__epochs": 1}
+    config = write_config(tmp_path, tiny_model_dir, rounds=1, **common)
+    temps = [0.7, 1.0, 1.3, 1.6]
+    out = tmp_path / "sw"
+    axis = "sampling.temperature=" + ",".join(map(str, temps))
+    r = sweep_cli(str(config), "--set", axis, "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    plan = sw.load(out)
+    first = plan.run_dir(plan.runs[0]).resolve()
+    computed, reused = [], []
+    for run in plan.runs:
+        store = RunStore.open(plan.db_path(run), readonly=True)
+        for st in store.stages(0):
+            if st["stage"] in ("evaluate", "baseline"):
+                where = json.loads(st["reused_from"]) if st["reused_from"] else None
+                (reused if where else computed).append((run.label, st["stage"]))
+                assert where is None or (where["run"], where["round"]) == (str(first), 0)
+        store.close()
+    assert computed == [(plan.runs[0].label, "evaluate"), (plan.runs[0].label, "baseline")]
+    assert len(reused) == 6
+    assert "(round 0 from temperature-0.7_seed-3)" in r.stdout
+    assert "sampling.temperature=1.6" in r.stdout  # the table names the section
+    for t, run in zip(temps, plan.runs, strict=True):
+        alone = tmp_path / f"alone-{t}"
+        alone.mkdir()
+        write_problems(alone, n_train=4)
+        cfg = write_config(alone, tiny_model_dir, rounds=1, sampling__temperature=t, **common)
+        done = run_cli(cfg)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert snapshot(load_config(cfg).db_path) == snapshot(plan.db_path(run)), run.label
