@@ -82,7 +82,8 @@ def test_a_branchs_round_0_is_the_parents_round_k(parent, tmp_path, tiny_model_d
     seed = derive_seed(cfg.run.seed, 1, "train", params.temperature, 0)
     stored = [s["completion"] for s in store.samples(1, "train")]
     prompts = [p["prompt"] for p in store.problems("train")][: cfg.sampling.batch_size]
-    with HFSampler(str(tiny_model_dir), adapter=Path(p2["adapter_path"])) as sampler:
+    size = cfg.engine_settings().batch_size  # the pipeline's: another one draws otherwise
+    with HFSampler(str(tiny_model_dir), Path(p2["adapter_path"]), batch_size=size) as sampler:
         outs = sampler.generate(prompts, replace(params, seed=seed))
     assert [c.text for comps in outs for c in comps] == stored[: len(prompts) * params.n]
     pstore.close()
@@ -95,8 +96,13 @@ def test_a_branchs_round_0_is_the_parents_round_k(parent, tmp_path, tiny_model_d
         text=True,
     )
     assert d.returncode == 1
-    assert "lineage (" in d.stdout and f"parent_run  A –  |  B {parent.resolve()}" in d.stdout
-    assert "parent_round" in d.stdout
+    lines = d.stdout.splitlines()
+    assert any(ln.startswith("lineage (") for ln in lines), d.stdout
+    assert any(
+        ln.split()[:1] == ["parent_run"] and ln.endswith(f"A –  |  B {parent.resolve()}")
+        for ln in lines
+    ), d.stdout
+    assert any(ln.split()[:1] == ["parent_round"] and ln.endswith("B 2") for ln in lines)
     # An export carries the lineage (a round's and the run's).
     from ssd_tui.outputs.export import export_run
 

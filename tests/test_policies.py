@@ -208,7 +208,8 @@ def _first_eval_batch(pipe: Pipeline, rnd: int, model) -> list[str]:
     cfg = pipe.cfg
     params = cfg.eval_sampling(cfg.run.seed)
     seed = derive_seed(cfg.run.seed, rnd, "eval", params.temperature, 0)
-    with HFSampler(model.base, adapter=Path(model.adapter), batch_size=8) as sampler:
+    size = cfg.engine_settings().batch_size  # the pipeline's: another one draws otherwise
+    with HFSampler(model.base, adapter=Path(model.adapter), batch_size=size) as sampler:
         prompts = [pipe.render(p) for p in pipe.eval_problems[: cfg.eval.batch_size]]
         outs = sampler.generate(prompts, replace(params, seed=seed))
     return [c.text for comps in outs for c in comps]
