@@ -234,7 +234,7 @@ class DashboardScreen(Screen):
     def on_dashboard_screen_lineage(self, msg: Lineage) -> None:
         line = self.query_one("#lineage", Static)
         line.display = bool(msg.text)
-        line.update(msg.text)
+        line.update(Text.from_markup(msg.text))
 
     def on_unmount(self) -> None:
         self.reader.close()
