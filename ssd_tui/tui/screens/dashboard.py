@@ -141,13 +141,14 @@ class DashboardScreen(Screen):
         Binding("t", "train_curves", "Loss/lr", tooltip="training loss and learning rate per step"),
         Binding("n", "notes", "Notes", tooltip="notes and tags of the run and its rounds"),
         Binding("slash", "search", "Search", key_display="/", tooltip="find samples by text"),
+        Binding("escape", "back", "Back"),
+        # Last in the footer: a wide terminal shows it, help (?) and ctrl+p always do.
         Binding(
             "B",
             "branch",
             "Branch",
             tooltip="a new run whose round 0 is the highlighted round's model (--from --round)",
         ),
-        Binding("escape", "back", "Back"),
         # Reached only when the engine key itself is disabled or hidden (review, no config,
         # an engine already running): says why instead of doing nothing.
         Binding("s,r,u,p,x", "engine_unavailable", show=False),
@@ -431,6 +432,8 @@ class DashboardScreen(Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "engine_unavailable":
             return True
+        if action == "branch" and self.ref.review:
+            return False  # hidden: an export is reviewed, never branched from
         if action in ENGINE_START | ENGINE_SIGNAL:
             if self.ref.review:
                 return False  # hidden: review mode offers no engine actions

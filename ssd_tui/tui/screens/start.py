@@ -169,7 +169,9 @@ class StartScreen(Screen):
     def _name_cell(self, r: RunListing) -> Text:
         mark = "● " if r.run_dir in self.marked else ""
         depth = self.depth.get(r.run_dir, 0)
-        cell = Text("  " * (depth - 1) + "└ " if depth else "", style="dim")
+        cell = Text()
+        if depth:  # under its parent in the tree of branches
+            cell.append("  " * (depth - 1) + "└ ", style="dim")
         cell.append(mark + r.name, style="bold")
         if depth:  # a branch: the round of its parent it starts from
             cell.append(f" ⑂r{r.parent_round}", style="magenta")
