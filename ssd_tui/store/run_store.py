@@ -76,6 +76,11 @@ _COPIED_SAMPLE_COLUMNS = (
 )
 
 
+def _sqlite_header(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
+
+
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     if readonly:
         conn = sqlite3.connect(
@@ -112,19 +117,30 @@ class RunStore:
             raise SSDError(f"run database not found: {p}")
         if p.exists() and p.is_dir():
             raise SSDError(f"{p} is a folder, not a run database")
-        if p.exists() and p.stat().st_size > 0:
-            with open(p, "rb") as f:
-                if f.read(16) != b"SQLite format 3\x00":
-                    raise SSDError(f"{p} is not an SQLite database")
         p.parent.mkdir(parents=True, exist_ok=True)
+        conn = None
         try:
             conn = _connect(p, readonly)
             store = cls(conn, p, readonly)
             store._setup(create and not readonly)
         except sqlite3.DatabaseError as e:
+            if conn is not None:
+                conn.close()
+            # The header is read only now, when SQLite could not: closing another descriptor
+            # of a database file drops every POSIX lock this process holds on it, those of
+            # its other connections too (a dashboard's, while the app lists the runs beside
+            # it), and an engine ending meanwhile would then checkpoint and delete the WAL
+            # under them ("database disk image is malformed"; sqlite.org/howtocorrupt.html
+            # §2.2). A file that is no database fails SQLite's first read, before any write.
+            if p.stat().st_size > 0 and not _sqlite_header(p):
+                raise SSDError(f"{p} is not an SQLite database") from None
             raise SSDError(
                 f"{p}: cannot read the database ({e}); the file may be truncated or damaged"
             ) from None
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
         return store
 
     def _setup(self, create: bool) -> None:
