@@ -246,7 +246,7 @@ def _run_here(args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any) ->
         return 0
     if status == "stopped":  # [control] ended the run; its decision is the line above
         rep.console.print(
-            "stopped by [control] (docs/rounds.md); to go on from a round, branch from it: "
+            "stopped by \\[control] (docs/rounds.md); to go on from a round, branch from it: "
             f"ssd-tui run NEW.toml --from {cfg.run_dir} --round K"
         )
     for line in _verdict(store, cfg):

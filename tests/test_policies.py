@@ -245,6 +245,10 @@ def test_no_gain_stops_the_run_and_a_rerun_decides_the_same(tmp_path, tiny_model
     assert pipe2.run() == "stopped"  # the same command again: the same decision, once
     assert snapshot(cfg.db_path) == before and store.decisions() == [d]
     store.close()
+    r = run_cli(tmp_path / "run.toml")  # and `ssd-tui run` says so, exit 0
+    assert r.returncode == 0 and "stopped by [control]" in r.stderr, r.stderr
+    assert "stop_after_no_gain = 1: the run ends" in r.stderr
+    assert snapshot(cfg.db_path) == before
 
 
 ANSWERS = {

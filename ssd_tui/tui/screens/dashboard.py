@@ -193,6 +193,7 @@ class DashboardScreen(Screen):
         self._title_set = False
         self._autostart = ref.autostart_rounds if not ref.review else None
         self.engine_since: float | None = None
+        self._lineage_text = ""  # what the lineage line shows
 
     @property
     def engine(self):
@@ -224,7 +225,6 @@ class DashboardScreen(Screen):
         )
         self.set_interval(self.app.poll_interval, self.poll)
         self.poll()
-        self.query_one("#lineage", Static).display = False
         self.set_interval(LINEAGE_S, self._read_lineage)
         self._read_lineage()
 
@@ -233,9 +233,16 @@ class DashboardScreen(Screen):
         self.post_message(self.Lineage(lineage_text(self.ref.run_dir)))
 
     def on_dashboard_screen_lineage(self, msg: Lineage) -> None:
+        if msg.text == self._lineage_text:
+            return
+        self._lineage_text = msg.text
         line = self.query_one("#lineage", Static)
+        events = self.query_one(EventLog)
+        following = events.is_vertical_scroll_end
         line.display = bool(msg.text)
         line.update(Text.from_markup(msg.text))
+        if following:  # the line takes rows from the log: keep its last event in view
+            self.call_after_refresh(events.scroll_end, animate=False)
 
     def on_unmount(self) -> None:
         self.reader.close()
