@@ -87,6 +87,27 @@ def test_plan_is_the_grid_times_the_seeds(tmp_path: Path) -> None:
     assert sw.load(plan.folder).runs == plan.runs
 
 
+def test_the_new_keys_sweep_and_round_0_is_shared_per_round_0_input(tmp_path: Path) -> None:
+    """[rounds] and [control] keys are sweepable, and act after round 0: runs differing
+    only in them (or in T_train) share a round 0; a seed or T_eval is a round-0 input."""
+    cfg = tiny_demo(tmp_path)
+    sets = ["rounds.data=latest,accumulate", "control.on_collapse=warn,rollback"]
+    plan = sw.prepare(sw.plan(cfg, sets, 2, out=tmp_path / "sw"))
+    assert len(plan.runs) == 8
+    rc = load_config(plan.run_dir(plan.runs[-1]) / "config.toml")
+    assert (rc.rounds.data, rc.control.on_collapse) == ("accumulate", "rollback")
+    leaders = sw.round0_leaders(plan)
+    assert {leaders[r.label].label for r in plan.runs} == {
+        "data-latest_on_collapse-warn_seed-0",
+        "data-latest_on_collapse-warn_seed-1",
+    }
+    assert all(leaders[r.label].seed == r.seed for r in plan.runs)
+    other = sw.prepare(sw.plan(cfg, ["eval.temperature=0.6,0.8"], 1, out=tmp_path / "sw2"))
+    assert [leaders.label for leaders in sw.round0_leaders(other).values()] == [
+        r.label for r in other.runs
+    ]  # T_eval is a round-0 input: each run computes its own
+
+
 def test_each_run_is_an_engine_started_through_the_runner(tmp_path: Path, monkeypatch) -> None:
     """The command line and how it is started, without training: the engine is a stand-in."""
     cfg = tiny_demo(tmp_path)
