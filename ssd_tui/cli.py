@@ -154,7 +154,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ssd_tui.runs.pipeline import resolve_model_path
 
     _check_counts(args)
+    lineage = _lineage_args(args)
     file_cfg = load_config(args.config)  # what the file says: its copy in the run folder
+    if parent := lineage.get("branch_from"):
+        from ssd_tui.runs.branch import branch_of
+
+        if file_cfg.run_dir.resolve() == branch_of(parent, args.round).parent.parent:
+            raise SSDError(f"--from {parent}: the branch needs a run folder of its own ([run] dir)")
     sandbox = runner.sandbox_choice(args.sandbox)
     cfg = runner.with_sandbox(file_cfg, sandbox)
     threads = args.threads or cfg.run.threads or os.cpu_count() or 1
@@ -172,20 +178,55 @@ def cmd_run(args: argparse.Namespace) -> int:
                 stages=args.stages,
                 threads=args.threads,
                 sandbox=sandbox,
+                **lineage,
             )
         return _run_here(args, cfg, file_cfg, choice)
 
 
+def _lineage_args(args: argparse.Namespace) -> dict[str, Any]:
+    """--from RUN_DIR --round K (a branch) and --round0-from RUN_DIR (a sweep's shared
+    round 0), checked, as `runner.engine_command` takes them."""
+    branch_from = getattr(args, "branch_from", None)
+    rnd = getattr(args, "round", None)
+    round0_from = getattr(args, "round0_from", None)
+    if rnd is not None and branch_from is None:
+        raise SSDError("--round K goes with --from RUN_DIR (branch from that run's round K)")
+    if branch_from is not None and round0_from is not None:
+        raise SSDError(
+            "--from and --round0-from exclude each other: a branch's round 0 is its parent's"
+        )
+    if branch_from is not None:
+        from ssd_tui.runs.branch import branch_of, parent_round
+
+        # A wrong --from or --round fails here, before any run folder is made.
+        parent_round(branch_of(branch_from, rnd))
+        return {"branch_from": branch_from, "branch_round": rnd}
+    return {"round0_from": round0_from} if round0_from else {}
+
+
 def _run_here(args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any) -> int:
     """The run in this process, with progress bars; 130 when stopped between batches."""
+    from ssd_tui.runs.branch import branch_of
     from ssd_tui.runs.pipeline import Pipeline, StopRequested, install_signal_handlers
     from ssd_tui.runs.runner import save_run_config
     from ssd_tui.store.run_store import RunStore
 
+    lineage = _lineage_args(args)
+    branch = (
+        branch_of(lineage["branch_from"], lineage["branch_round"])
+        if lineage.get("branch_from")
+        else None
+    )
+    round0 = lineage.get("round0_from")
+    round0_db = (
+        (Path(round0) / "run.db" if Path(round0).is_dir() else Path(round0)) if round0 else None
+    )
     store = RunStore.open(cfg.db_path, create=True)
     rep = RichReporter()
     text = Path(args.config).read_text(encoding="utf-8")
-    pipe = Pipeline(cfg, store, rep, config_toml=text, engine=choice)
+    pipe = Pipeline(
+        cfg, store, rep, config_toml=text, engine=choice, branch=branch, round0_from=round0_db
+    )
     pipe.prepare()
     save_run_config(file_cfg, args.config, text)
     install_signal_handlers(pipe)
@@ -203,6 +244,11 @@ def _run_here(args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any) ->
     if status == "paused":
         rep.console.print("paused; run the same command again to continue")
         return 0
+    if status == "stopped":  # [control] ended the run; its decision is the line above
+        rep.console.print(
+            "stopped by \\[control] (docs/rounds.md); to go on from a round, branch from it: "
+            f"ssd-tui run NEW.toml --from {cfg.run_dir} --round K"
+        )
     for line in _verdict(store, cfg):
         rep.console.print(line)
     rep.console.print(f"[green]done.[/] open it in the app: ssd-tui open {cfg.db_path}")
@@ -588,9 +634,24 @@ def _add_run(sub: Any) -> None:
         "  ssd-tui run examples/demo.toml               the demo config (minutes on CPU)\n"
         "  ssd-tui run my.toml --rounds 5               extend a finished run to 5 rounds\n"
         "  ssd-tui run my.toml --stages 1               one stage, then stop (stepping)\n"
-        "  ssd-tui run runs/demo/config.toml --rounds 4  the demo, one round more\n",
+        "  ssd-tui run runs/demo/config.toml --rounds 4  the demo, one round more\n"
+        "  ssd-tui run b.toml --from runs/demo --round 2  a branch from the demo's round 2\n",
     )
     r.add_argument("config", help="run config (TOML); see `ssd-tui options` and examples/")
+    r.add_argument(
+        "--from",
+        dest="branch_from",
+        metavar="RUN_DIR",
+        help="start a branch: its round 0 is round K (--round) of that run; the config's "
+        "[run] dir is the branch's own folder",
+    )
+    _round_option(r, "with --from: the round of RUN_DIR to branch from")
+    r.add_argument(
+        "--round0-from",
+        metavar="RUN_DIR",
+        help="take round 0's evaluation from that run where it is the same one (same model, "
+        "problems, seed and evaluation settings; what `ssd-tui sweep` passes)",
+    )
     _rounds_option(r, "run until this round is done (overrides [run] rounds)")
     _stages_option(r, "stop after this many more stages (stepping)")
     _threads_option(r, "torch CPU threads (default: [run] threads, else all cores)")

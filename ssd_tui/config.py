@@ -290,6 +290,73 @@ class AnalysisSection:
     )
 
 
+# How rounds follow one another (docs/rounds.md). The defaults are the loop as it always
+# was: each round trains on its own samples and keeps training one adapter.
+DATA_POLICIES = ("latest", "accumulate", "anchor")
+ADAPTER_POLICIES = ("continue", "fresh", "merge")
+ACCUMULATE_BUDGETS = ("steps", "epochs")
+COLLAPSE_ACTIONS = ("warn", "stop", "rollback")
+
+
+@dataclass(frozen=True)
+class RoundsSection:
+    data: str = _opt(
+        "what round k trains on: 'latest' = its own samples; 'accumulate' = the samples of "
+        "rounds 1..k (the rounds its model descends from); 'anchor' = its own samples with a "
+        "share (anchor_share) of round 1's, the base model's own distribution",
+        _one_of(*DATA_POLICIES),
+        default="latest",
+    )
+    anchor_share: float = _opt(
+        "anchor: the share of each round's training set drawn from round 1's samples (the "
+        "set keeps the size of the round's own)",
+        _between(0.0, 1.0),
+        default=0.25,
+    )
+    # "steps" by default: round k then costs what round 1 costs and takes as many optimiser
+    # steps as under 'latest', so accumulate against latest compares data, not compute; with
+    # "epochs" round k costs k times round 1 and, under adapter = "continue", trains again on
+    # samples its adapter has seen k-1 times already.
+    accumulate_budget: str = _opt(
+        "accumulate: 'steps' (default) = as many optimiser steps as the round's own samples "
+        "give, on an even draw from the pooled rounds (round k costs what round 1 costs, and "
+        "accumulate compares with latest at equal compute); 'epochs' = [train] epochs passes "
+        "over the whole pool (round k costs about k times round 1)",
+        _one_of(*ACCUMULATE_BUDGETS),
+        default="steps",
+    )
+    adapter: str = _opt(
+        "how adapters carry across rounds: 'continue' = keep training the previous round's "
+        "adapter; 'fresh' = a new adapter on the base weights each round; 'merge' = the "
+        "previous round's adapter merged into a copy of its weights (RUN_DIR/merged/, one "
+        "model's weights of disk per round) and a new adapter trained on top",
+        _one_of(*ADAPTER_POLICIES),
+        default="continue",
+    )
+
+
+@dataclass(frozen=True)
+class ControlSection:
+    on_collapse: str = _opt(
+        "when a round's mode-collapse rules fire: 'warn' = go on; 'stop' = end the run before "
+        "the next round's sampling; 'rollback' = the next round samples from the best round "
+        "so far (highest pass@1; within one standard error the earlier round)",
+        _one_of(*COLLAPSE_ACTIONS),
+        default="warn",
+    )
+    stop_after_no_gain: int = _opt(
+        "stop after this many rounds in a row without a pass@1 gain beyond one standard "
+        "error over the best round so far; 0 = off",
+        _at_least(0),
+        default=0,
+    )
+
+    @property
+    def active(self) -> bool:
+        """Whether the run has decisions to make between rounds (else none are stored)."""
+        return self.on_collapse != "warn" or self.stop_after_no_gain > 0
+
+
 @dataclass(frozen=True)
 class VllmSection:
     """Settings of the vLLM engine (`[run] engine = "vllm"`); docs/gpu.md explains each."""
@@ -372,6 +439,8 @@ class RunConfig:
     lora: LoraSection = field(default_factory=LoraSection)
     train: TrainSection = field(default_factory=TrainSection)
     analysis: AnalysisSection = field(default_factory=AnalysisSection)
+    rounds: RoundsSection = field(default_factory=RoundsSection)
+    control: ControlSection = field(default_factory=ControlSection)
     vllm: VllmSection = field(default_factory=VllmSection)
     sandbox: SandboxSection = field(default_factory=SandboxSection)
     # The folder relative paths resolve against (the config file's folder).
@@ -474,6 +543,8 @@ _SECTION_TYPES = {
     "lora": LoraSection,
     "train": TrainSection,
     "analysis": AnalysisSection,
+    "rounds": RoundsSection,
+    "control": ControlSection,
     "vllm": VllmSection,
     "sandbox": SandboxSection,
 }
@@ -681,6 +752,29 @@ def config_diff(a: RunConfig, b: RunConfig, ignore: tuple[str, ...] = RESUMABLE_
     return out
 
 
+# Keys that act only after round 0's evaluation: two configs that differ in nothing else
+# evaluate the same base model on the same problems with the same seeds, so round 0's
+# evaluate and baseline stages are the same (a sweep computes them once and the other runs
+# reuse them: docs/workbench.md). Round 0's analyse stage reads [analysis] and T_train's
+# truncation (the probe's KeptMass), so every run does its own.
+AFTER_ROUND0_SECTIONS = ("sampling", "lora", "train", "rounds", "control", "analysis")
+AFTER_ROUND0_KEYS = (
+    "run.name",
+    "run.rounds",
+    "data.train_prompts",
+    "data.max_train_prompts",
+    "eval.workers",  # how many programs run at once, not what they are
+)
+
+
+def round0_diff(a: RunConfig, b: RunConfig) -> list[str]:
+    """The keys that make two configs' round-0 evaluations differ (empty: the same
+    model, problems, seed and evaluation settings). The engine that samples is compared
+    apart, as chosen (``[run] engine = "auto"`` may choose differently per config)."""
+    after = tuple(f"{s}.{f.name}" for s in AFTER_ROUND0_SECTIONS for f in fields(_SECTION_TYPES[s]))
+    return config_diff(a, b, ignore=RESUMABLE_KEYS + AFTER_ROUND0_KEYS + after)
+
+
 # ---- paths in a config -------------------------------------------------------------------
 # The keys whose values are paths, relative to the config file's folder.
 PATH_KEYS = (("run", "dir"), ("model", "path"), ("data", "train_prompts"), ("data", "benchmark"))
@@ -740,6 +834,15 @@ def config_for_run_folder(text: str, cfg: RunConfig) -> str:
             except SSDError:  # e.g. a quoted key the line search missed, now set twice
                 pass
     raise SSDError(f"cannot write a config for the run folder {run_dir}")  # not reached
+
+
+def config_for_new_run(text: str, base_dir: Path, name: str, run_dir: Path) -> str:
+    """The config ``text`` (read from ``base_dir``) for another run called ``name`` in
+    ``run_dir``, written as that folder's config.toml (``config_for_run_folder``): what the
+    app writes for a branch of a run."""
+    values = {("run", "name"): name, ("run", "dir"): str(Path(run_dir).resolve())}
+    new = _set_string_values(text, values) or _dump_with(text, values)
+    return config_for_run_folder(new, loads_config(new, base_dir=base_dir))
 
 
 def _dump_with(text: str, values: dict[tuple[str, str], str]) -> str:

@@ -273,7 +273,8 @@ SQL_START = re.compile(
       | PRAGMA\s+[\w.]+
       | WITH\s+(?:RECURSIVE\s+)?\w+\s*(?:\([^)]*\)\s*)?AS\s*\(
       | (?:ATTACH|DETACH)\s+DATABASE\b
-      | (?:BEGIN(?:\s+(?:IMMEDIATE|DEFERRED|EXCLUSIVE))?|COMMIT|ROLLBACK|VACUUM)\s*$
+      # upper case only: "rollback" alone is also a word ([control] on_collapse's value)
+      | (?-i:(?:BEGIN(?:\s+(?:IMMEDIATE|DEFERRED|EXCLUSIVE))?|COMMIT|ROLLBACK|VACUUM)\s*$)
     )""",
     re.IGNORECASE | re.DOTALL | re.VERBOSE,
 )

@@ -117,7 +117,7 @@ def test_the_stage_loop_runs_one_stage_per_process_until_the_rounds_are_done(tmp
     calls: list[tuple[list[str], dict[str, str]]] = []
     done = iter([1, 2, 3])  # rounds done after each child: 0, then 1, then 2 (the last)
     monkeypatch.setattr(runner, "run_engine", lambda cmd, env=None: calls.append((cmd, env)) or 0)
-    monkeypatch.setattr(runner, "_rounds_done", lambda db: next(done))
+    monkeypatch.setattr(runner, "run_finished", lambda db, last: next(done) >= last + 1)
     cfg = SimpleNamespace(run=SimpleNamespace(rounds=2), db_path=tmp_path / "run.db")
     assert (
         runner.run_stage_per_process(cfg, "c.toml", rounds=None, stages=None, sandbox="auto") == 0
@@ -128,7 +128,7 @@ def test_the_stage_loop_runs_one_stage_per_process_until_the_rounds_are_done(tmp
     assert env[runner.LOCK_HELD_ENV] == str(os.getpid())
 
     calls.clear()
-    monkeypatch.setattr(runner, "_rounds_done", lambda db: 0)
+    monkeypatch.setattr(runner, "run_finished", lambda db, last: False)
     assert runner.run_stage_per_process(cfg, "c.toml", rounds=5, stages=2, threads=3) == 0
     assert [c for c, _ in calls] == [
         runner.engine_command("c.toml", rounds=5, stages=1, threads=3)

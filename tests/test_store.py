@@ -287,7 +287,7 @@ def test_schema2_file_reads_as_not_suspect_and_migrates(tmp_path):
     assert [(s["status"], s["suspect"]) for s in ro.samples()] == [("passed", None), (None, None)]
     ro.close()
     s = RunStore.open(path)  # writable: migrated to the current schema
-    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "4"
+    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "5"
     assert s.has_column("verdicts", "suspect")
     s.add_verdicts([(2, "failed", "AssertionError", 0.2, "gc")])
     assert [(r["status"], r["suspect"]) for r in s.samples()] == [
@@ -296,13 +296,23 @@ def test_schema2_file_reads_as_not_suspect_and_migrates(tmp_path):
     ]
     s.close()
     s = RunStore.open(path)  # a second open has nothing left to do
-    assert s.meta("schema_version") == "4"
+    assert s.meta("schema_version") == "5"
     s.close()
 
 
 # A run database written by schema-3 ssd-tui (the synthetic run, analysed with a fake probe,
 # two notes and two tags; the commit that added it says how it was made).
 SCHEMA3_DB = Path(__file__).parent / "fixtures" / "schema3_run.db"
+
+
+# Columns later schemas add to old tables: a migrated file has them empty (NULL).
+_LATER_COLUMNS = {"base_path", "source_round", "reused_from"}  # schema 5
+
+
+def _old_columns(rows):
+    """Rows without the columns later schemas added, checking those are empty."""
+    assert all(r.get(k) is None for r in rows for k in _LATER_COLUMNS)
+    return [{k: v for k, v in r.items() if k not in _LATER_COLUMNS} for r in rows]
 
 
 def _reads(store):
@@ -321,8 +331,8 @@ def _reads(store):
         "warnings": h(store.warnings()),
         "notes": h(store.notes()),
         "tags": h(store.tags(all_rounds=True)),
-        "stages": h(store.stages()),
-        "rounds": h(store.rounds()),
+        "stages": h(_old_columns(store.stages())),
+        "rounds": h(_old_columns(store.rounds())),
         "events": h(store.events()),
         "run": h(store.run_info()),
         "problems": h(store.problems()),
@@ -352,7 +362,7 @@ def _tables(conn):
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
-def test_a_schema3_file_reads_as_before_and_migrates_to_4(tmp_path):
+def test_a_schema3_file_reads_as_before_and_migrates(tmp_path):
     path = tmp_path / "run.db"
     shutil.copyfile(SCHEMA3_DB, path)
     ro = RunStore.open(path, readonly=True)  # read-only: left at schema 3, read all the same
@@ -360,7 +370,7 @@ def test_a_schema3_file_reads_as_before_and_migrates_to_4(tmp_path):
     assert _reads(ro) == SCHEMA3_READS
     ro.close()
     s = RunStore.open(path)  # writable: migrated
-    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "4"
+    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "5"
     assert {"probe_stats", "notes", "tags", "config_history"} <= _tables(s.conn)
     assert {k for k, _ in schema.PROBE_BLOBS} <= schema.columns(s.conn, "probe_stats")
     assert _reads(s) == SCHEMA3_READS  # every old row reads back as before
@@ -368,7 +378,57 @@ def test_a_schema3_file_reads_as_before_and_migrates_to_4(tmp_path):
     s.add_note("after the migration", 2)  # and it is written to as usual
     s.close()
     s = RunStore.open(path)  # a second open has nothing left to do
-    assert s.meta("schema_version") == "4" and len(s.notes()) == 3
+    assert s.meta("schema_version") == "5" and len(s.notes()) == 3
+    s.close()
+
+
+def _schema4_copy(path):
+    """SCHEMA3_DB as schema-4 ssd-tui left it after its writable open: migration 4 only."""
+    shutil.copyfile(SCHEMA3_DB, path)
+    c = sqlite3.connect(path)
+    for stmt in schema.MIGRATIONS[4]:
+        m = schema._ADD_COLUMN.match(stmt)
+        if not (m and m[2] in schema.columns(c, m[1])):
+            c.execute(stmt)
+    c.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    c.commit()
+    c.close()
+
+
+def test_a_schema4_file_reads_as_before_and_migrates_to_5(tmp_path):
+    """Schema 5 (rounds you can steer): each round's base weights and source round, a
+    stage's reused_from, the [control] decisions and the training sets. A schema-4 file
+    reads the same read-only (none of them: no decisions, no training sets), and a
+    writable open adds them, empty, every old row unchanged."""
+    path = tmp_path / "run.db"
+    _schema4_copy(path)
+    ro = RunStore.open(path, readonly=True)
+    assert ro.meta("schema_version") == "4"
+    assert _reads(ro) == SCHEMA3_READS
+    assert ro.decisions() == [] and ro.train_set(1) == {}
+    assert "base_path" not in ro.rounds()[0]  # the reader copes with what the file lacks
+    ro.close()
+    s = RunStore.open(path)
+    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "5"
+    assert {"decisions", "train_sets"} <= _tables(s.conn)
+    assert {"base_path", "source_round"} <= schema.columns(s.conn, "rounds")
+    assert "reused_from" in schema.columns(s.conn, "stages")
+    assert _reads(s) == SCHEMA3_READS  # the new columns are NULL, every old value as before
+    # and the new tables are written to as the pipeline writes them
+    ids = [r["id"] for r in s.samples(1, "train")][:3]
+    s.set_train_set(2, ids)
+    assert s.train_set(2) == dict.fromkeys(ids, 1)
+    d = s.add_decision(2, "rollback", "on_collapse", 1, "round 2: back to 1", {"best_round": 1})
+    assert d["next_source"] == 1 and d["evidence"] == {"best_round": 1}
+    again = s.add_decision(2, "stop", None, None, "other", {})  # stored once: the first stays
+    assert again["action"] == "rollback"
+    assert [e["message"] for e in s.events() if e["stage"] == "control"] == ["round 2: back to 1"]
+    s.set_round_base(2, "merged/round-001")
+    s.set_round_source(2, 1)
+    assert (s.rounds()[2]["base_path"], s.rounds()[2]["source_round"]) == ("merged/round-001", 1)
+    s.close()
+    s = RunStore.open(path)  # a second open has nothing left to do
+    assert s.meta("schema_version") == "5" and len(s.decisions()) == 1
     s.close()
 
 

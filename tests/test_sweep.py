@@ -87,6 +87,27 @@ def test_plan_is_the_grid_times_the_seeds(tmp_path: Path) -> None:
     assert sw.load(plan.folder).runs == plan.runs
 
 
+def test_the_new_keys_sweep_and_round_0_is_shared_per_round_0_input(tmp_path: Path) -> None:
+    """[rounds] and [control] keys are sweepable, and act after round 0: runs differing
+    only in them (or in T_train) share a round 0; a seed or T_eval is a round-0 input."""
+    cfg = tiny_demo(tmp_path)
+    sets = ["rounds.data=latest,accumulate", "control.on_collapse=warn,rollback"]
+    plan = sw.prepare(sw.plan(cfg, sets, 2, out=tmp_path / "sw"))
+    assert len(plan.runs) == 8
+    rc = load_config(plan.run_dir(plan.runs[-1]) / "config.toml")
+    assert (rc.rounds.data, rc.control.on_collapse) == ("accumulate", "rollback")
+    leaders = sw.round0_leaders(plan)
+    assert {leaders[r.label].label for r in plan.runs} == {
+        "data-latest_on_collapse-warn_seed-0",
+        "data-latest_on_collapse-warn_seed-1",
+    }
+    assert all(leaders[r.label].seed == r.seed for r in plan.runs)
+    other = sw.prepare(sw.plan(cfg, ["eval.temperature=0.6,0.8"], 1, out=tmp_path / "sw2"))
+    assert [leaders.label for leaders in sw.round0_leaders(other).values()] == [
+        r.label for r in other.runs
+    ]  # T_eval is a round-0 input: each run computes its own
+
+
 def test_each_run_is_an_engine_started_through_the_runner(tmp_path: Path, monkeypatch) -> None:
     """The command line and how it is started, without training: the engine is a stand-in."""
     cfg = tiny_demo(tmp_path)
@@ -94,12 +115,19 @@ def test_each_run_is_an_engine_started_through_the_runner(tmp_path: Path, monkey
     calls = []
     monkeypatch.setattr(runner, "run_engine", lambda cmd, **kw: calls.append((cmd, kw)) or 0)
     assert sw.run_sweep(plan, threads=3, say=lambda text: None) == 0
+    first = plan.run_dir(plan.runs[0]).resolve()
     assert calls == [
         (
-            runner.engine_command(plan.run_dir(r) / "config.toml", rounds=2, threads=3),
+            runner.engine_command(
+                plan.run_dir(r) / "config.toml",
+                rounds=2,
+                threads=3,
+                # T_train acts after round 0: the second run takes the first one's round 0
+                round0_from=None if i == 0 else first,
+            ),
             {"die_with_parent": True},  # a killed sweep leaves no engine holding a run
         )
-        for r in plan.runs
+        for i, r in enumerate(plan.runs)
     ]
     monkeypatch.setattr(runner, "run_engine", lambda cmd, **kw: 130)
     assert sw.run_sweep(plan, say=lambda text: None) == 130  # interrupted: rerun to resume
@@ -225,3 +253,44 @@ def test_sweep_survives_kill_9_and_redoes_nothing(tmp_path: Path) -> None:
     assert rows(second / "run.db") == after
     manifest = json.loads((out / "sweep.json").read_text())
     assert [r["label"] for r in manifest["runs"]] == [first.name, second.name]
+
+
+# ---- round 0 computed once per distinct round-0 input --------------------------------------------
+@pytest.mark.timeout(1800)
+def test_a_sweep_over_t_train_computes_round_0_once(tmp_path: Path, tiny_model_dir) -> None:
+    """Four T_train points share one round 0 (evaluate and the temperature-only baseline
+    computed by the first run, reused by the other three, each saying where from), and
+    every run ends with the numbers it has alone."""
+    from runkit import run_cli, snapshot, write_config, write_problems
+
+    write_problems(tmp_path, n_train=4)
+    common = {"eval__baseline_temperatures": [0.5], "train__epochs": 1}
+    config = write_config(tmp_path, tiny_model_dir, rounds=1, **common)
+    temps = [0.7, 1.0, 1.3, 1.6]
+    out = tmp_path / "sw"
+    axis = "sampling.temperature=" + ",".join(map(str, temps))
+    r = sweep_cli(str(config), "--set", axis, "--out", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    plan = sw.load(out)
+    first = plan.run_dir(plan.runs[0]).resolve()
+    computed, reused = [], []
+    for run in plan.runs:
+        store = RunStore.open(plan.db_path(run), readonly=True)
+        for st in store.stages(0):
+            if st["stage"] in ("evaluate", "baseline"):
+                where = json.loads(st["reused_from"]) if st["reused_from"] else None
+                (reused if where else computed).append((run.label, st["stage"]))
+                assert where is None or (where["run"], where["round"]) == (str(first), 0)
+        store.close()
+    assert computed == [(plan.runs[0].label, "evaluate"), (plan.runs[0].label, "baseline")]
+    assert len(reused) == 6
+    assert "(round 0 from temperature-0.7_seed-3)" in r.stdout
+    assert "sampling.temperature=1.6" in r.stdout  # the table names the section
+    for t, run in zip(temps, plan.runs, strict=True):
+        alone = tmp_path / f"alone-{t}"
+        alone.mkdir()
+        write_problems(alone, n_train=4)
+        cfg = write_config(alone, tiny_model_dir, rounds=1, sampling__temperature=t, **common)
+        done = run_cli(cfg)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert snapshot(load_config(cfg).db_path) == snapshot(plan.db_path(run)), run.label

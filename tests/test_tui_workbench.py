@@ -43,7 +43,9 @@ async def test_sweep_overlay_from_the_start_screen(sweep_ws):
         from ssd_tui.tui.widgets.overlay_chart import OverlayChart
 
         state = screen.query_one(OverlayChart).state
-        assert [s.label for s in state.series] == ["temperature=0.5", "temperature=0.8"]
+        # the setting's keys as the config names them, section included
+        labels = ["sampling.temperature=0.5", "sampling.temperature=0.8"]
+        assert [s.label for s in state.series] == labels
         s0 = state.series[0]
         assert s0.n == 2 and [p[0] for p in s0.points] == [0, 1, 2, 3]
         assert s0.points[1][2] is not None and s0.points[1][2] > 0  # a ± sd band

@@ -504,3 +504,42 @@ def test_tensor_parallel_2_on_the_cpu_backend(model32: Path) -> None:
     for w, g in zip(want, got, strict=True):
         assert g[0].token_ids == w[0].token_ids
         assert g[0].logprobs == pytest.approx(w[0].logprobs, abs=1e-4)
+
+
+@pytest.mark.timeout(1800)  # a run of vLLM stage work, with one engine start per weights
+def test_a_merged_rounds_model_serves_in_vllm(tmp_path: Path) -> None:
+    """[rounds] adapter = "merge" on vLLM: round 2's model is a merged copy of round 1's
+    weights (a transformers folder) with round 2's adapter, and vLLM serves it as any base
+    model with a LoRA adapter: a new engine on the copy (docs/rounds.md)."""
+    import shutil
+
+    for name in ("train_prompts.jsonl", "eval.jsonl"):
+        shutil.copy(ROOT / "assets" / "demo" / name, tmp_path / name)
+    cfg = write_config(
+        tmp_path,
+        DEMO_MODEL,
+        rounds=2,
+        run__engine="vllm",
+        run__threads=0,
+        data__train_prompts="train_prompts.jsonl",
+        data__max_train_prompts=8,
+        data__max_eval_problems=4,
+        rounds__adapter="merge",
+    )
+    cfg.write_text(cfg.read_text() + "[vllm]\nmax_model_len = 512\n")
+    r = _ssd("run", str(cfg), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    conn = sqlite3.connect(tmp_path / "run" / "run.db")
+    q = conn.execute
+    rows = q("SELECT round, status, base_path FROM rounds ORDER BY round").fetchall()
+    assert rows == [(0, "done", None), (1, "done", None), (2, "done", "merged/round-001")]
+    assert (tmp_path / "run" / "merged" / "round-001" / "model.safetensors").is_file()
+    engines = q("SELECT DISTINCT engine FROM stages WHERE stage IN ('sample', 'evaluate')")
+    assert {e for (e,) in engines} == {"vllm on cpu"}
+    # the base model's engine served rounds 0-1 and round 2's sampling; the copy's, round 2's
+    # evaluation
+    starts = q("SELECT COUNT(*) FROM events WHERE message LIKE '%vLLM engine started%'")
+    assert starts.fetchone()[0] == 2
+    judged = "SELECT COUNT(*) FROM verdicts v JOIN samples s ON s.id = v.sample_id WHERE s.round=2"
+    assert q(judged).fetchone()[0] == 4 * 2
+    assert engine_core_pids() == set()

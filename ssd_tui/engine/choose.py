@@ -288,3 +288,13 @@ class Engines:
 
             self._tokenizer = load_tokenizer(self.model_path)
         return self._tokenizer
+
+    def merge(self, adapter: str, out_dir: Path) -> Path:
+        """This model ⊕ ``adapter`` merged into a copy of its weights at ``out_dir``
+        (``engine.hf.merge_into_copy``: CPU, ``[model] dtype``); the sampler lets go of its
+        model first, as the next model is another one anyway."""
+        self.release_sampler()
+        self.release_scoring_model()
+        from ssd_tui.engine.hf import merge_into_copy
+
+        return merge_into_copy(self.model_path, Path(adapter), out_dir, self.settings.dtype)

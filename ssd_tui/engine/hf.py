@@ -853,3 +853,30 @@ class HFTrainer:
             shutil.rmtree(old)
         else:
             tmp.rename(out_dir)
+
+
+# --------------------------------------------------------------------------- merging
+def merge_into_copy(base: str, adapter: Path, out_dir: Path, dtype: str = "float32") -> Path:
+    """Write base ⊕ ``adapter`` with the adapter merged into a copy of the weights, as a
+    transformers model folder (safetensors, config, generation config, tokenizer) at
+    ``out_dir``; ``base`` is only read. A new LoRA adapter trains on top of the copy
+    (``[rounds] adapter = "merge"``), and the copy with that adapter loads in transformers
+    and serves in vLLM like any base model with a ``LoRARequest``.
+
+    Merged on the CPU, in ``dtype`` (one copy of the weights in memory and on disk), into a
+    sibling ``.tmp`` folder renamed into place when whole: a kill leaves no half copy, and
+    the same inputs write the same tensors.
+    """
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)  # left over by a killed merge
+    merged = _merge_adapter(load_model(base, dtype, "cpu"), Path(adapter))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(str(tmp), safe_serialization=True)
+    load_tokenizer(base).save_pretrained(str(tmp))
+    del merged
+    _free_memory()
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return out_dir

@@ -43,7 +43,7 @@ from typing import Any
 from ssd_tui import __version__
 from ssd_tui.errors import SSDError
 from ssd_tui.evaluation.suspect import REASONS
-from ssd_tui.runs.record import RECORD_KEYS, run_record
+from ssd_tui.runs.record import LINEAGE_KEYS, RECORD_KEYS, lineage, run_record
 from ssd_tui.store import export_db
 from ssd_tui.store.export_db import DESCRIPTIONS_TABLE
 from ssd_tui.store.flat_samples import FLAT_SAMPLE_SQL, flat_samples
@@ -88,6 +88,13 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "check a copy of the adapter against this run.",
             "started_at": "When the round's first stage started (Unix time).",
             "finished_at": "When the round's last stage finished (Unix time).",
+            "base_path": "The weights the round's adapter goes on: NULL for the run's model "
+            "(config [model] path), a folder relative to the run folder for a merged copy "
+            '([rounds] adapter = "merge": merged/round-K/), an absolute path for a branch\'s '
+            "round 0 on its parent's weights (schema 5; docs/rounds.md).",
+            "source_round": "The round whose model drew this round's training samples: "
+            "round - 1, or the best round after a [control] rollback; NULL for round 0 and in "
+            "older files (schema 5).",
         },
     ),
     "stages": (
@@ -111,6 +118,9 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "engine": 'Sampler engine that drew the stage\'s samples: "hf" or "vllm on cpu" / '
             '"vllm on cuda" ([run] engine, auto resolved); "a, b" when resumed on another; '
             "NULL for stages that sample nothing (train, analyse) and in older files.",
+            "reused_from": "JSON naming the run and round whose evaluation this stage took "
+            "instead of computing it (run folder, name, run_uid, round): a sweep's shared "
+            "round 0, a branch's parent's round K; NULL when computed here (schema 5).",
         },
     ),
     "problems": (
@@ -244,6 +254,31 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "(float32; 1 - the paper's KeptMass); NULL in probes written before it existed.",
         },
     ),
+    "decisions": (
+        "What [control] decided after a round (docs/rounds.md): go on, stop the run, or roll "
+        "the next round back to the best round so far; one row per round after which a "
+        "decision was made (none when no [control] rule is on). Schema 5.",
+        {
+            "round": "The round just finished; the decision is about the next one.",
+            "action": "continue | stop | rollback.",
+            "rule": "on_collapse | stop_after_no_gain, the rule that decided; NULL when none "
+            "fired.",
+            "next_source": "The round the next round samples from (NULL after a stop).",
+            "message": "The decision in words, with its numbers (also in the event log).",
+            "evidence": "The numbers it was made on (JSON): pass@1 per round, each round's "
+            "comparison with the best so far (difference, paired standard error, gain), the "
+            "best round, rounds without gain, the round's warnings, the [control] settings.",
+            "created_at": "When it was made (Unix time).",
+        },
+    ),
+    "train_sets": (
+        "Which samples each round's adapter trained on ([rounds] data: its own, rounds "
+        "1..k's, or anchored with round 1's), one row per round and sample. Schema 5.",
+        {
+            "round": "The round whose adapter trained on the sample.",
+            "sample_id": "The training sample (samples.id; its own round is samples.round).",
+        },
+    ),
     "config_history": (
         "Every start and resume of the run, oldest first, with the config and the environment "
         "of that process (the runs table holds the latest config; the first row here the one "
@@ -327,6 +362,8 @@ META_KEYS: dict[str, str] = {
     "created_at": "When the run database was created (Unix time).",
     # The reproducibility record, written when the run starts (ssd_tui/runs/record.py).
     **RECORD_KEYS,
+    # A branch's lineage (ssd_tui/runs/record.py, runs/branch.py).
+    **LINEAGE_KEYS,
     "export_kind": "round (one round of a run) | run (the whole run).",
     "export_round": "The exported round (empty for a whole-run export).",
     "export_source": "Absolute path of the run database it was exported from.",
@@ -687,6 +724,8 @@ def _write_record_json(store: RunStore, final: Path) -> Path:
         "run": info.get("name"),
         "schema_version": store.meta("schema_version"),
         "record": run_record(store),
+        # where the run comes from: a branch's parent and round ({} for other runs)
+        "lineage": lineage(store),
         "config_toml": info.get("config_toml"),
         "config_history": store.config_history(),
     }

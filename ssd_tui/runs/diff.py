@@ -15,7 +15,7 @@ from typing import Any
 from ssd_tui.analysis.rounds import round_summary
 from ssd_tui.config import config_from_json
 from ssd_tui.errors import SSDError
-from ssd_tui.runs.record import ENV_KEYS, run_record
+from ssd_tui.runs.record import ENV_KEYS, lineage, run_record
 from ssd_tui.store.review import open_export
 from ssd_tui.store.run_store import RunStore
 
@@ -108,6 +108,7 @@ def diff_runs(a: RunStore, b: RunStore) -> RunDiff:
     for key in _RECORD_KEYS:
         if ra[key] != rb[key]:
             out.differences.append(("record", key, _short(ra[key]), _short(rb[key])))
+    out.differences += lineage_differences(a, b)
     ma, mb = _metrics(a), _metrics(b)
     for rnd, name in sorted(set(ma) | set(mb)):
         x, y = ma.get((rnd, name)), mb.get((rnd, name))
@@ -115,6 +116,18 @@ def diff_runs(a: RunStore, b: RunStore) -> RunDiff:
         if not _same(x, y):
             out.differences.append(("metrics", f"round {rnd} {name}", _num(x), _num(y)))
     return out
+
+
+def lineage_differences(a: RunStore, b: RunStore) -> list[tuple[str, str, str, str]]:
+    """Where two runs come from, where it differs: a branch's parent run and round, the
+    adapter it started from (``record.LINEAGE_KEYS``; '–' for a run that is no branch)."""
+    la, lb = lineage(a), lineage(b)
+    keys = ("parent_name", "parent_run", "parent_round", "parent_adapter_sha256", "parent_model")
+    return [
+        ("lineage", k, _short(la.get(k) or "–"), _short(lb.get(k) or "–"))
+        for k in keys
+        if la.get(k, "") != lb.get(k, "")
+    ]
 
 
 def _same(x: float | None, y: float | None) -> bool:
@@ -131,8 +144,8 @@ def format_diff(d: RunDiff, a: str, b: str) -> list[str]:
     """Plain lines: the differences by section, then pass@k per round side by side."""
     lines = [f"A: {a}", f"B: {b}", ""]
     if d.identical:
-        lines.append("identical: config, environment, problem sets, record and metrics")
-    sections = [s for s in ("config", "environment", "problems", "record", "metrics")]
+        lines.append("identical: config, environment, problem sets, record, lineage and metrics")
+    sections = ("config", "environment", "problems", "record", "lineage", "metrics")
     for section in sections:
         rows = [r for r in d.differences if r[0] == section]
         if not rows:

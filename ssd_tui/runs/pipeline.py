@@ -1,9 +1,12 @@
 """SSD rounds and their stages, resumable after any interruption.
 
-Round 0 evaluates the base model. Round k ≥ 1: ``sample`` training prompts at
-T_train from round k−1's model → ``train`` round k's LoRA adapter → ``evaluate``
-round k's model on the held-out problems → ``analyse``. Every stage skips the work
-already in the run DB, so rerunning the same command continues where it stopped.
+Round 0 evaluates the base model (a branch's: its parent's round K model). Round k ≥ 1:
+``sample`` training prompts at T_train from round k−1's model (or, after a rollback, the
+best round's) → ``train`` round k's LoRA adapter on the ``[rounds] data`` policy's set,
+as the ``[rounds] adapter`` policy says → ``evaluate`` round k's model on the held-out
+problems → ``analyse``. Between rounds ``[control]`` may stop the run or roll it back
+(docs/rounds.md). Every stage skips the work already in the run DB, and every decision is
+stored, so rerunning the same command continues where it stopped and decides the same.
 """
 
 from __future__ import annotations
@@ -14,10 +17,11 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from ssd_tui.analysis import control
 from ssd_tui.config import RunConfig, config_diff, config_from_json, looks_like_hub_id
 from ssd_tui.engine.base import (
     Completion,
@@ -37,13 +41,24 @@ from ssd_tui.problems.leetcode import LEETCODE, leetcode_source
 from ssd_tui.problems.load import load_problem_set
 from ssd_tui.problems.prompting import extraction_rule, program_for, prompt_for
 from ssd_tui.problems.sets import HUMANEVAL, Problem
-from ssd_tui.runs import record
+from ssd_tui.runs import branch as branches
+from ssd_tui.runs import policies, record
+from ssd_tui.runs.reuse import RoundSource, borrow
 from ssd_tui.store.run_store import RunStore, SampleRow
 
 VERDICT_BATCH = 32  # test programs per transaction
 # Prompt + completion tokens per forward pass of the exact-statistics pass: its logits are
 # (tokens × vocabulary) floats, 2048 × Qwen's 152k ≈ 1.2 GB in float32.
 STATS_BATCH_TOKENS = 2048
+
+
+@dataclass(frozen=True)
+class RoundModel:
+    """A round's model: ``adapter`` (None: none) on the weights in ``base`` (the run's
+    model, a merged copy under RUN_DIR/merged/, or a branch's parent's weights)."""
+
+    base: str
+    adapter: str | None
 
 
 class StopRequested(Exception):
@@ -128,6 +143,8 @@ class Pipeline:
         make_sampler: Callable[[str | None], Sampler] | None = None,
         config_toml: str = "",
         engine: EngineChoice | None = None,
+        branch: branches.Branch | None = None,
+        round0_from: Path | None = None,
     ):
         self.cfg = cfg
         self.store = store
@@ -135,6 +152,13 @@ class Pipeline:
         self.model_path = resolve_model_path(cfg)
         # ``engine``: the choice when the caller made it already; else made on first use.
         self.engines = Engines(cfg.engine_settings(), self.model_path, engine, make_sampler)
+        self._make_sampler = make_sampler
+        # The engines of the weights in use: a round on a merged copy gets its own.
+        self._active = self.engines
+        self.branch = branch  # --from RUN_DIR --round K (a new branch, or its resume)
+        self.round0_from = round0_from  # --round0-from RUN_DIR (a sweep's shared round 0)
+        # The round whose evaluation may stand for this run's round 0 (runs/reuse.py).
+        self.source: RoundSource | None = None
         self.stop_now = False
         self.stop_after_stage = False
         self.config_toml = config_toml
@@ -150,22 +174,9 @@ class Pipeline:
         # A sandbox weaker than asked for stops the run here, not a log line later.
         self.isolation = choose_isolation(cfg.sandbox.isolation)
         choice = self.engines.choice  # an engine that cannot run here stops the run here too
-        self.eval_problems = load_problem_set(
-            cfg.data.benchmark,
-            cfg.base_dir,
-            require_tests=True,
-            limit=cfg.data.max_eval_problems or None,
-        )
-        if not self.eval_problems:
-            raise SSDError(f"benchmark {cfg.data.benchmark} has no problems")
-        if cfg.data.train_prompts:
-            self.train_problems = load_problem_set(
-                cfg.data.train_prompts, cfg.base_dir, limit=cfg.data.max_train_prompts or None
-            )
-        sets = {"eval": record.problem_set_record(cfg.data.benchmark, self.eval_problems)}
-        if self.train_problems:
-            sets["train"] = record.problem_set_record(cfg.data.train_prompts, self.train_problems)
+        sets = self._load_problems()
         info = self.store.run_info()
+        lineage = self._lineage(info)
         if info is None:
             self.store.init_run(
                 cfg.run.name, self.model_path, cfg.to_json(), self.config_toml, str(cfg.base_dir)
@@ -197,9 +208,60 @@ class Pipeline:
         self._ids["eval"] = self.store.add_problems("eval", self.eval_problems)
         if self.train_problems:
             self._ids["train"] = self.store.add_problems("train", self.train_problems)
+        if lineage:  # round 0 is the parent's round-K model, its evaluation maybe too
+            branches.begin(self.store, cfg.run_dir, self.model_path, lineage)
+            parent_db = Path(lineage["parent_run"]) / "run.db"
+            self.source = RoundSource(parent_db, int(lineage["parent_round"]))
+        elif self.round0_from is not None:
+            self.source = RoundSource(Path(self.round0_from).resolve(), 0)
         line = choice.line()
         self.store.log(line)
         self.rep.message(line)
+
+    def _load_problems(self) -> dict[str, Any]:
+        """The evaluation and training problems, and their record (per set: hashes)."""
+        cfg = self.cfg
+        self.eval_problems = load_problem_set(
+            cfg.data.benchmark,
+            cfg.base_dir,
+            require_tests=True,
+            limit=cfg.data.max_eval_problems or None,
+        )
+        if not self.eval_problems:
+            raise SSDError(f"benchmark {cfg.data.benchmark} has no problems")
+        if cfg.data.train_prompts:
+            self.train_problems = load_problem_set(
+                cfg.data.train_prompts, cfg.base_dir, limit=cfg.data.max_train_prompts or None
+            )
+        sets = {"eval": record.problem_set_record(cfg.data.benchmark, self.eval_problems)}
+        if self.train_problems:
+            sets["train"] = record.problem_set_record(cfg.data.train_prompts, self.train_problems)
+        return sets
+
+    def _lineage(self, info: dict[str, Any] | None) -> dict[str, str]:
+        """This run's lineage: the stored one (checked against ``--from``), or, for a new
+        branch, the parent's round checked and written down before anything else."""
+        stored = record.lineage(self.store)
+        b = self.branch
+        if b is None:
+            return stored
+        if stored:
+            if not branches.same_branch(stored, b):
+                raise SSDError(
+                    f"this run is a branch of {stored['parent_run']} round "
+                    f"{stored['parent_round']}, not of {b.parent.parent} round {b.round}"
+                )
+            return stored
+        if info is not None:
+            raise SSDError(
+                f"{self.cfg.run_dir} holds a run that did not start as a branch; give the "
+                "branch a run folder of its own ([run] dir)"
+            )
+        parent = branches.parent_round(b)
+        branches.check_model(parent, self.model_path, self.cfg.run_dir)
+        values = branches.lineage_values(parent)
+        record.record_lineage(self.store, values)
+        return values
 
     def _prompt_record(self) -> dict[str, str]:
         """The prompt as the model sees it, and the answer → program rule (the run record)."""
@@ -217,6 +279,7 @@ class Pipeline:
 
     def release_sampler(self) -> None:
         """Free the sampler's model and device (between commands, and at the end of a run)."""
+        self._active.release_sampler()
         self.engines.release_sampler()
 
     def render(self, problem: Problem) -> str:
@@ -225,27 +288,86 @@ class Pipeline:
         tokenizer = self.engines.tokenizer() if style == "chat" else None
         return prompt_for(problem, style, self.cfg.model.system_prompt, tokenizer)
 
-    def adapter_of(self, rnd: int) -> str | None:
-        """Round k's model is base ⊕ round k's adapter (round 0: the base model)."""
-        if rnd == 0:
-            return None
-        row = next((r for r in self.store.rounds() if r["round"] == rnd), None)
-        if row is None or not row["adapter_path"]:
+    # ---- each round's model -------------------------------------------------------------
+    def _round_row(self, rnd: int) -> dict[str, Any] | None:
+        return next((r for r in self.store.rounds() if r["round"] == rnd), None)
+
+    def model_of(self, rnd: int) -> RoundModel:
+        """Round k's model: its adapter on its weights (round 0: the run's model, or a
+        branch's parent's round-K model)."""
+        row = self._round_row(rnd) or {}
+        base = row.get("base_path") or self.model_path
+        if row.get("base_path") and not Path(base).is_absolute():  # a merged copy in the run
+            base = str(self.cfg.run_dir / base)
+        if not row.get("adapter_path"):
+            if rnd == 0:
+                return RoundModel(base, None)
             raise SSDError(f"round {rnd} has no trained adapter yet")
         # Adapters live in the run folder (stage_train), and a folder that was moved or
         # set aside (`ssd-tui demo --fresh`) took them along: the stored absolute path may
         # now name another run's adapter, or nothing.
         here = self.cfg.run_dir / "adapters" / Path(row["adapter_path"]).name
-        return str(here) if here.is_dir() else row["adapter_path"]
+        return RoundModel(base, str(here) if here.is_dir() else row["adapter_path"])
+
+    def adapter_of(self, rnd: int) -> str | None:
+        """Round k's adapter (None: round 0 of a run that is not a branch)."""
+        return self.model_of(rnd).adapter
+
+    def source_round(self, rnd: int) -> int:
+        """The round whose model drew round ``rnd``'s training samples: rnd − 1, or the
+        best round so far after a rollback."""
+        row = self._round_row(rnd) or {}
+        src = row.get("source_round")
+        return rnd - 1 if src is None else int(src)
+
+    def line_of(self, rnd: int) -> list[int]:
+        """The rounds (≥ 1) whose samples made round ``rnd``'s model, newest first: rnd,
+        the round it sampled from, that round's, … (a rollback skips the rounds it left)."""
+        out, r = [], rnd
+        while r >= 1 and r not in out:
+            out.append(r)
+            r = self.source_round(r)
+        return out
+
+    def _as_model(self, model: RoundModel | str | None) -> RoundModel:
+        """A round's model, or an adapter (None: none) on the run's model."""
+        return model if isinstance(model, RoundModel) else RoundModel(self.model_path, model)
+
+    def _engines_for(self, base: str) -> Engines:
+        """The engines of the weights ``base``: a round on other weights than the last one
+        (a merged copy) gets engines of its own, and the last ones let go of theirs."""
+        if base == self._active.model_path:
+            return self._active
+        self._active.release_sampler()
+        self._active.release_scoring_model()
+        if base == self.model_path:
+            self._active = self.engines
+        else:
+            settings = self.cfg.engine_settings()
+            self._active = Engines(settings, base, self.engines.choice, self._make_sampler)
+        return self._active
+
+    def _engine_label(self) -> str:
+        choice = self.engines.choice
+        return f"{choice.name} on {choice.platform}" if choice.platform else choice.name
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self, rounds: int | None = None, max_stages: int | None = None) -> str:
-        """Run until round `rounds` is done. Returns 'done', 'paused' (stage limit or SIGUSR1)."""
+        """Run until round `rounds` is done. Returns 'done', 'paused' (stage limit or
+        SIGUSR1) or 'stopped' ([control] ended the run before a round: docs/rounds.md)."""
         last = self.cfg.run.rounds if rounds is None else rounds
         ran = 0
         for rnd in range(0, last + 1):
             stages = stages_for(rnd, self.cfg)
+            decision = self._decision(rnd - 1)
+            if decision is not None and decision["action"] == "stop":
+                self.rep.message(decision["message"])
+                return "stopped"
             self.store.plan_round(rnd, stages)
+            if rnd >= 1:
+                source = decision["next_source"] if decision else rnd - 1
+                if (self._round_row(rnd) or {}).get("source_round") != source:
+                    self.store.set_round_source(rnd, source)
             for stage in stages:
                 row = self.store.stage(rnd, stage)
                 if row and row["status"] == "done":
@@ -258,6 +380,26 @@ class Pipeline:
                     return "paused"
             self.rep.round_end(rnd, self.round_summary(rnd))
         return "done"
+
+    def _decision(self, rnd: int) -> dict[str, Any] | None:
+        """What [control] decided after round ``rnd`` (made now and stored, once); None
+        when the run has nothing to decide (no [control] rule on, or round 0)."""
+        if rnd < 1 or not self.cfg.control.active:
+            return None
+        made = self.store.decision(rnd)
+        if made is not None:
+            return made
+        t = self.cfg.eval.temperature
+        scores = [
+            s for r in range(rnd + 1) if (s := control.score(r, self.store.pass_counts(r, t)))
+        ]
+        c = self.cfg.control
+        d = control.decide(
+            rnd, scores, self.store.warnings(rnd), c.on_collapse, c.stop_after_no_gain
+        )
+        if d.action != "stop":
+            self.rep.message(d.message)
+        return self.store.add_decision(rnd, d.action, d.rule, d.next_source, d.message, d.evidence)
 
     def _run_stage(self, rnd: int, stage: str) -> None:
         store = self.store
@@ -290,38 +432,75 @@ class Pipeline:
 
     # ---- stages -------------------------------------------------------------------------
     def stage_sample(self, rnd: int) -> None:
-        prev = self.adapter_of(rnd - 1)
+        source = self.model_of(self.source_round(rnd))
         params = self.cfg.train_sampling(seed=self.cfg.run.seed)
         self._generate(
-            rnd, "sample", "train", self.train_problems, params, prev, self.cfg.sampling.batch_size
+            rnd,
+            "sample",
+            "train",
+            self.train_problems,
+            params,
+            source,
+            self.cfg.sampling.batch_size,
         )
 
-    def train_examples(self, rnd: int) -> tuple[list[tuple[str, str, bool]], int]:
-        """Round ``rnd``'s training examples (prompt, completion, finished) and how many of
-        the round's samples were cut at max_new_tokens (a cut one gets no EOS target)."""
+    def _kept(self, rnd: int) -> tuple[list[tuple[int, Example]], int]:
+        """Round ``rnd``'s own samples that may be trained on, as (sample id, (prompt,
+        completion, finished)), and how many were cut at max_new_tokens (a cut one gets no
+        EOS target)."""
         cfg = self.cfg
         by_id = {p.id: p for p in self.train_problems}
         rows = [r for r in self.store.samples(rnd, "train") if r["problem"] in by_id]
-        examples = [
-            (self.render(by_id[r["problem"]]), r["completion"], r["finish_reason"] != "length")
+        items = [
+            (
+                r["id"],
+                (self.render(by_id[r["problem"]]), r["completion"], r["finish_reason"] != "length"),
+            )
             for r in rows
         ]
-        n_cut = sum(1 for e in examples if not e[2])
+        n_cut = sum(1 for _, e in items if not e[2])
         if cfg.train.truncated == "drop":
-            examples = [e for e in examples if e[2]]
-        kept = filter_examples(examples, min_lines=cfg.train.min_completion_lines)
+            items = [x for x in items if x[1][2]]
+        kept = [x for x in items if _trainable(x[1][1], cfg.train.min_completion_lines)]
         if cfg.train.drop_shortest > 0 and kept:
-            kept = sorted(kept, key=lambda e: len(e[1]))[int(len(kept) * cfg.train.drop_shortest) :]
+            kept = sorted(kept, key=lambda x: len(x[1][1]))[
+                int(len(kept) * cfg.train.drop_shortest) :
+            ]
         return kept, n_cut
+
+    def training_set(self, rnd: int) -> tuple[list[tuple[int, Example]], int]:
+        """Round ``rnd``'s training set as ``[rounds] data`` chooses it (runs/policies.py),
+        and how many of the round's own samples were cut at max_new_tokens."""
+        own, n_cut = self._kept(rnd)
+        cache = {rnd: own}
+
+        def kept(r: int) -> list[tuple[int, Example]]:
+            if r not in cache:
+                cache[r] = self._kept(r)[0]
+            return cache[r]
+
+        seed = derive_seed(self.cfg.run.seed, rnd, "train-set")
+        chosen = policies.training_set(self.cfg.rounds, rnd, self.line_of(rnd), kept, seed)
+        return chosen, n_cut
+
+    def train_examples(self, rnd: int) -> tuple[list[Example], int]:
+        """Round ``rnd``'s training examples (prompt, completion, finished), the set its
+        adapter trains on, and how many of the round's samples were cut at max_new_tokens."""
+        chosen, n_cut = self.training_set(rnd)
+        return [e for _, e in chosen], n_cut
 
     def stage_train(self, rnd: int) -> None:
         cfg = self.cfg
-        kept, n_cut = self.train_examples(rnd)
+        chosen, n_cut = self.training_set(rnd)
+        kept = [e for _, e in chosen]
         total = self.store.count_samples(rnd, "train")
         fate = "dropped" if cfg.train.truncated == "drop" else "kept without EOS"
+        rounds = sorted(self.store.rounds_of_samples([sid for sid, _ in chosen]).items())
+        drawn = ", ".join(f"{n} of round {r}" for r, n in rounds)
         self.store.log(
-            f"round {rnd}: training on {len(kept)} of {total} samples "
-            f"(empty and stub samples dropped; {n_cut} cut at max_new_tokens {fate})",
+            f"round {rnd}: training on {len(kept)} samples ([rounds] data = "
+            f"{cfg.rounds.data}: {drawn or 'none'}); of the round's {total}, empty and stub "
+            f"samples dropped, {n_cut} cut at max_new_tokens {fate}",
             rnd=rnd,
             stage="train",
         )
@@ -340,10 +519,16 @@ class Pipeline:
         if not kept:
             cut = " or cut at max_new_tokens ([train] truncated = 'drop')" if n_cut else ""
             raise SSDError(f"round {rnd}: every sample was empty, a stub{cut}; nothing to train on")
-        out = cfg.run_dir / "adapters" / f"round-{rnd:03d}"
-        init = self.adapter_of(rnd - 1)
+        self.store.set_train_set(rnd, [sid for sid, _ in chosen])
+        self._train(rnd, kept)
+
+    def _train(self, rnd: int, kept: list[Example]) -> None:
+        """Train round ``rnd``'s adapter on ``kept``, on the weights ``[rounds] adapter``
+        says, and record the round's model (base weights and adapter)."""
+        out = self.cfg.run_dir / "adapters" / f"round-{rnd:03d}"
+        base, init = self._train_start(rnd)
         self._progress(rnd, "train", 0, 0, "loading model")
-        trainer = self.engines.trainer()  # the sampler hands it the device
+        trainer = self._engines_for(base).trainer()  # the sampler hands it the device
         self.rep.stage_start(rnd, "train", 0, 0)
 
         def progress(step: int, total: int) -> None:
@@ -352,7 +537,41 @@ class Pipeline:
 
         trainer.train(kept, out, init_adapter=Path(init) if init else None, progress=progress)
         self.store.add_train_log(rnd, trainer.history)
+        self.store.set_round_base(rnd, self._stored_base(base))
         self.store.set_adapter(rnd, str(out), dir_sha256(out))
+
+    def _train_start(self, rnd: int) -> tuple[str, str | None]:
+        """(the weights round ``rnd``'s adapter trains on, the adapter it starts from):
+        continue = the model it sampled from, its adapter trained on; fresh = a new
+        adapter on the base model; merge = a new one on a copy of that model's weights
+        with its adapter merged in (docs/rounds.md)."""
+        src = self.source_round(rnd)
+        prev = self.model_of(src)
+        policy = self.cfg.rounds.adapter
+        if policy == "continue":
+            return prev.base, prev.adapter
+        if policy == "fresh" or prev.adapter is None:
+            return (self.model_path if policy == "fresh" else prev.base), None
+        out = self.cfg.run_dir / "merged" / f"round-{src:03d}"
+        if not out.is_dir():  # renamed into place whole: a folder there is a finished merge
+            self._progress(rnd, "train", 0, 0, f"merging round {src}'s adapter")
+            self.store.log(
+                f"round {rnd}: merging round {src}'s adapter into a copy of its weights ({out})",
+                rnd=rnd,
+                stage="train",
+            )
+            self._engines_for(prev.base).merge(prev.adapter, out)
+        return str(out), None
+
+    def _stored_base(self, base: str) -> str | None:
+        """How a round's base weights are stored: None for the run's model, a path
+        relative to the run folder for a merged copy in it (it moves with the folder)."""
+        if base == self.model_path:
+            return None
+        try:
+            return str(Path(base).relative_to(self.cfg.run_dir))
+        except ValueError:
+            return base
 
     def stage_evaluate(self, rnd: int) -> None:
         self._evaluate(rnd, "evaluate", self.cfg.eval.temperature)
@@ -370,7 +589,7 @@ class Pipeline:
         try:
             # Eval samples an older version stored without exact statistics (a no-op else).
             self.fill_token_stats(
-                rnd, "analyse", "eval", None, self.adapter_of(rnd), self.eval_problems
+                rnd, "analyse", "eval", None, self.model_of(rnd), self.eval_problems
             )
             scorer = self._scorer(rnd)
             by_name = {p.id: p for p in self.eval_problems}
@@ -381,7 +600,7 @@ class Pipeline:
 
             warnings = analysis.analyse_round(self.store, rnd, self.cfg, scorer, render=render_row)
         finally:
-            self.engines.release_scoring_model()
+            self._active.release_scoring_model()
         for w in warnings:
             self.store.log(
                 f"round {rnd}: warning [{w['rule']}] {w['message']}", "warning", rnd, "analyse"
@@ -393,7 +612,8 @@ class Pipeline:
         # this module without needing it.
         from ssd_tui.analysis.probe import score_completions
 
-        scoring = self.engines.scoring_model(self.adapter_of(rnd))
+        model = self.model_of(rnd)
+        scoring = self._engines_for(model.base).scoring_model(model.adapter)
         params = self.cfg.eval_sampling(seed=0)
         # The paper's KeptMass is measured against the *training* truncation set.
         train_params = self.cfg.train_sampling(seed=0)
@@ -413,13 +633,13 @@ class Pipeline:
         stage: str,
         purpose: str,
         temperature: float | None,
-        adapter: str | None,
+        model: RoundModel | str | None,
         problems: Sequence[Problem],
     ) -> int:
         """Exact statistics for the samples stored without them (vLLM's); returns how many
         were written.
 
-        One teacher-forced pass of base ⊕ ``adapter`` over each sample's stored tokens
+        One teacher-forced pass of ``model`` (a round's, or an adapter on the run's model) over each sample's stored tokens
         (``probe.score_token_ids``, the probe's scoring code) gives log p, the entropy of the
         full distribution (T = 1) and the mass outside the sample's own truncation set,
         exactly as the transformers sampler records them while decoding. Each batch is
@@ -437,7 +657,8 @@ class Pipeline:
         ]
         if not todo:
             return 0
-        scoring = self.engines.scoring_model(adapter)
+        m = self._as_model(model)
+        scoring = self._engines_for(m.base).scoring_model(m.adapter)
         prompts: dict[int, list[int]] = {}
         for r in todo:
             pid = r["problem_id"]
@@ -485,23 +706,23 @@ class Pipeline:
         purpose: str,
         problems: Sequence[Problem],
         params: SamplingParams,
-        adapter: str | None,
+        model: RoundModel | str | None,
         batch_size: int,
         label: str = "",
     ) -> None:
-        """Sample `params.n` completions per problem in fixed batches, writing each batch whole."""
+        """Sample `params.n` completions per problem from ``model`` (a round's, or an
+        adapter on the run's model) in fixed batches, writing each batch whole."""
         ids = self._ids[purpose]
-        choice = self.engines.choice
-        self.store.note_engine(
-            rnd, stage, f"{choice.name} on {choice.platform}" if choice.platform else choice.name
-        )
+        m = self._as_model(model)
+        engines = self._engines_for(m.base)
+        self.store.note_engine(rnd, stage, self._engine_label())
         have = self.store.sample_keys(rnd, purpose, params.temperature)
         n = params.n
         total = len(problems) * n
         done = sum(1 for p in problems for j in range(n) if (ids[p.id], j) in have)
         detail = f"generating {label}".strip()
         self.rep.stage_start(rnd, stage, total, done)
-        loading = done < total and not self.engines.holds_sampler(adapter)
+        loading = done < total and not engines.holds_sampler(m.adapter)
         # Loading the model takes seconds: say so (the app shows it) until the first batch.
         self._progress(rnd, stage, done, total, f"loading model · {detail}" if loading else detail)
         style = self.cfg.model.prompt_style
@@ -516,10 +737,10 @@ class Pipeline:
         ]
         if todo:
             self._check_stop()
-            sampler = self.engines.sampler(adapter)
+            sampler = engines.sampler(m.adapter)
             if loading:  # loaded: back to "generating" for the batches
                 self._progress(rnd, stage, done, total, detail)
-            starts, _ = self.engines.engine_starts()
+            starts, _ = engines.engine_starts()
             seed = self.cfg.run.seed
             work = [
                 (
@@ -530,7 +751,7 @@ class Pipeline:
             ]
             with closing(generate_batches(sampler, work)) as stream:
                 for i, outs in stream:
-                    count, line = self.engines.engine_starts()
+                    count, line = engines.engine_starts()
                     if count > starts:  # an engine start (vLLM's) is news
                         starts = count
                         self.store.log(f"round {rnd}: {line}", rnd=rnd, stage=stage)
@@ -545,9 +766,9 @@ class Pipeline:
                     self._check_stop()
         # Engines that do not record every statistic exactly (vLLM): one pass fills them in.
         try:
-            self.fill_token_stats(rnd, stage, purpose, params.temperature, adapter, problems)
+            self.fill_token_stats(rnd, stage, purpose, params.temperature, m, problems)
         finally:
-            self.engines.release_scoring_model()
+            engines.release_scoring_model()
 
     @staticmethod
     def _sample_row(
@@ -580,6 +801,9 @@ class Pipeline:
 
     def _evaluate(self, rnd: int, stage: str, temperature: float, label: str = "") -> None:
         cfg = self.cfg
+        if self._borrowed(rnd, stage, temperature):
+            self._eval_metrics(rnd, temperature)
+            return
         iso = self.isolation or choose_isolation(cfg.sandbox.isolation)
         self.store.note_sandbox(rnd, stage, iso.label)
         params = cfg.eval_sampling(seed=cfg.run.seed, temperature=temperature)
@@ -589,7 +813,7 @@ class Pipeline:
             "eval",
             self.eval_problems,
             params,
-            self.adapter_of(rnd),
+            self.model_of(rnd),
             cfg.eval.batch_size,
             label,
         )
@@ -625,10 +849,50 @@ class Pipeline:
             self.store.add_verdicts(verdicts)
             done += len(verdicts)
             self._progress(rnd, stage, done, total, detail)
+        self._eval_metrics(rnd, temperature)
+
+    def _eval_metrics(self, rnd: int, temperature: float) -> None:
+        """pass@k by difficulty and the sample count of a round's judged samples at one T."""
         counts = self.store.pass_counts(rnd, temperature)
-        metrics = summarize(counts, cfg.eval.k)
+        metrics = summarize(counts, self.cfg.eval.k)
         metrics.setdefault("all", {})["samples"] = float(sum(n for _, _, n, _ in counts))
         self.store.set_metrics(rnd, "eval", temperature, metrics)
+
+    def _borrowed(self, rnd: int, stage: str, temperature: float) -> bool:
+        """Round 0's evaluation at ``temperature`` copied from ``self.source`` (a sweep's
+        shared round 0, a branch's parent's round K) when it is the same evaluation
+        (runs/reuse.py); False, with the reason logged, when it is evaluated here."""
+        src = self.source
+        if src is None or rnd != 0 or self.store.count_samples(rnd, "eval", temperature):
+            return False  # nothing to borrow, or a stage begun here goes on here
+        n, why, recorded = borrow(
+            self.store,
+            self.cfg,
+            rnd,
+            stage,
+            temperature,
+            src,
+            self._engine_label(),
+            self._ids["eval"],
+        )
+        where = f"{src.db.parent} round {src.round}"
+        if not n:
+            self.store.log(
+                f"round {rnd}: {stage} at T={temperature:g} evaluated here, not taken from "
+                f"{where}: {why}",
+                rnd=rnd,
+                stage=stage,
+            )
+            return False
+        self.store.note_engine(rnd, stage, self._engine_label())
+        line = (
+            f"round {rnd}: {stage} at T={temperature:g} reused from {recorded['name']} "
+            f"({where}): {n} samples with their verdicts (same model, problems, seed and "
+            "evaluation settings)"
+        )
+        self.store.log(line, rnd=rnd, stage=stage)
+        self.rep.message(line)
+        return True
 
     def _unseen(self) -> list[str]:
         """What the test programs must not read even where the sandbox shows the folder it
@@ -658,13 +922,12 @@ def filter_examples(examples: Sequence[Example], min_lines: int = 2) -> list[Exa
 
     The only filter SSD applies: there is no correctness signal.
     """
-    kept = []
-    for example in examples:
-        completion = example[1]
-        lines = [ln for ln in completion.splitlines() if ln.strip()]
-        if completion.strip() and len(lines) >= min_lines:
-            kept.append(example)
-    return kept
+    return [e for e in examples if _trainable(e[1], min_lines)]
+
+
+def _trainable(completion: str, min_lines: int) -> bool:
+    lines = [ln for ln in completion.splitlines() if ln.strip()]
+    return bool(completion.strip()) and len(lines) >= min_lines
 
 
 def _by_params(rows: Sequence[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:

@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import subprocess
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,22 @@ RECORD_KEYS: dict[str, str] = {
     "prompt_example": "The first evaluation problem's prompt exactly as the model saw it.",
     "extraction_rule": "How an answer becomes the program that is tested.",
     "trainer": "Trainer settings that are not config keys (JSON): schedule, clipping, optimiser.",
+}
+
+#: meta keys of a run's lineage: written when a branch starts (`ssd-tui run CONFIG --from
+#: RUN_DIR --round K`: its round 0 is round K's model of that run), empty for other runs.
+#: ``run_uid`` names every run, so a branch finds its parent (and a parent its branches)
+#: after a folder is moved or set aside.
+LINEAGE_KEYS: dict[str, str] = {
+    "run_uid": "A random id of this run, given when it starts (a branch names its parent by it).",
+    "parent_run": "A branch's parent: the run folder it was branched from (absolute path).",
+    "parent_run_uid": "The parent's run_uid ('' for a parent from before run ids).",
+    "parent_name": "The parent's name when the branch started.",
+    "parent_round": "The parent's round whose model is this run's round 0.",
+    "parent_adapter_sha256": "sha256 of that round's adapter (copied to adapters/round-000/; "
+    "'' for round 0, the base model).",
+    "parent_model": "The weights that adapter goes on: the base model, or the parent's merged "
+    'copy ([rounds] adapter = "merge").',
 }
 
 #: What `diff` compares as the environment (the rest of the record is compared on its own).
@@ -247,7 +264,9 @@ def trainer_settings() -> dict[str, Any]:
         **fixed,
         "optimizer": "torch.optim.AdamW (default betas and eps)",
         "loss": "cross-entropy on completion tokens only; EOS target after finished samples",
-        "lora_init": "round 1: a fresh adapter on the base model; round k: round k-1's adapter",
+        "lora_init": "[rounds] adapter: continue = round k trains on from the adapter of the "
+        "round it sampled from; fresh = a new adapter on the base model; merge = a new adapter "
+        "on a copy of that round's weights with its adapter merged in",
     }
 
 
@@ -285,6 +304,8 @@ def record_start(
             "trainer": json.dumps(trainer_settings(), sort_keys=True, default=str),
             **prompt,
         }
+    if store.meta("run_uid") is None:  # every run gets one; older ones on their next start
+        meta["run_uid"] = uuid.uuid4().hex
     original = store.meta("model_sha256")
     changed = bool(sha and original and sha != original)
     if not changed:  # keep the hash the run started with; refresh the stat cache
@@ -307,3 +328,18 @@ def stored_problem_sets(store: RunStore) -> dict[str, Any] | None:
 def run_record(store: RunStore) -> dict[str, str]:
     """The record's meta keys (missing ones as '')."""
     return {k: store.meta(k) or "" for k in RECORD_KEYS}
+
+
+def lineage(store: RunStore) -> dict[str, str]:
+    """A run's lineage meta keys (``LINEAGE_KEYS`` but ``run_uid``), {} for a run that is
+    not a branch."""
+    if not store.meta("parent_run"):
+        return {}
+    return {k: store.meta(k) or "" for k in LINEAGE_KEYS if k != "run_uid"}
+
+
+def record_lineage(store: RunStore, values: dict[str, str]) -> None:
+    """Write a branch's lineage (``LINEAGE_KEYS``) once, in one transaction."""
+    unknown = set(values) - set(LINEAGE_KEYS)
+    assert not unknown, unknown
+    store.add_meta(values)

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import ssd_tui
 from ssd_tui.config import ISOLATION_ENV, ISOLATION_POLICIES, RunConfig, config_for_run_folder
@@ -153,10 +154,19 @@ def engine_command(
     stages: int | None = None,
     threads: int = 0,
     sandbox: str | None = None,
+    branch_from: str | Path | None = None,
+    branch_round: int | None = None,
+    round0_from: str | Path | None = None,
 ) -> list[str]:
     """`python -m ssd_tui run CONFIG ...` with this interpreter. CONFIG is passed as given:
-    a caller that starts the engine in another folder passes an absolute path."""
+    a caller that starts the engine in another folder passes an absolute path.
+    ``branch_from``/``branch_round``: a branch (--from RUN_DIR --round K);
+    ``round0_from``: a run whose round 0 this one may reuse (a sweep's)."""
     cmd = [sys.executable, "-m", "ssd_tui", "run", str(config)]
+    if branch_from is not None:
+        cmd += ["--from", str(branch_from), "--round", str(branch_round)]
+    if round0_from is not None:
+        cmd += ["--round0-from", str(round0_from)]
     if rounds is not None:
         cmd += ["--rounds", str(rounds)]
     if stages is not None:
@@ -229,6 +239,7 @@ def run_stage_per_process(
     stages: int | None,
     threads: int = 0,
     sandbox: str | None = None,
+    **lineage: Any,
 ) -> int:
     """Each stage in a fresh process, so that a GPU sampler's memory is free for training
     (vLLM on a GPU; on a CPU one engine serves the whole run: EngineChoice.per_stage_processes).
@@ -238,23 +249,29 @@ def run_stage_per_process(
     the first failing child's exit status, else 0.
     """
     env = {**os.environ, LOCK_HELD_ENV: str(os.getpid())}
-    command = engine_command(config, rounds=rounds, stages=1, threads=threads, sandbox=sandbox)
+    command = engine_command(
+        config, rounds=rounds, stages=1, threads=threads, sandbox=sandbox, **lineage
+    )
     last = cfg.run.rounds if rounds is None else rounds
     budget = stages
     while budget is None or budget > 0:
         code = run_engine(command, env=env)
         if code != 0:
             return code
-        if _rounds_done(cfg.db_path) >= last + 1:
+        if run_finished(cfg.db_path, last):
             return 0
         budget = None if budget is None else budget - 1
     return 0
 
 
-def _rounds_done(db_path: Path) -> int:
+def run_finished(db_path: Path, last: int) -> bool:
+    """Whether a run has nothing left to do up to round ``last``: those rounds are done,
+    or [control] stopped it (a rerun would stop again: docs/rounds.md)."""
     store = RunStore.open(db_path, readonly=True)
     try:
-        return sum(1 for r in store.rounds() if r["status"] == "done")
+        done = {r["round"] for r in store.rounds() if r["status"] == "done"}
+        stopped = any(d["action"] == "stop" for d in store.decisions())
+        return stopped or all(r in done for r in range(last + 1))
     finally:
         store.close()
 

@@ -6,8 +6,14 @@
 (``SWEEP_DIR/<label>/config.toml``, then ``run.db`` and ``adapters/`` as any run), and runs
 them one after another, each as its own ``ssd-tui run`` process. Each run is resumable
 on its own, so the sweep is too: a rerun skips finished runs (read back, not redone) and
-resumes the partial one. Runs never share a file, so several can run at once later
-(one engine per run folder; the run lock already enforces it).
+resumes the partial one. Runs never write to each other's files, so several can run at
+once later (one engine per run folder; the run lock already enforces it).
+
+Round 0 (the base model's evaluation and the temperature-only baseline) is computed once
+per distinct round-0 input: a run whose config differs from an earlier run's only in keys
+that act after round 0 (``config.round0_diff``: T_train, truncation, LoRA, training, the
+[rounds] and [control] keys, …) reuses that run's round 0 (``ssd-tui run --round0-from``;
+``runs/reuse.py`` checks it is the same evaluation and records where it came from).
 
 No textual and no engine code here: the app reads sweeps through this module too.
 """
@@ -27,7 +33,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from ssd_tui.config import _SECTION_TYPES, dump_toml, loads_config, parse_config
+from ssd_tui.config import (
+    _SECTION_TYPES,
+    dump_toml,
+    load_config,
+    loads_config,
+    parse_config,
+    round0_diff,
+)
 from ssd_tui.errors import SSDError
 from ssd_tui.runs import runner
 from ssd_tui.store.run_store import RunStore
@@ -345,7 +358,8 @@ def target_round(sweep: Sweep, run: SweepRun) -> int:
 
 
 def run_state(sweep: Sweep, run: SweepRun) -> tuple[str, int]:
-    """('done' | 'partial' | 'pending', rounds done) of one run, read from its DB."""
+    """('done' | 'partial' | 'pending', rounds done) of one run, read from its DB; a run
+    [control] stopped is done (a rerun would stop it again)."""
     db = sweep.db_path(run)
     if not db.exists():
         return "pending", 0
@@ -354,25 +368,41 @@ def run_state(sweep: Sweep, run: SweepRun) -> tuple[str, int]:
         done = {r["round"] for r in store.rounds() if r["status"] == "done"}
     finally:
         store.close()
-    last = target_round(sweep, run)
-    if all(r in done for r in range(last + 1)):
+    if runner.run_finished(db, target_round(sweep, run)):
         return "done", len(done)
     return "partial", len(done)
+
+
+def round0_leaders(sweep: Sweep) -> dict[str, SweepRun]:
+    """run label -> the first run of the plan whose round 0 is the same (``round0_diff``):
+    the run itself when no run before it has the same."""
+    cfgs = {r.label: load_config(sweep.run_dir(r) / "config.toml") for r in sweep.runs}
+    out: dict[str, SweepRun] = {}
+    for i, run in enumerate(sweep.runs):
+        same = (r for r in sweep.runs[: i + 1] if not round0_diff(cfgs[r.label], cfgs[run.label]))
+        out[run.label] = next(same)
+    return out
 
 
 def run_sweep(sweep: Sweep, threads: int = 0, say: Any = print) -> int:
     """Run every unfinished run in plan order, one engine at a time. Returns an exit status:
     0 when all are done, 130 when interrupted (rerun to resume), else the failing run's."""
     n = len(sweep.runs)
+    leaders = round0_leaders(sweep)
     for i, run in enumerate(sweep.runs, 1):
         state, _ = run_state(sweep, run)
         if state == "done":
             say(f"[{i}/{n}] {run.label}: done, skipped")
             continue
         verb = "resuming" if state == "partial" else "starting"
-        say(f"[{i}/{n}] {run.label}: {verb}")
+        lead = leaders[run.label]
+        shared = f" (round 0 from {lead.label})" if lead is not run else ""
+        say(f"[{i}/{n}] {run.label}: {verb}{shared}")
         cmd = runner.engine_command(
-            sweep.run_dir(run) / "config.toml", rounds=sweep.rounds, threads=threads
+            sweep.run_dir(run) / "config.toml",
+            rounds=sweep.rounds,
+            threads=threads,
+            round0_from=sweep.run_dir(lead).resolve() if lead is not run else None,
         )
         try:
             # The engine dies with the sweep, so a rerun finds no engine holding the run.
@@ -510,18 +540,6 @@ def fmt_mean_sd(cell: tuple[float | None, float | None, int] | None) -> str:
     return f"{m:.3f}" if sd is None or math.isnan(sd) else f"{m:.3f} ± {sd:.3f}"
 
 
-def short_label(setting: dict[str, Any]) -> str:
-    """'temperature=0.5 top_p=0.8': the section is kept only where a key name is ambiguous."""
-    short = [k.partition(".")[2] for k in setting]
-    return (
-        " ".join(
-            f"{k if short.count(k.partition('.')[2]) > 1 else k.partition('.')[2]}={_show(v)}"
-            for k, v in setting.items()
-        )
-        or "as configured"
-    )
-
-
 def tables(sweep: Sweep, summaries: list[SettingSummary]) -> list[Any]:
     """The README-style tables (rich): pass@1 by round per setting with pass@k and the gain
     over round 0; pass@1 by difficulty; the temperature-only baseline."""
@@ -543,7 +561,7 @@ def tables(sweep: Sweep, summaries: list[SettingSummary]) -> list[Any]:
             f"{end[0] - first[0]:+.3f}" if first and end and None not in (first[0], end[0]) else "—"
         )
         t1.add_row(
-            short_label(s.setting),
+            setting_label(s.setting),
             *[fmt_mean_sd(s.rounds.get(r, {}).get("pass@1")) for r in rounds],
             *[fmt_mean_sd(s.rounds.get(last, {}).get(f"pass@{k}")) for k in ks],
             gain,
@@ -554,7 +572,7 @@ def tables(sweep: Sweep, summaries: list[SettingSummary]) -> list[Any]:
         t2.add_column(col, justify="left" if col == "setting" else "right", no_wrap=True)
     for s in summaries:
         cells = s.rounds.get(last, {})
-        t2.add_row(short_label(s.setting), *[fmt_mean_sd(cells.get(d)) for d in DIFFICULTIES])
+        t2.add_row(setting_label(s.setting), *[fmt_mean_sd(cells.get(d)) for d in DIFFICULTIES])
     temps = sorted({t for s in summaries for t in s.baseline})
     t3 = Table(
         title="temperature-only baseline: the base model's pass@1 at each T_eval (round 0)",
@@ -565,7 +583,7 @@ def tables(sweep: Sweep, summaries: list[SettingSummary]) -> list[Any]:
     for s in summaries:
         b, best = s.best_baseline(), s.best_ssd()
         t3.add_row(
-            short_label(s.setting),
+            setting_label(s.setting),
             *[fmt_mean_sd(s.baseline.get(t)) for t in temps],
             f"{b[1]:.3f} (T={b[0]:g})" if b else "—",
             f"{best[1]:.3f} (r{best[0]})" if best else "—",

@@ -64,8 +64,15 @@ class RunListing:
     best_pass1: float | None = None
     last_activity: float | None = None
     engine_pid: int | None = None
-    state: str = "idle"  # new (config only) | idle | running | unreadable
+    state: str = "idle"  # new (config only) | idle | stopped ([control]) | running | unreadable
     error: str = ""
+    # Lineage (runs/branch.py): this run's id, and for a branch its parent and round.
+    uid: str = ""
+    parent_dir: str = ""
+    parent_uid: str = ""
+    parent_round: int | None = None
+    parent_name: str = ""
+    stopped: str = ""  # why [control] ended the run ("" when it did not)
 
     @property
     def db_path(self) -> Path:
@@ -130,6 +137,31 @@ def _read_listing(store: RunStore, item: RunListing) -> None:
     ]
     stamps = [r[0] for r in last if r and r[0]]
     item.last_activity = max(stamps) if stamps else (info or {}).get("created_at")
+    _read_lineage(store, item)
+
+
+def _read_lineage(store: RunStore, item: RunListing) -> None:
+    """The run's id, its parent when it is a branch, and a [control] stop."""
+    item.uid = store.meta("run_uid") or ""
+    item.parent_dir = store.meta("parent_run") or ""
+    if item.parent_dir:
+        item.parent_uid = store.meta("parent_run_uid") or ""
+        item.parent_name = store.meta("parent_name") or ""
+        item.parent_round = int(store.meta("parent_round") or 0)
+    stop = next((d for d in store.decisions() if d["action"] == "stop"), None)
+    item.stopped = stop["message"] if stop else ""
+    if stop:
+        item.state = "stopped"
+
+
+def is_parent_of(parent: RunListing, child: RunListing) -> bool:
+    """Whether ``child`` is a branch of ``parent``: by run id where both have one (a moved
+    or set-aside folder keeps it), else by the parent's folder."""
+    if not child.parent_dir:
+        return False
+    if child.parent_uid and parent.uid:
+        return child.parent_uid == parent.uid
+    return Path(child.parent_dir).resolve() == parent.run_dir.resolve()
 
 
 # ---- one run ------------------------------------------------------------------------------------

@@ -58,6 +58,29 @@ class SampleRow:
     tail_mass: Sequence[float]
 
 
+#: The columns of a sample another run's round lends (``import_eval_rows``), in order.
+_COPIED_SAMPLE_COLUMNS = (
+    "sample_idx",
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "completion",
+    "code",
+    "n_tokens",
+    "logprob_sum",
+    "mean_entropy",
+    "mean_tail_mass",
+    "finish_reason",
+    "created_at",
+)
+
+
+def _sqlite_header(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
+
+
 def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
     if readonly:
         conn = sqlite3.connect(
@@ -94,19 +117,30 @@ class RunStore:
             raise SSDError(f"run database not found: {p}")
         if p.exists() and p.is_dir():
             raise SSDError(f"{p} is a folder, not a run database")
-        if p.exists() and p.stat().st_size > 0:
-            with open(p, "rb") as f:
-                if f.read(16) != b"SQLite format 3\x00":
-                    raise SSDError(f"{p} is not an SQLite database")
         p.parent.mkdir(parents=True, exist_ok=True)
+        conn = None
         try:
             conn = _connect(p, readonly)
             store = cls(conn, p, readonly)
             store._setup(create and not readonly)
         except sqlite3.DatabaseError as e:
+            if conn is not None:
+                conn.close()
+            # The header is read only now, when SQLite could not: closing another descriptor
+            # of a database file drops every POSIX lock this process holds on it, those of
+            # its other connections too (a dashboard's, while the app lists the runs beside
+            # it), and an engine ending meanwhile would then checkpoint and delete the WAL
+            # under them ("database disk image is malformed"; sqlite.org/howtocorrupt.html
+            # §2.2). A file that is no database fails SQLite's first read, before any write.
+            if p.stat().st_size > 0 and not _sqlite_header(p):
+                raise SSDError(f"{p} is not an SQLite database") from None
             raise SSDError(
                 f"{p}: cannot read the database ({e}); the file may be truncated or damaged"
             ) from None
+        except BaseException:
+            if conn is not None:
+                conn.close()
+            raise
         return store
 
     def _setup(self, create: bool) -> None:
@@ -206,6 +240,11 @@ class RunStore:
         with self.transaction() as c:
             c.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
 
+    def add_meta(self, values: dict[str, str]) -> None:
+        """Several meta keys in one transaction."""
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", values.items())
+
     def add_config_history(
         self,
         event: str,
@@ -295,6 +334,152 @@ class RunStore:
 
     def rounds(self) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute("SELECT * FROM rounds ORDER BY round")]
+
+    # ---- what each round's model is and what it learnt from (schema 5, docs/rounds.md) ----
+    def set_round_base(self, rnd: int, base_path: str | None) -> None:
+        """Round ``rnd``'s model is its adapter on the weights in ``base_path`` (None: the
+        run's [model] path; relative: inside the run folder)."""
+        with self.transaction() as c:
+            c.execute("UPDATE rounds SET base_path=? WHERE round=?", (base_path, rnd))
+
+    def set_round_source(self, rnd: int, source_round: int) -> None:
+        """Round ``rnd`` draws its training samples from round ``source_round``'s model."""
+        with self.transaction() as c:
+            c.execute("UPDATE rounds SET source_round=? WHERE round=?", (source_round, rnd))
+
+    def add_decision(
+        self,
+        rnd: int,
+        action: str,
+        rule: str | None,
+        next_source: int | None,
+        message: str,
+        evidence: dict[str, Any],
+    ) -> dict[str, Any]:
+        """Store what [control] decided after round ``rnd``, with its event, in one
+        transaction; a decision already stored for the round is kept (a rerun makes none
+        anew) and returned."""
+        with self.transaction() as c:
+            cur = c.execute(
+                "INSERT OR IGNORE INTO decisions (round, action, rule, next_source, message, "
+                "evidence, created_at) VALUES (?,?,?,?,?,?,?)",
+                (rnd, action, rule, next_source, message, json.dumps(evidence), time.time()),
+            )
+            if cur.rowcount:
+                level = "info" if action == "continue" else "warning"
+                c.execute(
+                    "INSERT INTO events (ts, round, stage, level, message) VALUES (?,?,?,?,?)",
+                    (time.time(), rnd, "control", level, message),
+                )
+        decision = self.decision(rnd)
+        assert decision is not None
+        return decision
+
+    def decision(self, rnd: int) -> dict[str, Any] | None:
+        """What [control] decided after round ``rnd`` (None: nothing was decided)."""
+        return next((d for d in self.decisions() if d["round"] == rnd), None)
+
+    def decisions(self) -> list[dict[str, Any]]:
+        """Every decision, by round, evidence parsed ([] in a file from before schema 5)."""
+        if not self._has_table("decisions"):
+            return []
+        out = []
+        for r in self.conn.execute("SELECT * FROM decisions ORDER BY round"):
+            d = dict(r)
+            d["evidence"] = json.loads(d["evidence"])
+            out.append(d)
+        return out
+
+    def set_train_set(self, rnd: int, sample_ids: Sequence[int]) -> None:
+        """The samples round ``rnd``'s adapter trains on (replaced whole, one transaction)."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM train_sets WHERE round=?", (rnd,))
+            c.executemany(
+                "INSERT INTO train_sets (round, sample_id) VALUES (?,?)",
+                [(rnd, sid) for sid in sample_ids],
+            )
+
+    def train_set(self, rnd: int) -> dict[int, int]:
+        """sample id -> the round it was sampled in, of round ``rnd``'s training set."""
+        if not self._has_table("train_sets"):
+            return {}
+        q = (
+            "SELECT t.sample_id, s.round FROM train_sets t JOIN samples s ON s.id = t.sample_id "
+            "WHERE t.round=? ORDER BY t.sample_id"
+        )
+        return {r[0]: r[1] for r in self.conn.execute(q, (rnd,))}
+
+    def rounds_of_samples(self, sample_ids: Sequence[int]) -> dict[int, int]:
+        """round -> how many of these samples were drawn in it."""
+        out: dict[int, int] = {}
+        for i in range(0, len(sample_ids), 500):  # SQLite's limit on bound parameters
+            chunk = list(sample_ids[i : i + 500])
+            q = (
+                f"SELECT round, COUNT(*) FROM samples WHERE id IN ({','.join('?' * len(chunk))}) "
+                "GROUP BY round"
+            )
+            for r, n in self.conn.execute(q, chunk):
+                out[r] = out.get(r, 0) + n
+        return out
+
+    def eval_rows(self, rnd: int, temperature: float) -> list[dict[str, Any]]:
+        """A round's eval samples at one temperature, every stored column with the problem's
+        name, token statistics (packed) and verdict: what ``import_eval_rows`` copies."""
+        q = (
+            "SELECT s.*, p.name AS problem, t.token_ids, t.logprobs, t.entropies, "
+            "t.tail_mass AS tails, v.status, v.message, v.duration_s, "
+            f"{self.suspect_sql()} AS suspect FROM samples s "
+            "JOIN problems p ON p.id = s.problem_id JOIN token_stats t ON t.sample_id = s.id "
+            "LEFT JOIN verdicts v ON v.sample_id = s.id "
+            "WHERE s.round=? AND s.purpose='eval' AND s.temperature=? ORDER BY s.id"
+        )
+        return [dict(r) for r in self.conn.execute(q, (rnd, temperature))]
+
+    def import_eval_rows(
+        self,
+        rnd: int,
+        stage: str,
+        rows: Sequence[dict[str, Any]],
+        problem_ids: dict[str, int],
+        source: dict[str, Any],
+    ) -> int:
+        """Write another run's eval samples (``eval_rows``) as round ``rnd``'s, byte for
+        byte (text, tokens, statistics, verdicts), and mark ``stage`` as reused from
+        ``source`` (``stages.reused_from``, JSON), in one transaction; a sample whose key
+        exists is skipped. Returns how many were written."""
+        written = 0
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE stages SET reused_from=? WHERE round=? AND stage=?",
+                (json.dumps(source, sort_keys=True), rnd, stage),
+            )
+            for r in rows:
+                cur = c.execute(
+                    "INSERT OR IGNORE INTO samples (round, purpose, problem_id, sample_idx, "
+                    "temperature, top_k, top_p, min_p, completion, code, n_tokens, logprob_sum, "
+                    "mean_entropy, mean_tail_mass, finish_reason, created_at) "
+                    "VALUES (?,'eval',?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (
+                        rnd,
+                        problem_ids[r["problem"]],
+                        *(r[k] for k in _COPIED_SAMPLE_COLUMNS),
+                    ),
+                )
+                if cur.rowcount == 0:
+                    continue
+                written += 1
+                sid = cur.lastrowid
+                c.execute(
+                    "INSERT INTO token_stats VALUES (?,?,?,?,?)",
+                    (sid, r["token_ids"], r["logprobs"], r["entropies"], r["tails"]),
+                )
+                if r["status"] is not None:
+                    c.execute(
+                        "INSERT INTO verdicts (sample_id, status, message, duration_s, suspect) "
+                        "VALUES (?,?,?,?,?)",
+                        (sid, r["status"], r["message"], r["duration_s"], r["suspect"]),
+                    )
+        return written
 
     def stages(self, rnd: int | None = None) -> list[dict[str, Any]]:
         q = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -160,6 +160,27 @@ PROBE_BLOBS = (
     ("train_tail_mass", "<f4"),  # NULL in probes written before it existed
 )
 
+# What [control] decided between two rounds (docs/rounds.md): one row per round after
+# which a decision was made, with the rule and the numbers it was made on.
+DECISIONS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+  round INTEGER PRIMARY KEY,   -- the round just finished; the decision is about the next
+  action TEXT NOT NULL,        -- continue | stop | rollback
+  rule TEXT,                   -- on_collapse | stop_after_no_gain | NULL (nothing fired)
+  next_source INTEGER,         -- the round the next round samples from (NULL after a stop)
+  message TEXT NOT NULL,
+  evidence TEXT NOT NULL,      -- JSON: pass@1 and standard errors per round, warnings, ...
+  created_at REAL NOT NULL
+)"""
+
+# Which samples each round trained on ([rounds] data: its own, rounds 1..k, or anchored).
+TRAIN_SETS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS train_sets (
+  round INTEGER NOT NULL,      -- the round whose adapter trained on the sample
+  sample_id INTEGER NOT NULL REFERENCES samples(id) ON DELETE CASCADE,
+  PRIMARY KEY (round, sample_id)
+)"""
+
 #: What changed after schema 1, by the version that brought it. Each statement must be safe
 #: to run twice: CREATE ... IF NOT EXISTS, or "ALTER TABLE t ADD COLUMN c ..." (run only
 #: when the column is missing).
@@ -192,6 +213,20 @@ MIGRATIONS: dict[int, list[str]] = {
         # Files that reached schema 2 before notes and tags were part of it never ran their
         # CREATE; writes used to create them on demand, now every migrated file has them.
         *NOTES_TAGS_SCHEMA,
+    ],
+    5: [
+        # What each round's model is (docs/rounds.md): base_path is the weights its adapter
+        # goes on (NULL: the run's [model] path; a merged copy under RUN_DIR/merged/ with
+        # [rounds] adapter = "merge"; the parent's with a branch's round 0), source_round
+        # the round whose model drew its training samples (round - 1, or the best round
+        # after a rollback).
+        "ALTER TABLE rounds ADD COLUMN base_path TEXT",
+        "ALTER TABLE rounds ADD COLUMN source_round INTEGER",
+        # A stage whose results were taken from another run's round (a sweep's shared round
+        # 0, a branch's round 0): JSON naming the run, its round and what was copied.
+        "ALTER TABLE stages ADD COLUMN reused_from TEXT",
+        DECISIONS_SCHEMA,
+        TRAIN_SETS_SCHEMA,
     ],
 }
 

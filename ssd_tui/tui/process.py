@@ -33,10 +33,23 @@ class EngineProcess:
     def log_path(self) -> Path:
         return self.run_dir / ENGINE_LOG
 
-    def start(self, config: Path, rounds: int | None = None, stages: int | None = None) -> int:
-        """Start the engine; return its pid. Raises OSError if it cannot be started."""
+    def start(
+        self,
+        config: Path,
+        rounds: int | None = None,
+        stages: int | None = None,
+        branch: tuple[Path, int] | None = None,
+    ) -> int:
+        """Start the engine; return its pid. Raises OSError if it cannot be started.
+        ``branch``: (the parent's run folder, its round) for a branch's first start."""
         # Absolute: the engine runs with the run folder as its current directory.
-        self.command = runner.engine_command(Path(config).resolve(), rounds=rounds, stages=stages)
+        self.command = runner.engine_command(
+            Path(config).resolve(),
+            rounds=rounds,
+            stages=stages,
+            branch_from=branch[0].resolve() if branch else None,
+            branch_round=branch[1] if branch else None,
+        )
         self.started_at = time.time()
         self.proc = runner.start_engine(self.command, self.run_dir, self.log_path)
         return self.proc.pid

@@ -59,7 +59,7 @@ def sweep_runs(folder: Path) -> tuple[str, list[OverlayRun]]:
     """A sweep folder's runs, grouped by setting (started runs only)."""
     plan = sw.load(folder)
     runs = [
-        OverlayRun(plan.db_path(r), r.label, sw.short_label(r.setting), r.seed)
+        OverlayRun(plan.db_path(r), r.label, sw.setting_label(r.setting), r.seed)
         for r in plan.runs
         if plan.db_path(r).exists()
     ]

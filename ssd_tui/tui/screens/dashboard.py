@@ -34,18 +34,22 @@ from textual.widgets import (
 from ssd_tui.analysis.evidence import evidence_targets
 from ssd_tui.analysis.round_state import next_round_target
 from ssd_tui.config import weaker_than_strict
+from ssd_tui.errors import SSDError
 from ssd_tui.store.reads import RunReader, StageRow
 from ssd_tui.tui import views
 from ssd_tui.tui.data import display_path
+from ssd_tui.tui.listing import lineage_text
 from ssd_tui.tui.messages import (
     ChooseSeries,
     GoBack,
+    OpenDashboard,
     OpenNotes,
     OpenSamples,
     OpenSearch,
     OpenTrainCurves,
 )
 from ssd_tui.tui.refs import RunRef
+from ssd_tui.tui.widgets.branch_prompt import BranchPrompt
 from ssd_tui.tui.widgets.curve import PassCurve
 from ssd_tui.tui.widgets.event_log import EventLog
 from ssd_tui.tui.widgets.rounds_table import RoundsTable
@@ -54,6 +58,7 @@ from ssd_tui.tui.widgets.warnings_panel import WarningsPanel
 
 ENGINE_START = {"next_stage", "next_round", "run_rounds"}
 ENGINE_SIGNAL = {"pause", "stop"}
+LINEAGE_S = 3.0  # how often the lineage line re-reads the runs beside this one
 
 
 def explain_exit(code: int, tail: list[str]) -> str:
@@ -142,6 +147,13 @@ class DashboardScreen(Screen):
         Binding("n", "notes", "Notes", tooltip="notes and tags of the run and its rounds"),
         Binding("slash", "search", "Search", key_display="/", tooltip="find samples by text"),
         Binding("escape", "back", "Back"),
+        # Last in the footer: a wide terminal shows it, help (?) and ctrl+p always do.
+        Binding(
+            "B",
+            "branch",
+            "Branch",
+            tooltip="a new run whose round 0 is the highlighted round's model (--from --round)",
+        ),
         # Reached only when the engine key itself is disabled or hidden (review, no config,
         # an engine already running): says why instead of doing nothing.
         Binding("s,r,u,p,x", "engine_unavailable", show=False),
@@ -166,6 +178,11 @@ class DashboardScreen(Screen):
             self.log_lines = log_lines
             self.error = error
 
+    class Lineage(Message):
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self.text = text
+
     def __init__(self, ref: RunRef) -> None:
         super().__init__()
         self.ref = ref
@@ -182,6 +199,7 @@ class DashboardScreen(Screen):
         self._title_set = False
         self._autostart = ref.autostart_rounds if not ref.review else None
         self.engine_since: float | None = None
+        self._lineage_text = ""  # what the lineage line shows
 
     @property
     def engine(self):
@@ -191,6 +209,7 @@ class DashboardScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static("", id="run-head")
+        yield Static("", id="lineage")  # a branch's parent, its branches, a [control] stop
         yield Static("", id="verdict")
         with Horizontal(id="top"):
             yield RoundsTable(id="rounds")
@@ -212,6 +231,24 @@ class DashboardScreen(Screen):
         )
         self.set_interval(self.app.poll_interval, self.poll)
         self.poll()
+        self.set_interval(LINEAGE_S, self._read_lineage)
+        self._read_lineage()
+
+    @work(thread=True, exclusive=True, group="lineage", exit_on_error=False)
+    def _read_lineage(self) -> None:
+        self.post_message(self.Lineage(lineage_text(self.ref.run_dir)))
+
+    def on_dashboard_screen_lineage(self, msg: Lineage) -> None:
+        if msg.text == self._lineage_text:
+            return
+        self._lineage_text = msg.text
+        line = self.query_one("#lineage", Static)
+        events = self.query_one(EventLog)
+        following = events.is_vertical_scroll_end
+        line.display = bool(msg.text)
+        line.update(Text.from_markup(msg.text))
+        if following:  # the line takes rows from the log: keep its last event in view
+            self.call_after_refresh(events.scroll_end, animate=False)
 
     def on_unmount(self) -> None:
         self.reader.close()
@@ -421,6 +458,8 @@ class DashboardScreen(Screen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in ("engine_unavailable", "no_jump"):
             return True
+        if action == "branch" and self.ref.review:
+            return False  # hidden: an export is reviewed, never branched from
         if action in ENGINE_START | ENGINE_SIGNAL:
             if self.ref.review:
                 return False  # hidden: review mode offers no engine actions
@@ -597,6 +636,45 @@ class DashboardScreen(Screen):
 
     def action_search(self) -> None:
         self.post_message(OpenSearch([(self.ref.db_path, self.ref.run_dir.name)]))
+
+    def action_branch(self) -> None:
+        """A branch from the highlighted round: its config written beside this run, its
+        engine started with --from/--round, its dashboard opened."""
+        rnd = self.query_one(RoundsTable).current_round
+        done = (
+            {r.round for r in self.snapshot.rounds if r.status == "done"}
+            if self.snapshot
+            else set()
+        )
+        if self.ref.review or rnd is None or rnd not in done:
+            what = "review is read-only" if self.ref.review else f"round {rnd} is not done"
+            self.notify(f"{what}: a branch starts from a finished round", severity="warning")
+            return
+        parent = self.ref.run_dir
+
+        def go(name: str | None) -> None:
+            if name is None:
+                return
+            # Here: runs.branch brings the record and the model hashing (~30 ms) that a
+            # dashboard needs only when a branch starts.
+            from ssd_tui.runs.branch import branch_config
+
+            try:
+                config = branch_config(parent, name, parent.parent)
+            except SSDError as e:
+                self.notify(str(e), severity="error", markup=False)
+                return
+            ref = RunRef(config.parent / "run.db")
+            try:
+                self.app.engine_for(ref).start(config, branch=(parent, rnd))
+            except OSError as e:
+                self.notify(f"cannot start the engine: {e}", severity="error", markup=False)
+                return
+            self.notify(f"branch {name} started from round {rnd}", title="Branch", markup=False)
+            self.post_message(OpenDashboard(ref))
+
+        name = self.snapshot.name if self.snapshot else parent.name
+        self.app.push_screen(BranchPrompt(name, rnd, f"{parent.name}-r{rnd}"), go)
 
     def action_back(self) -> None:
         self.post_message(GoBack())

@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from ssd_tui.errors import SSDError
 from ssd_tui.store.reads import RunListing
 from ssd_tui.tui.data import display_path, fmt_ago, fmt_pct
-from ssd_tui.tui.listing import list_runs
+from ssd_tui.tui.listing import list_runs, tree_order
 from ssd_tui.tui.messages import OpenDashboard, OpenNewRun, OpenOverlay
 from ssd_tui.tui.refs import RunRef
 from ssd_tui.tui.workbench import picked_runs, run_tags, sweep_folders, sweep_runs
@@ -28,7 +28,13 @@ EMPTY_HINT = (
     "(minutes on a CPU), or press [b]n[/b] to create a run from an example config, "
     "or start one headless with [b]ssd-tui run CONFIG.toml[/b]."
 )
-STATE_STYLE = {"running": "bold cyan", "new": "yellow", "unreadable": "bold red", "idle": "green"}
+STATE_STYLE = {
+    "running": "bold cyan",
+    "new": "yellow",
+    "unreadable": "bold red",
+    "idle": "green",
+    "stopped": "yellow",
+}
 
 
 class StartScreen(Screen):
@@ -68,7 +74,9 @@ class StartScreen(Screen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.runs: list[RunListing] = []
+        self.runs: list[RunListing] = []  # as shown: each run followed by its branches
+        self.listed: list[RunListing] = []  # as listed, to tell when the folder changed
+        self.depth: dict[Path, int] = {}  # how deep in the tree of branches a run is
         self.sweeps: list[Path] = []  # sweep folders, listed first
         self.marked: set[Path] = set()
         self.tags: dict[Path, list[str]] = {}
@@ -113,9 +121,12 @@ class StartScreen(Screen):
         self.post_message(self.Listed(runs, sweep_folders(runs_dir), run_tags(runs)))
 
     def on_start_screen_listed(self, message: Listed) -> None:
-        if message.runs == self.runs and self.runs:
+        if message.runs == self.listed and self.listed:
             return  # unchanged: keep the table (and its cursor) as it is
-        self.runs = message.runs
+        self.listed = message.runs
+        tree = tree_order(message.runs)
+        self.runs = [r for r, _ in tree]
+        self.depth = {r.run_dir: d for r, d in tree}
         self.sweeps = message.sweeps
         self.tags = message.tags
         table = self.query_one("#runs", DataTable)
@@ -157,7 +168,13 @@ class StartScreen(Screen):
 
     def _name_cell(self, r: RunListing) -> Text:
         mark = "● " if r.run_dir in self.marked else ""
-        cell = Text(mark + r.name, style="bold")
+        depth = self.depth.get(r.run_dir, 0)
+        cell = Text()
+        if depth:  # under its parent in the tree of branches
+            cell.append("  " * (depth - 1) + "└ ", style="dim")
+        cell.append(mark + r.name, style="bold")
+        if depth:  # a branch: the round of its parent it starts from
+            cell.append(f" ⑂r{r.parent_round}", style="magenta")
         # A folder named apart from its run (the demo set aside as demo.<date-time>)
         # shows the folder too: two rows both named "demo" could not be told apart.
         if r.run_dir.name != r.name:
