@@ -139,7 +139,7 @@ async def test_overlay_lines_are_braille_with_a_marker_on_each_measured_round(sw
         # round 0's same pass@1), and 2 a round after.
         marks = marks_on_ticks(lines, "●")
         assert [n for _c, n in marks][1:] == [2, 2, 2] and marks[0][1] >= 1
-        assert "─●─ temperature=0.5" in text_of(app.screen.query_one("#ov-legend"))
+        assert "─●─ sampling.temperature=0.5" in text_of(app.screen.query_one("#ov-legend"))
 
 
 async def test_training_curves_from_the_dashboard(sweep_ws):
