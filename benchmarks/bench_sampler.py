@@ -3,6 +3,7 @@
     python benchmarks/bench_sampler.py            # demo model (or the tests' tiny model), 5 reps
     python benchmarks/bench_sampler.py --quick    # 32 prompts, 64 new tokens, 3 reps (< 1 min)
     python benchmarks/bench_sampler.py --model PATH --batch 32 --max-new-tokens 96 --prompts 128
+    python benchmarks/bench_sampler.py --refill --quick   # refilling rows against the schedule before
 
 Both sides get the same length-sorted batches of the demo's training prompts (HFSampler
 sorts its rows by prompt length; the bare loop is handed the same batches), the same
@@ -17,7 +18,15 @@ Two settings:
   our sampler drops them.
 
 Our sampler also computes per-token statistics (log-prob, entropy, tail mass at T = 1)
-that the bare loop does not. The model is assets/demo-model when it exists, else the tiny
+that the bare loop does not.
+
+--refill: our sampler against itself before refilling, on a stage's queue as the pipeline
+hands it over (`--stage-batch` prompts per batch, each batch its own seed, EOS on):
+`refill=True` (a row that ends hands its slot to the next row of the queue) against
+`refill=False` (each batch alone, in chunks of `--batch` rows, each chunk until its longest
+row ends: the schedule before). Same draws on both sides (each row its own stream), so the
+script also counts the samples whose tokens differ (float rounding only: expect 0).
+Interleaved reps; tokens/s, forward passes and rows per pass. The model is assets/demo-model when it exists, else the tiny
 random Llama of tests/conftest.py (built into a temp folder), which is said in the output.
 """
 
@@ -110,6 +119,52 @@ def ours(sampler: HFSampler, batches: list[list[str]], p: SamplingParams, eos: b
         sampler.eos_ids = saved
 
 
+def refill_ab(
+    model: Path, prompts: list[str], a: argparse.Namespace, max_new: int, reps: int
+) -> None:
+    """--refill: refill=True against refill=False on the same queue, interleaved."""
+    samplers = {
+        side: HFSampler(str(model), batch_size=a.batch, refill=side == "refill")
+        for side in ("refill", "before")
+    }
+    queue = [
+        (prompts[k : k + a.stage_batch], SamplingParams(
+            temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, n=a.n,
+            max_new_tokens=max_new, seed=k))
+        for k in range(0, len(prompts), a.stage_batch)
+    ]  # fmt: skip
+    tps: dict[str, list[float]] = {"refill": [], "before": []}
+    passes: dict[str, list[int]] = {}
+    outs: dict[str, dict] = {}
+    for rep in range(reps):
+        for side in ("refill", "before") if rep % 2 == 0 else ("before", "refill"):
+            s = samplers[side]
+            t = time.perf_counter()
+            outs[side] = dict(s.generate_batches(queue))
+            dt = time.perf_counter() - t
+            n = sum(len(c.token_ids) for b in outs[side].values() for per in b for c in per)
+            tps[side].append(n / dt)
+            passes[side] = s.last_decoder.forward_rows
+        print(f"rep {rep + 1}: refill {tps['refill'][-1]:,.0f} tok/s, before "
+              f"{tps['before'][-1]:,.0f} tok/s ({n:,} tokens; load {os.getloadavg()[0]:.2f})")  # fmt: skip
+    differ = sum(
+        ca.token_ids != cb.token_ids
+        for b in outs["refill"]
+        for pa, pb in zip(outs["refill"][b], outs["before"][b], strict=True)
+        for ca, cb in zip(pa, pb, strict=True)
+    )
+    ratio = [x / y for x, y in zip(tps["refill"], tps["before"], strict=True)]
+    print(f"\n{'median of reps':14s}{'tok/s':>10s}{'forward passes':>16s}{'rows/pass':>11s}")
+    for side in ("refill", "before"):
+        p = passes[side]
+        print(f"{side:14s}{statistics.median(tps[side]):10,.0f}{len(p):16,d}"
+              f"{sum(p) / len(p):11.2f}")  # fmt: skip
+    print(f"refill/before: {statistics.median(ratio):.2f}x; samples whose tokens differ: "
+          f"{differ} of {len(queue) and sum(len(b) * a.n for b, _ in queue)}")  # fmt: skip
+    for s in samplers.values():
+        s.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -124,6 +179,11 @@ def main() -> None:
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--reps", type=int, help="interleaved repetitions (5; 3 with --quick)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--refill", action="store_true",
+                    help="refill=True against refill=False (the schedule before), EOS on")  # fmt: skip
+    ap.add_argument("--stage-batch", type=int, default=32,
+                    help="--refill: prompts per pipeline batch (demo: 32)")  # fmt: skip
+    ap.add_argument("--n", type=int, default=1, help="--refill: samples per prompt")
     a = ap.parse_args()
     n_prompts = a.prompts or (32 if a.quick else 128)
     max_new = a.max_new_tokens or (64 if a.quick else 96)
@@ -143,6 +203,14 @@ def main() -> None:
     else:
         label = str(model)
     try:
+        if a.refill:
+            print(f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores; "
+                  f"torch {torch.__version__}, {a.threads} threads; model: {label}")  # fmt: skip
+            print(f"{n_prompts} prompts in batches of {a.stage_batch} x n={a.n}, {a.batch} rows "
+                  f"in flight; T={a.temperature} top_k={a.top_k} top_p={a.top_p} "
+                  f"max_new_tokens={max_new}; {reps} interleaved reps\n")  # fmt: skip
+            refill_ab(model, load_prompts(n_prompts), a, max_new, reps)
+            return
         sampler = HFSampler(str(model), batch_size=a.batch)
         n_params = sum(p.numel() for p in sampler.model.parameters())
         prompts = load_prompts(n_prompts)

@@ -279,8 +279,12 @@ class Decoder:
             return slots
         free = max_rows - (len(slots.rows) if slots is not None else 0)
         first = queue[0]
+        # Each admission is one more forward pass (the prompts' prefill); on a small model a
+        # pass costs about the same whatever its rows, so wait for a quarter of the slots
+        # (or for the whole rest of the queue) to be free and admit them together.
+        enough = min(max(1, max_rows // 4), len(queue))
         if slots is not None and (
-            free <= 0
+            free < enough
             or not same_decoding(slots.params, first.params)
             or _cache_tensors(slots.cache) is None  # a cache we cannot merge: wait for the end
         ):
