@@ -389,6 +389,12 @@ def max_model_len(model: Path, want: int = 2048) -> int:
     return min(want, int(conf.get("max_position_embeddings") or want))
 
 
+def tree_env() -> dict[str, str]:
+    """A child's environment: this tree's ssd_tui first, not whichever is installed."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
 def run_vllm_child(plan: Plan, prompts: list[str], adapter: Path) -> dict[str, Any] | str:
     """The child's results, or why there are none."""
     spec = {
@@ -400,7 +406,9 @@ def run_vllm_child(plan: Plan, prompts: list[str], adapter: Path) -> dict[str, A
     spec_path, out_path = plan.work / "vllm-spec.json", plan.work / "vllm-out.json"
     spec_path.write_text(json.dumps(spec))
     cmd = [sys.executable, __file__, "--vllm-child", str(spec_path), str(out_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=plan.budget_s)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=plan.budget_s, env=tree_env()
+    )
     if proc.returncode != 0 or not out_path.exists():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
         return f"child exited {proc.returncode}: {tail[0][:200]}"
@@ -571,7 +579,9 @@ def run_step(plan: Plan, table: Table, started: float) -> None:
     cmd = [sys.executable, "-m", "ssd_tui", "run", str(config)]
     with measured(plan, row):
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=left, cwd=ROOT)
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, timeout=left, cwd=ROOT, env=tree_env()
+            )
         except subprocess.TimeoutExpired:
             proc = None
     if proc is None or proc.returncode != 0:
