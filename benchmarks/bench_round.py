@@ -4,6 +4,7 @@ exact-statistics pass against the sampling it follows, in one sample stage.
     python benchmarks/bench_round.py              # the demo config, rounds = 1 (round 0 + round 1)
     python benchmarks/bench_round.py --quick      # 16 train prompts, 4 eval problems (~1 min)
     python benchmarks/bench_round.py --omp-ab     # and again with OMP_WAIT_POLICY=ACTIVE
+    python benchmarks/bench_round.py --against main   # and again with main's code, interleaved
     python benchmarks/bench_round.py --config examples/demo.toml --model PATH --keep /tmp/br
     .venv-vllm/bin/python benchmarks/bench_round.py --config examples/qwen-coder-0.5b-cpu.toml \\
         --engines hf,vllm --max-train 16 --max-eval 20      # both engines, side by side
@@ -120,6 +121,16 @@ def with_engine(cfg_text: str, engine: str | None) -> str:
         return cfg_text
     text, n = re.subn(r"(?m)^engine\s*=.*$", f'engine = "{engine}"', cfg_text)
     return text if n else re.sub(r"(?m)^\[run\]$", f'[run]\nengine = "{engine}"', cfg_text, count=1)
+
+
+def archive(ref: str, dest: Path) -> Path:
+    """The code of git ``ref`` of this repository, unpacked into ``dest`` (for --against)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    tar = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
+    return dest
 
 
 def tree_env(extra: dict[str, str]) -> dict[str, str]:
@@ -374,6 +385,8 @@ def main() -> None:
     ap.add_argument("--omp-ab", action="store_true",
                     help="also run with OMP_WAIT_POLICY=ACTIVE (spinning) and compare")  # fmt: skip
     ap.add_argument("--engines", help="comma-separated sampler engines to compare, e.g. hf,vllm")
+    ap.add_argument("--against", metavar="GIT_REF",
+                    help="also run each variant with the code of GIT_REF (old against new)")  # fmt: skip
     ap.add_argument("--max-train", type=int, default=0, help="max_train_prompts for the copy")
     ap.add_argument("--max-eval", type=int, default=0, help="max_eval_problems for the copy")
     sp = ap.add_argument_group(
@@ -419,6 +432,16 @@ def main() -> None:
         variants = [(e, {}, e) for e in a.engines.split(",")]
     if a.omp_ab:
         variants.append(("active", {"OMP_WAIT_POLICY": "ACTIVE"}, None))
+    if a.against:
+        tree = archive(a.against, work / "against")
+        variants = [
+            v
+            for name, env, engine in variants
+            for v in (
+                (name, env, engine),
+                (f"{name}@{a.against}", {**env, "PYTHONPATH": str(tree)}, engine),
+            )
+        ]
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores; "
           f"OMP_WAIT_POLICY={omp or '(unset: ssd-tui sets PASSIVE)'}")  # fmt: skip
     print(f"config: copy of {a.config} (rounds = 1{', quick sizes' if a.quick else ''}); "
@@ -435,7 +458,7 @@ def main() -> None:
         base = results[first]
         head = f"{'round':>5s}  {'stage':22s}{first + ' s':>9s}{'share':>8s}"
         for o in others:
-            head += f"{o + ' s':>11s}{o + '/' + first:>15s}"
+            head += f"  {o + ' s':>9s}  {o + '/' + first:>13s}"
         print("\n" + head)
         keys = list(dict.fromkeys(k for r in results.values() for k in r["rows"]))
         keys.sort(key=lambda k: k[0])  # by round, each engine's stage order kept
