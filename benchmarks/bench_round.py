@@ -374,6 +374,26 @@ def stats_pass(a: argparse.Namespace, model: Path, engine: str) -> dict:
 # the round ---------------------------------------------------------------------------
 
 
+def variants_for(a: argparse.Namespace, work: Path) -> list[tuple[str, dict[str, str], str | None]]:
+    """(name, environment, engine) of each run to compare, in the order they run."""
+    variants: list[tuple[str, dict[str, str], str | None]] = [("as-is", {}, None)]
+    if a.engines:
+        variants = [(e, {}, e) for e in a.engines.split(",")]
+    if a.omp_ab:
+        variants.append(("active", {"OMP_WAIT_POLICY": "ACTIVE"}, None))
+    if a.against:
+        tree = archive(a.against, work / "against")
+        variants = [
+            v
+            for name, env, engine in variants
+            for v in (
+                (name, env, engine),
+                (f"{name}@{a.against}", {**env, "PYTHONPATH": str(tree)}, engine),
+            )
+        ]
+    return variants
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -427,21 +447,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     cfg_text = copy_config(a.config, Path("@RUN_DIR@"), a.model, a.quick, a.max_train, a.max_eval)
     omp = os.environ.get("OMP_WAIT_POLICY")
-    variants: list[tuple[str, dict[str, str], str | None]] = [("as-is", {}, None)]
-    if a.engines:
-        variants = [(e, {}, e) for e in a.engines.split(",")]
-    if a.omp_ab:
-        variants.append(("active", {"OMP_WAIT_POLICY": "ACTIVE"}, None))
-    if a.against:
-        tree = archive(a.against, work / "against")
-        variants = [
-            v
-            for name, env, engine in variants
-            for v in (
-                (name, env, engine),
-                (f"{name}@{a.against}", {**env, "PYTHONPATH": str(tree)}, engine),
-            )
-        ]
+    variants = variants_for(a, work)
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores; "
           f"OMP_WAIT_POLICY={omp or '(unset: ssd-tui sets PASSIVE)'}")  # fmt: skip
     print(f"config: copy of {a.config} (rounds = 1{', quick sizes' if a.quick else ''}); "

@@ -260,20 +260,14 @@ def main() -> None:
     else:
         label = str(model)
     try:
-        if a.refill:
+        if a.refill or a.vllm_logprobs:
             print(f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores; "
                   f"torch {torch.__version__}, {a.threads} threads; model: {label}")  # fmt: skip
             print(f"{n_prompts} prompts in batches of {a.stage_batch} x n={a.n}, {a.batch} rows "
                   f"in flight; T={a.temperature} top_k={a.top_k} top_p={a.top_p} "
                   f"max_new_tokens={max_new}; {reps} interleaved reps\n")  # fmt: skip
-            refill_ab(model, load_prompts(n_prompts), a, max_new, reps)
-            return
-        if a.vllm_logprobs:
-            print(f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores; "
-                  f"model: {label}; {n_prompts} prompts in batches of {a.stage_batch} x n={a.n}, "
-                  f"{a.batch} sequences queued; T={a.temperature} top_k={a.top_k} "
-                  f"top_p={a.top_p} max_new_tokens={max_new}; {reps} interleaved reps")  # fmt: skip
-            vllm_logprobs_ab(model, load_prompts(n_prompts), a, max_new, reps)
+            ab = refill_ab if a.refill else vllm_logprobs_ab
+            ab(model, load_prompts(n_prompts), a, max_new, reps)
             return
         sampler = HFSampler(str(model), batch_size=a.batch)
         n_params = sum(p.numel() for p in sampler.model.parameters())

@@ -362,7 +362,7 @@ def vllm_child(spec_path: Path, out_path: Path) -> None:
     s.generate(spec["prompts"][:1], SamplingParams(max_new_tokens=1))  # starts the engine
     start_s = time.perf_counter() - t
     held = None
-    if torch.cuda.is_available():  # the engine's share, held by its own process
+    if torch.cuda.is_available():  # in use on the device while the engine runs (every process)
         free, total = torch.cuda.mem_get_info()
         held = (total - free) / GIB
     t = time.perf_counter()
@@ -455,7 +455,7 @@ def vllm_step(plan: Plan, table: Table, prompts: list[str], adapter: Path) -> No
     ids = [s[0] for s in got["sampled"]]
     tokens = sum(len(x) for x in ids)
     row.tokens_per_s = tokens / got["sample_s"] if got["sample_s"] else None
-    row.peak_gib = got["held_gib"]  # the engine's share of the device, while it ran
+    row.peak_gib = got["held_gib"]  # the device's memory in use while vLLM ran
     with_adapter, hf_greedy = rescore(plan, prompts, ids, adapter)
     base, _ = rescore(plan, prompts, ids, None)
     vllm_lp = [s[1] for s in got["sampled"]]
