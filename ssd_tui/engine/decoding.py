@@ -114,8 +114,9 @@ class Job:
 
 
 def same_decoding(a: SamplingParams, b: SamplingParams) -> bool:
-    """Rows of these two settings can share a forward pass (they differ in seed at most)."""
-    return replace(a, seed=0) == replace(b, seed=0)
+    """Rows of these two settings can share a forward pass: they differ at most in the seed
+    and in how many samples per prompt (neither changes how one row decodes)."""
+    return replace(a, seed=0, n=1) == replace(b, seed=0, n=1)
 
 
 class _Row:
