@@ -306,9 +306,10 @@ def manual_loss(
             seen += len(ids)
             x = torch.tensor([ids], device=plan.device)
             logp = torch.log_softmax(model(input_ids=x).logits[0].double(), -1)
-            for t in range(max(len(p), 1), len(ids)):
-                total -= float(logp[t - 1, ids[t]])
-                count += 1
+            first = max(len(p), 1)  # the tokens predicted: the completion's (and EOS)
+            targets = x[0, first:]
+            total -= float(logp[first - 1 : len(ids) - 1].gather(-1, targets[:, None]).sum())
+            count += len(ids) - first
     del model
     return total / count, seen
 
