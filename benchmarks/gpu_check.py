@@ -43,6 +43,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -686,9 +687,14 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu_check: no CUDA GPU visible to torch (use --dry-run for the CPU version)")
         return 2
     plan = make_plan(a)
-    print(f"gpu_check{' --dry-run' if plan.dry_run else ''}: work folder {plan.work}; "
+    print(f"gpu_check{' --dry-run' if plan.dry_run else ''}: work folder {plan.work} "
+          f"({'kept' if a.keep else 'removed at the end'}); "
           f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)  # fmt: skip
-    table = run_checks(plan)
+    try:
+        table = run_checks(plan)
+    finally:
+        if not a.keep:
+            shutil.rmtree(plan.work, ignore_errors=True)
     print("\n" + table.render())
     print(f"\n{'FAILED' if table.failed else 'all checks passed'}")
     return 1 if table.failed else 0
