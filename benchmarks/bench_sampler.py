@@ -220,7 +220,7 @@ def vllm_logprobs_ab(
     s.close()
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -241,7 +241,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=1, help="--refill: samples per prompt")
     ap.add_argument("--vllm-logprobs", action="store_true",
                     help="vLLM: a stage's requests without log-probs against with the top N")  # fmt: skip
-    a = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    a = parse_args()
     n_prompts = a.prompts or (32 if a.quick else 128)
     max_new = a.max_new_tokens or (64 if a.quick else 96)
     reps = a.reps or (3 if a.quick else 5)
