@@ -23,8 +23,8 @@ that the bare loop does not.
 
 --refill: our sampler against itself before refilling, on a stage's queue as the pipeline
 hands it over (`--stage-batch` prompts per batch, each batch its own seed, EOS on):
-`refill=True` (a row that ends hands its slot to the next row of the queue) against
-`refill=False` (each batch alone, in chunks of `--batch` rows, each chunk until its longest
+`schedule="refill"` (a row that ends hands its slot to the next row of the queue) against
+`schedule="batch"` (the default: each batch alone, in chunks of `--batch` rows, each chunk until its longest
 row ends: the schedule before). Same draws on both sides (each row its own stream), so the
 script also counts the samples whose tokens differ (float rounding only: expect 0).
 Interleaved reps; tokens/s, forward passes and rows per pass.
@@ -129,9 +129,11 @@ def ours(sampler: HFSampler, batches: list[list[str]], p: SamplingParams, eos: b
 def refill_ab(
     model: Path, prompts: list[str], a: argparse.Namespace, max_new: int, reps: int
 ) -> None:
-    """--refill: refill=True against refill=False on the same queue, interleaved."""
+    """--refill: the refill schedule against the batch schedule on the same queue, interleaved."""
     samplers = {
-        side: HFSampler(str(model), batch_size=a.batch, refill=side == "refill")
+        side: HFSampler(
+            str(model), batch_size=a.batch, schedule="refill" if side == "refill" else "batch"
+        )
         for side in ("refill", "before")
     }
     queue = [
@@ -154,20 +156,15 @@ def refill_ab(
             passes[side] = s.last_decoder.forward_rows
         print(f"rep {rep + 1}: refill {tps['refill'][-1]:,.0f} tok/s, before "
               f"{tps['before'][-1]:,.0f} tok/s ({n:,} tokens; load {os.getloadavg()[0]:.2f})")  # fmt: skip
-    differ = sum(
-        ca.token_ids != cb.token_ids
-        for b in outs["refill"]
-        for pa, pb in zip(outs["refill"][b], outs["before"][b], strict=True)
-        for ca, cb in zip(pa, pb, strict=True)
-    )
     ratio = [x / y for x, y in zip(tps["refill"], tps["before"], strict=True)]
     print(f"\n{'median of reps':14s}{'tok/s':>10s}{'forward passes':>16s}{'rows/pass':>11s}")
     for side in ("refill", "before"):
         p = passes[side]
         print(f"{side:14s}{statistics.median(tps[side]):10,.0f}{len(p):16,d}"
               f"{sum(p) / len(p):11.2f}")  # fmt: skip
-    print(f"refill/before: {statistics.median(ratio):.2f}x; samples whose tokens differ: "
-          f"{differ} of {len(queue) and sum(len(b) * a.n for b, _ in queue)}")  # fmt: skip
+    # The two schedules draw differently (refill: a stream per row), so their samples and
+    # token counts differ: compare rates, not samples.
+    print(f"refill/before: {statistics.median(ratio):.2f}x (tokens per second)")
     for s in samplers.values():
         s.close()
 
@@ -235,7 +232,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--reps", type=int, help="interleaved repetitions (5; 3 with --quick)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--refill", action="store_true",
-                    help="refill=True against refill=False (the schedule before), EOS on")  # fmt: skip
+                    help="the refill schedule against the batch schedule (the default), EOS on")  # fmt: skip
     ap.add_argument("--stage-batch", type=int, default=32,
                     help="--refill: prompts per pipeline batch (demo: 32)")  # fmt: skip
     ap.add_argument("--n", type=int, default=1, help="--refill: samples per prompt")

@@ -229,10 +229,10 @@ def test_refill_gives_every_batch_the_samples_it_gets_alone(tiny_model_dir: Path
     """Rows of later batches take the slots of rows that ended; each row draws from its own
     stream, so a batch's samples are those it gets decoded alone, one row at a time."""
     work = _queue()
-    with HFSampler(str(tiny_model_dir), batch_size=4) as s:
+    with HFSampler(str(tiny_model_dir), batch_size=4, schedule="refill") as s:
         streamed = dict(s.generate_batches(work))
         rows = s.last_decoder.forward_rows
-    with HFSampler(str(tiny_model_dir), batch_size=1, refill=False) as one:
+    with HFSampler(str(tiny_model_dir), batch_size=1, schedule="rows") as one:
         alone = [one.generate(prompts, params) for prompts, params in work]
     assert sorted(streamed) == [0, 1, 2, 3]
     lengths = {len(c.token_ids) for b in streamed.values() for per in b for c in per}
@@ -243,14 +243,14 @@ def test_refill_gives_every_batch_the_samples_it_gets_alone(tiny_model_dir: Path
 
 
 def test_refill_keeps_the_slots_full(tiny_model_dir: Path) -> None:
-    """The same queue with and without refill: the same samples, fewer forward passes
-    (without refill each chunk of 4 rows waits for its longest)."""
+    """The same queue with and without refill (the same per-row draws): the same samples,
+    fewer forward passes (without refill each chunk of 4 rows waits for its longest)."""
     work = _queue()
     runs = {}
-    for refill in (True, False):
-        with HFSampler(str(tiny_model_dir), batch_size=4, refill=refill) as s:
-            runs[refill] = (dict(s.generate_batches(work)), s.last_decoder.forward_rows)
-    (with_refill, passes), (without, passes_before) = runs[True], runs[False]
+    for schedule in ("refill", "rows"):
+        with HFSampler(str(tiny_model_dir), batch_size=4, schedule=schedule) as s:
+            runs[schedule] = (dict(s.generate_batches(work)), s.last_decoder.forward_rows)
+    (with_refill, passes), (without, passes_before) = runs["refill"], runs["rows"]
     for i in range(4):
         _same_samples(with_refill[i], without[i])
     assert len(passes) < len(passes_before)
@@ -261,7 +261,7 @@ def test_a_batch_resumed_without_its_predecessor_draws_the_same(tiny_model_dir: 
     """What a resumed stage does: the queue starts at a later batch, so its rows share the
     forward passes with other rows than before; the draws are the same."""
     work = _queue()
-    with HFSampler(str(tiny_model_dir), batch_size=4) as s:
+    with HFSampler(str(tiny_model_dir), batch_size=4, schedule="refill") as s:
         whole = dict(s.generate_batches(work))
         resumed = dict(s.generate_batches(work[2:]))
         again = dict(s.generate_batches(work))
@@ -278,7 +278,7 @@ def test_rows_of_other_settings_wait_for_their_own_pass(tiny_model_dir: Path) ->
     truncation rule per step); each gets what it gets alone. An empty batch is done at once."""
     work = _queue()[:2] + _queue(temperature=0.7)[2:3] + [([], SamplingParams())]
     work.append(([QUEUE_PROMPTS[0]], SamplingParams(temperature=0, n=3, max_new_tokens=5)))
-    with HFSampler(str(tiny_model_dir), batch_size=4) as s:
+    with HFSampler(str(tiny_model_dir), batch_size=4, schedule="refill") as s:
         streamed = dict(s.generate_batches(work))
         for i, (prompts, params) in enumerate(work):
             _same_samples(streamed[i], s.generate(prompts, params))
@@ -287,13 +287,35 @@ def test_rows_of_other_settings_wait_for_their_own_pass(tiny_model_dir: Path) ->
     assert len(greedy) == 3 and greedy[0].token_ids == greedy[2].token_ids
 
 
-def test_closing_the_stream_early_leaves_the_sampler_usable(tiny_model_dir: Path) -> None:
-    with HFSampler(str(tiny_model_dir), batch_size=4) as s:
+@pytest.mark.parametrize("schedule", ["batch", "refill"])
+def test_closing_the_stream_early_leaves_the_sampler_usable(
+    tiny_model_dir: Path, schedule: str
+) -> None:
+    with HFSampler(str(tiny_model_dir), batch_size=4, schedule=schedule) as s:
         stream = s.generate_batches(_queue())
         next(stream)
         assert not torch.is_inference_mode_enabled()  # the caller's code runs outside it
         stream.close()
         assert len(s.generate(["x"], GREEDY)[0][0].token_ids) == 12
+
+
+def test_the_batch_schedule_is_exact_whatever_comes_before_or_after(tiny_model_dir: Path) -> None:
+    """The default: a batch's samples are bit for bit those it gets alone, in a stage's
+    queue or resumed without its predecessors (what the run database promises on resume)."""
+    work = _queue()
+    with HFSampler(str(tiny_model_dir), batch_size=4) as s:
+        assert s.schedule == "batch"
+        whole = dict(s.generate_batches(work))
+        resumed = dict(s.generate_batches(work[2:]))
+        alone = [s.generate(prompts, params) for prompts, params in work]
+
+    def exact(batch: list) -> list:
+        return [(c.token_ids, c.logprobs, c.entropies, c.tail_mass, c.text) for p in batch for c in p]
+
+    for i in range(4):
+        assert exact(whole[i]) == exact(alone[i])
+    for i in (0, 1):
+        assert exact(resumed[i]) == exact(whole[i + 2])
 
 
 def test_inverse_cdf_draws_follow_the_truncated_distribution() -> None:

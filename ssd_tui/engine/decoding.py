@@ -1,13 +1,21 @@
-"""The transformers sampler's decoding loop: rows over a KV cache, refilled as they finish.
+"""The transformers sampler's decoding loop: rows over a KV cache, in one of two schedules.
 
-Every row (one sample of one prompt) has its own random stream, seeded from its batch's
-seed and its place in the batch (``row_seed``), and draws one uniform number per token
-from it (``pick_tokens``: inverse CDF over the truncated distribution). So what a row
-samples does not depend on which rows it shares a forward pass with, and a row that
-finishes can hand its slot to the next row of the stage's queue (``Decoder.decode``,
-``refill=True``) instead of leaving the batch to wait for its longest row.
+``"batch"`` (the default): the rows of one batch decode together, in chunks of at most
+``max_rows``, each chunk until its longest row ends; one random generator per batch,
+seeded with the batch's seed, draws every row's token in order (``torch.multinomial``). A
+batch's samples are then a function of the batch alone, bit for bit, so a stage resumed
+after a kill writes exactly what an uninterrupted one would (what the run database
+promises, and tests).
 
-What still depends on the company a row keeps is float rounding: a matrix product over 8
+``"refill"`` (``[sampling] refill = true``): every row (one sample of one prompt) has its
+own random stream, seeded from its batch's seed and its place in the batch (``row_seed``),
+and draws one uniform number per token from it (``pick_tokens``: inverse CDF over the
+truncated distribution). So what a row samples does not depend on which rows it shares a
+forward pass with, and a row that finishes hands its slot to the next row of the stage's
+queue instead of leaving the batch to wait for its longest row. ``"rows"`` is the same
+draws without the refill (for comparisons).
+
+Under refill, what still depends on the company a row keeps is float rounding: a matrix product over 8
 rows rounds differently from one over 3, and left padding shifts the attention's sums
 (measured on the demo model: logits within ~4e-6). A row's statistics therefore agree
 with the same row decoded in another batch to ~1e-6, and its tokens are the same unless
@@ -41,12 +49,10 @@ def row_seed(seed: int, prompt: int, sample: int) -> int:
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-def _uniforms(draw: torch.Generator | torch.Tensor | None, rows: int) -> torch.Tensor:
-    if isinstance(draw, torch.Tensor):
-        if draw.shape != (rows,):
-            raise ValueError(f"need one uniform per row ({rows}), got {tuple(draw.shape)}")
-        return draw
-    return torch.rand(rows, generator=draw, dtype=torch.float64)
+def _uniforms(draw: torch.Tensor, rows: int) -> torch.Tensor:
+    if draw.shape != (rows,):
+        raise ValueError(f"need one uniform per row ({rows}), got {tuple(draw.shape)}")
+    return draw
 
 
 def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -69,8 +75,9 @@ def pick_tokens(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Choose the next token of each row; return (tokens, logprobs, entropies, tail_mass).
 
-    ``draw``: one uniform number in [0, 1) per row (each row's own stream), or a generator
-    to draw them from. The kept set is ``engine/truncation.py``'s (vLLM's rule: temperature,
+    ``draw``: one uniform number in [0, 1) per row (each row's own stream: inverse CDF), or
+    the batch's generator (``torch.multinomial`` over the rows, in order: the batch
+    schedule's draws). The kept set is ``engine/truncation.py``'s (vLLM's rule: temperature,
     min-p, top-k with ties, top-p). Statistics are of the untempered T = 1 distribution:
     ``tail_mass`` is its probability outside the kept set (greedy decoding keeps exactly
     the arg-max token and draws nothing).
@@ -85,8 +92,11 @@ def pick_tokens(
         tail = (1.0 - probs.gather(-1, tokens[:, None]).squeeze(-1)).clamp_(min=0.0)
     else:
         final = truncate_logits(logits, params)
-        u = _uniforms(draw, logits.shape[0])
-        tokens = _inverse_cdf(torch.softmax(final, dim=-1), u)
+        if isinstance(draw, torch.Generator) or draw is None:
+            choice = torch.multinomial(torch.softmax(final, dim=-1), 1, generator=draw)
+            tokens = choice.squeeze(-1)
+        else:
+            tokens = _inverse_cdf(torch.softmax(final, dim=-1), _uniforms(draw, logits.shape[0]))
         if truncates(params, logits.shape[-1]):
             kept = probs.masked_fill(~torch.isfinite(final), 0.0).sum(-1)
             tail = (1.0 - kept).clamp_(min=0.0)
@@ -216,14 +226,18 @@ def _drop_padding_columns(slots: _Slots) -> None:
     slots.attn = slots.attn[:, first:]
 
 
+SCHEDULES = ("batch", "rows", "refill")
+
+
 class Decoder:
     """Decodes a queue of rows with one model, at most ``max_rows`` in a forward pass.
 
-    ``refill=True``: a finished row's slot goes to the next row of the queue at once (its
-    prompt is prefilled and its KV cache merged into the running batch), as long as the
-    settings match apart from the seed. ``refill=False``: the rows of one batch are decoded
-    in chunks of ``max_rows``, each until its longest row ends (the schedule before
-    refilling; same draws, kept for comparisons).
+    ``schedule="batch"``: the rows of one batch are decoded in chunks of ``max_rows``, each
+    until its longest row ends, drawing from one generator per batch (exact: a batch's
+    samples depend on nothing else). ``"refill"``: a finished row's slot goes to the next
+    row of the queue at once (its prompt is prefilled and its KV cache merged into the
+    running batch), as long as the settings match apart from the seed; each row draws from
+    its own stream. ``"rows"``: those draws, chunked as ``"batch"`` (for comparisons).
     """
 
     def __init__(
@@ -240,11 +254,17 @@ class Decoder:
         self.pad_id = pad_id
         self.device = device
         self.forward_rows: list[int] = []  # rows of every forward pass (tests count them)
+        self.schedule = "batch"
+        self._batch_draws: dict[int, torch.Generator] = {}  # the batch schedule's generators
 
     def decode(
-        self, jobs: Iterable[Job], max_rows: int, refill: bool = True
+        self, jobs: Iterable[Job], max_rows: int, schedule: str = "batch"
     ) -> Iterator[tuple[Job, Completion]]:
         """``(job, completion)`` for every job, as each finishes."""
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        self.schedule = schedule
+        refill = schedule == "refill"
         queue = deque(jobs)
         slots: _Slots | None = None
         while queue or slots is not None:
@@ -316,11 +336,20 @@ class Decoder:
         )
         return _Slots([_Row(j) for j in jobs], cache, attn, positions[:, -1] + 1, logits)
 
-    def _draws(self, rows: list[_Row], params: SamplingParams) -> torch.Tensor | None:
-        """One uniform per row from its own stream (created on the CPU: the same numbers on
-        every device)."""
+    def _draws(
+        self, rows: list[_Row], params: SamplingParams
+    ) -> torch.Tensor | torch.Generator | None:
+        """The batch schedule: the batch's generator, seeded with its seed when its first
+        chunk draws. The others: one uniform per row from its own stream (created on the
+        CPU: the same numbers on every device)."""
         if is_greedy(params):
             return None
+        if self.schedule == "batch":
+            batch = rows[0].job.batch  # a chunk never spans two batches here
+            if batch not in self._batch_draws:
+                gen = torch.Generator(device=self.device).manual_seed(params.seed)
+                self._batch_draws[batch] = gen
+            return self._batch_draws[batch]
         return torch.tensor(
             [float(torch.rand((), generator=r.gen, dtype=torch.float64)) for r in rows],
             dtype=torch.float64,
@@ -336,7 +365,8 @@ class Decoder:
             slots.cache.batch_select_indices(sel)
             slots.rows = [slots.rows[s] for s in keep]
             slots.attn, slots.next_pos, tokens = slots.attn[sel], slots.next_pos[sel], tokens[sel]
-            _drop_padding_columns(slots)
+            if self.schedule == "refill":  # rows merged in left columns of padding behind them
+                _drop_padding_columns(slots)
         slots.attn = torch.cat([slots.attn, slots.attn.new_ones((len(keep), 1))], dim=1)
         self.forward_rows.append(len(keep))
         slots.logits, slots.cache = self.forward(

@@ -38,7 +38,7 @@ from ssd_tui.engine.base import (
     TrainSettings,
     encode_prompt,
 )
-from ssd_tui.engine.decoding import Decoder, Job, pick_tokens
+from ssd_tui.engine.decoding import SCHEDULES, Decoder, Job, pick_tokens
 from ssd_tui.engine.truncation import is_greedy
 from ssd_tui.errors import SSDError
 
@@ -195,10 +195,11 @@ def _check_params(params: SamplingParams) -> None:
 class HFSampler:
     """Batched sampling with transformers, a KV cache and per-token statistics.
 
-    ``batch_size`` rows (a prompt's n samples are n rows) decode together; with ``refill``
-    (the default) a row that ends hands its slot to the next row waiting, of the same batch
-    or the next ones (``generate_batches``), so the rows in flight stay at ``batch_size``
-    until the queue runs dry (engine/decoding.py).
+    ``batch_size`` rows (a prompt's n samples are n rows) decode together. ``schedule``
+    (engine/decoding.py): ``"batch"`` (the default) decodes each batch on its own, exactly
+    reproducible from its seed; ``"refill"`` hands the slot of a row that ends to the next
+    row waiting, of the same batch or the next ones (``generate_batches``), so the rows in
+    flight stay at ``batch_size`` until the queue runs dry.
     """
 
     def __init__(
@@ -208,7 +209,7 @@ class HFSampler:
         dtype: str = "float32",
         device: str = "cpu",
         batch_size: int = 8,
-        refill: bool = True,
+        schedule: str = "batch",
     ) -> None:
         if batch_size < 1:
             raise SSDError(f"batch_size must be at least 1, got {batch_size}")
@@ -217,7 +218,9 @@ class HFSampler:
         # One device: the decoding loop's KV-cache row selection needs every layer on it.
         self.device = resolve_device(device)
         self.batch_size = batch_size
-        self.refill = refill
+        if schedule not in SCHEDULES:
+            raise SSDError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        self.schedule = schedule
         self.tokenizer = load_tokenizer(model_path)
         model = load_model(model_path, dtype, str(self.device))
         if adapter is not None:
@@ -242,8 +245,9 @@ class HFSampler:
     ) -> list[list[Completion]]:
         """Return ``params.n`` completions for each prompt, in prompt order.
 
-        Reproducible for the same prompts and params (``seed``): every sample draws from
-        its own stream, seeded from ``params.seed`` and its place (prompt, sample index).
+        Reproducible for the same prompts, params (``seed``) and batch size: one generator
+        seeded with ``params.seed`` draws every row (the batch schedule); under refill every
+        sample draws from its own stream, seeded from ``params.seed`` and its place.
         """
         [(_, result)] = list(self._stream([(prompts, params)], progress))
         return result
@@ -251,9 +255,9 @@ class HFSampler:
     def generate_batches(
         self, batches: Sequence[tuple[Sequence[str], SamplingParams]]
     ) -> Iterator[tuple[int, list[list[Completion]]]]:
-        """``(i, completions of batch i)`` as each batch is done (a stage's queue: rows of
-        later batches fill the slots of rows that ended). A batch's samples are those it
-        gets alone, up to float rounding (engine/decoding.py)."""
+        """``(i, completions of batch i)`` as each batch is done. A batch's samples are those
+        it gets alone: exactly (the batch schedule), or up to float rounding under refill,
+        where rows of later batches fill the slots of rows that ended (engine/decoding.py)."""
         yield from self._stream(batches, None)
 
     def close(self) -> None:
@@ -311,7 +315,7 @@ class HFSampler:
         )
         self.last_decoder = decoder
         done = 0
-        for job, comp in decoder.decode(jobs, self.batch_size, self.refill):
+        for job, comp in decoder.decode(jobs, self.batch_size, self.schedule):
             out[job.batch][job.prompt][job.sample] = comp
             done += 1
             if progress is not None:
