@@ -4,6 +4,7 @@ exact-statistics pass against the sampling it follows, in one sample stage.
     python benchmarks/bench_round.py              # the demo config, rounds = 1 (round 0 + round 1)
     python benchmarks/bench_round.py --quick      # 16 train prompts, 4 eval problems (~1 min)
     python benchmarks/bench_round.py --omp-ab     # and again with OMP_WAIT_POLICY=ACTIVE
+    python benchmarks/bench_round.py --against main   # and again with main's code, interleaved
     python benchmarks/bench_round.py --config examples/demo.toml --model PATH --keep /tmp/br
     .venv-vllm/bin/python benchmarks/bench_round.py --config examples/qwen-coder-0.5b-cpu.toml \\
         --engines hf,vllm --max-train 16 --max-eval 20      # both engines, side by side
@@ -24,6 +25,13 @@ costs most when other work shares the cores); with `--engines hf,vllm`, the same
 each sampler engine (run it with the vLLM environment's python, so both engines use the
 same transformers and torch). The whole run (round 0
 + `rounds` rounds of the original config) is extrapolated from round 0 and round 1.
+
+The floor (printed after the stages): per stage, the arithmetic it had to do (FLOPs from the
+model's shape and the tokens the run DB says it processed; benchmarks/round_flops.py says
+what is counted) and the rate it reached, beside this machine's matmul rate measured in the
+same invocation (float32 and bfloat16, best of a few ~0.2 s timings); each round's time as
+a multiple of its floor (its FLOPs at the matmul rate of the run's dtype) is the figure to
+improve. `ssd-tui run` runs this tree's ssd_tui (PYTHONPATH), not an installed one.
 
 Needs assets/demo-model (trained by `python -m ssd_tui.demo.pretrain`); `--model PATH`
 points the copy at another model folder.
@@ -63,6 +71,8 @@ try:
     import tomllib
 except ImportError:  # Python 3.10
     import tomli as tomllib
+
+from round_flops import matmul_rate, stage_flops
 
 ROOT = Path(__file__).resolve().parents[1]
 PATH_KEYS = ("dir", "path", "train_prompts", "benchmark")
@@ -113,6 +123,22 @@ def with_engine(cfg_text: str, engine: str | None) -> str:
     return text if n else re.sub(r"(?m)^\[run\]$", f'[run]\nengine = "{engine}"', cfg_text, count=1)
 
 
+def archive(ref: str, dest: Path) -> Path:
+    """The code of git ``ref`` of this repository, unpacked into ``dest`` (for --against)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    tar = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
+    return dest
+
+
+def tree_env(extra: dict[str, str]) -> dict[str, str]:
+    """The environment of `ssd-tui run`: this tree's ssd_tui first (not an installed one)."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def run_once(
     work: Path, cfg_text: str, name: str, env: dict[str, str], engine: str | None = None
 ) -> dict:
@@ -123,7 +149,7 @@ def run_once(
     cfg.write_text(with_engine(cfg_text, engine).replace("@RUN_DIR@", str(run_dir)))
     cmd = [sys.executable, "-m", "ssd_tui", "run", str(cfg)]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **env})
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=tree_env(env))
     wall = time.perf_counter() - t
     if proc.returncode != 0:
         print(proc.stdout[-3000:], proc.stderr[-3000:], sep="\n")
@@ -167,8 +193,46 @@ def run_once(
         "WHERE s.round = 1"
     ).fetchone()
     db.close()
+    flops, shape, dtype = stage_flops(cfg)
     return {"cmd": cmd, "wall": wall, "rows": rows, "per_round": per_round,
-            "train": tuple(tokens), "tests": tuple(tests), "load": os.getloadavg()[0]}  # fmt: skip
+            "train": tuple(tokens), "tests": tuple(tests), "load": os.getloadavg()[0],
+            "flops": flops, "shape": shape, "dtype": dtype}  # fmt: skip
+
+
+# the floor ---------------------------------------------------------------------------
+
+
+def print_floor(results: dict[str, dict], quick: bool) -> None:
+    """Per stage: the arithmetic it had to do and the rate it reached, beside the machine's
+    matmul rate measured now; each round's time as a multiple of its floor (the FLOPs at
+    that rate). benchmarks/round_flops.py says what is counted."""
+    first = next(iter(results.values()))
+    shape, dtype = first["shape"], first["dtype"]
+    n, reps = (1024, 3) if quick else (2048, 5)
+    rates = {dt: matmul_rate(dt, n, reps) for dt in ("float32", "bfloat16")}
+    peak = rates.get("float32" if dtype in ("float32", "fp32", "auto") else "bfloat16")
+    print(f"\nfloor: matmul {n}x{n} (best of {reps}, load {os.getloadavg()[0]:.2f}): "
+          + ", ".join(f"{dt} {r:,.1f} GFLOP/s" if r else f"{dt} n/a" for dt, r in rates.items())
+          + f"; the run computes in {dtype}")  # fmt: skip
+    print(f"model: {shape.body_params / 1e6:.1f}M parameters in linear layers + LM head "
+          f"{shape.head_params / 1e6:.1f}M ({shape.layers} layers, hidden {shape.hidden})")  # fmt: skip
+    for name, r in results.items():
+        print(f"\n{name}: {'round':>5s}  {'stage':22s}{'GFLOP':>10s}{'s':>9s}{'GFLOP/s':>9s}"
+              f"{'of matmul':>11s}")  # fmt: skip
+        total: dict[int, float] = {}
+        for (rnd, stage), secs in r["rows"].items():
+            f = r["flops"].get((rnd, stage), 0.0)
+            total[rnd] = total.get(rnd, 0.0) + f
+            rate = f / secs / 1e9 if secs > 0 and f else None
+            share = f"{rate / peak:10.1%}" if rate and peak else f"{'-':>10s}"
+            print(f"{'':{len(name) + 1}s} {rnd:5d}  {stage:22s}{f / 1e9:10.1f}{secs:9.1f}"
+                  f"{rate or 0:9.2f} {share}")  # fmt: skip
+        for rnd, f in total.items():
+            floor = f / (peak * 1e9) if peak else None
+            took = r["per_round"].get(rnd, 0.0)
+            ratio = f"{took / floor:.1f}x the floor" if floor else "no floor"
+            print(f"{'':{len(name) + 1}s} {rnd:5d}  {'total':22s}{f / 1e9:10.1f}{took:9.1f}  "
+                  f"floor {floor or 0:.1f}s: round = {ratio}")  # fmt: skip
 
 
 # --stats-pass ------------------------------------------------------------------------
@@ -310,6 +374,26 @@ def stats_pass(a: argparse.Namespace, model: Path, engine: str) -> dict:
 # the round ---------------------------------------------------------------------------
 
 
+def variants_for(a: argparse.Namespace, work: Path) -> list[tuple[str, dict[str, str], str | None]]:
+    """(name, environment, engine) of each run to compare, in the order they run."""
+    variants: list[tuple[str, dict[str, str], str | None]] = [("as-is", {}, None)]
+    if a.engines:
+        variants = [(e, {}, e) for e in a.engines.split(",")]
+    if a.omp_ab:
+        variants.append(("active", {"OMP_WAIT_POLICY": "ACTIVE"}, None))
+    if a.against:
+        tree = archive(a.against, work / "against")
+        variants = [
+            v
+            for name, env, engine in variants
+            for v in (
+                (name, env, engine),
+                (f"{name}@{a.against}", {**env, "PYTHONPATH": str(tree)}, engine),
+            )
+        ]
+    return variants
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -321,6 +405,8 @@ def main() -> None:
     ap.add_argument("--omp-ab", action="store_true",
                     help="also run with OMP_WAIT_POLICY=ACTIVE (spinning) and compare")  # fmt: skip
     ap.add_argument("--engines", help="comma-separated sampler engines to compare, e.g. hf,vllm")
+    ap.add_argument("--against", metavar="GIT_REF",
+                    help="also run each variant with the code of GIT_REF (old against new)")  # fmt: skip
     ap.add_argument("--max-train", type=int, default=0, help="max_train_prompts for the copy")
     ap.add_argument("--max-eval", type=int, default=0, help="max_eval_problems for the copy")
     sp = ap.add_argument_group(
@@ -361,11 +447,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     cfg_text = copy_config(a.config, Path("@RUN_DIR@"), a.model, a.quick, a.max_train, a.max_eval)
     omp = os.environ.get("OMP_WAIT_POLICY")
-    variants: list[tuple[str, dict[str, str], str | None]] = [("as-is", {}, None)]
-    if a.engines:
-        variants = [(e, {}, e) for e in a.engines.split(",")]
-    if a.omp_ab:
-        variants.append(("active", {"OMP_WAIT_POLICY": "ACTIVE"}, None))
+    variants = variants_for(a, work)
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores; "
           f"OMP_WAIT_POLICY={omp or '(unset: ssd-tui sets PASSIVE)'}")  # fmt: skip
     print(f"config: copy of {a.config} (rounds = 1{', quick sizes' if a.quick else ''}); "
@@ -382,7 +464,7 @@ def main() -> None:
         base = results[first]
         head = f"{'round':>5s}  {'stage':22s}{first + ' s':>9s}{'share':>8s}"
         for o in others:
-            head += f"{o + ' s':>11s}{o + '/' + first:>15s}"
+            head += f"  {o + ' s':>9s}  {o + '/' + first:>13s}"
         print("\n" + head)
         keys = list(dict.fromkeys(k for r in results.values() for k in r["rows"]))
         keys.sort(key=lambda k: k[0])  # by round, each engine's stage order kept
@@ -410,6 +492,7 @@ def main() -> None:
         if count and test_s:
             print(f"round 1 tests: {count} programs, {count / test_s:.1f}/s "
                   f"(sum of program durations {durations:.1f}s)")  # fmt: skip
+        print_floor(results, a.quick)
         rounds = original["run"].get("rounds", 3)
         for name, r in results.items():
             if 1 in r["per_round"]:

@@ -3,6 +3,8 @@
     python benchmarks/bench_sampler.py            # demo model (or the tests' tiny model), 5 reps
     python benchmarks/bench_sampler.py --quick    # 32 prompts, 64 new tokens, 3 reps (< 1 min)
     python benchmarks/bench_sampler.py --model PATH --batch 32 --max-new-tokens 96 --prompts 128
+    python benchmarks/bench_sampler.py --refill --quick   # refilling rows against the schedule before
+    .venv-vllm/bin/python benchmarks/bench_sampler.py --vllm-logprobs --quick   # a stage's vLLM requests
 
 Both sides get the same length-sorted batches of the demo's training prompts (HFSampler
 sorts its rows by prompt length; the bare loop is handed the same batches), the same
@@ -17,7 +19,21 @@ Two settings:
   our sampler drops them.
 
 Our sampler also computes per-token statistics (log-prob, entropy, tail mass at T = 1)
-that the bare loop does not. The model is assets/demo-model when it exists, else the tiny
+that the bare loop does not.
+
+--refill: our sampler against itself before refilling, on a stage's queue as the pipeline
+hands it over (`--stage-batch` prompts per batch, each batch its own seed, EOS on):
+`schedule="refill"` (a row that ends hands its slot to the next row of the queue) against
+`schedule="batch"` (the default: each batch alone, in chunks of `--batch` rows, each chunk until its longest
+row ends: the schedule before). Same draws on both sides (each row its own stream), so the
+script also counts the samples whose tokens differ (float rounding only: expect 0).
+Interleaved reps; tokens/s, forward passes and rows per pass.
+
+--vllm-logprobs (run with the vLLM environment's python): one VLLMSampler, the same queue
+through `generate_batches` as a stage hands it over, asking for no log-probs (what a stage
+asks for now: the exact-statistics pass replaces them) against the top-N log-probs a stage
+asked for before (`[vllm] logprobs` = 20, raised to top_k + 1). Interleaved reps on one
+engine (its start is apart); tokens/s and whether the tokens are the same. The model is assets/demo-model when it exists, else the tiny
 random Llama of tests/conftest.py (built into a temp folder), which is said in the output.
 """
 
@@ -110,7 +126,98 @@ def ours(sampler: HFSampler, batches: list[list[str]], p: SamplingParams, eos: b
         sampler.eos_ids = saved
 
 
-def main() -> None:
+def refill_ab(
+    model: Path, prompts: list[str], a: argparse.Namespace, max_new: int, reps: int
+) -> None:
+    """--refill: the refill schedule against the batch schedule on the same queue, interleaved."""
+    samplers = {
+        side: HFSampler(
+            str(model), batch_size=a.batch, schedule="refill" if side == "refill" else "batch"
+        )
+        for side in ("refill", "before")
+    }
+    queue = [
+        (prompts[k : k + a.stage_batch], SamplingParams(
+            temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, n=a.n,
+            max_new_tokens=max_new, seed=k))
+        for k in range(0, len(prompts), a.stage_batch)
+    ]  # fmt: skip
+    tps: dict[str, list[float]] = {"refill": [], "before": []}
+    passes: dict[str, list[int]] = {}
+    outs: dict[str, dict] = {}
+    for rep in range(reps):
+        for side in ("refill", "before") if rep % 2 == 0 else ("before", "refill"):
+            s = samplers[side]
+            t = time.perf_counter()
+            outs[side] = dict(s.generate_batches(queue))
+            dt = time.perf_counter() - t
+            n = sum(len(c.token_ids) for b in outs[side].values() for per in b for c in per)
+            tps[side].append(n / dt)
+            passes[side] = s.last_decoder.forward_rows
+        print(f"rep {rep + 1}: refill {tps['refill'][-1]:,.0f} tok/s, before "
+              f"{tps['before'][-1]:,.0f} tok/s ({n:,} tokens; load {os.getloadavg()[0]:.2f})")  # fmt: skip
+    ratio = [x / y for x, y in zip(tps["refill"], tps["before"], strict=True)]
+    print(f"\n{'median of reps':14s}{'tok/s':>10s}{'forward passes':>16s}{'rows/pass':>11s}")
+    for side in ("refill", "before"):
+        p = passes[side]
+        print(f"{side:14s}{statistics.median(tps[side]):10,.0f}{len(p):16,d}"
+              f"{sum(p) / len(p):11.2f}")  # fmt: skip
+    # The two schedules draw differently (refill: a stream per row), so their samples and
+    # token counts differ: compare rates, not samples.
+    print(f"refill/before: {statistics.median(ratio):.2f}x (tokens per second)")
+    for s in samplers.values():
+        s.close()
+
+
+def vllm_logprobs_ab(
+    model: Path, prompts: list[str], a: argparse.Namespace, max_new: int, reps: int
+) -> None:
+    """--vllm-logprobs: a stage's requests without log-probs against with the top N."""
+    from ssd_tui.engine.base import EngineSettings, VllmSettings
+    from ssd_tui.engine.vllm import VLLMSampler, top_logprobs_wanted
+
+    positions = json.loads((model / "config.json").read_text()).get("max_position_embeddings")
+    positions = int(positions or 1024)  # vLLM refuses a longer max_model_len
+    settings = EngineSettings(
+        engine="vllm", serves_adapters=False, top_ks=(a.top_k, a.top_k),
+        vllm=VllmSettings(max_model_len=min(1024, positions), max_num_seqs=a.batch),
+    )  # fmt: skip
+    queue = [
+        (prompts[k : k + a.stage_batch], SamplingParams(
+            temperature=a.temperature, top_k=a.top_k, top_p=a.top_p, n=a.n,
+            max_new_tokens=max_new, seed=k))
+        for k in range(0, len(prompts), a.stage_batch)
+    ]  # fmt: skip
+    s = VLLMSampler(str(model), settings=settings)
+    t = time.perf_counter()
+    s.generate(prompts[:1], SamplingParams(max_new_tokens=1))
+    print(f"engine start {time.perf_counter() - t:.1f}s; before = top "
+          f"{top_logprobs_wanted(20, a.top_k)} log-probs per token\n")  # fmt: skip
+    tps: dict[str, list[float]] = {"tokens only": [], "before": []}
+    outs: dict[str, dict] = {}
+    for rep in range(reps):
+        for side in ("tokens only", "before") if rep % 2 == 0 else ("before", "tokens only"):
+            t = time.perf_counter()
+            outs[side] = dict(s.generate_batches(queue, logprobs=side == "before"))
+            dt = time.perf_counter() - t
+            n = sum(len(c.token_ids) for b in outs[side].values() for per in b for c in per)
+            tps[side].append(n / dt)
+        print(f"rep {rep + 1}: tokens only {tps['tokens only'][-1]:,.0f} tok/s, before "
+              f"{tps['before'][-1]:,.0f} tok/s ({n:,} tokens; load {os.getloadavg()[0]:.2f})")  # fmt: skip
+    differ = sum(
+        ca.token_ids != cb.token_ids
+        for b in outs["before"]
+        for pa, pb in zip(outs["tokens only"][b], outs["before"][b], strict=True)
+        for ca, cb in zip(pa, pb, strict=True)
+    )
+    ratio = statistics.median(x / y for x, y in zip(tps["tokens only"], tps["before"], strict=True))
+    print(f"\nmedian tok/s: tokens only {statistics.median(tps['tokens only']):,.0f}, before "
+          f"{statistics.median(tps['before']):,.0f}; tokens only / before {ratio:.2f}x; "
+          f"samples whose tokens differ: {differ}")  # fmt: skip
+    s.close()
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -124,7 +231,18 @@ def main() -> None:
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--reps", type=int, help="interleaved repetitions (5; 3 with --quick)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    a = ap.parse_args()
+    ap.add_argument("--refill", action="store_true",
+                    help="the refill schedule against the batch schedule (the default), EOS on")  # fmt: skip
+    ap.add_argument("--stage-batch", type=int, default=32,
+                    help="--refill: prompts per pipeline batch (demo: 32)")  # fmt: skip
+    ap.add_argument("--n", type=int, default=1, help="--refill: samples per prompt")
+    ap.add_argument("--vllm-logprobs", action="store_true",
+                    help="vLLM: a stage's requests without log-probs against with the top N")  # fmt: skip
+    return ap.parse_args()
+
+
+def main() -> None:
+    a = parse_args()
     n_prompts = a.prompts or (32 if a.quick else 128)
     max_new = a.max_new_tokens or (64 if a.quick else 96)
     reps = a.reps or (3 if a.quick else 5)
@@ -143,6 +261,15 @@ def main() -> None:
     else:
         label = str(model)
     try:
+        if a.refill or a.vllm_logprobs:
+            print(f"load average {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores; "
+                  f"torch {torch.__version__}, {a.threads} threads; model: {label}")  # fmt: skip
+            print(f"{n_prompts} prompts in batches of {a.stage_batch} x n={a.n}, {a.batch} rows "
+                  f"in flight; T={a.temperature} top_k={a.top_k} top_p={a.top_p} "
+                  f"max_new_tokens={max_new}; {reps} interleaved reps\n")  # fmt: skip
+            ab = refill_ab if a.refill else vllm_logprobs_ab
+            ab(model, load_prompts(n_prompts), a, max_new, reps)
+            return
         sampler = HFSampler(str(model), batch_size=a.batch)
         n_params = sum(p.numel() for p in sampler.model.parameters())
         prompts = load_prompts(n_prompts)

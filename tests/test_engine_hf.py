@@ -10,6 +10,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -195,6 +196,142 @@ def test_batched_equals_unbatched(tiny_model_dir: Path, sampler: HFSampler) -> N
         assert ca.token_ids == cb.token_ids
         assert ca.text == cb.text
         assert max(abs(x - y) for x, y in zip(ca.logprobs, cb.logprobs, strict=True)) < 1e-4
+
+
+# A stage's queue whose rows end at different steps: the random model writes "e" often, so
+# the stop string ends rows after 1 to ~20 tokens and slots free up mid-batch.
+QUEUE_PROMPTS = [f"def f{i}(x):\n" + "    y = x\n" * (i % 5) for i in range(12)]
+
+
+def _queue(**over: object) -> list[tuple[list[str], SamplingParams]]:
+    base = dict(temperature=1.3, top_k=50, n=2, max_new_tokens=40, stop=("e",))
+    return [
+        (QUEUE_PROMPTS[b : b + 3], SamplingParams(**{**base, **over, "seed": b}))  # type: ignore[arg-type]
+        for b in range(0, 12, 3)
+    ]
+
+
+def _same_samples(a: list[list], b: list[list], atol: float = 1e-5) -> None:
+    """The same tokens and text; statistics equal up to float rounding (another batch)."""
+    for pa, pb in zip(a, b, strict=True):
+        for ca, cb in zip(pa, pb, strict=True):
+            assert (ca.token_ids, ca.text, ca.finish_reason) == (
+                cb.token_ids,
+                cb.text,
+                cb.finish_reason,
+            )
+            for x, y in ((ca.logprobs, cb.logprobs), (ca.entropies, cb.entropies)):
+                np.testing.assert_allclose(x, y, atol=atol)
+            np.testing.assert_allclose(ca.tail_mass, cb.tail_mass, atol=atol)
+
+
+def test_refill_gives_every_batch_the_samples_it_gets_alone(tiny_model_dir: Path) -> None:
+    """Rows of later batches take the slots of rows that ended; each row draws from its own
+    stream, so a batch's samples are those it gets decoded alone, one row at a time."""
+    work = _queue()
+    with HFSampler(str(tiny_model_dir), batch_size=4, schedule="refill") as s:
+        streamed = dict(s.generate_batches(work))
+        rows = s.last_decoder.forward_rows
+    with HFSampler(str(tiny_model_dir), batch_size=1, schedule="rows") as one:
+        alone = [one.generate(prompts, params) for prompts, params in work]
+    assert sorted(streamed) == [0, 1, 2, 3]
+    lengths = {len(c.token_ids) for b in streamed.values() for per in b for c in per}
+    assert len(lengths) > 5  # rows did end at many different steps
+    for i in range(4):
+        _same_samples(streamed[i], alone[i])
+    assert max(rows) <= 4
+
+
+def test_refill_keeps_the_slots_full(tiny_model_dir: Path) -> None:
+    """The same queue with and without refill (the same per-row draws): the same samples,
+    fewer forward passes (without refill each chunk of 4 rows waits for its longest)."""
+    work = _queue()
+    runs = {}
+    for schedule in ("refill", "rows"):
+        with HFSampler(str(tiny_model_dir), batch_size=4, schedule=schedule) as s:
+            runs[schedule] = (dict(s.generate_batches(work)), s.last_decoder.forward_rows)
+    (with_refill, passes), (without, passes_before) = runs["refill"], runs["rows"]
+    for i in range(4):
+        _same_samples(with_refill[i], without[i])
+    assert len(passes) < len(passes_before)
+    assert sum(passes) / len(passes) > sum(passes_before) / len(passes_before)
+
+
+def test_a_batch_resumed_without_its_predecessor_draws_the_same(tiny_model_dir: Path) -> None:
+    """What a resumed stage does: the queue starts at a later batch, so its rows share the
+    forward passes with other rows than before; the draws are the same."""
+    work = _queue()
+    with HFSampler(str(tiny_model_dir), batch_size=4, schedule="refill") as s:
+        whole = dict(s.generate_batches(work))
+        resumed = dict(s.generate_batches(work[2:]))
+        again = dict(s.generate_batches(work))
+    for i in (0, 1):
+        _same_samples(resumed[i], whole[i + 2])
+    # and an uninterrupted stage is reproduced bit for bit
+    assert [[c.logprobs for c in per] for b in range(4) for per in again[b]] == [
+        [c.logprobs for c in per] for b in range(4) for per in whole[b]
+    ]
+
+
+def test_rows_of_other_settings_wait_for_their_own_pass(tiny_model_dir: Path) -> None:
+    """Batches of another temperature or length limit never share a forward pass (one
+    truncation rule per step); each gets what it gets alone. An empty batch is done at once."""
+    work = _queue()[:2] + _queue(temperature=0.7)[2:3] + [([], SamplingParams())]
+    work.append(([QUEUE_PROMPTS[0]], SamplingParams(temperature=0, n=3, max_new_tokens=5)))
+    with HFSampler(str(tiny_model_dir), batch_size=4, schedule="refill") as s:
+        streamed = dict(s.generate_batches(work))
+        for i, (prompts, params) in enumerate(work):
+            _same_samples(streamed[i], s.generate(prompts, params))
+    assert streamed[3] == []
+    [greedy] = streamed[4]
+    assert len(greedy) == 3 and greedy[0].token_ids == greedy[2].token_ids
+
+
+@pytest.mark.parametrize("schedule", ["batch", "refill"])
+def test_closing_the_stream_early_leaves_the_sampler_usable(
+    tiny_model_dir: Path, schedule: str
+) -> None:
+    with HFSampler(str(tiny_model_dir), batch_size=4, schedule=schedule) as s:
+        stream = s.generate_batches(_queue())
+        next(stream)
+        assert not torch.is_inference_mode_enabled()  # the caller's code runs outside it
+        stream.close()
+        assert len(s.generate(["x"], GREEDY)[0][0].token_ids) == 12
+
+
+def test_the_batch_schedule_is_exact_whatever_comes_before_or_after(tiny_model_dir: Path) -> None:
+    """The default: a batch's samples are bit for bit those it gets alone, in a stage's
+    queue or resumed without its predecessors (what the run database promises on resume)."""
+    work = _queue()
+    with HFSampler(str(tiny_model_dir), batch_size=4) as s:
+        assert s.schedule == "batch"
+        whole = dict(s.generate_batches(work))
+        resumed = dict(s.generate_batches(work[2:]))
+        alone = [s.generate(prompts, params) for prompts, params in work]
+
+    def exact(batch: list) -> list:
+        return [(c.token_ids, c.logprobs, c.entropies, c.tail_mass, c.text) for p in batch for c in p]
+
+    for i in range(4):
+        assert exact(whole[i]) == exact(alone[i])
+    for i in (0, 1):
+        assert exact(resumed[i]) == exact(whole[i + 2])
+
+
+def test_inverse_cdf_draws_follow_the_truncated_distribution() -> None:
+    """One uniform per row: a token outside the kept set is never drawn, even at u = 0 or
+    just below 1, and the frequencies are the kept set's renormalised probabilities."""
+    logits = torch.tensor([[2.0, 1.0, 0.5, -1.0, -3.0, 0.0]])
+    params = SamplingParams(temperature=1.0, top_k=3)
+    edge = torch.tensor([0.0, 1.0 - 1e-12, 1.0], dtype=torch.float64)
+    tokens, *_ = pick_tokens(logits.expand(3, -1), params, edge)
+    assert tokens.tolist() == [0, 2, 2]  # first and last token of the kept set {0, 1, 2}
+    u = torch.rand(40000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    tokens, *_ = pick_tokens(logits.expand(40000, -1), params, u)
+    freq = torch.bincount(tokens, minlength=6).double() / 40000
+    want = torch.softmax(torch.tensor([2.0, 1.0, 0.5]), -1).double()
+    assert freq[3:].sum() == 0
+    assert torch.allclose(freq[:3], want, atol=0.01)
 
 
 def test_bad_params_raise(sampler: HFSampler) -> None:

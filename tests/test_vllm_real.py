@@ -285,6 +285,62 @@ def test_every_vllm_sample_gets_exact_stats(
             assert g["entropies"][i] == pytest.approx(float(-(p * logp[i]).sum()), abs=1e-4)
 
 
+def test_a_stage_asks_vllm_for_tokens_only_and_stores_exact_stats(
+    sampler: VLLMSampler, model32: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stage keeps a vLLM sample's tokens, text and finish reason and replaces every
+    statistic with its exact pass, so that is all it asks vLLM for (no log-probs per token,
+    where it asked for the top 51 with this top-k). The stored statistics still equal a
+    float64 re-scoring by transformers with vLLM V1's kept set."""
+    from runkit import write_problems
+
+    from ssd_tui.config import load_config
+    from ssd_tui.runs.pipeline import Pipeline
+    from ssd_tui.store.run_store import RunStore
+
+    write_problems(tmp_path, n_train=5)
+    config = write_config(
+        tmp_path, model32, sampling__temperature=1.2, sampling__top_p=0.9,
+        sandbox__isolation="auto", run__engine="vllm",
+    )  # fmt: skip
+    cfg = load_config(config)
+    store = RunStore.open(cfg.db_path, create=True)
+    pipe = Pipeline(cfg, store, make_sampler=lambda adapter: sampler)
+    pipe.prepare()
+    asked: list[object] = []
+    engine = sampler._engine().llm_engine  # what reaches the engine, request by request
+    add = engine.add_request
+    monkeypatch.setattr(
+        engine, "add_request", lambda *a, **kw: asked.append(a[2].logprobs) or add(*a, **kw)
+    )
+    params = cfg.train_sampling(seed=cfg.run.seed)
+    assert params.top_k == 50  # above the engine's max_logprobs (21): no longer asked for
+    pipe._generate(1, "sample", "train", pipe.train_problems, params, None, 2)
+    assert asked and set(asked) == {None}
+    by_id = {p["id"]: p for p in store.problems("train")}
+    problems = {p.id: p for p in pipe.train_problems}
+    rows = store.samples(1, "train")
+    assert len(rows) == 10
+    for r in rows:
+        st = store.token_stats(r["id"])
+        ids = [int(t) for t in st["token_ids"]]
+        prompt = pipe.render(problems[by_id[r["problem_id"]]["name"]])
+        logp = _rescore(model32, encode_prompt(sampler.tokenizer, prompt), ids)
+        assert ids and len(st["entropies"]) == len(st["tail_mass"]) == len(ids)
+        for i, t in enumerate(ids):
+            p = logp[i].exp()
+            keep = _v1_kept(logp[i], params)
+            assert keep[t]  # vLLM sampled inside the kept set
+            assert st["logprobs"][i] == pytest.approx(float(logp[i, t]), abs=1e-4)
+            assert st["entropies"][i] == pytest.approx(float(-(p * logp[i]).sum()), abs=1e-4)
+            assert st["tail_mass"][i] == pytest.approx(float(1 - p[keep].sum()), abs=1e-4)
+        assert r["logprob_sum"] == pytest.approx(float(st["logprobs"].sum()), abs=1e-4)
+    # the sampler's own API still returns vLLM's log-probs
+    [[c]] = sampler.generate(PROMPTS[:1], SamplingParams(max_new_tokens=3))
+    assert len(c.logprobs) == len(c.token_ids) == 3
+    store.close()
+
+
 # ----------------------------------------------------------------------------- refusals
 
 

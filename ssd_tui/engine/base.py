@@ -182,8 +182,9 @@ def generate_batches(
 ) -> Iterator[tuple[int, list[list[Completion]]]]:
     """``(i, completions of batch i)`` for each batch, as each is done.
 
-    An engine with its own scheduler (vLLM) decodes many batches at once and yields them in
-    the order they finish; any other sampler decodes them one after the other.
+    An engine with its own scheduler (vLLM, the transformers sampler) decodes rows of many
+    batches at once and yields each batch as it finishes; any other sampler (a test's fake)
+    decodes them one after the other.
     """
     own = getattr(sampler, "generate_batches", None)
     if own is not None:

@@ -21,7 +21,8 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,8 @@ from ssd_tui.engine.base import (
     TrainSettings,
     encode_prompt,
 )
-from ssd_tui.engine.truncation import is_greedy, truncate_logits, truncates
+from ssd_tui.engine.decoding import SCHEDULES, Decoder, Job, pick_tokens
+from ssd_tui.engine.truncation import is_greedy
 from ssd_tui.errors import SSDError
 
 # transformers (~0.9 s on top of torch, measured) and peft (~3.3 s) are imported in the
@@ -45,6 +47,7 @@ from ssd_tui.errors import SSDError
 
 __all__ = [
     "HFSampler",
+    "pick_tokens",
     "HFTrainer",
     "load_model",
     "load_tokenizer",
@@ -189,53 +192,15 @@ def _check_params(params: SamplingParams) -> None:
         raise SSDError("stop strings must not be empty")
 
 
-def pick_tokens(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Choose the next token of each row; return (tokens, logprobs, entropies, tail_mass).
-
-    The kept set is ``engine/truncation.py``'s (vLLM's rule: temperature, min-p, top-k with
-    ties, top-p). Statistics are of the untempered T = 1 distribution: ``tail_mass`` is its
-    probability outside the kept set (greedy decoding keeps exactly the arg-max token).
-    """
-    logits = logits.float()
-    logp = torch.log_softmax(logits, dim=-1)
-    probs = logp.exp()
-    # entr(p) = -p log p with entr(0) = 0, so -inf logits (masked vocab) give no NaN.
-    entropy = torch.special.entr(probs).sum(-1)
-    if is_greedy(params):
-        tokens = logits.argmax(dim=-1)
-        tail = (1.0 - probs.gather(-1, tokens[:, None]).squeeze(-1)).clamp_(min=0.0)
-    else:
-        final = truncate_logits(logits, params)
-        choice = torch.multinomial(torch.softmax(final, dim=-1), 1, generator=generator)
-        tokens = choice.squeeze(-1)
-        if truncates(params, logits.shape[-1]):
-            kept = probs.masked_fill(~torch.isfinite(final), 0.0).sum(-1)
-            tail = (1.0 - kept).clamp_(min=0.0)
-        else:
-            tail = torch.zeros_like(entropy)  # no truncation at all
-    token_logp = logp.gather(-1, tokens[:, None]).squeeze(-1)
-    return tokens, token_logp, entropy, tail
-
-
-class _Row:
-    """Growing state of one sequence during decoding."""
-
-    __slots__ = ("ids", "logprobs", "entropies", "tail", "text", "finish", "cut")
-
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-        self.logprobs: list[float] = []
-        self.entropies: list[float] = []
-        self.tail: list[float] = []
-        self.finish: str | None = None
-        self.cut: int | None = None  # char offset of the stop string in the decoded text
-        self.text: str | None = None
-
-
 class HFSampler:
-    """Batched sampling with transformers, a KV cache and per-token statistics."""
+    """Batched sampling with transformers, a KV cache and per-token statistics.
+
+    ``batch_size`` rows (a prompt's n samples are n rows) decode together. ``schedule``
+    (engine/decoding.py): ``"batch"`` (the default) decodes each batch on its own, exactly
+    reproducible from its seed; ``"refill"`` hands the slot of a row that ends to the next
+    row waiting, of the same batch or the next ones (``generate_batches``), so the rows in
+    flight stay at ``batch_size`` until the queue runs dry.
+    """
 
     def __init__(
         self,
@@ -244,6 +209,7 @@ class HFSampler:
         dtype: str = "float32",
         device: str = "cpu",
         batch_size: int = 8,
+        schedule: str = "batch",
     ) -> None:
         if batch_size < 1:
             raise SSDError(f"batch_size must be at least 1, got {batch_size}")
@@ -252,6 +218,9 @@ class HFSampler:
         # One device: the decoding loop's KV-cache row selection needs every layer on it.
         self.device = resolve_device(device)
         self.batch_size = batch_size
+        if schedule not in SCHEDULES:
+            raise SSDError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+        self.schedule = schedule
         self.tokenizer = load_tokenizer(model_path)
         model = load_model(model_path, dtype, str(self.device))
         if adapter is not None:
@@ -264,6 +233,7 @@ class HFSampler:
         # transformers 5.x renamed past_key_values -> cache; support both spellings.
         self._cache_kw = "cache" if "cache" in fwd else "past_key_values"
         self._has_logits_to_keep = "logits_to_keep" in fwd
+        self.last_decoder: Decoder | None = None  # the latest call's (its forward_rows)
 
     # -- public API ------------------------------------------------------------------
 
@@ -275,47 +245,20 @@ class HFSampler:
     ) -> list[list[Completion]]:
         """Return ``params.n`` completions for each prompt, in prompt order.
 
-        Reproducible for the same prompts, params (``seed``) and batch size: one
-        ``torch.Generator`` seeded with ``params.seed`` drives all batches in order.
+        Reproducible for the same prompts, params (``seed``) and batch size: one generator
+        seeded with ``params.seed`` draws every row (the batch schedule); under refill every
+        sample draws from its own stream, seeded from ``params.seed`` and its place.
         """
-        if self.model is None:
-            raise SSDError("the sampler was closed")
-        _check_params(params)
-        encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
-        for i, ids in enumerate(encoded):
-            if not ids:
-                raise SSDError(f"prompt {i} is empty after tokenisation")
-        # Greedy decoding gives the same answer n times: decode it once and copy (as vLLM).
-        n_decode = 1 if is_greedy(params) else params.n
-        rows = [(i, j) for i in range(len(prompts)) for j in range(n_decode)]
-        # Group rows of similar prompt length to waste less compute on padding; the sort
-        # is stable, so the order (and with it the random stream) is deterministic.
-        rows.sort(key=lambda r: len(encoded[r[0]]))
-        total = len(rows)
-        done = 0
-        generator = torch.Generator(device=self.device).manual_seed(params.seed)
-        out: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
+        [(_, result)] = list(self._stream([(prompts, params)], progress))
+        return result
 
-        def finished(count: int) -> None:
-            nonlocal done
-            done += count
-            if progress is not None:
-                progress(done, total)
-
-        with torch.inference_mode():
-            for start in range(0, total, self.batch_size):
-                batch = rows[start : start + self.batch_size]
-                comps = self._generate_batch(
-                    [encoded[i] for i, _ in batch], params, generator, finished
-                )
-                for (i, j), comp in zip(batch, comps, strict=True):
-                    out[i][j] = comp
-        for per in out:
-            for j in range(n_decode, params.n):
-                per[j] = copy.deepcopy(per[0])
-        if progress is not None and n_decode < params.n:
-            progress(len(prompts) * params.n, len(prompts) * params.n)
-        return [[c for c in per if c is not None] for per in out]
+    def generate_batches(
+        self, batches: Sequence[tuple[Sequence[str], SamplingParams]]
+    ) -> Iterator[tuple[int, list[list[Completion]]]]:
+        """``(i, completions of batch i)`` as each batch is done. A batch's samples are those
+        it gets alone: exactly (the batch schedule), or up to float rounding under refill,
+        where rows of later batches fill the slots of rows that ended (engine/decoding.py)."""
+        yield from self._stream(batches, None)
 
     def close(self) -> None:
         """Drop the model so its memory can go to a trainer."""
@@ -330,6 +273,69 @@ class HFSampler:
 
     # -- internals -------------------------------------------------------------------
 
+    def _jobs(
+        self, batches: Sequence[tuple[Sequence[str], SamplingParams]]
+    ) -> tuple[list[Job], list[tuple[int, int, int]]]:
+        """Every row of every batch, checked before anything decodes; and per batch
+        (prompts, n, rows decoded): greedy rows are decoded once and copied n times."""
+        jobs: list[Job] = []
+        shapes: list[tuple[int, int, int]] = []
+        for b, (prompts, params) in enumerate(batches):
+            _check_params(params)
+            encoded = [encode_prompt(self.tokenizer, p) for p in prompts]
+            for i, ids in enumerate(encoded):
+                if not ids:
+                    raise SSDError(f"prompt {i} is empty after tokenisation")
+            n_decode = 1 if is_greedy(params) else params.n  # greedy: the same n times (as vLLM)
+            rows = [(i, j) for i in range(len(prompts)) for j in range(n_decode)]
+            # Rows of similar prompt length side by side waste less compute on padding.
+            rows.sort(key=lambda r: len(encoded[r[0]]))
+            jobs += [Job(b, i, j, encoded[i], params) for i, j in rows]
+            shapes.append((len(prompts), params.n, n_decode))
+        return jobs, shapes
+
+    def _stream(
+        self,
+        batches: Sequence[tuple[Sequence[str], SamplingParams]],
+        progress: Progress | None,
+    ) -> Iterator[tuple[int, list[list[Completion]]]]:
+        if self.model is None:
+            raise SSDError("the sampler was closed")
+        jobs, shapes = self._jobs(batches)
+        out: dict[int, list[list[Any]]] = {}  # per batch, per prompt: its samples by index
+        left: dict[int, int] = {}
+        for b, (n_prompts, _, n_decode) in enumerate(shapes):
+            if n_prompts == 0:
+                yield b, []
+                continue
+            out[b] = [[None] * n_decode for _ in range(n_prompts)]
+            left[b] = n_prompts * n_decode
+        decoder = Decoder(
+            self._forward, partial(_decode, self.tokenizer), self.eos_ids, self.pad_id, self.device
+        )
+        self.last_decoder = decoder
+        done = 0
+        for job, comp in decoder.decode(jobs, self.batch_size, self.schedule):
+            out[job.batch][job.prompt][job.sample] = comp
+            done += 1
+            if progress is not None:
+                progress(done, len(jobs))
+            left[job.batch] -= 1
+            if left[job.batch] == 0:
+                yield job.batch, self._batch_done(out.pop(job.batch), shapes[job.batch], progress)
+
+    @staticmethod
+    def _batch_done(
+        per_prompt: list[list[Completion]], shape: tuple[int, int, int], progress: Progress | None
+    ) -> list[list[Completion]]:
+        n_prompts, n, n_decode = shape
+        if n_decode < n:  # greedy: copies of the one decoded sample
+            for per in per_prompt:
+                per += [copy.deepcopy(per[0]) for _ in range(n - 1)]
+            if progress is not None:
+                progress(n_prompts * n, n_prompts * n)
+        return per_prompt
+
     def _forward(self, **kwargs: Any) -> tuple[torch.Tensor, Any]:
         cache = kwargs.pop("cache", None)
         if cache is not None:
@@ -341,121 +347,6 @@ class HFSampler:
         if new_cache is None:
             new_cache = out.past_key_values
         return out.logits[:, -1, :], new_cache
-
-    def _generate_batch(
-        self,
-        prompt_ids: list[list[int]],
-        params: SamplingParams,
-        generator: torch.Generator,
-        finished: Callable[[int], None],
-    ) -> list[Completion]:
-        dev = self.device
-        bsz = len(prompt_ids)
-        width = max(len(p) for p in prompt_ids)
-        input_ids = torch.full((bsz, width), self.pad_id, dtype=torch.long)
-        attn = torch.zeros((bsz, width), dtype=torch.long)
-        for r, ids in enumerate(prompt_ids):  # left padding: every row ends at the same column
-            input_ids[r, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attn[r, width - len(ids) :] = 1
-        input_ids, attn = input_ids.to(dev), attn.to(dev)
-        # Explicit positions so padded rows count from their first real token (matters for
-        # absolute position embeddings; RoPE models would not care).
-        positions = (attn.cumsum(-1) - 1).clamp_(min=0)
-        logits, cache = self._forward(
-            input_ids=input_ids, attention_mask=attn, position_ids=positions
-        )
-        next_pos = positions[:, -1] + 1
-
-        rows = [_Row() for _ in range(bsz)]
-        active = list(range(bsz))  # batch slot -> row index
-        stops = params.stop
-        # Tokens to decode when looking for a new stop string: enough to hold the longest
-        # stop string even if some tokens decode to nothing (partial UTF-8 bytes).
-        window = max((len(s) for s in stops), default=0) + 8
-
-        for _step in range(params.max_new_tokens):
-            tokens, lps, ents, tails = pick_tokens(logits, params, generator)
-            # One device->host copy per step for all statistics.
-            tok_list = tokens.tolist()
-            stats = torch.stack([lps, ents, tails]).tolist()
-            keep_slots: list[int] = []
-            newly_done = 0
-            for slot, r in enumerate(active):
-                row = rows[r]
-                tok = tok_list[slot]
-                row.ids.append(tok)
-                row.logprobs.append(stats[0][slot])
-                row.entropies.append(stats[1][slot])
-                row.tail.append(stats[2][slot])
-                if tok in self.eos_ids:
-                    row.finish = "stop"
-                elif stops and self._hit_stop(row, stops, window):
-                    row.finish = "stop"
-                elif len(row.ids) >= params.max_new_tokens:
-                    row.finish = "length"
-                if row.finish is None:
-                    keep_slots.append(slot)
-                else:
-                    newly_done += 1
-            if newly_done:
-                finished(newly_done)
-            if not keep_slots:
-                break
-            if len(keep_slots) < len(active):
-                # Drop finished rows from the batch (and from the KV cache) so the rest
-                # decode faster.
-                sel = torch.tensor(keep_slots, device=dev)
-                cache.batch_select_indices(sel)
-                tokens, attn, next_pos = tokens[sel], attn[sel], next_pos[sel]
-                active = [active[s] for s in keep_slots]
-            attn = torch.cat([attn, attn.new_ones((attn.shape[0], 1))], dim=1)
-            logits, cache = self._forward(
-                input_ids=tokens[:, None],
-                attention_mask=attn,
-                position_ids=next_pos[:, None],
-                cache=cache,
-            )
-            next_pos = next_pos + 1
-
-        return [self._finish(row) for row in rows]
-
-    def _hit_stop(self, row: _Row, stops: tuple[str, ...], window: int) -> bool:
-        """Did the last token complete a stop string? Sets ``row.cut`` if so."""
-        tail_text = _decode(self.tokenizer, row.ids[-window:])
-        if not any(s in tail_text for s in stops):
-            return False
-        # Confirm on the full text and find the earliest occurrence of any stop string.
-        full = _decode(self.tokenizer, row.ids)
-        hits = [i for i in (full.find(s) for s in stops) if i >= 0]
-        if not hits:
-            return False
-        row.cut = min(hits)
-        row.text = full[: row.cut]
-        return True
-
-    def _finish(self, row: _Row) -> Completion:
-        n = len(row.ids)
-        if row.cut is not None:
-            # Keep the tokens whose text starts before the cut; tokens lying entirely
-            # inside (or after) the stop string are dropped with their statistics. The
-            # token that straddles the cut, if any, stays.
-            while n > 0 and len(_decode(self.tokenizer, row.ids[: n - 1])) >= row.cut:
-                n -= 1
-            text = row.text or ""
-        elif row.ids and row.ids[-1] in self.eos_ids:
-            # The EOS token stays in token_ids and the statistics (its probability is the
-            # model's decision to stop) but contributes no text.
-            text = _decode(self.tokenizer, row.ids[:-1])
-        else:
-            text = _decode(self.tokenizer, row.ids)
-        return Completion(
-            text=text,
-            token_ids=row.ids[:n],
-            logprobs=row.logprobs[:n],
-            entropies=row.entropies[:n],
-            tail_mass=row.tail[:n],
-            finish_reason=row.finish or "length",
-        )
 
 
 def _merge_adapter(model: Any, adapter: Path) -> Any:

@@ -23,7 +23,10 @@ What the numbers mean under vLLM (docs/gpu.md has the full account):
 In a run none of this is what gets stored: a sample without entropies is filled in by the
 pipeline's exact-statistics pass (``Pipeline.fill_token_stats``, a teacher-forced pass of
 the same model in transformers), so every sample has exact log-probs, entropies and tail
-mass whatever the engine (docs/gpu.md).
+mass whatever the engine (docs/gpu.md). So a stage's ``generate_batches`` asks vLLM for
+tokens and text only: no log-probs (vLLM then skips the log-softmax and top-N of every
+token and the Python objects it returns per token), which the pass would replace anyway;
+``generate`` (and ``generate_batches(..., logprobs=True)``) still asks for them.
 """
 
 from __future__ import annotations
@@ -232,12 +235,16 @@ def prompt_seeds(seed: int, n_prompts: int) -> list[int]:
     return out
 
 
-def sampling_kwargs(params: SamplingParams, n: int, n_logprobs: int, seed: int) -> dict[str, Any]:
+def sampling_kwargs(
+    params: SamplingParams, n: int, n_logprobs: int | None, seed: int
+) -> dict[str, Any]:
     """Keyword arguments for one ``vllm.SamplingParams``.
 
     ``max_tokens`` is always set (vLLM's default is 16). top_k = 0 becomes -1, the "off"
     value every vLLM accepts (new ones also take 0, old ones reject it). Stop strings are
     cut from the text (``include_stop_str_in_output=False``), as in the HF engine.
+    ``n_logprobs``: top log-probs per token; 0 = the sampled token's only; None = none at
+    all (a stage: the exact-statistics pass computes them).
     """
     return {
         "n": n,
@@ -521,7 +528,7 @@ def _position(entry: dict[int, Any], token: int, n_top: int) -> tuple[float, lis
 def to_completion(
     out: Any,
     params: SamplingParams,
-    n_top: int,
+    n_top: int | None,
     decode: Callable[[list[int]], str],
     vocab_size: int | None = None,
 ) -> Completion:
@@ -533,7 +540,7 @@ def to_completion(
     n = len(ids)
     if finish == "stop" and isinstance(getattr(out, "stop_reason", None), str):
         n = trim_to_text(ids, len(out.text), decode)
-    entries = out.logprobs or []
+    entries = (out.logprobs or []) if n_top is not None else []
     logprobs: list[float] = []
     tails: list[float] | None = []
     if len(entries) < n:  # no log-probs came back: keep the text and tokens only
@@ -627,7 +634,7 @@ class _Batch:
     encoded: list[list[int]]  # each prompt's token ids
     requests: list[Any]  # each prompt's vllm.SamplingParams (its own seed)
     params: SamplingParams
-    n_top: int  # top log-probs asked for per token
+    n_top: int | None  # top log-probs asked for per token (None: no log-probs at all)
     greedy: bool
     per_prompt: int  # sequences each prompt decodes: 1 when greedy, else n
 
@@ -776,7 +783,7 @@ class VLLMSampler:
         progress: Progress | None = None,
     ) -> list[list[Completion]]:
         """``params.n`` completions per prompt, in prompt order."""
-        [(_, result)] = list(self.generate_batches([(prompts, params)]))
+        [(_, result)] = list(self.generate_batches([(prompts, params)], logprobs=True))
         if progress is not None:
             progress(len(prompts) * params.n, len(prompts) * params.n)
         return result
@@ -789,10 +796,14 @@ class VLLMSampler:
         return configured if configured > 0 else (64 if self.platform == "cpu" else 256)
 
     def generate_batches(
-        self, batches: Sequence[tuple[Sequence[str], SamplingParams]]
+        self, batches: Sequence[tuple[Sequence[str], SamplingParams]], logprobs: bool = False
     ) -> Iterator[tuple[int, list[list[Completion]]]]:
         """Continuous batching over many batches: yields ``(i, completions of batch i)`` as
         soon as batch i's last request is done, in the order batches finish.
+
+        A stage's path (``base.generate_batches``): the completions carry tokens, text and
+        finish reason but no statistics unless ``logprobs``, because the stage replaces
+        every vLLM sample's statistics with its exact pass (no entropy comes from vLLM).
 
         Requests are queued a batch at a time while at most ``in_flight()`` sequences
         (prompts × n) are unfinished, so vLLM decodes up to that many rows at once (one
@@ -803,7 +814,7 @@ class VLLMSampler:
         """
         refused = refusal_types(self._vllm)
         # Every batch is checked before the first is queued: a bad one fails the stage at once.
-        work = [self._prepare(prompts, params, refused) for prompts, params in batches]
+        work = [self._prepare(prompts, params, refused, logprobs) for prompts, params in batches]
         window = self.in_flight()
         owner: dict[str, tuple[int, int]] = {}  # our request id -> (batch, prompt)
         engine_ids: dict[str, str] = {}  # our request id -> the engine's (for an abort)
@@ -849,6 +860,7 @@ class VLLMSampler:
         prompts: Sequence[str],
         params: SamplingParams,
         refused: tuple[type[BaseException], ...],
+        logprobs: bool,
     ) -> _Batch:
         """One batch's prompt tokens and vLLM requests, checked before anything is queued."""
         _check_params(params)
@@ -860,7 +872,7 @@ class VLLMSampler:
                 raise SSDError(f"prompt {i} is empty after tokenisation")
         greedy = params.temperature < GREEDY_EPS
         n_req = 1 if greedy else params.n  # vLLM refuses n > 1 for greedy decoding
-        n_top = top_logprobs_wanted(self.settings.vllm.logprobs, params.top_k)
+        n_top = top_logprobs_wanted(self.settings.vllm.logprobs, params.top_k) if logprobs else None
         try:
             requests = [
                 self._vllm.SamplingParams(**sampling_kwargs(params, n_req, n_top, seed))

@@ -583,7 +583,9 @@ class RunStore:
                         s.completion,
                         s.code,
                         n,
-                        float(np.sum(s.logprobs)) if n else None,
+                        # None, not 0, for tokens stored without log-probs (a vLLM stage's
+                        # samples until the exact-statistics pass fills them).
+                        float(np.sum(s.logprobs)) if len(s.logprobs) else None,
                         float(np.mean(s.entropies)) if len(s.entropies) else None,
                         float(np.mean(s.tail_mass)) if len(s.tail_mass) else None,
                         s.finish_reason,
