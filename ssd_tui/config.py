@@ -144,6 +144,14 @@ class SamplingSection:
         default=DEFAULT_STOP,
     )
     batch_size: int = _opt("prompts per generation batch", _at_least(1), default=16)
+    refill: bool = _opt(
+        "transformers engine, every stage it decodes: a row that ends hands its slot to the "
+        "next row of the stage's queue instead of each batch waiting for its longest row. "
+        "Off (default): each batch decodes alone, so a stage resumed after a kill writes "
+        "exactly what an uninterrupted one would; on, only up to float rounding "
+        "(docs/engine.md)",
+        default=False,
+    )
 
 
 @dataclass(frozen=True)
@@ -518,6 +526,7 @@ class RunConfig:
             ),
             top_ks=(self.sampling.top_k, self.eval.top_k),
             batch_size=max(self.sampling.batch_size, self.eval.batch_size),
+            schedule="refill" if self.sampling.refill else "batch",
             lora=self.lora_settings(),
             train=self.train_settings(),
             vllm=VllmSettings(**dataclasses.asdict(self.vllm)),

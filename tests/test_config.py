@@ -195,6 +195,18 @@ def test_engine_settings_carry_what_the_engines_read():
     assert (s.max_temperature, s.top_ks, s.batch_size) == (1.7, (20, 5), 32)
     assert s.lora == LoraSettings(r=16) and s.train == cfg.train_settings()
     assert (s.vllm.logprobs, s.vllm.max_num_seqs) == (40, 9)
+    assert s.schedule == "batch"  # exact on resume unless a config asks for refill
+
+
+def test_refill_is_asked_for_and_may_not_change_on_resume(tmp_path):
+    cfg = loads_config(MINIMAL, base_dir=tmp_path)
+    refill = loads_config(MINIMAL + "[sampling]\nrefill = true\n", base_dir=tmp_path)
+    assert (cfg.engine_settings().schedule, refill.engine_settings().schedule) == (
+        "batch",
+        "refill",
+    )
+    # it changes what a resumed stage draws for its unfinished batches
+    assert config_diff(cfg, refill) == ["sampling.refill"]
 
 
 def test_vllm_cpu_keys_are_unset_by_default_and_take_booleans():

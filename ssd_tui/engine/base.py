@@ -148,6 +148,7 @@ class EngineSettings:
     max_temperature: float = 1.0  # the highest temperature any stage samples at
     top_ks: tuple[int, ...] = (0, 0)  # every stage's top-k ([sampling], [eval])
     batch_size: int = 16  # prompts per transformers decoding batch
+    schedule: str = "batch"  # the transformers sampler's: "batch" (exact) or "refill"
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
     vllm: VllmSettings = field(default_factory=VllmSettings)

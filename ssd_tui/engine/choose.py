@@ -220,6 +220,7 @@ class Engines:
             dtype=s.dtype,
             device=s.device,
             batch_size=s.batch_size,
+            schedule=s.schedule,
         )
 
     def _keeps_engine(self) -> bool:
