@@ -1,7 +1,8 @@
 """The `ssd-tui` command. With no arguments it opens the app; subcommands run headless.
 
 Every user error ends in one line on stderr and exit status 2; an interrupted run
-ends with status 130 and resumes when the same command is run again.
+ends with status 130 and resumes when the same command is run again; output into a
+pipe whose reader has gone (`| head`) ends quietly with status 141.
 """
 
 from __future__ import annotations
@@ -931,6 +932,23 @@ def _quiet_libraries() -> None:
         pass
 
 
+#: Exit status when our reader went away (`| head`): 128 + SIGPIPE, as a shell reports a
+#: program the signal ended. Nothing is printed: the user closed the pipe on purpose.
+EXIT_CLOSED_PIPE = 141
+
+
+def _drop_closed_pipe() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush of what is still
+    buffered for the closed pipe does not fail again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout replaced by something without a descriptor
+        pass
+    finally:
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     # OpenMP threads that spin while a peer is descheduled make every torch op several
     # times slower on a busy or small machine; passive waiting costs nothing measurable
@@ -941,7 +959,12 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_libraries()
     func = getattr(args, "func", cmd_tui)
     try:
-        return func(args) or 0
+        code = func(args) or 0
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
+        return code
+    except BrokenPipeError:  # `ssd-tui diff … | head`: the reader has all it wanted
+        _drop_closed_pipe()
+        return EXIT_CLOSED_PIPE
     except SSDError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -245,3 +245,32 @@ def test_the_run_folders_config_runs_from_there(tmp_path, tiny_model_dir, capsys
     original, moved = load_config(config), load_config(saved)
     for section, key in PATH_KEYS:
         assert path_of(original, section, key) == path_of(moved, section, key), key
+
+
+def _with_closed_stdout(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    """`ssd-tui ARGS | head` when head has already gone: our stdout is a pipe nobody reads."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "ssd_tui", *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env={**os.environ, "TMPDIR": str(tmp)},  # where a crash log would land
+        )
+    finally:
+        os.close(write)
+
+
+def assert_quiet_end(r: subprocess.CompletedProcess, tmp: Path) -> None:
+    """Ended as a program whose reader went away: status 141 (128 + SIGPIPE), nothing said."""
+    assert r.stderr == "" and r.returncode == 141, (r.returncode, r.stderr)
+    assert not list(tmp.glob("ssd-tui-crash-*"))  # no crash log either
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    assert_quiet_end(_with_closed_stdout("options", tmp=tmp_path), tmp_path)

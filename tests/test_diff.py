@@ -92,3 +92,10 @@ def test_environment_differences_are_named(runs, tmp_path):
     assert not d.identical
     assert [r[:2] for r in d.differences] == [("environment", "torch")]
     assert json.dumps(lines)  # printable
+
+
+def test_diff_into_a_closed_pipe_ends_quietly(runs, tmp_path):
+    from test_cli import _with_closed_stdout, assert_quiet_end
+
+    a, b = runs
+    assert_quiet_end(_with_closed_stdout("diff", str(a), str(b), tmp=tmp_path), tmp_path)
