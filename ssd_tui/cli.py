@@ -319,7 +319,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
 def cmd_open(args: argparse.Namespace) -> int:
     from ssd_tui.outputs.export import export_info
     from ssd_tui.runs import sweep as sw
-    from ssd_tui.store.review import open_export
+    from ssd_tui.store.review import open_export, resolve_run_db
 
     if Path(args.db).is_dir() and sw.is_sweep(Path(args.db)):  # a sweep: its runs overlaid
         sw.load(Path(args.db))  # clear errors before the app starts
@@ -327,35 +327,38 @@ def cmd_open(args: argparse.Namespace) -> int:
 
         run_app(runs_dir=Path(args.db).resolve().parent, open_sweep=Path(args.db).resolve())
         return 0
+    db = resolve_run_db(args.db)
     # Checked read-only: a file `open` rejects (or an export) must stay byte-identical,
     # so no WAL switch and no schema migration here (the engine does those on a run).
-    store = open_export(Path(args.db))  # clear errors before the app starts
+    store = open_export(db)  # clear errors before the app starts
     try:
-        is_export = export_info(store) is not None or store.path != Path(args.db)
+        is_export = export_info(store) is not None or store.path != db
     finally:
         store.close()
     from ssd_tui.tui.app import run_app
 
     if is_export:  # an export (or a gzipped file) is reviewed: nothing in it can be run
-        run_app(runs_dir=Path("."), review=[Path(args.db)])
+        run_app(runs_dir=Path("."), review=[db])
         return 0
-    run_app(runs_dir=Path(args.db).resolve().parent.parent, open_db=Path(args.db))
+    run_app(runs_dir=db.resolve().parent.parent, open_db=db)
     return 0
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from ssd_tui.store.review import open_export
+    from ssd_tui.store.review import open_export, resolve_run_db
 
-    for f in args.files:
-        open_export(Path(f)).close()
+    files = [resolve_run_db(f) for f in args.files]
+    for f in files:
+        open_export(f).close()
     from ssd_tui.tui.app import run_app
 
-    run_app(runs_dir=Path("."), review=[Path(f) for f in args.files])
+    run_app(runs_dir=Path("."), review=files)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ssd_tui.outputs.export import export_run
+    from ssd_tui.store.review import resolve_run_db
 
     if args.tensorboard:
         return _export_tensorboard(args)
@@ -364,7 +367,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not args.all and args.round is None:
         raise SSDError("say what to export: --round K or --all")
     out = export_run(
-        Path(args.db),
+        resolve_run_db(args.db),
         Path(args.out) if args.out else None,
         round=args.round,
         jsonl=args.jsonl,
@@ -414,9 +417,10 @@ def _export_tensorboard(args: argparse.Namespace) -> int:
 
 
 def cmd_note(args: argparse.Namespace) -> int:
+    from ssd_tui.store.review import resolve_run_db
     from ssd_tui.store.run_store import RunStore
 
-    store = RunStore.open(args.db)
+    store = RunStore.open(resolve_run_db(args.db))
     try:
         note_id = store.add_note(" ".join(args.text), args.round)
     finally:
@@ -427,9 +431,10 @@ def cmd_note(args: argparse.Namespace) -> int:
 
 def cmd_notes(args: argparse.Namespace) -> int:
     """List a run's notes and tags (read-only: works on exports and live runs)."""
+    from ssd_tui.store.review import resolve_run_db
     from ssd_tui.store.run_store import RunStore
 
-    store = RunStore.open(args.db, readonly=True)
+    store = RunStore.open(resolve_run_db(args.db), readonly=True)
     try:
         rounds = sorted({r["round"] for r in store.rounds()})
         run_tags = store.tags()
@@ -447,9 +452,10 @@ def cmd_notes(args: argparse.Namespace) -> int:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
+    from ssd_tui.store.review import resolve_run_db
     from ssd_tui.store.run_store import RunStore
 
-    store = RunStore.open(args.db)
+    store = RunStore.open(resolve_run_db(args.db))
     try:
         for tag in args.tags:
             if args.remove:
@@ -505,9 +511,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from ssd_tui.outputs.report import missing_chart_library, print_report, write_report
+    from ssd_tui.store.review import resolve_run_db
     from ssd_tui.store.run_store import RunStore
 
-    store = RunStore.open(args.db, readonly=True)
+    store = RunStore.open(resolve_run_db(args.db), readonly=True)
     print_report(store, Console())
     if args.out:
         note = missing_chart_library()
@@ -664,7 +671,7 @@ def _add_open(sub: Any) -> None:
         "  ssd-tui open runs/demo/run.db\n"
         "  ssd-tui open runs/sweep-demo                  a sweep: its runs on one chart\n",
     )
-    op.add_argument("db", help="a run's database (RUN_DIR/run.db), or a sweep folder (overlaid)")
+    op.add_argument("db", help="a run folder or its run.db, an export, or a sweep folder (overlaid)")
     op.set_defaults(func=cmd_open)
 
 
@@ -678,7 +685,7 @@ def _add_review(sub: Any) -> None:
         "  ssd-tui review demo-round-2.db\n"
         "  ssd-tui review run-a.db run-b.db              A against B\n",
     )
-    rv.add_argument("files", nargs="+", metavar="FILE", help="exported or run DB (one or two)")
+    rv.add_argument("files", nargs="+", metavar="FILE", help="an export, a run DB or a run folder (one or two)")
     rv.set_defaults(func=cmd_review)
 
 
@@ -697,7 +704,7 @@ def _add_export(sub: Any) -> None:
         "  ssd-tui export runs/demo/run.db --tensorboard tb/   then: tensorboard --logdir tb/\n",
     )
     e.add_argument(
-        "db", help="a run's database (RUN_DIR/run.db); with --tensorboard also a sweep folder"
+        "db", help="a run folder or its run.db; with --tensorboard also a sweep folder"
     )
     _round_option(e, "the round to export")
     e.add_argument("--all", action="store_true", help="export the whole run")
@@ -765,7 +772,7 @@ def _add_note(sub: Any) -> None:
         '  ssd-tui note runs/demo/run.db "lr 1e-3 looks too high"\n'
         '  ssd-tui note runs/demo/run.db --round 2 "loops start here"\n',
     )
-    nt.add_argument("db", help="a run's database (RUN_DIR/run.db)")
+    nt.add_argument("db", help="a run folder or its run.db")
     nt.add_argument("text", nargs="+", help="the note")
     _round_option(nt, "the round the note is about (default: the run)")
     nt.set_defaults(func=cmd_note)
@@ -779,7 +786,7 @@ def _add_notes(sub: Any) -> None:
         "Read-only: works on a running run and on exports.",
         "  ssd-tui notes runs/demo/run.db\n",
     )
-    ns.add_argument("db", help="a run's database or an export")
+    ns.add_argument("db", help="a run folder or its run.db, or an export")
     ns.set_defaults(func=cmd_notes)
 
 
@@ -794,7 +801,7 @@ def _add_tag(sub: Any) -> None:
         "  ssd-tui tag runs/demo/run.db --round 3 collapse\n"
         "  ssd-tui tag runs/demo/run.db good-lr --remove\n",
     )
-    tg.add_argument("db", help="a run's database (RUN_DIR/run.db)")
+    tg.add_argument("db", help="a run folder or its run.db")
     tg.add_argument("tags", nargs="+", metavar="TAG", help="tags to add (or remove)")
     _round_option(tg, "the round to tag (default: the run)")
     tg.add_argument("--remove", action="store_true", help="remove the tags instead")
@@ -836,7 +843,7 @@ def _add_report(sub: Any) -> None:
         "baseline and the warnings. Read-only: safe while the run is going on.",
         "  ssd-tui report runs/demo/run.db\n  ssd-tui report runs/demo/run.db --out report.html\n",
     )
-    rp.add_argument("db", help="a run's database (RUN_DIR/run.db) or an export")
+    rp.add_argument("db", help="a run folder or its run.db, or an export")
     rp.add_argument("--out", help="report file (.html or .md)")
     rp.set_defaults(func=cmd_report)
 

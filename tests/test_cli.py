@@ -274,3 +274,43 @@ def assert_quiet_end(r: subprocess.CompletedProcess, tmp: Path) -> None:
 
 def test_a_closed_pipe_ends_quietly(tmp_path):
     assert_quiet_end(_with_closed_stdout("options", tmp=tmp_path), tmp_path)
+
+
+def test_every_command_that_takes_a_run_db_takes_its_folder(tmp_path, monkeypatch, capsys):
+    # `open runs/demo` was refused ("is a folder, not a run database") while `diff runs/demo`
+    # took it: one rule for every command, a run folder is its run.db.
+    from fixtures.synthetic import build_run
+
+    from ssd_tui import cli
+    from ssd_tui.tui import app
+
+    folder = tmp_path / "demo"
+    build_run(folder, running_round=False)
+    opened: list[dict] = []
+    monkeypatch.setattr(app, "run_app", lambda **kw: opened.append(kw))
+    monkeypatch.chdir(tmp_path)
+    for args in (
+        ["open", "demo"],
+        ["review", "demo"],
+        ["report", "demo"],
+        ["notes", "demo"],
+        ["note", "demo", "a note"],
+        ["tag", "demo", "good"],
+        ["search", "demo", "return"],
+        ["export", "demo", "--round", "1", "--out", "r1.db"],
+        ["export", "demo", "--tensorboard", "tb"],
+        ["diff", "demo", "demo/run.db"],
+    ):
+        assert cli.main(args) == 0, (args, capsys.readouterr().err)
+    assert opened[0]["open_db"].resolve() == folder / "run.db"
+    assert opened[0]["runs_dir"] == tmp_path
+    assert [p.resolve() for p in opened[1]["review"]] == [folder / "run.db"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    capsys.readouterr()
+    for command in ("open", "report", "notes", "diff"):
+        args = [command, "empty"] + (["demo"] if command == "diff" else [])
+        assert cli.main(args) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith("error: empty is a folder without a run database (run.db)")
+        assert err.count("\n") == 1

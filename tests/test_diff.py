@@ -75,7 +75,7 @@ def test_a_run_equals_itself_and_its_export(runs, tmp_path):
 def test_diff_of_a_missing_run_is_one_line(tmp_path):
     r = _cli(tmp_path / "nope", tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
-    assert "no run database" in r.stderr
+    assert "run database not found" in r.stderr
 
 
 def test_environment_differences_are_named(runs, tmp_path):

@@ -16,7 +16,7 @@ from ssd_tui.analysis.rounds import round_summary
 from ssd_tui.config import config_from_json
 from ssd_tui.errors import SSDError
 from ssd_tui.runs.record import ENV_KEYS, run_record
-from ssd_tui.store.review import open_export
+from ssd_tui.store.review import open_export, resolve_run_db
 from ssd_tui.store.run_store import RunStore
 
 # Record keys compared besides the environment (model_files is only a cache stamp; the
@@ -40,16 +40,6 @@ class RunDiff:
     @property
     def identical(self) -> bool:
         return not self.differences
-
-
-def resolve_db(path: str | Path) -> Path:
-    """A run folder (holding run.db) or a database file."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / "run.db"
-    if not p.exists():
-        raise SSDError(f"{path}: no run database there (expected a run folder or a .db file)")
-    return p
 
 
 def _config(store: RunStore) -> dict[str, Any]:
@@ -150,7 +140,7 @@ def format_diff(d: RunDiff, a: str, b: str) -> list[str]:
 
 def diff_paths(a: str | Path, b: str | Path) -> tuple[RunDiff, list[str]]:
     """Compare two run folders, run DBs or exports (.db.gz too), read-only."""
-    pa, pb = resolve_db(a), resolve_db(b)
+    pa, pb = resolve_run_db(a), resolve_run_db(b)
     sa = open_export(pa)
     try:
         sb = open_export(pb)
