@@ -42,7 +42,7 @@ examples:
   ssd-tui report runs/demo/run.db      tables in the terminal (--out report.html for a file)
   ssd-tui export runs/demo/run.db --round 2      a self-contained DB of round 2
   ssd-tui review demo-round-2.db       read-only review of an export
-  ssd-tui diff runs/a runs/b           what differs between two runs (exit 1 if anything)
+  ssd-tui diff runs/a runs/b           what differs between two runs or configs (exit 1 if anything)
   ssd-tui options                      every config key, its default and meaning
   ssd-tui sweep CFG --set sampling.temperature=0.5,0.8 --seeds 3   a grid of runs and its table
   ssd-tui search runs/demo/run.db "while True"       samples holding a text, with verdicts
@@ -852,15 +852,22 @@ def _add_diff(sub: Any) -> None:
     df = _command(
         sub,
         "diff",
-        "compare two runs: config, environment, problem sets, record, metrics",
+        "compare two runs, two configs, or a config and a run",
         "Everything that can make two runs differ, read from their run DBs (or exports):\n"
-        "config keys, versions and platform, problem-set hashes, model hash, prompt template\n"
-        "and extraction rule, trainer settings, and every round's metrics side by side.\n"
-        "Exit code 0 when the runs are identical, 1 when they differ.",
-        "  ssd-tui diff runs/a runs/b\n  ssd-tui diff runs/a/run.db run-b-export.db\n",
+        "config keys, the versions and platform of every start and resume, problem-set\n"
+        "hashes, model hash, prompt template and extraction rule, trainer settings, each\n"
+        "round's adapter hash, and every round's metrics side by side. A config file (.toml)\n"
+        "brings its settings: two configs, or a config and a run, are compared setting by\n"
+        "setting. A path is compared by the file it names (resolved against its own config's\n"
+        "folder, and by its recorded hash), never by how it is spelled.\n"
+        "Exit code 0 when identical, 1 when something differs.",
+        "  ssd-tui diff runs/a runs/b\n"
+        "  ssd-tui diff runs/a/run.db run-b-export.db\n"
+        "  ssd-tui diff examples/demo.toml my.toml      two configs\n"
+        "  ssd-tui diff my.toml runs/demo               would my.toml run what runs/demo ran?\n",
     )
-    df.add_argument("a", metavar="RUN_A", help="a run folder or run DB")
-    df.add_argument("b", metavar="RUN_B", help="a run folder or run DB")
+    df.add_argument("a", metavar="A", help="a run folder, run DB or export, or a config (.toml)")
+    df.add_argument("b", metavar="B", help="a run folder, run DB or export, or a config (.toml)")
     df.set_defaults(func=cmd_diff)
 
 
