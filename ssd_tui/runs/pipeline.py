@@ -32,7 +32,7 @@ from ssd_tui.errors import ConfigChangedError, SSDError
 from ssd_tui.evaluation.check import check_samples, summarize
 from ssd_tui.evaluation.sandbox import Isolation, Limits, choose_isolation
 from ssd_tui.evaluation.suspect import suspect_reasons
-from ssd_tui.models import dir_sha256, prepare_model_path
+from ssd_tui.models import adapter_sha256, prepare_model_path
 from ssd_tui.problems.leetcode import LEETCODE, leetcode_source
 from ssd_tui.problems.load import load_problem_set
 from ssd_tui.problems.prompting import extraction_rule, program_for, prompt_for
@@ -352,7 +352,7 @@ class Pipeline:
 
         trainer.train(kept, out, init_adapter=Path(init) if init else None, progress=progress)
         self.store.add_train_log(rnd, trainer.history)
-        self.store.set_adapter(rnd, str(out), dir_sha256(out))
+        self.store.set_adapter(rnd, str(out), adapter_sha256(out))
 
     def stage_evaluate(self, rnd: int) -> None:
         self._evaluate(rnd, "evaluate", self.cfg.eval.temperature)
