@@ -162,8 +162,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import torch  # seconds to load: only a run pays for it
 
     torch.set_num_threads(threads)
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    with runner.holding_run(cfg.db_path) as held_by_parent:
+    with runner.new_run_folder(cfg.run_dir), runner.holding_run(cfg.db_path) as held_by_parent:
         choice = choose_engine(cfg.engine_settings(), resolve_model_path(cfg))
         if choice.per_stage_processes and not held_by_parent:
             return runner.run_stage_per_process(

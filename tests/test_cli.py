@@ -314,3 +314,25 @@ def test_every_command_that_takes_a_run_db_takes_its_folder(tmp_path, monkeypatc
         err = capsys.readouterr().err
         assert err.startswith("error: empty is a folder without a run database (run.db)")
         assert err.count("\n") == 1
+
+
+def test_a_run_refused_before_it_started_leaves_nothing_behind(tmp_path, tiny_model_dir):
+    # `model path does not exist` left runs/x/ holding an empty run.db.lock.
+    write_problems(tmp_path)
+    config = write_config(tmp_path, tmp_path / "no-such-model")
+    config.write_text(config.read_text().replace('dir = "run"', 'dir = "runs/x"'))
+    assert_one_line_error(ssd("run", str(config)), "model path does not exist")
+    assert not (tmp_path / "runs").exists()  # nor the runs/ folder it made for it
+    # A folder that was there before is never removed, nor is anything in it.
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "runs" / "x" / "mine.txt").write_text("keep me")
+    assert_one_line_error(ssd("run", str(config)), "model path does not exist")
+    assert (tmp_path / "runs" / "x" / "mine.txt").read_text() == "keep me"
+    # Refused later, by the problem files, after the run DB was opened: nothing either.
+    other = tmp_path / "other"
+    other.mkdir()
+    write_problems(other)
+    (other / "eval.jsonl").write_text("")
+    config = write_config(other, tiny_model_dir)
+    assert_one_line_error(ssd("run", str(config)), "no problems (the file is empty)")
+    assert not (other / "run").exists()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -281,6 +282,42 @@ def with_sandbox(cfg: RunConfig, mode: str | None) -> RunConfig:
 
 
 # ---- the run folder ---------------------------------------------------------------------------
+@contextmanager
+def new_run_folder(run_dir: Path) -> Iterator[None]:
+    """The run folder (and any folder above it that is missing) for the body of a `with`
+    that starts or resumes a run. When the body ends before a run started in it (refused by
+    its checks, interrupted), what this made is removed again: a refused run leaves
+    nothing behind. A folder that was there before is never removed."""
+    run_dir = Path(run_dir).absolute()
+    made = run_dir
+    while not made.parent.exists():
+        made = made.parent
+    made = None if run_dir.exists() else made
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    finally:
+        if made is not None and not _run_started(run_dir / "run.db"):
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def _run_started(db_path: Path) -> bool:
+    """Whether a run started in this database (its run row is written once its checks
+    passed). A database that cannot be read counts as started: it is never removed."""
+    if not db_path.exists():
+        return False
+    try:
+        store = RunStore.open(db_path, readonly=True)
+    except SSDError:
+        return db_path.stat().st_size > 0
+    try:
+        return store.run_info() is not None
+    except Exception:  # noqa: BLE001 - e.g. an empty database: no tables, no run
+        return False
+    finally:
+        store.close()
+
+
 def save_run_config(cfg: RunConfig, config: str | Path, text: str) -> Path:
     """Keep the run's config in its folder (RUN_DIR/config.toml, what the app and a later
     `ssd-tui run RUN_DIR/config.toml` use), rewritten so that it works from there
