@@ -164,19 +164,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     torch.set_num_threads(threads)
     with runner.new_run_folder(cfg.run_dir), runner.holding_run(cfg.db_path) as held_by_parent:
         choice = choose_engine(cfg.engine_settings(), resolve_model_path(cfg))
+        rounds = runner.rounds_to_run(cfg, args.rounds)
         if choice.per_stage_processes and not held_by_parent:
             return runner.run_stage_per_process(
                 cfg,
                 args.config,
-                rounds=args.rounds,
+                rounds=rounds,
                 stages=args.stages,
                 threads=args.threads,
                 sandbox=sandbox,
             )
-        return _run_here(args, cfg, file_cfg, choice)
+        return _run_here(args, cfg, file_cfg, choice, rounds)
 
 
-def _run_here(args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any) -> int:
+def _run_here(
+    args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any, rounds: int
+) -> int:
     """The run in this process, with progress bars; 130 when stopped between batches."""
     from ssd_tui.runs.pipeline import Pipeline, StopRequested, install_signal_handlers
     from ssd_tui.runs.runner import save_run_config
@@ -194,7 +197,7 @@ def _run_here(args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any) ->
         f"{len(pipe.eval_problems)} eval problems · run DB {cfg.db_path}"
     )
     try:
-        status = pipe.run(rounds=args.rounds, max_stages=args.stages)
+        status = pipe.run(rounds=rounds, max_stages=args.stages)
     except StopRequested:
         rep.console.print("stopped between batches; run the same command again to resume")
         return 130
@@ -203,17 +206,18 @@ def _run_here(args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any) ->
     if status == "paused":
         rep.console.print("paused; run the same command again to continue")
         return 0
-    for line in _verdict(store, cfg):
+    for line in _verdict(store, cfg, rounds):
         rep.console.print(line)
     rep.console.print(f"[green]done.[/] open it in the app: ssd-tui open {cfg.db_path}")
     return 0
 
 
-def _verdict(store: Any, cfg: Any) -> list[str]:
-    """What a finished run says, in two lines: SSD against tuning T_eval alone, and warnings."""
+def _verdict(store: Any, cfg: Any, last_round: int) -> list[str]:
+    """What a finished run says about the rounds it showed (0..last_round), in two lines:
+    SSD against tuning T_eval alone, and warnings."""
     from ssd_tui.analysis.verdict import baseline_verdict
 
-    verdict = baseline_verdict(store, cfg)
+    verdict = baseline_verdict(store, cfg, last_round)
     lines = [verdict] if verdict else []
     warnings = store.warnings()
     if warnings:
@@ -251,14 +255,14 @@ def _demo_in_app(args: argparse.Namespace, cfg: Any) -> int:
     """The app on the demo run; it starts the demo's engine itself (unless its rounds are
     done already)."""
     from ssd_tui.config import ISOLATION_ENV
-    from ssd_tui.runs.runner import sandbox_choice
+    from ssd_tui.runs.runner import rounds_to_run, sandbox_choice
     from ssd_tui.tui.app import run_app
 
     if sandbox := sandbox_choice(args.sandbox):
         # The app hands its own environment to every engine it starts, and an engine reads
         # the choice from there (docs/sandbox.md).
         os.environ[ISOLATION_ENV] = sandbox
-    rounds = args.rounds if args.rounds is not None else cfg.run.rounds
+    rounds = rounds_to_run(cfg, args.rounds)
     run_app(
         runs_dir=cfg.run_dir.parent,
         open_db=cfg.db_path,

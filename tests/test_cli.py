@@ -336,3 +336,34 @@ def test_a_run_refused_before_it_started_leaves_nothing_behind(tmp_path, tiny_mo
     config = write_config(other, tiny_model_dir)
     assert_one_line_error(ssd("run", str(config)), "no problems (the file is empty)")
     assert not (other / "run").exists()
+
+
+def test_a_rerun_says_only_what_it_shows(tmp_path, tiny_model_dir, capsys):
+    # `ssd-tui demo` again after `run … --rounds 5` re-showed rounds 0-3 (the demo config's
+    # rounds) while its verdict cited "best round 5". A rerun shows every round the run
+    # holds; `--rounds K` shows rounds 0..K, and its verdict speaks of those alone.
+    import re
+
+    from ssd_tui import cli
+    from ssd_tui.config import load_config
+
+    write_problems(tmp_path)
+    config = write_config(tmp_path, tiny_model_dir, rounds=1, eval__baseline_temperatures=[0.5])
+    assert cli.main(["run", str(config), "--rounds", "2", "--threads", "1"]) == 0
+    store = RunStore.open(tmp_path / "run" / "run.db")
+    t_eval = load_config(config).eval.temperature
+    store.set_metrics(1, "eval", t_eval, {"all": {"pass@1": 0.9}})
+    store.set_metrics(2, "eval", t_eval, {"all": {"pass@1": 1.0}})  # the best round: the last
+    store.close()
+
+    def rerun(*extra: str) -> tuple[list[str], str]:
+        capsys.readouterr()
+        assert cli.main(["run", str(config), "--threads", "1", *extra]) == 0
+        text = capsys.readouterr().err
+        tables = re.findall(r"^\s*round (\d+)\s*$", text, re.MULTILINE)  # round_end's titles
+        return tables, text
+
+    shown, text = rerun()
+    assert shown == ["0", "1", "2"] and "best round 2 pass@1 1.000" in text, text
+    shown, text = rerun("--rounds", "1")
+    assert shown == ["0", "1"] and "best round 1 pass@1 0.900" in text, text

@@ -252,6 +252,23 @@ def run_stage_per_process(
     return 0
 
 
+def rounds_to_run(cfg: RunConfig, asked: int | None) -> int:
+    """The round a `run` goes to: ``--rounds`` when given; else the config's rounds, or the
+    last round the run already holds when it was extended past them (`--rounds 5`, the
+    app's `r`). So a rerun shows the whole run, and what it says about it (the verdict)
+    speaks of the rounds it shows."""
+    if asked is not None:
+        return asked
+    if not cfg.db_path.exists():
+        return cfg.run.rounds
+    store = RunStore.open(cfg.db_path, readonly=True)
+    try:
+        held = [r["round"] for r in store.rounds()] if store.run_info() else []
+    finally:
+        store.close()
+    return max([cfg.run.rounds, *held])
+
+
 def _rounds_done(db_path: Path) -> int:
     store = RunStore.open(db_path, readonly=True)
     try:
