@@ -181,6 +181,7 @@ def _run_here(
     args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any, rounds: int
 ) -> int:
     """The run in this process, with progress bars; 130 when stopped between batches."""
+    from ssd_tui.evaluation.sandbox import sandbox_line
     from ssd_tui.runs.pipeline import Pipeline, StopRequested, install_signal_handlers
     from ssd_tui.runs.runner import save_run_config
     from ssd_tui.store.run_store import RunStore
@@ -196,6 +197,7 @@ def _run_here(
         f"[bold]{cfg.run.name}[/]: {pipe.model_path} · {len(pipe.train_problems)} training prompts · "
         f"{len(pipe.eval_problems)} eval problems · run DB {cfg.db_path}"
     )
+    rep.console.print(sandbox_line(pipe.isolation, cfg.sandbox.isolation), markup=False)
     try:
         status = pipe.run(rounds=rounds, max_stages=args.stages)
     except StopRequested:
@@ -275,10 +277,12 @@ def _demo_in_app(args: argparse.Namespace, cfg: Any) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from ssd_tui.config import load_config
     from ssd_tui.engine.choose import choose_engine
+    from ssd_tui.evaluation.sandbox import choose_isolation, sandbox_line
     from ssd_tui.problems.load import load_problem_set
+    from ssd_tui.runs import runner
     from ssd_tui.runs.pipeline import resolve_model_path
 
-    cfg = load_config(args.config)
+    cfg = runner.with_sandbox(load_config(args.config), runner.sandbox_choice(args.sandbox))
     model = resolve_model_path(cfg)
     evals = load_problem_set(
         cfg.data.benchmark,
@@ -298,6 +302,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     )
     choice = choose_engine(cfg.engine_settings(), str(model))
     print(f"ok: {choice.line()}")
+    # As a run would: a sandbox weaker than the config asks for is refused here too.
+    print(f"ok: {sandbox_line(choose_isolation(cfg.sandbox.isolation), cfg.sandbox.isolation)}")
     if choice.name == "vllm":
         from ssd_tui.engine.vllm import vllm_report
 
@@ -643,11 +649,14 @@ def _add_check(sub: Any) -> None:
         "check",
         "validate a config, its model path and problem sets, without running",
         "Reads the config, checks that the model path exists (a GGUF file is converted once,\n"
-        "as a run would), loads the problem sets and prints what a run would use. A bad key\n"
-        "or value is one line naming the file, line and key.",
-        "  ssd-tui check examples/qwen-coder-0.5b-cpu.toml\n",
+        "as a run would), loads the problem sets and prints what a run would use: the\n"
+        "engine and the sandbox that would run the test programs. A bad key or value is one\n"
+        "line naming the file, line and key.",
+        "  ssd-tui check examples/qwen-coder-0.5b-cpu.toml\n"
+        "  ssd-tui check examples/demo.toml --sandbox auto   what `run --sandbox auto` gets\n",
     )
     c.add_argument("config", help="run config (TOML)")
+    _sandbox_option(c)
     c.set_defaults(func=cmd_check)
 
 

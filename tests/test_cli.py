@@ -367,3 +367,21 @@ def test_a_rerun_says_only_what_it_shows(tmp_path, tiny_model_dir, capsys):
     assert shown == ["0", "1", "2"] and "best round 2 pass@1 1.000" in text, text
     shown, text = rerun("--rounds", "1")
     assert shown == ["0", "1"] and "best round 1 pass@1 0.900" in text, text
+
+
+def test_run_and_check_say_which_sandbox_runs_the_programs(project, capsys):
+    # The app and the report showed the sandbox mode; `run`, `demo` and `check` never did.
+    from ssd_tui import cli
+
+    folder, config = project
+    assert cli.main(["run", str(config), "--stages", "1", "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    store = RunStore.open(folder / "run" / "run.db", readonly=True)
+    [label] = store.sandbox_labels()
+    store.close()
+    lines = [ln for ln in err.splitlines() if ln.startswith("sandbox: ")]
+    assert lines == [f"sandbox: {label} (strict)"], err
+    assert err.index("sandbox: ") < err.index("round 0")  # in the header, before any work
+    assert cli.main(["check", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"ok: sandbox: {label} (strict)" in out.splitlines(), out
