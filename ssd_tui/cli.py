@@ -190,7 +190,7 @@ def _run_here(
     rep = RichReporter()
     text = Path(args.config).read_text(encoding="utf-8")
     pipe = Pipeline(cfg, store, rep, config_toml=text, engine=choice)
-    pipe.prepare()
+    pipe.prepare(rounds)
     save_run_config(file_cfg, args.config, text)
     install_signal_handlers(pipe)
     rep.console.print(
@@ -214,7 +214,7 @@ def _run_here(
     return 0
 
 
-def _verdict(store: Any, cfg: Any, last_round: int) -> list[str]:
+def _verdict(store: Any, cfg: Any, last_round: int | None = None) -> list[str]:
     """What a finished run says about the rounds it showed (0..last_round), in two lines:
     SSD against tuning T_eval alone, and warnings."""
     from ssd_tui.analysis.verdict import baseline_verdict
@@ -290,16 +290,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         require_tests=True,
         limit=cfg.data.max_eval_problems or None,
     )
-    train = (
-        load_problem_set(
-            cfg.data.train_prompts, cfg.base_dir, limit=cfg.data.max_train_prompts or None
-        )
-        if cfg.data.train_prompts
-        else []
-    )
-    print(
-        f"ok: model {model}; {len(train)} training prompts; {len(evals)} eval problems; run folder {cfg.run_dir}"
-    )
+    if cfg.run.rounds == 0:  # round 0 alone samples no training prompts (nor loads them)
+        trains = "no training prompts needed (rounds = 0)"
+    else:
+        limit = cfg.data.max_train_prompts or None
+        train = load_problem_set(cfg.data.train_prompts, cfg.base_dir, limit=limit)
+        trains = f"{len(train)} training prompts"
+    print(f"ok: model {model}; {trains}; {len(evals)} eval problems; run folder {cfg.run_dir}")
     choice = choose_engine(cfg.engine_settings(), str(model))
     print(f"ok: {choice.line()}")
     # As a run would: a sandbox weaker than the config asks for is refused here too.

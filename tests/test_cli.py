@@ -385,3 +385,20 @@ def test_run_and_check_say_which_sandbox_runs_the_programs(project, capsys):
     assert cli.main(["check", str(config)]) == 0
     out = capsys.readouterr().out
     assert f"ok: sandbox: {label} (strict)" in out.splitlines(), out
+
+
+def test_a_run_of_round_0_alone_needs_no_training_prompts(tmp_path, tiny_model_dir, monkeypatch):
+    # `rounds = 0` demanded the LeetCode data for training prompts it never uses.
+    monkeypatch.setenv("SSD_TUI_LEETCODE", str(tmp_path / "no-leetcode-here"))
+    write_problems(tmp_path)
+    config = write_config(tmp_path, tiny_model_dir, rounds=0, data__train_prompts="leetcode:train")
+    r = ssd("check", str(config))
+    assert r.returncode == 0 and "no training prompts needed (rounds = 0)" in r.stdout, r.stderr
+    r = ssd("run", str(config), "--stages", "1", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    store = RunStore.open(tmp_path / "run" / "run.db", readonly=True)
+    assert list(json.loads(store.meta("problems"))) == ["eval"]  # the record: no train set
+    store.close()
+    # A run taken past round 0 needs them, and says so.
+    r = ssd("run", str(config), "--rounds", "1", "--threads", "1")
+    assert_one_line_error(r, "no-leetcode-here")

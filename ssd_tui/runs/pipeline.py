@@ -144,8 +144,9 @@ class Pipeline:
         self.isolation: Isolation | None = None  # what runs the test programs
 
     # ---- set-up --------------------------------------------------------------------
-    def prepare(self) -> None:
-        """Load problem sets and check the stored config; raise SSDError before any work."""
+    def prepare(self, rounds: int | None = None) -> None:
+        """Load problem sets and check the stored config; raise SSDError before any work.
+        ``rounds``: the round this process runs to (None: the config's)."""
         cfg = self.cfg
         # A sandbox weaker than asked for stops the run here, not a log line later.
         self.isolation = choose_isolation(cfg.sandbox.isolation)
@@ -158,7 +159,9 @@ class Pipeline:
         )
         if not self.eval_problems:
             raise SSDError(f"benchmark {cfg.data.benchmark} has no problems")
-        if cfg.data.train_prompts:
+        # Round 0 alone samples no training prompts: it needs none (nor the LeetCode data).
+        trains = (cfg.run.rounds if rounds is None else rounds) > 0
+        if cfg.data.train_prompts and trains:
             self.train_problems = load_problem_set(
                 cfg.data.train_prompts, cfg.base_dir, limit=cfg.data.max_train_prompts or None
             )
