@@ -136,6 +136,20 @@ class RichReporter:
 
 
 # ---- subcommands ----------------------------------------------------------------------------
+#: The width tables and lines get on stdout when it is a file or a pipe: wide enough that
+#: nothing is wrapped or cut (rich's default there is 80 columns); tables keep their own
+#: natural width.
+UNWRAPPED_WIDTH = 100_000
+
+
+def _stdout_console() -> Any:
+    """A console for what a command prints on stdout: the terminal's width on a terminal;
+    into a file or a pipe (`report > r.txt`, `| less -S`), lines as long as they are."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else UNWRAPPED_WIDTH)
+
+
 # Each command imports its work inside itself: `ssd-tui --help` and the parser load none of
 # it (the run store alone brings numpy, ~100 ms; the config ~30 ms; torch seconds).
 
@@ -384,8 +398,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from ssd_tui.runs import sweep as sw
 
     plan = sw.plan(
@@ -396,7 +408,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         rounds=args.rounds,
     )
     sw.prepare(plan)
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = _stdout_console()
     console.print(
         f"[bold]sweep[/] {plan.folder}: {len(plan.settings())} setting(s) × {len(plan.seeds)} "
         f"seed(s) = {len(plan.runs)} runs, one after another"
@@ -475,8 +487,6 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from ssd_tui.runs.sweep import run_dbs
     from ssd_tui.store.search import search_many
 
@@ -490,7 +500,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         status=args.status,
     )
     if hits:
-        Console(width=None if sys.stdout.isatty() else 160).print(_hits_table(hits))
+        _stdout_console().print(_hits_table(hits))
     shown = f" (first {len(hits)})" if total > len(hits) else ""
     print(f"{total} sample(s) match{shown}")
     return 0
@@ -514,14 +524,12 @@ def _hits_table(hits: list[Any]) -> Any:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from ssd_tui.outputs.report import missing_chart_library, print_report, write_report
     from ssd_tui.store.review import resolve_run_db
     from ssd_tui.store.run_store import RunStore
 
     store = RunStore.open(resolve_run_db(args.db), readonly=True)
-    print_report(store, Console())
+    print_report(store, _stdout_console())
     if args.out:
         note = missing_chart_library()
         print(f"wrote {write_report(store, Path(args.out))}" + (f" ({note})" if note else ""))
