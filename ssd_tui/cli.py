@@ -54,7 +54,8 @@ examples:
 class RichReporter:
     """Progress bars with rate and ETA for each stage, and a summary table after each round."""
 
-    def __init__(self) -> None:
+    def __init__(self, file: Any = None) -> None:
+        """``file``: where our progress goes (default: stderr)."""
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -65,7 +66,7 @@ class RichReporter:
             TimeRemainingColumn,
         )
 
-        self.console = Console(stderr=True)
+        self.console = Console(file=file) if file is not None else Console(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -176,23 +177,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     import torch  # seconds to load: only a run pays for it
 
     torch.set_num_threads(threads)
+    log = cfg.run_dir / runner.ENGINE_LOG  # what the engine's libraries print
     with runner.new_run_folder(cfg.run_dir), runner.holding_run(cfg.db_path) as held_by_parent:
-        choice = choose_engine(cfg.engine_settings(), resolve_model_path(cfg))
-        rounds = runner.rounds_to_run(cfg, args.rounds)
-        if choice.per_stage_processes and not held_by_parent:
-            return runner.run_stage_per_process(
-                cfg,
-                args.config,
-                rounds=rounds,
-                stages=args.stages,
-                threads=args.threads,
-                sandbox=sandbox,
-            )
-        return _run_here(args, cfg, file_cfg, choice, rounds)
+        with runner.engine_output(log, args.verbose) as terminal:
+            choice = choose_engine(cfg.engine_settings(), resolve_model_path(cfg))
+            rounds = runner.rounds_to_run(cfg, args.rounds)
+            if not choice.per_stage_processes or held_by_parent:
+                return _run_here(args, cfg, file_cfg, choice, rounds, terminal)
+        # Each stage in a process of its own, which keeps its libraries' output apart itself.
+        return runner.run_stage_per_process(
+            cfg,
+            args.config,
+            rounds=rounds,
+            stages=args.stages,
+            threads=args.threads,
+            sandbox=sandbox,
+            verbose=args.verbose,
+        )
 
 
 def _run_here(
-    args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any, rounds: int
+    args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any, rounds: int, terminal: Any
 ) -> int:
     """The run in this process, with progress bars; 130 when stopped between batches."""
     from ssd_tui.evaluation.sandbox import sandbox_line
@@ -201,7 +206,7 @@ def _run_here(
     from ssd_tui.store.run_store import RunStore
 
     store = RunStore.open(cfg.db_path, create=True)
-    rep = RichReporter()
+    rep = RichReporter(terminal)
     text = Path(args.config).read_text(encoding="utf-8")
     pipe = Pipeline(cfg, store, rep, config_toml=text, engine=choice)
     pipe.prepare(rounds)
@@ -592,6 +597,15 @@ def _sandbox_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _verbose_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the engine's own output here (vLLM's log, library warnings) instead of "
+        "keeping it in RUN_DIR/engine.log",
+    )
+
+
 def _round_option(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--round", type=int, help=help)
 
@@ -617,6 +631,7 @@ def _add_run(sub: Any) -> None:
     _stages_option(r, "stop after this many more stages (stepping)")
     _threads_option(r, "torch CPU threads (default: [run] threads, else all cores)")
     _sandbox_option(r)
+    _verbose_option(r)
     r.set_defaults(func=cmd_run)
 
 
@@ -645,6 +660,7 @@ def _add_demo(sub: Any) -> None:
     _stages_option(d, argparse.SUPPRESS)
     _threads_option(d, "torch CPU threads (default: all cores)")
     _sandbox_option(d)
+    _verbose_option(d)
     d.set_defaults(func=cmd_demo)
 
 

@@ -402,3 +402,45 @@ def test_a_run_of_round_0_alone_needs_no_training_prompts(tmp_path, tiny_model_d
     # A run taken past round 0 needs them, and says so.
     r = ssd("run", str(config), "--rounds", "1", "--threads", "1")
     assert_one_line_error(r, "no-leetcode-here")
+
+
+_NOISY_ENGINE = """
+import logging, os, subprocess, sys, warnings
+from ssd_tui import cli
+from ssd_tui.engine import choose
+
+real = choose.choose_engine
+
+def noisy(*args, **kwargs):  # what starting vLLM prints, in every way it prints it
+    print("noise: print to stdout")
+    print("noise: print to stderr", file=sys.stderr)
+    warnings.warn("noise: a FutureWarning", FutureWarning)
+    logging.getLogger("vllm").warning("noise: a logged WARNING")
+    os.write(2, b"noise: written to fd 2 (a C library, Triton)\\n")
+    subprocess.run([sys.executable, "-c", "import sys; print('noise: the engine core process', file=sys.stderr)"])
+    return real(*args, **kwargs)
+
+choose.choose_engine = noisy
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_engines_own_output_goes_to_the_run_folder(project, verbose):
+    # A vLLM run flooded the terminal with vLLM's warnings, Triton's notices and
+    # FutureWarnings before the first progress bar.
+    folder, config = project
+    args = ["run", str(config), "--stages", "1", "--threads", "1"] + ["--verbose"] * verbose
+    r = subprocess.run(
+        [sys.executable, "-c", _NOISY_ENGINE, *args], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr
+    terminal = r.stdout + r.stderr
+    assert "round 0 evaluate: done" in terminal and "sandbox: " in terminal
+    log = (folder / "run" / "engine.log").read_text() if not verbose else ""
+    for noise in ("to stdout", "to stderr", "a FutureWarning", "a logged", "fd 2", "engine core"):
+        assert noise in (terminal if verbose else log), (noise, terminal, log)
+    if not verbose:
+        assert "noise" not in terminal, terminal
+    if not verbose:  # said once, at the end, where to find it
+        assert "the engine's own output is in " in terminal and "engine.log" in terminal

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TextIO
 
 import ssd_tui
 from ssd_tui.config import ISOLATION_ENV, ISOLATION_POLICIES, RunConfig, config_for_run_folder
@@ -146,6 +147,66 @@ def stop_engine(pid: int | None) -> bool:
     return signal_engine(pid, signal.SIGINT)
 
 
+# ---- the engine's own output ----------------------------------------------------------------------
+#: The run folder's log of what an engine's libraries print (and, for an engine the app
+#: started, all of its output): RUN_DIR/engine.log.
+ENGINE_LOG = "engine.log"
+
+
+@contextmanager
+def engine_output(log_path: Path, verbose: bool = False) -> Iterator[TextIO]:
+    """Everything printed in the body of a `with` but our own progress goes to
+    ``log_path`` (appended): vLLM's log, Triton's notices, FutureWarnings, what C
+    libraries and child processes (vLLM's engine core) write. Yields the stream for our
+    own progress and summaries: the terminal.
+
+    Done on the file descriptors, since the engine core is a process of its own and its
+    libraries write below Python. With ``verbose``, or when our output already goes to
+    that log (an engine the app started), nothing is moved. A run that ends well says
+    once where the log is, when anything was written to it.
+    """
+    if verbose or _writes_to(2, log_path):
+        yield sys.stderr
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    # Our own stream: the terminal's descriptor, or sys.stderr itself where it is not fd 2.
+    terminal = os.fdopen(os.dup(2), "w", buffering=1) if _writes_to(2) else sys.stderr
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(log, f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} engine pid {os.getpid()}\n".encode())
+    start = os.lseek(log, 0, os.SEEK_END)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    ok = False
+    try:
+        yield terminal
+        ok = True
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, old in zip((1, 2), saved, strict=True):
+            os.dup2(old, fd)
+            os.close(old)
+        if terminal is not sys.stderr:
+            terminal.close()
+    if ok and log_path.stat().st_size > start:
+        print(f"the engine's own output is in {log_path} (--verbose shows it here)", file=sys.stderr)
+
+
+def _writes_to(fd: int, path: Path | None = None) -> bool:
+    """Whether ``sys.stderr`` writes to descriptor ``fd`` (with ``path``: whether ``fd`` is
+    that file)."""
+    try:
+        if path is None:
+            return sys.stderr.fileno() == fd
+        here, there = os.fstat(fd), os.stat(path)
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
 # ---- the engine's command line and process -----------------------------------------------------
 def engine_command(
     config: str | Path,
@@ -154,6 +215,7 @@ def engine_command(
     stages: int | None = None,
     threads: int = 0,
     sandbox: str | None = None,
+    verbose: bool = False,
 ) -> list[str]:
     """`python -m ssd_tui run CONFIG ...` with this interpreter. CONFIG is passed as given:
     a caller that starts the engine in another folder passes an absolute path."""
@@ -166,6 +228,8 @@ def engine_command(
         cmd += ["--threads", str(threads)]
     if sandbox:
         cmd += ["--sandbox", sandbox]
+    if verbose:
+        cmd += ["--verbose"]
     return cmd
 
 
@@ -230,6 +294,7 @@ def run_stage_per_process(
     stages: int | None,
     threads: int = 0,
     sandbox: str | None = None,
+    verbose: bool = False,
 ) -> int:
     """Each stage in a fresh process, so that a GPU sampler's memory is free for training
     (vLLM on a GPU; on a CPU one engine serves the whole run: EngineChoice.per_stage_processes).
@@ -239,7 +304,9 @@ def run_stage_per_process(
     the first failing child's exit status, else 0.
     """
     env = {**os.environ, LOCK_HELD_ENV: str(os.getpid())}
-    command = engine_command(config, rounds=rounds, stages=1, threads=threads, sandbox=sandbox)
+    command = engine_command(
+        config, rounds=rounds, stages=1, threads=threads, sandbox=sandbox, verbose=verbose
+    )
     last = cfg.run.rounds if rounds is None else rounds
     budget = stages
     while budget is None or budget > 0:
