@@ -54,8 +54,10 @@ examples:
 class RichReporter:
     """Progress bars with rate and ETA for each stage, and a summary table after each round."""
 
-    def __init__(self, file: Any = None) -> None:
-        """``file``: where our progress goes (default: stderr)."""
+    def __init__(self, file: Any = None, show_prints: bool = True) -> None:
+        """``file``: where our progress goes (default: stderr). ``show_prints``: what the
+        process prints while a bar is live is shown above the bar (rich's redirection),
+        rather than left to go where stdout and stderr go (the engine log)."""
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -77,6 +79,8 @@ class RichReporter:
             TimeRemainingColumn(),
             TextColumn("{task.fields[detail]}"),
             console=self.console,
+            redirect_stdout=show_prints,
+            redirect_stderr=show_prints,
         )
         self.task = None
         self.label = ""
@@ -206,7 +210,7 @@ def _run_here(
     from ssd_tui.store.run_store import RunStore
 
     store = RunStore.open(cfg.db_path, create=True)
-    rep = RichReporter(terminal)
+    rep = RichReporter(terminal, show_prints=args.verbose)
     text = Path(args.config).read_text(encoding="utf-8")
     pipe = Pipeline(cfg, store, rep, config_toml=text, engine=choice)
     pipe.prepare(rounds)

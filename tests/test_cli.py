@@ -404,6 +404,37 @@ def test_a_run_of_round_0_alone_needs_no_training_prompts(tmp_path, tiny_model_d
     assert_one_line_error(r, "no-leetcode-here")
 
 
+def _in_a_terminal(command: list[str]) -> tuple[int, str]:
+    """Run ``command`` with a terminal (a pty) as its stdout and stderr, as a user does:
+    progress bars are live then. Returns its exit status and all it showed."""
+    import os
+    import re
+    import threading
+
+    main, side = os.openpty()
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=side, stderr=side)
+    os.close(side)
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the last holder of the terminal is gone
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    code = proc.wait(timeout=300)
+    reader.join(timeout=30)
+    os.close(main)
+    shown = b"".join(chunks).decode(errors="replace")
+    return code, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)  # colours and cursor moves
+
+
 _NOISY_ENGINE = """
 import logging, os, subprocess, sys, warnings
 from ssd_tui import cli
@@ -420,7 +451,19 @@ def noisy(*args, **kwargs):  # what starting vLLM prints, in every way it prints
     subprocess.run([sys.executable, "-c", "import sys; print('noise: the engine core process', file=sys.stderr)"])
     return real(*args, **kwargs)
 
+from ssd_tui.runs import pipeline
+
+real_check = pipeline.check_samples
+
+def noisy_stage(*args, **kwargs):  # vLLM starts, and configures its logger, mid-stage
+    late = logging.getLogger("late")
+    late.addHandler(logging.StreamHandler(sys.stdout))
+    late.warning("noise: a logger set up while a progress bar shows")
+    print("noise: a print while a progress bar shows", file=sys.stderr)
+    return real_check(*args, **kwargs)
+
 choose.choose_engine = noisy
+pipeline.check_samples = noisy_stage
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -431,14 +474,12 @@ def test_the_engines_own_output_goes_to_the_run_folder(project, verbose):
     # FutureWarnings before the first progress bar.
     folder, config = project
     args = ["run", str(config), "--stages", "1", "--threads", "1"] + ["--verbose"] * verbose
-    r = subprocess.run(
-        [sys.executable, "-c", _NOISY_ENGINE, *args], capture_output=True, text=True, timeout=300
-    )
-    assert r.returncode == 0, r.stderr
-    terminal = r.stdout + r.stderr
+    code, terminal = _in_a_terminal([sys.executable, "-c", _NOISY_ENGINE, *args])
+    assert code == 0, terminal
     assert "round 0 evaluate: done" in terminal and "sandbox: " in terminal
     log = (folder / "run" / "engine.log").read_text() if not verbose else ""
-    for noise in ("to stdout", "to stderr", "a FutureWarning", "a logged", "fd 2", "engine core"):
+    noises = ("to stdout", "to stderr", "a FutureWarning", "a logged", "fd 2", "engine core")
+    for noise in (*noises, "a logger set up while", "a print while"):
         assert noise in (terminal if verbose else log), (noise, terminal, log)
     if not verbose:
         assert "noise" not in terminal, terminal
