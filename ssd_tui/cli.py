@@ -989,13 +989,16 @@ EXIT_CLOSED_PIPE = 141
 
 
 def _drop_closed_pipe() -> None:
-    """Point stdout at /dev/null, so that the interpreter's last flush of what is still
-    buffered for the closed pipe does not fail again at exit."""
+    """Point stdout and stderr (either may be the closed pipe: `2>&1 | head`) at /dev/null,
+    so that the interpreter's last flush of what is still buffered for them does not fail
+    again at exit."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError):  # stdout replaced by something without a descriptor
-        pass
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (AttributeError, OSError, ValueError):  # a stream without a descriptor
+                pass
     finally:
         os.close(devnull)
 
