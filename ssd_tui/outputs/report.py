@@ -383,12 +383,17 @@ def print_report(store: RunStore, console: Console) -> None:
     for k, v in data.facts:
         console.print(f"  {k}: {v}")
     for sec in data.sections:
-        table = Table(title=sec.title, title_justify="left")
+        if not sec.rows:
+            console.print(f"[bold]{sec.title}[/bold]: {sec.note or 'no data'}")
+            continue
+        # The title on a line of its own: as a table title it is wrapped to the table's width.
+        console.print(sec.title, style="table.title", markup=False)
+        table = Table()
         for h in sec.headers:
             table.add_column(h)
         for row in sec.rows:
             table.add_row(*row)
-        console.print(table if sec.rows else f"[bold]{sec.title}[/bold]: {sec.note or 'no data'}")
+        console.print(table)
 
 
 def write_report(store: RunStore, out_path: str | Path) -> Path:
