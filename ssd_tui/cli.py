@@ -645,8 +645,8 @@ def _add_demo(sub: Any) -> None:
         "demo",
         "run the bundled demo: a tiny code model, 3 SSD rounds on CPU",
         "The project's own 1.4M-parameter code model (assets/demo-model) on its own problem\n"
-        "family: round 0 and a temperature-only baseline, then 3 SSD rounds, in about two\n"
-        "minutes on 2 cores. It ends by saying whether SSD beat tuning T_eval alone.\n"
+        "family: round 0 and a temperature-only baseline, then 3 SSD rounds, in about two and\n"
+        "a half minutes on 2 cores. It ends by saying whether SSD beat tuning T_eval alone.\n"
         "The run lives in runs/demo/ of this checkout; run again to resume or re-show it.",
         "  ssd-tui demo                                  in the terminal\n"
         "  ssd-tui demo --tui                            watch it in the app\n"
