@@ -895,8 +895,8 @@ def _add_diff(sub: Any) -> None:
         "hashes, model hash, prompt template and extraction rule, trainer settings, each\n"
         "round's adapter hash, and every round's metrics side by side. A config file (.toml)\n"
         "brings its settings: two configs, or a config and a run, are compared setting by\n"
-        "setting. A path is compared by the file it names (resolved against its own config's\n"
-        "folder, and by its recorded hash), never by how it is spelled.\n"
+        "setting. A path is compared by what it names (its content's hash where known, else\n"
+        "the path resolved against its own config's folder), never by how it is spelled.\n"
         "Exit code 0 when identical, 1 when something differs.",
         "  ssd-tui diff runs/a runs/b\n"
         "  ssd-tui diff runs/a/run.db run-b-export.db\n"

@@ -126,7 +126,12 @@ def test_a_path_is_compared_by_what_it_names_not_its_spelling(runs, tmp_path):
     elsewhere.mkdir(parents=True)
     copy = _copy(a / "run.db", tmp_path / "copy.db")
     # The same files: one run says "eval.jsonl" from its folder, the other "../../.." to it.
-    _respell(copy, elsewhere, benchmark=os.path.relpath(a.parent / "eval.jsonl", elsewhere))
+    _respell(
+        copy,
+        elsewhere,
+        benchmark=os.path.relpath(a.parent / "eval.jsonl", elsewhere),
+        train_prompts=str(a.parent / "train.jsonl"),
+    )
     problems = json.loads(copy.meta("problems"))
     problems["eval"]["spec"] = str(a.parent / "eval.jsonl")
     copy.set_meta("problems", json.dumps(problems))
@@ -138,7 +143,8 @@ def test_a_path_is_compared_by_what_it_names_not_its_spelling(runs, tmp_path):
     copy = _copy(a / "run.db", tmp_path / "other.db")
     other = elsewhere / "eval.jsonl"
     other.write_text((a.parent / "eval.jsonl").read_text().splitlines()[0] + "\n")
-    _respell(copy, elsewhere)  # "eval.jsonl" now read from elsewhere/
+    # "eval.jsonl" now read from elsewhere/ (and the training prompts, unused, the same file)
+    _respell(copy, elsewhere, train_prompts=str(a.parent / "train.jsonl"))
     problems = json.loads(copy.meta("problems"))
     problems["eval"] |= {"sha256": "f" * 64, "files": {str(other): file_sha256(other)}}
     copy.set_meta("problems", json.dumps(problems))

@@ -7,10 +7,11 @@ adapters and per-round metrics; a config file (``.toml``) brings its settings on
 config is compared with the other side's settings. A run from before the reproducibility
 record simply has empty entries there.
 
-A path is compared by what it names, never by its spelling: resolved against its own
-config's folder, and by the hash of what it names where both sides recorded one (the
-problem files' sha256, the model's), so "eval.jsonl" read from one folder and the absolute
-path of the same file are the same setting.
+A path is compared by what it names, never by its spelling: by the hash of its content
+where both sides know it (recorded by a run: the problem files' sha256, the model's; a
+problem file is hashed now where no run recorded it), else by the path resolved against its
+own config's folder. So "eval.jsonl" read from one folder and the absolute path of the same
+file are the same setting, and so are two copies of one file.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 from ssd_tui.analysis.rounds import round_summary
 from ssd_tui.config import PATH_KEYS, RunConfig, config_from_json, load_config, path_of
+from ssd_tui.models import file_sha256
 from ssd_tui.runs.record import ENV_KEYS, run_record
 from ssd_tui.store.review import open_export, resolve_run_db
 from ssd_tui.store.run_store import RunStore
@@ -71,15 +73,18 @@ class Side:
         return self.record is not None
 
     def path_hash(self, section: str, key: str) -> str | None:
-        """The recorded hash of what a path key names (None where none was recorded)."""
-        if self.record is None:
-            return None
+        """The hash of what a path key names: as recorded by the run, else a problem file's
+        sha256 now (a config, a run that never loaded the file); None when unknown."""
+        record = self.record or {}
         if (section, key) == ("model", "path"):
-            return self.record["model_sha256"] or None
+            return record.get("model_sha256") or None  # a model folder is hashed by a run only
         purpose = _PURPOSE.get((section, key))
-        sets = json.loads(self.record["problems"]) if self.record["problems"] else {}
+        sets = json.loads(record["problems"]) if record.get("problems") else {}
         files = sets.get(purpose, {}).get("files") if purpose else None
-        return ",".join(sorted(files.values())) if files else None
+        if files:
+            return ",".join(sorted(files.values()))
+        target = path_of(self.cfg, section, key) if self.cfg and purpose else None
+        return file_sha256(target) if target is not None and target.is_file() else None
 
 
 # ---- reading a side ----------------------------------------------------------------------------
