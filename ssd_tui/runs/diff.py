@@ -11,7 +11,9 @@ A path is compared by what it names, never by its spelling: by the hash of its c
 where both sides know it (recorded by a run: the problem files' sha256, the model's; a
 problem file is hashed now where no run recorded it), else by the path resolved against its
 own config's folder. So "eval.jsonl" read from one folder and the absolute path of the same
-file are the same setting, and so are two copies of one file.
+file are the same setting, and so are two copies of one file. (A path that names nothing on
+either side, its files moved or deleted since, is compared as written.) Adapter hashes are
+compared for the rounds both runs have.
 """
 
 from __future__ import annotations
@@ -156,6 +158,21 @@ def _named(side: Side, section: str, key: str) -> tuple[Any, str]:
     return (target or raw), shown
 
 
+def _same_path(a: Side, b: Side, section: str, key: str) -> bool:
+    """Whether a path key names the same thing on both sides: the same content where both
+    hashes are known, else the same resolved path. A path that names nothing on either
+    side (files moved or deleted since) leaves nothing to compare but what was written."""
+    ha, hb = a.path_hash(section, key), b.path_hash(section, key)
+    if ha and hb:
+        return ha == hb
+    (ta, _), (tb, _) = _named(a, section, key), _named(b, section, key)
+    if ta == tb:
+        return True
+    if isinstance(ta, Path) and isinstance(tb, Path) and not (ta.exists() or tb.exists()):
+        return getattr(getattr(a.cfg, section), key) == getattr(getattr(b.cfg, section), key)
+    return False
+
+
 def _config_differences(a: Side, b: Side) -> list[tuple[str, str, str, str]]:
     fa, fb = _flat(a.cfg), _flat(b.cfg)
     out = []
@@ -164,11 +181,9 @@ def _config_differences(a: Side, b: Side) -> list[tuple[str, str, str, str]]:
         if name in _NOT_COMPARED:
             continue
         if (section, key) in PATH_KEYS and a.cfg and b.cfg:
-            (ta, sa), (tb, sb) = _named(a, section, key), _named(b, section, key)
-            ha, hb = a.path_hash(section, key), b.path_hash(section, key)
-            if (ha == hb) if (ha and hb) else (ta == tb):
-                continue
-            out.append(("config", name, sa, sb))
+            if not _same_path(a, b, section, key):
+                shown = _named(a, section, key)[1], _named(b, section, key)[1]
+                out.append(("config", name, *shown))
         elif fa.get(name) != fb.get(name):
             out.append(("config", name, _short(fa.get(name)), _short(fb.get(name))))
     return out
@@ -214,11 +229,11 @@ def _run_differences(a: Side, b: Side) -> list[tuple[str, str, str, str]]:
     for key in _RECORD_KEYS:
         if ra[key] != rb[key]:
             out.append(("record", key, _short(ra[key]), _short(rb[key])))
-    for rnd in sorted(set(a.adapters) | set(b.adapters)):
-        ha, hb = a.adapters.get(rnd), b.adapters.get(rnd)
+    # A round only one run has is a difference of the metrics already.
+    for rnd in sorted(set(a.adapters) & set(b.adapters)):
+        ha, hb = a.adapters[rnd], b.adapters[rnd]
         if ha != hb:
-            short = [f"sha256 {h[:12]}" if h else "–" for h in (ha, hb)]
-            out.append(("adapters", f"round {rnd}", *short))
+            out.append(("adapters", f"round {rnd}", f"sha256 {ha[:12]}", f"sha256 {hb[:12]}"))
     return out
 
 
