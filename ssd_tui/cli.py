@@ -1,7 +1,8 @@
 """The `ssd-tui` command. With no arguments it opens the app; subcommands run headless.
 
 Every user error ends in one line on stderr and exit status 2; an interrupted run
-ends with status 130 and resumes when the same command is run again.
+ends with status 130 and resumes when the same command is run again; output into a
+pipe whose reader has gone (`| head`) ends quietly with status 141.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ examples:
   ssd-tui report runs/demo/run.db      tables in the terminal (--out report.html for a file)
   ssd-tui export runs/demo/run.db --round 2      a self-contained DB of round 2
   ssd-tui review demo-round-2.db       read-only review of an export
-  ssd-tui diff runs/a runs/b           what differs between two runs (exit 1 if anything)
+  ssd-tui diff runs/a runs/b           what differs between two runs or configs (exit 1 if anything)
   ssd-tui options                      every config key, its default and meaning
   ssd-tui sweep CFG --set sampling.temperature=0.5,0.8 --seeds 3   a grid of runs and its table
   ssd-tui search runs/demo/run.db "while True"       samples holding a text, with verdicts
@@ -53,7 +54,10 @@ examples:
 class RichReporter:
     """Progress bars with rate and ETA for each stage, and a summary table after each round."""
 
-    def __init__(self) -> None:
+    def __init__(self, file: Any = None, show_prints: bool = True) -> None:
+        """``file``: where our progress goes (default: stderr). ``show_prints``: what the
+        process prints while a bar is live is shown above the bar (rich's redirection),
+        rather than left to go where stdout and stderr go (the engine log)."""
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -64,7 +68,7 @@ class RichReporter:
             TimeRemainingColumn,
         )
 
-        self.console = Console(stderr=True)
+        self.console = Console(file=file) if file is not None else Console(stderr=True)
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -75,6 +79,8 @@ class RichReporter:
             TimeRemainingColumn(),
             TextColumn("{task.fields[detail]}"),
             console=self.console,
+            redirect_stdout=show_prints,
+            redirect_stderr=show_prints,
         )
         self.task = None
         self.label = ""
@@ -135,6 +141,20 @@ class RichReporter:
 
 
 # ---- subcommands ----------------------------------------------------------------------------
+#: The width tables and lines get on stdout when it is a file or a pipe: wide enough that
+#: nothing is wrapped or cut (rich's default there is 80 columns); tables keep their own
+#: natural width.
+UNWRAPPED_WIDTH = 100_000
+
+
+def _stdout_console() -> Any:
+    """A console for what a command prints on stdout: the terminal's width on a terminal;
+    into a file or a pipe (`report > r.txt`, `| less -S`), lines as long as they are."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else UNWRAPPED_WIDTH)
+
+
 # Each command imports its work inside itself: `ssd-tui --help` and the parser load none of
 # it (the run store alone brings numpy, ~100 ms; the config ~30 ms; torch seconds).
 
@@ -167,20 +187,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     import torch  # seconds to load: only a run pays for it
 
     torch.set_num_threads(threads)
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    with runner.holding_run(cfg.db_path) as held_by_parent:
-        choice = choose_engine(cfg.engine_settings(), resolve_model_path(cfg))
-        if choice.per_stage_processes and not held_by_parent:
-            return runner.run_stage_per_process(
-                cfg,
-                args.config,
-                rounds=args.rounds,
-                stages=args.stages,
-                threads=args.threads,
-                sandbox=sandbox,
-                **lineage,
-            )
-        return _run_here(args, cfg, file_cfg, choice)
+    log = cfg.run_dir / runner.ENGINE_LOG  # what the engine's libraries print
+    with runner.new_run_folder(cfg.run_dir), runner.holding_run(cfg.db_path) as held_by_parent:
+        with runner.engine_output(log, args.verbose) as terminal:
+            choice = choose_engine(cfg.engine_settings(), resolve_model_path(cfg))
+            rounds = runner.rounds_to_run(cfg, args.rounds)
+            if not choice.per_stage_processes or held_by_parent:
+                return _run_here(args, cfg, file_cfg, choice, rounds, terminal)
+        # Each stage in a process of its own, which keeps its libraries' output apart itself.
+        return runner.run_stage_per_process(
+            cfg,
+            args.config,
+            rounds=rounds,
+            stages=args.stages,
+            threads=args.threads,
+            sandbox=sandbox,
+            verbose=args.verbose,
+            **lineage,
+        )
 
 
 def _lineage_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -204,8 +228,11 @@ def _lineage_args(args: argparse.Namespace) -> dict[str, Any]:
     return {"round0_from": round0_from} if round0_from else {}
 
 
-def _run_here(args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any) -> int:
+def _run_here(
+    args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any, rounds: int, terminal: Any
+) -> int:
     """The run in this process, with progress bars; 130 when stopped between batches."""
+    from ssd_tui.evaluation.sandbox import sandbox_line
     from ssd_tui.runs.branch import branch_of
     from ssd_tui.runs.pipeline import Pipeline, StopRequested, install_signal_handlers
     from ssd_tui.runs.runner import save_run_config
@@ -222,20 +249,21 @@ def _run_here(args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any) ->
         (Path(round0) / "run.db" if Path(round0).is_dir() else Path(round0)) if round0 else None
     )
     store = RunStore.open(cfg.db_path, create=True)
-    rep = RichReporter()
+    rep = RichReporter(terminal, show_prints=args.verbose)
     text = Path(args.config).read_text(encoding="utf-8")
     pipe = Pipeline(
         cfg, store, rep, config_toml=text, engine=choice, branch=branch, round0_from=round0_db
     )
-    pipe.prepare()
+    pipe.prepare(rounds)
     save_run_config(file_cfg, args.config, text)
     install_signal_handlers(pipe)
     rep.console.print(
         f"[bold]{cfg.run.name}[/]: {pipe.model_path} · {len(pipe.train_problems)} training prompts · "
         f"{len(pipe.eval_problems)} eval problems · run DB {cfg.db_path}"
     )
+    rep.console.print(sandbox_line(pipe.isolation, cfg.sandbox.isolation), markup=False)
     try:
-        status = pipe.run(rounds=args.rounds, max_stages=args.stages)
+        status = pipe.run(rounds=rounds, max_stages=args.stages)
     except StopRequested:
         rep.console.print("stopped between batches; run the same command again to resume")
         return 130
@@ -249,17 +277,18 @@ def _run_here(args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any) ->
             "stopped by \\[control] (docs/rounds.md); to go on from a round, branch from it: "
             f"ssd-tui run NEW.toml --from {cfg.run_dir} --round K"
         )
-    for line in _verdict(store, cfg):
+    for line in _verdict(store, cfg, rounds):
         rep.console.print(line)
     rep.console.print(f"[green]done.[/] open it in the app: ssd-tui open {cfg.db_path}")
     return 0
 
 
-def _verdict(store: Any, cfg: Any) -> list[str]:
-    """What a finished run says, in two lines: SSD against tuning T_eval alone, and warnings."""
+def _verdict(store: Any, cfg: Any, last_round: int | None = None) -> list[str]:
+    """What a finished run says about the rounds it showed (0..last_round), in two lines:
+    SSD against tuning T_eval alone, and warnings."""
     from ssd_tui.analysis.verdict import baseline_verdict
 
-    verdict = baseline_verdict(store, cfg)
+    verdict = baseline_verdict(store, cfg, last_round)
     lines = [verdict] if verdict else []
     warnings = store.warnings()
     if warnings:
@@ -297,14 +326,14 @@ def _demo_in_app(args: argparse.Namespace, cfg: Any) -> int:
     """The app on the demo run; it starts the demo's engine itself (unless its rounds are
     done already)."""
     from ssd_tui.config import ISOLATION_ENV
-    from ssd_tui.runs.runner import sandbox_choice
+    from ssd_tui.runs.runner import rounds_to_run, sandbox_choice
     from ssd_tui.tui.app import run_app
 
     if sandbox := sandbox_choice(args.sandbox):
         # The app hands its own environment to every engine it starts, and an engine reads
         # the choice from there (docs/sandbox.md).
         os.environ[ISOLATION_ENV] = sandbox
-    rounds = args.rounds if args.rounds is not None else cfg.run.rounds
+    rounds = rounds_to_run(cfg, args.rounds)
     run_app(
         runs_dir=cfg.run_dir.parent,
         open_db=cfg.db_path,
@@ -317,10 +346,12 @@ def _demo_in_app(args: argparse.Namespace, cfg: Any) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from ssd_tui.config import load_config
     from ssd_tui.engine.choose import choose_engine
+    from ssd_tui.evaluation.sandbox import choose_isolation, sandbox_line
     from ssd_tui.problems.load import load_problem_set
+    from ssd_tui.runs import runner
     from ssd_tui.runs.pipeline import resolve_model_path
 
-    cfg = load_config(args.config)
+    cfg = runner.with_sandbox(load_config(args.config), runner.sandbox_choice(args.sandbox))
     model = resolve_model_path(cfg)
     evals = load_problem_set(
         cfg.data.benchmark,
@@ -328,18 +359,17 @@ def cmd_check(args: argparse.Namespace) -> int:
         require_tests=True,
         limit=cfg.data.max_eval_problems or None,
     )
-    train = (
-        load_problem_set(
-            cfg.data.train_prompts, cfg.base_dir, limit=cfg.data.max_train_prompts or None
-        )
-        if cfg.data.train_prompts
-        else []
-    )
-    print(
-        f"ok: model {model}; {len(train)} training prompts; {len(evals)} eval problems; run folder {cfg.run_dir}"
-    )
+    if cfg.run.rounds == 0:  # round 0 alone samples no training prompts (nor loads them)
+        trains = "no training prompts needed (rounds = 0)"
+    else:
+        limit = cfg.data.max_train_prompts or None
+        train = load_problem_set(cfg.data.train_prompts, cfg.base_dir, limit=limit)
+        trains = f"{len(train)} training prompts"
+    print(f"ok: model {model}; {trains}; {len(evals)} eval problems; run folder {cfg.run_dir}")
     choice = choose_engine(cfg.engine_settings(), str(model))
     print(f"ok: {choice.line()}")
+    # As a run would: a sandbox weaker than the config asks for is refused here too.
+    print(f"ok: {sandbox_line(choose_isolation(cfg.sandbox.isolation), cfg.sandbox.isolation)}")
     if choice.name == "vllm":
         from ssd_tui.engine.vllm import vllm_report
 
@@ -364,7 +394,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
 def cmd_open(args: argparse.Namespace) -> int:
     from ssd_tui.outputs.export import export_info
     from ssd_tui.runs import sweep as sw
-    from ssd_tui.store.review import open_export
+    from ssd_tui.store.review import open_export, resolve_run_db
 
     if Path(args.db).is_dir() and sw.is_sweep(Path(args.db)):  # a sweep: its runs overlaid
         sw.load(Path(args.db))  # clear errors before the app starts
@@ -372,35 +402,38 @@ def cmd_open(args: argparse.Namespace) -> int:
 
         run_app(runs_dir=Path(args.db).resolve().parent, open_sweep=Path(args.db).resolve())
         return 0
+    db = resolve_run_db(args.db)
     # Checked read-only: a file `open` rejects (or an export) must stay byte-identical,
     # so no WAL switch and no schema migration here (the engine does those on a run).
-    store = open_export(Path(args.db))  # clear errors before the app starts
+    store = open_export(db)  # clear errors before the app starts
     try:
-        is_export = export_info(store) is not None or store.path != Path(args.db)
+        is_export = export_info(store) is not None or store.path != db
     finally:
         store.close()
     from ssd_tui.tui.app import run_app
 
     if is_export:  # an export (or a gzipped file) is reviewed: nothing in it can be run
-        run_app(runs_dir=Path("."), review=[Path(args.db)])
+        run_app(runs_dir=Path("."), review=[db])
         return 0
-    run_app(runs_dir=Path(args.db).resolve().parent.parent, open_db=Path(args.db))
+    run_app(runs_dir=db.resolve().parent.parent, open_db=db)
     return 0
 
 
 def cmd_review(args: argparse.Namespace) -> int:
-    from ssd_tui.store.review import open_export
+    from ssd_tui.store.review import open_export, resolve_run_db
 
-    for f in args.files:
-        open_export(Path(f)).close()
+    files = [resolve_run_db(f) for f in args.files]
+    for f in files:
+        open_export(f).close()
     from ssd_tui.tui.app import run_app
 
-    run_app(runs_dir=Path("."), review=[Path(f) for f in args.files])
+    run_app(runs_dir=Path("."), review=files)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from ssd_tui.outputs.export import export_run
+    from ssd_tui.store.review import resolve_run_db
 
     if args.tensorboard:
         return _export_tensorboard(args)
@@ -409,7 +442,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not args.all and args.round is None:
         raise SSDError("say what to export: --round K or --all")
     out = export_run(
-        Path(args.db),
+        resolve_run_db(args.db),
         Path(args.out) if args.out else None,
         round=args.round,
         jsonl=args.jsonl,
@@ -420,8 +453,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from ssd_tui.runs import sweep as sw
 
     plan = sw.plan(
@@ -432,7 +463,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         rounds=args.rounds,
     )
     sw.prepare(plan)
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    console = _stdout_console()
     console.print(
         f"[bold]sweep[/] {plan.folder}: {len(plan.settings())} setting(s) × {len(plan.seeds)} "
         f"seed(s) = {len(plan.runs)} runs, one after another"
@@ -459,9 +490,10 @@ def _export_tensorboard(args: argparse.Namespace) -> int:
 
 
 def cmd_note(args: argparse.Namespace) -> int:
+    from ssd_tui.store.review import resolve_run_db
     from ssd_tui.store.run_store import RunStore
 
-    store = RunStore.open(args.db)
+    store = RunStore.open(resolve_run_db(args.db))
     try:
         note_id = store.add_note(" ".join(args.text), args.round)
     finally:
@@ -472,9 +504,10 @@ def cmd_note(args: argparse.Namespace) -> int:
 
 def cmd_notes(args: argparse.Namespace) -> int:
     """List a run's notes and tags (read-only: works on exports and live runs)."""
+    from ssd_tui.store.review import resolve_run_db
     from ssd_tui.store.run_store import RunStore
 
-    store = RunStore.open(args.db, readonly=True)
+    store = RunStore.open(resolve_run_db(args.db), readonly=True)
     try:
         rounds = sorted({r["round"] for r in store.rounds()})
         run_tags = store.tags()
@@ -492,9 +525,10 @@ def cmd_notes(args: argparse.Namespace) -> int:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
+    from ssd_tui.store.review import resolve_run_db
     from ssd_tui.store.run_store import RunStore
 
-    store = RunStore.open(args.db)
+    store = RunStore.open(resolve_run_db(args.db))
     try:
         for tag in args.tags:
             if args.remove:
@@ -508,8 +542,6 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from ssd_tui.runs.sweep import run_dbs
     from ssd_tui.store.search import search_many
 
@@ -523,7 +555,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         status=args.status,
     )
     if hits:
-        Console(width=None if sys.stdout.isatty() else 160).print(_hits_table(hits))
+        _stdout_console().print(_hits_table(hits))
     shown = f" (first {len(hits)})" if total > len(hits) else ""
     print(f"{total} sample(s) match{shown}")
     return 0
@@ -547,13 +579,12 @@ def _hits_table(hits: list[Any]) -> Any:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from ssd_tui.outputs.report import missing_chart_library, print_report, write_report
+    from ssd_tui.store.review import resolve_run_db
     from ssd_tui.store.run_store import RunStore
 
-    store = RunStore.open(args.db, readonly=True)
-    print_report(store, Console())
+    store = RunStore.open(resolve_run_db(args.db), readonly=True)
+    print_report(store, _stdout_console())
     if args.out:
         note = missing_chart_library()
         print(f"wrote {write_report(store, Path(args.out))}" + (f" ({note})" if note else ""))
@@ -616,6 +647,15 @@ def _sandbox_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _verbose_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the engine's own output here (vLLM's log, library warnings) instead of "
+        "keeping it in RUN_DIR/engine.log",
+    )
+
+
 def _round_option(p: argparse.ArgumentParser, help: str) -> None:
     p.add_argument("--round", type=int, help=help)
 
@@ -656,6 +696,7 @@ def _add_run(sub: Any) -> None:
     _stages_option(r, "stop after this many more stages (stepping)")
     _threads_option(r, "torch CPU threads (default: [run] threads, else all cores)")
     _sandbox_option(r)
+    _verbose_option(r)
     r.set_defaults(func=cmd_run)
 
 
@@ -665,8 +706,8 @@ def _add_demo(sub: Any) -> None:
         "demo",
         "run the bundled demo: a tiny code model, 3 SSD rounds on CPU",
         "The project's own 1.4M-parameter code model (assets/demo-model) on its own problem\n"
-        "family: round 0 and a temperature-only baseline, then 3 SSD rounds, in about two\n"
-        "minutes on 2 cores. It ends by saying whether SSD beat tuning T_eval alone.\n"
+        "family: round 0 and a temperature-only baseline, then 3 SSD rounds, in about two and\n"
+        "a half minutes on 2 cores. It ends by saying whether SSD beat tuning T_eval alone.\n"
         "The run lives in runs/demo/ of this checkout; run again to resume or re-show it.",
         "  ssd-tui demo                                  in the terminal\n"
         "  ssd-tui demo --tui                            watch it in the app\n"
@@ -684,6 +725,7 @@ def _add_demo(sub: Any) -> None:
     _stages_option(d, argparse.SUPPRESS)
     _threads_option(d, "torch CPU threads (default: all cores)")
     _sandbox_option(d)
+    _verbose_option(d)
     d.set_defaults(func=cmd_demo)
 
 
@@ -693,11 +735,14 @@ def _add_check(sub: Any) -> None:
         "check",
         "validate a config, its model path and problem sets, without running",
         "Reads the config, checks that the model path exists (a GGUF file is converted once,\n"
-        "as a run would), loads the problem sets and prints what a run would use. A bad key\n"
-        "or value is one line naming the file, line and key.",
-        "  ssd-tui check examples/qwen-coder-0.5b-cpu.toml\n",
+        "as a run would), loads the problem sets and prints what a run would use: the\n"
+        "engine and the sandbox that would run the test programs. A bad key or value is one\n"
+        "line naming the file, line and key.",
+        "  ssd-tui check examples/qwen-coder-0.5b-cpu.toml\n"
+        "  ssd-tui check examples/demo.toml --sandbox auto   what `run --sandbox auto` gets\n",
     )
     c.add_argument("config", help="run config (TOML)")
+    _sandbox_option(c)
     c.set_defaults(func=cmd_check)
 
 
@@ -724,7 +769,7 @@ def _add_open(sub: Any) -> None:
         "  ssd-tui open runs/demo/run.db\n"
         "  ssd-tui open runs/sweep-demo                  a sweep: its runs on one chart\n",
     )
-    op.add_argument("db", help="a run's database (RUN_DIR/run.db), or a sweep folder (overlaid)")
+    op.add_argument("db", help="a run folder or its run.db, an export, or a sweep folder (overlaid)")
     op.set_defaults(func=cmd_open)
 
 
@@ -738,7 +783,7 @@ def _add_review(sub: Any) -> None:
         "  ssd-tui review demo-round-2.db\n"
         "  ssd-tui review run-a.db run-b.db              A against B\n",
     )
-    rv.add_argument("files", nargs="+", metavar="FILE", help="exported or run DB (one or two)")
+    rv.add_argument("files", nargs="+", metavar="FILE", help="an export, a run DB or a run folder (one or two)")
     rv.set_defaults(func=cmd_review)
 
 
@@ -757,7 +802,7 @@ def _add_export(sub: Any) -> None:
         "  ssd-tui export runs/demo/run.db --tensorboard tb/   then: tensorboard --logdir tb/\n",
     )
     e.add_argument(
-        "db", help="a run's database (RUN_DIR/run.db); with --tensorboard also a sweep folder"
+        "db", help="a run folder or its run.db; with --tensorboard also a sweep folder"
     )
     _round_option(e, "the round to export")
     e.add_argument("--all", action="store_true", help="export the whole run")
@@ -825,7 +870,7 @@ def _add_note(sub: Any) -> None:
         '  ssd-tui note runs/demo/run.db "lr 1e-3 looks too high"\n'
         '  ssd-tui note runs/demo/run.db --round 2 "loops start here"\n',
     )
-    nt.add_argument("db", help="a run's database (RUN_DIR/run.db)")
+    nt.add_argument("db", help="a run folder or its run.db")
     nt.add_argument("text", nargs="+", help="the note")
     _round_option(nt, "the round the note is about (default: the run)")
     nt.set_defaults(func=cmd_note)
@@ -839,7 +884,7 @@ def _add_notes(sub: Any) -> None:
         "Read-only: works on a running run and on exports.",
         "  ssd-tui notes runs/demo/run.db\n",
     )
-    ns.add_argument("db", help="a run's database or an export")
+    ns.add_argument("db", help="a run folder or its run.db, or an export")
     ns.set_defaults(func=cmd_notes)
 
 
@@ -854,7 +899,7 @@ def _add_tag(sub: Any) -> None:
         "  ssd-tui tag runs/demo/run.db --round 3 collapse\n"
         "  ssd-tui tag runs/demo/run.db good-lr --remove\n",
     )
-    tg.add_argument("db", help="a run's database (RUN_DIR/run.db)")
+    tg.add_argument("db", help="a run folder or its run.db")
     tg.add_argument("tags", nargs="+", metavar="TAG", help="tags to add (or remove)")
     _round_option(tg, "the round to tag (default: the run)")
     tg.add_argument("--remove", action="store_true", help="remove the tags instead")
@@ -896,7 +941,7 @@ def _add_report(sub: Any) -> None:
         "baseline and the warnings. Read-only: safe while the run is going on.",
         "  ssd-tui report runs/demo/run.db\n  ssd-tui report runs/demo/run.db --out report.html\n",
     )
-    rp.add_argument("db", help="a run's database (RUN_DIR/run.db) or an export")
+    rp.add_argument("db", help="a run folder or its run.db, or an export")
     rp.add_argument("--out", help="report file (.html or .md)")
     rp.set_defaults(func=cmd_report)
 
@@ -905,15 +950,22 @@ def _add_diff(sub: Any) -> None:
     df = _command(
         sub,
         "diff",
-        "compare two runs: config, environment, problem sets, record, metrics",
+        "compare two runs, two configs, or a config and a run",
         "Everything that can make two runs differ, read from their run DBs (or exports):\n"
-        "config keys, versions and platform, problem-set hashes, model hash, prompt template\n"
-        "and extraction rule, trainer settings, and every round's metrics side by side.\n"
-        "Exit code 0 when the runs are identical, 1 when they differ.",
-        "  ssd-tui diff runs/a runs/b\n  ssd-tui diff runs/a/run.db run-b-export.db\n",
+        "config keys, the versions and platform of every start and resume, problem-set\n"
+        "hashes, model hash, prompt template and extraction rule, trainer settings, each\n"
+        "round's adapter hash, and every round's metrics side by side. A config file (.toml)\n"
+        "brings its settings: two configs, or a config and a run, are compared setting by\n"
+        "setting. A path is compared by what it names (its content's hash where known, else\n"
+        "the path resolved against its own config's folder), never by how it is spelled.\n"
+        "Exit code 0 when identical, 1 when something differs.",
+        "  ssd-tui diff runs/a runs/b\n"
+        "  ssd-tui diff runs/a/run.db run-b-export.db\n"
+        "  ssd-tui diff examples/demo.toml my.toml      two configs\n"
+        "  ssd-tui diff my.toml runs/demo               would my.toml run what runs/demo ran?\n",
     )
-    df.add_argument("a", metavar="RUN_A", help="a run folder or run DB")
-    df.add_argument("b", metavar="RUN_B", help="a run folder or run DB")
+    df.add_argument("a", metavar="A", help="a run folder, run DB or export, or a config (.toml)")
+    df.add_argument("b", metavar="B", help="a run folder, run DB or export, or a config (.toml)")
     df.set_defaults(func=cmd_diff)
 
 
@@ -992,6 +1044,26 @@ def _quiet_libraries() -> None:
         pass
 
 
+#: Exit status when our reader went away (`| head`): 128 + SIGPIPE, as a shell reports a
+#: program the signal ended. Nothing is printed: the user closed the pipe on purpose.
+EXIT_CLOSED_PIPE = 141
+
+
+def _drop_closed_pipe() -> None:
+    """Point stdout and stderr (either may be the closed pipe: `2>&1 | head`) at /dev/null,
+    so that the interpreter's last flush of what is still buffered for them does not fail
+    again at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                os.dup2(devnull, stream.fileno())
+            except (AttributeError, OSError, ValueError):  # a stream without a descriptor
+                pass
+    finally:
+        os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     # OpenMP threads that spin while a peer is descheduled make every torch op several
     # times slower on a busy or small machine; passive waiting costs nothing measurable
@@ -1002,7 +1074,12 @@ def main(argv: list[str] | None = None) -> int:
         _quiet_libraries()
     func = getattr(args, "func", cmd_tui)
     try:
-        return func(args) or 0
+        code = func(args) or 0
+        sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit
+        return code
+    except BrokenPipeError:  # `ssd-tui diff … | head`: the reader has all it wanted
+        _drop_closed_pipe()
+        return EXIT_CLOSED_PIPE
     except SSDError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -46,8 +46,8 @@ __all__ = [
     "Part",
     "check_gguf",
     "convert_gguf",
+    "adapter_sha256",
     "default_cache_dir",
-    "dir_sha256",
     "fetch_model",
     "file_sha256",
     "join_parts",
@@ -175,13 +175,43 @@ def file_sha256(path: Path, progress: Callable[[int, int], None] | None = None) 
     return h.hexdigest()
 
 
-def dir_sha256(folder: Path) -> str:
-    """A stable hash of a folder's files (names and contents), for adapters."""
+#: The adapter_config.json keys peft holds as sets: it writes them in the set's iteration
+#: order, which changes from process to process (Python randomises string hashing).
+_ADAPTER_SET_KEYS = ("target_modules", "exclude_modules")
+
+
+def adapter_sha256(folder: Path) -> str:
+    """The hash of a LoRA adapter folder's content: every file's name and bytes, with
+    ``adapter_config.json`` in a canonical form (keys sorted, the lists peft keeps as
+    sets sorted, no layout), so two runs that wrote the same adapter store the same hash.
+
+    The canonical form is hashed rather than written: the folder stays exactly as peft
+    wrote it (what peft and vLLM load), the trainer need not know about hashing, and an
+    adapter written before this rule hashes the same way.
+    """
     h = hashlib.sha256()
     for p in sorted(folder.rglob("*")):
         if p.is_file():
-            h.update(str(p.relative_to(folder)).encode() + b"\0" + file_sha256(p).encode())
+            name = str(p.relative_to(folder))
+            digest = _adapter_config_sha256(p) if name == "adapter_config.json" else None
+            h.update(name.encode() + b"\0" + (digest or file_sha256(p)).encode())
     return h.hexdigest()
+
+
+def _adapter_config_sha256(path: Path) -> str | None:
+    """sha256 of an adapter_config.json in canonical form; None when it is not a JSON
+    object (then its bytes are hashed as they are)."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    for key in _ADAPTER_SET_KEYS:
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key], key=str)
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _hash_index(cache_dir: Path) -> tuple[Path, dict[str, Any]]:

@@ -245,3 +245,243 @@ def test_the_run_folders_config_runs_from_there(tmp_path, tiny_model_dir, capsys
     original, moved = load_config(config), load_config(saved)
     for section, key in PATH_KEYS:
         assert path_of(original, section, key) == path_of(moved, section, key), key
+
+
+def _with_closed_stdout(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    """`ssd-tui ARGS | head` when head has already gone: our stdout is a pipe nobody reads."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "ssd_tui", *args],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+            env={**os.environ, "TMPDIR": str(tmp)},  # where a crash log would land
+        )
+    finally:
+        os.close(write)
+
+
+def assert_quiet_end(r: subprocess.CompletedProcess, tmp: Path) -> None:
+    """Ended as a program whose reader went away: status 141 (128 + SIGPIPE), nothing said."""
+    assert r.stderr == "" and r.returncode == 141, (r.returncode, r.stderr)
+    assert not list(tmp.glob("ssd-tui-crash-*"))  # no crash log either
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    assert_quiet_end(_with_closed_stdout("options", tmp=tmp_path), tmp_path)
+
+
+def test_every_command_that_takes_a_run_db_takes_its_folder(tmp_path, monkeypatch, capsys):
+    # `open runs/demo` was refused ("is a folder, not a run database") while `diff runs/demo`
+    # took it: one rule for every command, a run folder is its run.db.
+    from fixtures.synthetic import build_run
+
+    from ssd_tui import cli
+    from ssd_tui.tui import app
+
+    folder = tmp_path / "demo"
+    build_run(folder, running_round=False)
+    opened: list[dict] = []
+    monkeypatch.setattr(app, "run_app", lambda **kw: opened.append(kw))
+    monkeypatch.chdir(tmp_path)
+    for args in (
+        ["open", "demo"],
+        ["review", "demo"],
+        ["report", "demo"],
+        ["notes", "demo"],
+        ["note", "demo", "a note"],
+        ["tag", "demo", "good"],
+        ["search", "demo", "return"],
+        ["export", "demo", "--round", "1", "--out", "r1.db"],
+        ["export", "demo", "--tensorboard", "tb"],
+        ["diff", "demo", "demo/run.db"],
+    ):
+        assert cli.main(args) == 0, (args, capsys.readouterr().err)
+    assert opened[0]["open_db"].resolve() == folder / "run.db"
+    assert opened[0]["runs_dir"] == tmp_path
+    assert [p.resolve() for p in opened[1]["review"]] == [folder / "run.db"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    capsys.readouterr()
+    for command in ("open", "report", "notes", "diff"):
+        args = [command, "empty"] + (["demo"] if command == "diff" else [])
+        assert cli.main(args) == 2, command
+        err = capsys.readouterr().err
+        assert err.startswith("error: empty is a folder without a run database (run.db)")
+        assert err.count("\n") == 1
+
+
+def test_a_run_refused_before_it_started_leaves_nothing_behind(tmp_path, tiny_model_dir):
+    # `model path does not exist` left runs/x/ holding an empty run.db.lock.
+    write_problems(tmp_path)
+    config = write_config(tmp_path, tmp_path / "no-such-model")
+    config.write_text(config.read_text().replace('dir = "run"', 'dir = "runs/x"'))
+    assert_one_line_error(ssd("run", str(config)), "model path does not exist")
+    assert not (tmp_path / "runs").exists()  # nor the runs/ folder it made for it
+    # A folder that was there before is never removed, nor is anything in it.
+    (tmp_path / "runs" / "x").mkdir(parents=True)
+    (tmp_path / "runs" / "x" / "mine.txt").write_text("keep me")
+    assert_one_line_error(ssd("run", str(config)), "model path does not exist")
+    assert (tmp_path / "runs" / "x" / "mine.txt").read_text() == "keep me"
+    # Refused later, by the problem files, after the run DB was opened: nothing either.
+    other = tmp_path / "other"
+    other.mkdir()
+    write_problems(other)
+    (other / "eval.jsonl").write_text("")
+    config = write_config(other, tiny_model_dir)
+    assert_one_line_error(ssd("run", str(config)), "no problems (the file is empty)")
+    assert not (other / "run").exists()
+
+
+def test_a_rerun_says_only_what_it_shows(tmp_path, tiny_model_dir, capsys):
+    # `ssd-tui demo` again after `run … --rounds 5` re-showed rounds 0-3 (the demo config's
+    # rounds) while its verdict cited "best round 5". A rerun shows every round the run
+    # holds; `--rounds K` shows rounds 0..K, and its verdict speaks of those alone.
+    import re
+
+    from ssd_tui import cli
+    from ssd_tui.config import load_config
+
+    write_problems(tmp_path)
+    config = write_config(tmp_path, tiny_model_dir, rounds=1, eval__baseline_temperatures=[0.5])
+    assert cli.main(["run", str(config), "--rounds", "2", "--threads", "1"]) == 0
+    store = RunStore.open(tmp_path / "run" / "run.db")
+    t_eval = load_config(config).eval.temperature
+    store.set_metrics(1, "eval", t_eval, {"all": {"pass@1": 0.9}})
+    store.set_metrics(2, "eval", t_eval, {"all": {"pass@1": 1.0}})  # the best round: the last
+    store.close()
+
+    def rerun(*extra: str) -> tuple[list[str], str]:
+        capsys.readouterr()
+        assert cli.main(["run", str(config), "--threads", "1", *extra]) == 0
+        text = capsys.readouterr().err
+        tables = re.findall(r"^\s*round (\d+)\s*$", text, re.MULTILINE)  # round_end's titles
+        return tables, text
+
+    shown, text = rerun()
+    assert shown == ["0", "1", "2"] and "best round 2 pass@1 1.000" in text, text
+    shown, text = rerun("--rounds", "1")
+    assert shown == ["0", "1"] and "best round 1 pass@1 0.900" in text, text
+
+
+def test_run_and_check_say_which_sandbox_runs_the_programs(project, capsys):
+    # The app and the report showed the sandbox mode; `run`, `demo` and `check` never did.
+    from ssd_tui import cli
+
+    folder, config = project
+    assert cli.main(["run", str(config), "--stages", "1", "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    store = RunStore.open(folder / "run" / "run.db", readonly=True)
+    [label] = store.sandbox_labels()
+    store.close()
+    lines = [ln for ln in err.splitlines() if ln.startswith("sandbox: ")]
+    assert lines == [f"sandbox: {label} (strict)"], err
+    assert err.index("sandbox: ") < err.index("round 0")  # in the header, before any work
+    assert cli.main(["check", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert f"ok: sandbox: {label} (strict)" in out.splitlines(), out
+
+
+def test_a_run_of_round_0_alone_needs_no_training_prompts(tmp_path, tiny_model_dir, monkeypatch):
+    # `rounds = 0` demanded the LeetCode data for training prompts it never uses.
+    monkeypatch.setenv("SSD_TUI_LEETCODE", str(tmp_path / "no-leetcode-here"))
+    write_problems(tmp_path)
+    config = write_config(tmp_path, tiny_model_dir, rounds=0, data__train_prompts="leetcode:train")
+    r = ssd("check", str(config))
+    assert r.returncode == 0 and "no training prompts needed (rounds = 0)" in r.stdout, r.stderr
+    r = ssd("run", str(config), "--stages", "1", "--threads", "1")
+    assert r.returncode == 0, r.stderr
+    store = RunStore.open(tmp_path / "run" / "run.db", readonly=True)
+    assert list(json.loads(store.meta("problems"))) == ["eval"]  # the record: no train set
+    store.close()
+    # A run taken past round 0 needs them, and says so.
+    r = ssd("run", str(config), "--rounds", "1", "--threads", "1")
+    assert_one_line_error(r, "no-leetcode-here")
+
+
+def _in_a_terminal(command: list[str]) -> tuple[int, str]:
+    """Run ``command`` with a terminal (a pty) as its stdout and stderr, as a user does:
+    progress bars are live then. Returns its exit status and all it showed."""
+    import os
+    import re
+    import threading
+
+    main, side = os.openpty()
+    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=side, stderr=side)
+    os.close(side)
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the last holder of the terminal is gone
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    code = proc.wait(timeout=300)
+    reader.join(timeout=30)
+    os.close(main)
+    shown = b"".join(chunks).decode(errors="replace")
+    return code, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)  # colours and cursor moves
+
+
+_NOISY_ENGINE = """
+import logging, os, subprocess, sys, warnings
+from ssd_tui import cli
+from ssd_tui.engine import choose
+
+real = choose.choose_engine
+
+def noisy(*args, **kwargs):  # what starting vLLM prints, in every way it prints it
+    print("noise: print to stdout")
+    print("noise: print to stderr", file=sys.stderr)
+    warnings.warn("noise: a FutureWarning", FutureWarning)
+    logging.getLogger("vllm").warning("noise: a logged WARNING")
+    os.write(2, b"noise: written to fd 2 (a C library, Triton)\\n")
+    subprocess.run([sys.executable, "-c", "import sys; print('noise: the engine core process', file=sys.stderr)"])
+    return real(*args, **kwargs)
+
+from ssd_tui.runs import pipeline
+
+real_check = pipeline.check_samples
+
+def noisy_stage(*args, **kwargs):  # vLLM starts, and configures its logger, mid-stage
+    late = logging.getLogger("late")
+    late.addHandler(logging.StreamHandler(sys.stdout))
+    late.warning("noise: a logger set up while a progress bar shows")
+    print("noise: a print while a progress bar shows", file=sys.stderr)
+    return real_check(*args, **kwargs)
+
+choose.choose_engine = noisy
+pipeline.check_samples = noisy_stage
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_engines_own_output_goes_to_the_run_folder(project, verbose):
+    # A vLLM run flooded the terminal with vLLM's warnings, Triton's notices and
+    # FutureWarnings before the first progress bar.
+    folder, config = project
+    args = ["run", str(config), "--stages", "1", "--threads", "1"] + ["--verbose"] * verbose
+    code, terminal = _in_a_terminal([sys.executable, "-c", _NOISY_ENGINE, *args])
+    assert code == 0, terminal
+    assert "round 0 evaluate: done" in terminal and "sandbox: " in terminal
+    log = (folder / "run" / "engine.log").read_text() if not verbose else ""
+    noises = ("to stdout", "to stderr", "a FutureWarning", "a logged", "fd 2", "engine core")
+    for noise in (*noises, "a logger set up while", "a print while"):
+        assert noise in (terminal if verbose else log), (noise, terminal, log)
+    if not verbose:
+        assert "noise" not in terminal, terminal
+    if not verbose:  # said once, at the end, where to find it
+        assert "the engine's own output is in " in terminal and "engine.log" in terminal

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import pytest
 from runkit import write_config, write_problems
 
 from ssd_tui.config import load_config
+from ssd_tui.models import file_sha256
 from ssd_tui.outputs.export import export_run
 from ssd_tui.runs.diff import diff_paths
 from ssd_tui.runs.pipeline import Pipeline
@@ -75,7 +77,7 @@ def test_a_run_equals_itself_and_its_export(runs, tmp_path):
 def test_diff_of_a_missing_run_is_one_line(tmp_path):
     r = _cli(tmp_path / "nope", tmp_path)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
-    assert "no run database" in r.stderr
+    assert "run database not found" in r.stderr
 
 
 def test_environment_differences_are_named(runs, tmp_path):
@@ -92,3 +94,121 @@ def test_environment_differences_are_named(runs, tmp_path):
     assert not d.identical
     assert [r[:2] for r in d.differences] == [("environment", "torch")]
     assert json.dumps(lines)  # printable
+
+
+def test_diff_into_a_closed_pipe_ends_quietly(runs, tmp_path):
+    from test_cli import _with_closed_stdout, assert_quiet_end
+
+    a, b = runs
+    assert_quiet_end(_with_closed_stdout("diff", str(a), str(b), tmp=tmp_path), tmp_path)
+
+
+def _copy(db, to) -> RunStore:
+    """A copy of a run DB, opened for writing (a test edits what a real run would have)."""
+    src = RunStore.open(db, readonly=True)
+    src.conn.execute("VACUUM INTO ?", (str(to),))
+    src.close()
+    return RunStore.open(to)
+
+
+def _respell(store: RunStore, base_dir, **paths: str) -> None:
+    """The stored config with other spellings of its paths, read from ``base_dir``."""
+    info = store.run_info()
+    config = json.loads(info["config_json"])
+    for key, value in paths.items():
+        config["data"][key] = value
+    store.update_config(json.dumps(config, sort_keys=True), info["config_toml"], str(base_dir))
+
+
+def test_a_path_is_compared_by_what_it_names_not_its_spelling(runs, tmp_path):
+    a, _ = runs
+    elsewhere = tmp_path / "deep" / "er"
+    elsewhere.mkdir(parents=True)
+    copy = _copy(a / "run.db", tmp_path / "copy.db")
+    # The same files: one run says "eval.jsonl" from its folder, the other "../../.." to it.
+    _respell(
+        copy,
+        elsewhere,
+        benchmark=os.path.relpath(a.parent / "eval.jsonl", elsewhere),
+        train_prompts=str(a.parent / "train.jsonl"),
+    )
+    problems = json.loads(copy.meta("problems"))
+    problems["eval"]["spec"] = str(a.parent / "eval.jsonl")
+    copy.set_meta("problems", json.dumps(problems))
+    copy.close()
+    d, lines = diff_paths(a, tmp_path / "copy.db")
+    assert d.identical, lines
+
+    # Same spelling, another file with other content: a difference, named by its file.
+    copy = _copy(a / "run.db", tmp_path / "other.db")
+    other = elsewhere / "eval.jsonl"
+    other.write_text((a.parent / "eval.jsonl").read_text().splitlines()[0] + "\n")
+    # "eval.jsonl" now read from elsewhere/ (and the training prompts, unused, the same file)
+    _respell(copy, elsewhere, train_prompts=str(a.parent / "train.jsonl"))
+    problems = json.loads(copy.meta("problems"))
+    problems["eval"] |= {"sha256": "f" * 64, "files": {str(other): file_sha256(other)}}
+    copy.set_meta("problems", json.dumps(problems))
+    copy.close()
+    d, lines = diff_paths(a, tmp_path / "other.db")
+    assert [r[:2] for r in d.differences] == [
+        ("config", "data.benchmark"),
+        ("problems", "eval"),
+    ], lines
+    row = next(r for r in d.differences if r[1] == "data.benchmark")
+    assert str(a.parent / "eval.jsonl") in row[2] and str(elsewhere / "eval.jsonl") in row[3]
+
+
+def test_two_configs_and_a_config_against_a_run(runs, tmp_path):
+    a, _ = runs
+    config = a.parent / "run.toml"  # the config run A was started from
+    r = _cli(config, a)
+    assert r.returncode == 0 and "identical" in r.stdout, (r.stdout, r.stderr)
+    # Another folder, every path spelled another way, one setting changed.
+    other = tmp_path / "cfgs" / "b.toml"
+    other.parent.mkdir()
+    text = config.read_text().replace("temperature = 1.0", "temperature = 0.7", 1)
+    for name in ("eval.jsonl", "train.jsonl"):
+        text = text.replace(f'"{name}"', f'"{a.parent / name}"')
+    text = text.replace('dir = "run"', f'dir = "{a}"')
+    other.write_text(text)
+    for x, y in ((config, other), (other, a)):
+        r = _cli(x, y)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        section = r.stdout.split("config (", 1)[1].split("\n\n", 1)[0]
+        assert section.startswith("1 different):") and "sampling.temperature" in section
+        assert "not an SQLite database" not in r.stderr
+    r = _cli(config, tmp_path / "nope.toml")
+    assert r.returncode == 2 and r.stderr.startswith("error: config file not found")
+
+
+def test_adapter_hashes_are_compared_round_by_round(tmp_path):
+    from fixtures.synthetic import build_run
+
+    db = build_run(tmp_path / "a", running_round=False)
+    copy = _copy(db, tmp_path / "b.db")
+    copy.set_adapter(2, "/elsewhere/adapters/round-002", "e" * 64)
+    copy.close()
+    d, lines = diff_paths(db, tmp_path / "b.db")
+    assert [r[:2] for r in d.differences] == [("adapters", "round 2")], lines
+    assert "round 2" in "\n".join(lines) and "eeeeeeeeeeee" in "\n".join(lines)
+
+
+def test_every_environment_a_run_was_resumed_in_is_compared(runs, tmp_path):
+    a, _ = runs
+    copy = _copy(a / "run.db", tmp_path / "resumed.db")
+    start = copy.config_history()[0]
+    env = json.loads(start["environment"])
+    later = {**env, "torch": "9.9.9", "transformers": "8.8.8"}
+    copy.add_config_history(
+        "resume", start["config_toml"], start["config_json"], json.dumps(later), {}
+    )
+    copy.close()
+    r = _cli(a, tmp_path / "resumed.db")
+    assert r.returncode == 1, r.stdout
+    d, lines = diff_paths(a, tmp_path / "resumed.db")
+    assert [r[:2] for r in d.differences] == [
+        ("environment", "torch"),
+        ("environment", "transformers"),
+    ], lines
+    torch = next(r for r in d.differences if r[1] == "torch")
+    assert torch[2] == env["torch"] and torch[3] == f"{env['torch']}, resumed under 9.9.9"

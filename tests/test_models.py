@@ -393,3 +393,55 @@ def test_example_config_is_valid_and_chat_ready() -> None:
         0,
     )
     assert cfg.train.batch_size == 1  # ~650-token examples: 4 per micro-batch need > 22 GB
+
+
+_SAVE_ADAPTER = """
+import sys, torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+torch.manual_seed(0)
+model = AutoModelForCausalLM.from_pretrained(sys.argv[1])
+lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+get_peft_model(model, lora).save_pretrained(sys.argv[2])
+"""
+
+
+def test_the_adapter_hash_is_a_function_of_the_adapters_content(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    # peft keeps target_modules as a set and writes it in the set's order, which changes
+    # with each process's string hashing: the same adapter, bytes apart in its config.
+    # (Hash seeds 0 and 1 give two orders with this peft; the first assert says if not.)
+    import json
+    import subprocess
+    import sys
+
+    folders = [tmp_path / "adapter-0", tmp_path / "adapter-1"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SAVE_ADAPTER, str(tiny_model_dir), str(out)],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for seed, out in enumerate(folders)
+    ]
+    assert [p.wait(timeout=180) for p in procs] == [0, 0]
+    configs = {(f / "adapter_config.json").read_bytes() for f in folders}
+    weights = {(f / "adapter_model.safetensors").read_bytes() for f in folders}
+    assert len(configs) == 2 and len(weights) == 1  # the cause, seen: same weights, other bytes
+    assert models.adapter_sha256(folders[0]) == models.adapter_sha256(folders[1])
+
+    # What the adapter is still counts: its rank, its modules, its weights, its files.
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    (changed / "README.md").write_bytes((folders[0] / "README.md").read_bytes())
+    (changed / "adapter_model.safetensors").write_bytes(weights.pop())
+    config = json.loads((folders[0] / "adapter_config.json").read_text())
+    for edit in ({"r": 8}, {"target_modules": ["q_proj", "v_proj"]}):
+        (changed / "adapter_config.json").write_text(json.dumps(config | edit))
+        assert models.adapter_sha256(changed) != models.adapter_sha256(folders[0]), edit
+    (changed / "adapter_config.json").write_text(json.dumps(config, indent=1))
+    assert models.adapter_sha256(changed) == models.adapter_sha256(folders[0])  # layout
+    (changed / "adapter_model.safetensors").write_bytes(b"other weights")
+    assert models.adapter_sha256(changed) != models.adapter_sha256(folders[0])

@@ -128,3 +128,44 @@ def test_report_file_without_matplotlib_has_the_tables_and_says_why_no_charts(
         assert number in text
     md = report.write_report(run, tmp_path / "r.md")
     assert report.NO_CHARTS in md.read_text() and not (tmp_path / "r_files").exists()
+
+
+def test_report_into_a_file_or_pipe_is_neither_wrapped_nor_cut(run):
+    # `report > file` wrapped at 80 columns and cut headers ("eval simil…").
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "ssd_tui", "report", str(run.path)],
+        capture_output=True,  # stdout is a pipe, not a terminal
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert not [line for line in lines if "┃" in line and "…" in line]  # no header cut
+    for section in report.collect(run).sections:
+        assert section.title in [ln.strip() for ln in lines], section.title  # not wrapped
+        if section.rows:  # each header whole, on one line
+            assert any(all(h in line for h in section.headers) for line in lines), section.title
+    fact = next(line for line in lines if "best SSD vs best temperature-only baseline" in line)
+    assert fact.endswith("(gain +0.250)")  # a long line stays one line
+
+
+def test_the_probe_picture_puts_each_unit_on_its_own_axes_and_legends_outside(run):
+    # Five lines on one axis overlapped near 1.0 and the legend covered fork entropy.
+    summary = report.an.round_summary(run, report.run_config(run))
+    fig = report.probe_figure(summary)
+    panels = [ax for ax in fig.axes if ax.lines]
+    labels = [[line.get_label() for line in ax.lines] for ax in panels]
+    assert ["fork entropy (nats)"] in labels  # entropy alone: nats are not a share
+    probed = [k for k in summary[0] if k.startswith("probe ") and "n_" not in k]
+    drawn = [k for k in probed if any(r[k] is not None for r in summary)]
+    assert len(panels) == 3 and sum(map(len, labels)) == len(drawn) >= 3  # every line drawn
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in panels:
+        legend = ax.get_legend()
+        assert legend is not None
+        box, area = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
+        assert not box.overlaps(area), [line.get_label() for line in ax.lines]

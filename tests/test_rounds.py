@@ -217,3 +217,23 @@ def test_an_analysis_failure_fails_the_stage(two_rounds, monkeypatch):
     msgs = [e["message"] for e in store.events(limit=10_000)]
     # ModuleNotFoundError, an ImportError
     assert any("analyse failed:" in m and "ssd_tui.analysis.rounds" in m for m in msgs), msgs[-3:]
+
+
+def test_a_training_set_first_loaded_on_a_resume_is_recorded_and_checked(
+    tmp_path, tiny_model_dir
+):
+    # A run started with rounds = 0 loads no training prompts; taken past round 0 later,
+    # its training set enters the record then, and a later resume checks it.
+    write_problems(tmp_path)
+    config = write_config(tmp_path, tiny_model_dir, rounds=0)
+    cfg = load_config(config)
+    store = RunStore.open(cfg.db_path, create=True)
+    Pipeline(cfg, store, config_toml=config.read_text()).prepare()
+    assert list(json.loads(store.meta("problems"))) == ["eval"]
+    Pipeline(cfg, store).prepare(rounds=1)
+    assert list(json.loads(store.meta("problems"))) == ["eval", "train"]
+    train = tmp_path / "train.jsonl"
+    train.write_text(train.read_text().replace("times 3", "plus 3"))
+    with pytest.raises(SSDError, match="train.jsonl changed since this run started"):
+        Pipeline(cfg, store).prepare(rounds=1)
+    store.close()

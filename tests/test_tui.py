@@ -568,13 +568,19 @@ async def test_demo_tui_starts_the_engine_and_shows_the_verdict(ws, monkeypatch)
         assert text_of(dash.query_one("#verdict")).strip() == f"so far: {want}"
 
 
-def test_demo_tui_hands_the_plan_to_the_app(monkeypatch):
+def test_demo_tui_hands_the_plan_to_the_app(monkeypatch, tmp_path):
     """`ssd-tui demo --tui` asks the app to start the demo's engine up to its plan's last
     round (or --rounds). The terminal UI is replaced by a recorder here (it needs a
-    terminal); the app's side is tested above."""
+    terminal); the app's side is tested above. The demo's run folder is a fresh one here:
+    a checkout's own runs/demo may hold more rounds than the plan (they would be shown)."""
     from ssd_tui import cli
     from ssd_tui.config import load_config
 
+    demo = tmp_path / "demo.toml"
+    text = cli.DEMO_CONFIG.read_text()
+    assert 'dir = "../runs/demo"' in text
+    demo.write_text(text.replace('dir = "../runs/demo"', f'dir = "{tmp_path / "demo"}"'))
+    monkeypatch.setattr(cli, "DEMO_CONFIG", demo)
     calls = []
     monkeypatch.setattr("ssd_tui.tui.app.run_app", lambda **kw: calls.append(kw))
     assert cli.main(["demo", "--tui"]) == 0

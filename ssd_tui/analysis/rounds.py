@@ -911,14 +911,18 @@ def ssd_curve(store: RunStore, temperature: float | None = None) -> list[dict[st
     return [out[r] for r in sorted(out)]
 
 
-def compare_baseline(store: RunStore, cfg: RunConfig | None = None) -> dict[str, Any] | None:
-    """Best temperature-only baseline pass@1 vs the best SSD round's (rounds ≥ 1) pass@1.
+def compare_baseline(
+    store: RunStore, cfg: RunConfig | None = None, last_round: int | None = None
+) -> dict[str, Any] | None:
+    """Best temperature-only baseline pass@1 vs the best SSD round's (rounds 1 to
+    ``last_round``, None: all) pass@1.
 
     None until both exist. ``gain`` is SSD minus baseline, in pass@1 units.
     """
     base = [p for p in baseline_curve(store) if "pass@1" in p]
     t_eval = cfg.eval.temperature if cfg else None
-    ssd = [p for p in ssd_curve(store, t_eval) if p["round"] >= 1 and "pass@1" in p]
+    last = float("inf") if last_round is None else last_round
+    ssd = [p for p in ssd_curve(store, t_eval) if 1 <= p["round"] <= last and "pass@1" in p]
     if not base or not ssd:
         return None
     b = max(base, key=lambda p: p["pass@1"])

@@ -7,12 +7,14 @@ from typing import Any
 from ssd_tui.analysis.rounds import compare_baseline
 
 
-def baseline_verdict(store: Any, cfg: Any) -> str | None:
-    """SSD against tuning T_eval alone, in one line (None until both are measured).
+def baseline_verdict(store: Any, cfg: Any, last_round: int | None = None) -> str | None:
+    """SSD against tuning T_eval alone, in one line (None until both are measured), over
+    the SSD rounds up to ``last_round`` (None: every round).
 
-    The CLI prints it when a run ends; the app's dashboard shows the same line.
+    The CLI prints it when a run ends, over the rounds it showed; the app's dashboard
+    shows the same line over the whole run.
     """
-    cmp = compare_baseline(store, cfg)
+    cmp = compare_baseline(store, cfg, last_round)
     if not cmp:
         return None
     verb = "beats" if cmp["gain"] > 0 else "does not beat"

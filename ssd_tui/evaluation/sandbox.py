@@ -286,6 +286,13 @@ def choose_isolation(policy: str = "auto") -> Isolation:
     return got
 
 
+def sandbox_line(iso: Isolation, policy: str) -> str:
+    """What runs a run's test programs, and the policy that chose it, in one line for the
+    header of `ssd-tui run` / `demo` / `check`: "sandbox: root+cgroup-v1+seccomp (strict)"."""
+    weaker = "" if iso.strict else "; weaker than strict: see docs/sandbox.md"
+    return f"sandbox: {iso.label} ({policy}{weaker})"
+
+
 def isolation() -> str:
     """The strongest isolation mode that works here: "root", "userns" or "none"."""
     return choose_isolation("auto").mode

@@ -84,8 +84,10 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "status": "pending | running | done.",
             "adapter_path": "Folder of the round's LoRA adapter (PEFT layout), as written by "
             "the engine; NULL for round 0. The adapter files are not part of an export.",
-            "adapter_sha256": "SHA-256 over the adapter folder's file names and contents, to "
-            "check a copy of the adapter against this run.",
+            "adapter_sha256": "SHA-256 over the adapter folder's file names and contents "
+            "(adapter_config.json in canonical form: sorted keys, and target_modules sorted, "
+            "which peft writes in no fixed order), to check a copy of the adapter against "
+            "this run; the same adapter gives the same hash in every run.",
             "started_at": "When the round's first stage started (Unix time).",
             "finished_at": "When the round's last stage finished (Unix time).",
             "base_path": "The weights the round's adapter goes on: NULL for the run's model "

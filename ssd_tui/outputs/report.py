@@ -230,22 +230,74 @@ def _evidence_brief(ev: dict[str, Any]) -> str:
 # ---- charts --------------------------------------------------------------------------------------------
 
 
-def _figure(draw: Callable[[Any], bool]) -> bytes | None:
-    """Render one chart to PNG with the Agg canvas; None when ``draw`` had nothing to plot."""
+def _new_figure(width: float) -> Any:
+    """An empty figure on the Agg canvas, laid out so that legends outside the axes fit."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.4, 3.6), dpi=100)
+    fig = Figure(figsize=(width, 3.6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    if not draw(ax):
-        return None
+    return fig
+
+
+def _finish(ax: Any) -> None:
+    """Grid, and the legend below the axes: never over a line."""
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
+    ncol = 2 if len(ax.lines) > 2 else 1  # four entries in one column squeeze the axes
+    ax.legend(
+        loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, fontsize=8, frameon=False
+    )
+
+
+def _png(fig: Any) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def _figure(draw: Callable[[Any], bool]) -> bytes | None:
+    """Render one chart to PNG; None when ``draw`` had nothing to plot."""
+    fig = _new_figure(6.4)
+    ax = fig.add_subplot()
+    if not draw(ax):
+        return None
+    _finish(ax)
+    return _png(fig)
+
+
+#: The probe's picture: one panel per kind of number, each on its own scale (entropy is in
+#: nats; the masses near 1 and the tail mass near 0 would be flat lines on a shared axis).
+_PROBE_PANELS = (
+    ("Fork entropy", "nats", [("probe fork_entropy", "fork entropy (nats)")]),
+    (
+        "Mass kept by truncation",
+        "share of probability",
+        [
+            ("probe kept_mass", "kept mass (T_eval set)"),
+            ("probe train_kept_mass", "KeptMass (T_train set, the paper's)"),
+            ("probe lock_train_kept_mass", "KeptMass at locks (T_train set)"),
+        ],
+    ),
+    (
+        "Tail mass at locks",
+        "share of probability",
+        [("probe lock_tail_mass", "lock tail mass (T_eval set)")],
+    ),
+)
+
+
+def probe_figure(summary: list[dict[str, Any]]) -> Any:
+    """The fork / lock probe by round, a panel per kind of number; None without probe data."""
+    panels = [p for p in _PROBE_PANELS if any(_series(summary, key)[0] for key, _ in p[2])]
+    if not panels:
+        return None
+    fig = _new_figure(3.4 * len(panels))
+    for i, (title, ylabel, keys) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        _plot_rounds(ax, summary, keys, title, ylabel)
+        _finish(ax)
+    fig.suptitle("Fork / lock probe: round 0's eval samples re-scored by each round's model")
+    return fig
 
 
 def _series(summary: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
@@ -303,19 +355,6 @@ def _charts(store: RunStore, cfg: RunConfig, summary: list[dict[str, Any]]) -> d
             "Diversity by round",
             "share",
         ),
-        "probe": lambda ax: _plot_rounds(
-            ax,
-            summary,
-            [
-                ("probe fork_entropy", "fork entropy (nats)"),
-                ("probe lock_tail_mass", "lock tail mass (T_eval set)"),
-                ("probe kept_mass", "kept mass (T_eval set)"),
-                ("probe train_kept_mass", "KeptMass (T_train set, the paper's)"),
-                ("probe lock_train_kept_mass", "KeptMass at locks (T_train set)"),
-            ],
-            "Fork / lock probe",
-            "value",
-        ),
         "length": lambda ax: _plot_rounds(
             ax,
             summary,
@@ -329,6 +368,8 @@ def _charts(store: RunStore, cfg: RunConfig, summary: list[dict[str, Any]]) -> d
         png = _figure(draw)
         if png:
             out[name] = png
+    if (probe := probe_figure(summary)) is not None:
+        out["probe"] = _png(probe)
     return out
 
 
@@ -342,12 +383,17 @@ def print_report(store: RunStore, console: Console) -> None:
     for k, v in data.facts:
         console.print(f"  {k}: {v}")
     for sec in data.sections:
-        table = Table(title=sec.title, title_justify="left")
+        if not sec.rows:
+            console.print(f"[bold]{sec.title}[/bold]: {sec.note or 'no data'}")
+            continue
+        # The title on a line of its own: as a table title it is wrapped to the table's width.
+        console.print(sec.title, style="table.title", markup=False)
+        table = Table()
         for h in sec.headers:
             table.add_column(h)
         for row in sec.rows:
             table.add_row(*row)
-        console.print(table if sec.rows else f"[bold]{sec.title}[/bold]: {sec.note or 'no data'}")
+        console.print(table)
 
 
 def write_report(store: RunStore, out_path: str | Path) -> Path:

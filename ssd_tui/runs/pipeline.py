@@ -36,7 +36,7 @@ from ssd_tui.errors import ConfigChangedError, SSDError
 from ssd_tui.evaluation.check import check_samples, summarize
 from ssd_tui.evaluation.sandbox import Isolation, Limits, choose_isolation
 from ssd_tui.evaluation.suspect import suspect_reasons
-from ssd_tui.models import dir_sha256, prepare_model_path
+from ssd_tui.models import adapter_sha256, prepare_model_path
 from ssd_tui.problems.leetcode import LEETCODE, leetcode_source
 from ssd_tui.problems.load import load_problem_set
 from ssd_tui.problems.prompting import extraction_rule, program_for, prompt_for
@@ -168,13 +168,14 @@ class Pipeline:
         self.isolation: Isolation | None = None  # what runs the test programs
 
     # ---- set-up --------------------------------------------------------------------
-    def prepare(self) -> None:
-        """Load problem sets and check the stored config; raise SSDError before any work."""
+    def prepare(self, rounds: int | None = None) -> None:
+        """Load problem sets and check the stored config; raise SSDError before any work.
+        ``rounds``: the round this process runs to (None: the config's)."""
         cfg = self.cfg
         # A sandbox weaker than asked for stops the run here, not a log line later.
         self.isolation = choose_isolation(cfg.sandbox.isolation)
         choice = self.engines.choice  # an engine that cannot run here stops the run here too
-        sets = self._load_problems()
+        sets = self._load_problems(rounds)
         info = self.store.run_info()
         lineage = self._lineage(info)
         if info is None:
@@ -218,8 +219,9 @@ class Pipeline:
         self.store.log(line)
         self.rep.message(line)
 
-    def _load_problems(self) -> dict[str, Any]:
-        """The evaluation and training problems, and their record (per set: hashes)."""
+    def _load_problems(self, rounds: int | None) -> dict[str, Any]:
+        """The evaluation and training problems, and their record (per set: hashes).
+        ``rounds``: the round this process runs to (None: the config's)."""
         cfg = self.cfg
         self.eval_problems = load_problem_set(
             cfg.data.benchmark,
@@ -229,7 +231,9 @@ class Pipeline:
         )
         if not self.eval_problems:
             raise SSDError(f"benchmark {cfg.data.benchmark} has no problems")
-        if cfg.data.train_prompts:
+        # Round 0 alone samples no training prompts: it needs none (nor the LeetCode data).
+        trains = (cfg.run.rounds if rounds is None else rounds) > 0
+        if cfg.data.train_prompts and trains:
             self.train_problems = load_problem_set(
                 cfg.data.train_prompts, cfg.base_dir, limit=cfg.data.max_train_prompts or None
             )
@@ -538,7 +542,7 @@ class Pipeline:
         trainer.train(kept, out, init_adapter=Path(init) if init else None, progress=progress)
         self.store.add_train_log(rnd, trainer.history)
         self.store.set_round_base(rnd, self._stored_base(base))
-        self.store.set_adapter(rnd, str(out), dir_sha256(out))
+        self.store.set_adapter(rnd, str(out), adapter_sha256(out))
 
     def _train_start(self, rnd: int) -> tuple[str, str | None]:
         """(the weights round ``rnd``'s adapter trains on, the adapter it starts from):

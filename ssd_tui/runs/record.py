@@ -304,6 +304,10 @@ def record_start(
             "trainer": json.dumps(trainer_settings(), sort_keys=True, default=str),
             **prompt,
         }
+    elif (stored := stored_problem_sets(store)) is not None and set(problem_sets) - set(stored):
+        # A set first loaded on a resume (a run started with rounds = 0, taken further):
+        # recorded now, so that every later resume checks it too.
+        meta["problems"] = json.dumps({**problem_sets, **stored}, sort_keys=True)
     if store.meta("run_uid") is None:  # every run gets one; older ones on their next start
         meta["run_uid"] = uuid.uuid4().hex
     original = store.meta("model_sha256")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import ssd_tui
 from ssd_tui.config import ISOLATION_ENV, ISOLATION_POLICIES, RunConfig, config_for_run_folder
@@ -146,6 +147,66 @@ def stop_engine(pid: int | None) -> bool:
     return signal_engine(pid, signal.SIGINT)
 
 
+# ---- the engine's own output ----------------------------------------------------------------------
+#: The run folder's log of what an engine's libraries print (and, for an engine the app
+#: started, all of its output): RUN_DIR/engine.log.
+ENGINE_LOG = "engine.log"
+
+
+@contextmanager
+def engine_output(log_path: Path, verbose: bool = False) -> Iterator[TextIO]:
+    """Everything printed in the body of a `with` but our own progress goes to
+    ``log_path`` (appended): vLLM's log, Triton's notices, FutureWarnings, what C
+    libraries and child processes (vLLM's engine core) write. Yields the stream for our
+    own progress and summaries: the terminal.
+
+    Done on the file descriptors, since the engine core is a process of its own and its
+    libraries write below Python. With ``verbose``, or when our output already goes to
+    that log (an engine the app started), nothing is moved. A run that ends well says
+    once where the log is, when anything was written to it.
+    """
+    if verbose or _writes_to(2, log_path):
+        yield sys.stderr
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    # Our own stream: the terminal's descriptor, or sys.stderr itself where it is not fd 2.
+    terminal = os.fdopen(os.dup(2), "w", buffering=1) if _writes_to(2) else sys.stderr
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(log, f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} engine pid {os.getpid()}\n".encode())
+    start = os.lseek(log, 0, os.SEEK_END)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    ok = False
+    try:
+        yield terminal
+        ok = True
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, old in zip((1, 2), saved, strict=True):
+            os.dup2(old, fd)
+            os.close(old)
+        if terminal is not sys.stderr:
+            terminal.close()
+    if ok and log_path.stat().st_size > start:
+        print(f"the engine's own output is in {log_path} (--verbose shows it here)", file=sys.stderr)
+
+
+def _writes_to(fd: int, path: Path | None = None) -> bool:
+    """Whether ``sys.stderr`` writes to descriptor ``fd`` (with ``path``: whether ``fd`` is
+    that file)."""
+    try:
+        if path is None:
+            return sys.stderr.fileno() == fd
+        here, there = os.fstat(fd), os.stat(path)
+    except (AttributeError, OSError, ValueError):
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
 # ---- the engine's command line and process -----------------------------------------------------
 def engine_command(
     config: str | Path,
@@ -157,6 +218,7 @@ def engine_command(
     branch_from: str | Path | None = None,
     branch_round: int | None = None,
     round0_from: str | Path | None = None,
+    verbose: bool = False,
 ) -> list[str]:
     """`python -m ssd_tui run CONFIG ...` with this interpreter. CONFIG is passed as given:
     a caller that starts the engine in another folder passes an absolute path.
@@ -175,6 +237,8 @@ def engine_command(
         cmd += ["--threads", str(threads)]
     if sandbox:
         cmd += ["--sandbox", sandbox]
+    if verbose:
+        cmd += ["--verbose"]
     return cmd
 
 
@@ -239,6 +303,7 @@ def run_stage_per_process(
     stages: int | None,
     threads: int = 0,
     sandbox: str | None = None,
+    verbose: bool = False,
     **lineage: Any,
 ) -> int:
     """Each stage in a fresh process, so that a GPU sampler's memory is free for training
@@ -250,7 +315,13 @@ def run_stage_per_process(
     """
     env = {**os.environ, LOCK_HELD_ENV: str(os.getpid())}
     command = engine_command(
-        config, rounds=rounds, stages=1, threads=threads, sandbox=sandbox, **lineage
+        config,
+        rounds=rounds,
+        stages=1,
+        threads=threads,
+        sandbox=sandbox,
+        verbose=verbose,
+        **lineage,
     )
     last = cfg.run.rounds if rounds is None else rounds
     budget = stages
@@ -262,6 +333,23 @@ def run_stage_per_process(
             return 0
         budget = None if budget is None else budget - 1
     return 0
+
+
+def rounds_to_run(cfg: RunConfig, asked: int | None) -> int:
+    """The round a `run` goes to: ``--rounds`` when given; else the config's rounds, or the
+    last round the run already holds when it was extended past them (`--rounds 5`, the
+    app's `r`). So a rerun shows the whole run, and what it says about it (the verdict)
+    speaks of the rounds it shows."""
+    if asked is not None:
+        return asked
+    if not cfg.db_path.exists():
+        return cfg.run.rounds
+    store = RunStore.open(cfg.db_path, readonly=True)
+    try:
+        held = [r["round"] for r in store.rounds()] if store.run_info() else []
+    finally:
+        store.close()
+    return max([cfg.run.rounds, *held])
 
 
 def run_finished(db_path: Path, last: int) -> bool:
@@ -298,6 +386,42 @@ def with_sandbox(cfg: RunConfig, mode: str | None) -> RunConfig:
 
 
 # ---- the run folder ---------------------------------------------------------------------------
+@contextmanager
+def new_run_folder(run_dir: Path) -> Iterator[None]:
+    """The run folder (and any folder above it that is missing) for the body of a `with`
+    that starts or resumes a run. When the body ends before a run started in it (refused by
+    its checks, interrupted), what this made is removed again: a refused run leaves
+    nothing behind. A folder that was there before is never removed."""
+    run_dir = Path(run_dir).absolute()
+    made = run_dir
+    while not made.parent.exists():
+        made = made.parent
+    made = None if run_dir.exists() else made
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    finally:
+        if made is not None and not _run_started(run_dir / "run.db"):
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def _run_started(db_path: Path) -> bool:
+    """Whether a run started in this database (its run row is written once its checks
+    passed). A database that cannot be read counts as started: it is never removed."""
+    if not db_path.exists():
+        return False
+    try:
+        store = RunStore.open(db_path, readonly=True)
+    except SSDError:
+        return db_path.stat().st_size > 0
+    try:
+        return store.run_info() is not None
+    except Exception:  # noqa: BLE001 - e.g. an empty database: no tables, no run
+        return False
+    finally:
+        store.close()
+
+
 def save_run_config(cfg: RunConfig, config: str | Path, text: str) -> Path:
     """Keep the run's config in its folder (RUN_DIR/config.toml, what the app and a later
     `ssd-tui run RUN_DIR/config.toml` use), rewritten so that it works from there

@@ -43,6 +43,7 @@ from ssd_tui.config import (
 )
 from ssd_tui.errors import SSDError
 from ssd_tui.runs import runner
+from ssd_tui.store.review import resolve_run_db
 from ssd_tui.store.run_store import RunStore
 
 if sys.version_info >= (3, 11):
@@ -302,9 +303,8 @@ def run_dbs(path: Path) -> list[tuple[Path, str]]:
         if not dbs:
             raise SSDError(f"{path}: no run of this sweep has started yet")
         return dbs
-    if path.is_dir() and (path / "run.db").exists():
-        return [(path / "run.db", path.name)]
-    return [(path, "")]
+    db = resolve_run_db(path)
+    return [(db, path.name if db != path else "")]
 
 
 def prepare(sweep: Sweep) -> Sweep:

@@ -1,4 +1,7 @@
-"""Opening a run database or an export for review, read-only; ``.db.gz`` accepted."""
+"""Opening a run database or an export for review, read-only; ``.db.gz`` accepted.
+
+``resolve_run_db`` is the one rule for what a command's RUN argument names: a run folder
+stands for its ``run.db``."""
 
 from __future__ import annotations
 
@@ -13,6 +16,25 @@ from ssd_tui.errors import SSDError
 from ssd_tui.store.run_store import RunStore
 
 _GZIP_MAGIC = b"\x1f\x8b"
+RUN_DB = "run.db"  # a run folder's database (RUN_DIR/run.db)
+
+
+def resolve_run_db(path: str | Path) -> Path:
+    """The run database ``path`` names: a run folder's ``run.db``, else the file itself
+    (a run DB or an export; opening it says whether it is one).
+
+    Every command that takes a run DB takes it through here, so a run folder is accepted
+    wherever a run DB is. Raises `SSDError` when there is nothing there, or a folder
+    without a run database.
+    """
+    p = Path(path)
+    if p.is_dir() and (p / RUN_DB).is_file():
+        return p / RUN_DB
+    if p.is_dir():
+        raise SSDError(f"{path} is a folder without a run database ({RUN_DB}) in it")
+    if not p.exists():
+        raise SSDError(f"run database not found: {path}")
+    return p
 
 
 def open_export(path: str | Path) -> RunStore:
