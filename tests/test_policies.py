@@ -26,7 +26,7 @@ from ssd_tui.analysis import control
 from ssd_tui.config import RoundsSection, load_config, loads_config
 from ssd_tui.engine.base import Completion
 from ssd_tui.errors import SSDError
-from ssd_tui.models import dir_sha256, file_sha256
+from ssd_tui.models import adapter_sha256, file_sha256
 from ssd_tui.runs import policies
 from ssd_tui.runs.pipeline import Pipeline
 from ssd_tui.store.run_store import RunStore
@@ -267,7 +267,7 @@ class ScriptedSampler:
 
     def __init__(self, adapter: str | None) -> None:
         self.name = Path(adapter).name if adapter else "base"
-        self.sha = dir_sha256(Path(adapter)) if adapter else "base"
+        self.sha = adapter_sha256(Path(adapter)) if adapter else "base"
 
     def generate(self, prompts, params, progress=None) -> list[list[Completion]]:
         return [[self._answer(p, j) for j in range(params.n)] for p in prompts]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ssd_tui.config import config_for_new_run
 from ssd_tui.errors import SSDError
-from ssd_tui.models import dir_sha256
+from ssd_tui.models import adapter_sha256
 from ssd_tui.runs import record
 from ssd_tui.store.run_store import RunStore
 
@@ -158,7 +158,7 @@ def begin(store: RunStore, run_dir: Path, model_path: str, stored: dict[str, str
             shutil.rmtree(tmp)  # left by a killed copy
         shutil.copytree(parent.adapter or "", tmp)
         tmp.rename(out)
-    sha = dir_sha256(out)
+    sha = adapter_sha256(out)
     if sha != want:
         raise SSDError(
             f"round {parent.round}'s adapter in {parent.run_dir} does not match the sha256 that "
