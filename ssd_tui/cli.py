@@ -7,11 +7,13 @@ ends with status 130 and resumes when the same command is run again.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +149,9 @@ def _check_counts(args: argparse.Namespace) -> None:
             raise SSDError(f"--{flag} must be ≥ {lowest} (got {value})")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, engines: Callable[[Any, str], Any] | None = None) -> int:
+    """``engines(cfg, model_path)``: the run's engine bundle instead of the chosen engine's
+    (the tests' fake engine, tests/fixtures/fake_engine.py; torch is not loaded then)."""
     from ssd_tui.config import load_config
     from ssd_tui.engine.choose import choose_engine
     from ssd_tui.runs import runner
@@ -158,12 +162,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     sandbox = runner.sandbox_choice(args.sandbox)
     cfg = runner.with_sandbox(file_cfg, sandbox)
     threads = args.threads or cfg.run.threads or os.cpu_count() or 1
-    import torch  # seconds to load: only a run pays for it
+    if engines is None:
+        import torch  # seconds to load: only a run pays for it
 
-    torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     with runner.holding_run(cfg.db_path) as held_by_parent:
-        choice = choose_engine(cfg.engine_settings(), resolve_model_path(cfg))
+        model_path = resolve_model_path(cfg)
+        bundle = engines(cfg, model_path) if engines else None
+        choice = bundle.choice if bundle else choose_engine(cfg.engine_settings(), model_path)
         if choice.per_stage_processes and not held_by_parent:
             return runner.run_stage_per_process(
                 cfg,
@@ -173,10 +180,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 threads=args.threads,
                 sandbox=sandbox,
             )
-        return _run_here(args, cfg, file_cfg, choice)
+        return _run_here(args, cfg, file_cfg, choice, bundle)
 
 
-def _run_here(args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any) -> int:
+def _run_here(
+    args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any, engines: Any = None
+) -> int:
     """The run in this process, with progress bars; 130 when stopped between batches."""
     from ssd_tui.runs.pipeline import Pipeline, StopRequested, install_signal_handlers
     from ssd_tui.runs.runner import save_run_config
@@ -185,7 +194,7 @@ def _run_here(args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any) ->
     store = RunStore.open(cfg.db_path, create=True)
     rep = RichReporter()
     text = Path(args.config).read_text(encoding="utf-8")
-    pipe = Pipeline(cfg, store, rep, config_toml=text, engine=choice)
+    pipe = Pipeline(cfg, store, rep, config_toml=text, engine=choice, engines=engines)
     pipe.prepare()
     save_run_config(file_cfg, args.config, text)
     install_signal_handlers(pipe)
@@ -973,15 +982,18 @@ def _quiet_libraries() -> None:
         pass
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, engines: Callable[[Any, str], Any] | None = None) -> int:
+    """``engines``: what `run` builds its engines with (``cmd_run``; the tests' fake engine)."""
     # OpenMP threads that spin while a peer is descheduled make every torch op several
     # times slower on a busy or small machine; passive waiting costs nothing measurable
     # when the cores are free (benchmarks/README.md). Must be set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
-    if getattr(args, "func", None) in (cmd_run, cmd_demo, cmd_check, cmd_models):
-        _quiet_libraries()
     func = getattr(args, "func", cmd_tui)
+    if engines is not None and func is cmd_run:
+        func = functools.partial(cmd_run, engines=engines)  # no library of a real engine loads
+    elif func in (cmd_run, cmd_demo, cmd_check, cmd_models):
+        _quiet_libraries()
     try:
         return func(args) or 0
     except SSDError as e:
