@@ -87,3 +87,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Building the model uses the global RNG; keep the caller's RNG state untouched.
     with torch.random.fork_rng(devices=[]):
         return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def fake_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model folder for the fake engine (fixtures/fake_engine.py): nothing to load. One per
+    session, so runs that must be equal name the same model (adapters record its path)."""
+    from fixtures.fake_engine import write_model
+
+    return write_model(tmp_path_factory.mktemp("fake-model"))
