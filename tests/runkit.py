@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -104,7 +105,7 @@ def write_config(folder: Path, model: Path, rounds: int = 1, **over: str) -> Pat
 def snapshot(db: Path) -> dict:
     """Everything a resumed run must reproduce exactly: samples (with their ids, which the
     warnings' evidence cites), token stats, verdicts, metrics, warnings, the probe, the
-    training log and the adapters' hashes."""
+    training log and the adapters' weights."""
     c = sqlite3.connect(db)
     samples = c.execute(
         "SELECT s.round, s.purpose, p.name, s.sample_idx, s.temperature, s.id, s.completion, "
@@ -128,7 +129,14 @@ def snapshot(db: Path) -> dict:
     train_log = c.execute(
         "SELECT round, step, round(loss, 6), lr FROM train_log ORDER BY round, step"
     ).fetchall()
-    adapters = c.execute("SELECT round, adapter_sha256 FROM rounds ORDER BY round").fetchall()
+    # The weights, not the stored folder hash: peft writes target_modules, a set, into
+    # adapter_config.json in the order of the process's string hash seed.
+    adapters = [
+        (rnd, hashlib.sha256((Path(path) / "adapter_model.safetensors").read_bytes()).hexdigest())
+        for rnd, path in c.execute(
+            "SELECT round, adapter_path FROM rounds WHERE adapter_path IS NOT NULL ORDER BY round"
+        )
+    ]
     c.close()
     return {
         "samples": samples,

@@ -120,6 +120,9 @@ async def test_step_one_real_stage_through_the_engine_process(ws, tiny_model_dir
         assert dash.engine_pid is None and dash.check_action("next_stage", ()) is True
 
 
+# The engine tier: two real engine processes (~9 s on 2 cores); the fast tier keeps the one
+# above, and the stop itself (Ctrl-C between batches) is tested on the fake engine.
+@pytest.mark.engine
 async def test_dashboard_follows_a_second_engine_that_is_stopped(ws, tiny_model_dir):
     """Issue 18 item 9: s (one stage), s (the next), x (stop it): the dashboard shows the
     stopped stage and every event the engines wrote; the start screen lists the run."""
