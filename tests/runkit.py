@@ -159,6 +159,12 @@ def fake_project(folder: Path, model: Path, n_train: int = 12, **over) -> Path:
     return write_config(folder, model, **over)
 
 
+def finished_project(folder: Path, model: Path) -> Path:
+    """The shared finished run's project (conftest ``finished_run``): 24 training prompts,
+    one round, a temperature-only baseline at T = 0.5, so every stage kind runs."""
+    return fake_project(folder, model, n_train=24, eval__baseline_temperatures=[0.5])
+
+
 def run_fake(config: Path, *extra: str, wait: bool = True, env: dict | None = None):
     """``ssd-tui run CONFIG ...`` with the fake engine (fixtures/fake_run.py), as ``run_cli``."""
     cmd = [sys.executable, str(FAKE_RUN), str(config), *extra]

@@ -3,7 +3,6 @@ stepping and refusals on the fake engine (fixtures/fake_engine.py)."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -13,8 +12,16 @@ from pathlib import Path
 
 import pytest
 from fixtures.fake_engine import DELAY_ENV
-from fixtures.fake_run import KILL_ENV, TRACE_ENV
-from runkit import fake_project, run_cli, run_fake, snapshot, write_config, write_problems
+from fixtures.fake_run import KILL_ENV
+from runkit import (
+    fake_project,
+    finished_project,
+    run_cli,
+    run_fake,
+    snapshot,
+    write_config,
+    write_problems,
+)
 
 from ssd_tui.config import load_config
 from ssd_tui.runs.pipeline import Pipeline, derive_seed, filter_examples
@@ -118,21 +125,13 @@ STAGES = ["0:evaluate", "0:baseline", "0:analyse", "1:sample", "1:train", "1:eva
 KILL_SEED = int(os.environ.get("SSD_KILL_SEED") or random.SystemRandom().randrange(10**6))
 
 
-def _fake_config(folder: Path, model: Path) -> Path:
-    return fake_project(folder, model, n_train=24, eval__baseline_temperatures=[0.5])
-
-
 @pytest.fixture(scope="module")
-def fake_reference(tmp_path_factory, fake_model_dir) -> tuple[dict, dict[str, int]]:
-    """An uninterrupted fake run, and how many SQL statements each of its stages ran."""
-    folder = tmp_path_factory.mktemp("fake-ref")
-    config = _fake_config(folder, fake_model_dir)
-    trace = folder / "trace.json"
-    r = run_fake(config, env={TRACE_ENV: str(trace)})
-    assert r.returncode == 0, r.stderr
-    counts = json.loads(trace.read_text())
+def fake_reference(finished_run) -> tuple[dict, dict[str, int]]:
+    """The shared uninterrupted run (conftest ``finished_run``), and how many SQL statements
+    each of its stages ran."""
+    counts = finished_run.statements
     assert sorted(counts) == sorted(STAGES) and min(counts.values()) > 3, counts
-    snap = snapshot(load_config(config).db_path)
+    snap = snapshot(finished_run.db)
     assert snap["warnings"] and snap["probe"] and snap["train_log"]  # there is all to compare
     return snap, counts
 
@@ -146,7 +145,7 @@ def test_kill_9_anywhere_in_a_stage_then_resume_equals_an_uninterrupted_run(
     reference, counts = fake_reference
     point = random.Random(f"{KILL_SEED}:{stage}").randint(1, counts[stage])
     where = f"kill -9 at statement {point} of {counts[stage]} in {stage} (SSD_KILL_SEED={KILL_SEED})"
-    config = _fake_config(tmp_path, fake_model_dir)
+    config = finished_project(tmp_path, fake_model_dir)
     killed = run_fake(config, env={KILL_ENV: f"{stage}:{point}"})
     assert killed.returncode == -signal.SIGKILL, f"{where}: {killed.stderr[-2000:]}"
     r = run_fake(config)
@@ -155,7 +154,7 @@ def test_kill_9_anywhere_in_a_stage_then_resume_equals_an_uninterrupted_run(
 
 
 def test_ctrl_c_stops_between_batches_and_resumes(tmp_path, fake_model_dir, fake_reference):
-    config = _fake_config(tmp_path, fake_model_dir)
+    config = finished_project(tmp_path, fake_model_dir)
     db = load_config(config).db_path
     proc = run_fake(config, wait=False, env={DELAY_ENV: "0.1"})  # a sampled batch: 0.1 s
     assert _wait_for(db, "sample", 1)
