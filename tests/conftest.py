@@ -117,14 +117,24 @@ class FinishedRun:
         self.statements = statements  # SQL statements each stage ran ("ROUND:STAGE" -> n)
 
     def fingerprint(self) -> dict[str, str]:
-        """Every file of the run folder and its sha256: what no reader may change."""
+        """Every file of the run folder and its sha256, a database by its rows (what a write
+        changes even while it sits in the WAL): what no reader may change. SQLite's -wal and
+        -shm files come and go with readers' connections."""
         import hashlib
+        import sqlite3
 
-        return {
-            str(p.relative_to(self.dir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(self.dir.rglob("*"))
-            if p.is_file()
-        }
+        out = {}
+        for p in sorted(self.dir.rglob("*")):
+            if not p.is_file() or p.name.endswith(("-wal", "-shm")):
+                continue
+            if p.suffix == ".db":
+                conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+                data = "\n".join(conn.iterdump()).encode()
+                conn.close()
+            else:
+                data = p.read_bytes()
+            out[str(p.relative_to(self.dir))] = hashlib.sha256(data).hexdigest()
+        return out
 
 
 @pytest.fixture(scope="session")
