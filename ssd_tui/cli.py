@@ -8,11 +8,13 @@ pipe whose reader has gone (`| head`) ends quietly with status 141.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +169,9 @@ def _check_counts(args: argparse.Namespace) -> None:
             raise SSDError(f"--{flag} must be ≥ {lowest} (got {value})")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def cmd_run(args: argparse.Namespace, engines: Callable[[Any, str], Any] | None = None) -> int:
+    """``engines(cfg, model_path)``: the run's engine bundle instead of the chosen engine's
+    (the tests' fake engine, tests/fixtures/fake_engine.py; torch is not loaded then)."""
     from ssd_tui.config import load_config
     from ssd_tui.engine.choose import choose_engine
     from ssd_tui.runs import runner
@@ -184,16 +188,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     sandbox = runner.sandbox_choice(args.sandbox)
     cfg = runner.with_sandbox(file_cfg, sandbox)
     threads = args.threads or cfg.run.threads or os.cpu_count() or 1
-    import torch  # seconds to load: only a run pays for it
+    if engines is None:
+        import torch  # seconds to load: only a run pays for it
 
-    torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
     log = cfg.run_dir / runner.ENGINE_LOG  # what the engine's libraries print
     with runner.new_run_folder(cfg.run_dir), runner.holding_run(cfg.db_path) as held_by_parent:
         with runner.engine_output(log, args.verbose) as terminal:
-            choice = choose_engine(cfg.engine_settings(), resolve_model_path(cfg))
+            model_path = resolve_model_path(cfg)
+            bundle = engines(cfg, model_path) if engines else None
+            choice = bundle.choice if bundle else choose_engine(cfg.engine_settings(), model_path)
             rounds = runner.rounds_to_run(cfg, args.rounds)
             if not choice.per_stage_processes or held_by_parent:
-                return _run_here(args, cfg, file_cfg, choice, rounds, terminal)
+                return _run_here(args, cfg, file_cfg, choice, rounds, terminal, bundle)
         # Each stage in a process of its own, which keeps its libraries' output apart itself.
         return runner.run_stage_per_process(
             cfg,
@@ -229,7 +236,13 @@ def _lineage_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_here(
-    args: argparse.Namespace, cfg: Any, file_cfg: Any, choice: Any, rounds: int, terminal: Any
+    args: argparse.Namespace,
+    cfg: Any,
+    file_cfg: Any,
+    choice: Any,
+    rounds: int,
+    terminal: Any,
+    engines: Any = None,
 ) -> int:
     """The run in this process, with progress bars; 130 when stopped between batches."""
     from ssd_tui.evaluation.sandbox import sandbox_line
@@ -252,7 +265,14 @@ def _run_here(
     rep = RichReporter(terminal, show_prints=args.verbose)
     text = Path(args.config).read_text(encoding="utf-8")
     pipe = Pipeline(
-        cfg, store, rep, config_toml=text, engine=choice, branch=branch, round0_from=round0_db
+        cfg,
+        store,
+        rep,
+        config_toml=text,
+        engine=choice,
+        branch=branch,
+        round0_from=round0_db,
+        engines=engines,
     )
     pipe.prepare(rounds)
     save_run_config(file_cfg, args.config, text)
@@ -1064,15 +1084,18 @@ def _drop_closed_pipe() -> None:
         os.close(devnull)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, engines: Callable[[Any, str], Any] | None = None) -> int:
+    """``engines``: what `run` builds its engines with (``cmd_run``; the tests' fake engine)."""
     # OpenMP threads that spin while a peer is descheduled make every torch op several
     # times slower on a busy or small machine; passive waiting costs nothing measurable
     # when the cores are free (benchmarks/README.md). Must be set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
-    if getattr(args, "func", None) in (cmd_run, cmd_demo, cmd_check, cmd_models):
-        _quiet_libraries()
     func = getattr(args, "func", cmd_tui)
+    if engines is not None and func is cmd_run:
+        func = functools.partial(cmd_run, engines=engines)  # no library of a real engine loads
+    elif func in (cmd_run, cmd_demo, cmd_check, cmd_models):
+        _quiet_libraries()
     try:
         code = func(args) or 0
         sys.stdout.flush()  # here, where a closed pipe is caught, not at interpreter exit

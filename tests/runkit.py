@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -102,11 +103,14 @@ def write_config(folder: Path, model: Path, rounds: int = 1, **over: str) -> Pat
 
 
 def snapshot(db: Path) -> dict:
-    """Everything a resumed run must reproduce exactly: samples, token stats, verdicts, metrics."""
+    """Everything a resumed run must reproduce exactly: samples (with their ids, which the
+    warnings' evidence cites), token stats, verdicts, metrics, warnings, the probe, the
+    training log and the adapters' weights."""
     c = sqlite3.connect(db)
     samples = c.execute(
-        "SELECT s.round, s.purpose, p.name, s.sample_idx, s.temperature, s.completion, s.n_tokens, "
-        "t.token_ids, v.status FROM samples s JOIN problems p ON p.id = s.problem_id "
+        "SELECT s.round, s.purpose, p.name, s.sample_idx, s.temperature, s.id, s.completion, "
+        "s.n_tokens, t.token_ids, t.logprobs, t.entropies, t.tail_mass, v.status, v.suspect "
+        "FROM samples s JOIN problems p ON p.id = s.problem_id "
         "JOIN token_stats t ON t.sample_id = s.id LEFT JOIN verdicts v ON v.sample_id = s.id ORDER BY 1, 2, 3, 4, 5"
     ).fetchall()
     metrics = c.execute(
@@ -115,8 +119,59 @@ def snapshot(db: Path) -> dict:
     stages = c.execute(
         "SELECT round, stage, status FROM stages ORDER BY round, position"
     ).fetchall()
+    warnings = c.execute(
+        "SELECT round, rule, message, evidence FROM warnings ORDER BY round, rule"
+    ).fetchall()
+    probe = c.execute(
+        "SELECT round, sample_id, token_ids, entropies, tail_mass, top1 FROM probe_stats "
+        "ORDER BY round, sample_id"
+    ).fetchall()
+    train_log = c.execute(
+        "SELECT round, step, round(loss, 6), lr FROM train_log ORDER BY round, step"
+    ).fetchall()
+    # The weights, not the stored folder hash: peft writes target_modules, a set, into
+    # adapter_config.json in the order of the process's string hash seed.
+    adapters = [
+        (rnd, hashlib.sha256((Path(path) / "adapter_model.safetensors").read_bytes()).hexdigest())
+        for rnd, path in c.execute(
+            "SELECT round, adapter_path FROM rounds WHERE adapter_path IS NOT NULL ORDER BY round"
+        )
+    ]
     c.close()
-    return {"samples": samples, "metrics": metrics, "stages": stages}
+    return {
+        "samples": samples,
+        "metrics": metrics,
+        "stages": stages,
+        "warnings": warnings,
+        "probe": probe,
+        "train_log": train_log,
+        "adapters": adapters,
+    }
+
+
+FAKE_RUN = Path(__file__).resolve().parent / "fixtures" / "fake_run.py"
+
+
+def fake_project(folder: Path, model: Path, n_train: int = 12, **over) -> Path:
+    """Problems and a config (``write_config``) for the fake engine; ``model`` is a folder
+    from ``fake_engine.write_model`` (conftest's ``fake_model_dir``)."""
+    write_problems(folder, n_train=n_train)
+    return write_config(folder, model, **over)
+
+
+def finished_project(folder: Path, model: Path) -> Path:
+    """The shared finished run's project (conftest ``finished_run``): 24 training prompts,
+    one round, a temperature-only baseline at T = 0.5, so every stage kind runs."""
+    return fake_project(folder, model, n_train=24, eval__baseline_temperatures=[0.5])
+
+
+def run_fake(config: Path, *extra: str, wait: bool = True, env: dict | None = None):
+    """``ssd-tui run CONFIG ...`` with the fake engine (fixtures/fake_run.py), as ``run_cli``."""
+    cmd = [sys.executable, str(FAKE_RUN), str(config), *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if wait:
+        return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def run_cli(config: Path, *extra: str, wait: bool = True):

@@ -1,4 +1,6 @@
-"""`ssd-tui diff` and the record carried by exports, on two real round-0 runs of a tiny model."""
+"""`ssd-tui diff` and the record carried by exports, on two finished runs (the fake engine
+through `ssd-tui run`'s own path): the shared one (conftest ``finished_run``) and another
+T_eval."""
 
 from __future__ import annotations
 
@@ -8,36 +10,26 @@ import subprocess
 import sys
 
 import pytest
-from runkit import write_config, write_problems
+from runkit import finished_project, run_fake
 
 from ssd_tui.config import load_config
 from ssd_tui.models import file_sha256
 from ssd_tui.outputs.export import export_run
 from ssd_tui.runs.diff import diff_paths
-from ssd_tui.runs.pipeline import Pipeline
 from ssd_tui.runs.record import RECORD_KEYS
 from ssd_tui.store.review import open_export
 from ssd_tui.store.run_store import RunStore
 
 
-def _run(folder, model, **over):
-    write_problems(folder)
-    config = write_config(folder, model, rounds=0, **over)
-    cfg = load_config(config)
-    store = RunStore.open(cfg.db_path, create=True)
-    pipe = Pipeline(cfg, store, config_toml=config.read_text())
-    pipe.prepare()
-    assert pipe.run() == "done"
-    pipe.release_sampler()
-    store.close()
-    return cfg.run_dir
-
-
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, tiny_model_dir):
-    a = _run(tmp_path_factory.mktemp("a"), tiny_model_dir)
-    b = _run(tmp_path_factory.mktemp("b"), tiny_model_dir, eval__temperature=0.5)
-    return a, b
+def runs(tmp_path_factory, finished_run, fake_model_dir):
+    """The shared finished run, and one that differs from it in T_eval only."""
+    folder = tmp_path_factory.mktemp("b")
+    config = finished_project(folder, fake_model_dir)
+    config.write_text(config.read_text().replace("[eval]\ntemperature = 1.0", "[eval]\ntemperature = 0.5"))
+    r = run_fake(config)
+    assert r.returncode == 0, r.stderr
+    return finished_run.dir, load_config(config).run_dir
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

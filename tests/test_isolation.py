@@ -3,7 +3,9 @@ sandbox unless its config opts in, and the isolation that ran is on record: in t
 (per stage), the app's status line, the report, and exports.
 
 Weaker machines are made with the sandbox's test hook (``SSD_TUI_SANDBOX_DENY``): the
-engine, a real ``ssd-tui run`` subprocess, then finds no root mode or no cgroups.
+engine, an ``ssd-tui run`` subprocess, then finds no root mode or no cgroups. The engine is
+the fake one (fixtures/fake_engine.py): the sandbox's choice, its refusal, the opt-in and
+the record are the command's and the pipeline's, whatever computes the samples.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from rich.text import Text
-from runkit import run_cli, write_config, write_problems
+from runkit import fake_project, run_fake
 from test_tui_support import SIZE, screen_name, text_of, until
 
 from ssd_tui.evaluation import sandbox
@@ -37,13 +39,12 @@ def _stage_sandbox(db: Path) -> dict[tuple[int, str], str | None]:
         return {(r, s): m for r, s, m in c.execute("SELECT round, stage, sandbox FROM stages")}
 
 
-def test_a_weaker_sandbox_stops_the_run_with_one_line(tmp_path, tiny_model_dir, monkeypatch):
+def test_a_weaker_sandbox_stops_the_run_with_one_line(tmp_path, fake_model_dir, monkeypatch):
     # No root mode (a container without CAP_SYS_ADMIN): the sandbox would fall back to
     # userns or none. Every other forced case: tests/test_sandbox.py, in-process.
-    write_problems(tmp_path)
-    config = write_config(tmp_path, tiny_model_dir, rounds=0)
+    config = fake_project(tmp_path, fake_model_dir, rounds=0)
     monkeypatch.setenv(sandbox.DENY_ENV, "root")
-    r = run_cli(config)
+    r = run_fake(config)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr
@@ -56,17 +57,16 @@ def test_a_weaker_sandbox_stops_the_run_with_one_line(tmp_path, tiny_model_dir, 
             assert c.execute("SELECT COUNT(*) FROM verdicts").fetchone() == (0,)
 
 
-def test_the_cli_opt_in_runs_without_editing_the_config(tmp_path, tiny_model_dir, monkeypatch):
+def test_the_cli_opt_in_runs_without_editing_the_config(tmp_path, fake_model_dir, monkeypatch):
     """A user who is not root cannot edit the demo's packaged config: `--sandbox auto`
     (or SSD_TUI_SANDBOX, which it sets for the engines started after it) opts in."""
-    write_problems(tmp_path)
-    config = write_config(tmp_path, tiny_model_dir, rounds=0)
+    config = fake_project(tmp_path, fake_model_dir, rounds=0)
     monkeypatch.setenv(sandbox.DENY_ENV, "root")
-    refused = run_cli(config)
+    refused = run_fake(config)
     assert refused.returncode == 2 and "pass --sandbox auto" in refused.stderr
-    bad = run_cli(config, "--sandbox", "loose")
+    bad = run_fake(config, "--sandbox", "loose")
     assert bad.returncode == 2 and "invalid choice: 'loose'" in bad.stderr
-    r = run_cli(config, "--sandbox", "auto")
+    r = run_fake(config, "--sandbox", "auto")
     assert r.returncode == 0, r.stderr
     db = tmp_path / "run" / "run.db"
     assert _stage_sandbox(db)[(0, "evaluate")].startswith(("userns", "none"))
@@ -74,21 +74,20 @@ def test_the_cli_opt_in_runs_without_editing_the_config(tmp_path, tiny_model_dir
         (cfg,) = c.execute("SELECT config_json FROM runs").fetchone()
         assert '"isolation": "auto"' in cfg
     monkeypatch.setenv("SSD_TUI_SANDBOX", "auto")  # the app's engines inherit this
-    assert run_cli(config).returncode == 0
+    assert run_fake(config).returncode == 0
 
 
 @pytest.mark.anyio
 async def test_an_opted_in_run_shows_its_sandbox_in_db_app_report_and_export(
-    tmp_path, tiny_model_dir, monkeypatch
+    tmp_path, fake_model_dir, monkeypatch
 ) -> None:
-    write_problems(tmp_path)
-    config = write_config(tmp_path, tiny_model_dir, rounds=0)
+    config = fake_project(tmp_path, fake_model_dir, rounds=0)
     monkeypatch.setenv(sandbox.DENY_ENV, "cgroup")  # root mode, but no cgroup per program
-    refused = run_cli(config)
+    refused = run_fake(config)
     assert refused.returncode == 2
     assert "(no cgroup per program: cgroups disabled by SSD_TUI_SANDBOX_DENY" in refused.stderr
     config.write_text(config.read_text() + '\n[sandbox]\nisolation = "auto"\n')
-    r = run_cli(config)
+    r = run_fake(config)
     assert r.returncode == 0, r.stderr
     db = tmp_path / "run" / "run.db"
 
@@ -114,7 +113,7 @@ async def test_an_opted_in_run_shows_its_sandbox_in_db_app_report_and_export(
         head = app.screen.query_one("#run-head")
         shown = lambda: Text.from_markup(text_of(head)).plain  # noqa: E731
         await until(pilot, lambda: "sandbox root" in shown(), what="the sandbox shown")
-        assert " · T_eval 1 · hf · sandbox root+seccomp · " in shown()
+        assert " · T_eval 1 · fake · sandbox root+seccomp · " in shown()  # engine, sandbox
 
 
 def test_a_stage_resumed_under_another_sandbox_keeps_both(tmp_path) -> None:

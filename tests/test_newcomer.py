@@ -21,7 +21,10 @@ from test_tui_support import SIZE, screen_name, until
 from ssd_tui.store.run_store import RunStore
 
 anyio_backend = support.anyio_backend
-pytestmark = pytest.mark.anyio
+# The engine tier: the demo model trained twice (once by `demo`, once by the engine the app
+# starts), ~12 s on 2 cores. The fast tier keeps one real engine started by the app
+# (test_tui_engine.py) and runs every step's own checks (test_cli, test_tui, test_report).
+pytestmark = [pytest.mark.anyio, pytest.mark.engine]
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from runkit import run_cli, write_config, write_problems
+from runkit import run_fake, write_config, write_problems
 
 from ssd_tui.analysis import rounds as analysis
 from ssd_tui.config import load_config
@@ -195,7 +195,7 @@ def test_resume_appends_history_and_refuses_an_edited_problem_file(tmp_path, tin
         Pipeline(cfg, store).prepare()
     assert len(store.config_history()) == 2  # a refused resume records nothing
     store.close()
-    r = run_cli(config)
+    r = run_fake(config)  # `ssd-tui run`'s path; refused before any engine is built
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(eval_file) in lines[0] and "start a new run folder" in lines[0]

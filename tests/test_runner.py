@@ -1,8 +1,8 @@
 """The runner: the engine's command line, the run lock and its pid, the stage loop, set_aside.
 
 Nothing is trained here. The engines are stand-ins (a Python one-liner holding the lock,
-a recorded call), except in the stage loop's own test: round 0 of the tiny model, one
-stage process after another (about half a minute).
+a recorded call), except in the stage loop's own test: round 0 with the fake engine
+(fixtures/fake_engine.py), one `ssd-tui run --stages 1` process after another.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from runkit import write_config, write_problems
+from fixtures.fake_run import engine_command as fake_engine_command
+from runkit import fake_project
 
 from ssd_tui.config import ISOLATION_ENV, ISOLATION_POLICIES, load_config
 from ssd_tui.errors import SSDError
@@ -248,11 +249,14 @@ def test_an_engine_run_by_a_sweep_dies_with_it(tmp_path):
     assert _gone(engine)
 
 
-def test_stage_processes_run_under_the_lock_their_parent_holds(tmp_path, tiny_model_dir):
-    """The stage loop for real, on CPU (vLLM on a GPU uses it): each child runs one stage
-    without taking the lock its parent holds, until the last round is done."""
-    write_problems(tmp_path)
-    config = write_config(tmp_path, tiny_model_dir, rounds=0)
+def test_stage_processes_run_under_the_lock_their_parent_holds(
+    tmp_path, fake_model_dir, monkeypatch
+):
+    """The stage loop for real (vLLM on a GPU uses it): each child, `ssd-tui run --stages 1`
+    with the fake engine, runs one stage without taking the lock its parent holds, until
+    the last round is done."""
+    monkeypatch.setattr(runner, "engine_command", fake_engine_command)
+    config = fake_project(tmp_path, fake_model_dir, rounds=0)
     cfg = load_config(config)
     with runner.holding_run(cfg.db_path) as held_by_parent:
         assert not held_by_parent

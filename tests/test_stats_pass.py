@@ -134,6 +134,9 @@ pipe.fill_token_stats(0, "evaluate", "eval", cfg.eval.temperature, None, pipe.ev
 """
 
 
+# The engine tier: the pass's own kill -9, in a process that loads torch, transformers and
+# the tiny model (~5 s on 2 cores). The fast tier checks the pass's numbers (above).
+@pytest.mark.engine
 def test_pass_fills_every_sample_and_resumes_after_kill_9(tmp_path: Path, tiny_model_dir) -> None:
     write_problems(tmp_path)
     config = write_config(

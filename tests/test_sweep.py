@@ -1,5 +1,6 @@
-"""Sweeps: planning and its errors, the summary's arithmetic, and the real CLI on a tiny
-demo sweep killed with -9 in the middle and rerun (nothing lost, nothing redone)."""
+"""Sweeps: planning and its errors, the summary's arithmetic, and the CLI on a tiny demo
+sweep killed with -9 in the middle and rerun (nothing lost, nothing redone); its runs use
+the fake engine (fixtures/fake_engine.py), the sweep is the real command."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+from fixtures.fake_engine import DELAY_ENV
+from runkit import FAKE_RUN
 
 from ssd_tui.config import load_config
 from ssd_tui.errors import SSDError
@@ -48,8 +51,11 @@ def tiny_demo(folder: Path) -> Path:
 
 
 def sweep_cli(*args: str, wait: bool = True):
-    cmd = [sys.executable, "-m", "ssd_tui", "sweep", *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    """`ssd-tui sweep ARGS` whose runs are `ssd-tui run` with the fake engine (fake_run.py):
+    the sweep's planning, skipping, resuming and tables are the real command's. A sampled
+    batch takes 0.1 s, so the sweep can be killed while its second run works."""
+    cmd = [sys.executable, str(FAKE_RUN), "sweep", *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", DELAY_ENV: "0.1"}
     if wait:
         return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -191,10 +197,7 @@ def test_summary_is_mean_and_sd_over_seeds(tmp_path: Path) -> None:
     assert sw.fmt_mean_sd(s.rounds[1]["pass@1"]) == "0.700 ± 0.141"
 
 
-# ---- the real CLI: kill -9 mid-sweep, rerun -------------------------------------------------------
-# Four engine processes of the demo model: about 3.5 min at load 8 on 2 cores, past the
-# suite's 300 s default when the machine is busier.
-@pytest.mark.timeout(900)
+# ---- the CLI: kill -9 mid-sweep, rerun ------------------------------------------------------------
 def test_sweep_survives_kill_9_and_redoes_nothing(tmp_path: Path) -> None:
     cfg = tiny_demo(tmp_path)
     out = tmp_path / "sw"

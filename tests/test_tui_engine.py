@@ -1,5 +1,6 @@
-"""One real stage, stepped from the app: `s` starts `python -m ssd_tui run CONFIG --stages 1`
-as a separate process on a tiny random model; the dashboard follows the run DB it writes."""
+"""One stage, stepped from the app: `s` starts `python -m ssd_tui run CONFIG --stages 1` as a
+separate process on a tiny random model (the engine tier; the fake engine in the fast tier);
+the dashboard follows the run DB it writes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from pathlib import Path
 
 import pytest
 import test_tui_support as support
+from fixtures.fake_run import engine_command as fake_engine_command
 from test_tui_support import SIZE, make_app, screen_name, until
+
+from ssd_tui.runs import runner
 
 ws, template_run, anyio_backend = support.ws, support.template_run, support.anyio_backend
 
@@ -70,7 +74,13 @@ workers = 2
     return cfg
 
 
-async def test_step_one_real_stage_through_the_engine_process(ws, tiny_model_dir):
+# The app's side (the command it starts, following the DB the engine writes, the end of the
+# process) is the same whatever the engine computes: the fast tier starts `ssd-tui run` with
+# the fake engine (fake_run.py), the engine tier the real one.
+@pytest.mark.parametrize("engine", ["fake", pytest.param("real", marks=pytest.mark.engine)])
+async def test_step_one_stage_through_the_engine_process(ws, tiny_model_dir, monkeypatch, engine):
+    if engine == "fake":
+        monkeypatch.setattr(runner, "engine_command", fake_engine_command)
     run_dir = ws / "runs" / "step"
     _write_run(run_dir, tiny_model_dir)
     app = make_app(ws, open_db=run_dir / "run.db", poll_interval=0.2)
@@ -120,6 +130,9 @@ async def test_step_one_real_stage_through_the_engine_process(ws, tiny_model_dir
         assert dash.engine_pid is None and dash.check_action("next_stage", ()) is True
 
 
+# The engine tier: two real engine processes (~9 s on 2 cores). The fast tier starts an
+# engine from the app above, and tests the stop itself (Ctrl-C between batches) on the fake.
+@pytest.mark.engine
 async def test_dashboard_follows_a_second_engine_that_is_stopped(ws, tiny_model_dir):
     """Issue 18 item 9: s (one stage), s (the next), x (stop it): the dashboard shows the
     stopped stage and every event the engines wrote; the start screen lists the run."""

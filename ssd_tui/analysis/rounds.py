@@ -386,10 +386,12 @@ def _probe_rows(store: RunStore, cfg: RunConfig) -> list[dict[str, Any]]:
         for r in store.samples(0, "eval")
         if math.isclose(r["temperature"], cfg.eval.temperature, abs_tol=1e-6)
     ]
+    # One order whether the set is chosen or read back: the probe's float32 means depend on
+    # it, and a round 0 analyse resumed after its rows were written must equal the first.
+    rows.sort(key=lambda r: (r["sample_idx"], r["problem_id"]))
     fixed = store.probe_sample_ids(0)  # once classified, later rounds score exactly that set
     if fixed:
         return [r for r in rows if r["id"] in fixed]
-    rows.sort(key=lambda r: (r["sample_idx"], r["problem_id"]))
     cap = cfg.analysis.probe_samples
     return rows[:cap] if cap else rows
 

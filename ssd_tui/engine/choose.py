@@ -17,6 +17,7 @@ The choice and its reason are printed by ``ssd-tui run``/``check`` and stored pe
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import json
 import math
 import struct
@@ -29,6 +30,7 @@ from ssd_tui.engine.base import (
     VLLM_MAX_TEMPERATURE,
     EngineSettings,
     Sampler,
+    SamplingParams,
     ScoringModel,
     Trainer,
 )
@@ -244,6 +246,25 @@ class Engines:
         s = self.settings
         return HFTrainer(self.model_path, s.lora, s.train, s.dtype, s.device)
 
+    def trainer_settings(self) -> dict[str, Any]:
+        """The trainer's settings that the config does not set (the run record's ``trainer``),
+        read from HFTrainer's signature (no copy)."""
+        from ssd_tui.engine.hf import HFTrainer
+
+        fixed = {
+            name: p.default
+            for name, p in inspect.signature(HFTrainer.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty and name not in ("dtype", "device")
+        }
+        return {
+            **fixed,
+            "optimizer": "torch.optim.AdamW (default betas and eps)",
+            "loss": "cross-entropy on completion tokens only; EOS target after finished samples",
+            "lora_init": "[rounds] adapter: continue = round k trains on from the adapter of the "
+            "round it sampled from; fresh = a new adapter on the base model; merge = a new adapter "
+            "on a copy of that round's weights with its adapter merged in",
+        }
+
     def scoring_model(self, adapter: str | None) -> ScoringModel:
         """A transformers model of base ⊕ ``adapter`` and its tokenizer.
 
@@ -275,6 +296,15 @@ class Engines:
         )
         self._scoring = (adapter, scoring)
         return ScoringModel(scoring.model, scoring.tokenizer)
+
+    def scorer(
+        self, adapter: str | None, params: SamplingParams, train_params: SamplingParams
+    ) -> Callable[[list[str], list[str]], list[dict[str, Any]]] | None:
+        """A teacher-forced scorer of base ⊕ ``adapter`` that needs no transformers model, or
+        None: the pipeline runs the probe (analysis/probe.py) on ``scoring_model``. Every real
+        engine answers None; the tests' fake engine (tests/fixtures/fake_engine.py) scores
+        without torch here."""
+        return None
 
     def release_scoring_model(self) -> None:
         """Free the transformers model ``scoring_model`` loaded beside a vLLM sampler."""

@@ -145,13 +145,18 @@ class Pipeline:
         engine: EngineChoice | None = None,
         branch: branches.Branch | None = None,
         round0_from: Path | None = None,
+        engines: Engines | None = None,
     ):
         self.cfg = cfg
         self.store = store
         self.rep = reporter or NullReporter()
         self.model_path = resolve_model_path(cfg)
         # ``engine``: the choice when the caller made it already; else made on first use.
-        self.engines = Engines(cfg.engine_settings(), self.model_path, engine, make_sampler)
+        # ``engines``: a whole bundle made by the caller (the tests' fake engine,
+        # tests/fixtures/fake_engine.py); else this config's.
+        self.engines = engines or Engines(
+            cfg.engine_settings(), self.model_path, engine, make_sampler
+        )
         self._make_sampler = make_sampler
         # The engines of the weights in use: a round on a merged copy gets its own.
         self._active = self.engines
@@ -205,6 +210,7 @@ class Pipeline:
             model_path=self.model_path,
             problem_sets=sets,
             prompt=self._prompt_record() if first else {},
+            trainer=self.engines.trainer_settings() if first else {},
         )
         self._ids["eval"] = self.store.add_problems("eval", self.eval_problems)
         if self.train_problems:
@@ -612,15 +618,19 @@ class Pipeline:
 
     def _scorer(self, rnd: int) -> Callable[[list[str], list[str]], list[dict[str, Any]]]:
         """Teacher-forced scoring with round `rnd`'s model (any engine: Engines.scoring_model)."""
+        model = self.model_of(rnd)
+        engines = self._engines_for(model.base)
+        params = self.cfg.eval_sampling(seed=0)
+        # The paper's KeptMass is measured against the *training* truncation set.
+        train_params = self.cfg.train_sampling(seed=0)
+        own = engines.scorer(model.adapter, params, train_params)
+        if own is not None:
+            return own
         # Here, not at the top: the probe imports torch (~1 s), and `ssd-tui check` imports
         # this module without needing it.
         from ssd_tui.analysis.probe import score_completions
 
-        model = self.model_of(rnd)
-        scoring = self._engines_for(model.base).scoring_model(model.adapter)
-        params = self.cfg.eval_sampling(seed=0)
-        # The paper's KeptMass is measured against the *training* truncation set.
-        train_params = self.cfg.train_sampling(seed=0)
+        scoring = engines.scoring_model(model.adapter)
         return lambda prompts, completions: score_completions(
             scoring.model,
             scoring.tokenizer,
@@ -650,8 +660,6 @@ class Pipeline:
         written in one transaction and only where the statistics are still missing, so a
         kill -9 loses at most the batch in flight and a rerun scores only the rest.
         """
-        from ssd_tui.analysis.probe import batches_by_tokens, score_token_ids  # torch: see _scorer
-
         ids = self._ids[purpose]
         by_pid = {ids[p.id]: p for p in problems if p.id in ids}
         todo = [
@@ -661,6 +669,9 @@ class Pipeline:
         ]
         if not todo:
             return 0
+        # torch (see _scorer), only when there is something to score.
+        from ssd_tui.analysis.probe import batches_by_tokens, score_token_ids
+
         m = self._as_model(model)
         scoring = self._engines_for(m.base).scoring_model(m.adapter)
         prompts: dict[int, list[int]] = {}

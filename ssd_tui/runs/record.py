@@ -22,11 +22,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.metadata
-import inspect
 import json
 import os
 import platform
 import subprocess
+import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -144,9 +144,10 @@ def _cpu() -> str:
 
 
 def _gpus() -> tuple[list[str], str]:
-    try:
-        import torch
-    except ImportError:
+    # The GPUs torch sees, where this process loaded torch: every real engine does before
+    # its run starts; one that never loads it (the tests' fake engine) uses none.
+    torch = sys.modules.get("torch")
+    if torch is None:
         return [], ""
     if not torch.cuda.is_available():
         return [], ""
@@ -251,25 +252,6 @@ def check_problems(stored: dict[str, Any], now: dict[str, Any]) -> None:
         )
 
 
-def trainer_settings() -> dict[str, Any]:
-    """The HFTrainer settings the config does not set, read from its signature (no copy)."""
-    from ssd_tui.engine.hf import HFTrainer  # here: it imports torch (~1 s)
-
-    fixed = {
-        name: p.default
-        for name, p in inspect.signature(HFTrainer.__init__).parameters.items()
-        if p.default is not inspect.Parameter.empty and name not in ("dtype", "device")
-    }
-    return {
-        **fixed,
-        "optimizer": "torch.optim.AdamW (default betas and eps)",
-        "loss": "cross-entropy on completion tokens only; EOS target after finished samples",
-        "lora_init": "[rounds] adapter: continue = round k trains on from the adapter of the "
-        "round it sampled from; fresh = a new adapter on the base model; merge = a new adapter "
-        "on a copy of that round's weights with its adapter merged in",
-    }
-
-
 def _meta_json(store: RunStore, key: str) -> Any:
     raw = store.meta(key)
     return json.loads(raw) if raw else None
@@ -287,11 +269,13 @@ def record_start(
     model_path: str,
     problem_sets: dict[str, dict[str, Any]],
     prompt: dict[str, str],
+    trainer: dict[str, Any],
 ) -> None:
     """Write the record of a run's start (first time) or append a resume to its history.
 
     The meta keys are written once, when the run starts; a resume only appends a
     config_history row (its config and environment) and refreshes the model hash cache.
+    ``prompt`` and ``trainer`` (``Engines.trainer_settings``) are read only at the start.
     """
     env = environment()
     cached = {"sha256": store.meta("model_sha256"), "files": store.meta("model_files")}
@@ -301,7 +285,7 @@ def record_start(
         meta = {
             **env,
             "problems": json.dumps(problem_sets, sort_keys=True),
-            "trainer": json.dumps(trainer_settings(), sort_keys=True, default=str),
+            "trainer": json.dumps(trainer, sort_keys=True, default=str),
             **prompt,
         }
     elif (stored := stored_problem_sets(store)) is not None and set(problem_sets) - set(stored):
