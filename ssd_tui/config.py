@@ -291,6 +291,12 @@ class AnalysisSection:
     loop_min_tokens: int = _opt(
         "…and the repeated run covers at least this many tokens", _at_least(2), default=30
     )
+    behaviours: bool = _opt(
+        "behavioural diversity: run each distinct eval program (at T_eval) on its problem's "
+        "tests with a recorder and group samples by what they return; false = skip "
+        "(docs/analysis.md)",
+        default=True,
+    )
     probe_samples: int = _opt(
         "round 0 eval samples re-scored each round for fork/lock statistics; 0 = all",
         _at_least(0),

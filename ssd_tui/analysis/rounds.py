@@ -18,6 +18,7 @@ import itertools
 import math
 import re
 import textwrap
+import time
 import warnings as _warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from ssd_tui.analysis import behaviour as beh
 from ssd_tui.analysis.positions import FORK, LOCK, classify_positions
 from ssd_tui.config import AnalysisSection, RunConfig
 from ssd_tui.evaluation.passk import pass_at_k
@@ -854,22 +856,46 @@ def _store_diversity(ctx: _Context) -> None:
         ctx.store.set_metrics(ctx.rnd, purpose, t, values)  # type: ignore[arg-type]
 
 
+def _store_behaviours(ctx: _Context, sandbox: beh.SandboxSettings | None) -> None:
+    """Behavioural diversity of the round's eval samples at T_eval: classes for the samples
+    still without one when a sandbox is given, then the metrics from every stored class."""
+    t = ctx.temperature(ctx.rnd, "eval")
+    if t is None:
+        return
+    if sandbox is not None and ctx.acfg.behaviours:
+        t0 = time.monotonic()
+        ran, classed = beh.record_round(ctx.store, ctx.rnd, t, sandbox)
+        if classed:
+            # Its cost beside the evaluation's (benchmarks/behaviour_cost.py reads this line).
+            ctx.store.log(
+                f"round {ctx.rnd}: behaviours of {classed} eval samples: {ran} distinct "
+                f"programs run in {time.monotonic() - t0:.1f}s",
+                rnd=ctx.rnd,
+                stage="analyse",
+            )
+    ctx.store.set_metrics(ctx.rnd, "eval", t, beh.round_metrics(ctx.store, ctx.rnd, t))  # type: ignore[arg-type]
+
+
 def analyse_round(
     store: RunStore,
     rnd: int,
     cfg: RunConfig,
     scorer: Scorer | None = None,
     render: Render = _default_render,
+    sandbox: beh.SandboxSettings | None = None,
 ) -> list[dict[str, Any]]:
     """Compute and store round ``rnd``'s analytics; return the warnings written.
 
     Idempotent: this round's diversity metrics and warnings are replaced; its probe
     rows and metrics are replaced when a scorer is given (kept as they are otherwise).
+    ``sandbox``: where behaviour programs run (``[analysis] behaviours``); without one the
+    behaviour metrics come from the classes already stored.
     """
     ctx = _Context(store, rnd, cfg)
     scored = _run_probe(store, rnd, cfg, scorer, render) if scorer else {}  # the slow part first
-    store.clear_analysis(rnd, DIVERSITY_METRICS, probe_too=bool(scored))
+    store.clear_analysis(rnd, DIVERSITY_METRICS + beh.BEHAVIOUR_METRICS, probe_too=bool(scored))
     _store_diversity(ctx)
+    _store_behaviours(ctx, sandbox)
     if scored:
         store.write_probe(rnd, scored)
         base = scored if rnd == 0 else store.probe_stats(0)
