@@ -25,7 +25,8 @@ TESTS = (
 
 
 def classes(codes: list[str], tests: str = TESTS, entry: str = "f") -> list[beh.Behaviour]:
-    return beh.run_behaviours([(c, tests, entry) for c in codes], SANDBOX)
+    rewritten = beh.rewrite_tests(tests)
+    return beh.run_behaviours([(c, rewritten, entry) for c in codes], SANDBOX)
 
 
 def test_programs_that_differ_in_text_but_not_behaviour_are_one_class():
@@ -202,7 +203,19 @@ def test_a_round_is_classed_with_each_distinct_program_run_once_and_cached(tmp_p
     assert beh.record_round(store, 0, 0.8, SANDBOX) == (0, 0)
     _add(store, 1, {"p0": [SUM, "def f(xs):\n    return -1\n"], "p1": [SUM]})
     assert beh.record_round(store, 1, 0.8, SANDBOX) == (2, 3)
-    assert [r["ran"] for r in store.behaviours(1, 0.8).values()] == [0, 1, 1]
+    got = store.behaviours(1, 0.8)
+    assert [got[sid]["ran"] for sid in sorted(got)] == [0, 1, 1]
+
+
+def test_programs_the_analysis_normalises_to_one_run_once(tmp_path):
+    """Names, comments and formatting change no behaviour: the analysis dedupes on
+    normalize_program, so a renamed copy takes the class of the program it copies."""
+    renamed = "def f(values):\n    acc = 0  # running total\n    for v in values:\n        acc += v\n    return acc\n"
+    store = _store(tmp_path)
+    _add(store, 0, {"p0": [LOOP, renamed, SUM]})
+    assert beh.record_round(store, 0, 0.8, SANDBOX, key=an.normalize_program) == (2, 3)
+    got = store.behaviours(0, 0.8)
+    assert len({b["class"] for b in got.values()}) == 1 and sum(b["ran"] for b in got.values()) == 2
 
 
 def test_analyse_round_writes_the_behaviour_metrics_and_keeps_them_without_a_sandbox(tmp_path):
@@ -224,3 +237,37 @@ def test_analyse_round_writes_the_behaviour_metrics_and_keeps_them_without_a_san
     _add(store2, 0, {"p0": [SUM]})
     an.analyse_round(store2, 0, off, sandbox=SANDBOX)
     assert store2.behaviours() == {} and store2.metric_at(0, "behaviours", "eval", 0.8) is None
+
+
+# ---- the rule: behaviours collapse while pass@k falls ------------------------------------------
+
+
+def _round_with_classes(store: RunStore, rnd: int, classes: list[str], passed: int) -> None:
+    """Five samples a problem with the given behaviour classes; ``passed`` of them pass."""
+    codes = [f"def f(xs):\n    return {i}\n" for i in range(len(classes))]
+    _add(store, rnd, {"p0": codes, "p1": codes})
+    rows = store.samples(rnd, "eval")
+    store.add_verdicts(
+        (r["id"], "passed" if r["sample_idx"] < passed else "failed", "", 0.0) for r in rows
+    )
+    store.add_behaviours(
+        (r["id"], r["code"], classes[r["sample_idx"]], "", beh.RECORDER_VERSION, 1, 0.0)
+        for r in rows
+    )
+
+
+@pytest.mark.parametrize("passed_after,fires", [(0, True), (2, False)])
+def test_behaviour_collapse_needs_the_drop_and_pass_at_k_falling(tmp_path, passed_after, fires):
+    store = _store(tmp_path)
+    cfg = RunConfig()
+    _round_with_classes(store, 0, ["a", "b", "c", "d", "e"], passed=2)
+    an.analyse_round(store, 0, cfg)
+    _round_with_classes(store, 1, ["a"] * 5, passed=passed_after)
+    rules = {w["rule"]: w for w in an.analyse_round(store, 1, cfg)}
+    assert store.metric_at(1, "behaviours", "eval", 0.8) == 1.0
+    assert ("behaviour_collapse" in rules) is fires
+    if fires:
+        ev = rules["behaviour_collapse"]["evidence"]
+        assert ev["values"] == [pytest.approx(math.log(5), abs=1e-4), 0.0]
+        assert ev["behaviours"] == [5.0, 1.0] and ev["pass@5"] == [1.0, 0.0]
+        assert set(ev["problems"]) == {"p0", "p1"} and len(ev["sample_ids"]) == 10

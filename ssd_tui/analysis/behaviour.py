@@ -230,8 +230,9 @@ def rewrite_tests(tests: str) -> str:
 
 
 def recorder_program(code: str, tests: str, entry_point: str, nonce: str) -> str:
-    """The program the sandbox runs for one (problem, code): the recorder, then its call."""
-    args = ", ".join(repr(a) for a in (code, rewrite_tests(tests), entry_point, nonce))
+    """The program the sandbox runs for one (code, tests rewritten by ``rewrite_tests``):
+    the recorder, then its call."""
+    args = ", ".join(repr(a) for a in (code, tests, entry_point, nonce))
     return f"{_RECORDER}\n__ssd_record({args})\n"
 
 
@@ -276,7 +277,8 @@ def run_behaviours(
     settings: SandboxSettings,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[Behaviour]:
-    """The behaviour of each (code, tests, entry point), run in the sandbox in parallel."""
+    """The behaviour of each (code, tests, entry point), run in the sandbox in parallel
+    (the tests as ``rewrite_tests`` leaves them)."""
     nonce = secrets.token_hex(16)
     programs = [recorder_program(c, t, e, nonce) for c, t, e in items]
     out: list[Behaviour | None] = [None] * len(programs)
@@ -367,47 +369,56 @@ RUN_BATCH = 64  # programs run and written per transaction: a killed stage loses
 
 
 def record_round(
-    store: RunStore, rnd: int, temperature: float, settings: SandboxSettings
+    store: RunStore,
+    rnd: int,
+    temperature: float,
+    settings: SandboxSettings,
+    key: Callable[[str], str] = lambda code: code,
 ) -> tuple[int, int]:
     """Give every eval sample of a round at one temperature its behaviour class; returns
-    (programs run, samples classed). A program text already run for the same problem, in
-    this round or an earlier one, is not run again; samples that have a class keep it (so a
-    rerun, or a resume after a kill, runs only what is missing)."""
+    (programs run, samples classed). Programs are told apart by ``key(code)`` (the analysis
+    passes ``normalize_program``: names, comments, docstrings and formatting change no
+    behaviour); one already run for the same problem, in this round or an earlier one, is
+    not run again. Samples that have a class keep it, so a rerun, or a resume after a
+    kill, runs only what is missing."""
     have = store.behaviours(rnd, temperature, RECORDER_VERSION)
     problems = {p["id"]: p for p in store.problems("eval")}
-    todo = [
-        r
-        for r in store.samples(rnd, "eval", temperature)
-        if r["id"] not in have and (problems[r["problem_id"]].get("tests") or "").strip()
-    ]
+    groups: dict[tuple[int, str], list[tuple[int, str]]] = defaultdict(list)
+    for r in store.samples(rnd, "eval", temperature):
+        if r["id"] not in have and (problems[r["problem_id"]].get("tests") or "").strip():
+            code = r["code"] or ""
+            groups[(r["problem_id"], code_hash(key(code)))].append((r["id"], code))
     known = store.known_behaviours(RECORDER_VERSION)
-    groups: dict[tuple[int, str], list[int]] = defaultdict(list)
-    for r in todo:
-        groups[(r["problem_id"], r["code"] or "")].append(r["id"])
     # Programs seen before: their samples take the class at once.
     store.add_behaviours(
-        (sid, *known[key][:2], RECORDER_VERSION, 0, known[key][2])
-        for key, ids in groups.items()
-        if key in known
-        for sid in ids
+        (sid, prog, *known[(pid, prog)][:2], RECORDER_VERSION, 0, known[(pid, prog)][2])
+        for (pid, prog), members in groups.items()
+        if (pid, prog) in known
+        for sid, _ in members
     )
-    runs = [key for key in groups if key not in known]
+    runs = [k for k in groups if k not in known]
+    tests = {pid: rewrite_tests(problems[pid]["tests"]) for pid, _ in runs}
     for b in range(0, len(runs), RUN_BATCH):
         batch = runs[b : b + RUN_BATCH]
-        items = [
-            (code, problems[pid]["tests"], problems[pid]["entry_point"] or "")
-            for pid, code in batch
-        ]
-        found = run_behaviours(items, settings)
+        items = [(groups[k][0][1], tests[k[0]], problems[k[0]]["entry_point"] or "") for k in batch]
         rows = []
-        for key, beh in zip(batch, found, strict=True):
-            first, *rest = groups[key]
-            rows.append((first, beh.cls, beh.detail, RECORDER_VERSION, 1, beh.duration_s))
-            rows += [(s, beh.cls, beh.detail, RECORDER_VERSION, 0, beh.duration_s) for s in rest]
+        for (pid, prog), found in zip(batch, run_behaviours(items, settings), strict=True):
+            rows += [
+                (
+                    sid,
+                    prog,
+                    found.cls,
+                    found.detail,
+                    RECORDER_VERSION,
+                    int(i == 0),
+                    found.duration_s,
+                )
+                for i, (sid, _) in enumerate(groups[(pid, prog)])
+            ]
         store.add_behaviours(rows)
         if settings.progress:
             settings.progress(b + len(batch), len(runs))
-    return len(runs), len(todo)
+    return len(runs), sum(len(m) for m in groups.values())
 
 
 def round_metrics(

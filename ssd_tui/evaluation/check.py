@@ -26,7 +26,9 @@ class Verdict:
 def eval_limits(cfg: RunConfig) -> Limits:
     """The limits a run's test programs run under (``[eval] timeout_s``, ``memory_mb``)."""
     return Limits(
-        timeout_s=cfg.eval.timeout_s, cpu_s=int(cfg.eval.timeout_s) + 1, memory_mb=cfg.eval.memory_mb
+        timeout_s=cfg.eval.timeout_s,
+        cpu_s=int(cfg.eval.timeout_s) + 1,
+        memory_mb=cfg.eval.memory_mb,
     )
 
 

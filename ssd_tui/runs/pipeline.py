@@ -599,7 +599,12 @@ class Pipeline:
                 return self.render(p) if p else row["prompt"]
 
             warnings = analysis.analyse_round(
-                self.store, rnd, self.cfg, scorer, render=render_row, sandbox=self._behaviour_sandbox(rnd)
+                self.store,
+                rnd,
+                self.cfg,
+                scorer,
+                render=render_row,
+                sandbox=self._behaviour_sandbox(rnd),
             )
         finally:
             self._active.release_scoring_model()

@@ -798,27 +798,28 @@ class RunStore:
 
     # ---- behaviours (docs/analysis.md §1) --------------------------------------------------
     def known_behaviours(self, recorder: int) -> dict[tuple[int, str], tuple[str, str, float]]:
-        """(problem id, program text) → (class, detail, duration_s) of every program of the run
-        already run by recorder version ``recorder``: what a new sample with the same text
-        for the same problem takes instead of running again."""
+        """(problem id, program key) → (class, detail, duration_s) of every program of the run
+        already run by recorder version ``recorder``: what a new sample with the same
+        (normalised) program for the same problem takes instead of running again."""
         if not self._has_table("behaviours"):
             return {}
         rows = self.conn.execute(
-            "SELECT s.problem_id, s.code, b.class, b.detail, b.duration_s FROM behaviours b "
+            "SELECT s.problem_id, b.program, b.class, b.detail, b.duration_s FROM behaviours b "
             "JOIN samples s ON s.id = b.sample_id WHERE b.recorder=? AND b.ran=1",
             (recorder,),
         )
-        return {(r[0], r[1] or ""): (r[2], r[3], r[4]) for r in rows}
+        return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
 
     def add_behaviours(
-        self, rows: Iterable[tuple[int, str, str | None, int, int, float | None]]
+        self, rows: Iterable[tuple[int, str, str, str | None, int, int, float | None]]
     ) -> None:
-        """Write (sample id, class, detail, recorder, ran, duration_s) rows, replacing a
-        sample's earlier class (a newer recorder's run)."""
+        """Write (sample id, program key, class, detail, recorder, ran, duration_s) rows,
+        replacing a sample's earlier class (a newer recorder's run)."""
         with self.transaction() as c:
             c.executemany(
                 "INSERT OR REPLACE INTO behaviours "
-                "(sample_id, class, detail, recorder, ran, duration_s) VALUES (?,?,?,?,?,?)",
+                "(sample_id, program, class, detail, recorder, ran, duration_s) "
+                "VALUES (?,?,?,?,?,?,?)",
                 list(rows),
             )
 
@@ -831,7 +832,11 @@ class RunStore:
         if not self._has_table("behaviours"):
             return {}
         where, args = ["s.purpose='eval'"], []
-        for col, val in (("s.round", rnd), ("s.temperature", temperature), ("b.recorder", recorder)):
+        for col, val in (
+            ("s.round", rnd),
+            ("s.temperature", temperature),
+            ("b.recorder", recorder),
+        ):
             if val is not None:
                 where.append(f"{col}=?")
                 args.append(val)

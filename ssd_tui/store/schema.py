@@ -181,13 +181,14 @@ CREATE TABLE IF NOT EXISTS train_sets (
   PRIMARY KEY (round, sample_id)
 )"""
 
-# Behavioural diversity (ssd_tui/analysis/behaviour.py, docs/analysis.md §1): each judged
-# eval sample's behaviour class on its problem's tests. A sample whose program text was
-# already run for the same problem (in any round) takes that one's class (ran = 0), so the
-# table is also the cache that spares re-running identical programs.
+# Behavioural diversity (ssd_tui/analysis/behaviour.py, docs/analysis.md §1): each eval
+# sample's behaviour class on its problem's tests. A sample whose program (normalised:
+# names, comments, formatting) was already run for the same problem, in any round, takes
+# that one's class (ran = 0), so the table is also the cache that spares running it again.
 BEHAVIOURS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS behaviours (
   sample_id INTEGER PRIMARY KEY REFERENCES samples(id) ON DELETE CASCADE,
+  program TEXT NOT NULL,       -- SHA-256 of the normalised program: the cache's key per problem
   class TEXT NOT NULL,         -- rec:<hash of the call log> | timeout | crash | no output
   detail TEXT,                 -- what the class does: its first calls' results, shortened
   recorder INTEGER NOT NULL,   -- the recorder's version (classes of two versions never compare)
