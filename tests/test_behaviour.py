@@ -10,12 +10,13 @@ from types import SimpleNamespace
 import pytest
 
 from ssd_tui.analysis import behaviour as beh
+from ssd_tui.analysis import recording as rec
 from ssd_tui.analysis import rounds as an
 from ssd_tui.config import AnalysisSection, RunConfig
 from ssd_tui.evaluation.sandbox import Limits
 from ssd_tui.store.run_store import RunStore, SampleRow
 
-SANDBOX = beh.SandboxSettings(Limits(timeout_s=1.5, cpu_s=2), workers=2)
+SANDBOX = rec.SandboxSettings(Limits(timeout_s=1.5, cpu_s=2), workers=2)
 TESTS = (
     "def check(candidate):\n"
     "    assert candidate([1, 2]) == 3\n"
@@ -26,7 +27,7 @@ TESTS = (
 
 def classes(codes: list[str], tests: str = TESTS, entry: str = "f") -> list[beh.Behaviour]:
     rewritten = beh.rewrite_tests(tests)
-    return beh.run_behaviours([(c, rewritten, entry) for c in codes], SANDBOX)
+    return rec.run_behaviours([(c, rewritten, entry) for c in codes], SANDBOX)
 
 
 def test_programs_that_differ_in_text_but_not_behaviour_are_one_class():
@@ -188,7 +189,7 @@ def _add(store: RunStore, rnd: int, codes: dict[str, list[str]]) -> None:
 def test_a_round_is_classed_with_each_distinct_program_run_once_and_cached(tmp_path):
     store = _store(tmp_path)
     _add(store, 0, {"p0": [SUM, SUM, LOOP, WRONG], "p1": [WRONG, WRONG]})
-    assert beh.record_round(store, 0, 0.8, SANDBOX) == (4, 6)  # SUM, LOOP, WRONG twice (2 problems)
+    assert rec.record_round(store, 0, 0.8, SANDBOX) == (4, 6)  # SUM, LOOP, WRONG twice (2 problems)
     rows = store.behaviours(0, 0.8)
     assert sum(r["ran"] for r in rows.values()) == 4
     by_text = {}
@@ -200,9 +201,9 @@ def test_a_round_is_classed_with_each_distinct_program_run_once_and_cached(tmp_p
     assert m["all"]["behaviours"] == pytest.approx((2 + 1) / 2)
     assert m["easy"]["behaviours"] == 2 and m["hard"]["behaviour_entropy"] == 0.0
     # a rerun has nothing to do; a later round runs only what the run has never seen
-    assert beh.record_round(store, 0, 0.8, SANDBOX) == (0, 0)
+    assert rec.record_round(store, 0, 0.8, SANDBOX) == (0, 0)
     _add(store, 1, {"p0": [SUM, "def f(xs):\n    return -1\n"], "p1": [SUM]})
-    assert beh.record_round(store, 1, 0.8, SANDBOX) == (2, 3)
+    assert rec.record_round(store, 1, 0.8, SANDBOX) == (2, 3)
     got = store.behaviours(1, 0.8)
     assert [got[sid]["ran"] for sid in sorted(got)] == [0, 1, 1]
 
@@ -213,7 +214,7 @@ def test_programs_the_analysis_normalises_to_one_run_once(tmp_path):
     renamed = "def f(values):\n    acc = 0  # running total\n    for v in values:\n        acc += v\n    return acc\n"
     store = _store(tmp_path)
     _add(store, 0, {"p0": [LOOP, renamed, SUM]})
-    assert beh.record_round(store, 0, 0.8, SANDBOX, key=an.normalize_program) == (2, 3)
+    assert rec.record_round(store, 0, 0.8, SANDBOX, key=an.normalize_program) == (2, 3)
     got = store.behaviours(0, 0.8)
     assert len({b["class"] for b in got.values()}) == 1 and sum(b["ran"] for b in got.values()) == 2
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ssd_tui.analysis import behaviour as beh
-from ssd_tui.analysis import control
+from ssd_tui.analysis import control, recording
 from ssd_tui.analysis.positions import FORK, LOCK, classify_positions
 from ssd_tui.config import AnalysisSection, RunConfig
 from ssd_tui.evaluation.passk import pass_at_k
@@ -976,7 +976,7 @@ def _store_diversity(ctx: _Context) -> None:
         ctx.store.set_metrics(ctx.rnd, purpose, t, values)  # type: ignore[arg-type]
 
 
-def _store_behaviours(ctx: _Context, sandbox: beh.SandboxSettings | None) -> None:
+def _store_behaviours(ctx: _Context, sandbox: recording.SandboxSettings | None) -> None:
     """Behavioural diversity of the round's eval samples at T_eval: classes for the samples
     still without one when a sandbox is given, then the metrics from every stored class."""
     t = ctx.temperature(ctx.rnd, "eval")
@@ -984,7 +984,7 @@ def _store_behaviours(ctx: _Context, sandbox: beh.SandboxSettings | None) -> Non
         return
     if sandbox is not None and ctx.acfg.behaviours:
         t0 = time.monotonic()
-        ran, classed = beh.record_round(ctx.store, ctx.rnd, t, sandbox, key=normalize_program)
+        ran, classed = recording.record_round(ctx.store, ctx.rnd, t, sandbox, key=normalize_program)
         if classed:
             # Its cost beside the evaluation's (benchmarks/behaviour_cost.py reads this line).
             ctx.store.log(
@@ -1002,7 +1002,7 @@ def analyse_round(
     cfg: RunConfig,
     scorer: Scorer | None = None,
     render: Render = _default_render,
-    sandbox: beh.SandboxSettings | None = None,
+    sandbox: recording.SandboxSettings | None = None,
 ) -> list[dict[str, Any]]:
     """Compute and store round ``rnd``'s analytics; return the warnings written.
 

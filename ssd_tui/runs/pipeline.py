@@ -615,7 +615,7 @@ class Pipeline:
 
     def _behaviour_sandbox(self, rnd: int) -> Any:
         """Where the analyse stage runs behaviour programs: the evaluation's sandbox and limits."""
-        from ssd_tui.analysis.behaviour import SandboxSettings  # with the analysis: see above
+        from ssd_tui.analysis.recording import SandboxSettings  # with the analysis: see above
 
         iso = self.isolation or choose_isolation(self.cfg.sandbox.isolation)
         self.store.note_sandbox(rnd, "analyse", iso.label)
