@@ -462,7 +462,9 @@ def test_a_schema5_file_reads_as_before_and_migrates_to_6(tmp_path):
     assert _reads(s) == SCHEMA3_READS
     rows = s.samples(0, "eval")[:2]
     a, b = rows[0]["id"], rows[1]["id"]
-    s.add_behaviours([(a, "prog-a", "rec:1", "n1", 1, 1, 0.01), (b, "prog-a", "rec:1", "n1", 1, 0, 0.01)])
+    s.add_behaviours(
+        [(a, "prog-a", "rec:1", "n1", 1, 1, 0.01), (b, "prog-a", "rec:1", "n1", 1, 0, 0.01)]
+    )
     got = s.behaviours(0, rows[0]["temperature"])
     assert {sid: x["class"] for sid, x in got.items()} == {a: "rec:1", b: "rec:1"}
     assert s.known_behaviours(1) == {(rows[0]["problem_id"], "prog-a"): ("rec:1", "n1", 0.01)}

@@ -34,6 +34,7 @@ _RECORD_KEYS = (
 @dataclass
 class RunDiff:
     """Differences as (section, key, A, B); ``metrics`` holds every round's row of both."""
+
     differences: list[tuple[str, str, str, str]] = field(default_factory=list)
     metrics: list[tuple[int, str, float | None, float | None]] = field(default_factory=list)
 
