@@ -847,6 +847,22 @@ class RunStore:
         )
         return {r["sample_id"]: dict(r) for r in rows}
 
+    def behaviour_counts(
+        self, temperature: float, recorder: int
+    ) -> list[tuple[int, str, str, int]]:
+        """(round, problem, class, samples) of every round's eval samples at one temperature:
+        each problem's behaviours per round, for the problems × rounds grid."""
+        if not self._has_table("behaviours"):
+            return []
+        rows = self.conn.execute(
+            "SELECT s.round, p.name, b.class, COUNT(*) FROM behaviours b "
+            "JOIN samples s ON s.id = b.sample_id JOIN problems p ON p.id = s.problem_id "
+            "WHERE s.purpose='eval' AND s.temperature=? AND b.recorder=? "
+            "GROUP BY s.round, s.problem_id, b.class ORDER BY s.round, s.problem_id",
+            (temperature, recorder),
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
     # ---- metrics, training log, events, warnings ---------------------------------------------
     def set_metrics(
         self, rnd: int, purpose: str, temperature: float, values: dict[str, dict[str, float]]
