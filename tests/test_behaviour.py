@@ -125,6 +125,7 @@ def test_rewritten_tests_keep_what_they_check():
 
 def test_entropy_and_round_metrics_on_hand_made_classes():
     assert beh.entropy(["a"] * 5) == 0.0
+    assert f"{beh.entropy(['a'] * 5):.2f}" == "0.00"  # not -0.0, shown as "-0.00"
     assert beh.entropy(["a", "b", "c", "d", "e"]) == pytest.approx(math.log(5))
     m = beh.behaviour_metrics(
         {

@@ -270,7 +270,8 @@ def entropy(classes: Iterable[str]) -> float:
     samples that all behave differently."""
     counts = Counter(classes)
     n = sum(counts.values())
-    return -sum(c / n * math.log(c / n) for c in counts.values()) if n else 0.0
+    # 0.0 minus the sum: one behaviour is 0.0, not -0.0 (shown as '-0.00')
+    return 0.0 - sum(c / n * math.log(c / n) for c in counts.values()) if n else 0.0
 
 
 def problem_behaviours(classes: Sequence[str]) -> dict[str, float]:
