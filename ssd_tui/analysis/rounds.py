@@ -986,7 +986,7 @@ def _store_behaviours(ctx: _Context, sandbox: recording.SandboxSettings | None) 
         t0 = time.monotonic()
         ran, classed = recording.record_round(ctx.store, ctx.rnd, t, sandbox, key=normalize_program)
         if classed:
-            # Its cost beside the evaluation's (benchmarks/behaviour_cost.py reads this line).
+            # Its cost beside the evaluation's, in the event log (docs/analysis.md §1).
             ctx.store.log(
                 f"round {ctx.rnd}: behaviours of {classed} eval samples: {ran} distinct "
                 f"programs run in {time.monotonic() - t0:.1f}s",
