@@ -61,8 +61,13 @@ async def test_the_grid_shows_each_problems_share_and_flips_and_sorts(ws):
             m = flips.compare(a, b, by_round[a], by_round[b])
             assert f"r{a}→r{b} +{m.gained} −{m.lost}" in head
 
+        table.move_cursor(row=1, column=3)
+        highlighted = str(table.get_row_at(1)[0])
         await pilot.press("f")  # most flips first
         await pilot.pause()
+        # the highlighted problem stays highlighted, wherever it sorts to
+        assert str(table.get_row_at(table.cursor_row)[0]) == highlighted
+        assert table.cursor_column == 3
         order = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
         want = [r.problem for r in sorted(rows, key=lambda r: -r.flips)]
         assert [rows_by(rows)[p].flips for p in order] == [rows_by(rows)[p].flips for p in want]

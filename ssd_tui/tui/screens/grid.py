@@ -120,6 +120,8 @@ class ProblemGridScreen(Screen):
         table = self.query_one("#grid", DataTable)
         grid = self.grid
         keep = table.cursor_coordinate
+        # The highlighted problem stays highlighted when the rows are sorted again.
+        current = self.rows[keep.row].problem if 0 <= keep.row < len(self.rows) else None
         table.clear(columns=True)
         if grid is None or not grid.rows:
             self._head()
@@ -136,7 +138,8 @@ class ProblemGridScreen(Screen):
             ]
             flips = Text(str(row.flips) if row.flips else "", justify="right")
             table.add_row(row.problem, row.difficulty or "", flips, *cells, key=row.problem)
-        table.move_cursor(row=keep.row, column=keep.column)
+        at = next((i for i, r in enumerate(self.rows) if r.problem == current), keep.row)
+        table.move_cursor(row=at, column=keep.column)
         self._head()
 
     def _head(self) -> None:
