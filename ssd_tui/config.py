@@ -248,22 +248,38 @@ class AnalysisSection:
         _between(0.0, 1.0),
         default=0.9,
     )
-    min_unique_share: float = _opt(
-        "warn when the share of unique programs falls below this", _between(0.0, 1.0), default=0.3
+    max_unique_share_drop: float = _opt(
+        "warn when the share of unique programs falls by more than this share of the reference "
+        "round's (round 0 for eval samples, the first sampled round for training samples)",
+        _between(0.0, 1.0),
+        default=0.75,
     )
     max_diversity_drop: float = _opt(
-        "warn when eval distinct-2 falls by more than this share since the previous round or "
-        "round 0 while pass@1 does not rise",
+        "warn when eval distinct-2 falls by more than this share of round 0's while pass@1 "
+        "is not above round 0's",
         _between(0.0, 1.0),
         default=0.2,
     )
     min_passk_gap_ratio: float = _opt(
-        "warn when the pass@k − pass@1 gap shrinks below this share of round 0's",
+        "warn when the pass@k − pass@1 gap shrinks below this share of round 0's while pass@k "
+        "falls below round 0's (passk_fall_se)",
         _between(0.0, 1.0),
         default=0.5,
     )
     max_fork_entropy_drop: float = _opt(
         "warn when fork-position entropy falls by more than this share of round 0's",
+        _between(0.0, 1.0),
+        default=0.65,
+    )
+    passk_fall_se: float = _opt(
+        "pass@k counts as fallen (passk_gap_closing, behaviour_collapse) when it is below round "
+        "0's by more than this many standard errors of the difference, paired by problem",
+        _at_least(0.0),
+        default=2.0,
+    )
+    max_behaviour_entropy_drop: float = _opt(
+        "warn when the entropy of eval behaviours falls by more than this share of round 0's "
+        "while pass@k falls below round 0's (passk_fall_se)",
         _between(0.0, 1.0),
         default=0.5,
     )
@@ -273,13 +289,15 @@ class AnalysisSection:
         _between(0.0, 10.0),
         default=0.5,
     )
-    max_duplicate_share: float = _opt(
-        "warn when more than this share of a round's training samples are exact duplicates",
+    max_duplicate_share_rise: float = _opt(
+        "warn when the share of a round's training samples that are exact duplicates exceeds "
+        "the first sampled round's by more than this",
         _between(0.0, 1.0),
         default=0.25,
     )
-    max_loop_share: float = _opt(
-        "warn when at least this share of a round's samples loop (a repeated token run)",
+    max_loop_share_rise: float = _opt(
+        "warn when the share of samples that loop (a repeated token run) exceeds the reference "
+        "round's by at least this (round 0 for eval, the first sampled round for training)",
         _between(0.0, 1.0),
         default=0.1,
     )
@@ -290,6 +308,12 @@ class AnalysisSection:
     )
     loop_min_tokens: int = _opt(
         "…and the repeated run covers at least this many tokens", _at_least(2), default=30
+    )
+    behaviours: bool = _opt(
+        "behavioural diversity: run each distinct eval program (at T_eval) on its problem's "
+        "tests with a recorder and group samples by what they return; false = skip "
+        "(docs/analysis.md)",
+        default=True,
     )
     probe_samples: int = _opt(
         "round 0 eval samples re-scored each round for fork/lock statistics; 0 = all",
@@ -543,6 +567,17 @@ class RunConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
+# Keys a later version replaced: a config that still names one gets a line saying what
+# replaced it; a run DB's stored config that holds one (written by the older version) is
+# read without it.
+REPLACED_KEYS = {
+    ("analysis", "min_unique_share"): "max_unique_share_drop (a drop from round 0's share)",
+    ("analysis", "max_loop_share"): "max_loop_share_rise (a rise over round 0's share)",
+    ("analysis", "max_duplicate_share"): (
+        "max_duplicate_share_rise (a rise over the first sampled round's share)"
+    ),
+}
+
 _SECTION_TYPES = {
     "run": RunSection,
     "model": ModelSection,
@@ -627,6 +662,11 @@ def parse_config(
         spec = {f.name: f for f in fields(cls)}
         values = {}
         for key, value in table.items():
+            if (sname, key) in REPLACED_KEYS:
+                raise SSDError(
+                    f"{where(sname, key)}: replaced by {REPLACED_KEYS[(sname, key)]}: the "
+                    "collapse rules judge each run against its own round 0 (docs/analysis.md)"
+                )
             if key not in spec:
                 raise SSDError(f"{where(sname, key)}: unknown key (known: {', '.join(spec)})")
             f = spec[key]
@@ -926,7 +966,7 @@ def config_from_json(text: str, base_dir: Path) -> RunConfig:
     data = json.loads(text)
     sections = {}
     for sname, cls in _SECTION_TYPES.items():
-        values = dict(data.get(sname, {}))
+        values = {k: v for k, v in data.get(sname, {}).items() if (sname, k) not in REPLACED_KEYS}
         for f in fields(cls):
             if f.name in values and str(f.type).startswith("tuple["):
                 values[f.name] = tuple(values[f.name])

@@ -310,7 +310,7 @@ def test_rerun_is_idempotent_and_clears_stale_warnings(tmp_path):
     ]
     assert store.metrics() == rows_before
     assert len(store.warnings(3)) == 1
-    an.analyse_round(store, 3, cfg(max_duplicate_share=1.0))
+    an.analyse_round(store, 3, cfg(max_duplicate_share_rise=1.0))
     assert store.warnings(3) == []
 
 
@@ -345,34 +345,51 @@ def test_diversity_drop_quiet_when_pass1_rises(tmp_path):
     assert "diversity_drop" not in analyse_upto(store, 1)
 
 
-def test_diversity_drop_compares_with_the_previous_round_too(tmp_path):
+def test_diversity_drop_is_judged_against_round_0(tmp_path):
+    """Round 0 low, round 1 diverse, round 2 back to round 0's: distinct-2 fell from round
+    1's, not from round 0's, so nothing fired (rules judge a run against its round 0)."""
     store = open_run(tmp_path)
-    add_eval(store, 0, programs=RENAMED)  # round 0 itself low; round 1 diverse; round 2 collapses
+    add_eval(store, 0, programs=RENAMED)
     set_pass(store, 0, 0.1, 0.2)
     add_eval(store, 1)
     set_pass(store, 1, 0.5, 0.7)
-    add_eval(store, 2, programs=COPIES)
-    set_pass(store, 2, 0.4, 0.6)
-    assert "diversity_drop" in analyse_upto(store, 2)
-    ev = next(w for w in store.warnings(2) if w["rule"] == "diversity_drop")["evidence"]
-    assert ev["rounds"] == [1, 2]
+    add_eval(store, 2, programs=RENAMED)
+    set_pass(store, 2, 0.1, 0.2)
+    assert "diversity_drop" not in analyse_upto(store, 2)
 
 
 @pytest.mark.parametrize("programs", [COPIES, RENAMED], ids=["copies", "renamed"])
-def test_unique_share_low_fires_below_the_floor(tmp_path, programs):
+def test_unique_share_low_fires_on_a_drop_from_round_0(tmp_path, programs):
     store = _collapsed_round(tmp_path, 0.5, 0.7, programs)
     assert "unique_share_low" in analyse_upto(store, 1)
     ev = next(w for w in store.warnings(1) if w["rule"] == "unique_share_low")["evidence"]
-    assert ev["values"] == {"eval": pytest.approx(1 / N)}
-    assert ev["threshold"] == 0.3
+    d = ev["by_purpose"]["eval"]
+    assert d["values"] == [1.0, pytest.approx(1 / N)] and d["rounds"] == [0, 1]
+    assert d["drop"] == pytest.approx(1 - 1 / N) and ev["threshold"] == 0.75
     assert len(ev["sample_ids"]) == min(an.MAX_IDS, len(EVAL_PROBLEMS) * N)
 
 
-def test_unique_share_low_quiet_above_the_floor(tmp_path):
+def test_unique_share_low_quiet_within_the_threshold(tmp_path):
     store = _collapsed_round(tmp_path, 0.5, 0.7)
-    assert "unique_share_low" not in analyse_upto(store, 1, cfg(min_unique_share=0.1))
+    assert "unique_share_low" not in analyse_upto(store, 1, cfg(max_unique_share_drop=0.85))
     store2 = healthy_run(tmp_path / "h")
     assert "unique_share_low" not in analyse_upto(store2, 1)
+
+
+def test_no_rule_fires_on_round_0_however_narrow_the_base_model(tmp_path):
+    """Round 0 is every eval rule's reference: a base model with one program per problem,
+    every sample looping and a closed pass@k gap is what the run is judged against, never
+    a warning of its own (the old absolute floors called such a model collapsed)."""
+    store = open_run(tmp_path)
+    add_eval(store, 0, programs=[LOOP] * N, passed=0)
+    set_pass(store, 0, 0.0, 0.0)
+    assert an.analyse_round(store, 0, cfg()) == []
+    assert store.metric_at(0, "unique_share", "eval", T_EVAL) == pytest.approx(1 / N)
+    assert store.metric_at(0, "loop_share", "eval", T_EVAL) == 1.0
+    # …and the next round is judged against it: as narrow as round 0, nothing fires
+    add_eval(store, 1, programs=[LOOP] * N, passed=0)
+    set_pass(store, 1, 0.0, 0.0)
+    assert an.analyse_round(store, 1, cfg()) == []
 
 
 def test_passk_gap_closing_fires(tmp_path):
@@ -388,9 +405,11 @@ def test_passk_gap_closing_fires(tmp_path):
     assert set(ev["problems"]) == set(EVAL_PROBLEMS)
 
 
-@pytest.mark.parametrize("p1,p5", [(0.4, 0.7), (0.62, 0.65)])
+@pytest.mark.parametrize("p1,p5", [(0.4, 0.7), (0.62, 0.65), (0.55, 0.6)])
 def test_passk_gap_closing_quiet(tmp_path, p1, p5):
-    # (0.4, 0.7): the gap held; (0.62, 0.65): closed because pass@1 reached round 0's pass@5.
+    # (0.4, 0.7): the gap held; (0.62, 0.65): closed because pass@1 reached round 0's pass@5;
+    # (0.55, 0.6): closed, but every problem is still solved in 5 tries (the verdicts): pass@k
+    # held, single samples got better, as SSD does on the demo model.
     store = open_run(tmp_path)
     add_eval(store, 0)
     set_pass(store, 0, 0.3, 0.6)
@@ -433,7 +452,23 @@ def test_looping_quiet_below_threshold(tmp_path):
     store = healthy_run(tmp_path)
     add_eval(store, 3, programs=[LOOP] + [t.format(c=9) for t in TEMPLATES[1:]])
     set_pass(store, 3, 0.6, 0.9)
-    assert "looping" not in analyse_upto(store, 3, cfg(max_loop_share=0.5))
+    assert "looping" not in analyse_upto(store, 3, cfg(max_loop_share_rise=0.5))
+
+
+def test_looping_is_judged_against_the_base_models_own_loops(tmp_path):
+    """Round 0 loops in one sample of five: round 1 as loopy is quiet, one more loop is not."""
+    store = open_run(tmp_path)
+    loopy = [LOOP] + [t.format(c=9) for t in TEMPLATES[1:]]
+    add_eval(store, 0, programs=loopy)
+    set_pass(store, 0, 0.4, 0.6)
+    add_eval(store, 1, programs=loopy)
+    set_pass(store, 1, 0.4, 0.6)
+    assert "looping" not in analyse_upto(store, 1)
+    add_eval(store, 2, programs=[LOOP, LOOP] + [t.format(c=9) for t in TEMPLATES[2:]])
+    set_pass(store, 2, 0.4, 0.6)
+    assert "looping" in analyse_upto(store, 2)
+    ev = next(w for w in store.warnings(2) if w["rule"] == "looping")["evidence"]
+    assert ev["by_purpose"]["eval"]["values"] == [pytest.approx(1 / N), pytest.approx(2 / N)]
 
 
 def test_train_duplicates_fires(tmp_path):
@@ -443,7 +478,8 @@ def test_train_duplicates_fires(tmp_path):
     set_pass(store, 3, 0.6, 0.9)
     assert rules_fired(store, 3) == {"train_duplicates"}
     ev = store.warnings(3)[0]["evidence"]
-    assert ev["values"] == [pytest.approx(1 - 1 / len(TRAIN_PROBLEMS))]
+    assert ev["values"] == [0.0, pytest.approx(1 - 1 / len(TRAIN_PROBLEMS))]
+    assert ev["rounds"] == [1, 3]  # against round 1's samples, the base model's
     assert ev["most_repeated"][0]["count"] == len(TRAIN_PROBLEMS)
     assert set(ev["problems"]) == set(TRAIN_PROBLEMS)
 

@@ -71,6 +71,10 @@ def test_sampling_params_follow_the_config():
         ("[bogus]\nx = 1\n", "c.toml:7: [bogus]: unknown section"),
         ("[run]\nengine = 'tpu'\n", "[run] engine must be one of 'auto', 'hf', 'vllm'"),
         ("[sampling]\nstop = 'x'\n", "[sampling] stop must be a list"),
+        (
+            "[analysis]\nmin_unique_share = 0.3\n",
+            "c.toml:8: [analysis] min_unique_share: replaced by max_unique_share_drop",
+        ),
     ],
 )
 def test_bad_values_name_file_line_and_key(extra, expected):
@@ -88,6 +92,17 @@ def test_syntax_error_and_missing_fields():
         loads_config("[data]\nbenchmark='b'\ntrain_prompts='t'\n", source="c.toml")
     with pytest.raises(SSDError, match="config file not found"):
         load_config("/nonexistent/c.toml")
+
+
+def test_a_run_stored_with_keys_a_later_version_replaced_still_reads(tmp_path):
+    """A run DB keeps its whole config as JSON: one written before the collapse rules were
+    judged against round 0 holds min_unique_share, max_loop_share and max_duplicate_share."""
+    import json
+
+    data = json.loads(loads_config(MINIMAL, base_dir=tmp_path).to_json())
+    data["analysis"].update(min_unique_share=0.3, max_loop_share=0.1, max_duplicate_share=0.25)
+    cfg = config_from_json(json.dumps(data), tmp_path)
+    assert cfg.analysis.max_unique_share_drop == 0.75 and cfg.analysis.max_loop_share_rise == 0.1
 
 
 def test_config_roundtrips_through_json_and_diffs_by_key(tmp_path):

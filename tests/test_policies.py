@@ -293,7 +293,7 @@ def test_rollback_samples_from_the_best_rounds_adapter(tmp_path, tiny_model_dir)
     hash each of its samples carries, and continues training round 1's adapter."""
     cfg, store, pipe, status = _run(
         tmp_path, tiny_model_dir, 3, make_sampler=ScriptedSampler,
-        control__on_collapse="rollback", analysis__min_unique_share=0.6, train__epochs=1,
+        control__on_collapse="rollback", analysis__max_unique_share_drop=0.4, train__epochs=1,
     )
     assert status == "done"
     assert [store.metric(r, "pass@1") for r in range(4)] == [0.0, 1.0, 0.0, 0.0]
@@ -317,7 +317,7 @@ def test_rollback_samples_from_the_best_rounds_adapter(tmp_path, tiny_model_dir)
 def test_collapse_stops_the_run_before_the_next_sampling(tmp_path, tiny_model_dir) -> None:
     cfg, store, pipe, status = _run(
         tmp_path, tiny_model_dir, 3, make_sampler=ScriptedSampler,
-        control__on_collapse="stop", analysis__min_unique_share=0.6, train__epochs=1,
+        control__on_collapse="stop", analysis__max_unique_share_drop=0.4, train__epochs=1,
     )
     assert status == "stopped" and [r["round"] for r in store.rounds()] == [0, 1, 2]
     d = store.decision(2)

@@ -19,6 +19,7 @@ from test_analysis import (
     set_pass,
 )
 
+from ssd_tui.analysis import flips
 from ssd_tui.analysis import rounds as an
 from ssd_tui.outputs import report
 from ssd_tui.store.run_store import RunStore
@@ -169,3 +170,43 @@ def test_the_probe_picture_puts_each_unit_on_its_own_axes_and_legends_outside(ru
         assert legend is not None
         box, area = legend.get_window_extent(renderer), ax.get_window_extent(renderer)
         assert not box.overlaps(area), [line.get_label() for line in ax.lines]
+
+
+# ---- where the gains and losses are: per difficulty, McNemar, behaviours ------------------------
+
+ROUND0 = [("a", "easy", 5, 5), ("b", "hard", 5, 0), ("c", "hard", 5, 1), ("d", "medium", 5, 4)]
+ROUND1 = [("a", "easy", 5, 4), ("b", "hard", 5, 3), ("c", "hard", 5, 4), ("d", "medium", 5, 1)]
+
+
+def test_pass_at_1_per_difficulty_per_round():
+    sec = report._difficulty_section({0: ROUND0, 1: ROUND1}, cfg())
+    assert sec.headers == [
+        "round", "easy (1 problems)", "medium (1 problems)", "hard (2 problems)"
+    ]  # fmt: skip
+    # hard: the mean of its problems' pass shares (0/5, 1/5), then (3/5, 4/5)
+    assert sec.rows == [["0", "1.000", "0.800", "0.100"], ["1", "0.800", "0.200", "0.700"]]
+    unlabelled = report._difficulty_section({0: [("a", None, 2, 1)]}, cfg())
+    assert unlabelled.headers[1] == "unlabelled (1 problems)" and unlabelled.rows[0][1] == "0.500"
+
+
+def test_mcnemar_between_every_two_rounds():
+    round2 = [("a", "easy", 5, 5), ("b", "hard", 5, 5), ("c", "hard", 5, 0), ("d", "medium", 5, 2)]
+    sec = report._mcnemar_section({0: ROUND0, 1: ROUND1, 2: round2})
+    assert [r[0] for r in sec.rows] == ["0 → 1", "0 → 2", "1 → 2"]
+    p01 = flips.mcnemar_p(2, 1)  # b and c became solved, d stopped
+    assert sec.rows[0] == ["0 → 1", "2", "1", "4", f"{p01:.3f}"]
+    assert report._mcnemar_section({0: ROUND0}).rows == []
+    assert report.fmt_p(0.0004) == "<0.001"
+
+
+def test_the_report_has_difficulty_mcnemar_and_behaviour_tables(run, tmp_path):
+    run.set_metrics(1, "eval", T_EVAL, {"all": {"behaviours": 2.5, "behaviour_entropy": 0.693}})
+    text = report.write_report(run, tmp_path / "r.md").read_text()
+    assert "## pass@1 per difficulty (eval at T_eval" in text
+    assert "| round | easy (2 problems) | hard (2 problems) |" in text
+    assert "## McNemar's test between rounds" in text and "| 0 → 3 |" in text
+    assert "## Behavioural diversity" in text and "| 1 | 2.500 | 0.693 | — | — |" in text
+    console = Console(record=True, width=200)
+    report.print_report(run, console)
+    shown = console.export_text()
+    assert "McNemar's test between rounds" in shown and "pass@1 per difficulty" in shown

@@ -287,7 +287,7 @@ def test_schema2_file_reads_as_not_suspect_and_migrates(tmp_path):
     assert [(s["status"], s["suspect"]) for s in ro.samples()] == [("passed", None), (None, None)]
     ro.close()
     s = RunStore.open(path)  # writable: migrated to the current schema
-    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "5"
+    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "6"
     assert s.has_column("verdicts", "suspect")
     s.add_verdicts([(2, "failed", "AssertionError", 0.2, "gc")])
     assert [(r["status"], r["suspect"]) for r in s.samples()] == [
@@ -296,7 +296,7 @@ def test_schema2_file_reads_as_not_suspect_and_migrates(tmp_path):
     ]
     s.close()
     s = RunStore.open(path)  # a second open has nothing left to do
-    assert s.meta("schema_version") == "5"
+    assert s.meta("schema_version") == "6"
     s.close()
 
 
@@ -370,7 +370,7 @@ def test_a_schema3_file_reads_as_before_and_migrates(tmp_path):
     assert _reads(ro) == SCHEMA3_READS
     ro.close()
     s = RunStore.open(path)  # writable: migrated
-    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "5"
+    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "6"
     assert {"probe_stats", "notes", "tags", "config_history"} <= _tables(s.conn)
     assert {k for k, _ in schema.PROBE_BLOBS} <= schema.columns(s.conn, "probe_stats")
     assert _reads(s) == SCHEMA3_READS  # every old row reads back as before
@@ -378,7 +378,7 @@ def test_a_schema3_file_reads_as_before_and_migrates(tmp_path):
     s.add_note("after the migration", 2)  # and it is written to as usual
     s.close()
     s = RunStore.open(path)  # a second open has nothing left to do
-    assert s.meta("schema_version") == "5" and len(s.notes()) == 3
+    assert s.meta("schema_version") == "6" and len(s.notes()) == 3
     s.close()
 
 
@@ -409,7 +409,7 @@ def test_a_schema4_file_reads_as_before_and_migrates_to_5(tmp_path):
     assert "base_path" not in ro.rounds()[0]  # the reader copes with what the file lacks
     ro.close()
     s = RunStore.open(path)
-    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "5"
+    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "6"
     assert {"decisions", "train_sets"} <= _tables(s.conn)
     assert {"base_path", "source_round"} <= schema.columns(s.conn, "rounds")
     assert "reused_from" in schema.columns(s.conn, "stages")
@@ -428,7 +428,50 @@ def test_a_schema4_file_reads_as_before_and_migrates_to_5(tmp_path):
     assert (s.rounds()[2]["base_path"], s.rounds()[2]["source_round"]) == ("merged/round-001", 1)
     s.close()
     s = RunStore.open(path)  # a second open has nothing left to do
-    assert s.meta("schema_version") == "5" and len(s.decisions()) == 1
+    assert s.meta("schema_version") == "6" and len(s.decisions()) == 1
+    s.close()
+
+
+def _schema5_copy(path):
+    """SCHEMA3_DB as schema-5 ssd-tui left it after its writable open: migrations 4 and 5."""
+    _schema4_copy(path)
+    c = sqlite3.connect(path)
+    for stmt in schema.MIGRATIONS[5]:
+        m = schema._ADD_COLUMN.match(stmt)
+        if not (m and m[2] in schema.columns(c, m[1])):
+            c.execute(stmt)
+    c.execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'")
+    c.commit()
+    c.close()
+
+
+def test_a_schema5_file_reads_as_before_and_migrates_to_6(tmp_path):
+    """Schema 6: the behaviours table (behavioural diversity, docs/analysis.md). A schema-5
+    file reads the same read-only, with no behaviours, and a writable open adds the table,
+    empty, every old row unchanged; the analysis then writes and reads it as usual."""
+    path = tmp_path / "run.db"
+    _schema5_copy(path)
+    ro = RunStore.open(path, readonly=True)
+    assert ro.meta("schema_version") == "5"
+    assert _reads(ro) == SCHEMA3_READS
+    assert ro.behaviours() == {} and ro.known_behaviours(1) == {}
+    ro.close()
+    s = RunStore.open(path)
+    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "6"
+    assert "behaviours" in _tables(s.conn) and s.behaviours() == {}
+    assert _reads(s) == SCHEMA3_READS
+    rows = s.samples(0, "eval")[:2]
+    a, b = rows[0]["id"], rows[1]["id"]
+    s.add_behaviours(
+        [(a, "prog-a", "rec:1", "n1", 1, 1, 0.01), (b, "prog-a", "rec:1", "n1", 1, 0, 0.01)]
+    )
+    got = s.behaviours(0, rows[0]["temperature"])
+    assert {sid: x["class"] for sid, x in got.items()} == {a: "rec:1", b: "rec:1"}
+    assert s.known_behaviours(1) == {(rows[0]["problem_id"], "prog-a"): ("rec:1", "n1", 0.01)}
+    assert s.known_behaviours(2) == {}  # another recorder's classes never compare
+    s.close()
+    s = RunStore.open(path)  # a second open has nothing left to do
+    assert s.meta("schema_version") == "6" and len(s.behaviours()) == 2
     s.close()
 
 

@@ -18,6 +18,7 @@ import itertools
 import math
 import re
 import textwrap
+import time
 import warnings as _warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ssd_tui.analysis import behaviour as beh
+from ssd_tui.analysis import control, recording
 from ssd_tui.analysis.positions import FORK, LOCK, classify_positions
 from ssd_tui.config import AnalysisSection, RunConfig
 from ssd_tui.evaluation.passk import pass_at_k
@@ -529,28 +532,53 @@ def _problems_of(samples: Iterable[_Sample]) -> list[str]:
 
 
 # ---- the collapse rules --------------------------------------------------------------------------
-# Each takes the context and returns one warning or None. Comparisons use the first
-# round that has the data as the reference (round 0 for eval, round 1 for training samples).
+# Each takes the context and returns one warning or None. Each judges the run against its
+# own reference round, never an absolute floor, so none can fire on the base model itself:
+# round 0 for eval samples, the first sampled round (drawn from round 0's model) for
+# training samples. docs/analysis.md §3 says how each threshold was chosen.
+
+
+def _coverage_fell(ctx: _Context, ref: int) -> dict[str, Any] | None:
+    """pass@k (the largest k) of this round below ``ref``'s by more than ``passk_fall_se``
+    standard errors of the difference, paired by problem (control.paired_se): the round
+    solves fewer problems in k tries than the reference did. None when it held (or rose),
+    or without data."""
+    k = max(ctx.cfg.eval.k)
+    t_ref, t_now = ctx.temperature(ref, "eval"), ctx.temperature(ctx.rnd, "eval")
+    if k < 2 or t_ref is None or t_now is None:
+        return None
+
+    def per_problem(rnd: int, t: float) -> control.RoundScore:
+        counts = ctx.store.pass_counts(rnd, t)
+        return control.RoundScore(rnd, {p: pass_at_k(n, c, k) for p, _, n, c in counts if n >= k})
+
+    a, b = per_problem(ref, t_ref), per_problem(ctx.rnd, t_now)
+    if not a.rates or not b.rates:
+        return None
+    se = control.paired_se(a, b)
+    if b.pass1 - a.pass1 >= -ctx.acfg.passk_fall_se * se:
+        return None
+    return {
+        f"pass@{k}": [_r(a.pass1), _r(b.pass1)],
+        "se": _r(se),
+        "se_times": ctx.acfg.passk_fall_se,
+    }
 
 
 def rule_diversity_drop(ctx: _Context) -> dict[str, Any] | None:
-    """Eval distinct-2 fell by more than the threshold, vs the previous round or round 0,
-    and pass@1 did not rise over the same span."""
-    earlier = [r for r in ctx.rounds_with("eval") if r < ctx.rnd]
-    now_d, now_p = ctx.metric(ctx.rnd, "eval", "distinct_2"), ctx.pass_at(ctx.rnd, 1)
-    if not earlier or now_d is None or now_p is None:
+    """Eval distinct-2 fell by more than the threshold since round 0, and pass@1 is not
+    above round 0's."""
+    rounds = ctx.rounds_with("eval")
+    if not rounds or rounds[0] >= ctx.rnd:
         return None
-    hits = []
-    for ref in sorted({earlier[-1], earlier[0]}):
-        ref_d, ref_p = ctx.metric(ref, "eval", "distinct_2"), ctx.pass_at(ref, 1)
-        if not ref_d or ref_p is None:
-            continue
-        drop = (ref_d - now_d) / ref_d
-        if drop > ctx.acfg.max_diversity_drop and now_p <= ref_p + EPS:
-            hits.append((drop, ref, ref_d, ref_p))
-    if not hits:
+    ref = rounds[0]
+    ref_d, now_d = ctx.metric(ref, "eval", "distinct_2"), ctx.metric(ctx.rnd, "eval", "distinct_2")
+    ref_p, now_p = ctx.pass_at(ref, 1), ctx.pass_at(ctx.rnd, 1)
+    if not ref_d or now_d is None or ref_p is None or now_p is None:
         return None
-    drop, ref, ref_d, ref_p = max(hits)
+    drop = (ref_d - now_d) / ref_d
+    if drop <= ctx.acfg.max_diversity_drop or now_p > ref_p + EPS:
+        return None
     worst = _problems_losing_diversity(ctx, ref)
     return _warning(
         ctx.rnd,
@@ -585,25 +613,38 @@ def _problems_losing_diversity(ctx: _Context, ref: int) -> list[_Sample]:
 
 
 def rule_unique_share_low(ctx: _Context) -> dict[str, Any] | None:
-    """Unique normalised programs per problem below the floor (eval, and training samples)."""
-    values, worst = {}, []
+    """Unique normalised programs per problem fell by more than the threshold since the
+    reference round (eval; training samples when they have ≥ 2 a prompt)."""
+    details, worst = {}, []
     for purpose in ("eval", "train"):
+        rounds = [r for r in ctx.rounds_with(purpose) if ctx.metric(r, purpose, "unique_share")]
         v = ctx.metric(ctx.rnd, purpose, "unique_share")
-        if v is not None and v < ctx.acfg.min_unique_share:
-            values[purpose] = _r(v)
+        if not rounds or rounds[0] >= ctx.rnd or v is None:
+            continue
+        ref_v = ctx.metric(rounds[0], purpose, "unique_share") or 0.0
+        drop = (ref_v - v) / ref_v
+        if drop > ctx.acfg.max_unique_share_drop:
+            details[purpose] = {
+                "rounds": [rounds[0], ctx.rnd],
+                "values": [_r(ref_v), _r(v)],
+                "drop": _r(drop),
+            }
             worst += _least_unique(ctx.samples(ctx.rnd, purpose))
-    if not values:
+    if not details:
         return None
-    said = ", ".join(f"{p} {v:.2f}" for p, v in values.items())
+    said = "; ".join(
+        f"{p} {d['values'][0]:.2f} → {d['values'][1]:.2f} (−{d['drop']:.0%} since round {d['rounds'][0]})"
+        for p, d in details.items()
+    )
     return _warning(
         ctx.rnd,
         "unique_share_low",
-        f"share of unique programs below {ctx.acfg.min_unique_share:.2f}: {said}",
+        f"share of unique programs fell by more than {ctx.acfg.max_unique_share_drop:.0%}: {said}",
         {
             "metric": "unique_share",
-            "rounds": [ctx.rnd],
-            "values": values,
-            "threshold": ctx.acfg.min_unique_share,
+            "rounds": sorted({r for d in details.values() for r in d["rounds"]}),
+            "by_purpose": details,
+            "threshold": ctx.acfg.max_unique_share_drop,
             "problems": _problems_of(worst),
             "sample_ids": _ids_of(worst),
         },
@@ -619,10 +660,11 @@ def _least_unique(samples: Sequence[_Sample]) -> list[_Sample]:
 
 
 def rule_passk_gap_closing(ctx: _Context) -> dict[str, Any] | None:
-    """pass@k − pass@1 shrank below a share of round 0's gap (k = the largest configured).
+    """pass@k − pass@1 shrank below a share of round 0's gap (k = the largest configured)
+    while pass@k fell below round 0's by more than ``passk_fall_se`` standard errors.
 
-    Not raised when this round's pass@1 already reaches round 0's pass@k: then the gap
-    closed because single samples got as good as round 0's best-of-k, not by collapse.
+    A gap that closes with pass@k holding is single samples getting better (SSD as a
+    temperature cut, as on the demo model); it is collapse when best-of-k loses problems too.
     """
     k = max(ctx.cfg.eval.k)
     rounds = ctx.rounds_with("eval")
@@ -635,13 +677,18 @@ def rule_passk_gap_closing(ctx: _Context) -> dict[str, Any] | None:
         return None
     gap0, gap = pk[0] - p1[0], pk[1] - p1[1]
     ratio = gap / gap0 if gap0 > EPS else None
-    if ratio is None or ratio >= ctx.acfg.min_passk_gap_ratio or p1[1] >= pk[0] - EPS:
+    if ratio is None or ratio >= ctx.acfg.min_passk_gap_ratio:
+        return None
+    fell = _coverage_fell(ctx, ref)
+    if fell is None:
         return None
     settled = _settled_problems(ctx, ref)
     return _warning(
         ctx.rnd,
         "passk_gap_closing",
-        f"pass@{k} − pass@1 gap closed to {ratio:.0%} of round {ref}'s ({gap0:.3f} → {gap:.3f})",
+        f"pass@{k} − pass@1 gap closed to {ratio:.0%} of round {ref}'s ({gap0:.3f} → {gap:.3f}) "
+        f"and pass@{k} fell ({pk[0]:.3f} → {pk[1]:.3f}; more than {fell['se_times']:g} standard "
+        f"errors of {fell['se']:.3f})",
         {
             "metric": f"pass@{k} - pass@1",
             "rounds": [ref, ctx.rnd],
@@ -649,6 +696,8 @@ def rule_passk_gap_closing(ctx: _Context) -> dict[str, Any] | None:
             "ratio": _r(ratio),
             "pass@1": [_r(v) for v in p1],
             f"pass@{k}": [_r(v) for v in pk],
+            "se": fell["se"],
+            "se_times": fell["se_times"],
             "threshold": ctx.acfg.min_passk_gap_ratio,
             "problems": _problems_of(settled),
             "sample_ids": _ids_of(settled),
@@ -665,6 +714,69 @@ def _settled_problems(ctx: _Context, ref: int) -> list[_Sample]:
     before = _by_problem(ctx.samples(ref, "eval"))
     now = _by_problem(ctx.samples(ctx.rnd, "eval"))
     return [s for name, g in now.items() if mixed(before.get(name, [])) and not mixed(g) for s in g]
+
+
+def rule_behaviour_collapse(ctx: _Context) -> dict[str, Any] | None:
+    """The entropy of eval behaviours (what the programs do on the tests) fell by more than
+    the threshold since round 0, while pass@k fell (``passk_fall_se`` standard errors)."""
+    rounds = ctx.rounds_with("eval")
+    if not rounds or rounds[0] >= ctx.rnd:
+        return None
+    ref = rounds[0]
+    h0 = ctx.metric(ref, "eval", "behaviour_entropy")
+    h = ctx.metric(ctx.rnd, "eval", "behaviour_entropy")
+    if not h0 or h is None:
+        return None
+    drop = (h0 - h) / h0
+    if drop <= ctx.acfg.max_behaviour_entropy_drop:
+        return None
+    fell = _coverage_fell(ctx, ref)
+    if fell is None:
+        return None
+    n0, n = ctx.metric(ref, "eval", "behaviours"), ctx.metric(ctx.rnd, "eval", "behaviours")
+    narrowed = _problems_narrowing(ctx, ref)
+    ((k_name, pk),) = ((key, v) for key, v in fell.items() if key.startswith("pass@"))
+    return _warning(
+        ctx.rnd,
+        "behaviour_collapse",
+        f"entropy of eval behaviours fell {drop:.0%} since round {ref} ({h0:.3f} → {h:.3f} nats; "
+        f"{n0 or 0:.2f} → {n or 0:.2f} behaviours a problem) while {k_name} fell "
+        f"({pk[0]:.3f} → {pk[1]:.3f})",
+        {
+            "metric": "behaviour_entropy",
+            "purpose": "eval",
+            "rounds": [ref, ctx.rnd],
+            "values": [_r(h0), _r(h)],
+            "drop": _r(drop),
+            "behaviours": [_r(n0), _r(n)],
+            **fell,
+            "threshold": ctx.acfg.max_behaviour_entropy_drop,
+            "problems": _problems_of(narrowed),
+            "sample_ids": _ids_of(narrowed),
+        },
+    )
+
+
+def _problems_narrowing(ctx: _Context, ref: int) -> list[_Sample]:
+    """This round's samples of the problems whose number of behaviours fell most since ``ref``."""
+    t_ref, t_now = ctx.temperature(ref, "eval"), ctx.temperature(ctx.rnd, "eval")
+    if t_ref is None or t_now is None:
+        return []
+    classes = {
+        sid: b["class"]
+        for t, r in ((t_ref, ref), (t_now, ctx.rnd))
+        for sid, b in ctx.store.behaviours(r, t, beh.RECORDER_VERSION).items()
+    }
+
+    def count(group: Sequence[_Sample]) -> int:
+        return len({classes[s.id] for s in group if s.id in classes})
+
+    before = _by_problem(ctx.samples(ref, "eval"))
+    now = _by_problem(ctx.samples(ctx.rnd, "eval"))
+    drops = sorted(
+        ((count(before.get(name, [])) - count(g), name) for name, g in now.items()), reverse=True
+    )
+    return [s for d, name in drops if d > 0 for s in now[name]]
 
 
 def rule_fork_entropy_collapse(ctx: _Context) -> dict[str, Any] | None:
@@ -754,25 +866,25 @@ def rule_length_drift(ctx: _Context) -> dict[str, Any] | None:
 
 
 def rule_looping(ctx: _Context) -> dict[str, Any] | None:
-    """At least the threshold share of samples loop, and more than in the reference round.
-
-    The reference round itself is judged on the floor alone: looping base-model samples
-    are what round 1 would train on.
-    """
+    """The share of samples that loop rose by at least the threshold over the reference
+    round's (eval: round 0; training: the first sampled round, the base model's samples)."""
     values, loops = {}, []
     for purpose in ("eval", "train"):
         rounds = ctx.rounds_with(purpose)
-        v = ctx.metric(ctx.rnd, purpose, "loop_share")
-        if not rounds or v is None or v < ctx.acfg.max_loop_share:
+        if not rounds or rounds[0] >= ctx.rnd:
             continue
-        ref_v = ctx.metric(rounds[0], purpose, "loop_share") if rounds[0] < ctx.rnd else None
-        if ref_v is not None and v <= ref_v + EPS:
+        v = ctx.metric(ctx.rnd, purpose, "loop_share")
+        ref_v = ctx.metric(rounds[0], purpose, "loop_share")
+        if v is None or ref_v is None or v - ref_v < ctx.acfg.max_loop_share_rise - EPS:
             continue
         values[purpose] = {"rounds": [rounds[0], ctx.rnd], "values": [_r(ref_v), _r(v)]}
         loops += [s for s in ctx.samples(ctx.rnd, purpose) if s.loop is not None]
     if not values:
         return None
-    said = ", ".join(f"{p} {d['values'][1]:.0%}" for p, d in values.items())
+    said = ", ".join(
+        f"{p} {d['values'][0]:.0%} → {d['values'][1]:.0%} since round {d['rounds'][0]}"
+        for p, d in values.items()
+    )
     examples = [
         {"sample_id": s.id, "problem": s.problem, "period": s.loop[0], "repeats": s.loop[1]}
         for s in loops[:5]
@@ -781,12 +893,13 @@ def rule_looping(ctx: _Context) -> dict[str, Any] | None:
     return _warning(
         ctx.rnd,
         "looping",
-        f"samples stuck in repeated-token loops: {said} (threshold {ctx.acfg.max_loop_share:.0%})",
+        f"samples stuck in repeated-token loops: {said} "
+        f"(threshold +{ctx.acfg.max_loop_share_rise:.0%})",
         {
             "metric": "loop_share",
             "rounds": sorted({r for d in values.values() for r in d["rounds"]}),
             "by_purpose": values,
-            "threshold": ctx.acfg.max_loop_share,
+            "threshold": ctx.acfg.max_loop_share_rise,
             "examples": examples,
             "problems": _problems_of(loops),
             "sample_ids": _ids_of(loops),
@@ -795,9 +908,17 @@ def rule_looping(ctx: _Context) -> dict[str, Any] | None:
 
 
 def rule_train_duplicates(ctx: _Context) -> dict[str, Any] | None:
-    """More than the threshold share of this round's training samples are exact duplicates."""
-    v = ctx.metric(ctx.rnd, "train", "duplicate_share")
-    if v is None or v <= ctx.acfg.max_duplicate_share:
+    """The share of exact duplicates among this round's training samples exceeds the first
+    sampled round's (the base model's samples) by more than the threshold."""
+    rounds = ctx.rounds_with("train")
+    if not rounds or rounds[0] >= ctx.rnd:
+        return None
+    ref = rounds[0]
+    v, ref_v = (
+        ctx.metric(ctx.rnd, "train", "duplicate_share"),
+        ctx.metric(ref, "train", "duplicate_share"),
+    )
+    if v is None or ref_v is None or v - ref_v <= ctx.acfg.max_duplicate_share_rise:
         return None
     samples = ctx.samples(ctx.rnd, "train")
     groups: dict[str, list[_Sample]] = defaultdict(list)
@@ -812,14 +933,14 @@ def rule_train_duplicates(ctx: _Context) -> dict[str, Any] | None:
     return _warning(
         ctx.rnd,
         "train_duplicates",
-        f"{v:.0%} of the training samples are exact duplicates "
-        f"(threshold {ctx.acfg.max_duplicate_share:.0%}); most repeated: {top[0]['count']}×",
+        f"{v:.0%} of the training samples are exact duplicates, {ref_v:.0%} in round {ref} "
+        f"(threshold +{ctx.acfg.max_duplicate_share_rise:.0%}); most repeated: {top[0]['count']}×",
         {
             "metric": "duplicate_share",
             "purpose": "train",
-            "rounds": [ctx.rnd],
-            "values": [_r(v)],
-            "threshold": ctx.acfg.max_duplicate_share,
+            "rounds": [ref, ctx.rnd],
+            "values": [_r(ref_v), _r(v)],
+            "threshold": ctx.acfg.max_duplicate_share_rise,
             "most_repeated": top,
             "problems": _problems_of(dupes),
             "sample_ids": _ids_of(dupes),
@@ -831,6 +952,7 @@ RULES: tuple[Callable[[_Context], dict[str, Any] | None], ...] = (
     rule_diversity_drop,
     rule_unique_share_low,
     rule_passk_gap_closing,
+    rule_behaviour_collapse,
     rule_fork_entropy_collapse,
     rule_length_drift,
     rule_looping,
@@ -856,22 +978,46 @@ def _store_diversity(ctx: _Context) -> None:
         ctx.store.set_metrics(ctx.rnd, purpose, t, values)  # type: ignore[arg-type]
 
 
+def _store_behaviours(ctx: _Context, sandbox: recording.SandboxSettings | None) -> None:
+    """Behavioural diversity of the round's eval samples at T_eval: classes for the samples
+    still without one when a sandbox is given, then the metrics from every stored class."""
+    t = ctx.temperature(ctx.rnd, "eval")
+    if t is None:
+        return
+    if sandbox is not None and ctx.acfg.behaviours:
+        t0 = time.monotonic()
+        ran, classed = recording.record_round(ctx.store, ctx.rnd, t, sandbox, key=normalize_program)
+        if classed:
+            # Its cost beside the evaluation's, in the event log (docs/analysis.md §1).
+            ctx.store.log(
+                f"round {ctx.rnd}: behaviours of {classed} eval samples: {ran} distinct "
+                f"programs run in {time.monotonic() - t0:.1f}s",
+                rnd=ctx.rnd,
+                stage="analyse",
+            )
+    ctx.store.set_metrics(ctx.rnd, "eval", t, beh.round_metrics(ctx.store, ctx.rnd, t))  # type: ignore[arg-type]
+
+
 def analyse_round(
     store: RunStore,
     rnd: int,
     cfg: RunConfig,
     scorer: Scorer | None = None,
     render: Render = _default_render,
+    sandbox: recording.SandboxSettings | None = None,
 ) -> list[dict[str, Any]]:
     """Compute and store round ``rnd``'s analytics; return the warnings written.
 
     Idempotent: this round's diversity metrics and warnings are replaced; its probe
     rows and metrics are replaced when a scorer is given (kept as they are otherwise).
+    ``sandbox``: where behaviour programs run (``[analysis] behaviours``); without one the
+    behaviour metrics come from the classes already stored.
     """
     ctx = _Context(store, rnd, cfg)
     scored = _run_probe(store, rnd, cfg, scorer, render) if scorer else {}  # the slow part first
-    store.clear_analysis(rnd, DIVERSITY_METRICS, probe_too=bool(scored))
+    store.clear_analysis(rnd, DIVERSITY_METRICS + beh.BEHAVIOUR_METRICS, probe_too=bool(scored))
     _store_diversity(ctx)
+    _store_behaviours(ctx, sandbox)
     if scored:
         store.write_probe(rnd, scored)
         base = scored if rnd == 0 else store.probe_stats(0)

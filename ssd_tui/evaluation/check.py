@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+from ssd_tui.config import RunConfig
 from ssd_tui.errors import SSDError
 from ssd_tui.evaluation.passk import pass_at_k  # the one pass@k (re-exported)
 from ssd_tui.evaluation.sandbox import ExecResult, Isolation, Limits, run_many
@@ -20,6 +21,15 @@ class Verdict:
     message: str  # one line: the last line of the traceback, or why it did not pass,
     # then the test line it stopped at when there is one: "AssertionError (test line 2: …)"
     duration_s: float
+
+
+def eval_limits(cfg: RunConfig) -> Limits:
+    """The limits a run's test programs run under (``[eval] timeout_s``, ``memory_mb``)."""
+    return Limits(
+        timeout_s=cfg.eval.timeout_s,
+        cpu_s=int(cfg.eval.timeout_s) + 1,
+        memory_mb=cfg.eval.memory_mb,
+    )
 
 
 def build_program(problem: Problem, code: str) -> str:

@@ -281,6 +281,24 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "sample_id": "The training sample (samples.id; its own round is samples.round).",
         },
     ),
+    "behaviours": (
+        "Behavioural diversity: each evaluation sample's behaviour class, what its program "
+        "does on its problem's tests (outputs or exception types of every call the tests "
+        "make, recorded in the sandbox; docs/analysis.md). Schema 6.",
+        {
+            "sample_id": "The evaluation sample (samples.id).",
+            "program": "SHA-256 of the sample's normalised program: samples of one problem "
+            "with the same key share one run.",
+            "class": "rec:<hash of the call log> (same hash: same behaviour), or timeout, "
+            "crash, no output.",
+            "detail": "What the class does: its first calls' results, shortened.",
+            "recorder": "Version of the recording program (classes of two versions never "
+            "compare).",
+            "ran": "1: this sample's program ran; 0: it took the class of an identical program "
+            "of the same problem run earlier.",
+            "duration_s": "Wall time of the run that gave the class.",
+        },
+    ),
     "config_history": (
         "Every start and resume of the run, oldest first, with the config and the environment "
         "of that process (the runs table holds the latest config; the first row here the one "

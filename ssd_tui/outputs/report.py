@@ -22,7 +22,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from ssd_tui.analysis import flips
 from ssd_tui.analysis import rounds as an
+from ssd_tui.analysis.behaviour import BEHAVIOUR_METRICS
 from ssd_tui.config import RunConfig, weaker_than_strict
 from ssd_tui.store.reads import run_config
 from ssd_tui.store.run_store import RunStore
@@ -86,12 +88,16 @@ def collect(store: RunStore, charts: bool = False) -> ReportData:
     cfg = run_config(store)
     info = store.run_info() or {}
     summary = an.round_summary(store, cfg)
+    by_round = flips.round_pass_counts(store, cfg.eval.temperature)
     data = ReportData(
         title=f"SSD run report: {info.get('name', store.path.stem)}",
         facts=_facts(store, cfg, info),
         sections=[
             _rounds_section(summary, cfg),
+            _difficulty_section(by_round, cfg),
+            _mcnemar_section(by_round),
             _diversity_section(summary),
+            _behaviour_section(store, cfg, summary),
             _probe_section(summary),
             _baseline_section(store, cfg),
             _warnings_section(store),
@@ -142,6 +148,81 @@ def _rounds_section(summary: list[dict[str, Any]], cfg: RunConfig) -> Section:
         f"Rounds (eval at T_eval = {cfg.eval.temperature})",
         ["round", *ks, "distinct-2", "unique share", "mean length", "loop share"],
         [[str(r["round"]), *_cells(r, cols)] for r in summary],
+    )
+
+
+DIFFICULTY_ORDER = ("easy", "medium", "hard")
+NO_LEVEL = "unlabelled"  # problems without a difficulty
+
+
+def _difficulty_section(by_round: dict[int, flips.PassCounts], cfg: RunConfig) -> Section:
+    """pass@1 per difficulty per round, from the verdicts: the mean over a level's problems
+    of the share of their samples that passed (the unbiased pass@1, as evaluate computes it)."""
+    levels = sorted(
+        {d or NO_LEVEL for counts in by_round.values() for _, d, n, _ in counts if n},
+        key=lambda d: (DIFFICULTY_ORDER.index(d) if d in DIFFICULTY_ORDER else 9, d),
+    )
+    sizes = {
+        level: max(
+            sum(1 for _, d, n, _ in counts if n and (d or NO_LEVEL) == level)
+            for counts in by_round.values()
+        )
+        for level in levels
+    }
+    rows = []
+    for rnd, counts in sorted(by_round.items()):
+        cells = []
+        for level in levels:
+            shares = [c / n for _, d, n, c in counts if n and (d or NO_LEVEL) == level]
+            cells.append(fmt(sum(shares) / len(shares)) if shares else "—")
+        rows.append([str(rnd), *cells])
+    return Section(
+        f"pass@1 per difficulty (eval at T_eval = {cfg.eval.temperature})",
+        ["round", *(f"{level} ({sizes[level]} problems)" for level in levels)],
+        rows,
+        "no judged evaluation samples",
+    )
+
+
+def fmt_p(p: float) -> str:
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _mcnemar_section(by_round: dict[int, flips.PassCounts]) -> Section:
+    """McNemar's exact test between every two rounds (analysis/flips.py)."""
+    rows = [
+        [f"{m.a} → {m.b_round}", str(m.gained), str(m.lost), str(m.pairs), fmt_p(m.p)]
+        for m in flips.mcnemar_table(by_round)
+    ]
+    return Section(
+        "McNemar's test between rounds (a problem is solved when at least half its samples "
+        "pass; gained: unsolved → solved, lost: solved → unsolved)",
+        ["rounds", "gained", "lost", "problems", "p"],
+        rows,
+        "fewer than two rounds with judged evaluation samples",
+    )
+
+
+def _behaviour_section(store: RunStore, cfg: RunConfig, summary: list[dict[str, Any]]) -> Section:
+    """Behavioural diversity per round (analysis/behaviour.py), at T_eval."""
+    t = cfg.eval.temperature
+    rows = []
+    for r in summary:
+        values = [store.metric_at(r["round"], name, "eval", t) for name in BEHAVIOUR_METRICS]
+        if any(v is not None for v in values):
+            rows.append([str(r["round"]), *(fmt(v) for v in values)])
+    return Section(
+        f"Behavioural diversity (eval at T_eval = {t}: samples grouped by what they do on "
+        "the tests)",
+        [
+            "round",
+            "behaviours per problem",
+            "behaviour entropy (nats)",
+            "behaviour share",
+            "programs per behaviour",
+        ],
+        rows,
+        "no behaviour classes ([analysis] behaviours off, or no analyse stage has run)",
     )
 
 

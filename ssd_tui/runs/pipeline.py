@@ -33,7 +33,7 @@ from ssd_tui.engine.base import (
 )
 from ssd_tui.engine.choose import EngineChoice, Engines
 from ssd_tui.errors import ConfigChangedError, SSDError
-from ssd_tui.evaluation.check import check_samples, summarize
+from ssd_tui.evaluation.check import check_samples, eval_limits, summarize
 from ssd_tui.evaluation.sandbox import Isolation, Limits, choose_isolation
 from ssd_tui.evaluation.suspect import suspect_reasons
 from ssd_tui.models import adapter_sha256, prepare_model_path
@@ -608,13 +608,34 @@ class Pipeline:
                 p = by_name.get(row["name"])
                 return self.render(p) if p else row["prompt"]
 
-            warnings = analysis.analyse_round(self.store, rnd, self.cfg, scorer, render=render_row)
+            warnings = analysis.analyse_round(
+                self.store,
+                rnd,
+                self.cfg,
+                scorer,
+                render=render_row,
+                sandbox=self._behaviour_sandbox(rnd),
+            )
         finally:
             self._active.release_scoring_model()
         for w in warnings:
             self.store.log(
                 f"round {rnd}: warning [{w['rule']}] {w['message']}", "warning", rnd, "analyse"
             )
+
+    def _behaviour_sandbox(self, rnd: int) -> Any:
+        """Where the analyse stage runs behaviour programs: the evaluation's sandbox and limits."""
+        from ssd_tui.analysis.recording import SandboxSettings  # with the analysis: see above
+
+        iso = self.isolation or choose_isolation(self.cfg.sandbox.isolation)
+        self.store.note_sandbox(rnd, "analyse", iso.label)
+        return SandboxSettings(
+            eval_limits(self.cfg),
+            self.cfg.eval.workers or os.cpu_count() or 1,
+            iso,
+            tuple(self._unseen()),
+            progress=lambda done, total: self._progress(rnd, "analyse", done, total, "behaviours"),
+        )
 
     def _scorer(self, rnd: int) -> Callable[[list[str], list[str]], list[dict[str, Any]]]:
         """Teacher-forced scoring with round `rnd`'s model (any engine: Engines.scoring_model)."""

@@ -796,6 +796,73 @@ class RunStore:
         )
         return [(r[0], r[1], r[2], r[3] or 0) for r in rows]
 
+    # ---- behaviours (docs/analysis.md §1) --------------------------------------------------
+    def known_behaviours(self, recorder: int) -> dict[tuple[int, str], tuple[str, str, float]]:
+        """(problem id, program key) → (class, detail, duration_s) of every program of the run
+        already run by recorder version ``recorder``: what a new sample with the same
+        (normalised) program for the same problem takes instead of running again."""
+        if not self._has_table("behaviours"):
+            return {}
+        rows = self.conn.execute(
+            "SELECT s.problem_id, b.program, b.class, b.detail, b.duration_s FROM behaviours b "
+            "JOIN samples s ON s.id = b.sample_id WHERE b.recorder=? AND b.ran=1",
+            (recorder,),
+        )
+        return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
+
+    def add_behaviours(
+        self, rows: Iterable[tuple[int, str, str, str | None, int, int, float | None]]
+    ) -> None:
+        """Write (sample id, program key, class, detail, recorder, ran, duration_s) rows,
+        replacing a sample's earlier class (a newer recorder's run)."""
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR REPLACE INTO behaviours "
+                "(sample_id, program, class, detail, recorder, ran, duration_s) "
+                "VALUES (?,?,?,?,?,?,?)",
+                list(rows),
+            )
+
+    def behaviours(
+        self, rnd: int | None = None, temperature: float | None = None, recorder: int | None = None
+    ) -> dict[int, dict[str, Any]]:
+        """sample id → its behaviour row (``class``, ``detail``, ``ran``, ``duration_s``,
+        ``recorder``) for a round's eval samples (every round when None); empty in a file
+        from before schema 6."""
+        if not self._has_table("behaviours"):
+            return {}
+        where, args = ["s.purpose='eval'"], []
+        for col, val in (
+            ("s.round", rnd),
+            ("s.temperature", temperature),
+            ("b.recorder", recorder),
+        ):
+            if val is not None:
+                where.append(f"{col}=?")
+                args.append(val)
+        rows = self.conn.execute(
+            "SELECT b.* FROM behaviours b JOIN samples s ON s.id = b.sample_id WHERE "
+            + " AND ".join(where),
+            args,
+        )
+        return {r["sample_id"]: dict(r) for r in rows}
+
+    def behaviour_counts(
+        self, temperature: float, recorder: int
+    ) -> list[tuple[int, str, str, int]]:
+        """(round, problem, class, samples) of every round's eval samples at one temperature:
+        each problem's behaviours per round, for the problems × rounds grid."""
+        if not self._has_table("behaviours"):
+            return []
+        rows = self.conn.execute(
+            "SELECT s.round, p.name, b.class, COUNT(*) FROM behaviours b "
+            "JOIN samples s ON s.id = b.sample_id JOIN problems p ON p.id = s.problem_id "
+            "WHERE s.purpose='eval' AND s.temperature=? AND b.recorder=? "
+            "GROUP BY s.round, s.problem_id, b.class ORDER BY s.round, s.problem_id",
+            (temperature, recorder),
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
     # ---- metrics, training log, events, warnings ---------------------------------------------
     def set_metrics(
         self, rnd: int, purpose: str, temperature: float, values: dict[str, dict[str, float]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -181,6 +181,21 @@ CREATE TABLE IF NOT EXISTS train_sets (
   PRIMARY KEY (round, sample_id)
 )"""
 
+# Behavioural diversity (ssd_tui/analysis/behaviour.py, docs/analysis.md §1): each eval
+# sample's behaviour class on its problem's tests. A sample whose program (normalised:
+# names, comments, formatting) was already run for the same problem, in any round, takes
+# that one's class (ran = 0), so the table is also the cache that spares running it again.
+BEHAVIOURS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS behaviours (
+  sample_id INTEGER PRIMARY KEY REFERENCES samples(id) ON DELETE CASCADE,
+  program TEXT NOT NULL,       -- SHA-256 of the normalised program: the cache's key per problem
+  class TEXT NOT NULL,         -- rec:<hash of the call log> | timeout | crash | no output
+  detail TEXT,                 -- what the class does: its first calls' results, shortened
+  recorder INTEGER NOT NULL,   -- the recorder's version (classes of two versions never compare)
+  ran INTEGER NOT NULL,        -- 1: this sample's program ran; 0: an identical one's class
+  duration_s REAL              -- wall time of the run (of the program it took the class from)
+)"""
+
 #: What changed after schema 1, by the version that brought it. Each statement must be safe
 #: to run twice: CREATE ... IF NOT EXISTS, or "ALTER TABLE t ADD COLUMN c ..." (run only
 #: when the column is missing).
@@ -228,6 +243,7 @@ MIGRATIONS: dict[int, list[str]] = {
         DECISIONS_SCHEMA,
         TRAIN_SETS_SCHEMA,
     ],
+    6: [BEHAVIOURS_SCHEMA],
 }
 
 _ADD_COLUMN = re.compile(r"\s*ALTER TABLE (\w+) ADD COLUMN (\w+)", re.I)

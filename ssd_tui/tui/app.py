@@ -22,6 +22,7 @@ from ssd_tui.tui.messages import (
     GoBack,
     OpenDashboard,
     OpenDiff,
+    OpenGrid,
     OpenNewRun,
     OpenNotes,
     OpenOverlay,
@@ -205,6 +206,11 @@ class SSDApp(App[None]):
                 eval_temperature=msg.eval_temperature,
             )
         )
+
+    def on_open_grid(self, msg: OpenGrid) -> None:
+        from ssd_tui.tui.screens.grid import ProblemGridScreen
+
+        self.push_screen(ProblemGridScreen(msg.ref))
 
     def on_open_diff(self, msg: OpenDiff) -> None:
         from ssd_tui.tui.screens.diff import DiffScreen

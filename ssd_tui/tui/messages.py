@@ -46,6 +46,14 @@ class OpenSamples(Message):
         self.eval_temperature = eval_temperature
 
 
+class OpenGrid(Message):
+    """A run's problems × rounds grid: solved share per round, flips, McNemar's test."""
+
+    def __init__(self, ref: RunRef) -> None:
+        super().__init__()
+        self.ref = ref
+
+
 class OpenDiff(Message):
     """Two samples side by side; A chosen by the diff screen when `a_id` is None."""
 

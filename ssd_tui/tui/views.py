@@ -9,10 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 
+from ssd_tui.analysis import flips
+from ssd_tui.analysis.behaviour import RECORDER_VERSION, entropy
 from ssd_tui.analysis.positions import KINDS, classify_positions
 from ssd_tui.analysis.round_state import round_state
 from ssd_tui.analysis.verdict import baseline_verdict
@@ -52,6 +55,8 @@ class Snapshot:
     probe: dict[str, Points] = field(default_factory=dict)  # fork/lock stats
     last_stage_start: float | None = None  # the latest started_at of any stage
     planned_rounds: int = 0  # [run] rounds: the last round of the run's plan
+    # Each round's per-problem pass counts at T_eval: McNemar's test between any two rounds.
+    pass_counts: dict[int, flips.PassCounts] = field(default_factory=dict)
 
 
 def snapshot(reader: RunReader, after_event_id: int, now: float) -> Snapshot | None:
@@ -94,6 +99,7 @@ def snapshot(reader: RunReader, after_event_id: int, now: float) -> Snapshot | N
         probe=rows.probe,
         last_stage_start=max((x.started_at for x in rows.stages if x.started_at), default=None),
         planned_rounds=cfg.run.rounds,
+        pass_counts=reader.use(lambda s: flips.round_pass_counts(s, t_eval)) or {},
     )
 
 
@@ -187,6 +193,58 @@ def _provisional(
             if judged:
                 provisional = (r.round, sum(c / n for n, c in judged) / len(judged))
     return provisional
+
+
+# ---- problems × rounds ------------------------------------------------------------------------
+@dataclass
+class ProblemGrid:
+    """Each evaluation problem's solved share per round at T_eval, its flips, its
+    behaviours per round, and McNemar's test between consecutive rounds."""
+
+    t_eval: float
+    rounds: list[int]
+    rows: list[flips.GridRow]
+    behaviours: dict[tuple[str, int], tuple[int, float]]  # (problem, round) → (classes, entropy)
+    steps: list[flips.McNemar]  # round r−1 → r, for each round after the first
+
+
+def problem_grid(reader: RunReader) -> ProblemGrid | None:
+    """The grid of a run (None without a DB or config yet)."""
+    cfg = reader.config()
+    if cfg is None:
+        return None
+    t = cfg.eval.temperature
+
+    def read(s: Any) -> tuple[dict[int, flips.PassCounts], list[tuple[int, str, str, int]]]:
+        return flips.round_pass_counts(s, t), s.behaviour_counts(t, RECORDER_VERSION)
+
+    got = reader.use(read)
+    if got is None:
+        return None
+    by_round, counts = got
+    classes: dict[tuple[str, int], list[str]] = {}
+    for rnd, name, cls, n in counts:
+        classes.setdefault((name, rnd), []).extend([cls] * n)
+    rounds = sorted(by_round)
+    return ProblemGrid(
+        t,
+        rounds,
+        flips.grid(by_round),
+        {key: (len(set(c)), entropy(c)) for key, c in classes.items()},
+        [flips.compare(a, b, by_round[a], by_round[b]) for a, b in pairwise(rounds)],
+    )
+
+
+def sort_grid(rows: list[flips.GridRow], key: str) -> list[flips.GridRow]:
+    """'problem' (as the set lists them), 'difficulty' (easy → hard, then the problem
+    order) or 'flips' (most first, then the problem order)."""
+    order = {id(r): i for i, r in enumerate(rows)}
+    if key == "difficulty":
+        rank = {d: i for i, d in enumerate(DIFFICULTY_ORDER)}
+        return sorted(rows, key=lambda r: (rank.get(r.difficulty or "", 9), order[id(r)]))
+    if key == "flips":
+        return sorted(rows, key=lambda r: (-r.flips, order[id(r)]))
+    return list(rows)
 
 
 # ---- the token view -------------------------------------------------------------------------

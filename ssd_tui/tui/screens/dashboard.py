@@ -43,6 +43,7 @@ from ssd_tui.tui.messages import (
     ChooseSeries,
     GoBack,
     OpenDashboard,
+    OpenGrid,
     OpenNotes,
     OpenSamples,
     OpenSearch,
@@ -132,6 +133,15 @@ class DashboardScreen(Screen):
         Binding("p", "pause", "Pause", tooltip="finish the current stage, then stop (SIGUSR1)"),
         Binding("x", "stop", "Stop", tooltip="stop between batches (SIGINT); resumable"),
         Binding("b", "browse", "Samples", tooltip="browse the highlighted round's samples"),
+        Binding(
+            "g",
+            "grid",
+            "Grid",
+            tooltip="problems × rounds: solved share per round, flips, McNemar's test",
+        ),
+        # Not in the footer (it is full at 150 columns): the rounds table's title, the help
+        # notes and the palette name it.
+        Binding("m", "reference", show=False),
         Binding("w", "warnings", "Warnings", tooltip="collapse warnings and their evidence"),
         Binding("j", "jump", "Jump", tooltip="the samples behind the selected warning"),
         Binding("e", "events", "Events", tooltip="the run's event log"),
@@ -400,7 +410,8 @@ class DashboardScreen(Screen):
             table.border_title = "rounds" + (
                 f" · diversity = {snap.diversity_name}" if snap.diversity_name else ""
             )
-        table.update_rounds(snap.rounds)
+            table.border_subtitle = "p: McNemar vs round 0 · m: vs the highlighted round"
+        table.update_rounds(snap.rounds, snap.pass_counts)
         curve = self.query_one(PassCurve)
         curve.set_data(snap.curve, snap.baseline, snap.provisional, snap.probe)
         self.query_one(EventLog).add_events(snap.events, snap.created_at)
@@ -561,6 +572,28 @@ class DashboardScreen(Screen):
         # baseline's, at other temperatures (the browser's T shows those).
         t_eval = self.snapshot.t_eval if self.snapshot else None
         self.post_message(OpenSamples(self.ref, round=rnd, eval_temperature=t_eval))
+
+    def palette_commands(self):
+        yield (
+            "McNemar's p against the highlighted round",
+            "key: m · the rounds table's p column compares every round with that one",
+            self.action_reference,
+        )
+
+    def action_grid(self) -> None:
+        self.post_message(OpenGrid(self.ref))
+
+    def action_reference(self) -> None:
+        table = self.query_one(RoundsTable)
+        rnd = table.current_round
+        if rnd is not None:
+            table.set_reference(rnd)
+            table.border_subtitle = f"p: McNemar vs round {rnd} · m: vs the highlighted round"
+            self.notify(
+                f"McNemar's p of every round against round {rnd} (problems that flipped)",
+                title="p column",
+                markup=False,
+            )
 
     @on(RoundsTable.RowSelected, "#rounds")
     def _round_selected(self) -> None:

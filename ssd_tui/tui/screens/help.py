@@ -25,6 +25,12 @@ p pauses after the current stage (SIGUSR1), x stops between batches (SIGINT, res
 Rounds with a ⚠ badge have mode-collapse warnings: w shows them with their evidence,
 j jumps to the samples behind the selected one. The ⚑ column counts a round's suspect
 samples: programs whose source looks like it games the tests (a flag, not a verdict).
+The p column is McNemar's exact test of each round against round 0 (m: against the
+highlighted round): p of the problems that flipped between solved (at least half the
+samples pass) and unsolved. g opens problems × rounds: each problem's pass share per
+round, ↑/↓ where it became solved or stopped; d, f, o sort by difficulty, by flips, as
+listed; b shows behaviours (distinct classes, their entropy); enter opens that problem's
+samples of that round.
 The chart: lines in braille, a marker on every measured round (● pass@1, ◆ pass@k);
 c chooses its series (per-difficulty ones start hidden), f steps to the fork/lock probe
 (one panel per statistic, each on its own y-axis in its unit: entropies and log-probs in
