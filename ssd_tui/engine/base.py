@@ -114,6 +114,22 @@ class TrainSettings:
 
 
 @dataclass(frozen=True)
+class LaunchSettings:
+    """How the trainer is launched: ``processes`` data-parallel processes on this machine
+    (1: in the caller's process; more: ``torchrun``, engine/train_launch.py), ``nodes``
+    machines in all, meeting at ``rendezvous`` ("HOST:PORT" of node 0) when more than one."""
+
+    processes: int = 1
+    nodes: int = 1
+    rendezvous: str = ""
+
+    @property
+    def launched(self) -> bool:
+        """Whether training runs in processes of its own (a launcher's)."""
+        return self.processes > 1 or self.nodes > 1
+
+
+@dataclass(frozen=True)
 class VllmSettings:
     """The vLLM engine's settings: the config's ``[vllm]`` section, key for key (the config
     holds each key's help and range; docs/gpu.md explains them)."""
@@ -151,6 +167,7 @@ class EngineSettings:
     schedule: str = "batch"  # the transformers sampler's: "batch" (exact) or "refill"
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    launch: LaunchSettings = field(default_factory=LaunchSettings)
     vllm: VllmSettings = field(default_factory=VllmSettings)
 
 

@@ -529,11 +529,20 @@ class Pipeline:
         base, init = self._train_start(rnd)
         self._progress(rnd, "train", 0, 0, "loading model")
         trainer = self._engines_for(base).trainer()  # the sampler hands it the device
+        describe = getattr(trainer, "describe", None)  # a launched trainer (docs/engine.md)
+        if describe is not None:
+            self.store.log(f"round {rnd}: training with {describe()}", rnd=rnd, stage="train")
         self.rep.stage_start(rnd, "train", 0, 0)
+        shown = (0, 0)
 
         def progress(step: int, total: int) -> None:
+            nonlocal shown
             self._check_stop()
-            self._progress(rnd, "train", step, total, "training")
+            # A launched trainer also calls while no step ends (0, 0 until the first), so
+            # that a stop is seen: only a new step is news.
+            if total and (step, total) != shown:
+                shown = (step, total)
+                self._progress(rnd, "train", step, total, "training")
 
         trainer.train(kept, out, init_adapter=Path(init) if init else None, progress=progress)
         self.store.add_train_log(rnd, trainer.history)
