@@ -21,6 +21,7 @@ from ssd_tui.engine.base import (
     ENGINES,
     VLLM_MAX_TEMPERATURE,
     EngineSettings,
+    LaunchSettings,
     LoraSettings,
     SamplingParams,
     TrainSettings,
@@ -235,6 +236,26 @@ class TrainSection:
         "recompute activations in the backward pass: less memory per example, one more "
         "forward pass of time (~1.4× the LoRA step)",
         default=False,
+    )
+    # Where the step is computed; the update is the one-process update, float summation
+    # order aside (docs/engine.md, "Data-parallel").
+    processes: int = _opt(
+        "training processes on this machine (data-parallel: each holds the model and takes "
+        "every N-th forward pass of a step; gloo on CPU, NCCL on GPUs, one GPU each); "
+        "1 = in the run's own process, more = launched with torchrun",
+        _at_least(1),
+        default=1,
+    )
+    nodes: int = _opt(
+        "machines training together (torchrun --nnodes); this one is node 0, the others run "
+        'the command the train stage logs (docs/gpu.md, "Several machines")',
+        _at_least(1),
+        default=1,
+    )
+    rendezvous: str = _opt(
+        "with nodes > 1: HOST:PORT of node 0, where every node meets (torchrun "
+        "--master_addr/--master_port)",
+        default="",
     )
 
 
@@ -553,6 +574,7 @@ class RunConfig:
             schedule="refill" if self.sampling.refill else "batch",
             lora=self.lora_settings(),
             train=self.train_settings(),
+            launch=LaunchSettings(self.train.processes, self.train.nodes, self.train.rendezvous),
             vllm=VllmSettings(**dataclasses.asdict(self.vllm)),
         )
 
@@ -713,6 +735,16 @@ def _check_cross_fields(cfg: RunConfig, where) -> None:
         raise SSDError(f"{where('lora', 'alpha')} must be ≥ 1")
     if cfg.run.engine == "vllm":
         _check_vllm_temperatures(cfg, where)
+    if cfg.train.nodes > 1 and not _host_port(cfg.train.rendezvous):
+        raise SSDError(
+            f"{where('train', 'rendezvous')} must be HOST:PORT of node 0 when [train] nodes "
+            f"> 1 (got {cfg.train.rendezvous!r})"
+        )
+
+
+def _host_port(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
 
 
 def _check_vllm_temperatures(cfg: RunConfig, where) -> None:
@@ -774,6 +806,9 @@ RESUMABLE_KEYS = (
     "vllm.cpu_kvcache_gib",
     "train.group_by_length",  # how a step is computed, not what it computes
     "train.gradient_checkpointing",
+    "train.processes",  # where a step is computed: the same update, summed in another order
+    "train.nodes",
+    "train.rendezvous",
     "sandbox.isolation",  # a run refused under "strict" must be resumable once opted in
 )
 

@@ -287,7 +287,7 @@ def test_schema2_file_reads_as_not_suspect_and_migrates(tmp_path):
     assert [(s["status"], s["suspect"]) for s in ro.samples()] == [("passed", None), (None, None)]
     ro.close()
     s = RunStore.open(path)  # writable: migrated to the current schema
-    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "6"
+    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "7"
     assert s.has_column("verdicts", "suspect")
     s.add_verdicts([(2, "failed", "AssertionError", 0.2, "gc")])
     assert [(r["status"], r["suspect"]) for r in s.samples()] == [
@@ -296,7 +296,7 @@ def test_schema2_file_reads_as_not_suspect_and_migrates(tmp_path):
     ]
     s.close()
     s = RunStore.open(path)  # a second open has nothing left to do
-    assert s.meta("schema_version") == "6"
+    assert s.meta("schema_version") == "7"
     s.close()
 
 
@@ -370,7 +370,7 @@ def test_a_schema3_file_reads_as_before_and_migrates(tmp_path):
     assert _reads(ro) == SCHEMA3_READS
     ro.close()
     s = RunStore.open(path)  # writable: migrated
-    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "6"
+    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "7"
     assert {"probe_stats", "notes", "tags", "config_history"} <= _tables(s.conn)
     assert {k for k, _ in schema.PROBE_BLOBS} <= schema.columns(s.conn, "probe_stats")
     assert _reads(s) == SCHEMA3_READS  # every old row reads back as before
@@ -378,7 +378,7 @@ def test_a_schema3_file_reads_as_before_and_migrates(tmp_path):
     s.add_note("after the migration", 2)  # and it is written to as usual
     s.close()
     s = RunStore.open(path)  # a second open has nothing left to do
-    assert s.meta("schema_version") == "6" and len(s.notes()) == 3
+    assert s.meta("schema_version") == "7" and len(s.notes()) == 3
     s.close()
 
 
@@ -409,7 +409,7 @@ def test_a_schema4_file_reads_as_before_and_migrates_to_5(tmp_path):
     assert "base_path" not in ro.rounds()[0]  # the reader copes with what the file lacks
     ro.close()
     s = RunStore.open(path)
-    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "6"
+    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "7"
     assert {"decisions", "train_sets"} <= _tables(s.conn)
     assert {"base_path", "source_round"} <= schema.columns(s.conn, "rounds")
     assert "reused_from" in schema.columns(s.conn, "stages")
@@ -428,7 +428,7 @@ def test_a_schema4_file_reads_as_before_and_migrates_to_5(tmp_path):
     assert (s.rounds()[2]["base_path"], s.rounds()[2]["source_round"]) == ("merged/round-001", 1)
     s.close()
     s = RunStore.open(path)  # a second open has nothing left to do
-    assert s.meta("schema_version") == "6" and len(s.decisions()) == 1
+    assert s.meta("schema_version") == "7" and len(s.decisions()) == 1
     s.close()
 
 
@@ -445,7 +445,7 @@ def _schema5_copy(path):
     c.close()
 
 
-def test_a_schema5_file_reads_as_before_and_migrates_to_6(tmp_path):
+def test_a_schema5_file_reads_as_before_and_migrates_with_the_behaviours_table(tmp_path):
     """Schema 6: the behaviours table (behavioural diversity, docs/analysis.md). A schema-5
     file reads the same read-only, with no behaviours, and a writable open adds the table,
     empty, every old row unchanged; the analysis then writes and reads it as usual."""
@@ -457,7 +457,7 @@ def test_a_schema5_file_reads_as_before_and_migrates_to_6(tmp_path):
     assert ro.behaviours() == {} and ro.known_behaviours(1) == {}
     ro.close()
     s = RunStore.open(path)
-    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "6"
+    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "7"
     assert "behaviours" in _tables(s.conn) and s.behaviours() == {}
     assert _reads(s) == SCHEMA3_READS
     rows = s.samples(0, "eval")[:2]
@@ -471,7 +471,54 @@ def test_a_schema5_file_reads_as_before_and_migrates_to_6(tmp_path):
     assert s.known_behaviours(2) == {}  # another recorder's classes never compare
     s.close()
     s = RunStore.open(path)  # a second open has nothing left to do
-    assert s.meta("schema_version") == "6" and len(s.behaviours()) == 2
+    assert s.meta("schema_version") == "7" and len(s.behaviours()) == 2
+    s.close()
+
+
+def test_a_schema5_file_reads_as_before_and_migrates_with_the_probes_extras(tmp_path):
+    """Schema 7 (the probe's extras beside a sample's token statistics: top-1 and the
+    training truncation's tail, recorded as round 0's samples are scored). A schema-5 file
+    reads the same read-only (no sample has them, so round 0's probe scores every sample),
+    and a writable open adds the columns, NULL, every old row unchanged; new samples and
+    the exact-statistics pass write them."""
+    path = tmp_path / "run.db"
+    _schema5_copy(path)
+    ro = RunStore.open(path, readonly=True)
+    assert ro.meta("schema_version") == "5"
+    assert _reads(ro) == SCHEMA3_READS
+    assert ro.probe_ready_samples(0, "eval", 0.8) == []
+    assert "top1" not in ro.token_stats(7)
+    ro.close()
+    s = RunStore.open(path)
+    assert s.meta("schema_version") == str(SCHEMA_VERSION) == "7"
+    assert {"top1", "train_tail_mass"} <= schema.columns(s.conn, "token_stats")
+    assert _reads(s) == SCHEMA3_READS  # the new columns are NULL, every old value as before
+    assert s.probe_ready_samples(0, "eval", 0.8) == []
+    pid = s.add_problems("eval", [_problem("new")])["new"]
+    row = _row(pid, 0, rnd=9)
+    row.top1, row.train_tail_mass = [0.9, 0.8, 0.7], [0.0, 0.05, 0.1]
+    assert s.add_samples([row, _row(pid, 1, rnd=9)]) == 2
+    [ready] = s.probe_ready_samples(9, "eval", 0.8)
+    np.testing.assert_array_equal(ready["token_ids"], [1, 2, 3])
+    np.testing.assert_allclose(ready["top1"], [0.9, 0.8, 0.7])
+    np.testing.assert_allclose(ready["train_tail_mass"], [0.0, 0.05, 0.1])
+    np.testing.assert_allclose(s.token_stats(ready["id"])["top1"], [0.9, 0.8, 0.7])
+    # the exact-statistics pass (vLLM's samples) writes them too, and only them it was given
+    blank = _row(pid, 2, rnd=9)
+    blank.logprobs, blank.entropies, blank.tail_mass = [-0.5, -1.0, -0.25], [], []
+    s.add_samples([blank])
+    sid = [r["id"] for r in s.samples(9) if r["sample_idx"] == 2][0]
+    extras = ([0.5, 0.6, 0.7], [0.1, 0.2, 0.3])
+    assert s.set_token_stats([(sid, [-1.0] * 3, [1.0] * 3, [0.0] * 3, *extras)]) == 1
+    assert [r["id"] for r in s.probe_ready_samples(9, "eval", 0.8)] == [ready["id"], sid]
+    s.conn.execute("UPDATE samples SET mean_entropy = NULL WHERE id = ?", (sid,))
+    s.conn.commit()
+    with pytest.raises(ValueError, match="do not match"):  # an extra of the wrong length
+        s.set_token_stats([(sid, [-1.0] * 3, [1.0] * 3, [0.0] * 3, [0.5], [0.1])])
+    s.close()
+    s = RunStore.open(path)  # a second open has nothing left to do
+    # the sample set back to "not yet scored" does not count as ready
+    assert s.meta("schema_version") == "7" and len(s.probe_ready_samples(9, "eval", 0.8)) == 1
     s.close()
 
 

@@ -20,7 +20,7 @@ Conventions (the same as the samplers' ``Completion`` statistics):
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +31,7 @@ from ssd_tui.engine.base import SamplingParams, encode_prompt
 from ssd_tui.engine.truncation import tail_mass
 
 __all__ = [
+    "ReusingScorer",
     "batches_by_tokens",
     "position_stats",
     "score_completions",
@@ -117,13 +118,16 @@ def score_token_ids(
     completion_ids: Sequence[Sequence[int]],
     params: SamplingParams,
     batch_size: int = 8,
+    train_params: SamplingParams | None = None,
 ) -> list[dict[str, np.ndarray]]:
     """``score_completions`` on token ids as a sampler produced them (nothing re-tokenised).
 
     The exact statistics of stored samples: position i is scored given the prompt and the
     completion's first i tokens, which is what the sampler's step i saw, so ``logprobs``,
     ``entropies`` and ``tail_mass`` (outside ``params``' kept set) are the numbers the
-    transformers sampler records while decoding. ``offsets`` are -1 (no text here).
+    transformers sampler records while decoding; ``top1`` and, with ``train_params``,
+    ``train_tail_mass`` are its extra statistics (``SamplingParams.extra_truncation``).
+    ``offsets`` are -1 (no text here).
     """
     if len(prompt_ids) != len(completion_ids):
         raise ValueError("prompt_ids and completion_ids must have the same length")
@@ -132,7 +136,7 @@ def score_token_ids(
         if not p:  # samplers refuse empty prompts: there is no position to predict from
             raise ValueError("a prompt has no tokens")
         encoded.append(_Encoded([int(t) for t in p], [int(t) for t in c], [-1] * len(c)))
-    return _score_encoded(model, encoded, params, batch_size)
+    return _score_encoded(model, encoded, params, batch_size, train_params)
 
 
 def batches_by_tokens(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
@@ -153,6 +157,91 @@ def batches_by_tokens(lengths: Sequence[int], max_tokens: int) -> list[list[int]
     if batch:
         out.append(batch)
     return out
+
+
+class ReusingScorer:
+    """``score_completions`` that reads a completion's statistics from a stored sample
+    instead of scoring it, where that is the same computation (round 0's probe: its samples
+    were scored when they were drawn, by the transformers sampler or the exact-statistics
+    pass of vLLM's samples; docs/analysis.md).
+
+    ``stored[(prompt, completion)]`` holds the stored samples of that text: token ids and
+    per-token ``logprobs``, ``entropies``, ``tail_mass`` (outside ``params``' kept set: the
+    sample was drawn with ``params``' truncation), ``top1`` and ``train_tail_mass``
+    (outside ``train_params``'). The probe scores the completion's own tokenisation; a
+    stored sample whose tokens *begin* with exactly those tokens has, at each of those
+    positions, the statistics of the same prompt and the same preceding tokens under the
+    same model (a causal model's position i sees nothing after it), so its first tokens'
+    statistics are the probe's, to float rounding; the tokens after them (the EOS, a
+    stop string's) are not the probe's and are left out. A completion with no such sample
+    (sampled as another tokenisation of its text, or stored without the extras) is scored
+    with ``model()``, which is called only then (so a round whose samples all match never
+    loads a scoring model). ``reused`` and ``scored`` count them.
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        model: Callable[[], Any],
+        params: SamplingParams,
+        train_params: SamplingParams,
+        stored: Mapping[tuple[str, str], Sequence[dict[str, np.ndarray]]],
+        batch_size: int = 8,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.model = model
+        self.params = params
+        self.train_params = train_params
+        self.stored = stored
+        self.batch_size = batch_size
+        self.reused = 0
+        self.scored = 0
+
+    def __call__(
+        self, prompts: Sequence[str], completions: Sequence[str]
+    ) -> list[dict[str, np.ndarray]]:
+        if len(prompts) != len(completions):
+            raise ValueError("prompts and completions must have the same length")
+        encoded = [_encode(self.tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
+        results: list[dict[str, np.ndarray] | None] = []
+        for p, c, e in zip(prompts, completions, encoded, strict=True):
+            results.append(_from_stored(e, self.stored.get((p, c), ())))
+        todo = [i for i, r in enumerate(results) if r is None]
+        if todo:
+            scored = _score_encoded(
+                self.model(),
+                [encoded[i] for i in todo],
+                self.params,
+                self.batch_size,
+                self.train_params,
+            )
+            for i, stats in zip(todo, scored, strict=True):
+                results[i] = stats
+        self.reused += len(results) - len(todo)
+        self.scored += len(todo)
+        return [r for r in results if r is not None]
+
+
+def _from_stored(
+    e: _Encoded, candidates: Sequence[dict[str, np.ndarray]]
+) -> dict[str, np.ndarray] | None:
+    """The probe's arrays of ``e`` from a stored sample whose tokens begin with its tokens."""
+    k = len(e.completion)
+    want = np.asarray(e.completion, dtype=np.int32)
+    for s in candidates:
+        ids = s["token_ids"]
+        if len(ids) < k or not np.array_equal(ids[:k], want):
+            continue
+        if any(len(s[key]) != len(ids) for key in _STORED_KEYS):
+            continue  # damaged: score it instead
+        out = {key: np.asarray(s[key][:k], dtype=np.float32) for key in _STORED_KEYS}
+        out["token_ids"] = want
+        out["offsets"] = np.asarray(e.offsets, dtype=np.int32)
+        return out
+    return None
+
+
+_STORED_KEYS = ("logprobs", "entropies", "tail_mass", "top1", "train_tail_mass")
 
 
 def _score_encoded(

@@ -68,6 +68,19 @@ class SamplingParams:
     n: int = 1  # samples per prompt
     stop: tuple[str, ...] = ()
     seed: int = 0
+    # Statistics of a second truncation, recorded beside the sample's own for the first
+    # ``extra_samples`` samples of each prompt (None: all): the top-1 probability and the
+    # T = 1 mass outside ``extra_truncation``'s kept set (its temperature, top-k, top-p,
+    # min-p), per token. The fork/lock probe reads round 0's from the store instead of
+    # scoring those samples again (analysis/probe.py). They change nothing that is drawn.
+    extra_truncation: SamplingParams | None = None
+    extra_samples: int | None = None
+
+    def wants_extra(self, sample: int) -> bool:
+        """Whether sample ``sample`` (0-based, of its prompt) records the extra statistics."""
+        if self.extra_truncation is None:
+            return False
+        return self.extra_samples is None or sample < self.extra_samples
 
 
 @dataclass
@@ -78,7 +91,10 @@ class Completion:
     distribution (T = 1), ``entropies[i]`` the entropy of that full distribution
     (nats), and ``tail_mass[i]`` the probability mass (at T = 1) outside the set
     kept by the sampling truncation at that position (0 when nothing is truncated).
-    ``finish_reason`` is "stop" (a stop string or EOS) or "length".
+    ``finish_reason`` is "stop" (a stop string or EOS) or "length". ``top1[i]`` (the
+    top-1 probability at T = 1) and ``extra_tail_mass[i]`` (the T = 1 mass outside
+    ``SamplingParams.extra_truncation``'s kept set) are there when the params asked for
+    them (``SamplingParams.wants_extra``), empty otherwise.
     """
 
     text: str
@@ -87,6 +103,8 @@ class Completion:
     entropies: list[float] = field(default_factory=list)
     tail_mass: list[float] = field(default_factory=list)
     finish_reason: str = "stop"
+    top1: list[float] = field(default_factory=list)
+    extra_tail_mass: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -111,6 +129,22 @@ class TrainSettings:
     group_by_length: bool = True
     autocast: str = "auto"
     gradient_checkpointing: bool = False
+
+
+@dataclass(frozen=True)
+class LaunchSettings:
+    """How the trainer is launched: ``processes`` data-parallel processes on this machine
+    (1: in the caller's process; more: ``torchrun``, engine/train_launch.py), ``nodes``
+    machines in all, meeting at ``rendezvous`` ("HOST:PORT" of node 0) when more than one."""
+
+    processes: int = 1
+    nodes: int = 1
+    rendezvous: str = ""
+
+    @property
+    def launched(self) -> bool:
+        """Whether training runs in processes of its own (a launcher's)."""
+        return self.processes > 1 or self.nodes > 1
 
 
 @dataclass(frozen=True)
@@ -151,6 +185,7 @@ class EngineSettings:
     schedule: str = "batch"  # the transformers sampler's: "batch" (exact) or "refill"
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    launch: LaunchSettings = field(default_factory=LaunchSettings)
     vllm: VllmSettings = field(default_factory=VllmSettings)
 
 

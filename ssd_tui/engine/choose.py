@@ -237,13 +237,20 @@ class Engines:
 
     # ---- the trainer and the scoring model ----------------------------------------
     def trainer(self) -> Trainer:
-        """The LoRA trainer. It takes the device, so the sampler lets go of it first,
-        unless one engine on the CPU serves the whole run."""
+        """The LoRA trainer: in this process, or under torchrun with ``[train] processes``
+        > 1 (engine/train_launch.py). It takes the device, so the sampler lets go of it
+        first, unless one engine on the CPU serves the whole run."""
         if not self._keeps_engine():
             self.release_sampler()
+        s = self.settings
+        if s.launch.launched:  # torchrun's processes load the model: nothing to import here
+            from ssd_tui.engine.train_launch import LaunchedTrainer
+
+            return LaunchedTrainer(
+                self.model_path, s.lora, s.train, s.dtype, s.device, s.launch, s.threads
+            )
         from ssd_tui.engine.hf import HFTrainer
 
-        s = self.settings
         return HFTrainer(self.model_path, s.lora, s.train, s.dtype, s.device)
 
     def trainer_settings(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from ssd_tui.engine.base import Completion, SamplingParams
-from ssd_tui.engine.truncation import is_greedy, truncate_logits, truncates
+from ssd_tui.engine.truncation import is_greedy, tail_mass, truncate_logits, truncates
 
 # forward(input_ids=, attention_mask=, position_ids=, cache=) -> (last logits, cache)
 Forward = Callable[..., tuple[torch.Tensor, Any]]
@@ -132,7 +132,19 @@ def same_decoding(a: SamplingParams, b: SamplingParams) -> bool:
 class _Row:
     """Growing state of one sequence during decoding."""
 
-    __slots__ = ("job", "gen", "ids", "logprobs", "entropies", "tail", "text", "finish", "cut")
+    __slots__ = (
+        "job",
+        "gen",
+        "ids",
+        "logprobs",
+        "entropies",
+        "tail",
+        "top1",
+        "extra_tail",
+        "text",
+        "finish",
+        "cut",
+    )
 
     def __init__(self, job: Job) -> None:
         self.job = job
@@ -141,6 +153,8 @@ class _Row:
         self.logprobs: list[float] = []
         self.entropies: list[float] = []
         self.tail: list[float] = []
+        self.top1: list[float] = []  # with the extra statistics (SamplingParams.wants_extra)
+        self.extra_tail: list[float] = []
         self.finish: str | None = None
         self.cut: int | None = None  # char offset of the stop string in the decoded text
         self.text: str | None = None
@@ -286,6 +300,7 @@ class Decoder:
         tokens, lps, ents, tails = pick_tokens(
             slots.logits, params, self._draws(slots.rows, params)
         )
+        _record_extra(slots)  # from the same logits, before the step replaces them
         keep = self._record(slots.rows, tokens.tolist(), torch.stack([lps, ents, tails]))
         finished = [row for row in slots.rows if row.finish is not None]
         return self._step(slots, tokens, keep), finished
@@ -440,4 +455,24 @@ class Decoder:
             entropies=row.entropies[:n],
             tail_mass=row.tail[:n],
             finish_reason=row.finish or "length",
+            top1=row.top1[:n],
+            extra_tail_mass=row.extra_tail[:n],
         )
+
+
+def _record_extra(slots: _Slots) -> None:
+    """The extra statistics of the rows whose params ask for them (``wants_extra``): the
+    top-1 probability and the T = 1 mass outside ``extra_truncation``, computed as the
+    probe computes them (``probe.position_stats``) from the logits the token is drawn from."""
+    extra = slots.params.extra_truncation
+    if extra is None:
+        return
+    rows = [i for i, row in enumerate(slots.rows) if row.job.params.wants_extra(row.job.sample)]
+    if not rows:
+        return
+    z = slots.logits[rows].float()
+    top1 = torch.log_softmax(z, dim=-1).exp().max(dim=-1).values
+    tails = tail_mass(z, extra)
+    for i, p1, t in zip(rows, top1.tolist(), tails.tolist(), strict=True):
+        slots.rows[i].top1.append(p1)
+        slots.rows[i].extra_tail.append(t)

@@ -177,6 +177,12 @@ TABLES: dict[str, tuple[str, dict[str, str]]] = {
             "entropies": "Entropy of the full next-token distribution (float32, nats).",
             "tail_mass": "Probability mass outside the sampling truncation set at T = 1 "
             "(float32; 0 when nothing is truncated).",
+            "top1": "Top-1 probability of the next-token distribution at T = 1 (float32); "
+            "recorded for the round-0 evaluation samples the fork/lock probe may take, "
+            "NULL otherwise (and before schema 7).",
+            "train_tail_mass": "Probability mass at T = 1 outside the training truncation "
+            "set ([sampling]: T_train, top-k, top-p, min-p; float32), where top1 is "
+            "recorded; 1 minus it is the paper's KeptMass.",
         },
     ),
     "verdicts": (

@@ -171,6 +171,9 @@ class Pipeline:
         self.eval_problems: list[Problem] = []
         self._ids: dict[str, dict[str, int]] = {}
         self.isolation: Isolation | None = None  # what runs the test programs
+        # Round 0's probe reads what was stored when its samples were drawn; False scores
+        # them again (benchmarks/bench_probe_reuse.py times both).
+        self.reuse_stored = True
 
     # ---- set-up --------------------------------------------------------------------
     def prepare(self, rounds: int | None = None) -> None:
@@ -539,11 +542,20 @@ class Pipeline:
         base, init = self._train_start(rnd)
         self._progress(rnd, "train", 0, 0, "loading model")
         trainer = self._engines_for(base).trainer()  # the sampler hands it the device
+        describe = getattr(trainer, "describe", None)  # a launched trainer (docs/engine.md)
+        if describe is not None:
+            self.store.log(f"round {rnd}: training with {describe()}", rnd=rnd, stage="train")
         self.rep.stage_start(rnd, "train", 0, 0)
+        shown = (0, 0)
 
         def progress(step: int, total: int) -> None:
+            nonlocal shown
             self._check_stop()
-            self._progress(rnd, "train", step, total, "training")
+            # A launched trainer also calls while no step ends (0, 0 until the first), so
+            # that a stop is seen: only a new step is news.
+            if total and (step, total) != shown:
+                shown = (step, total)
+                self._progress(rnd, "train", step, total, "training")
 
         trainer.train(kept, out, init_adapter=Path(init) if init else None, progress=progress)
         self.store.add_train_log(rnd, trainer.history)
@@ -608,6 +620,7 @@ class Pipeline:
                 p = by_name.get(row["name"])
                 return self.render(p) if p else row["prompt"]
 
+            t0 = time.monotonic()
             warnings = analysis.analyse_round(
                 self.store,
                 rnd,
@@ -618,6 +631,16 @@ class Pipeline:
             )
         finally:
             self._active.release_scoring_model()
+        # (an engine's own scorer, such as the tests' fake engine's, counts neither)
+        reused, scored = getattr(scorer, "reused", 0), getattr(scorer, "scored", 0)
+        if reused or scored:
+            self.store.log(
+                f"round {rnd}: fork/lock probe of {reused + scored} samples: "
+                f"{reused} read as stored when they were drawn, {scored} scored "
+                f"(analysis {time.monotonic() - t0:.1f}s)",
+                rnd=rnd,
+                stage="analyse",
+            )
         for w in warnings:
             self.store.log(
                 f"round {rnd}: warning [{w['rule']}] {w['message']}", "warning", rnd, "analyse"
@@ -638,7 +661,10 @@ class Pipeline:
         )
 
     def _scorer(self, rnd: int) -> Callable[[list[str], list[str]], list[dict[str, Any]]]:
-        """Teacher-forced scoring with round `rnd`'s model (any engine: Engines.scoring_model)."""
+        """Teacher-forced scoring with round ``rnd``'s model (any engine:
+        Engines.scoring_model, loaded only if a sample must be scored). Round 0's probe
+        samples were scored when they were drawn (``_with_probe_stats``): their stored
+        statistics are read instead (``probe.ReusingScorer``)."""
         model = self.model_of(rnd)
         engines = self._engines_for(model.base)
         params = self.cfg.eval_sampling(seed=0)
@@ -649,17 +675,34 @@ class Pipeline:
             return own
         # Here, not at the top: the probe imports torch (~1 s), and `ssd-tui check` imports
         # this module without needing it.
-        from ssd_tui.analysis.probe import score_completions
+        from ssd_tui.analysis.probe import ReusingScorer
 
-        scoring = engines.scoring_model(model.adapter)
-        return lambda prompts, completions: score_completions(
-            scoring.model,
-            scoring.tokenizer,
-            prompts,
-            completions,
+        stored = self._stored_probe_stats(params) if rnd == 0 and self.reuse_stored else {}
+        return ReusingScorer(
+            engines.tokenizer(),
+            lambda: engines.scoring_model(model.adapter).model,
             params,
-            train_params=train_params,
+            train_params,
+            stored,
         )
+
+    def _stored_probe_stats(
+        self, params: SamplingParams
+    ) -> dict[tuple[str, str], list[dict[str, Any]]]:
+        """Round 0's samples at T_eval stored with the probe's extras, by (prompt, completion):
+        only those drawn with the truncation the probe measures (``params``')."""
+        by_id = {i: p for p in self.eval_problems if (i := self._ids["eval"].get(p.id))}
+        out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for r in self.store.probe_ready_samples(0, "eval", params.temperature):
+            same = (r["top_k"], r["top_p"], r["min_p"]) == (
+                params.top_k,
+                params.top_p,
+                params.min_p,
+            )
+            if same and r["problem_id"] in by_id:
+                key = (self.render(by_id[r["problem_id"]]), r["completion"])
+                out.setdefault(key, []).append(r)
+        return out
 
     # ---- exact token statistics ---------------------------------------------------------
     def fill_token_stats(
@@ -670,16 +713,19 @@ class Pipeline:
         temperature: float | None,
         model: RoundModel | str | None,
         problems: Sequence[Problem],
+        extra_of: SamplingParams | None = None,
     ) -> int:
         """Exact statistics for the samples stored without them (vLLM's); returns how many
         were written.
 
-        One teacher-forced pass of ``model`` (a round's, or an adapter on the run's model) over each sample's stored tokens
-        (``probe.score_token_ids``, the probe's scoring code) gives log p, the entropy of the
-        full distribution (T = 1) and the mass outside the sample's own truncation set,
-        exactly as the transformers sampler records them while decoding. Each batch is
-        written in one transaction and only where the statistics are still missing, so a
-        kill -9 loses at most the batch in flight and a rerun scores only the rest.
+        One teacher-forced pass of ``model`` (a round's, or an adapter on the run's model)
+        over each sample's stored tokens (``probe.score_token_ids``, the probe's scoring
+        code) gives log p, the entropy of the full distribution (T = 1) and the mass outside
+        the sample's own truncation set, exactly as the transformers sampler records them
+        while decoding; and, for the samples ``extra_of.wants_extra`` names (the stage's
+        params), the probe's extras as the sampler would record them. Each batch is written
+        in one transaction and only where the statistics are still missing, so a kill -9
+        loses at most the batch in flight and a rerun scores only the rest.
         """
         ids = self._ids[purpose]
         by_pid = {ids[p.id]: p for p in problems if p.id in ids}
@@ -703,23 +749,27 @@ class Pipeline:
         # Same prompt and similar length side by side: little padding in a batch.
         todo.sort(key=lambda r: (len(prompts[r["problem_id"]]), len(r["token_ids"]), r["id"]))
         lengths = [len(prompts[r["problem_id"]]) + len(r["token_ids"]) for r in todo]
+        extra = extra_of.extra_truncation if extra_of is not None else None
         total, done, written = len(todo), 0, 0
         t0 = time.monotonic()
         self._progress(rnd, stage, 0, total, "token statistics")
         for batch in batches_by_tokens(lengths, STATS_BATCH_TOKENS):
             self._check_stop()
             rows = [todo[i] for i in batch]
-            for key, group in _by_params(rows).items():
+            for key, group in _by_params(rows, extra_of).items():
+                wants = key[-1]
                 stats = score_token_ids(
                     scoring.model,
                     [prompts[r["problem_id"]] for r in group],
                     [r["token_ids"] for r in group],
-                    SamplingParams(*key),
+                    SamplingParams(*key[:-1]),
                     batch_size=len(group),
+                    train_params=extra if wants else None,
                 )
                 written += self.store.set_token_stats(
                     [
                         (r["id"], st["logprobs"], st["entropies"], st["tail_mass"])
+                        + ((st["top1"], st["train_tail_mass"]) if wants else ())
                         for r, st in zip(group, stats, strict=True)
                     ]
                 )
@@ -802,7 +852,9 @@ class Pipeline:
                     self._check_stop()
         # Engines that do not record every statistic exactly (vLLM): one pass fills them in.
         try:
-            self.fill_token_stats(rnd, stage, purpose, params.temperature, m, problems)
+            self.fill_token_stats(
+                rnd, stage, purpose, params.temperature, m, problems, extra_of=params
+            )
         finally:
             engines.release_scoring_model()
 
@@ -833,6 +885,23 @@ class Pipeline:
             c.logprobs,
             c.entropies,
             c.tail_mass,
+            c.top1,
+            c.extra_tail_mass,
+        )
+
+    def _with_probe_stats(self, rnd: int, params: SamplingParams) -> SamplingParams:
+        """Round 0's samples at T_eval, the fork/lock probe's, record what it needs beside
+        their own statistics (the top-1 probability and the training truncation's tail), so
+        that round 0's probe reads them instead of scoring them again (docs/analysis.md).
+        Only the samples the probe can take: it takes the first sample of each problem
+        first, up to ``[analysis] probe_samples`` (0 = all)."""
+        if rnd != 0 or params.temperature != self.cfg.eval.temperature:
+            return params
+        cap, n_problems = self.cfg.analysis.probe_samples, max(1, len(self.eval_problems))
+        return replace(
+            params,
+            extra_truncation=self.cfg.train_sampling(seed=0),
+            extra_samples=-(-cap // n_problems) if cap else None,
         )
 
     def _evaluate(self, rnd: int, stage: str, temperature: float, label: str = "") -> None:
@@ -842,7 +911,9 @@ class Pipeline:
             return
         iso = self.isolation or choose_isolation(cfg.sandbox.isolation)
         self.store.note_sandbox(rnd, stage, iso.label)
-        params = cfg.eval_sampling(seed=cfg.run.seed, temperature=temperature)
+        params = self._with_probe_stats(
+            rnd, cfg.eval_sampling(seed=cfg.run.seed, temperature=temperature)
+        )
         self._generate(
             rnd,
             stage,
@@ -966,11 +1037,16 @@ def _trainable(completion: str, min_lines: int) -> bool:
     return bool(completion.strip()) and len(lines) >= min_lines
 
 
-def _by_params(rows: Sequence[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    """Rows grouped by their truncation settings (temperature, top_k, top_p, min_p)."""
+def _by_params(
+    rows: Sequence[dict[str, Any]], extra_of: SamplingParams | None = None
+) -> dict[tuple, list[dict[str, Any]]]:
+    """Rows grouped by their truncation settings (temperature, top_k, top_p, min_p) and
+    whether they get the extra statistics (``extra_of.wants_extra`` of their sample index)."""
     out: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
-        out.setdefault((r["temperature"], r["top_k"], r["top_p"], r["min_p"]), []).append(r)
+        wants = extra_of is not None and extra_of.wants_extra(r["sample_idx"])
+        key = (r["temperature"], r["top_k"], r["top_p"], r["min_p"], wants)
+        out.setdefault(key, []).append(r)
     return out
 
 

@@ -56,6 +56,21 @@ class SampleRow:
     logprobs: Sequence[float]
     entropies: Sequence[float]
     tail_mass: Sequence[float]
+    # The fork/lock probe's extras, where recorded (round 0's eval samples): empty otherwise.
+    top1: Sequence[float] = ()
+    train_tail_mass: Sequence[float] = ()
+
+
+#: The token_stats columns a sample's statistics are written to, in order.
+_TOKEN_STATS_INSERT = (
+    "INSERT INTO token_stats (sample_id, token_ids, logprobs, entropies, tail_mass, top1, "
+    "train_tail_mass) VALUES (?,?,?,?,?,?,?)"
+)
+
+
+def _optional(values: Sequence[float] | None) -> bytes | None:
+    """A packed array, or NULL for one that was not recorded."""
+    return pack(values) if values is not None and len(values) else None
 
 
 #: The columns of a sample another run's round lends (``import_eval_rows``), in order.
@@ -469,9 +484,11 @@ class RunStore:
                     continue
                 written += 1
                 sid = cur.lastrowid
+                # Not the probe's extras: they were recorded under the other run's training
+                # truncation, which may differ ([sampling] does not make round 0).
                 c.execute(
-                    "INSERT INTO token_stats VALUES (?,?,?,?,?)",
-                    (sid, r["token_ids"], r["logprobs"], r["entropies"], r["tails"]),
+                    _TOKEN_STATS_INSERT,
+                    (sid, r["token_ids"], r["logprobs"], r["entropies"], r["tails"], None, None),
                 )
                 if r["status"] is not None:
                     c.execute(
@@ -596,13 +613,15 @@ class RunStore:
                     continue
                 written += 1
                 c.execute(
-                    "INSERT INTO token_stats VALUES (?,?,?,?,?)",
+                    _TOKEN_STATS_INSERT,
                     (
                         cur.lastrowid,
                         pack(s.token_ids, "<i4"),
                         pack(s.logprobs),
                         pack(s.entropies),
                         pack(s.tail_mass),
+                        _optional(s.top1),
+                        _optional(s.train_tail_mass),
                     ),
                 )
         return written
@@ -650,12 +669,39 @@ class RunStore:
         ).fetchone()
         if row is None:
             return {k: np.zeros(0) for k in ("token_ids", "logprobs", "entropies", "tail_mass")}
-        return {
+        out = {
             "token_ids": unpack(row["token_ids"], "<i4"),
             "logprobs": unpack(row["logprobs"]),
             "entropies": unpack(row["entropies"]),
             "tail_mass": unpack(row["tail_mass"]),
         }
+        for extra in ("top1", "train_tail_mass"):  # where recorded (schema 7)
+            if extra in row.keys() and row[extra] is not None:
+                out[extra] = unpack(row[extra])
+        return out
+
+    def probe_ready_samples(self, rnd: int, purpose: str, temperature: float) -> list[dict]:
+        """A round's samples at one temperature whose statistics include the probe's extras
+        (top-1 and the training truncation's tail), as stored: id, problem_id, completion,
+        top_k, top_p, min_p, and the arrays token_ids, logprobs, entropies, tail_mass, top1,
+        train_tail_mass. Empty in files from before schema 7."""
+        if not self.has_column("token_stats", "top1"):
+            return []
+        q = (
+            "SELECT s.id, s.problem_id, s.completion, s.top_k, s.top_p, s.min_p, t.token_ids, "
+            "t.logprobs, t.entropies, t.tail_mass, t.top1, t.train_tail_mass FROM samples s "
+            "JOIN token_stats t ON t.sample_id = s.id WHERE s.round=? AND s.purpose=? AND "
+            "s.temperature=? AND t.top1 IS NOT NULL AND t.train_tail_mass IS NOT NULL "
+            "AND s.mean_entropy IS NOT NULL ORDER BY s.id"
+        )
+        out = []
+        for r in self.conn.execute(q, (rnd, purpose, temperature)):
+            row = dict(r)
+            row["token_ids"] = unpack(row["token_ids"], "<i4")
+            for k in ("logprobs", "entropies", "tail_mass", "top1", "train_tail_mass"):
+                row[k] = unpack(row[k])
+            out.append(row)
+        return out
 
     # Exact token statistics are filled in after sampling for an engine that does not give
     # them (vLLM, docs/engine.md); nothing in the schema marks it: a sample with tokens and
@@ -665,10 +711,12 @@ class RunStore:
     ) -> list[dict[str, Any]]:
         """Samples with tokens but no exact statistics (NULL ``mean_entropy``), in id order.
 
-        Each row: id, problem_id, temperature, top_k, top_p, min_p, token_ids (int32 array).
+        Each row: id, problem_id, sample_idx, temperature, top_k, top_p, min_p, token_ids
+        (int32 array).
         """
         q = (
-            "SELECT s.id, s.problem_id, s.temperature, s.top_k, s.top_p, s.min_p, t.token_ids "
+            "SELECT s.id, s.problem_id, s.sample_idx, s.temperature, s.top_k, s.top_p, s.min_p, "
+            "t.token_ids "
             "FROM samples s JOIN token_stats t ON t.sample_id = s.id WHERE s.round=? AND "
             "s.purpose=? AND s.mean_entropy IS NULL AND s.n_tokens > 0"
         )
@@ -683,10 +731,10 @@ class RunStore:
             rows.append(row)
         return rows
 
-    def set_token_stats(
-        self, stats: Sequence[tuple[int, Sequence[float], Sequence[float], Sequence[float]]]
-    ) -> int:
-        """Write exact statistics (sample id, logprobs, entropies, tail_mass) in one transaction.
+    def set_token_stats(self, stats: Sequence[tuple[Any, ...]]) -> int:
+        """Write exact statistics in one transaction: per sample (sample id, logprobs,
+        entropies, tail_mass), optionally followed by (top1, train_tail_mass), the probe's
+        extras (None: not recorded).
 
         Only samples still without them (NULL ``mean_entropy``) are written, and the arrays
         must match the stored tokens: a replayed batch changes nothing. Returns how many
@@ -694,13 +742,17 @@ class RunStore:
         """
         written = 0
         with self.transaction() as c:
-            for sid, logprobs, entropies, tails in stats:
+            for sid, logprobs, entropies, tails, *extra in stats:
                 n = c.execute(
                     "SELECT n_tokens FROM samples WHERE id=? AND mean_entropy IS NULL", (sid,)
                 ).fetchone()
                 if n is None:
                     continue
-                if not n[0] == len(logprobs) == len(entropies) == len(tails):
+                top1, train_tails = (extra + [None, None])[:2]
+                lengths = {
+                    len(a) for a in (logprobs, entropies, tails, top1, train_tails) if a is not None
+                }
+                if lengths != {n[0]}:
                     raise ValueError(f"sample {sid}: statistics do not match its {n[0]} tokens")
                 c.execute(
                     "UPDATE samples SET logprob_sum=?, mean_entropy=?, mean_tail_mass=? WHERE id=?",
@@ -712,8 +764,16 @@ class RunStore:
                     ),
                 )
                 c.execute(
-                    "UPDATE token_stats SET logprobs=?, entropies=?, tail_mass=? WHERE sample_id=?",
-                    (pack(logprobs), pack(entropies), pack(tails), sid),
+                    "UPDATE token_stats SET logprobs=?, entropies=?, tail_mass=?, top1=?, "
+                    "train_tail_mass=? WHERE sample_id=?",
+                    (
+                        pack(logprobs),
+                        pack(entropies),
+                        pack(tails),
+                        _optional(top1),
+                        _optional(train_tails),
+                        sid,
+                    ),
                 )
                 written += 1
         return written

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
@@ -244,6 +244,15 @@ MIGRATIONS: dict[int, list[str]] = {
         TRAIN_SETS_SCHEMA,
     ],
     6: [BEHAVIOURS_SCHEMA],
+    7: [
+        # What the fork/lock probe needs of round 0's samples beside their own statistics,
+        # stored as they are scored (by the sampler, or the exact-statistics pass) so that
+        # round 0's probe reads them instead of scoring the samples again (docs/analysis.md):
+        # float32 per token, the top-1 probability and the T = 1 mass outside the training
+        # truncation set ([sampling]'s). NULL where not recorded (other samples, older runs).
+        "ALTER TABLE token_stats ADD COLUMN top1 BLOB",
+        "ALTER TABLE token_stats ADD COLUMN train_tail_mass BLOB",
+    ],
 }
 
 _ADD_COLUMN = re.compile(r"\s*ALTER TABLE (\w+) ADD COLUMN (\w+)", re.I)
