@@ -456,7 +456,7 @@ def test_the_evaluate_stage_stores_the_reasons_beside_the_verdict(tmp_path, monk
 
     from runkit import write_config, write_problems
 
-    import ssd_tui.evaluation.check as evaluate
+    import ssd_tui.runs.pipeline as pipeline
     from ssd_tui.config import load_config
     from ssd_tui.evaluation.check import Verdict
     from ssd_tui.problems.sets import load_jsonl
@@ -489,7 +489,7 @@ def test_the_evaluate_stage_stores_the_reasons_beside_the_verdict(tmp_path, monk
         for i, _ in enumerate(items):
             yield i, Verdict("passed", "", 0.01)
 
-    monkeypatch.setattr(evaluate, "check_samples", fake_check)
+    monkeypatch.setattr(pipeline, "check_samples", fake_check)
     monkeypatch.setattr(Pipeline, "_generate", lambda self, *a, **kw: None)
     pipe = Pipeline(cfg, store)
     pipe._ids = {"eval": ids}

@@ -264,7 +264,7 @@ def test_a_sweep_over_t_train_computes_round_0_once(tmp_path: Path, tiny_model_d
     """Four T_train points share one round 0 (evaluate and the temperature-only baseline
     computed by the first run, reused by the other three, each saying where from), and
     every run ends with the numbers it has alone."""
-    from runkit import run_cli, snapshot, write_config, write_problems
+    from runkit import run_fake, snapshot, write_config, write_problems
 
     write_problems(tmp_path, n_train=4)
     common = {"eval__baseline_temperatures": [0.5], "train__epochs": 1}
@@ -294,6 +294,6 @@ def test_a_sweep_over_t_train_computes_round_0_once(tmp_path: Path, tiny_model_d
         alone.mkdir()
         write_problems(alone, n_train=4)
         cfg = write_config(alone, tiny_model_dir, rounds=1, sampling__temperature=t, **common)
-        done = run_cli(cfg)
+        done = run_fake(cfg)  # as the sweep's runs: ssd-tui run with the fake engine
         assert done.returncode == 0, done.stderr[-2000:]
         assert snapshot(load_config(cfg).db_path) == snapshot(plan.db_path(run)), run.label
