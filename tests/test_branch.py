@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from runkit import run_cli, snapshot, write_config, write_problems
+from runkit import run_cli, run_fake, snapshot, write_config, write_problems
 
 from ssd_tui.config import load_config
 from ssd_tui.runs.branch import branch_config
@@ -20,15 +20,25 @@ from ssd_tui.runs.pipeline import derive_seed
 from ssd_tui.store.run_store import RunStore
 
 
-@pytest.fixture(scope="module")
-def parent(tmp_path_factory, tiny_model_dir) -> Path:
+def _parent(folder: Path, model: Path, run) -> Path:
     """A finished 2-round run: the parent (its run folder)."""
-    folder = tmp_path_factory.mktemp("parent")
     write_problems(folder)
-    config = write_config(folder, tiny_model_dir, rounds=2, train__epochs=1)
-    r = run_cli(config)
+    config = write_config(folder, model, rounds=2, train__epochs=1)
+    r = run(config)
     assert r.returncode == 0, r.stderr
     return load_config(config).run_dir
+
+
+@pytest.fixture(scope="module")
+def parent(tmp_path_factory, tiny_model_dir) -> Path:
+    """The parent made by the real engine: its adapters are real ones."""
+    return _parent(tmp_path_factory.mktemp("parent"), tiny_model_dir, run_cli)
+
+
+@pytest.fixture(scope="module")
+def fake_parent(tmp_path_factory, tiny_model_dir) -> Path:
+    """The parent made by ssd-tui run's path with the fake engine (tests/fixtures)."""
+    return _parent(tmp_path_factory.mktemp("fake-parent"), tiny_model_dir, run_fake)
 
 
 def _eval_rows(db: Path, rnd: int) -> list[tuple]:
@@ -49,6 +59,7 @@ def _eval_rows(db: Path, rnd: int) -> list[tuple]:
     return rows + metrics
 
 
+@pytest.mark.engine  # a real sampler draws from the parent's real adapter
 def test_a_branchs_round_0_is_the_parents_round_k(parent, tmp_path, tiny_model_dir) -> None:
     write_problems(tmp_path)
     config = write_config(tmp_path, tiny_model_dir, rounds=1, train__epochs=1)
@@ -122,12 +133,12 @@ def test_a_branchs_round_0_is_the_parents_round_k(parent, tmp_path, tiny_model_d
     assert len(other.stderr.strip().splitlines()) == 1
 
 
-def test_another_evaluation_is_computed_here(parent, tmp_path, tiny_model_dir) -> None:
+def test_another_evaluation_is_computed_here(fake_parent, tmp_path, tiny_model_dir) -> None:
     """A branch whose T_eval differs from its parent's evaluates round 0 itself, and says
     why; its lineage is recorded all the same."""
     write_problems(tmp_path)
     config = write_config(tmp_path, tiny_model_dir, rounds=0, eval__temperature=0.5)
-    r = run_cli(config, "--from", str(parent / "run.db"), "--round", "1")
+    r = run_fake(config, "--from", str(fake_parent / "run.db"), "--round", "1")
     assert r.returncode == 0, r.stderr
     store = RunStore.open(load_config(config).db_path, readonly=True)
     assert store.stage(0, "evaluate")["reused_from"] is None
@@ -137,40 +148,40 @@ def test_another_evaluation_is_computed_here(parent, tmp_path, tiny_model_dir) -
     store.close()
 
 
-def test_wrong_branches_are_one_line_errors(parent, tmp_path, tiny_model_dir) -> None:
+def test_wrong_branches_are_one_line_errors(fake_parent, tmp_path, tiny_model_dir) -> None:
     from conftest import build_tiny_model
 
     write_problems(tmp_path)
     config = write_config(tmp_path, tiny_model_dir, rounds=1)
     cases = [
-        (["--from", str(parent), "--round", "5"], "round 5 of"),
+        (["--from", str(fake_parent), "--round", "5"], "round 5 of"),
         (["--from", str(tmp_path / "none"), "--round", "1"], "no run database there"),
         (["--round", "1"], "--round K goes with --from"),
-        (["--from", str(parent)], "say which of its rounds"),
+        (["--from", str(fake_parent)], "say which of its rounds"),
     ]
     for args, message in cases:
-        r = run_cli(config, *args)
+        r = run_fake(config, *args)
         assert r.returncode == 2 and message in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # refused before any run folder is made
-    same = write_config(tmp_path, tiny_model_dir, run__dir=str(parent))
-    r = run_cli(same, "--from", str(parent), "--round", "1")
+    same = write_config(tmp_path, tiny_model_dir, run__dir=str(fake_parent))
+    r = run_fake(same, "--from", str(fake_parent), "--round", "1")
     assert r.returncode == 2 and "a run folder of its own" in r.stderr
     other_model = build_tiny_model(tmp_path / "other-model", seed=1)
     config = write_config(tmp_path, other_model, rounds=1)
-    r = run_cli(config, "--from", str(parent), "--round", "1")
+    r = run_fake(config, "--from", str(fake_parent), "--round", "1")
     assert r.returncode == 2 and "is not the model that run trained" in r.stderr, r.stderr
 
 
-def test_the_app_writes_a_branch_config(parent, tmp_path) -> None:
+def test_the_app_writes_a_branch_config(fake_parent, tmp_path) -> None:
     """The app's branch action: the parent's own config, renamed, in a new folder, every
     path naming the same files from there."""
     runs = tmp_path / "runs"
-    path = branch_config(parent, "t-r1", runs)
-    cfg, pcfg = load_config(path), load_config(parent / "config.toml")
+    path = branch_config(fake_parent, "t-r1", runs)
+    cfg, pcfg = load_config(path), load_config(fake_parent / "config.toml")
     assert (cfg.run.name, cfg.run_dir) == ("t-r1", (runs / "t-r1").resolve())
     assert cfg.resolve(cfg.data.benchmark) == pcfg.resolve(pcfg.data.benchmark)
     assert cfg.resolve(cfg.model.path) == pcfg.resolve(pcfg.model.path)
     assert cfg.sampling == pcfg.sampling and cfg.rounds == pcfg.rounds
     with pytest.raises(Exception, match="exists"):
-        branch_config(parent, "t-r1", runs)
+        branch_config(fake_parent, "t-r1", runs)

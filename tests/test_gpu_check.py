@@ -31,6 +31,7 @@ def _module(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return mod
 
 
+@pytest.mark.engine  # the whole check on the demo model: the engine tier (CI runs it)
 def test_the_dry_run_prints_the_table_and_passes(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, str(SCRIPT), *SMALL, "--run-problems", "2", "--keep", str(tmp_path)],

@@ -390,6 +390,7 @@ def _wait_for(db: Path, stage: str, rnd: int, timeout: float = 180) -> bool:
     return False
 
 
+@pytest.mark.engine  # real runs on the tiny model, killed and resumed: the engine tier
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize(
     ("policy", "stage"),
