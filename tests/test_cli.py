@@ -144,7 +144,7 @@ def test_check_reports_what_a_run_would_use(project):
 
 
 def test_check_says_when_vllm_would_refuse_the_temperature(project, tiny_model_dir):
-    """issue 15: vLLM stops at T = 2; check says so before anything runs."""
+    """vLLM stops at T = 2; check says so before anything runs."""
     folder, _ = project
     config = write_config(folder, tiny_model_dir, run__engine="vllm", eval__temperature=2.5)
     r = ssd("check", str(config))

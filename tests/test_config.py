@@ -176,7 +176,7 @@ def test_chat_style_defaults_to_the_closing_fence_but_keeps_explicit_stops(tmp_p
 
 
 def test_temperature_range_follows_the_engine(tmp_path):
-    """issue 15: vLLM refuses T > 2, so a vLLM run says so when the config is read."""
+    """vLLM refuses T > 2, so a vLLM run says so when the config is read."""
     hot = "[eval]\ntemperature = 2.5\n"
     assert loads_config(MINIMAL + hot).eval.temperature == 2.5  # the hf engine takes it
     vllm = MINIMAL + '[run]\nengine = "vllm"\n'

@@ -1,4 +1,4 @@
-"""`[run] engine = "auto"`: which sampler runs, and why (issue 16)."""
+"""`[run] engine = "auto"`: which sampler runs, and why."""
 
 from __future__ import annotations
 

@@ -151,7 +151,7 @@ def test_engine_kwargs_and_unknown_options(fake) -> None:
     assert "vLLM 0.9.2 has no engine option logprobs_mode" in _lone_line(e)
 
 
-# ----------------------------------------------------------------------------- CPU platform (issue 15)
+# ----------------------------------------------------------------------------- CPU platform
 
 
 def test_cpu_engine_settings_default_and_override() -> None:
@@ -206,7 +206,7 @@ def test_apply_env_replaces_its_own_values_never_the_users(monkeypatch) -> None:
 
 
 def test_cpu_env_gives_each_tensor_parallel_rank_its_cores() -> None:
-    """Issue 16: vLLM's CPU backend binds rank i to the i-th '|'-separated group."""
+    """vLLM's CPU backend binds rank i to the i-th '|'-separated group."""
     assert cpu_env(0, [0, 1], ranks=2)["VLLM_CPU_OMP_THREADS_BIND"] == "0|1"
     assert cpu_env(0, [0, 1, 2, 3, 4], ranks=2)["VLLM_CPU_OMP_THREADS_BIND"] == "0,1|2,3,4"
     with pytest.raises(SSDError, match=r"tensor_parallel_size = 3 needs a core per rank"):
@@ -392,7 +392,7 @@ def test_engine_starts_lazily_with_raw_logprobs(fake, sampler: VLLMSampler) -> N
     assert kw["logprobs_mode"] == "raw_logprobs"
     assert kw["max_logprobs"] == 20  # config tops: sampling top_k 0, eval top_k 0
     # A run with SSD rounds will serve adapters: LoRA is on from the first engine, so the
-    # base model and every adapter after it share one engine (issue 16)
+    # base model and every adapter after it share one engine
     assert kw["enable_lora"] is True and kw["max_loras"] == 1
 
 
@@ -460,7 +460,7 @@ def test_pipeline_runs_a_round_on_the_fake(
         "FROM samples s JOIN token_stats t ON t.sample_id = s.id"
     ).fetchall()
     assert len(rows) == 4 * 2 + 3 * 2 * 2
-    for ids, lps, ents, tails, n, mean_h in rows:  # issue 16: the exact-statistics pass
+    for ids, lps, ents, tails, n, mean_h in rows:  # the exact-statistics pass
         assert len(unpack(ids, "<i4")) == n == len(unpack(lps)) == len(unpack(tails))
         assert len(unpack(ents)) == n and mean_h == pytest.approx(unpack(ents).mean(), abs=1e-5)
     probe = {(r["round"], r["name"]) for r in store.metrics("probe")}  # fork/lock, both rounds

@@ -1,4 +1,4 @@
-"""Strict sandbox isolation by default (issue 20): a run refuses to evaluate with a weaker
+"""Strict sandbox isolation by default: a run refuses to evaluate with a weaker
 sandbox unless its config opts in, and the isolation that ran is on record: in the run DB
 (per stage), the app's status line, the report, and exports.
 

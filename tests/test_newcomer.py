@@ -1,4 +1,4 @@
-"""A newcomer's path, end to end (issue 18): `ssd-tui demo`, `ssd-tui open runs/demo/run.db`,
+"""A newcomer's path, end to end: `ssd-tui demo`, `ssd-tui open runs/demo/run.db`,
 `r` for one more round (the real app starting the real engine process from the run folder's
 config), `ssd-tui report --out r.html`.
 

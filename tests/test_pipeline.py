@@ -270,7 +270,7 @@ def test_batch_seeds_depend_on_identity_only():
 
 
 def test_greedy_evaluation_t_eval_0(tmp_path, tiny_model_dir):
-    """Issue 16: T_eval = 0 is greedy decoding, the way published pass@1 figures are taken.
+    """T_eval = 0 is greedy decoding, the way published pass@1 figures are taken.
     The config accepts it (T_train = 0 stays refused: SSD needs samples), every sample of a
     problem is the arg-max answer, so pass@k = pass@1, and the engine is on record."""
     from ssd_tui.errors import SSDError

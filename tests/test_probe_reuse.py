@@ -1,4 +1,4 @@
-"""Round 0's fork/lock probe reads what was stored when its samples were scored (issue 29).
+"""Round 0's fork/lock probe reads what was stored when its samples were scored.
 
 The sampler (transformers) and the exact-statistics pass (vLLM's samples) record, beside a
 sample's own statistics, the probe's extras: the top-1 probability and the training

@@ -697,7 +697,7 @@ def test_without_pidfds_the_server_still_gives_every_verdict(monkeypatch, tmp_pa
         assert _leftovers() == []
 
 
-# ---- isolation policy and cgroups (issue 20) -----------------------------------------------
+# ---- isolation policy and cgroups ---------------------------------------------------------
 
 
 @pytest.fixture

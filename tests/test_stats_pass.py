@@ -1,4 +1,4 @@
-"""Exact token statistics for samples stored without them (issue 16): the teacher-forced pass.
+"""Exact token statistics for samples stored without them: the teacher-forced pass.
 
 The pass (``Pipeline.fill_token_stats`` → ``probe.score_token_ids``) must give the numbers the
 transformers sampler records while decoding, write each batch whole, and resume after kill -9

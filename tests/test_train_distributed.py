@@ -1,4 +1,4 @@
-"""Data-parallel LoRA training executed: 2 processes, accelerate, gloo, on CPU (issue 16).
+"""Data-parallel LoRA training executed: 2 processes, accelerate, gloo, on CPU.
 
 ``accelerate launch --multi_gpu --num_processes 2 -m ssd_tui.engine.train_launch SPEC``
 against the same training in one process, on the demo model: the loss of every step and

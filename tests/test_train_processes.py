@@ -1,4 +1,4 @@
-"""`[train] processes = N`: the train stage of `ssd-tui run` under torchrun (issue 29).
+"""`[train] processes = N`: the train stage of `ssd-tui run` under torchrun.
 
 The fast tests check the launch's pieces (config, command line, the failure line, the
 progress file). The slow ones (marked ``slow`` like tests/test_train_distributed.py: each

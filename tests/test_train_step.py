@@ -1,4 +1,4 @@
-"""The training step's compute choices (issue 16): none may change the loss or the gradients.
+"""The training step's compute choices: none may change the loss or the gradients.
 
 Each test builds a peft LoRA model on the tests' tiny random Llama, gives LoRA's B matrices
 random values (a fresh adapter has B = 0, which would make every A gradient zero and the

@@ -209,7 +209,7 @@ async def test_dashboard_curve_gains_a_point_while_the_app_runs(ws):
 
 
 async def test_curve_series_toggles_fitted_axis_and_probe_axes(ws):
-    """Issue 18 item 6 / issue 19: difficulty series start hidden (they covered the pass@1
+    """Difficulty series start hidden (they covered the pass@1
     and pass@k lines), c toggles series, the y-axis fits the data, and f shows the probe
     statistics each on its own axis (nats apart from probabilities)."""
     app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
@@ -388,7 +388,7 @@ async def test_pass_at_k_column_is_empty_when_only_pass_at_1_is_measured(ws):
 async def test_dashboard_progress_rate_and_eta_of_a_running_stage(ws):
     """The rate counts only work the app saw being done: the stage already had 4 of 8
     done when the app first saw it (a resumed stage), so dividing 4 by the time since
-    the stage started would be wrong (issue 18 item 11: "240/s · ETA 1s")."""
+    the stage started would be wrong ("240/s · ETA 1s")."""
     run = ws / "runs" / "demo-run"
     now = [NOW_TS]
     with fake_engine(run):
@@ -418,7 +418,7 @@ async def test_dashboard_progress_rate_and_eta_of_a_running_stage(ws):
 
 
 def test_stage_fraction_never_goes_back_across_temperatures_and_phases():
-    """Issue 18 item 11: the bar went 53 % → 43 % → 0 % as the baseline restarted its
+    """The bar went 53 % → 43 % → 0 % as the baseline restarted its
     done/total for each temperature and for testing after generating."""
     from ssd_tui.store.reads import StageRow
 
@@ -442,7 +442,7 @@ def test_stage_fraction_never_goes_back_across_temperatures_and_phases():
 
 
 async def test_a_starting_engine_says_so_not_between_stages(ws):
-    """Issue 18 item 11: "between stages" showed for seconds while a new engine imported
+    """"between stages" showed for seconds while a new engine imported
     its libraries and loaded the model; no stage has started since it did."""
     run = ws / "runs" / "other-run"
     with fake_engine(run):
@@ -528,7 +528,7 @@ async def test_engine_keys_wait_for_the_first_read_of_the_run(ws, monkeypatch):
 
 
 async def test_demo_tui_starts_the_engine_and_shows_the_verdict(ws, monkeypatch):
-    """Issue 18 item 7: `ssd-tui demo --tui` (autostart_rounds) starts the engine up to the
+    """`ssd-tui demo --tui` (autostart_rounds) starts the engine up to the
     plan's last round on a new run, leaves a run alone whose rounds are done, and the
     dashboard shows the CLI's baseline verdict line."""
     from ssd_tui.analysis.verdict import baseline_verdict
@@ -615,7 +615,7 @@ async def test_warning_panel_and_jump_to_samples(ws):
 
 
 async def test_tab_keys_switch_tabs_after_the_warnings_table_had_focus(ws):
-    """Issue 18 item 4: after w, e and l used to do nothing (focus stayed in the warnings
+    """After w, e and l used to do nothing (focus stayed in the warnings
     pane, which made itself active again) until Tab moved the focus."""
     app = make_app(ws, open_db=ws / "runs" / "demo-run" / "run.db")
     async with app.run_test(size=SIZE) as pilot:
@@ -1046,7 +1046,7 @@ async def test_every_footer_binding_is_a_palette_command(ws):
 
 
 async def test_screenshot_is_saved_in_the_run_folder_and_said_where(ws, monkeypatch):
-    """Issue 18 item 11: the palette's Screenshot failed (Textual saves to ~/Downloads,
+    """The palette's Screenshot failed (Textual saves to ~/Downloads,
     which often does not exist). Now it goes to the run's folder and says so."""
     monkeypatch.setenv("HOME", str(ws / "home-without-downloads"))
     run = ws / "runs" / "demo-run"
@@ -1118,7 +1118,7 @@ async def test_review_mode_offers_no_engine_actions(ws):
 
 
 async def test_review_of_an_export_says_engine_keys_are_read_only_and_writes_nothing(ws):
-    """Issue 18 item 8: on an export, s (and the other engine keys) say that a review is
+    """On an export, s (and the other engine keys) say that a review is
     read-only instead of doing nothing, and the file stays byte-identical."""
     from ssd_tui.outputs.export import export_run
 
@@ -1159,7 +1159,7 @@ async def test_a_disabled_engine_key_says_why(ws):
 
 
 def test_open_leaves_rejected_files_and_exports_untouched(ws, monkeypatch):
-    """Issue 18 item 8: `ssd-tui open` checked files by opening them writable, which
+    """`ssd-tui open` checked files by opening them writable, which
     switched them to WAL (a 0-byte file became a 4 KB database). Now: rejected with one
     line and unchanged; an export opens in review mode, byte-identical."""
     import sqlite3
@@ -1214,7 +1214,7 @@ async def test_review_two_files_compares_round_by_round(ws):
         table = cmp.query_one("#cmp-table")
         await until(pilot, lambda: table.row_count == 4, what="rounds 0..3")
         assert str(table.get_cell_at((2, 1))) == "79.2%"
-        # The settings that differ, as `ssd-tui diff` finds them (issue 17).
+        # The settings that differ, as `ssd-tui diff` finds them.
         diff = cmp.query_one("#cmp-diff")
         await until(pilot, lambda: "run.name" in text_of(diff), what="config differences")
         assert "A demo-run | B other-run" in text_of(diff)

@@ -134,7 +134,7 @@ async def test_step_one_stage_through_the_engine_process(ws, tiny_model_dir, mon
 # engine from the app above, and tests the stop itself (Ctrl-C between batches) on the fake.
 @pytest.mark.engine
 async def test_dashboard_follows_a_second_engine_that_is_stopped(ws, tiny_model_dir):
-    """Issue 18 item 9: s (one stage), s (the next), x (stop it): the dashboard shows the
+    """s (one stage), s (the next), x (stop it): the dashboard shows the
     stopped stage and every event the engines wrote; the start screen lists the run."""
     from ssd_tui.store.run_store import RunStore
 

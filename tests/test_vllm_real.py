@@ -222,7 +222,7 @@ def test_stored_tail_mass_is_exact(
 
 
 def _exact_stats(model_dir: Path, tok, outs, params: SamplingParams) -> list[dict]:
-    """The pipeline's exact-statistics pass (issue 16) on these samples, by transformers."""
+    """The pipeline's exact-statistics pass on these samples, by transformers."""
     from ssd_tui.analysis.probe import score_token_ids
     from ssd_tui.engine.hf import HFSampler
 
@@ -376,7 +376,7 @@ def test_seeded_batch_longer_than_a_step_keeps_the_engine_alive(sampler: VLLMSam
 def test_batches_share_the_engine_but_not_their_samples(
     sampler: VLLMSampler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 16: many batches are decoded at once (a bounded queue) and each is yielded
+    """Many batches are decoded at once (a bounded queue) and each is yielded
     whole; a batch's samples are those it gets alone (its prompts' own seeds)."""
     prompts = [f"# case {i}\n{PROMPTS[i % 3]}" for i in range(10)]
     work = [
@@ -441,7 +441,7 @@ def test_lora_serving_and_a_live_adapter_switch(
         base = s.generate(PROMPTS, greedy)
         first = engine_core_pids()
         assert len(first) == 1
-        # A run with SSD rounds starts its engine with LoRA on (issue 16): base model, then
+        # A run with SSD rounds starts its engine with LoRA on: base model, then
         # each adapter, on the one live engine-core process
         assert s.engine_kwargs()["enable_lora"] is True
         s.set_adapter(a1)
@@ -530,14 +530,14 @@ def test_check_reports_vllm_and_a_full_two_round_run(tmp_path: Path) -> None:
         "AND length(t.tail_mass) = 4 * s.n_tokens AND s.mean_entropy IS NOT NULL "
         "AND s.mean_tail_mass IS NOT NULL) FROM token_stats t JOIN samples s ON s.id = t.sample_id"
     ).fetchone()
-    # issue 16: every sample has exact stats (the pass after sampling), none dropped
+    # Every sample has exact stats (the pass after sampling), none dropped
     assert stats[0] == stats[1] == stats[2] == q("SELECT COUNT(*) FROM samples").fetchone()[0]
     probe = q("SELECT round, name FROM metrics WHERE purpose = 'probe'").fetchall()
     for rnd in (0, 1, 2):  # the probe's fork/lock metrics, as on the transformers engine
         assert {(rnd, "n_fork"), (rnd, "n_lock")} <= set(probe)
     assert {(1, "fork_entropy"), (2, "lock_tail_mass")} <= set(probe)
     assert engine_core_pids() == set()
-    # Issue 16: on a CPU one engine serves the whole run (sample and evaluate of three
+    # On a CPU one engine serves the whole run (sample and evaluate of three
     # rounds, three models) with adapters switched in it, and every sampling stage says so.
     starts = q("SELECT COUNT(*) FROM events WHERE message LIKE '%vLLM engine started%'")
     assert starts.fetchone()[0] == 1
@@ -547,7 +547,7 @@ def test_check_reports_vllm_and_a_full_two_round_run(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_tensor_parallel_2_on_the_cpu_backend(model32: Path) -> None:
-    """Issue 16: `[vllm] tensor_parallel_size = 2` executed, not only configured: vLLM's CPU
+    """`[vllm] tensor_parallel_size = 2` executed, not only configured: vLLM's CPU
     backend shards the model over two ranks (one core each, "0|1"), and the greedy answers
     and their log-probs are the single engine's. Slow (two engines): `-m "vllm and slow"`."""
     greedy = SamplingParams(temperature=0.0, max_new_tokens=10, stop=())
