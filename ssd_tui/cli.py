@@ -789,7 +789,9 @@ def _add_open(sub: Any) -> None:
         "  ssd-tui open runs/demo/run.db\n"
         "  ssd-tui open runs/sweep-demo                  a sweep: its runs on one chart\n",
     )
-    op.add_argument("db", help="a run folder or its run.db, an export, or a sweep folder (overlaid)")
+    op.add_argument(
+        "db", help="a run folder or its run.db, an export, or a sweep folder (overlaid)"
+    )
     op.set_defaults(func=cmd_open)
 
 
@@ -803,7 +805,9 @@ def _add_review(sub: Any) -> None:
         "  ssd-tui review demo-round-2.db\n"
         "  ssd-tui review run-a.db run-b.db              A against B\n",
     )
-    rv.add_argument("files", nargs="+", metavar="FILE", help="an export, a run DB or a run folder (one or two)")
+    rv.add_argument(
+        "files", nargs="+", metavar="FILE", help="an export, a run DB or a run folder (one or two)"
+    )
     rv.set_defaults(func=cmd_review)
 
 
@@ -821,9 +825,7 @@ def _add_export(sub: Any) -> None:
         "  ssd-tui export runs/demo/run.db --round 1 --jsonl --out r1.jsonl\n"
         "  ssd-tui export runs/demo/run.db --tensorboard tb/   then: tensorboard --logdir tb/\n",
     )
-    e.add_argument(
-        "db", help="a run folder or its run.db; with --tensorboard also a sweep folder"
-    )
+    e.add_argument("db", help="a run folder or its run.db; with --tensorboard also a sweep folder")
     _round_option(e, "the round to export")
     e.add_argument("--all", action="store_true", help="export the whole run")
     e.add_argument(

@@ -26,7 +26,9 @@ def runs(tmp_path_factory, finished_run, fake_model_dir):
     """The shared finished run, and one that differs from it in T_eval only."""
     folder = tmp_path_factory.mktemp("b")
     config = finished_project(folder, fake_model_dir)
-    config.write_text(config.read_text().replace("[eval]\ntemperature = 1.0", "[eval]\ntemperature = 0.5"))
+    config.write_text(
+        config.read_text().replace("[eval]\ntemperature = 1.0", "[eval]\ntemperature = 0.5")
+    )
     r = run_fake(config)
     assert r.returncode == 0, r.stderr
     return finished_run.dir, load_config(config).run_dir

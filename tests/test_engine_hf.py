@@ -310,7 +310,9 @@ def test_the_batch_schedule_is_exact_whatever_comes_before_or_after(tiny_model_d
         alone = [s.generate(prompts, params) for prompts, params in work]
 
     def exact(batch: list) -> list:
-        return [(c.token_ids, c.logprobs, c.entropies, c.tail_mass, c.text) for p in batch for c in p]
+        return [
+            (c.token_ids, c.logprobs, c.entropies, c.tail_mass, c.text) for p in batch for c in p
+        ]
 
     for i in range(4):
         assert exact(whole[i]) == exact(alone[i])

@@ -144,7 +144,9 @@ def test_kill_9_anywhere_in_a_stage_then_resume_equals_an_uninterrupted_run(
     rerun: no sample, verdict, metric, warning, probe row or step lost or duplicated."""
     reference, counts = fake_reference
     point = random.Random(f"{KILL_SEED}:{stage}").randint(1, counts[stage])
-    where = f"kill -9 at statement {point} of {counts[stage]} in {stage} (SSD_KILL_SEED={KILL_SEED})"
+    where = (
+        f"kill -9 at statement {point} of {counts[stage]} in {stage} (SSD_KILL_SEED={KILL_SEED})"
+    )
     config = finished_project(tmp_path, fake_model_dir)
     killed = run_fake(config, env={KILL_ENV: f"{stage}:{point}"})
     assert killed.returncode == -signal.SIGKILL, f"{where}: {killed.stderr[-2000:]}"

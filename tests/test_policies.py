@@ -141,8 +141,13 @@ def test_fresh_adapters_and_an_anchored_training_set(tmp_path, tiny_model_dir) -
     round 2's set gives, whatever round 1's adapter was (from round 1's adapter they are
     not). data = "anchor": half of round 2's set is round 1's samples."""
     cfg, store, pipe, _ = _run(
-        tmp_path, tiny_model_dir, 2, rounds__adapter="fresh", rounds__data="anchor",
-        rounds__anchor_share=0.5, train__epochs=1,
+        tmp_path,
+        tiny_model_dir,
+        2,
+        rounds__adapter="fresh",
+        rounds__data="anchor",
+        rounds__anchor_share=0.5,
+        train__epochs=1,
     )
     assert store.rounds()[2]["base_path"] is None  # on the run's own model
     stored = _weights(Path(pipe.adapter_of(2)))
@@ -166,8 +171,13 @@ def test_accumulated_data_on_merged_weights(tmp_path, tiny_model_dir) -> None:
     round k's model (copy ⊕ adapter) is what the pipeline sampled and evaluated."""
     before = {p.name: file_sha256(p) for p in sorted(tiny_model_dir.iterdir()) if p.is_file()}
     cfg, store, pipe, _ = _run(
-        tmp_path, tiny_model_dir, 3, rounds__adapter="merge", rounds__data="accumulate",
-        rounds__accumulate_budget="epochs", train__epochs=1,
+        tmp_path,
+        tiny_model_dir,
+        3,
+        rounds__adapter="merge",
+        rounds__data="accumulate",
+        rounds__accumulate_budget="epochs",
+        train__epochs=1,
     )
     after = {p.name: file_sha256(p) for p in sorted(tiny_model_dir.iterdir()) if p.is_file()}
     assert after == before  # the base weights are never written
@@ -231,7 +241,10 @@ def test_no_gain_stops_the_run_and_a_rerun_decides_the_same(tmp_path, tiny_model
     assert [r["round"] for r in store.rounds()] == [0, 1]  # round 2 was never planned
     [d] = store.decisions()
     assert (d["round"], d["action"], d["rule"], d["next_source"]) == (
-        1, "stop", "stop_after_no_gain", None,
+        1,
+        "stop",
+        "stop_after_no_gain",
+        None,
     )
     ev = d["evidence"]
     assert ev["pass@1"] == {"0": store.metric(0, "pass@1"), "1": store.metric(1, "pass@1")}
@@ -292,8 +305,13 @@ def test_rollback_samples_from_the_best_rounds_adapter(tmp_path, tiny_model_dir)
     on_collapse = "rollback" round 3 samples from round 1's model, checked by the adapter
     hash each of its samples carries, and continues training round 1's adapter."""
     cfg, store, pipe, status = _run(
-        tmp_path, tiny_model_dir, 3, make_sampler=ScriptedSampler,
-        control__on_collapse="rollback", analysis__max_unique_share_drop=0.4, train__epochs=1,
+        tmp_path,
+        tiny_model_dir,
+        3,
+        make_sampler=ScriptedSampler,
+        control__on_collapse="rollback",
+        analysis__max_unique_share_drop=0.4,
+        train__epochs=1,
     )
     assert status == "done"
     assert [store.metric(r, "pass@1") for r in range(4)] == [0.0, 1.0, 0.0, 0.0]
@@ -316,16 +334,19 @@ def test_rollback_samples_from_the_best_rounds_adapter(tmp_path, tiny_model_dir)
 
 def test_collapse_stops_the_run_before_the_next_sampling(tmp_path, tiny_model_dir) -> None:
     cfg, store, pipe, status = _run(
-        tmp_path, tiny_model_dir, 3, make_sampler=ScriptedSampler,
-        control__on_collapse="stop", analysis__max_unique_share_drop=0.4, train__epochs=1,
+        tmp_path,
+        tiny_model_dir,
+        3,
+        make_sampler=ScriptedSampler,
+        control__on_collapse="stop",
+        analysis__max_unique_share_drop=0.4,
+        train__epochs=1,
     )
     assert status == "stopped" and [r["round"] for r in store.rounds()] == [0, 1, 2]
     d = store.decision(2)
     assert (d["action"], d["rule"]) == ("stop", "on_collapse")
     assert "unique_share_low" in d["message"] and "before round 3's sampling" in d["message"]
-    assert {w["rule"] for w in store.warnings(2)} <= {
-        w["rule"] for w in d["evidence"]["warnings"]
-    }
+    assert {w["rule"] for w in store.warnings(2)} <= {w["rule"] for w in d["evidence"]["warnings"]}
     store.close()
 
 
@@ -333,7 +354,9 @@ def test_collapse_stops_the_run_before_the_next_sampling(tmp_path, tiny_model_di
 POLICIES = {
     "accumulate+merge": {"rounds__data": "accumulate", "rounds__adapter": "merge"},
     "anchor+fresh": {
-        "rounds__data": "anchor", "rounds__anchor_share": 0.5, "rounds__adapter": "fresh",
+        "rounds__data": "anchor",
+        "rounds__anchor_share": 0.5,
+        "rounds__adapter": "fresh",
     },
     # Every length change counts as drift, and a stop at "e" makes eval lengths vary: round
     # 1's rules fire, and the base model (round 0, no worse than a tiny random model's

@@ -210,7 +210,9 @@ def test_an_analysis_failure_fails_the_stage(two_rounds, monkeypatch):
     import ssd_tui.analysis
 
     monkeypatch.setitem(sys.modules, "ssd_tui.analysis.rounds", None)  # import fails…
-    monkeypatch.delattr(ssd_tui.analysis, "rounds")  # …also for `from ssd_tui.analysis import rounds`
+    monkeypatch.delattr(
+        ssd_tui.analysis, "rounds"
+    )  # …also for `from ssd_tui.analysis import rounds`
     with pytest.raises(ImportError):
         pipe._run_stage(0, "analyse")
     assert store.stage(0, "analyse")["status"] == "failed"
@@ -219,9 +221,7 @@ def test_an_analysis_failure_fails_the_stage(two_rounds, monkeypatch):
     assert any("analyse failed:" in m and "ssd_tui.analysis.rounds" in m for m in msgs), msgs[-3:]
 
 
-def test_a_training_set_first_loaded_on_a_resume_is_recorded_and_checked(
-    tmp_path, tiny_model_dir
-):
+def test_a_training_set_first_loaded_on_a_resume_is_recorded_and_checked(tmp_path, tiny_model_dir):
     # A run started with rounds = 0 loads no training prompts; taken past round 0 later,
     # its training set enters the record then, and a later resume checks it.
     write_problems(tmp_path)

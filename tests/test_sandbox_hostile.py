@@ -64,7 +64,7 @@ CRASHERS = {
     ),
     # SQLite refuses lone surrogates: the message must still be storable
     "surrogate": "raise ValueError('\\ud800')",
-    "bad-utf8-record": "import os\nos.write(4, b'E [\"error\", \"\\xff\\xfe\"]\\n')\nos._exit(1)",
+    "bad-utf8-record": 'import os\nos.write(4, b\'E ["error", "\\xff\\xfe"]\\n\')\nos._exit(1)',
     "huge-number-record": "import os\nos.write(4, b'E [\"error\", ' + b'9' * 5000 + b']\\n')\nos._exit(1)",
 }
 
@@ -148,9 +148,11 @@ def test_classify_is_total(stdout, stderr, status, result, timed_out, oom) -> No
 @given(
     stderr=st.text(max_size=3000)
     | st.builds(
-        lambda n, digits: 'Traceback (most recent call last):\n  File "<program>", line '
-        + digits * n
-        + ", in check\n",
+        lambda n, digits: (
+            'Traceback (most recent call last):\n  File "<program>", line '
+            + digits * n
+            + ", in check\n"
+        ),
         st.integers(1, 6000),
         st.sampled_from(["7", "0", "1"]),
     ),
@@ -170,7 +172,10 @@ def test_the_record_parsers_take_any_bytes() -> None:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(code=st.text(max_size=200) | st.binary(max_size=200).map(lambda b: f"import os\nos.write(4, {b!r})\nos.write(2, {b!r})\n"))
+@given(
+    code=st.text(max_size=200)
+    | st.binary(max_size=200).map(lambda b: f"import os\nos.write(4, {b!r})\nos.write(2, {b!r})\n")
+)
 def test_check_samples_never_raises_for_any_program(code: str) -> None:
     got = list(check_samples([(ADD, code)], Limits(timeout_s=2, cpu_s=2), workers=1))
     assert len(got) == 1 and got[0][0] == 0

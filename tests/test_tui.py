@@ -442,7 +442,7 @@ def test_stage_fraction_never_goes_back_across_temperatures_and_phases():
 
 
 async def test_a_starting_engine_says_so_not_between_stages(ws):
-    """"between stages" showed for seconds while a new engine imported
+    """ "between stages" showed for seconds while a new engine imported
     its libraries and loaded the model; no stage has started since it did."""
     run = ws / "runs" / "other-run"
     with fake_engine(run):

@@ -105,8 +105,10 @@ async def test_b_branches_from_the_highlighted_finished_round(ws, monkeypatch):
         await until(pilot, lambda: bool(started), what="the branch's engine")
         await until(
             pilot,
-            lambda: screen_name(app) == "DashboardScreen"
-            and app.screen.ref.run_dir.name == "demo-run-r2",
+            lambda: (
+                screen_name(app) == "DashboardScreen"
+                and app.screen.ref.run_dir.name == "demo-run-r2"
+            ),
             what="the branch's dashboard",
         )
     run_dir, config, branch = started[0]

@@ -715,12 +715,19 @@ class _Numeric:
 def _numeric_loop(n: _Numeric, kind: str) -> Lines:
     """A loop that accumulates (kind: for, index, while)."""
     template, agg, var, nm, bug = n.template, n.agg, n.var, n.nm, n.bug
-    x, p, acc, y, pred, mapped, hi, cmp_max = n.x, n.p, n.acc, n.y, n.pred, n.mapped, n.hi, n.cmp_max
+    x, p, acc, y, pred, mapped, hi, cmp_max = (
+        n.x,
+        n.p,
+        n.acc,
+        n.y,
+        n.pred,
+        n.mapped,
+        n.hi,
+        n.cmp_max,
+    )
     mp = n.has_map
     out: Lines = []
-    init = {"sum": "0", "count": "0", "list": "[]", "prod": "1", "max": "None", "min": "None"}[
-        agg
-    ]
+    init = {"sum": "0", "count": "0", "list": "[]", "prod": "1", "max": "None", "min": "None"}[agg]
     if bug == "init":
         init = {"sum": "1", "count": "1", "prod": "0", "max": "0", "min": "0"}[agg]
     out.append((1, f"{acc} = {init}"))
@@ -835,8 +842,6 @@ def _numeric_expression(n: _Numeric, style: str, key: Key) -> Lines:
             return [(1, f"return {p} * ({p} + 1) // 2")]
         return [(1, f"return {fn}({p}, default=None)")]
     raise ValueError(f"unknown style {style!r} for {key}")
-
-
 
 
 def _negate(expr: str) -> str:

@@ -111,7 +111,9 @@ def check_samples(
         except Exception as e:
             failures += 1
             if failures >= GRADER_FAILURES_IN_A_ROW:
-                raise SSDError(f"sandbox: the grader failed on {failures} samples in a row: {e}") from e
+                raise SSDError(
+                    f"sandbox: the grader failed on {failures} samples in a row: {e}"
+                ) from e
             verdict = Verdict("error", _storable(f"grader failed: {e}"), r.duration_s)
         yield i, verdict
 

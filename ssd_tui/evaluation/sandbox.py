@@ -280,8 +280,11 @@ def choose_isolation(policy: str = "auto") -> Isolation:
             "sandbox: running programs with isolation %s, weaker than strict (%s). See "
             "docs/sandbox.md.",
             got.label,
-            root if isinstance(root, str) else
-            "no cgroup per program" if not root.cgroup else "no seccomp filter",
+            root
+            if isinstance(root, str)
+            else "no cgroup per program"
+            if not root.cgroup
+            else "no seccomp filter",
         )
     return got
 
@@ -1101,7 +1104,9 @@ def _classify(
     wait = report["wait"]
     if os.WIFSIGNALED(wait):
         sig = os.WTERMSIG(wait)
-        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and report.get("cpu", 0) >= limits.cpu_s):
+        if sig == signal.SIGXCPU or (
+            sig == signal.SIGKILL and report.get("cpu", 0) >= limits.cpu_s
+        ):
             return result("timeout", f"CPU time limit exceeded ({limits.cpu_s} s)", -sig)
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
         hint = _SIGNAL_HINTS.get(sig)

@@ -92,7 +92,10 @@ def _b(s):
 
 
 def mount(src, target, fstype, flags, data=None):
-    _ok(LIBC.mount(_b(src), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)), "mount " + target)
+    _ok(
+        LIBC.mount(_b(src), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)),
+        "mount " + target,
+    )
 
 
 def all_read_only(path):
@@ -104,7 +107,9 @@ def all_read_only(path):
 
 
 def tmpfs(path, size_mb, mode="1777"):
-    mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size_mb}m,nr_inodes=4096,mode={mode}")
+    mount(
+        "tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size_mb}m,nr_inodes=4096,mode={mode}"
+    )
 
 
 def bind(src, target):
@@ -160,7 +165,9 @@ def setup_mounts(cfg):
         os.symlink(target, f"{dev}/{name}")
     for path in ("/proc", "/tmp", "/var/tmp"):
         os.makedirs(NEW_ROOT + path, exist_ok=True)
-    mount("proc", NEW_ROOT + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this PID namespace's own
+    mount(
+        "proc", NEW_ROOT + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC
+    )  # this PID namespace's own
     for path in cfg["hide"]:
         hide(NEW_ROOT + path)
     os.chdir(NEW_ROOT)
@@ -226,7 +233,9 @@ def build_filter(policy):
     class SockFprog(ctypes.Structure):
         _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
-    return SockFprog(len(bpf) // 8, ctypes.addressof(code)), code  # the program keeps its code alive
+    return SockFprog(
+        len(bpf) // 8, ctypes.addressof(code)
+    ), code  # the program keeps its code alive
 
 
 def load_filter():
@@ -237,10 +246,16 @@ def load_filter():
 def js(s, ord=ord):
     # A JSON string literal: control characters, quotes, backslashes and lone surrogates
     # escaped. ``ord`` is bound here: a program may replace builtins.ord before we report.
-    return '"' + "".join(
-        c if c >= " " and c not in '"\\' and not "\ud800" <= c <= "\udfff" else f"\\u{ord(c):04x}"
-        for c in s
-    ) + '"'
+    return (
+        '"'
+        + "".join(
+            c
+            if c >= " " and c not in '"\\' and not "\ud800" <= c <= "\udfff"
+            else f"\\u{ord(c):04x}"
+            for c in s
+        )
+        + '"'
+    )
 
 
 def exception_line(e):
@@ -315,8 +330,20 @@ def enter_child(cfg, workdir):
 
 def run(code, nonce):
     # Everything used after the program runs is bound here, before it can patch anything.
-    write, exit_, AE, line_of, result_fd = os.write, os._exit, AssertionError, exception_line, RESULT_FD
-    dumps, print_exc, stderr, flush_all, why = js, sys.__excepthook__, sys.__stderr__, _flush_all, refused
+    write, exit_, AE, line_of, result_fd = (
+        os.write,
+        os._exit,
+        AssertionError,
+        exception_line,
+        RESULT_FD,
+    )
+    dumps, print_exc, stderr, flush_all, why = (
+        js,
+        sys.__excepthook__,
+        sys.__stderr__,
+        _flush_all,
+        refused,
+    )
     builtins.exit = builtins.quit = sys.exit  # normally added by site, which -S skips
     module = type(sys)("__sandbox__")
     module.__builtins__ = builtins
@@ -344,7 +371,9 @@ def run(code, nonce):
             except BaseException:
                 pass
         flush_all()
-        write(result_fd, b"E [" + dumps(kind).encode() + b", " + dumps(msg[:1000]).encode() + b"]\n")
+        write(
+            result_fd, b"E [" + dumps(kind).encode() + b", " + dumps(msg[:1000]).encode() + b"]\n"
+        )
         exit_(1)
     flush_all()
     write(result_fd, nonce + b"\n")
@@ -401,7 +430,9 @@ def init(boot):
         try:
             enter_child(cfg, workdir)
         except BaseException as e:
-            os.write(RESULT_FD, ('E ["error", ' + js(f"sandbox setup failed: {e}") + "]\n").encode())
+            os.write(
+                RESULT_FD, ('E ["error", ' + js(f"sandbox setup failed: {e}") + "]\n").encode()
+            )
             os._exit(3)
         run(cfg.pop("code"), nonce)
     del cfg["code"], nonce

@@ -325,9 +325,7 @@ def _finish(ax: Any) -> None:
     """Grid, and the legend below the axes: never over a line."""
     ax.grid(alpha=0.3)
     ncol = 2 if len(ax.lines) > 2 else 1  # four entries in one column squeeze the axes
-    ax.legend(
-        loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, fontsize=8, frameon=False
-    )
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=ncol, fontsize=8, frameon=False)
 
 
 def _png(fig: Any) -> bytes:

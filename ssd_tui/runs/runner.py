@@ -192,7 +192,9 @@ def engine_output(log_path: Path, verbose: bool = False) -> Iterator[TextIO]:
         if terminal is not sys.stderr:
             terminal.close()
     if ok and log_path.stat().st_size > start:
-        print(f"the engine's own output is in {log_path} (--verbose shows it here)", file=sys.stderr)
+        print(
+            f"the engine's own output is in {log_path} (--verbose shows it here)", file=sys.stderr
+        )
 
 
 def _writes_to(fd: int, path: Path | None = None) -> bool:

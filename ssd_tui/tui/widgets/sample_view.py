@@ -18,7 +18,9 @@ VERDICT_STYLE = {
     "timeout": "bold yellow",
     None: "dim",
 }
-SUSPECT_MARK = "⚑"  # a sample whose program looks like it games the tests (ssd_tui/evaluation/suspect.py)
+SUSPECT_MARK = (
+    "⚑"  # a sample whose program looks like it games the tests (ssd_tui/evaluation/suspect.py)
+)
 SUSPECT_STYLE = "bold magenta"
 
 
