@@ -139,6 +139,19 @@ def test_each_run_is_an_engine_started_through_the_runner(tmp_path: Path, monkey
     assert sw.run_sweep(plan, say=lambda text: None) == 130  # interrupted: rerun to resume
 
 
+def test_a_run_killed_before_its_first_write_is_started_again(tmp_path: Path, monkeypatch) -> None:
+    """SQLite makes run.db on connect and writes the schema after: a run killed between
+    leaves an empty file, which the sweep starts over instead of failing on it."""
+    cfg = tiny_demo(tmp_path)
+    plan = sw.prepare(sw.plan(cfg, ["sampling.temperature=0.5,0.8"], 1, tmp_path / "sw", rounds=2))
+    plan.db_path(plan.runs[0]).touch()
+    assert sw.run_state(plan, plan.runs[0]) == ("pending", 0)
+    started = []
+    monkeypatch.setattr(runner, "run_engine", lambda cmd, **kw: started.append(cmd) or 0)
+    assert sw.run_sweep(plan, say=lambda text: None) == 0
+    assert len(started) == 2
+
+
 @pytest.mark.parametrize(
     ("assignment", "message"),
     [

@@ -361,7 +361,9 @@ def run_state(sweep: Sweep, run: SweepRun) -> tuple[str, int]:
     """('done' | 'partial' | 'pending', rounds done) of one run, read from its DB; a run
     [control] stopped is done (a rerun would stop it again)."""
     db = sweep.db_path(run)
-    if not db.exists():
+    if not db.exists() or db.stat().st_size == 0:
+        # An empty file is a run killed before its first write (SQLite makes the file on
+        # connect, the schema comes after): nothing to resume, the run starts over.
         return "pending", 0
     store = RunStore.open(db, readonly=True)
     try:
