@@ -161,8 +161,16 @@ def fake_project(folder: Path, model: Path, n_train: int = 12, **over) -> Path:
 
 def finished_project(folder: Path, model: Path) -> Path:
     """The shared finished run's project (conftest ``finished_run``): 24 training prompts,
-    one round, a temperature-only baseline at T = 0.5, so every stage kind runs."""
-    return fake_project(folder, model, n_train=24, eval__baseline_temperatures=[0.5])
+    one round, a temperature-only baseline at T = 0.5, so every stage kind runs; a
+    length-drift threshold of 1 % so that round 1 raises a warning, whose rows are compared
+    too."""
+    return fake_project(
+        folder,
+        model,
+        n_train=24,
+        eval__baseline_temperatures=[0.5],
+        analysis__max_length_drift=0.01,
+    )
 
 
 def run_fake(config: Path, *extra: str, wait: bool = True, env: dict | None = None):

@@ -93,7 +93,8 @@ async def test_an_opted_in_run_shows_its_sandbox_in_db_app_report_and_export(
 
     stages = _stage_sandbox(db)
     assert stages[(0, "evaluate")] == "root+seccomp"  # what ran: namespaces, no cgroup
-    assert stages[(0, "analyse")] is None  # runs no programs
+    # the analyse stage runs the programs again for their behaviours, in the same sandbox
+    assert stages[(0, "analyse")] == "root+seccomp"
     with sqlite3.connect(db) as c:
         assert c.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0] > 0
 
