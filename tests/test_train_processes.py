@@ -215,7 +215,7 @@ def _one_process(cfg, rnd: int) -> tuple[dict, list[dict]]:
 
     store = RunStore.open(cfg.db_path, readonly=True)
     pipe = Pipeline(cfg, store)
-    pipe._load_problems()
+    pipe._load_problems(None)
     examples, _ = pipe.train_examples(rnd)
     base, init = pipe._train_start(rnd)
     s = cfg.engine_settings()
