@@ -473,3 +473,36 @@ def test_an_evaluate_stage_with_crashers_ends_and_its_resume_too(tmp_path, monke
     pipe._evaluate(0, "evaluate", t)  # the resume: nothing left, nothing raised
     assert [(s["sample_idx"], s["status"]) for s in store.samples(0, "eval")] == got
     store.close()
+
+
+# ---- an interpreter installed under /tmp ------------------------------------------------------
+
+
+@isolated
+def test_a_python_tree_under_tmp_is_bound(tmp_path: Path, monkeypatch) -> None:
+    """The program's root is a tmpfs mounted on /tmp in the sandbox's mount namespace: a
+    Python tree under /tmp (a virtualenv there, as CI's vLLM one in a checkout under /tmp)
+    is bound from a descriptor opened before, not looked up after /tmp is covered."""
+    iso = strict()
+    tree = tmp_path / "venv-lib"
+    tree.mkdir()
+    (tree / "marker.txt").write_text("bound from under /tmp")
+    view = sandbox._view()
+    monkeypatch.setattr(
+        sandbox, "_view_cache", {**view, "binds": [*view["binds"], (str(tree), str(tree))]}
+    )
+    monkeypatch.setattr(sandbox, "_idle", {})  # a server that boots with this view
+    code = (
+        f"print(open({str(tree / 'marker.txt')!r}).read().strip())\n"
+        "try:\n"
+        f"    open({str(tree / 'new.txt')!r}, 'w')\n"
+        "    print('written')\n"
+        "except OSError as e:\n"
+        "    print(type(e).__name__)\n"
+    )
+    r = run(code, iso=iso)
+    sandbox._stop_servers()
+    assert r.status == "passed", r.message
+    seen, wrote = r.stdout.splitlines()
+    assert seen == "bound from under /tmp"
+    assert wrote != "written" and not (tree / "new.txt").exists()  # read-only, as every bind

@@ -112,9 +112,9 @@ def tmpfs(path, size_mb, mode="1777"):
     )
 
 
-def bind(src, target):
+def bind(src, target, is_dir=None):
     # ``src`` (a folder, file or device) at ``target``; all_read_only makes it read-only.
-    if os.path.isdir(src):
+    if os.path.isdir(src) if is_dir is None else is_dir:
         os.makedirs(target, exist_ok=True)
     else:
         os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -150,9 +150,14 @@ def setup_mounts(cfg):
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     os.umask(0o022)
     view = cfg["view"]
+    # Each source is opened before the new root's tmpfs covers NEW_ROOT (/tmp): a tree
+    # under it (a virtualenv in /tmp) is hidden by then, but binds from its descriptor.
+    held = [(os.open(src, os.O_PATH | os.O_CLOEXEC), os.path.isdir(src), dst)
+            for src, dst in view["binds"]]  # fmt: skip
     tmpfs(NEW_ROOT, 1, mode="755")
-    for src, dst in view["binds"]:
-        bind(src, NEW_ROOT + dst)
+    for fd, is_dir, dst in held:
+        bind(f"/proc/self/fd/{fd}", NEW_ROOT + dst, is_dir)
+        os.close(fd)
     for path, target in view["links"]:
         os.makedirs(os.path.dirname(NEW_ROOT + path), exist_ok=True)
         os.symlink(target, NEW_ROOT + path)
@@ -173,9 +178,18 @@ def setup_mounts(cfg):
     os.chdir(NEW_ROOT)
     pivot_root()
     all_read_only("/")
-    tmpfs("/tmp", 4 * cfg["file_size_mb"])
-    tmpfs("/var/tmp", cfg["file_size_mb"])
-    tmpfs("/dev/shm", cfg["file_size_mb"])
+    sizes = {"/tmp": 4 * cfg["file_size_mb"], "/var/tmp": cfg["file_size_mb"]}
+    for path in ("/tmp", "/var/tmp", "/dev/shm"):
+        # The program's own scratch space; a bound tree inside it (a virtualenv in /tmp)
+        # is bound again on top, read-only, from a descriptor opened before it is covered.
+        inside = [dst for _, dst in view["binds"] if dst.startswith(path + "/")]
+        held = [(os.open(dst, os.O_PATH | os.O_CLOEXEC), os.path.isdir(dst), dst)
+                for dst in inside]  # fmt: skip
+        tmpfs(path, sizes.get(path, cfg["file_size_mb"]))
+        for fd, is_dir, dst in held:
+            bind(f"/proc/self/fd/{fd}", dst, is_dir)
+            os.close(fd)
+            all_read_only(dst)
 
 
 def drop_capabilities():
