@@ -8,6 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 EVAL = [
@@ -93,13 +94,38 @@ def write_config(folder: Path, model: Path, rounds: int = 1, **over: str) -> Pat
     for key, value in over.items():
         s, k = key.split("__")
         sections.setdefault(s, {})[k] = value
+    return write_toml(folder / "run.toml", sections)
+
+
+def write_toml(path: Path, sections: dict[str, dict]) -> Path:
+    """``sections`` (section -> key -> value) as a TOML file at ``path``."""
     lines = []
-    for s, kv in sections.items():
-        lines.append(f"[{s}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in kv.items()]
-    path = folder / "run.toml"
+    for section, values in sections.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def wait_for_stage(db: Path, stage: str, rnd: int, timeout: float = 120) -> bool:
+    """Poll the run DB read-only until ``stage`` of round ``rnd`` is running with some work
+    done (True), or has finished or the time is up (False)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
+            row = c.execute(
+                "SELECT status, done FROM stages WHERE round=? AND stage=?", (rnd, stage)
+            ).fetchone()
+            c.close()
+        except sqlite3.Error:
+            row = None
+        if row and row[0] == "running" and row[1] > 0:
+            return True
+        if row and row[0] == "done":
+            return False
+        time.sleep(0.005)
+    return False
 
 
 def snapshot(db: Path) -> dict:

@@ -7,7 +7,6 @@ import os
 import random
 import signal
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from runkit import (
     run_cli,
     run_fake,
     snapshot,
+    wait_for_stage,
     write_config,
     write_problems,
 )
@@ -159,7 +159,7 @@ def test_ctrl_c_stops_between_batches_and_resumes(tmp_path, fake_model_dir, fake
     config = finished_project(tmp_path, fake_model_dir)
     db = load_config(config).db_path
     proc = run_fake(config, wait=False, env={DELAY_ENV: "0.1"})  # a sampled batch: 0.1 s
-    assert _wait_for(db, "sample", 1)
+    assert wait_for_stage(db, "sample", 1)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
@@ -212,26 +212,6 @@ def test_changed_config_is_refused_on_resume(tmp_path, fake_model_dir):
     assert "sampling.temperature" in r.stderr and "Traceback" not in r.stderr
 
 
-def _wait_for(db: Path, stage: str, rnd: int, timeout: float = 120) -> bool:
-    """Poll the run DB read-only until `stage` of `rnd` is running with some work done."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-            row = c.execute(
-                "SELECT status, done FROM stages WHERE round=? AND stage=?", (rnd, stage)
-            ).fetchone()
-            c.close()
-        except sqlite3.Error:
-            row = None
-        if row and row[0] == "running" and row[1] > 0:
-            return True
-        if row and row[0] == "done":
-            return False
-        time.sleep(0.005)
-    return False
-
-
 @pytest.mark.engine
 def test_kill_9_while_the_real_model_samples_then_resume_equals_an_uninterrupted_run(
     tmp_path, tiny_model_dir
@@ -254,7 +234,7 @@ def test_kill_9_while_the_real_model_samples_then_resume_equals_an_uninterrupted
         config = write_config(folder, tiny_model_dir)
         db = load_config(config).db_path
         proc = run_cli(config, wait=False)
-        caught = _wait_for(db, "sample", 1)
+        caught = wait_for_stage(db, "sample", 1)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         r = run_cli(config)

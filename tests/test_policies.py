@@ -15,12 +15,11 @@ import json
 import re
 import signal
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from runkit import run_cli, snapshot, write_config, write_problems
+from runkit import run_cli, snapshot, wait_for_stage, write_config, write_problems
 
 from ssd_tui.analysis import control
 from ssd_tui.config import RoundsSection, load_config, loads_config
@@ -393,26 +392,6 @@ def _policy_project(folder: Path, model: Path, policy: str) -> Path:
     return write_config(folder, model, rounds=2, eval__max_new_tokens=24, **POLICIES[policy])
 
 
-def _wait_for(db: Path, stage: str, rnd: int, timeout: float = 180) -> bool:
-    """Poll the run DB until ``stage`` of round ``rnd`` is running with work done."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            c = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1)
-            row = c.execute(
-                "SELECT status, done FROM stages WHERE round=? AND stage=?", (rnd, stage)
-            ).fetchone()
-            c.close()
-        except sqlite3.Error:
-            row = None
-        if row and row[0] == "running" and row[1] > 0:
-            return True
-        if row and row[0] == "done":
-            return False
-        time.sleep(0.005)
-    return False
-
-
 @pytest.mark.engine  # real runs on the tiny model, killed and resumed: the engine tier
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize(
@@ -439,7 +418,7 @@ def test_kill_9_in_round_2_resumes_to_the_uninterrupted_run(
         config = _policy_project(folder, tiny_model_dir, policy)
         db = load_config(config).db_path
         proc = run_cli(config, wait=False)
-        caught = _wait_for(db, stage, 2)
+        caught = wait_for_stage(db, stage, 2, timeout=180)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         r = run_cli(config)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from runkit import run_cli, snapshot, write_config, write_problems
+from runkit import run_cli, snapshot, write_config, write_problems, write_toml
 
 from ssd_tui.config import RESUMABLE_KEYS, load_config, loads_config
 from ssd_tui.engine.base import LaunchSettings, LoraSettings, TrainSettings
@@ -180,13 +180,7 @@ def _demo_config(folder: Path, processes: int) -> Path:
     )
     data["eval"].update(samples_per_problem=2, k=[1], baseline_temperatures=[])
     data["train"].update(batch_size=4, grad_accum=2, processes=processes)
-    lines = []
-    for section, values in data.items():
-        lines.append(f"[{section}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    path = folder / "demo.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_toml(folder / "demo.toml", data)
 
 
 def _adapter(folder: Path) -> dict:
